@@ -1,0 +1,94 @@
+"""The Typer app and the one place that turns library errors into messages and exit codes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+
+import typer
+from rich.console import Console
+
+from exporter import __version__
+from exporter.errors import EXIT_SIGINT, TlxError
+
+EXIT_INTERNAL = 70  # a bug in tlx, not in the input (sysexits' EX_SOFTWARE)
+
+app = typer.Typer(
+    name="tlx",
+    help="Turn a pretrained VGG16 into verified, benchmarked production artifacts.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+# Results go to stdout; progress, warnings and errors to stderr so pipes stay clean.
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+
+def debug_enabled() -> bool:
+    return os.environ.get("TLX_DEBUG", "") not in ("", "0")
+
+
+def fail(message: str, code: int) -> typer.Exit:
+    """Print a one-line error to stderr and return the Exit to raise."""
+    first_line = " ".join(str(message).split("\n")).strip()
+    err_console.print(f"[bold red]error:[/] {first_line}", markup=True, soft_wrap=True)
+    return typer.Exit(code)
+
+
+@contextlib.contextmanager
+def cli_errors() -> Iterator[None]:
+    """Map TlxError to its exit code, Ctrl-C to 130, anything else to an internal error.
+
+    No traceback reaches the user unless ``--debug`` (or ``TLX_DEBUG=1``) is set.
+    """
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except TlxError as exc:
+        if debug_enabled():
+            raise
+        raise fail(str(exc), exc.exit_code) from None
+    except KeyboardInterrupt:
+        if debug_enabled():
+            raise
+        raise fail("interrupted", EXIT_SIGINT) from None
+    except Exception as exc:
+        if debug_enabled():
+            raise
+        raise fail(
+            f"internal error: {exc.__class__.__name__}: {exc} (rerun with --debug for the "
+            "traceback and report it)",
+            EXIT_INTERNAL,
+        ) from None
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"tlx {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version_callback, is_eager=True, help="Print the version."
+    ),
+) -> None:
+    """tlx: train → export → verify → bench, each step measured.
+
+    Exit codes: 0 ok, 1 gate failed, 2 bad usage or input, 3 environment (device/runtime
+    unavailable), 70 internal error, 130/143 interrupted.
+    """
+    if debug:
+        os.environ["TLX_DEBUG"] = "1"
+
+
+def is_interactive() -> bool:
+    return sys.stderr.isatty()

@@ -1,0 +1,96 @@
+"""Atomic file writes and hashing: no run ever leaves a half-written file.
+
+Every write goes to a temp file in the destination folder, is fsynced, then
+``os.replace``d over the destination (atomic on POSIX within one filesystem).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+TMP_PREFIX = ".tlx-tmp-"
+
+
+@contextlib.contextmanager
+def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temp path beside ``dest``; on success it replaces ``dest`` atomically.
+
+    The caller writes the temp path by any means (a library's ``save(path)``). On any
+    exception the temp file is removed and ``dest`` is left as it was.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=dest.suffix, dir=dest.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, dest)
+        _fsync_dir(dest.parent)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+def _fsync_dir(folder: Path) -> None:
+    # Make the rename itself durable; not supported on every platform/filesystem.
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def write_bytes(dest: str | os.PathLike[str], data: bytes) -> None:
+    """Atomically write ``data`` to ``dest``."""
+    with atomic_path(dest) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text(dest: str | os.PathLike[str], text: str) -> None:
+    """Atomically write UTF-8 ``text`` to ``dest``."""
+    write_bytes(dest, text.encode("utf-8"))
+
+
+def write_json(dest: str | os.PathLike[str], obj: Any) -> None:
+    """Atomically write ``obj`` as indented JSON (NaN/Inf refused: JSON has no such values)."""
+    write_text(dest, json.dumps(obj, indent=2, sort_keys=False, allow_nan=False, default=str) + "\n")
+
+
+def write_with(dest: str | os.PathLike[str], writer: Callable[[Path], None]) -> None:
+    """Atomically produce ``dest`` by calling ``writer(tmp_path)``."""
+    with atomic_path(dest) as tmp:
+        writer(tmp)
+
+
+def clean_stale_temps(folder: str | os.PathLike[str]) -> list[Path]:
+    """Remove temp files a killed writer left in ``folder``; return what was removed."""
+    removed = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return removed
+    for p in folder.glob(TMP_PREFIX + "*"):
+        with contextlib.suppress(OSError):
+            p.unlink()
+            removed.append(p)
+    return removed
+
+
+def sha256_file(path: str | os.PathLike[str], *, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, streamed (VGG16 files are ~500 MB)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()

@@ -1,0 +1,134 @@
+"""The runtime interface (Polygraphy's runners, slimmed) and its registry.
+
+``parity.py`` and ``bench.py`` take runtimes from :data:`REGISTRY`; neither knows one by
+name. Adding a runtime is one new module plus one :func:`register` line.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from exporter.errors import UsageError
+
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """What a runtime runs: one model file of a run (or the trained weights for eager).
+
+    Attributes:
+        run_dir: the run folder.
+        name: the manifest key (``model.onnx``, ``model.fold.int8.onnx``) or
+            ``model.safetensors`` for runtimes that rebuild the eager model.
+        format: ``safetensors``, ``onnx``, ``torchscript`` or ``pt2``.
+        precision: the artifact's own precision (``fp32``, ``fp16``, ``int8``).
+        num_classes: outputs of the model.
+        image_size: the input's H and W.
+        fixed_hw: True when the artifact only accepts ``image_size`` (e.g. the pooling fold).
+        sha256: expected hash of the main file (checked before any load).
+        files: every (relative path, sha256, bytes) of the artifact, checked before load.
+        metadata: the manifest's entry and shared metadata, for ``describe``.
+    """
+
+    run_dir: Path
+    name: str
+    format: str
+    precision: str = "fp32"
+    num_classes: int = 10
+    image_size: int = 224
+    fixed_hw: bool = False
+    sha256: str | None = None
+    files: tuple[tuple[str, str, int], ...] = ()
+    metadata: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def path(self) -> Path:
+        return self.run_dir / self.name
+
+
+class Runtime(ABC):
+    """One way of running a model. Same contract for parity and bench.
+
+    ``__init__`` is cheap (no heavy import, no session); ``load`` does the heavy work and
+    raises :class:`~exporter.errors.RuntimeUnavailable` with the fix when it cannot run here.
+    """
+
+    name: ClassVar[str]
+    formats: ClassVar[tuple[str, ...]]  # artifact formats this runtime can run
+    devices: ClassVar[tuple[str, ...]] = ("cpu",)
+
+    def __init__(self, artifact: Artifact, device: str = "cpu", *, precision: str = "fp32",
+                 threads: int | None = None, options: dict[str, Any] | None = None) -> None:
+        self.artifact = artifact
+        self.device = device
+        self.precision = precision
+        self.threads = threads
+        self.options = dict(options or {})
+
+    @classmethod
+    def supports(cls, artifact: Artifact, device: str) -> bool:
+        """Whether this runtime can run ``artifact`` on ``device`` at all (cheap check)."""
+        return artifact.format in cls.formats and device in cls.devices
+
+    @abstractmethod
+    def load(self) -> None:
+        """Heavy work: imports, hash checks, sessions, compilation."""
+
+    @abstractmethod
+    def prepare(self, x: np.ndarray) -> Any:
+        """Turn a float32 NCHW host array into this runtime's input (on its device)."""
+
+    @abstractmethod
+    def run(self, prepared: Any) -> Any:
+        """Run on a prepared input; the output stays wherever the runtime keeps it."""
+
+    @abstractmethod
+    def to_numpy(self, output: Any) -> np.ndarray:
+        """Copy an output of :meth:`run` to a float32 host array."""
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        """Host in, host out: logits as float32 ``(batch, num_classes)``."""
+        out = self.to_numpy(self.run(self.prepare(x)))
+        self.synchronize()
+        return out
+
+    def synchronize(self) -> None:  # noqa: B027 - a no-op is the right default on CPU
+        """Wait for queued device work (CUDA); no-op on CPU."""
+
+    def describe(self) -> dict[str, Any]:
+        """What is actually in use: providers, precision, threads, device."""
+        return {"runtime": self.name, "device": self.device, "precision": self.precision,
+                "artifact": self.artifact.name, "threads": self.threads}
+
+    def close(self) -> None:  # noqa: B027
+        """Release sessions and device memory."""
+
+
+REGISTRY: dict[str, type[Runtime]] = {}
+
+
+def register(cls: type[Runtime]) -> type[Runtime]:
+    """Class decorator adding a runtime to :data:`REGISTRY`; a duplicate name is an error."""
+    if cls.name in REGISTRY:
+        raise ValueError(f"runtime {cls.name!r} registered twice")
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def get_runtime(name: str) -> type[Runtime]:
+    """Look a runtime up by name; unknown names are a usage error listing the known ones."""
+    from exporter.runtimes import load_all
+
+    load_all()
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise UsageError(
+            f"unknown runtime {name!r}; choose from: {', '.join(sorted(REGISTRY))}"
+        ) from None

@@ -1,0 +1,69 @@
+"""PyTorch eager: the reference, rebuilt from the run's ``model.safetensors``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from exporter.runtimes.base import Artifact, Runtime, register
+from exporter.runtimes.torch_common import (
+    autocast_context,
+    check_device,
+    cuda_sync,
+    tensor_to_numpy,
+    to_device_tensor,
+)
+
+
+def load_eager_model(artifact: Artifact, device: str) -> Any:
+    """The trained model from ``model.safetensors`` after its hash check, on ``device``."""
+    from exporter.runfolder import load_reference_model, open_run
+
+    info = open_run(artifact.run_dir)
+    model = load_reference_model(info, expected_sha256=artifact.sha256)
+    return model.to(device).eval()
+
+
+@register
+class EagerRuntime(Runtime):
+    """``model(x)`` under ``torch.inference_mode``; fp16/bf16 via autocast; channels_last opt."""
+
+    name = "eager"
+    formats = ("safetensors",)
+    devices = ("cpu", "cuda")
+
+    def load(self) -> None:
+        import torch
+
+        check_device(self.device)
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        self.channels_last = bool(self.options.get("channels_last", False))
+        model = load_eager_model(self.artifact, self.device)
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+
+    def prepare(self, x: np.ndarray) -> Any:
+        return to_device_tensor(x, self.device, channels_last=self.channels_last)
+
+    def run(self, prepared: Any) -> Any:
+        import torch
+
+        with torch.inference_mode(), autocast_context(self.device, self.precision):
+            return self.model(prepared)
+
+    def to_numpy(self, output: Any) -> np.ndarray:
+        return tensor_to_numpy(output)
+
+    def synchronize(self) -> None:
+        cuda_sync(self.device)
+
+    def describe(self) -> dict[str, Any]:
+        d = super().describe()
+        d["channels_last"] = self.channels_last
+        return d
+
+    def close(self) -> None:
+        self.model = None
