@@ -6,7 +6,7 @@ command owns one section below.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 DEFAULT_ARTIFACTS_DIR = "artifacts"

@@ -65,7 +65,9 @@ def write_text(dest: str | os.PathLike[str], text: str) -> None:
 
 def write_json(dest: str | os.PathLike[str], obj: Any) -> None:
     """Atomically write ``obj`` as indented JSON (NaN/Inf refused: JSON has no such values)."""
-    write_text(dest, json.dumps(obj, indent=2, sort_keys=False, allow_nan=False, default=str) + "\n")
+    write_text(
+        dest, json.dumps(obj, indent=2, sort_keys=False, allow_nan=False, default=str) + "\n"
+    )
 
 
 def write_with(dest: str | os.PathLike[str], writer: Callable[[Path], None]) -> None:

@@ -88,7 +88,15 @@ class ArtifactEntry:
 
     @classmethod
     def from_dict(cls, name: str, d: dict[str, Any]) -> ArtifactEntry:
-        known = {"format", "precision", "variant", "files", "inputs", "outputs", "input_constraints"}
+        known = {
+            "format",
+            "precision",
+            "variant",
+            "files",
+            "inputs",
+            "outputs",
+            "input_constraints",
+        }
         files = [
             FileRecord(_safe_rel(str(f["path"])), str(f["sha256"]), int(f["bytes"]))
             for f in d["files"]
@@ -119,7 +127,10 @@ class Manifest:
     def to_dict(self) -> dict[str, Any]:
         return {
             "schema_version": SCHEMA_VERSION,
-            "source": {"file": self.source.path, **{k: v for k, v in self.source.to_dict().items() if k != "path"}},
+            "source": {
+                "file": self.source.path,
+                **{k: v for k, v in self.source.to_dict().items() if k != "path"},
+            },
             "metadata": self.metadata,
             "artifacts": {name: a.to_dict() for name, a in self.artifacts.items()},
         }
@@ -148,7 +159,9 @@ def load_manifest(run_dir: Path) -> Manifest:
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
         if raw.get("schema_version") != SCHEMA_VERSION:
-            raise ValueError(f"schema_version {raw.get('schema_version')!r}, expected {SCHEMA_VERSION}")
+            raise ValueError(
+                f"schema_version {raw.get('schema_version')!r}, expected {SCHEMA_VERSION}"
+            )
         src = raw["source"]
         source = FileRecord(_safe_rel(str(src["file"])), str(src["sha256"]), int(src["bytes"]))
         artifacts = {
@@ -156,7 +169,15 @@ def load_manifest(run_dir: Path) -> Manifest:
             for name, entry in dict(raw.get("artifacts", {})).items()
         }
         return Manifest(source=source, metadata=dict(raw.get("metadata", {})), artifacts=artifacts)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+    except (
+        OSError,
+        UnicodeDecodeError,
+        json.JSONDecodeError,
+        KeyError,
+        TypeError,
+        ValueError,
+        AttributeError,
+    ) as exc:
         raise InputFileError(f"{path} is malformed: {exc}") from exc
 
 

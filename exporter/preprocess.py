@@ -42,7 +42,11 @@ class Preprocessing:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["mean"], d["std"], d["value_range"] = list(self.mean), list(self.std), list(self.value_range)
+        d["mean"], d["std"], d["value_range"] = (
+            list(self.mean),
+            list(self.std),
+            list(self.value_range),
+        )
         d["resize_size"] = self.resize_size or self.image_size
         return d
 

@@ -31,7 +31,10 @@ def inspect_command(
             "do not depend on it, so 'none' (offline) is the default here.",
         ),
     ] = "none",
-    full: Annotated[bool, typer.Option("--full/--brief", help="Print the whole module tree, or only the counts.")] = True,
+    full: Annotated[
+        bool,
+        typer.Option("--full/--brief", help="Print the whole module tree, or only the counts."),
+    ] = True,
 ) -> None:
     """Show the model (as the seed prints it) with parameter counts, or an artifact's metadata."""
     with cli_errors():

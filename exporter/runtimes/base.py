@@ -63,8 +63,15 @@ class Runtime(ABC):
     formats: ClassVar[tuple[str, ...]]  # artifact formats this runtime can run
     devices: ClassVar[tuple[str, ...]] = ("cpu",)
 
-    def __init__(self, artifact: Artifact, device: str = "cpu", *, precision: str = "fp32",
-                 threads: int | None = None, options: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        artifact: Artifact,
+        device: str = "cpu",
+        *,
+        precision: str = "fp32",
+        threads: int | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> None:
         self.artifact = artifact
         self.device = device
         self.precision = precision
@@ -103,8 +110,13 @@ class Runtime(ABC):
 
     def describe(self) -> dict[str, Any]:
         """What is actually in use: providers, precision, threads, device."""
-        return {"runtime": self.name, "device": self.device, "precision": self.precision,
-                "artifact": self.artifact.name, "threads": self.threads}
+        return {
+            "runtime": self.name,
+            "device": self.device,
+            "precision": self.precision,
+            "artifact": self.artifact.name,
+            "threads": self.threads,
+        }
 
     def close(self) -> None:  # noqa: B027
         """Release sessions and device memory."""

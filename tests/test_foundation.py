@@ -1,0 +1,133 @@
+"""The seed's claims about the model, the run folder contract and atomic writes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from exporter.errors import EnvironmentUnavailable, InputFileError, UsageError
+from exporter.fsio import TMP_PREFIX, atomic_path, write_json
+from exporter.model import (
+    build_vgg16,
+    count_parameters,
+    parse_unfreeze_from,
+    unfreeze_from,
+)
+from exporter.runfolder import load_reference_model, open_run
+
+
+@pytest.fixture(scope="module")
+def vgg() -> torch.nn.Module:
+    return build_vgg16(num_classes=10, weights="none")
+
+
+def test_features_frozen_and_head_replaced(vgg: torch.nn.Module) -> None:
+    assert all(not p.requires_grad for p in vgg.features.parameters())
+    assert all(p.requires_grad for p in vgg.classifier.parameters())
+    head = vgg.classifier[6]
+    assert isinstance(head, torch.nn.Linear)
+    assert (head.in_features, head.out_features) == (4096, 10)
+
+
+def test_parameter_counts(vgg: torch.nn.Module) -> None:
+    counts = {c.block: c for c in count_parameters(vgg)}
+    assert counts["total"].total == 134_301_514
+    assert counts["features"].trainable == 0
+    assert counts["classifier[6]"].total == 4096 * 10 + 10
+    assert counts["total"].frozen == counts["features"].total
+
+
+@pytest.mark.parametrize(
+    ("spec", "index"), [("features.24", 24), ("1", 24), ("2", 17), ("5", 0), (3, 10)]
+)
+def test_parse_unfreeze_from(spec: str, index: int) -> None:
+    assert parse_unfreeze_from(spec) == index
+
+
+@pytest.mark.parametrize("spec", ["features.99", "0", "6", "classifier.0", "x"])
+def test_parse_unfreeze_from_rejects(spec: str) -> None:
+    with pytest.raises(UsageError, match="unfreeze-from"):
+        parse_unfreeze_from(spec)
+
+
+def test_unfreeze_flips_exactly_the_named_params() -> None:
+    model = build_vgg16(num_classes=3, weights="none")
+    flipped = unfreeze_from(model, 24)
+    assert flipped == [f"features.{i}.{w}" for i in (24, 26, 28) for w in ("weight", "bias")]
+    for name, p in model.features.named_parameters():
+        assert p.requires_grad == (int(name.split(".")[0]) >= 24)
+
+
+def test_weights_from_pth_and_safetensors(tmp_path: Path) -> None:
+    from torchvision.models import vgg16
+
+    torch.manual_seed(1)
+    src = vgg16(weights=None)  # a torchvision-format ImageNet-shaped state dict
+    torch.save(src.state_dict(), tmp_path / "vgg.pth")
+    save_file(src.state_dict(), str(tmp_path / "vgg.safetensors"))
+    for name in ("vgg.pth", "vgg.safetensors"):
+        model = build_vgg16(num_classes=7, weights=tmp_path / name)
+        assert torch.equal(model.features[0].weight, src.features[0].weight)
+        assert torch.equal(model.classifier[0].weight, src.classifier[0].weight)
+        assert model.classifier[6].out_features == 7
+
+
+def test_weights_file_errors(tmp_path: Path) -> None:
+    with pytest.raises(InputFileError, match="not found"):
+        build_vgg16(num_classes=10, weights=tmp_path / "missing.pth")
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"not a pickle")
+    with pytest.raises(InputFileError, match=r"bad\.pth"):
+        build_vgg16(num_classes=10, weights=bad)
+    wrong = tmp_path / "wrong.pth"
+    torch.save({"features.0.weight": torch.zeros(3)}, wrong)
+    with pytest.raises(InputFileError, match="not a torchvision VGG16"):
+        build_vgg16(num_classes=10, weights=wrong)
+
+
+def test_imagenet_offline_is_exit_3(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # An empty hub cache and no network: must be an environment error, never random weights.
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    import torchvision.models._api as api
+
+    def no_network(*args: object, **kwargs: object) -> None:
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(api, "load_state_dict_from_url", no_network, raising=False)
+    import torch.hub
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_network)
+    with pytest.raises(EnvironmentUnavailable, match="--weights none") as exc:
+        build_vgg16(num_classes=10, weights="imagenet")
+    assert exc.value.exit_code == 3
+
+
+def test_open_run_and_reference_model(run_folder: Path) -> None:
+    info = open_run(run_folder)
+    assert info.num_classes == 10
+    assert info.preprocessing.image_size == 32
+    model = load_reference_model(info)
+    out = model(torch.zeros(2, 3, 32, 32))
+    assert out.shape == (2, 10)
+
+
+def test_open_run_errors(tmp_path: Path, run_folder: Path) -> None:
+    with pytest.raises(InputFileError, match="does not exist"):
+        open_run(tmp_path / "nope")
+    (run_folder / "train.json").write_text("{")
+    with pytest.raises(InputFileError, match="malformed"):
+        open_run(run_folder)
+
+
+def test_atomic_write_keeps_old_file_on_failure(tmp_path: Path) -> None:
+    dest = tmp_path / "out.json"
+    write_json(dest, {"a": 1})
+    with pytest.raises(RuntimeError), atomic_path(dest) as tmp:
+        tmp.write_text("partial")
+        raise RuntimeError("writer died")
+    assert json.loads(dest.read_text()) == {"a": 1}
+    assert not list(tmp_path.glob(TMP_PREFIX + "*"))
