@@ -65,7 +65,8 @@ def _load_imagenet_vgg16() -> nn.Module:
         raise EnvironmentUnavailable(
             "cannot load ImageNet VGG16 weights (not in the torch hub cache and the download "
             f"failed: {exc.__class__.__name__}: {exc}). Pass --weights PATH to a local "
-            "torchvision VGG16 state dict (.pth or .safetensors), or --weights none for random init."
+            "torchvision VGG16 state dict (.pth or .safetensors), or --weights none for random "
+            "init."
         ) from exc
 
 
