@@ -16,8 +16,10 @@ install: $(BIN)/tlx
 demo: install
 	$(BIN)/tlx demo --out artifacts/demo
 
+# pytest's exit 5 ("no tests collected") counts as a failure, not a pass.
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 test-all: install
 	$(BIN)/python -m pytest -q -m "slow or not slow"
