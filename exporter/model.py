@@ -78,6 +78,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """
     import torch
 
+    _require_safe_torch_load(torch.__version__)
     if not path.is_file():
         raise InputFileError(f"weights file not found: {path}")
     try:
@@ -100,6 +101,19 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     ):
         raise InputFileError(f"{path} is not a state dict of tensors")
     return state
+
+
+MIN_SAFE_TORCH = (2, 10)
+
+
+def _require_safe_torch_load(version: str) -> None:
+    """Refuse to unpickle on torch < 2.10: earlier ``weights_only`` had code-execution bypasses."""
+    m = re.match(r"(\d+)\.(\d+)", version)
+    if m and (int(m.group(1)), int(m.group(2))) < MIN_SAFE_TORCH:
+        raise EnvironmentUnavailable(
+            f"torch {version} is too old to read untrusted weight files safely "
+            "(weights_only bypasses fixed in 2.6 and 2.10); install torch>=2.10"
+        )
 
 
 def _load_backbone_file(model: nn.Module, path: Path) -> None:
