@@ -97,3 +97,160 @@ class TrainConfig:
 # --- verify -----------------------------------------------------------------------------
 
 # --- bench ------------------------------------------------------------------------------
+
+BENCH_ALL = "all"
+BENCH_DEVICES = ("cpu", "cuda")
+BENCH_PRECISIONS = ("fp32", "fp16", "bf16")
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """Settings of ``tlx bench`` (validated on construction; messages name the CLI option).
+
+    Attributes:
+        runtimes: registry names, or ``("all",)`` for every runtime that can run here
+            (unavailable ones are then skipped with a reason instead of failing).
+        device: ``cpu`` or ``cuda``.
+        batch_sizes: batch sizes to time, each a separate cell per runtime.
+        precision: ``fp32``, ``fp16`` or ``bf16`` (bf16 is slow on CPUs without AMX).
+        warmup: untimed iterations per runtime × batch before timing.
+        iters: timed iterations per runtime × batch (ignored when ``min_time_s`` is set).
+        min_time_s: time each runtime × batch for at least this many seconds instead.
+        iters_per_round: timed iterations per cell per round; rounds interleave the cells so
+            that machine drift hits every runtime alike.
+        threads: CPU threads for torch and ONNX Runtime; None keeps torch's default (recorded).
+        seed: seed of the random input batches shared by every runtime.
+        reference_runtime: the runtime speed-ups are computed against.
+        compare: a baseline ``bench.json`` to gate against.
+        max_regression_pct: allowed p50 slow-down versus the baseline, in percent.
+        out_dir: where bench.json/.md/.csv/.png go; None = the run folder.
+    """
+
+    runtimes: tuple[str, ...] = (BENCH_ALL,)
+    device: str = "cpu"
+    batch_sizes: tuple[int, ...] = (1, 8, 32)
+    precision: str = "fp32"
+    warmup: int = 5
+    iters: int = 50
+    min_time_s: float | None = None
+    iters_per_round: int = 5
+    threads: int | None = None
+    seed: int = 0
+    reference_runtime: str = "eager"
+    compare: str | None = None
+    max_regression_pct: float = 10.0
+    out_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        from exporter.errors import UsageError
+
+        if not self.runtimes or any(not r.strip() for r in self.runtimes):
+            raise UsageError("--runtimes: give a comma-separated list of runtimes, or 'all'")
+        if self.device not in BENCH_DEVICES:
+            raise UsageError(f"--device {self.device!r}: choose one of {', '.join(BENCH_DEVICES)}")
+        if self.precision not in BENCH_PRECISIONS:
+            raise UsageError(
+                f"--precision {self.precision!r}: choose one of {', '.join(BENCH_PRECISIONS)}"
+            )
+        if not self.batch_sizes or any(int(b) < 1 for b in self.batch_sizes):
+            raise UsageError("--batch-sizes: give positive integers, e.g. --batch-sizes 1,8,32")
+        if len(set(self.batch_sizes)) != len(self.batch_sizes):
+            raise UsageError("--batch-sizes: each batch size may appear only once")
+        if self.warmup < 0:
+            raise UsageError(f"--warmup {self.warmup}: must be >= 0")
+        if self.iters < 2:
+            raise UsageError(f"--iters {self.iters}: need at least 2 timed iterations")
+        if self.min_time_s is not None and self.min_time_s <= 0:
+            raise UsageError(f"--min-time {self.min_time_s}: must be > 0 seconds")
+        if self.iters_per_round < 1:
+            raise UsageError(f"iters_per_round {self.iters_per_round}: must be >= 1")
+        if self.threads is not None and self.threads < 1:
+            raise UsageError(f"--threads {self.threads}: must be >= 1")
+        if self.max_regression_pct < 0:
+            raise UsageError(f"--max-regression {self.max_regression_pct}: must be >= 0 percent")
+
+    @property
+    def all_runtimes(self) -> bool:
+        """True when the user asked for every runtime (unavailable ones are then skipped)."""
+        return BENCH_ALL in self.runtimes
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Settings of ``tlx demo``: train → export → verify → bench, offline, in minutes on a CPU.
+
+    Attributes:
+        out_dir: the run folder the demo creates (None = artifacts/demo-<UTC time>).
+        weights: ``none`` (random init) or a local VGG16 state dict.
+        image_size: input size; 32 px keeps the whole demo under three minutes on 2 cores.
+        train_size: synthetic training images.
+        val_size: synthetic validation images.
+        epochs: training epochs of the head.
+        batch_sizes: bench batch sizes.
+        warmup: bench warm-up iterations per cell.
+        iters: bench timed iterations per cell.
+        seed: seed of data, init and bench inputs.
+    """
+
+    out_dir: str | None = None
+    weights: str = "none"
+    image_size: int = 32
+    train_size: int = 256
+    val_size: int = 128
+    epochs: int = 2
+    batch_sizes: tuple[int, ...] = (1, 8)
+    warmup: int = 2
+    iters: int = 10
+    seed: int = 0
+
+
+# --- optimize ---------------------------------------------------------------------------
+
+OPTIMIZE_VARIANTS = ("fold", "int8", "int8-dynamic", "fold-int8", "fp16")
+# The fast variants worth shipping by default (PITFALLS: dynamic int8 is slower at batch 64).
+DEFAULT_OPTIMIZE_VARIANTS = ("fold", "int8", "fold-int8")
+
+
+@dataclass(frozen=True)
+class OptimizeConfig:
+    """Settings of ``tlx optimize`` (validated on construction; messages name the CLI option).
+
+    Attributes:
+        variants: any of ``fold``, ``int8``, ``int8-dynamic``, ``fold-int8``, ``fp16``.
+        calib_samples: training images that calibrate static int8 activation ranges.
+        eval_samples: held-out validation images for the gate of every variant.
+        min_top1_agreement: int8/fp16 gate: top-1 agreement with eager fp32, in [0, 1].
+        max_accuracy_drop_points: gate: allowed accuracy loss versus eager, in points.
+        atol_fp32: max abs logit difference for exact fp32 variants (the fold).
+        force: overwrite variants that already exist.
+        seed: chooses the calibration and evaluation images.
+    """
+
+    variants: tuple[str, ...] = DEFAULT_OPTIMIZE_VARIANTS
+    calib_samples: int = 32
+    eval_samples: int = 256
+    min_top1_agreement: float = 0.99
+    max_accuracy_drop_points: float = 0.5
+    atol_fp32: float = 1e-4
+    force: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        from exporter.errors import UsageError
+
+        unknown = [v for v in self.variants if v not in OPTIMIZE_VARIANTS]
+        if not self.variants or unknown:
+            raise UsageError(
+                f"--variants {','.join(self.variants)!r}: choose from "
+                f"{', '.join(OPTIMIZE_VARIANTS)}"
+            )
+        if len(set(self.variants)) != len(self.variants):
+            raise UsageError("--variants: each variant may appear only once")
+        if self.calib_samples < 1:
+            raise UsageError(f"--calib-samples {self.calib_samples}: must be >= 1")
+        if self.eval_samples < 1:
+            raise UsageError(f"--eval-samples {self.eval_samples}: must be >= 1")
+        if not 0.0 <= self.min_top1_agreement <= 1.0:
+            raise UsageError(f"--min-top1 {self.min_top1_agreement}: must be in [0, 1]")
+        if self.max_accuracy_drop_points < 0:
+            raise UsageError(f"--max-accuracy-drop {self.max_accuracy_drop_points}: must be >= 0")

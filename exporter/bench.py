@@ -1,0 +1,868 @@
+"""The benchmark harness: the only place in tlx that measures time.
+
+How a number is made (the same for every runtime, none of which is known here by name):
+
+1. Every runtime × artifact that can run on the device is loaded; ``load`` plus the first
+   inference at the smallest batch is the *cold start*, reported apart from steady state
+   (torch.compile / TensorRT build time lands there, or in ``compile_s`` when the runtime
+   reports it through ``describe``).
+2. Each runtime × batch size ("cell") gets its first call and ``warmup`` untimed iterations.
+3. Timed iterations run in *rounds*: each round visits every unfinished cell for
+   ``iters_per_round`` iterations, starting one cell later than the previous round, so slow
+   drift of a shared machine (thermal, neighbours) hits every runtime alike.
+4. One sample = ``run(prepared)`` + ``synchronize()`` on an input already prepared on the
+   device: host→device input copies and output copies to host are *not* in the latency.
+   CPU: ``time.perf_counter`` read after ``synchronize``. CUDA: CUDA events around the call.
+5. Throughput is ``batch_size / p50 latency`` (``throughput_img_s``); the mean-based figure is
+   ``throughput_img_s_mean``.
+
+Every runtime sees the same seeded input batches. An out-of-memory error at batch B is
+recorded as "OOM at batch B" for that runtime (larger batches are then skipped) and the
+others continue; any other failure is recorded in an ``error`` field.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from exporter.config import BenchConfig, to_dict
+from exporter.errors import (
+    EnvironmentUnavailable,
+    InputFileError,
+    RuntimeUnavailable,
+)
+
+BENCH_SCHEMA_VERSION = 1
+BENCH_JSON = "bench.json"
+BENCH_MD = "bench.md"
+BENCH_CSV = "bench.csv"
+BENCH_PNG = "bench.png"
+THROUGHPUT_BASIS = "batch_size / latency_ms_p50"
+LATENCY_SCOPE = (
+    "run(prepared input) + synchronize; excludes the host-to-device input copy and the "
+    "output copy to host"
+)
+MIN_SAMPLES = 5  # with --min-time, a cell also needs this many samples for its percentiles
+PERCENTILES = (50, 90, 95, 99)
+OK, OOM, ERROR, SKIPPED = "ok", "oom", "error", "skipped"
+
+ProgressFn = Callable[[str, float, float], None]
+"""``progress(description, done, total)``: called as work advances (the CLI draws a bar)."""
+
+
+@dataclass
+class CellResult:
+    """One runtime at one batch size."""
+
+    batch_size: int
+    status: str = OK
+    error: str | None = None
+    first_call_ms: float | None = None
+    samples_ms: list[float] = field(default_factory=list, repr=False)
+    device_peak_mem_mb: float | None = None
+
+    def stats(self) -> dict[str, Any]:
+        """Latency statistics in ms, throughput in images per second (None when not run)."""
+        return latency_stats(self.samples_ms, batch_size=self.batch_size)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "batch_size": self.batch_size,
+            "status": self.status,
+            "error": self.error,
+            "first_call_ms": self.first_call_ms,
+            **self.stats(),
+            "device_peak_mem_mb": self.device_peak_mem_mb,
+        }
+
+
+@dataclass
+class RuntimeResult:
+    """One runtime on one artifact: cold start, memory and its cells."""
+
+    runtime: str
+    artifact: str
+    status: str = OK
+    error: str | None = None
+    describe: dict[str, Any] = field(default_factory=dict)
+    load_s: float | None = None
+    first_inference_s: float | None = None
+    compile_s: float | None = None
+    host_rss_load_mb: float | None = None
+    cells: list[CellResult] = field(default_factory=list)
+
+    @property
+    def cold_start_s(self) -> float | None:
+        if self.load_s is None or self.first_inference_s is None:
+            return None
+        return self.load_s + self.first_inference_s
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "runtime": self.runtime,
+            "artifact": self.artifact,
+            "status": self.status,
+            "error": self.error,
+            "describe": self.describe,
+            "load_s": self.load_s,
+            "first_inference_s": self.first_inference_s,
+            "cold_start_s": self.cold_start_s,
+            "compile_s": self.compile_s,
+            "host_rss_load_mb": self.host_rss_load_mb,
+            "cells": [c.to_dict() for c in self.cells],
+        }
+
+
+@dataclass
+class BenchReport:
+    """Everything ``tlx bench`` measured; :meth:`to_dict` is the ``bench.json`` content."""
+
+    run_dir: Path
+    config: BenchConfig
+    environment: dict[str, Any]
+    setup: dict[str, Any]
+    results: list[RuntimeResult]
+    skipped: list[dict[str, str]]
+    host_peak_rss_mb: float | None
+    created_at: str
+    comparison: dict[str, Any] | None = None
+    files: dict[str, str] = field(default_factory=dict)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One flat row per runtime × batch size (the CSV and Markdown tables)."""
+        ref = self.config.reference_runtime
+        ref_p50 = {
+            c["batch_size"]: c["latency_ms_p50"]
+            for r in self.results
+            if r.runtime == ref
+            for c in (cell.to_dict() for cell in r.cells)
+            if c["latency_ms_p50"]
+        }
+        rows = []
+        for r in self.results:
+            cells = r.cells or [None]  # a runtime that failed to load still gets its row
+            for cell in cells:
+                row = {
+                    "runtime": r.runtime,
+                    "artifact": r.artifact,
+                    "precision": self.config.precision,
+                    "device": self.config.device,
+                    **(
+                        cell.to_dict()
+                        if cell is not None
+                        else {"batch_size": None, "status": r.status, "error": r.error}
+                    ),
+                    "load_s": r.load_s,
+                    "cold_start_s": r.cold_start_s,
+                    "compile_s": r.compile_s,
+                    "host_rss_load_mb": r.host_rss_load_mb,
+                }
+                if r.error and not row.get("error"):
+                    row["error"] = r.error
+                p50, base = row.get("latency_ms_p50"), ref_p50.get(row["batch_size"])
+                row[f"speedup_vs_{ref}"] = base / p50 if p50 and base else None
+                rows.append(row)
+        return rows
+
+    def fastest(self) -> dict[int, dict[str, Any]]:
+        """Per batch size, the row with the lowest p50 latency."""
+        best: dict[int, dict[str, Any]] = {}
+        for row in self.rows():
+            p50 = row.get("latency_ms_p50")
+            if row["status"] == OK and p50 is not None:
+                b = row["batch_size"]
+                if b not in best or p50 < best[b]["latency_ms_p50"]:
+                    best[b] = row
+        return dict(sorted(best.items()))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": BENCH_SCHEMA_VERSION,
+            "command": "bench",
+            "created_at": self.created_at,
+            "run_dir": str(self.run_dir),
+            "config": to_dict(self.config),
+            "environment": self.environment,
+            "setup": self.setup,
+            "results": [r.to_dict() for r in self.results],
+            "rows": self.rows(),
+            "skipped": self.skipped,
+            "fastest": {str(b): _short(row) for b, row in self.fastest().items()},
+            "host_peak_rss_mb": self.host_peak_rss_mb,
+            "comparison": self.comparison,
+            "files": self.files,
+        }
+
+
+def _short(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: row[k] for k in ("runtime", "artifact", "latency_ms_p50", "throughput_img_s")}
+
+
+# --- statistics ---------------------------------------------------------------------------
+
+
+def latency_stats(samples_ms: list[float], *, batch_size: int) -> dict[str, Any]:
+    """Percentiles (numpy's linear interpolation), mean, std, min, max, IQR and throughput.
+
+    Keys carry their unit. Every value is None when there are no samples.
+    """
+    keys = [f"latency_ms_p{p}" for p in PERCENTILES] + [
+        "latency_ms_mean",
+        "latency_ms_std",
+        "latency_ms_min",
+        "latency_ms_max",
+        "latency_ms_iqr",
+        "throughput_img_s",
+        "throughput_img_s_mean",
+    ]
+    if not samples_ms:
+        return {"iters": 0, **dict.fromkeys(keys)}
+    a = np.asarray(samples_ms, dtype=np.float64)
+    pct = np.percentile(a, [*PERCENTILES, 25, 75])
+    out: dict[str, Any] = {"iters": int(a.size)}
+    out.update({f"latency_ms_p{p}": float(v) for p, v in zip(PERCENTILES, pct, strict=False)})
+    mean = float(a.mean())
+    out.update(
+        latency_ms_mean=mean,
+        latency_ms_std=float(a.std(ddof=1)) if a.size > 1 else 0.0,
+        latency_ms_min=float(a.min()),
+        latency_ms_max=float(a.max()),
+        latency_ms_iqr=float(pct[-1] - pct[-2]),
+        throughput_img_s=batch_size * 1000.0 / out["latency_ms_p50"],
+        throughput_img_s_mean=batch_size * 1000.0 / mean,
+    )
+    return out
+
+
+# --- memory and errors --------------------------------------------------------------------
+
+
+def _proc_status_mb(key: str) -> float | None:
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) / 1024.0  # the file says kB
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def current_rss_mb() -> float | None:
+    """This process's resident set size now (Linux /proc; None elsewhere)."""
+    return _proc_status_mb("VmRSS")
+
+
+def peak_rss_mb() -> float | None:
+    """This process's peak resident set size (VmHWM, or getrusage where /proc is absent)."""
+    peak = _proc_status_mb("VmHWM")
+    if peak is None:
+        try:
+            import resource
+
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+        except (ImportError, OSError):
+            return None
+    return peak
+
+
+def is_oom(exc: BaseException) -> bool:
+    """Whether ``exc`` means "out of memory" (host, torch CUDA or ONNX Runtime allocator)."""
+    if isinstance(exc, MemoryError) or "OutOfMemory" in type(exc).__name__:
+        return True
+    text = str(exc).lower()
+    return "out of memory" in text or "failed to allocate memory" in text
+
+
+def _error_text(exc: BaseException) -> str:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {first[:300]}" if first else type(exc).__name__
+
+
+class _Timer:
+    """CUDA events on a CUDA device, ``perf_counter`` after synchronize on CPU."""
+
+    def __init__(self, device: str) -> None:
+        self.cuda = device.startswith("cuda")
+        self.kind = "cuda_event" if self.cuda else "perf_counter"
+        if self.cuda:
+            import torch
+
+            self._torch = torch
+
+    def time_ms(self, runtime: Any, prepared: Any) -> float:
+        if self.cuda:
+            start = self._torch.cuda.Event(enable_timing=True)
+            end = self._torch.cuda.Event(enable_timing=True)
+            start.record()
+            out = runtime.run(prepared)
+            runtime.synchronize()  # runtimes on their own streams (ORT) finish here
+            end.record()
+            end.synchronize()
+            del out
+            return float(start.elapsed_time(end))
+        t0 = time.perf_counter()
+        out = runtime.run(prepared)
+        runtime.synchronize()
+        elapsed = time.perf_counter() - t0
+        del out
+        return elapsed * 1000.0
+
+
+# --- planning -----------------------------------------------------------------------------
+
+
+def _plan(run_dir: Path, cfg: BenchConfig) -> tuple[list[tuple[type, Any]], list[dict[str, Any]]]:
+    """(runtime class, artifact) pairs to time and the skipped ones with their reason.
+
+    A runtime the user named that cannot run here is an environment error (exit 3, raised
+    by ``select.plan``); with ``all`` it is skipped with the reason. A run without
+    ``manifest.json`` (not exported yet) still benches the reference weights.
+    """
+    from exporter.runtimes.select import ALL, artifacts_of_run, plan
+
+    artifacts = artifacts_of_run(run_dir, require_manifest=False)
+    names = ALL if cfg.all_runtimes else list(dict.fromkeys(cfg.runtimes))
+    pairs, skipped = plan(run_dir, names, cfg.device, artifacts=artifacts)
+    return list(pairs), [s.to_dict() for s in skipped]
+
+
+def make_inputs(
+    batch_sizes: tuple[int, ...], *, image_size: int, seed: int
+) -> dict[int, np.ndarray]:
+    """The seeded float32 NCHW batches every runtime is timed on (one per batch size)."""
+    rng = np.random.default_rng(seed)
+    return {
+        b: rng.standard_normal((b, 3, image_size, image_size), dtype=np.float32)
+        for b in sorted(batch_sizes)
+    }
+
+
+# --- the harness --------------------------------------------------------------------------
+
+
+@dataclass
+class _Live:
+    """A loaded runtime and its per-batch prepared inputs (kept out of the results)."""
+
+    result: RuntimeResult
+    runtime: Any
+    prepared: dict[int, Any] = field(default_factory=dict)
+
+
+def bench_run(
+    run_dir: str | Path,
+    cfg: BenchConfig,
+    *,
+    progress: ProgressFn | None = None,
+) -> BenchReport:
+    """Time every planned runtime × batch size of a run and write bench.json/.md/.csv/.png.
+
+    Args:
+        run_dir: the run folder (``tlx train`` output; ``tlx export`` adds the artifacts).
+        cfg: what to time and how.
+        progress: called as work advances (see :data:`ProgressFn`).
+
+    Returns:
+        The report; ``report.comparison["passed"]`` is False when ``cfg.compare`` found a
+        regression (:func:`raise_if_regressed` turns that into :class:`GateFailed`).
+
+    Raises:
+        InputFileError: the run folder, the baseline or an artifact is missing or bad (exit 2).
+        RuntimeUnavailable: a named runtime or the device is unavailable here (exit 3).
+    """
+    import torch
+
+    from exporter.envinfo import environment
+    from exporter.runfolder import open_run
+
+    run_dir = Path(run_dir)
+    info = open_run(run_dir)
+    baseline = load_baseline(Path(cfg.compare)) if cfg.compare else None  # fail before timing
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise EnvironmentUnavailable(
+            "--device cuda: torch.cuda.is_available() is False on this machine; use --device cpu"
+        )
+    report_progress = progress or (lambda *_: None)
+    threads = cfg.threads or torch.get_num_threads()
+    torch.set_num_threads(threads)  # runtimes get the same number for their own pools
+
+    pairs, skipped = _plan(run_dir, cfg)
+    image_size = info.preprocessing.image_size
+    inputs = make_inputs(cfg.batch_sizes, image_size=image_size, seed=cfg.seed)
+    timer = _Timer(cfg.device)
+    live: list[_Live] = []
+    results: list[RuntimeResult] = []
+    try:
+        for i, (cls, artifact) in enumerate(pairs):
+            report_progress(f"loading {cls.name} ({artifact.name})", i, len(pairs))
+            item = _load_one(cls, artifact, cfg, threads=threads, inputs=inputs, timer=timer)
+            if item is None:
+                continue
+            if isinstance(item, dict):  # unavailable under --runtimes all
+                skipped.append(item)
+                continue
+            results.append(item.result)
+            if item.result.status == OK:
+                live.append(item)
+        _warm_up(live, cfg, inputs=inputs, timer=timer, progress=report_progress)
+        _timed_rounds(live, cfg, timer=timer, progress=report_progress)
+    finally:
+        for item in live:
+            item.prepared.clear()
+            _close(item.runtime)
+    report = BenchReport(
+        run_dir=run_dir,
+        config=cfg,
+        environment=environment(cfg.device),
+        setup={
+            "device": cfg.device,
+            "precision": cfg.precision,
+            "threads": threads,
+            "timer": timer.kind,
+            "image_size": image_size,
+            "input_shapes": {str(b): list(x.shape) for b, x in inputs.items()},
+            "input_seed": cfg.seed,
+            "latency_scope": LATENCY_SCOPE,
+            "throughput_basis": THROUGHPUT_BASIS,
+            "interleaving": f"round-robin over runtime x batch, {cfg.iters_per_round} iters/round",
+            "regression_rule": REGRESSION_RULE,
+        },
+        results=results,
+        skipped=skipped,
+        host_peak_rss_mb=peak_rss_mb(),
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+    if baseline is not None:
+        report.comparison = compare_reports(
+            report.to_dict(), baseline, max_regression_pct=cfg.max_regression_pct
+        )
+        report.comparison["baseline"] = str(cfg.compare)
+    write_bench_reports(report, Path(cfg.out_dir) if cfg.out_dir else run_dir)
+    return report
+
+
+def _load_one(
+    cls: type,
+    artifact: Any,
+    cfg: BenchConfig,
+    *,
+    threads: int,
+    inputs: dict[int, np.ndarray],
+    timer: _Timer,
+) -> _Live | dict[str, str] | None:
+    """Load one runtime and run its first inference (the cold start)."""
+    result = RuntimeResult(runtime=cls.name, artifact=artifact.name)
+    rss0 = current_rss_mb()
+    runtime = None
+    try:
+        t0 = time.perf_counter()
+        runtime = cls(artifact, cfg.device, precision=cfg.precision, threads=threads)
+        runtime.load()
+        result.load_s = time.perf_counter() - t0
+        smallest = min(inputs)
+        t0 = time.perf_counter()
+        runtime.infer(inputs[smallest])  # host in, host out: what a fresh process pays
+        result.first_inference_s = time.perf_counter() - t0
+        result.describe = dict(runtime.describe())
+        result.compile_s = _reported_compile_s(result.describe)
+    except RuntimeUnavailable as exc:
+        _close(runtime)
+        if not cfg.all_runtimes:
+            raise
+        return {"runtime": cls.name, "artifact": artifact.name, "reason": str(exc)}
+    except (InputFileError, KeyboardInterrupt):
+        _close(runtime)  # a tampered artifact is the user's problem, never a footnote
+        raise
+    except Exception as exc:  # one failing runtime must not stop the others
+        _close(runtime)
+        result.status = OOM if is_oom(exc) else ERROR
+        result.error = (
+            f"OOM at batch {min(inputs)} (during load/first inference)"
+            if is_oom(exc)
+            else _error_text(exc)
+        )
+        _free_device_memory(cfg.device)
+        return _Live(result, None)
+    rss1 = current_rss_mb()
+    result.host_rss_load_mb = rss1 - rss0 if rss0 is not None and rss1 is not None else None
+    result.cells = [CellResult(b) for b in sorted(inputs)]
+    return _Live(result, runtime)
+
+
+def _reported_compile_s(describe: dict[str, Any]) -> float | None:
+    # Runtimes that compile (torch.compile, TensorRT) may report the build time they measured.
+    for key in ("compile_s", "build_s", "engine_build_s"):
+        value = describe.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    return None
+
+
+def _close(runtime: Any) -> None:
+    if runtime is not None:
+        with contextlib.suppress(Exception):  # the original error matters more
+            runtime.close()
+
+
+def _free_device_memory(device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.empty_cache()
+
+
+def _fail_cell(item: _Live, cell: CellResult, exc: BaseException, device: str) -> None:
+    """Record a failed cell; after an OOM the larger batches of that runtime are skipped."""
+    item.prepared.pop(cell.batch_size, None)
+    if is_oom(exc):
+        cell.status, cell.error = OOM, f"OOM at batch {cell.batch_size}"
+        for other in item.result.cells:
+            if other.batch_size > cell.batch_size and other.status == OK:
+                other.status, other.error = SKIPPED, f"skipped: OOM at batch {cell.batch_size}"
+                item.prepared.pop(other.batch_size, None)
+                other.samples_ms.clear()
+    else:
+        cell.status, cell.error = ERROR, _error_text(exc)
+    cell.samples_ms.clear()
+    _free_device_memory(device)
+
+
+def _warm_up(
+    live: list[_Live],
+    cfg: BenchConfig,
+    *,
+    inputs: dict[int, np.ndarray],
+    timer: _Timer,
+    progress: ProgressFn,
+) -> None:
+    cuda = cfg.device.startswith("cuda")
+    total = sum(len(item.result.cells) for item in live)
+    done = 0
+    for item in live:
+        for cell in item.result.cells:
+            progress(f"warm-up {item.result.runtime} b{cell.batch_size}", done, total)
+            done += 1
+            if cell.status != OK:
+                continue
+            try:
+                if cuda:
+                    import torch
+
+                    torch.cuda.reset_peak_memory_stats()
+                prepared = item.runtime.prepare(inputs[cell.batch_size])
+                item.prepared[cell.batch_size] = prepared
+                cell.first_call_ms = timer.time_ms(item.runtime, prepared)
+                for _ in range(cfg.warmup):
+                    timer.time_ms(item.runtime, prepared)
+                if cuda:
+                    cell.device_peak_mem_mb = torch.cuda.max_memory_allocated() / 2**20
+            except InputFileError:
+                raise
+            except Exception as exc:  # recorded; the other cells go on
+                _fail_cell(item, cell, exc, cfg.device)
+    progress("warm-up", total, total)
+
+
+def _timed_rounds(
+    live: list[_Live], cfg: BenchConfig, *, timer: _Timer, progress: ProgressFn
+) -> None:
+    """Interleave timed iterations over every cell, round after round, until each is done."""
+    active = [(item, cell) for item in live for cell in item.result.cells if cell.status == OK]
+    n_cells = max(len(active), 1)
+
+    def done_fraction(cell: CellResult) -> float:
+        if cfg.min_time_s is None:
+            return min(1.0, len(cell.samples_ms) / cfg.iters)
+        by_time = sum(cell.samples_ms) / 1000.0 / cfg.min_time_s
+        return min(1.0, by_time, len(cell.samples_ms) / MIN_SAMPLES)
+
+    all_cells = [cell for _, cell in active]
+    round_no = 0
+    while active:
+        shift = round_no % len(active)  # rotate who goes first: no runtime always follows another
+        for item, cell in active[shift:] + active[:shift]:
+            want = cfg.iters_per_round
+            if cfg.min_time_s is None:
+                want = min(want, cfg.iters - len(cell.samples_ms))
+            prepared = item.prepared.get(cell.batch_size)
+            try:
+                for _ in range(want):
+                    cell.samples_ms.append(timer.time_ms(item.runtime, prepared))
+            except InputFileError:
+                raise
+            except Exception as exc:  # recorded; the other cells go on
+                _fail_cell(item, cell, exc, cfg.device)
+        active = [(i, c) for i, c in active if c.status == OK and done_fraction(c) < 1.0]
+        round_no += 1
+        finished = sum(1.0 if c.status != OK else done_fraction(c) for c in all_cells)
+        progress(f"timing (round {round_no})", finished, n_cells)
+    for item in live:
+        item.prepared.clear()
+
+
+# --- regression gate ----------------------------------------------------------------------
+
+REGRESSION_RULE = (
+    "a runtime x batch regresses when its p50 exceeds the baseline p50 by more than "
+    "max_regression_pct percent AND by more than the noise band, max(p90 - p50) of this run "
+    "and of the baseline; cells missing from either report are listed, not gated"
+)
+
+
+def load_baseline(path: Path) -> dict[str, Any]:
+    """Read a baseline ``bench.json`` for ``--compare``.
+
+    Raises:
+        InputFileError: missing, unreadable, or not a tlx bench report.
+    """
+    import json
+
+    if not path.is_file():
+        raise InputFileError(f"--compare {path}: file not found (pass a bench.json of tlx bench)")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputFileError(f"--compare {path}: not readable JSON ({exc})") from exc
+    if (
+        not isinstance(data, dict)
+        or data.get("command") != "bench"
+        or not isinstance(data.get("rows"), list)
+    ):
+        raise InputFileError(f"--compare {path}: not a bench.json written by `tlx bench`")
+    if data.get("schema_version") != BENCH_SCHEMA_VERSION:
+        raise InputFileError(
+            f"--compare {path}: schema_version {data.get('schema_version')!r}, this tlx reads "
+            f"{BENCH_SCHEMA_VERSION}; rerun the baseline with this version"
+        )
+    return data
+
+
+def _row_key(row: dict[str, Any]) -> tuple[str, str, Any]:
+    return (str(row.get("runtime")), str(row.get("artifact")), row.get("batch_size"))
+
+
+def compare_reports(
+    current: dict[str, Any], baseline: dict[str, Any], *, max_regression_pct: float
+) -> dict[str, Any]:
+    """Compare two ``bench.json`` contents cell by cell (see :data:`REGRESSION_RULE`).
+
+    Returns:
+        ``{"passed", "max_regression_pct", "rule", "cells": [...], "notes": [...]}``; each cell
+        carries both p50s, ``change_pct``, ``noise_ms`` and ``regressed``.
+    """
+    notes = []
+    cur_setup, base_setup = current.get("setup", {}), baseline.get("setup", {})
+    for key in ("device", "precision", "image_size", "threads"):
+        if cur_setup.get(key) != base_setup.get(key):
+            notes.append(f"{key} differs: {base_setup.get(key)!r} -> {cur_setup.get(key)!r}")
+    base_rows = {
+        _row_key(r): r for r in baseline.get("rows", []) if r.get("latency_ms_p50") is not None
+    }
+    cells = []
+    seen = set()
+    for row in current.get("rows", []):
+        key = _row_key(row)
+        seen.add(key)
+        base = base_rows.get(key)
+        p50 = row.get("latency_ms_p50")
+        if p50 is None or base is None:
+            if p50 is not None:
+                notes.append(f"{key[0]} ({key[1]}) b{key[2]}: not in the baseline")
+            continue
+        b50 = float(base["latency_ms_p50"])
+        noise = max(
+            float(row["latency_ms_p90"]) - float(p50),
+            float(base["latency_ms_p90"]) - b50,
+        )
+        change = (float(p50) / b50 - 1.0) * 100.0
+        regressed = change > max_regression_pct and (float(p50) - b50) > noise
+        cells.append(
+            {
+                "runtime": key[0],
+                "artifact": key[1],
+                "batch_size": key[2],
+                "baseline_latency_ms_p50": b50,
+                "latency_ms_p50": float(p50),
+                "change_pct": change,
+                "noise_ms": noise,
+                "regressed": regressed,
+            }
+        )
+    for key in sorted(set(base_rows) - seen, key=str):
+        notes.append(f"{key[0]} ({key[1]}) b{key[2]}: in the baseline, not measured now")
+    return {
+        "passed": not any(c["regressed"] for c in cells),
+        "max_regression_pct": max_regression_pct,
+        "rule": REGRESSION_RULE,
+        "cells": cells,
+        "notes": notes,
+    }
+
+
+def raise_if_regressed(report: BenchReport) -> None:
+    """Raise :class:`GateFailed` (exit 1) when the comparison found a regression."""
+    from exporter.errors import GateFailed
+
+    comp = report.comparison
+    if not comp or comp["passed"]:
+        return
+    worst = [c for c in comp["cells"] if c["regressed"]]
+    text = "; ".join(
+        f"{c['runtime']} b{c['batch_size']} p50 {c['latency_ms_p50']:.3f} ms vs "
+        f"{c['baseline_latency_ms_p50']:.3f} ms ({c['change_pct']:+.1f}%)"
+        for c in worst[:4]
+    )
+    raise GateFailed(
+        f"bench regression against {comp.get('baseline')}: {text} (limit "
+        f"{comp['max_regression_pct']:g}% beyond the noise band; see bench.md)"
+    )
+
+
+# --- outputs ------------------------------------------------------------------------------
+
+TABLE_COLUMNS = (
+    ("runtime", "runtime"),
+    ("artifact", "artifact"),
+    ("batch_size", "batch"),
+    ("status", "status"),
+    ("latency_ms_p50", "p50 ms"),
+    ("latency_ms_p90", "p90 ms"),
+    ("latency_ms_p99", "p99 ms"),
+    ("latency_ms_mean", "mean ms"),
+    ("latency_ms_std", "std ms"),
+    ("throughput_img_s", "img/s (p50)"),
+    ("cold_start_s", "cold start s"),
+    ("compile_s", "compile s"),
+    ("first_call_ms", "first call ms"),
+)
+
+
+def markdown_summary(report: BenchReport) -> str:
+    """``bench.md``: setup, the table with speed-ups over the reference, skips, comparison."""
+    from exporter.report import markdown_table
+
+    d = report.to_dict()
+    setup, env = d["setup"], d["environment"]
+    ref = report.config.reference_runtime
+    speed_key = f"speedup_vs_{ref}"
+    lines = [
+        f"# tlx bench: {report.run_dir}",
+        "",
+        f"- created: {report.created_at}",
+        f"- device: {setup['device']} ({env.get('gpu_name') or env.get('cpu_model')}), "
+        f"precision {setup['precision']}, threads {setup['threads']}, timer {setup['timer']}",
+        f"- input: {setup['image_size']}x{setup['image_size']} px, seed {setup['input_seed']}, "
+        "same batches for every runtime",
+        f"- latency: {setup['latency_scope']}; throughput = {setup['throughput_basis']}",
+        f"- versions: torch {env.get('torch')}, onnxruntime {env.get('onnxruntime')}, "
+        f"tlx {env.get('tlx')} ({env.get('tlx_git_commit') or 'no git'})",
+        "",
+        markdown_table(
+            d["rows"],
+            [*TABLE_COLUMNS[:10], (speed_key, f"x {ref}"), *TABLE_COLUMNS[10:], ("error", "error")],
+            formatters={speed_key: lambda v: "" if v is None else f"{v:.2f}x"},
+        ),
+    ]
+    fastest = report.fastest()
+    if fastest:
+        lines.append(
+            "Fastest (p50) per batch size: "
+            + ", ".join(
+                f"b{b}: {r['runtime']} ({r['latency_ms_p50']:.3f} ms)" for b, r in fastest.items()
+            )
+            + "\n"
+        )
+    if report.skipped:
+        lines += ["## Skipped", "", markdown_table(report.skipped, ["runtime", "reason"])]
+    if report.comparison:
+        comp = report.comparison
+        verdict = "PASSED" if comp["passed"] else "FAILED"
+        lines += [
+            f"## Comparison with {comp.get('baseline')}: {verdict}",
+            "",
+            f"Rule: {comp['rule']} (max_regression_pct = {comp['max_regression_pct']:g}).",
+            "",
+            markdown_table(
+                comp["cells"],
+                [
+                    "runtime",
+                    "artifact",
+                    "batch_size",
+                    "baseline_latency_ms_p50",
+                    "latency_ms_p50",
+                    "change_pct",
+                    "noise_ms",
+                    "regressed",
+                ],
+            ),
+        ]
+        lines += [f"- {n}" for n in comp["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+def plot_bench(report: BenchReport, dest: Path) -> None:
+    """``bench.png``: p50 latency with p90–p99 whiskers, and throughput, vs batch size."""
+    from exporter.report import new_figure, save_png
+
+    fig, axes = new_figure(ncols=2, size=(5.5, 4.0))
+    ax_lat, ax_thr = axes[0]
+    series: dict[str, list[dict[str, Any]]] = {}
+    names = [r.runtime for r in report.results]
+    for row in report.rows():
+        if row["status"] != OK or row.get("latency_ms_p50") is None:
+            continue
+        label = row["runtime"]
+        if names.count(row["runtime"]) > 1:  # one runtime on several artifacts
+            label = f"{row['runtime']} ({row['artifact']})"
+        series.setdefault(label, []).append(row)
+    for label, rows in series.items():
+        rows.sort(key=lambda r: r["batch_size"])
+        xs = [r["batch_size"] for r in rows]
+        (line,) = ax_lat.plot(xs, [r["latency_ms_p50"] for r in rows], marker="o", label=label)
+        ax_lat.vlines(
+            xs,
+            [r["latency_ms_p90"] for r in rows],
+            [r["latency_ms_p99"] for r in rows],
+            colors=line.get_color(),
+            linewidth=3,
+            alpha=0.5,
+        )
+        ax_thr.plot(xs, [r["throughput_img_s"] for r in rows], marker="o", label=label)
+    title = (
+        f"{report.config.device} {report.config.precision}, "
+        f"{report.setup['image_size']} px, {report.setup['threads']} threads"
+    )
+    ax_lat.set(xlabel="batch size", ylabel="latency ms (p50; bar p90-p99)", title=title)
+    ax_thr.set(xlabel="batch size", ylabel="throughput img/s (batch / p50)", title=title)
+    for ax in (ax_lat, ax_thr):
+        if series:
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            ax.legend(fontsize="small")
+        else:
+            ax.text(0.5, 0.5, "no successful measurements", ha="center", transform=ax.transAxes)
+        ax.grid(True, which="both", alpha=0.3)
+    save_png(dest, fig)
+
+
+def write_bench_reports(report: BenchReport, out_dir: Path) -> dict[str, str]:
+    """Write bench.csv, bench.md, bench.png and (last, listing them) bench.json."""
+    from exporter.report import write_csv, write_markdown, write_report_json
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {name: out_dir / name for name in (BENCH_CSV, BENCH_MD, BENCH_PNG, BENCH_JSON)}
+    report.files = {name: str(p) for name, p in paths.items()}
+    write_csv(paths[BENCH_CSV], report.rows())
+    write_markdown(paths[BENCH_MD], markdown_summary(report))
+    plot_bench(report, paths[BENCH_PNG])
+    write_report_json(paths[BENCH_JSON], report.to_dict())
+    return report.files
