@@ -94,6 +94,49 @@ class TrainConfig:
 
 # --- export -----------------------------------------------------------------------------
 
+EXPORT_FORMATS = ("onnx", "torchscript", "pt2")
+# Newest opset torch.onnx can emit (torch.onnx._constants.ONNX_MAX_OPSET in torch 2.10-2.14);
+# the dynamo exporter authors at opset 18 and up-converts, checked to round-trip VGG16 on ORT.
+DEFAULT_OPSET = 23
+# The dynamo exporter's own opset (torchlib); older opsets need a lossy down-conversion.
+MIN_DYNAMO_OPSET = 18
+# The TorchScript-based exporter stops at opset 20 (ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET).
+MAX_LEGACY_OPSET = 20
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """Settings of ``tlx export``.
+
+    Attributes:
+        formats: any of ``onnx``, ``torchscript``, ``pt2``.
+        opset: ONNX opset (``None``: :data:`DEFAULT_OPSET`, or 20 for the legacy exporter).
+        batch_size: the largest batch the artifact is checked at (and the fixed batch with
+            ``static_batch``).
+        static_batch: export a fixed batch of ``batch_size`` instead of a dynamic one.
+        precision: ``fp32``; ``fp16`` writes ``model.fp16.onnx`` (fp32 inputs/outputs) instead
+            of ``model.onnx``. TorchScript and .pt2 are always fp32.
+        exporter: ``dynamo`` (``torch.onnx.export(dynamo=True)``) or ``legacy``.
+        force: overwrite existing artifact files.
+        atol_fp32: max abs logit difference allowed against eager for fp32 artifacts.
+        atol_fp16: abs part of the fp16 tolerance (plus ``rtol_fp16 * |eager|``).
+        rtol_fp16: relative part of the fp16 tolerance.
+        seed: seed of the random check inputs.
+    """
+
+    formats: tuple[str, ...] = EXPORT_FORMATS
+    opset: int | None = None
+    batch_size: int = 8
+    static_batch: bool = False
+    precision: str = "fp32"
+    exporter: str = "dynamo"
+    force: bool = False
+    atol_fp32: float = 1e-4
+    atol_fp16: float = 5e-2
+    rtol_fp16: float = 1e-2
+    seed: int = 0
+
+
 # --- verify -----------------------------------------------------------------------------
 
 # --- bench ------------------------------------------------------------------------------
