@@ -1,0 +1,148 @@
+"""``tlx export RUN``: TorchScript, ONNX and .pt2 artifacts with metadata and a manifest."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from exporter.cli.app import app, cli_errors, console, err_console, is_interactive
+from exporter.config import EXPORT_FORMATS, ExportConfig
+
+_DEFAULTS = ExportConfig()
+
+
+class FormatChoice(str, Enum):
+    onnx = "onnx"
+    torchscript = "torchscript"
+    pt2 = "pt2"
+    all = "all"
+
+
+class PrecisionChoice(str, Enum):
+    fp32 = "fp32"
+    fp16 = "fp16"
+
+
+class ExporterChoice(str, Enum):
+    dynamo = "dynamo"
+    legacy = "legacy"
+
+
+@app.command("export")
+def export_command(
+    run: Annotated[Path, typer.Argument(help="The run folder made by `tlx train`.")],
+    formats: Annotated[
+        list[FormatChoice] | None,
+        typer.Option(
+            "--format",
+            "-f",
+            help="Artifact format; repeat for several. Default: all "
+            f"({', '.join(EXPORT_FORMATS)}).",
+            case_sensitive=False,
+        ),
+    ] = None,
+    opset: Annotated[
+        int | None,
+        typer.Option(
+            "--opset", help="ONNX opset (default: 23 for dynamo, 20 for the legacy exporter)."
+        ),
+    ] = _DEFAULTS.opset,
+    batch_size: Annotated[
+        int,
+        typer.Option(
+            "--batch-size",
+            help="Largest batch every artifact is checked at; the fixed batch with --static-batch.",
+        ),
+    ] = _DEFAULTS.batch_size,
+    static_batch: Annotated[
+        bool,
+        typer.Option("--static-batch", help="Export ONNX/.pt2 with a fixed batch of --batch-size."),
+    ] = _DEFAULTS.static_batch,
+    precision: Annotated[
+        PrecisionChoice,
+        typer.Option(
+            "--precision",
+            help="fp16 writes model.fp16.onnx (fp16 compute, fp32 inputs/outputs) instead of "
+            "model.onnx; TorchScript and .pt2 stay fp32.",
+            case_sensitive=False,
+        ),
+    ] = PrecisionChoice(_DEFAULTS.precision),
+    exporter: Annotated[
+        ExporterChoice,
+        typer.Option(
+            "--exporter",
+            help="ONNX exporter: dynamo (torch.export based, default) or legacy (TorchScript "
+            "based; fails on VGG16 at 32 px).",
+            case_sensitive=False,
+        ),
+    ] = ExporterChoice(_DEFAULTS.exporter),
+    force: Annotated[
+        bool, typer.Option("--force", help="Overwrite artifacts that already exist.")
+    ] = _DEFAULTS.force,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+) -> None:
+    """Export a trained run to TorchScript, ONNX and .pt2; each file is checked against eager
+    before it is written, and listed with its sha256 in RUN/manifest.json."""
+    with cli_errors():
+        from exporter.export import export_run
+
+        cfg = ExportConfig(
+            formats=tuple(f.value for f in (formats or [FormatChoice.all])),
+            opset=opset,
+            batch_size=batch_size,
+            static_batch=static_batch,
+            precision=precision.value,
+            exporter=exporter.value,
+            force=force,
+        )
+        with _progress(enabled=not quiet and is_interactive()) as progress:
+            result = export_run(run, cfg, progress=progress)
+        if result.dropped:
+            err_console.print(
+                "note: dropped manifest entries exported from older weights: "
+                + ", ".join(result.dropped),
+                markup=False,
+            )
+        table = Table(title=f"tlx export {result.run_dir}")
+        for col in ("file", "format", "precision", "MB", "export s", "max |Δ| vs eager", "sha256"):
+            table.add_column(
+                col, justify="left" if col in ("file", "format", "sha256") else "right"
+            )
+        for r in result.formats.values():
+            table.add_row(
+                r.name,
+                r.format,
+                r.precision,
+                f"{r.bytes / 1e6:.1f}",
+                f"{r.export_time_s:.1f}",
+                f"{r.max_abs_diff:.2e} (atol {r.atol:g})",
+                r.sha256[:12],
+            )
+        if not quiet:
+            console.print(table)
+            console.print(f"manifest: {result.manifest_path}  report: {result.report_path}")
+
+
+@contextlib.contextmanager
+def _progress(*, enabled: bool) -> Iterator[object]:
+    """A rich spinner on stderr showing the current step; ``None`` when disabled."""
+    if not enabled:
+        yield None
+        return
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("export", total=None)
+        yield lambda message: bar.update(task, description=message)
