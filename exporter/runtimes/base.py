@@ -51,6 +51,28 @@ class Artifact:
     def path(self) -> Path:
         return self.run_dir / self.name
 
+    def verified_path(self) -> Path:
+        """The main file's path after every file of the artifact matched its manifest hash.
+
+        Raises:
+            IntegrityError: no hashes are recorded, or a file is missing or changed.
+        """
+        from exporter.errors import IntegrityError
+        from exporter.manifest import FileRecord, check_file
+
+        if not self.files:
+            raise IntegrityError(
+                f"{self.path} has no sha256 in manifest.json; tlx loads only files it hashed "
+                "(re-export with `tlx export RUN --force`)"
+            )
+        for rel, sha, size in self.files:
+            check_file(self.run_dir, FileRecord(rel, sha, size))
+        return self.path
+
+    def accepts_hw(self, height: int, width: int) -> bool:
+        """Whether the artifact takes ``height`` x ``width`` inputs (fixed-size ones take one)."""
+        return not self.fixed_hw or (height, width) == (self.image_size, self.image_size)
+
 
 class Runtime(ABC):
     """One way of running a model. Same contract for parity and bench.
@@ -82,6 +104,17 @@ class Runtime(ABC):
     def supports(cls, artifact: Artifact, device: str) -> bool:
         """Whether this runtime can run ``artifact`` on ``device`` at all (cheap check)."""
         return artifact.format in cls.formats and device in cls.devices
+
+    @classmethod
+    def unavailable_reason(cls, device: str) -> str | None:
+        """Why this runtime cannot run on ``device`` here (cheap, no heavy work), or None.
+
+        A None is not a promise: :meth:`load` still raises RuntimeUnavailable when, e.g.,
+        a provider that is listed as available fails to load.
+        """
+        if device not in cls.devices:
+            return f"runtime {cls.name!r} runs on {'/'.join(cls.devices)} only, not {device!r}"
+        return None
 
     @abstractmethod
     def load(self) -> None:

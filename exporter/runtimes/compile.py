@@ -1,0 +1,108 @@
+"""``torch.compile`` (inductor) of the eager model rebuilt from ``model.safetensors``.
+
+Compilation happens on the first call, so :meth:`CompileRuntime.load` runs one warm-up
+batch and records how long it took in ``compile_seconds``: bench keeps that out of its
+steady-state numbers but reports it. New batch sizes may recompile once more inside
+``run`` (inductor specialises, then marks the batch dimension dynamic).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from exporter.errors import RuntimeUnavailable
+from exporter.runtimes.base import Runtime, register
+from exporter.runtimes.eager import load_eager_model
+from exporter.runtimes.torch_common import (
+    autocast_context,
+    check_device,
+    cuda_sync,
+    tensor_to_numpy,
+    to_device_tensor,
+)
+
+# torch.compile modes accepted through options={"mode": ...}; "reduce-overhead" uses
+# CUDA graphs and only makes sense on CUDA.
+MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+@register
+class CompileRuntime(Runtime):
+    """Inductor-compiled eager model. Options: ``mode`` (see MODES), ``warmup_batch`` (1)."""
+
+    name = "compile"
+    formats = ("safetensors",)
+    devices = ("cpu", "cuda")
+
+    def load(self) -> None:
+        import torch
+
+        check_device(self.device)
+        mode = str(self.options.get("mode", "default"))
+        if mode not in MODES:
+            raise RuntimeUnavailable(
+                f"compile mode {mode!r} is unknown; choose from: {', '.join(MODES)}"
+            )
+        if mode == "reduce-overhead" and not self.device.startswith("cuda"):
+            raise RuntimeUnavailable(
+                "compile mode 'reduce-overhead' (CUDA graphs) needs --device cuda"
+            )
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        self.mode = mode
+        model = load_eager_model(self.artifact, self.device)
+        self.compiled = torch.compile(
+            model, backend="inductor", mode=None if mode == "default" else mode
+        )
+        warm = int(self.options.get("warmup_batch", 1))
+        size = self.artifact.image_size
+        x = np.zeros((warm, 3, size, size), dtype=np.float32)
+        # perf_counter here (not in bench.py) because the compile cost is part of what
+        # load() does and only this runtime knows when compilation happens.
+        start = time.perf_counter()
+        try:
+            self.to_numpy(self.run(self.prepare(x)))
+            self.synchronize()
+        except Exception as exc:  # inductor failures (no C++ compiler, codegen bugs)
+            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+            raise RuntimeUnavailable(
+                f"torch.compile (inductor, mode {mode}) failed on {self.device}: "
+                f"{exc.__class__.__name__}: {first} (inductor on CPU needs a working C++ "
+                "compiler such as gcc; on CUDA it needs triton)"
+            ) from exc
+        self.compile_seconds = time.perf_counter() - start
+
+    def prepare(self, x: np.ndarray) -> Any:
+        return to_device_tensor(x, self.device)
+
+    def run(self, prepared: Any) -> Any:
+        import torch
+
+        if self.mode == "reduce-overhead":
+            # Tell CUDA graphs a new iteration begins, so the previous output buffer may be
+            # reused; callers copy outputs (to_numpy) before the next run.
+            torch.compiler.cudagraph_mark_step_begin()
+        with torch.inference_mode(), autocast_context(self.device, self.precision):
+            return self.compiled(prepared)
+
+    def to_numpy(self, output: Any) -> np.ndarray:
+        return tensor_to_numpy(output)
+
+    def synchronize(self) -> None:
+        cuda_sync(self.device)
+
+    def describe(self) -> dict[str, Any]:
+        d = super().describe()
+        d.update(
+            backend="inductor",
+            mode=getattr(self, "mode", None),
+            # Time of the first (compiling) call in load(), seconds; excluded from latency.
+            compile_s=getattr(self, "compile_seconds", None),
+        )
+        return d
+
+    def close(self) -> None:
+        self.compiled = None

@@ -1,0 +1,287 @@
+"""ONNX Runtime: ``ort-cpu``, ``ort-cuda`` and ``ort-trt``.
+
+Before any session exists the file passes the manifest hash check and
+``exporter.onnx_safety.check_onnx_file`` (external data stays inside the run folder).
+ORT silently falls back to the CPU when the CUDA/TensorRT provider fails to load
+(onnxruntime #23372, #21424), so the GPU runtimes check ``session.get_providers()`` and
+raise RuntimeUnavailable instead of running somewhere else.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from exporter.errors import InputFileError, RuntimeUnavailable
+from exporter.runtimes.base import Runtime, register
+
+
+def check_onnx_safety(path: Path) -> None:
+    """Run the export engineer's ONNX safety check (external-data containment and more).
+
+    Imported lazily: ``exporter.onnx_safety`` may not exist in older checkouts, in which case
+    :func:`_fallback_external_data_check` does the containment part itself.
+    """
+    try:
+        from exporter.onnx_safety import check_onnx_file
+    except ImportError:
+        _fallback_external_data_check(path)
+        return
+    check_onnx_file(path)
+
+
+def _fallback_external_data_check(path: Path) -> None:
+    import onnx
+    from onnx.external_data_helper import uses_external_data
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # not a protobuf / truncated file
+        raise InputFileError(f"{path} is not a readable ONNX model: {exc}") from exc
+    root = path.parent.resolve()
+    for tensor in model.graph.initializer:
+        if not uses_external_data(tensor):
+            continue
+        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+        target = (path.parent / location).resolve()
+        if (
+            Path(location).is_absolute()
+            or ".." in Path(location).parts
+            or (path.parent / location).is_symlink()
+            or not target.is_relative_to(root)
+        ):
+            raise InputFileError(
+                f"{path}: external data {location!r} points outside the model's folder; "
+                "re-export with external_data=False"
+            )
+
+
+class _OrtRuntime(Runtime):
+    """Shared session setup; subclasses choose the providers and the IO path."""
+
+    formats = ("onnx",)
+    providers: ClassVar[tuple[str, ...]] = ("CPUExecutionProvider",)
+
+    def _provider_list(self) -> list[Any]:
+        return list(self.providers)
+
+    def _session_options(self) -> Any:
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Spin-waiting threads steal the CPU from whatever runs next (2x slower eager right
+        # after ORT on 2 cores, PITFALLS); verify and bench interleave runtimes.
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        so.add_session_config_entry("session.inter_op.allow_spinning", "0")
+        if self.threads:
+            so.intra_op_num_threads = int(self.threads)
+        so.log_severity_level = 3  # ORT's own warnings would interleave with our output
+        return so
+
+    def load(self) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise RuntimeUnavailable(
+                f"{self.name} needs onnxruntime: pip install onnxruntime (or onnxruntime-gpu)"
+            ) from exc
+        path = self.artifact.verified_path()
+        check_onnx_safety(path)
+        self._before_session(ort)
+        try:
+            self.session = ort.InferenceSession(
+                str(path), self._session_options(), providers=self._provider_list()
+            )
+        except Exception as exc:
+            self._session_failed(path, exc)
+        self.providers_in_use = list(self.session.get_providers())
+        self._check_providers()
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_name = self.session.get_outputs()[0].name
+        self.input_type = self.session.get_inputs()[0].type
+
+    def _before_session(self, ort: Any) -> None:
+        """Provider-specific preparation (e.g. preloading CUDA libraries)."""
+
+    def _session_failed(self, path: Path, exc: Exception) -> None:
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        raise InputFileError(
+            f"ONNX Runtime cannot load {path}: {exc.__class__.__name__}: {first} "
+            "(re-export it with `tlx export RUN --formats onnx --force`)"
+        ) from exc
+
+    def _check_providers(self) -> None:
+        """Raise unless the first provider in use is the one this runtime promises."""
+        wanted = self.providers[0]
+        if not self.providers_in_use or self.providers_in_use[0] != wanted:
+            raise RuntimeUnavailable(
+                f"{self.name}: {wanted} was requested but ONNX Runtime runs on "
+                f"{self.providers_in_use} (the provider failed to load and ORT fell back); "
+                f"{self._fix_hint()}"
+            )
+
+    def _fix_hint(self) -> str:
+        return "reinstall onnxruntime"
+
+    def _input_array(self, x: np.ndarray) -> np.ndarray:
+        # fp16 models exported without keep_io_types take float16 inputs.
+        dtype = np.float16 if self.input_type == "tensor(float16)" else np.float32
+        return np.ascontiguousarray(x, dtype=dtype)
+
+    def describe(self) -> dict[str, Any]:
+        d = super().describe()
+        d.update(
+            providers=getattr(self, "providers_in_use", None),
+            precision=self.artifact.precision,
+            intra_op_threads=self.threads or "ort-default",
+            allow_spinning=False,
+        )
+        return d
+
+    def close(self) -> None:
+        self.session = None
+
+
+@register
+class OrtCpuRuntime(_OrtRuntime):
+    """ONNX Runtime on the CPU execution provider (host arrays in and out)."""
+
+    name = "ort-cpu"
+    devices = ("cpu",)
+    providers = ("CPUExecutionProvider",)
+
+    def prepare(self, x: np.ndarray) -> Any:
+        return self._input_array(x)
+
+    def run(self, prepared: Any) -> Any:
+        return self.session.run([self.output_name], {self.input_name: prepared})[0]
+
+    def to_numpy(self, output: Any) -> np.ndarray:
+        return np.asarray(output, dtype=np.float32)
+
+
+@register
+class OrtCudaRuntime(_OrtRuntime):
+    """ONNX Runtime on CUDA with IO binding: input and output stay on the device.
+
+    Without IO binding every ``run`` copies host↔device ("ORT GPU slower than PyTorch",
+    onnxruntime #8166), which bench would then measure instead of the model.
+    """
+
+    name = "ort-cuda"
+    devices = ("cuda",)
+    providers = ("CUDAExecutionProvider", "CPUExecutionProvider")
+
+    @classmethod
+    def unavailable_reason(cls, device: str) -> str | None:
+        reason = super().unavailable_reason(device)
+        if reason:
+            return reason
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            return f"{cls.name} needs onnxruntime-gpu (pip install onnxruntime-gpu)"
+        if cls.providers[0] not in ort.get_available_providers():
+            return f"{cls.providers[0]} is not in this onnxruntime build; install onnxruntime-gpu"
+        # Listed as available is not proof it loads: load() checks get_providers().
+        return None
+
+    def _device_id(self) -> int:
+        return int(self.device.split(":", 1)[1]) if ":" in self.device else 0
+
+    def _before_session(self, ort: Any) -> None:
+        # onnxruntime-gpu 1.31 needs CUDA 13 / cuDNN 9: preload_dlls() loads the copies the
+        # torch wheels installed. Quiet the default logger: the failure is reported by us.
+        ort.set_default_logger_severity(4)
+        if hasattr(ort, "preload_dlls"):
+            try:
+                ort.preload_dlls()
+            except Exception as exc:  # missing libraries show up as the fallback check below
+                self.preload_error = f"{exc.__class__.__name__}: {exc}"
+
+    def _session_failed(self, path: Path, exc: Exception) -> None:
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        raise RuntimeUnavailable(
+            f"CUDA requested but ONNX Runtime could not create a {self.providers[0]} session "
+            f"for {path}: {first}; {self._fix_hint()}"
+        ) from exc
+
+    def _check_providers(self) -> None:
+        if not self.providers_in_use or self.providers_in_use[0] != self.providers[0]:
+            raise RuntimeUnavailable(
+                f"CUDA requested but ONNX Runtime fell back to {self.providers_in_use} "
+                f"({self.providers[0]} failed to load); {self._fix_hint()}"
+            )
+
+    def _fix_hint(self) -> str:
+        return (
+            "onnxruntime-gpu 1.31 needs an NVIDIA driver, CUDA 13 and cuDNN 9 "
+            "(onnxruntime.preload_dlls() uses the torch wheels' copies); or use --device cpu "
+            "--runtimes ort-cpu"
+        )
+
+    def _provider_list(self) -> list[Any]:
+        opts = {"device_id": self._device_id()}
+        return [(self.providers[0], opts), *self.providers[1:]]
+
+    def prepare(self, x: np.ndarray) -> Any:
+        import onnxruntime as ort
+
+        return ort.OrtValue.ortvalue_from_numpy(self._input_array(x), "cuda", self._device_id())
+
+    def run(self, prepared: Any) -> Any:
+        binding = self.session.io_binding()
+        binding.bind_ortvalue_input(self.input_name, prepared)
+        binding.bind_output(self.output_name, "cuda", self._device_id())
+        self.session.run_with_iobinding(binding)
+        self._binding = binding
+        return binding.get_outputs()[0]
+
+    def to_numpy(self, output: Any) -> np.ndarray:
+        return np.asarray(output.numpy(), dtype=np.float32)
+
+    def synchronize(self) -> None:
+        binding = getattr(self, "_binding", None)
+        if binding is not None:
+            binding.synchronize_outputs()
+
+
+@register
+class OrtTensorRTRuntime(OrtCudaRuntime):
+    """ONNX Runtime's TensorRT provider (CUDA then CPU as ORT's own fallbacks, checked)."""
+
+    name = "ort-trt"
+    devices = ("cuda",)
+    providers = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+
+    def _provider_list(self) -> list[Any]:
+        trt: dict[str, Any] = {
+            "device_id": self._device_id(),
+            "trt_fp16_enable": self.artifact.precision == "fp16",
+            "trt_int8_enable": self.artifact.precision == "int8",
+        }
+        cache = self.options.get("trt_cache_dir")
+        if cache:
+            # Engine builds take minutes; a cache keyed by the model keeps reruns fast.
+            trt.update(trt_engine_cache_enable=True, trt_engine_cache_path=str(cache))
+        return [
+            (self.providers[0], trt),
+            (self.providers[1], {"device_id": self._device_id()}),
+            self.providers[2],
+        ]
+
+    def _check_providers(self) -> None:
+        if not self.providers_in_use or self.providers_in_use[0] != self.providers[0]:
+            raise RuntimeUnavailable(
+                f"TensorRT requested but ONNX Runtime runs on {self.providers_in_use} "
+                f"({self.providers[0]} failed to load); {self._fix_hint()}"
+            )
+
+    def _fix_hint(self) -> str:
+        return (
+            "the TensorRT provider needs TensorRT 10 libraries (libnvinfer) on the library "
+            "path besides CUDA; or use --runtimes ort-cuda"
+        )
