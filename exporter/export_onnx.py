@@ -265,7 +265,10 @@ def _set_metadata(model: onnx.ModelProto, meta: dict[str, Any]) -> None:
         model.metadata_props.add(key=p.key, value=p.value)
     for k, v in props.items():
         model.metadata_props.add(key=k, value=v)
+    from exporter import __version__
+
     model.producer_name = "tlx"
+    model.producer_version = __version__
 
 
 def ort_cpu_session(path: Path) -> Any:
