@@ -1,0 +1,177 @@
+"""``tlx bench``: latency and throughput of every runtime of a run, and the regression gate."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.table import Table
+
+from exporter.cli.app import app, cli_errors, console, err_console, is_interactive
+from exporter.config import BenchConfig
+
+if TYPE_CHECKING:
+    from exporter.bench import BenchReport, ProgressFn
+
+_DEFAULTS = BenchConfig()
+
+
+class Device(str, Enum):
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class Precision(str, Enum):
+    fp32 = "fp32"
+    fp16 = "fp16"
+    bf16 = "bf16"
+
+
+def parse_batch_sizes(text: str, *, option: str = "--batch-sizes") -> tuple[int, ...]:
+    """``"1,8,32"`` → ``(1, 8, 32)``; anything else is a usage error naming the option."""
+    from exporter.errors import UsageError
+
+    try:
+        sizes = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        sizes = ()
+    if not sizes or any(b < 1 for b in sizes):
+        raise UsageError(f"{option} {text!r}: give positive integers separated by commas, e.g. 1,8")
+    return sizes
+
+
+@contextlib.contextmanager
+def progress_bar(*, quiet: bool) -> Iterator[ProgressFn | None]:
+    """A rich progress bar on stderr, or None when quiet or stderr is not a terminal."""
+    if quiet or not is_interactive():
+        yield None
+        return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("starting", total=1.0)
+
+        def update(description: str, done: float, total: float) -> None:
+            bar.update(task, description=description, completed=done, total=max(total, 1e-9))
+
+        yield update
+
+
+def bench_table(report: BenchReport) -> Table:
+    """The rich table printed after a bench: one row per runtime × batch size."""
+    ref = report.config.reference_runtime
+    table = Table(title=f"tlx bench ({report.config.device}, {report.config.precision})")
+    headers = ["runtime", "artifact", "batch", "p50 ms", "p90 ms", "p99 ms", "img/s (p50)"]
+    for h in [*headers, f"x {ref}", "cold start s", "note"]:
+        table.add_column(h, justify="left" if h in ("runtime", "artifact", "note") else "right")
+
+    def num(v: float | None, fmt: str = "{:.2f}") -> str:
+        return "" if v is None else fmt.format(v)
+
+    for row in report.rows():
+        table.add_row(
+            row["runtime"],
+            row["artifact"],
+            "" if row["batch_size"] is None else str(row["batch_size"]),
+            num(row.get("latency_ms_p50")),
+            num(row.get("latency_ms_p90")),
+            num(row.get("latency_ms_p99")),
+            num(row.get("throughput_img_s"), "{:.1f}"),
+            num(row.get(f"speedup_vs_{ref}"), "{:.2f}x"),
+            num(row.get("cold_start_s")),
+            row.get("error") or ("" if row["status"] == "ok" else row["status"]),
+        )
+    return table
+
+
+@app.command("bench")
+def bench_command(
+    run: Annotated[Path, typer.Argument(help="The run folder (made by `tlx train`).")],
+    runtimes: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated runtimes, or 'all' (unavailable ones are skipped with the "
+            "reason; a named one that cannot run here exits 3)."
+        ),
+    ] = ",".join(_DEFAULTS.runtimes),
+    device: Annotated[Device, typer.Option(help="Where to run.")] = Device(_DEFAULTS.device),
+    batch_sizes: Annotated[
+        str, typer.Option(help="Comma-separated batch sizes, e.g. 1,8,32.")
+    ] = ",".join(str(b) for b in _DEFAULTS.batch_sizes),
+    precision: Annotated[
+        Precision, typer.Option(help="Compute precision (bf16 is slow on CPUs without AMX).")
+    ] = Precision(_DEFAULTS.precision),
+    warmup: Annotated[
+        int, typer.Option(help="Untimed iterations per runtime x batch.")
+    ] = _DEFAULTS.warmup,
+    iters: Annotated[
+        int, typer.Option(help="Timed iterations per runtime x batch.")
+    ] = _DEFAULTS.iters,
+    min_time: Annotated[
+        float | None,
+        typer.Option(help="Instead of --iters: time each runtime x batch for at least S seconds."),
+    ] = _DEFAULTS.min_time_s,
+    threads: Annotated[
+        int | None,
+        typer.Option(help="CPU threads for torch and ONNX Runtime (default: torch's, recorded)."),
+    ] = _DEFAULTS.threads,
+    compare: Annotated[
+        Path | None,
+        typer.Option(help="A baseline bench.json: exit 1 when a runtime's p50 regressed."),
+    ] = None,
+    max_regression: Annotated[
+        float,
+        typer.Option(
+            help="Allowed p50 slow-down in percent; it must also exceed the noise band "
+            "max(p90 - p50) of both reports to fail."
+        ),
+    ] = _DEFAULTS.max_regression_pct,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Folder for bench.json/.md/.csv/.png (default: the run folder)."),
+    ] = None,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress bar and no table.")
+    ] = False,
+) -> None:
+    """Measure latency percentiles, throughput and cold start of every runtime, interleaved."""
+    with cli_errors():
+        from exporter.bench import bench_run, raise_if_regressed
+        from exporter.runtimes.select import ALL, parse_runtimes
+
+        names = parse_runtimes(runtimes)
+        cfg = BenchConfig(
+            runtimes=(ALL,) if names == ALL else tuple(names),
+            device=device.value,
+            batch_sizes=parse_batch_sizes(batch_sizes),
+            precision=precision.value,
+            warmup=warmup,
+            iters=iters,
+            min_time_s=min_time,
+            threads=threads,
+            compare=str(compare) if compare else None,
+            max_regression_pct=max_regression,
+            out_dir=str(out) if out else None,
+        )
+        with progress_bar(quiet=quiet) as progress:
+            report = bench_run(run, cfg, progress=progress)
+        if not quiet:
+            console.print(bench_table(report))
+            for s in report.skipped:
+                console.print(f"skipped {s['runtime']}: {s['reason']}", markup=False)
+            if report.comparison:
+                verdict = "passed" if report.comparison["passed"] else "FAILED"
+                console.print(f"regression gate {verdict} against {cfg.compare}", markup=False)
+        console.print(f"wrote {report.files.get('bench.json')}", markup=False)
+        raise_if_regressed(report)
