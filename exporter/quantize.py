@@ -5,7 +5,7 @@ training images) is the fast path measured on the 2-core AVX-512/VNNI CPU (PITFA
 dynamic (weights-only) variant quantizes only the classifier's MatMul/Gemm nodes; it is
 produced on request but is slower than fp32 at large batches, so it is never the default.
 
-A quantized artifact ships only after :func:`int8_gate` passes on held-out images: top-1
+A quantized artifact ships only after :func:`gate_logits` passes on held-out images: top-1
 agreement with the eager fp32 model and an accuracy drop within the tolerance.
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -171,21 +171,31 @@ def quantize_dynamic_int8(
 
 @dataclass(frozen=True)
 class GateResult:
-    """Agreement of a candidate's logits with the eager fp32 reference on held-out images."""
+    """A candidate's logits against the eager fp32 reference on held-out labelled images.
+
+    The elementwise and top-1 figures come from :func:`exporter.tolerance.compare_logits`
+    under the precision's profile (the same rule ``tlx verify`` applies, ties included).
+    """
 
     images: int
-    top1_agreement: float
+    profile: dict[str, Any]
+    comparison: dict[str, Any]
     accuracy_reference: float
     accuracy_candidate: float
-    max_abs_logit_diff: float | None  # None when the candidate produced NaN/Inf
-    min_top1_agreement: float
     max_accuracy_drop_points: float
-    max_abs_diff_limit: float | None = None
     failures: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
         return not self.failures
+
+    @property
+    def top1_agreement(self) -> float:
+        return float(self.comparison["top1_agreement"])
+
+    @property
+    def max_abs_logit_diff(self) -> float:
+        return float(self.comparison["max_abs_error"])
 
     @property
     def accuracy_delta_points(self) -> float:
@@ -200,73 +210,77 @@ class GateResult:
             "accuracy_reference": self.accuracy_reference,
             "accuracy_candidate": self.accuracy_candidate,
             "accuracy_delta_points": self.accuracy_delta_points,
-            "max_abs_logit_diff": self.max_abs_logit_diff,
-            "min_top1_agreement": self.min_top1_agreement,
             "max_accuracy_drop_points": self.max_accuracy_drop_points,
-            "max_abs_diff_limit": self.max_abs_diff_limit,
+            "profile": self.profile,
+            "comparison": {
+                k: (v if v is None or np.isfinite(v) else None) for k, v in self.comparison.items()
+            },
             "failures": list(self.failures),
         }
 
 
-def int8_gate(
+def gate_logits(
     reference: np.ndarray,
     candidate: np.ndarray,
     labels: np.ndarray,
     *,
-    min_top1_agreement: float = DEFAULT_MIN_TOP1_AGREEMENT,
+    precision: str = "int8",
+    min_top1_agreement: float | None = DEFAULT_MIN_TOP1_AGREEMENT,
     max_accuracy_drop_points: float = DEFAULT_MAX_ACCURACY_DROP_POINTS,
-    max_abs_diff: float | None = None,
 ) -> GateResult:
-    """Compare a candidate's logits with the reference's on the same labelled images.
+    """Gate a candidate on held-out images: tolerance profile, top-1 agreement, accuracy drop.
 
-    Passes when top-1 agreement ≥ ``min_top1_agreement``, the accuracy drop is at most
-    ``max_accuracy_drop_points`` percentage points, every logit is finite, and (when given,
-    e.g. for exact fp32 variants) the largest absolute logit difference ≤ ``max_abs_diff``.
+    Passes when every logit is finite, the logits are within the ``precision`` profile's
+    elementwise tolerance (none for int8), top-1 agreement (near-ties of the reference count
+    as agreement) ≥ ``min_top1_agreement``, and held-out accuracy drops at most
+    ``max_accuracy_drop_points`` percentage points.
 
     Args:
         reference: eager fp32 logits ``(n, classes)``.
         candidate: the artifact's logits on the same images.
         labels: true class indices ``(n,)``.
-        min_top1_agreement: fraction in [0, 1].
+        precision: tolerance profile: ``fp32``, ``fp16`` or ``int8``.
+        min_top1_agreement: fraction in [0, 1]; None keeps the profile's own.
         max_accuracy_drop_points: allowed accuracy loss in percentage points.
-        max_abs_diff: optional bound on the largest absolute logit difference.
     """
-    ref = np.asarray(reference, dtype=np.float64)
-    cand = np.asarray(candidate, dtype=np.float64)
+    from exporter.tolerance import compare_logits, profile_for
+
+    ref = np.asarray(reference, dtype=np.float32)
+    cand = np.asarray(candidate, dtype=np.float32)
     y = np.asarray(labels)
     if ref.shape != cand.shape or ref.ndim != 2 or y.shape != (ref.shape[0],) or not len(y):
         raise UsageError(
             f"gate inputs disagree: reference {ref.shape}, candidate {cand.shape}, labels {y.shape}"
         )
-    finite = bool(np.isfinite(cand).all())
-    ref_top1, cand_top1 = ref.argmax(1), cand.argmax(1)
-    agreement = float((ref_top1 == cand_top1).mean())
-    acc_ref = float((ref_top1 == y).mean())
+    tol = profile_for(precision, min_top1=min_top1_agreement)
+    cmp = compare_logits(ref, cand, tol)
+    acc_ref = float((ref.argmax(1) == y).mean())
+    cand_top1 = np.where(np.isfinite(cand), cand, -np.inf).argmax(1)
     acc_cand = float((cand_top1 == y).mean())
-    diff = float(np.abs(ref - cand).max()) if finite else float("inf")
     failures = []
-    if not finite:
-        failures.append("candidate logits contain NaN or Inf")
-    if agreement < min_top1_agreement:
+    if cmp.nonfinite_n:
+        failures.append(f"{cmp.nonfinite_n} NaN/Inf logits")
+    if cmp.worst_excess is not None and cmp.worst_excess > 0:
         failures.append(
-            f"top-1 agreement {agreement:.2%} < {min_top1_agreement:.2%} on {len(y)} images"
+            f"max abs logit diff {cmp.max_abs_error:.3g} beyond the {precision} tolerance "
+            f"(atol {tol.atol:g}, rtol {tol.rtol:g})"
+        )
+    if cmp.top1_agreement < tol.min_top1:
+        failures.append(
+            f"top-1 agreement {cmp.top1_agreement:.2%} < {tol.min_top1:.2%} on {len(y)} images"
         )
     drop = 100.0 * (acc_ref - acc_cand)
     if drop > max_accuracy_drop_points:
         failures.append(
-            f"accuracy dropped {drop:.2f} points ({acc_ref:.2%} → {acc_cand:.2%}), "
+            f"held-out accuracy dropped {drop:.2f} points ({acc_ref:.2%} → {acc_cand:.2%}), "
             f"limit {max_accuracy_drop_points} points"
         )
-    if max_abs_diff is not None and finite and diff > max_abs_diff:
-        failures.append(f"max abs logit diff {diff:.3g} > {max_abs_diff:.3g}")
     return GateResult(
         images=len(y),
-        top1_agreement=agreement,
+        profile=tol.to_dict(),
+        comparison=asdict(cmp),
         accuracy_reference=acc_ref,
         accuracy_candidate=acc_cand,
-        max_abs_logit_diff=diff if finite else None,
-        min_top1_agreement=min_top1_agreement,
         max_accuracy_drop_points=max_accuracy_drop_points,
-        max_abs_diff_limit=max_abs_diff,
         failures=failures,
     )
