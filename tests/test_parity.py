@@ -1,0 +1,206 @@
+"""Parity: tolerance profiles, the gate, verify_run on good and broken artifacts, localize."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_runtimes import copy_run, export_artifacts, exported_run, rehash
+
+from exporter.config import VerifyConfig
+from exporter.errors import IntegrityError, UsageError
+from exporter.parity import verify_run, write_reports
+from exporter.tolerance import PROFILES, compare_logits, profile_for
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return exported_run(tmp_path_factory)
+
+
+# --- tolerance -----------------------------------------------------------------------------
+
+
+def test_compare_logits_identical_passes_and_nan_is_counted() -> None:
+    ref = np.array([[1.0, 2.0, 0.5], [3.0, -1.0, 0.0]], dtype=np.float32)
+    ok = compare_logits(ref, ref.copy(), PROFILES["fp32"])
+    assert ok.max_abs_error == 0 and ok.top1_agreement == 1 and ok.worst_excess <= 0
+    bad = ref.copy()
+    bad[1, 2] = np.nan
+    cmp = compare_logits(ref, bad, PROFILES["fp32"])
+    assert cmp.nonfinite_n == 1
+    assert cmp.worst_excess == np.inf and cmp.min_cosine_similarity == -1.0
+
+
+def test_top1_flip_outside_tolerance_disagrees_but_tie_agrees() -> None:
+    tol = PROFILES["fp32"]
+    ref = np.array([[1.0, 2.0], [1.0, 1.00001]], dtype=np.float32)
+    cand = np.array([[2.5, 2.0], [1.00002, 1.0]], dtype=np.float32)
+    cmp = compare_logits(ref, cand, tol)
+    # Row 0 flips by far more than tolerance; row 1 is a tie within numeric noise.
+    assert cmp.top1_agreement == 0.5 and cmp.top1_ties_n == 1
+
+
+def test_profiles_and_overrides() -> None:
+    fp16 = profile_for("fp16")
+    ref = np.array([[40.0, -3.0]])
+    assert fp16.effective_atol(ref) == pytest.approx(5e-2 * 40)  # scaled by logit size
+    assert profile_for("int8").atol is None and profile_for("int8").min_top1 == 0.99
+    custom = profile_for("fp16", atol=0.3, rtol=0.0, min_top1=0.5)
+    assert (custom.atol, custom.atol_scaled, custom.rtol, custom.min_top1) == (0.3, False, 0, 0.5)
+    with pytest.raises(UsageError, match="--min-top1"):
+        profile_for("fp32", min_top1=99.0)
+    with pytest.raises(UsageError, match="--atol"):
+        profile_for("fp32", atol=-1.0)
+    with pytest.raises(UsageError, match="precision"):
+        profile_for("fp8")
+
+
+# --- verify_run ----------------------------------------------------------------------------
+
+CPU_NAMES = ("eager", "torchscript", "pt2", "ort-cpu")
+
+
+def test_fresh_export_passes_on_every_cpu_runtime(run_dir: Path, tmp_path: Path) -> None:
+    run = copy_run(run_dir, tmp_path / "run", ("model.onnx", "model.ts", "model.pt2"))
+    cfg = VerifyConfig(runtimes=CPU_NAMES, samples=8, batch_sizes=(1, 3, 4))
+    report = verify_run(run, cfg)
+    assert [c.runtime for c in report.candidates] == list(CPU_NAMES)
+    for c in report.candidates:
+        assert c.passed, (c.runtime, c.failures)
+        assert c.overall["top1_agreement_pct"] == 100.0
+        assert c.overall["max_abs_error"] <= 1e-4
+        assert c.overall["n"] == 1 + 3 + 4 + 8
+        assert c.accuracy_candidate_pct == c.accuracy_reference_pct
+    assert set(report.candidates[0].per_input) == {"random_b1", "random_b3", "random_b4", "heldout"}
+    write_reports(report)
+    d = report.to_dict()
+    assert d["schema_version"] == 1 and d["verdict"] == "pass"
+    assert d["environment"]["torch"] and d["config"]["batch_sizes"] == (1, 3, 4)
+    assert "PASS" in (run / "verify.md").read_text()
+
+
+def _perturb_onnx_weight(run: Path, name: str) -> None:
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(run / "model.onnx"))
+    init = next(i for i in model.graph.initializer if i.name == name)
+    w = numpy_helper.to_array(init).copy()
+    w.flat[0] += 5.0 * float(np.abs(w).max())  # one weight, clearly out of tolerance
+    init.CopyFrom(numpy_helper.from_array(w, name))
+    onnx.save(model, str(run / "model.onnx"))
+    rehash(run, "model.onnx")  # the hash check passes: only parity can catch this
+
+
+def test_perturbed_onnx_weight_fails_and_localize_names_the_layer(
+    run_dir: Path, tmp_path: Path
+) -> None:
+    run = copy_run(run_dir, tmp_path / "run", ("model.onnx", "model.ts"))
+    _perturb_onnx_weight(run, "features.10.weight")
+    cfg = VerifyConfig(runtimes=("ort-cpu", "torchscript"), samples=4, localize=True)
+    report = verify_run(run, cfg)
+    by_rt = {c.runtime: c for c in report.candidates}
+    assert not by_rt["ort-cpu"].passed and report.verdict == "fail"
+    assert any("beyond tolerance" in f for f in by_rt["ort-cpu"].failures)
+    assert by_rt["ort-cpu"].localization["layer"] == "features.10"
+    assert by_rt["torchscript"].passed  # one failure does not stop the others
+
+
+def test_perturbed_torchscript_localizes_to_classifier(run_dir: Path, tmp_path: Path) -> None:
+    import torch
+
+    run = copy_run(run_dir, tmp_path / "run", ("model.ts",))
+    module = torch.jit.load(str(run / "model.ts"))
+    with torch.no_grad():
+        getattr(module.classifier, "3").weight[:, :64] *= 3.0
+    module.save(str(run / "model.ts"))
+    rehash(run, "model.ts")
+    report = verify_run(run, VerifyConfig(runtimes=("torchscript",), samples=0, localize=True))
+    (cand,) = report.candidates
+    assert not cand.passed and cand.localization["layer"] == "classifier.3"
+
+
+def test_artifact_from_another_run_fails(run_dir: Path, tmp_path: Path) -> None:
+    from conftest import make_run_folder
+
+    other = export_artifacts(make_run_folder(tmp_path / "other", seed=7))
+    run = copy_run(run_dir, tmp_path / "run", ("model.onnx",))
+    (run / "model.onnx").write_bytes((other / "model.onnx").read_bytes())
+    rehash(run, "model.onnx")
+    report = verify_run(run, VerifyConfig(runtimes=("ort-cpu",), samples=4, batch_sizes=(2,)))
+    (cand,) = report.candidates
+    assert not cand.passed and cand.overall["max_abs_error"] > 1e-3
+
+
+def test_hash_mismatch_is_refused_before_any_load(run_dir: Path, tmp_path: Path) -> None:
+    run = copy_run(run_dir, tmp_path / "run", ("model.onnx",))
+    with open(run / "model.onnx", "r+b") as fh:
+        fh.seek(-10, 2)
+        fh.write(b"0123456789")
+    with pytest.raises(IntegrityError, match=r"model\.onnx"):
+        verify_run(run, VerifyConfig(runtimes=("ort-cpu",), samples=0))
+    assert not (run / "verify.json").exists()
+
+
+def test_runtime_error_is_recorded_and_others_continue(
+    run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from exporter.runtimes.pt2 import ExportedProgramRuntime
+
+    def broken(self, x):
+        raise RuntimeError("kernel exploded")
+
+    monkeypatch.setattr(ExportedProgramRuntime, "infer", broken)
+    run = copy_run(run_dir, tmp_path / "run", ("model.pt2",))
+    report = verify_run(run, VerifyConfig(runtimes=("pt2", "eager"), samples=0))
+    pt2, eager = report.candidates
+    assert pt2.error and "kernel exploded" in pt2.error and not pt2.passed
+    assert eager.passed and report.verdict == "fail"
+
+
+# --- property test -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def loaded(run_dir: Path):
+    from exporter.runfolder import load_reference_model, open_run
+    from exporter.runtimes import REGISTRY
+    from exporter.runtimes.select import artifacts_of_run
+
+    arts = {a.format: a for a in artifacts_of_run(run_dir)}
+    runtimes = {
+        "eager": REGISTRY["eager"](arts["safetensors"], "cpu"),
+        "torchscript": REGISTRY["torchscript"](arts["torchscript"], "cpu"),
+        "ort-cpu": REGISTRY["ort-cpu"](arts["onnx"], "cpu"),
+    }
+    for rt in runtimes.values():
+        rt.load()
+    yield load_reference_model(open_run(run_dir)), runtimes
+    for rt in runtimes.values():
+        rt.close()
+
+
+@settings(
+    max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    batch=st.integers(min_value=1, max_value=5),
+    scale=st.sampled_from([1e-3, 0.1, 1.0, 10.0, 100.0]),
+    seed=st.integers(min_value=0, max_value=2**16),
+)
+def test_property_runtimes_agree_over_inputs(loaded, batch: int, scale: float, seed: int) -> None:
+    import torch
+
+    reference, runtimes = loaded
+    x = (np.random.default_rng(seed).standard_normal((batch, 3, 32, 32)) * scale).astype(np.float32)
+    with torch.inference_mode():
+        want = reference(torch.from_numpy(x)).numpy()
+    for name, rt in runtimes.items():
+        cmp = compare_logits(want, rt.infer(x), PROFILES["fp32"])
+        assert cmp.nonfinite_n == 0, name
+        assert cmp.worst_excess <= 0, (name, cmp.max_abs_error)
+        assert cmp.top1_agreement == 1.0, name
