@@ -233,18 +233,22 @@ class DemoConfig:
         warmup: bench warm-up iterations per cell.
         iters: bench timed iterations per cell.
         seed: seed of data, init and bench inputs.
+        formats: export formats (all three by default).
+        runtimes: runtimes verified and benched (``all``: whatever runs here).
     """
 
     out_dir: str | None = None
     weights: str = "none"
     image_size: int = 32
-    train_size: int = 256
-    val_size: int = 128
-    epochs: int = 2
+    train_size: int = 128
+    val_size: int = 64
+    epochs: int = 1
     batch_sizes: tuple[int, ...] = (1, 8)
-    warmup: int = 2
-    iters: int = 10
+    warmup: int = 1
+    iters: int = 8
     seed: int = 0
+    formats: tuple[str, ...] = ("onnx", "torchscript", "pt2")
+    runtimes: tuple[str, ...] = (BENCH_ALL,)
 
 
 # --- optimize ---------------------------------------------------------------------------

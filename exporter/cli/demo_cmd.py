@@ -1,0 +1,94 @@
+"""``tlx demo``: train → export → verify → bench offline on synthetic data, then a summary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.table import Table
+
+from exporter.cli.app import app, cli_errors, console
+from exporter.cli.bench_cmd import progress_bar
+from exporter.config import DemoConfig
+
+if TYPE_CHECKING:
+    from exporter.demo import DemoResult
+
+_DEFAULTS = DemoConfig()
+
+
+def print_summary(result: DemoResult) -> None:
+    """Accuracy, parity verdicts, the fastest runtime and where every file is."""
+    acc = result.val_accuracy
+    total = sum(result.step_seconds.values())
+    steps = ", ".join(f"{k} {v:.0f} s" for k, v in result.step_seconds.items())
+    console.print(f"[bold]tlx demo[/] finished in {total:.0f} s ({steps})", markup=True)
+    weights = result.config.weights
+    note = " (random init: expect chance level)" if weights == "none" else ""
+    console.print(
+        f"validation accuracy: {'n/a' if acc is None else f'{100 * acc:.1f}%'}{note}",
+        markup=False,
+    )
+
+    verdicts = Table(title=f"parity: {result.verify.verdict.upper()}")
+    for col in ("runtime", "artifact", "verdict", "why"):
+        verdicts.add_column(col)
+    for v in result.verdicts():
+        style = "green" if v["verdict"] == "pass" else "red"
+        verdicts.add_row(v["runtime"], v["artifact"], f"[{style}]{v['verdict']}[/]", v["why"] or "")
+    console.print(verdicts)
+    for s in result.verify.skipped:
+        console.print(f"not verified here: {s['runtime']}: {s['reason']}", markup=False)
+
+    fastest = result.fastest()
+    speed = Table(title="fastest runtime (p50 latency, this machine)")
+    for col in ("batch", "runtime", "artifact", "p50 ms", "img/s"):
+        speed.add_column(col, justify="right" if col in ("batch", "p50 ms", "img/s") else "left")
+    for b, f in fastest.items():
+        speed.add_row(
+            str(b),
+            f["runtime"],
+            f["artifact"],
+            f"{f['latency_ms_p50']:.2f}",
+            f"{f['throughput_img_s']:.1f}",
+        )
+    console.print(speed)
+
+    files = Table(title="files")
+    files.add_column("what")
+    files.add_column("path")
+    for what, path in result.files.items():
+        files.add_row(what, path)
+    console.print(files)
+
+
+@app.command("demo")
+def demo_command(
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Run folder to create (default: artifacts/demo-<UTC time>)."),
+    ] = None,
+    weights: Annotated[
+        str,
+        typer.Option(
+            help="'none' (random init, offline) or a local torchvision VGG16 state dict "
+            "(.pth/.safetensors) to start from."
+        ),
+    ] = _DEFAULTS.weights,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress bar; the summary only.")
+    ] = False,
+) -> None:
+    """The whole product offline: train on synthetic data, export, verify, bench, summarize.
+
+    Exits 1 when an artifact fails its parity gate.
+    """
+    with cli_errors():
+        from exporter.demo import raise_if_failed, run_demo
+
+        cfg = DemoConfig(out_dir=str(out) if out else None, weights=weights)
+        with progress_bar(quiet=quiet) as progress:
+            result = run_demo(cfg, progress=progress)
+        print_summary(result)
+        raise_if_failed(result)

@@ -1,0 +1,94 @@
+"""``tlx demo`` end to end: a tiny library run (fast) and the real command (slow)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from exporter.cli import app
+from exporter.config import DemoConfig
+from exporter.demo import DEMO_JSON, DemoResult, raise_if_failed, run_demo
+from exporter.errors import EXIT_USAGE, GateFailed
+
+
+@pytest.fixture(scope="module")
+def tiny_demo(tmp_path_factory: pytest.TempPathFactory) -> DemoResult:
+    """Every step at its smallest: one format, two runtimes, one batch size."""
+    out = tmp_path_factory.mktemp("demo") / "run"
+    cfg = DemoConfig(
+        out_dir=str(out),
+        train_size=32,
+        val_size=16,
+        epochs=1,
+        batch_sizes=(1,),
+        warmup=0,
+        iters=2,
+        formats=("torchscript",),
+        runtimes=("eager", "torchscript"),
+    )
+    return run_demo(cfg)
+
+
+def test_tiny_demo_runs_every_step(tiny_demo: DemoResult) -> None:
+    assert set(tiny_demo.step_seconds) == {"train", "export", "verify", "bench"}
+    assert tiny_demo.val_accuracy is not None and 0.0 <= tiny_demo.val_accuracy <= 1.0
+    assert {(v["runtime"], v["verdict"]) for v in tiny_demo.verdicts()} == {
+        ("eager", "pass"),
+        ("torchscript", "pass"),
+    }
+    assert tiny_demo.passed
+    raise_if_failed(tiny_demo)  # no exception when everything passed
+    assert tiny_demo.fastest()[1]["runtime"] in ("eager", "torchscript")
+
+
+def test_tiny_demo_files_exist_and_are_listed(tiny_demo: DemoResult) -> None:
+    for what, path in tiny_demo.files.items():
+        assert Path(path).exists(), what
+    record = json.loads((tiny_demo.run_dir / DEMO_JSON).read_text())
+    assert record["schema_version"] == 1 and record["command"] == "demo"
+    assert record["verify_verdict"] == "pass"
+    assert record["environment"]["torch"]
+    assert set(record["files"]) >= {"manifest", "verify report", "bench json", "bench png"}
+    assert record["config"]["formats"] == ["torchscript"]
+
+
+def test_demo_fails_the_gate_when_verification_fails(tiny_demo: DemoResult) -> None:
+    tiny_demo.verify.candidates[0].passed = False
+    tiny_demo.verify.candidates[0].failures = ["max abs error 1.0 > 1e-4"]
+    try:
+        with pytest.raises(GateFailed, match="verification failed"):
+            raise_if_failed(tiny_demo)
+    finally:
+        tiny_demo.verify.candidates[0].passed = True
+        tiny_demo.verify.candidates[0].failures = []
+
+
+def test_demo_refuses_an_existing_run(tiny_demo: DemoResult) -> None:
+    result = CliRunner().invoke(app, ["demo", "--out", str(tiny_demo.run_dir), "-q"])
+    assert result.exit_code == EXIT_USAGE, result.output
+    assert "already holds a run" in result.output
+
+
+def test_demo_bad_weights_file_is_a_usage_error(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app, ["demo", "--out", str(tmp_path / "d"), "--weights", str(tmp_path / "nope.pth")]
+    )
+    assert result.exit_code == EXIT_USAGE, result.output
+    assert "nope.pth" in result.output
+
+
+@pytest.mark.slow
+def test_demo_command_end_to_end(tmp_path: Path) -> None:
+    """The README's command with its default sizes: every format, every CPU runtime."""
+    out = tmp_path / "demo"
+    result = CliRunner().invoke(app, ["demo", "--out", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    for text in ("validation accuracy", "parity: PASS", "fastest runtime", "bench.png"):
+        assert text in result.output
+    record = json.loads((out / DEMO_JSON).read_text())
+    verdicts = {v["runtime"]: v["verdict"] for v in record["verdicts"]}
+    assert {"eager", "torchscript", "pt2", "ort-cpu"} <= set(verdicts)
+    assert set(verdicts.values()) == {"pass"}
