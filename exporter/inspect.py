@@ -254,7 +254,14 @@ def inspect_run(run: Path, *, console: Console) -> dict[str, Any]:
         source_ok = False
     table = Table(title="artifacts (manifest.json)")
     for col in ("file", "format", "precision", "MB", "opset", "exporter", "exported", "hash"):
-        table.add_column(col, justify="right" if col in ("MB", "opset") else "left")
+        # The hash status must stay readable in a narrow terminal; other columns may wrap.
+        table.add_column(
+            col,
+            justify="right" if col in ("MB", "opset") else "left",
+            no_wrap=col in ("hash", "file"),
+            min_width=8 if col == "hash" else None,
+            overflow="fold",
+        )
     for name, entry in manifest.artifacts.items():
         try:
             check_artifact(run, entry)
