@@ -186,8 +186,6 @@ def export_run(
         manifest.artifacts[result.name] = result.entry
         # Save after each format: a later failure must not unlist a file already written.
         save_manifest(run, manifest)
-    if not cfg.formats:
-        save_manifest(run, manifest)
 
     # The weights must not have changed while we exported from them.
     if sha256_file(info.weights_path) != source.sha256:
