@@ -10,7 +10,15 @@ import importlib
 
 from exporter.cli.app import app
 
-for _mod in ("inspect_cmd", "bench_cmd", "export_cmd", "demo_cmd"):
+for _mod in (
+    "inspect_cmd",
+    "train_cmd",
+    "bench_cmd",
+    "export_cmd",
+    "verify_cmd",
+    "optimize_cmd",
+    "demo_cmd",
+):
     importlib.import_module(f"exporter.cli.{_mod}")
 
 __all__ = ["app"]

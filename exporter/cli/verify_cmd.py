@@ -1,0 +1,188 @@
+"""``tlx verify``: parity of every artifact against the eager reference; exit 1 on failure."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.table import Table
+
+from exporter.cli.app import app, cli_errors, console, err_console, is_interactive
+from exporter.config import VerifyConfig
+from exporter.errors import EXIT_GATE, UsageError
+
+if TYPE_CHECKING:
+    from exporter.parity import ParityReport, Progress
+
+_DEFAULTS = VerifyConfig()
+
+
+class Device(str, Enum):
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+def parse_batch_sizes(text: str) -> tuple[int, ...]:
+    """``"1,3,8"`` → ``(1, 3, 8)``; anything else is a usage error naming the option."""
+    try:
+        sizes = tuple(int(p) for p in text.split(",") if p.strip())
+    except ValueError:
+        sizes = ()
+    if not sizes or any(b < 1 for b in sizes):
+        raise UsageError(
+            f"--batch-sizes {text!r}: give positive integers separated by commas, e.g. 1,3,8"
+        )
+    return sizes
+
+
+@contextlib.contextmanager
+def progress_bar(*, quiet: bool) -> Iterator[Progress | None]:
+    """A rich progress bar on stderr, or None when quiet or stderr is not a terminal."""
+    if quiet or not is_interactive():
+        yield None
+        return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("loading reference", total=None)
+
+        def update(done: int, total: int, label: str) -> None:
+            bar.update(task, description=f"verify {label}", completed=done, total=total)
+
+        yield update
+
+
+def verify_table(report: ParityReport) -> Table:
+    """One row per runtime × artifact."""
+    from exporter.parity import summary_rows
+
+    table = Table(title=f"tlx verify: {report.verdict.upper()}")
+    cols = [
+        ("runtime", "runtime"),
+        ("artifact", "artifact"),
+        ("precision", "prec"),
+        ("max_abs_error", "max abs err"),
+        ("p99_abs_error", "p99 abs err"),
+        ("min_cosine_similarity", "min cos"),
+        ("top1_agreement_pct", "top-1 %"),
+        ("accuracy_candidate_pct", "acc %"),
+        ("nonfinite_n", "NaN/Inf"),
+        ("result", "result"),
+        ("why", "why / first diverging layer"),
+    ]
+    for key, header in cols:
+        # Names must stay readable on an 80-column CI log; the reason may wrap.
+        table.add_column(header, overflow="fold", no_wrap=key != "why")
+    for row in summary_rows(report):
+        cells = []
+        for key, _ in cols:
+            value = row.get(key)
+            if key == "why" and row.get("first_diverging_layer"):
+                value = f"{value} [first diverging layer: {row['first_diverging_layer']}]"
+            if isinstance(value, float):
+                value = f"{value:.3g}" if "error" in key else f"{value:.4g}"
+            cells.append("" if value is None else str(value))
+        table.add_row(*cells)
+    return table
+
+
+@app.command("verify")
+def verify_command(
+    run: Annotated[Path, typer.Argument(help="The run folder (with manifest.json from export).")],
+    runtimes: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated runtimes, or 'all' (unavailable ones are skipped with the "
+            "reason; a named one that cannot run here exits 3)."
+        ),
+    ] = ",".join(_DEFAULTS.runtimes),
+    device: Annotated[Device, typer.Option(help="Where the candidates run.")] = Device(
+        _DEFAULTS.device
+    ),
+    samples: Annotated[
+        int, typer.Option(min=0, help="Held-out validation images (0: random inputs only).")
+    ] = _DEFAULTS.samples,
+    batch_sizes: Annotated[
+        str, typer.Option(help="Batch sizes of the seeded random inputs, e.g. 1,3,8.")
+    ] = ",".join(str(b) for b in _DEFAULTS.batch_sizes),
+    atol: Annotated[
+        float | None, typer.Option(help="Absolute logit tolerance (default: per precision).")
+    ] = _DEFAULTS.atol,
+    rtol: Annotated[
+        float | None, typer.Option(help="Relative logit tolerance (default: per precision).")
+    ] = _DEFAULTS.rtol,
+    min_top1: Annotated[
+        float | None,
+        typer.Option(
+            help="Minimum top-1 agreement as a fraction, e.g. 0.995 (default: per precision)."
+        ),
+    ] = _DEFAULTS.min_top1,
+    seed: Annotated[int, typer.Option(help="Seed of the random inputs.")] = _DEFAULTS.seed,
+    threads: Annotated[
+        int | None, typer.Option(min=1, help="CPU threads for the runtimes.")
+    ] = _DEFAULTS.threads,
+    localize: Annotated[
+        bool,
+        typer.Option(help="For a failing artifact, find the first layer that diverges."),
+    ] = _DEFAULTS.localize,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress bar and no table.")
+    ] = False,
+) -> None:
+    """Check every artifact computes what the trained model computes; exit 1 if not.
+
+    Writes verify.json and verify.md into the run folder. Exit codes: 0 all pass, 1 a
+    candidate failed, 2 bad input (including a hash mismatch), 3 a named runtime or the
+    device is unavailable here (or fell back).
+    """
+    with cli_errors():
+        from exporter.parity import verify_run, write_reports
+        from exporter.runtimes.select import ALL, parse_runtimes
+
+        names = parse_runtimes(runtimes)
+        cfg = VerifyConfig(
+            runtimes=(ALL,) if names == ALL else tuple(names),
+            device=device.value,
+            samples=samples,
+            batch_sizes=parse_batch_sizes(batch_sizes),
+            seed=seed,
+            atol=atol,
+            rtol=rtol,
+            min_top1=min_top1,
+            localize=localize,
+            threads=threads,
+        )
+        with progress_bar(quiet=quiet) as progress:
+            report = verify_run(run, cfg, progress=progress)
+        json_path, md_path = write_reports(report)
+        if not quiet:
+            console.print(verify_table(report))
+            for s in report.skipped:
+                console.print(f"skipped {s['runtime']}: {s['reason']}", markup=False)
+            for n in report.notes:
+                console.print(f"note: {n}", markup=False)
+            console.print(f"wrote {json_path} and {md_path}", markup=False)
+        # One unwrapped line per candidate: the table folds long names on narrow terminals.
+        for c in report.candidates:
+            if c.passed and quiet:
+                continue
+            line = f"{'pass' if c.passed else 'FAIL'} {c.runtime}/{c.artifact}"
+            if c.failures:
+                line += ": " + "; ".join(c.failures)
+            if c.localization is not None:
+                layer = c.localization.get("layer")
+                line += f" [first diverging layer: {layer or c.localization.get('reason')}]"
+            (console if c.passed else err_console).print(line, markup=False, soft_wrap=True)
+        if not report.passed:
+            raise typer.Exit(EXIT_GATE)
