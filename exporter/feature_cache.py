@@ -1,0 +1,129 @@
+"""Feature cache: run the frozen trunk once, then train the head on its stored outputs.
+
+While every parameter of ``features`` is frozen and the images are not augmented, the
+trunk's output for an image never changes, so computing it every epoch is waste. The
+cache stores the trunk output *before* ``avgpool`` (512×1×1 at 32 px, 512×7×7 at 224 px) so
+the head path (avgpool → flatten → classifier) is exactly the model's own forward.
+Large caches go to a temporary ``np.memmap`` file instead of memory.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+# Above this many bytes the cache lives in a temp file (the OS pages it in as needed).
+MEMMAP_THRESHOLD_BYTES = int(os.environ.get("TLX_CACHE_MEMMAP_BYTES", 2 << 30))
+
+
+@dataclass
+class FeatureCache:
+    """Trunk outputs of one dataset split, in dataset order, with their labels."""
+
+    features: np.ndarray  # float32 (n, C, h, w), ndarray or memmap
+    labels: np.ndarray  # int64 (n,)
+    storage: str  # "memory" | "memmap"
+    _tmp: Any = field(default=None, repr=False)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.features.nbytes)
+
+    def batch(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        import torch
+
+        return torch.from_numpy(np.ascontiguousarray(self.features[idx])), torch.from_numpy(
+            self.labels[idx]
+        )
+
+    def close(self) -> None:
+        if self._tmp is not None:
+            self._tmp.close()  # deletes the temp file
+            self._tmp = None
+
+
+def build_feature_cache(
+    trunk: nn.Module,
+    dataset: Any,
+    *,
+    batch_size: int,
+    device: torch.device,
+    workers: int = 0,
+    channels_last: bool = False,
+    autocast: Callable[[], Any] | None = None,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> FeatureCache:
+    """Run ``trunk`` (eval mode, no grad) once over ``dataset`` and keep the outputs.
+
+    Args:
+        trunk: ``model.features`` (frozen).
+        dataset: yields ``(CHW tensor, label)`` with a deterministic transform.
+        batch_size: images per forward pass.
+        device: where the trunk runs.
+        workers: DataLoader worker processes.
+        channels_last: convert inputs to channels-last memory format (CUDA speed).
+        autocast: a context-manager factory for mixed precision, or None.
+        on_batch: called with ``(done, total)`` after each batch (progress, interrupts).
+    """
+    import contextlib
+
+    import torch
+    from torch.utils.data import DataLoader
+
+    n = len(dataset)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        generator=torch.Generator().manual_seed(0),  # never touch the global RNG
+    )
+    was_training = trunk.training
+    trunk.eval()
+    feats: np.ndarray | None = None
+    labels = np.empty(n, dtype=np.int64)
+    tmp = None
+    storage = "memory"
+    done = 0
+    try:
+        with torch.no_grad():
+            for x, y in loader:
+                x = x.to(device, non_blocking=True)
+                if channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with autocast() if autocast else contextlib.nullcontext():
+                    out = trunk(x)
+                out = out.float().cpu().numpy()
+                if feats is None:
+                    shape = (n, *out.shape[1:])
+                    nbytes = int(np.prod(shape)) * 4
+                    if nbytes > MEMMAP_THRESHOLD_BYTES:
+                        # Lives as long as the cache, closed by FeatureCache.close().
+                        tmp = tempfile.NamedTemporaryFile(prefix="tlx-feature-cache-")  # noqa: SIM115
+                        feats = np.memmap(tmp.name, dtype=np.float32, mode="w+", shape=shape)
+                        storage = "memmap"
+                    else:
+                        feats = np.empty(shape, dtype=np.float32)
+                feats[done : done + len(out)] = out
+                labels[done : done + len(out)] = y.numpy()
+                done += len(out)
+                if on_batch is not None:
+                    on_batch(done, n)
+    except BaseException:
+        if tmp is not None:
+            tmp.close()
+        raise
+    finally:
+        trunk.train(was_training)
+    assert feats is not None  # n >= 1 is guaranteed by the dataset builders
+    return FeatureCache(feats, labels, storage, tmp)

@@ -1,0 +1,132 @@
+"""``fit()``: the transfer-learning loop (seed recipe plus staged fine-tuning).
+
+Phase 1 is the seed: ``features`` frozen, the classifier trained. Optional phase 2
+(``unfreeze_at``) makes the top of the trunk trainable in a new optimizer param group with
+``lr × backbone_lr_mult``. Warmup + cosine LR per step, label smoothing, gradient
+clipping, AMP on CUDA, early stopping, a feature cache while the trunk is frozen, a
+resumable checkpoint on SIGINT/SIGTERM and every ``save_every`` epochs.
+
+Determinism: the epoch's shuffle is a pure function of (seed, epoch), the DataLoader has
+its own generator, and the only consumer of the global torch RNG is dropout (plus
+augmentation in the main process), so the feature cache, a resume, and an uninterrupted
+run all draw the same random numbers in the same order.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from exporter.config import TrainConfig
+from exporter.errors import GateFailed
+
+__all__ = ["TrainEvent", "TrainResult", "fit", "lr_factor", "resume_config"]
+
+
+@dataclass(frozen=True)
+class TrainEvent:
+    """What the loop tells a progress callback.
+
+    ``kind``: "start" (training begins; signal handlers are installed), "cache" (feature
+    cache batch done), "step" (one optimizer step), "epoch" (epoch finished, ``metrics``
+    set), "done".
+    """
+
+    kind: str
+    epoch: int = 0
+    epochs: int = 0
+    step: int = 0
+    steps: int = 0
+    loss: float | None = None
+    accuracy: float | None = None
+    images_per_s: float | None = None
+    metrics: dict[str, Any] | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+ProgressFn = Callable[[TrainEvent], None]
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """The finished run: where it is and what train.json says."""
+
+    run_dir: Path
+    record: dict[str, Any]
+
+    @property
+    def best_epoch(self) -> int:
+        return int(self.record["best"]["epoch"])
+
+    @property
+    def best_val_accuracy(self) -> float:
+        return float(self.record["best"]["val_accuracy"])
+
+    @property
+    def epochs(self) -> list[dict[str, Any]]:
+        return list(self.record["epochs"])
+
+
+def lr_factor(step: int, *, total_steps: int, warmup_steps: int) -> float:
+    """Linear warmup to 1, then cosine decay to 0 at ``total_steps``."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    span = max(1, total_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / span)
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def resume_config(run_dir: str | Path) -> TrainConfig:
+    """The config a run was started with, read from its checkpoint (``out`` = ``run_dir``)."""
+    from dataclasses import replace
+
+    from exporter.checkpoint import load_checkpoint
+
+    state = load_checkpoint(Path(run_dir))
+    return replace(TrainConfig.from_dict(state["config"]), out=str(run_dir))
+
+
+def fit(
+    cfg: TrainConfig, *, progress: ProgressFn | None = None, resume: bool = False
+) -> TrainResult:
+    """Train VGG16 on ``cfg.data`` and write the run folder (see /work/shared/DESIGN.md).
+
+    Args:
+        cfg: the settings; ``cfg.out`` is the run folder (default
+            ``artifacts/<dataset>-<UTC time>``).
+        progress: called with :class:`TrainEvent`s; the library never prints.
+        resume: continue the run in ``cfg.out`` from its ``checkpoint/`` (use
+            :func:`resume_config` to get the original settings).
+
+    Raises:
+        UsageError / InputFileError: bad settings or data.
+        EnvironmentUnavailable: CUDA asked for but absent, dataset or weights not available.
+        GateFailed: the loss became NaN/Inf (the last good checkpoint is kept).
+        Interrupted: SIGINT/SIGTERM; a resumable checkpoint was saved first.
+    """
+    from exporter.train_loop import Trainer  # the loop imports this module's helpers
+
+    trainer = Trainer(cfg, progress=progress, resume=resume)
+    return TrainResult(trainer.run_dir, trainer.run())
+
+
+def check_finite(loss: float, *, epoch: int, step: int, lr: float, run_dir: Path) -> None:
+    """Stop with a clear message when training diverged (NaN/Inf loss)."""
+    if not math.isfinite(loss):
+        raise GateFailed(
+            f"training diverged: loss is {loss} at epoch {epoch} step {step} (lr {lr:.3g}). "
+            f"Lower --lr or add gradient clipping; the last good checkpoint and "
+            f"model.safetensors in {run_dir} were kept"
+        )
+
+
+def confusion(pred: np.ndarray, target: np.ndarray, num_classes: int) -> np.ndarray:
+    """Confusion matrix: rows are true classes, columns predicted ones."""
+    return np.bincount(target * num_classes + pred, minlength=num_classes**2).reshape(
+        num_classes, num_classes
+    )
