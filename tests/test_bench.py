@@ -411,3 +411,15 @@ def test_bench_names_no_runtime() -> None:
     source = inspect.getsource(bench)
     for name in load_all():
         assert f'"{name}"' not in source and f"'{name}'" not in source
+
+
+def test_suite_markdown_combines_reports(eager_report: BenchReport) -> None:
+    from exporter.bench import suite_markdown, suite_rows
+
+    path = Path(eager_report.files[BENCH_JSON])
+    rows = suite_rows([path, path])
+    assert len(rows) == 8 and {r["label"] for r in rows} == {path.parent.name}
+    md = suite_markdown([path], title="CPU suite", command="benchmarks/cpu_suite.sh")
+    assert md.startswith("### CPU suite: ")
+    assert "`benchmarks/cpu_suite.sh`" in md and "| grid | px |" in md
+    assert md.count("| 1.00x |") == 2  # eager against itself at both batch sizes
