@@ -1,0 +1,206 @@
+"""fit(): the seed's claims, feature cache equivalence, resume, signals, divergence, outputs."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from exporter.checkpoint import load_checkpoint
+from exporter.config import DataConfig, TrainConfig
+from exporter.errors import GateFailed, Interrupted, UsageError
+from exporter.model import build_vgg16
+from exporter.runfolder import open_run
+from exporter.train import TrainEvent, TrainResult, fit, lr_factor, resume_config
+from exporter.train_loop import Trainer
+
+
+def tiny(out: Path, *, train_size: int = 16, **kw: object) -> TrainConfig:
+    """16 train / 8 val synthetic images at 32 px, batch 8: two steps per epoch."""
+    data = DataConfig(
+        source="synthetic", train_size=train_size, val_size=8, image_size=32, augment=False
+    )
+    base = TrainConfig(data=data, weights="none", epochs=1, batch_size=8, lr=0.01, out=str(out))
+    return replace(base, **kw)  # type: ignore[arg-type]
+
+
+def weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(run / "model.safetensors"))
+
+
+def final_weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(run)["model"]
+
+
+def test_one_step_changes_only_trainable_params_and_writes_the_run(tmp_path: Path) -> None:
+    cfg = tiny(tmp_path / "run", train_size=8)  # one step
+    torch.manual_seed(cfg.seed)
+    before = build_vgg16(num_classes=10, weights="none").state_dict()
+    result = fit(cfg)
+    after = weights(result.run_dir)
+    for name, tensor in before.items():
+        if name.startswith("features."):
+            assert torch.equal(after[name], tensor), name
+        else:
+            assert not torch.equal(after[name], tensor), name
+    rec = json.loads((result.run_dir / "train.json").read_text())
+    assert rec["schema_version"] == 1 and rec["command"] == "train"
+    assert rec["status"] == "completed"
+    assert rec["config"]["data"]["source"] == "synthetic"
+    assert rec["dataset"]["num_classes"] == 10 and rec["dataset"]["skipped_count"] == 0
+    assert set(rec["epochs"][0]) >= {
+        "epoch",
+        "phase",
+        "lr",
+        "train_loss",
+        "train_accuracy",
+        "val_loss",
+        "val_accuracy",
+        "images_per_s",
+        "seconds",
+    }
+    assert rec["best"]["epoch"] == 1 and 0.0 <= rec["best"]["val_accuracy"] <= 1.0
+    assert len(rec["confusion_matrix"]) == 10
+    assert sum(map(sum, rec["confusion_matrix"])) == 8
+    assert rec["feature_cache"]["used"] is True  # auto: frozen trunk and no augmentation
+    assert rec["feature_cache"]["feature_shape"] == [512, 1, 1]  # before avgpool
+    assert "torch" in rec["environment"]
+    assert (result.run_dir / "curves.png").stat().st_size > 1000
+    info = open_run(result.run_dir)  # the contract other commands rely on
+    assert info.num_classes == 10 and info.best_val_accuracy == rec["best"]["val_accuracy"]
+
+
+def test_unfreeze_flips_named_params_and_adds_group(tmp_path: Path) -> None:
+    cfg = tiny(
+        tmp_path / "run", epochs=2, unfreeze_at=2, unfreeze_from="features.24", backbone_lr_mult=0.1
+    )
+    trainer = Trainer(cfg, progress=None, resume=False)
+    trainer._setup()
+    assert len(trainer.optimizer.param_groups) == 1
+    flipped = trainer.unfreeze()
+    assert flipped == [
+        "features.24.weight",
+        "features.24.bias",
+        "features.26.weight",
+        "features.26.bias",
+        "features.28.weight",
+        "features.28.bias",
+    ]
+    named = dict(trainer.model.named_parameters())
+    trainable = {n for n, p in named.items() if p.requires_grad}
+    assert trainable == set(flipped) | {n for n in named if n.startswith("classifier.")}
+    groups = trainer.optimizer.param_groups
+    assert len(groups) == 2
+    assert groups[1]["initial_lr"] == pytest.approx(cfg.lr * 0.1)
+    assert [id(p) for p in groups[1]["params"]] == [id(named[n]) for n in flipped]
+
+
+def test_unfreeze_phase_trains_the_trunk_without_cache(tmp_path: Path) -> None:
+    cfg = tiny(tmp_path / "run", train_size=8, epochs=2, unfreeze_at=2, unfreeze_from="1")
+    torch.manual_seed(cfg.seed)
+    before = build_vgg16(num_classes=10, weights="none").state_dict()
+    rec = fit(cfg).record
+    assert [e["phase"] for e in rec["epochs"]] == [1, 2]
+    assert [e["feature_cache"] for e in rec["epochs"]] == [True, False]
+    after = final_weights(Path(cfg.out))
+    assert not torch.equal(after["features.28.weight"], before["features.28.weight"])
+    assert torch.equal(after["features.21.weight"], before["features.21.weight"])
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
+    """Two uninterrupted epochs (feature cache on by auto), shared by the comparisons."""
+    return fit(tiny(tmp_path_factory.mktemp("straight") / "run", epochs=2))
+
+
+def test_cache_and_no_cache_give_the_same_weights(tmp_path: Path, straight: TrainResult) -> None:
+    on = straight
+    off = fit(tiny(tmp_path / "off", epochs=2, cache_features="off"))
+    assert on.record["feature_cache"]["used"] and not off.record["feature_cache"]["used"]
+    w_on, w_off = final_weights(on.run_dir), final_weights(off.run_dir)
+    for name in w_on:
+        torch.testing.assert_close(w_on[name], w_off[name], rtol=1e-5, atol=1e-6)
+    changed = not torch.equal(w_on["classifier.6.weight"], w_off["classifier.6.weight"])
+    # Equal up to float rounding of trunk batches; the training itself must not diverge.
+    assert changed or torch.equal(w_on["classifier.0.weight"], w_off["classifier.0.weight"])
+
+
+@pytest.mark.parametrize("stop_at", [("epoch", 1, 0), ("step", 2, 1)], ids=["epoch-end", "mid"])
+def test_interrupt_then_resume_is_bitwise_identical(
+    tmp_path: Path, stop_at: tuple[str, int, int], straight: TrainResult
+) -> None:
+    kind, epoch, step = stop_at
+
+    def interrupt(ev: TrainEvent) -> None:
+        if ev.kind == kind and ev.epoch == epoch and (kind == "epoch" or ev.step == step):
+            os.kill(os.getpid(), signal.SIGINT)  # a real signal through the real handler
+
+    cfg = tiny(tmp_path / "resumed", epochs=2)
+    with pytest.raises(Interrupted, match="--resume") as exc:
+        fit(cfg, progress=interrupt)
+    assert exc.value.exit_code == 130
+    assert json.loads((Path(cfg.out) / "train.json").read_text())["status"] == "interrupted"
+    resumed = fit(resume_config(cfg.out), resume=True)
+    a, b = final_weights(straight.run_dir), final_weights(resumed.run_dir)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert straight.record["epochs"][-1]["train_loss"] == resumed.record["epochs"][-1]["train_loss"]
+    assert [e["epoch"] for e in resumed.record["epochs"]] == [1, 2]
+
+
+def test_nan_loss_stops_with_gate_failure_and_keeps_last_good_state(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = {"poison": False}
+    head = Trainer._head
+
+    def poisoned(self: Trainer, f: torch.Tensor) -> torch.Tensor:
+        out = head(self, f)
+        return out * float("nan") if state["poison"] else out
+
+    def after_epoch_1(ev: TrainEvent) -> None:
+        if ev.kind == "epoch" and ev.epoch == 1:
+            state["poison"] = True
+
+    monkeypatch.setattr(Trainer, "_head", poisoned)
+    cfg = tiny(tmp_path / "run", epochs=2)
+    with pytest.raises(GateFailed, match="training diverged: loss is nan at epoch 2") as exc:
+        fit(cfg, progress=after_epoch_1)
+    assert exc.value.exit_code == 1
+    run = Path(cfg.out)
+    rec = json.loads((run / "train.json").read_text())
+    assert rec["status"] == "diverged" and rec["best"]["epoch"] == 1
+    ckpt = load_checkpoint(run)
+    assert ckpt["epoch"] == 2 and ckpt["step"] == 0  # the state after the good epoch 1
+    w = weights(run)
+    assert all(torch.isfinite(t).all() for t in w.values())
+
+
+def test_huge_learning_rate_diverges(tmp_path: Path) -> None:
+    cfg = tiny(tmp_path / "run", lr=1e30, epochs=2, train_size=16)
+    with pytest.raises(GateFailed, match="training diverged"):
+        fit(cfg)
+
+
+def test_bad_settings_are_usage_errors(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="--batch-size"):
+        fit(tiny(tmp_path / "a", batch_size=0))
+    with pytest.raises(UsageError, match="--epochs"):
+        fit(tiny(tmp_path / "a", epochs=0))
+    with pytest.raises(UsageError, match="--unfreeze-at"):
+        fit(tiny(tmp_path / "a", unfreeze_at=3))
+    with pytest.raises(UsageError, match="--unfreeze-from"):
+        fit(tiny(tmp_path / "a", unfreeze_at=1, unfreeze_from="features.99"))
+
+
+def test_lr_schedule_warmup_then_cosine() -> None:
+    f = [lr_factor(s, total_steps=10, warmup_steps=2) for s in range(10)]
+    assert f[0] == pytest.approx(0.5) and f[1] == pytest.approx(1.0)
+    assert all(a >= b for a, b in itertools.pairwise(f[1:]))
+    assert lr_factor(10, total_steps=10, warmup_steps=2) == pytest.approx(0.0)
