@@ -80,6 +80,15 @@ def _input_name(path: str | os.PathLike[str]) -> str:
     return names[0]
 
 
+def _last_matmul(path: Path) -> str | None:
+    """Name of the last MatMul/Gemm node in graph order: the classification head."""
+    import onnx
+
+    nodes = onnx.load(str(path), load_external_data=False).graph.node
+    names = [n.name for n in nodes if n.op_type in ("MatMul", "Gemm")]
+    return names[-1] if names else None
+
+
 def quantize_static_int8(
     src: str | os.PathLike[str],
     dest: str | os.PathLike[str],
@@ -89,6 +98,9 @@ def quantize_static_int8(
     """Static QDQ quantization of ``src`` into ``dest`` (which the caller makes atomic).
 
     Per-channel symmetric int8 weights, asymmetric uint8 activations, MinMax calibration.
+    The classification head (the graph's last MatMul/Gemm, 4096 × classes) stays fp32: it
+    costs nothing in speed and, measured on a synthetic-data run at 32 px, keeping it cut the
+    largest logit error about 1.3-2.5× (0.30 → 0.23, 0.58 → 0.23 with 32 / 16 images).
 
     Args:
         src: an fp32 ONNX model (dynamo-exported is fine).
@@ -124,6 +136,8 @@ def quantize_static_int8(
     with tempfile.TemporaryDirectory(prefix="tlx-quant-", dir=Path(dest).parent) as tmp:
         pre = Path(tmp) / "pre.onnx"
         prepare_for_quantization(src, pre)
+        head = _last_matmul(pre)
+        settings["fp32_nodes"] = [head] if head else []
         quantize_static(
             str(pre),
             str(dest),
@@ -134,6 +148,7 @@ def quantize_static_int8(
             weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax,
             calibration_providers=["CPUExecutionProvider"],
+            nodes_to_exclude=settings["fp32_nodes"],
         )
     return settings
 
@@ -270,7 +285,8 @@ def gate_logits(
             f"top-1 agreement {cmp.top1_agreement:.2%} < {tol.min_top1:.2%} on {len(y)} images"
         )
     drop = 100.0 * (acc_ref - acc_cand)
-    if drop > max_accuracy_drop_points:
+    # 1 image of 200 is 0.5 points exactly; float noise (0.5000000000000004) must not fail it.
+    if drop > max_accuracy_drop_points + 1e-9:
         failures.append(
             f"held-out accuracy dropped {drop:.2f} points ({acc_ref:.2%} → {acc_cand:.2%}), "
             f"limit {max_accuracy_drop_points} points"

@@ -1,0 +1,230 @@
+"""tlx optimize: variants built, gated on held-out images, shipped in the manifest or kept aside.
+
+The run is trained in the test (head only, on the synthetic shapes dataset, ~80% val accuracy
+with a random frozen trunk) so that int8 is gated on a model with real decisions to keep.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from exporter.cli import app
+from exporter.config import OptimizeConfig
+from exporter.errors import InputFileError, UsageError
+from exporter.fsio import sha256_file
+from exporter.manifest import load_manifest
+from exporter.optimize import REJECTED_DIR, onnx_cpu_logits, optimize_run
+from tests.conftest import make_run_folder
+
+TRAIN, VAL = 200, 200
+
+
+def train_head(run_dir: Path, *, steps: int = 100) -> float:
+    """Train ``classifier[6]`` on the run's synthetic training split; return val accuracy."""
+    from safetensors.torch import save_file
+
+    from exporter.data import load_eval_images
+    from exporter.runfolder import load_reference_model, open_run
+
+    info = open_run(run_dir)
+    model = load_reference_model(info)
+    x, y = load_eval_images(info, TRAIN, split="train")
+    xv, yv = load_eval_images(info, VAL, split="val")
+
+    def penultimate(images: np.ndarray) -> torch.Tensor:
+        with torch.no_grad():
+            h = model.avgpool(model.features(torch.from_numpy(images))).flatten(1)
+            return model.classifier[:6](h)
+
+    feats, labels = penultimate(x), torch.from_numpy(y)
+    head = model.classifier[6]
+    opt = torch.optim.Adam(head.parameters(), lr=1e-2)
+    for _ in range(steps):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(head(feats), labels).backward()
+        opt.step()
+    with torch.no_grad():
+        acc = float((head(penultimate(xv)).argmax(1).numpy() == yv).mean())
+    save_file(
+        {k: v.contiguous() for k, v in model.state_dict().items()},
+        str(run_dir / "model.safetensors"),
+    )
+    record = json.loads((run_dir / "train.json").read_text())
+    record["best"] = {"epoch": 1, "val_accuracy": acc}
+    (run_dir / "train.json").write_text(json.dumps(record))
+    return acc
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = make_run_folder(
+        tmp_path_factory.mktemp("opt") / "run", train_size=TRAIN, val_size=VAL, seed=1
+    )
+    acc = train_head(run)
+    assert acc > 0.5, f"head training failed to learn the synthetic shapes ({acc:.0%})"
+    return run
+
+
+@pytest.fixture(scope="module")
+def optimized(trained_run: Path) -> tuple[Path, object]:
+    """fold + fold-int8 built once at 32 px (the unfolded int8 is in the slow test)."""
+    messages: list[str] = []
+    cfg = OptimizeConfig(variants=("fold", "fold-int8"), calib_samples=32, eval_samples=VAL)
+    result = optimize_run(trained_run, cfg, progress=messages.append)
+    assert messages and messages[0].startswith("optimize 1/")
+    return trained_run, result
+
+
+def test_variants_ship_and_pass_their_gates(optimized: tuple[Path, object]) -> None:
+    _, result = optimized
+    status = {v.variant: v.status for v in result.variants}
+    assert status == {"fold": "shipped", "fold-int8": "shipped"}, [
+        (v.variant, v.reason) for v in result.variants
+    ]
+    by = {v.variant: v for v in result.variants}
+    assert by["fold"].gate.max_abs_logit_diff <= 1e-4  # exact, fp32 profile
+    assert by["fold-int8"].gate.top1_agreement >= 0.99
+    assert by["fold-int8"].gate.accuracy_delta_points >= -0.5
+    assert by["fold-int8"].gate.images == VAL
+    # int8 weights: the folded fp32 file is ~134 MB, int8 about a quarter of it.
+    assert by["fold-int8"].file_bytes < 0.3 * by["fold"].file_bytes
+
+
+def test_manifest_entries_for_each_variant(optimized: tuple[Path, object]) -> None:
+    run, _ = optimized
+    manifest = load_manifest(run)
+    assert manifest.source.sha256 == sha256_file(run / "model.safetensors")
+    assert manifest.metadata["class_names"][0] == "class_0"
+    for name, variant, precision in [
+        ("model.fold.onnx", "fold", "fp32"),
+        ("model.fold.int8.onnx", "fold-int8", "int8"),
+    ]:
+        entry = manifest.artifacts[name]
+        assert (entry.format, entry.variant, entry.precision) == ("onnx", variant, precision)
+        assert entry.input_constraints == {"fixed_hw": [32, 32]}
+        assert entry.files[0].sha256 == sha256_file(run / name)
+        assert entry.files[0].bytes == (run / name).stat().st_size
+        assert entry.inputs[0]["shape"] == ["batch", 3, 32, 32]
+        assert entry.outputs[0]["shape"] == ["batch", 10]
+        assert entry.extra["gate"]["passed"] is True
+    assert manifest.artifacts["model.fold.int8.onnx"].extra["quantization"]["format"] == "QDQ"
+    report = json.loads((run / "optimize.json").read_text())
+    assert report["schema_version"] == 1 and report["environment"]["onnxruntime"]
+    assert report["config"]["variants"] == ["fold", "fold-int8"]
+
+
+def test_folded_onnx_matches_eager_and_carries_metadata(optimized: tuple[Path, object]) -> None:
+    from exporter.runfolder import load_reference_model, open_run
+
+    run, _ = optimized
+    model = load_reference_model(open_run(run))
+    path = run / "model.fold.onnx"
+    onnx.checker.check_model(str(path), full_check=True)
+    props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    assert props["variant"] == "fold" and json.loads(props["class_names"])[1] == "class_1"
+    for batch in (1, 3, 8):  # dynamic batch, including 1 and an odd size
+        x = np.random.default_rng(batch).standard_normal((batch, 3, 32, 32)).astype(np.float32)
+        with torch.no_grad():
+            ref = model(torch.from_numpy(x)).numpy()
+        assert np.abs(onnx_cpu_logits(path, x) - ref).max() <= 1e-5
+
+
+def test_existing_variants_need_force(optimized: tuple[Path, object]) -> None:
+    run, _ = optimized
+    with pytest.raises(UsageError, match="--force"):
+        optimize_run(run, OptimizeConfig(variants=("fold",)))
+
+
+def test_broken_calibration_is_caught_by_the_gate(
+    optimized: tuple[Path, object], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import exporter.optimize as opt
+
+    src, _ = optimized
+    run = tmp_path / "run"
+    shutil.copytree(src, run)
+    real = opt._load_images
+
+    def constant_calibration(info, n, *, split, seed):
+        x, y = real(info, n, split=split, seed=seed)
+        if split == "train":  # every calibration image is one flat grey: useless ranges
+            x = np.zeros_like(x)
+        return x, y
+
+    monkeypatch.setattr(opt, "_load_images", constant_calibration)
+    # Through the CLI: a rejected variant is a failed gate (exit 1), reported, not raised.
+    res = CliRunner().invoke(
+        app,
+        ["optimize", str(run), "--variants", "fold-int8", "--calib-samples", "32", "--force"],
+    )
+    assert res.exit_code == 1, res.output
+    assert "failed the gate" in res.output and "rejected" in res.output
+    (v,) = json.loads((run / "optimize.json").read_text())["variants"]
+    assert v["status"] == "rejected" and not v["gate"]["passed"], v
+    assert v["gate"]["failures"]
+    assert (run / REJECTED_DIR / "model.fold.int8.onnx").is_file()
+    assert not (run / "model.fold.int8.onnx").exists()
+    manifest = load_manifest(run)
+    assert "model.fold.int8.onnx" not in manifest.artifacts
+    assert "model.fold.onnx" in manifest.artifacts  # other entries are merged, not clobbered
+
+
+def test_fold_is_skipped_where_it_gains_nothing(tmp_path: Path) -> None:
+    run = make_run_folder(tmp_path / "run224", image_size=224, val_size=2)
+    result = optimize_run(run, OptimizeConfig(variants=("fold",), eval_samples=2))
+    (v,) = result.variants
+    assert v.status == "skipped" and "pooling is the identity" in v.reason
+    assert not (run / "model.fold.onnx").exists()
+    assert not (run / "manifest.json").exists()  # nothing shipped, nothing to list
+    assert json.loads((run / "optimize.json").read_text())["variants"][0]["status"] == "skipped"
+
+
+def test_manifest_from_other_weights_is_refused(tmp_path: Path) -> None:
+    from exporter.manifest import FileRecord, Manifest, save_manifest
+
+    run = make_run_folder(tmp_path / "run")
+    save_manifest(run, Manifest(source=FileRecord("model.safetensors", "0" * 64, 1), metadata={}))
+    with pytest.raises(InputFileError, match="different weights"):
+        optimize_run(run, OptimizeConfig(variants=("fold",)))
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (["--variants", "fold,int4"], "choose from"),
+        (["--variants", "fold,fold"], "only once"),
+        (["--calib-samples", "0"], "calib-samples"),
+        (["--min-top1", "2"], "min-top1"),
+    ],
+)
+def test_cli_usage_errors_exit_2(run_folder: Path, args: list[str], match: str) -> None:
+    res = CliRunner().invoke(app, ["optimize", str(run_folder), *args])
+    assert res.exit_code == 2, res.output
+    assert match in res.output
+
+
+def test_cli_missing_run_exits_2(tmp_path: Path) -> None:
+    res = CliRunner().invoke(app, ["optimize", str(tmp_path / "nope")])
+    assert res.exit_code == 2 and "does not exist" in res.output
+
+
+@pytest.mark.slow
+def test_unfolded_int8_variants(trained_run: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    cfg = OptimizeConfig(variants=("int8", "int8-dynamic"), calib_samples=32, eval_samples=VAL)
+    result = optimize_run(run, cfg)
+    assert [v.status for v in result.variants] == ["shipped", "shipped"], [
+        v.reason for v in result.variants
+    ]
+    entries = load_manifest(run).artifacts
+    assert entries["model.int8.onnx"].input_constraints == {}
+    assert entries["model.int8-dynamic.onnx"].extra["quantization"]["method"] == "dynamic"
