@@ -7,7 +7,7 @@
 # (RESULTS= disables that).
 #
 # Usage:  benchmarks/cpu_suite.sh            (from the repository root or anywhere)
-# Knobs:  PYTHON=... ITERS=30 WARMUP=3 THREADS=$(nproc) OUT=dir RESULTS=path
+# Knobs:  PYTHON=... ITERS=20 WARMUP=3 THREADS=$(nproc) OUT=dir RESULTS=path
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -15,13 +15,14 @@ PY=${PYTHON:-}
 if [ -z "$PY" ]; then
   if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
 fi
-ITERS=${ITERS:-30}
+ITERS=${ITERS:-20}
 WARMUP=${WARMUP:-3}
 THREADS=${THREADS:-$(nproc)}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/tlx-cpu-suite.XXXXXX")
 OUT=${OUT:-$WORK/out}
 RESULTS=${RESULTS-benchmarks/RESULTS.md}
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONWARNINGS=${PYTHONWARNINGS:-ignore::FutureWarning}  # torch.jit.load deprecation, once per load
 mkdir -p "$OUT"
 log() { printf '[cpu_suite %4ss] %s\n' "$SECONDS" "$*" >&2; }
 

@@ -28,6 +28,7 @@ BASE=${OUT:-$(mktemp -d "${TMPDIR:-/tmp}/tlx-gpu-suite.XXXXXX")}
 RES="$BASE/gpu_suite"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/tlx-gpu-runs.XXXXXX")
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONWARNINGS=${PYTHONWARNINGS:-ignore::FutureWarning}  # torch.jit.load deprecation, once per load
 mkdir -p "$RES"
 STEPLOG="$RES/steps.tsv"
 printf 'step\tstatus\tseconds\n' > "$STEPLOG"
@@ -51,6 +52,10 @@ step() {
   printf '%s\t%s\t%s\n' "$name" "$status" "$((SECONDS - t0))" >> "$STEPLOG"
 }
 
+if ! "$PY" -c 'import torch, onnx, typer, rich' 2>/dev/null; then
+  echo "gpu_suite: $PY cannot import torch/onnx/typer/rich; set PYTHON=/path/to/python" >&2
+  exit 3
+fi
 HAS_CUDA=$("$PY" -c 'import torch; print(int(torch.cuda.is_available()))' 2>/dev/null || echo 0)
 PROVIDERS=$("$PY" -c 'import onnxruntime as o; print(" ".join(o.get_available_providers()))' \
   2>/dev/null || echo none)
