@@ -86,9 +86,10 @@ def test_demo_command_end_to_end(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     result = CliRunner().invoke(app, ["demo", "--out", str(out), "-q"])
     assert result.exit_code == 0, result.output
-    for text in ("validation accuracy", "parity: PASS", "fastest runtime", "bench.png"):
+    for text in ("validation accuracy", "parity: PASS", "fastest runtime", "files"):
         assert text in result.output
     record = json.loads((out / DEMO_JSON).read_text())
     verdicts = {v["runtime"]: v["verdict"] for v in record["verdicts"]}
     assert {"eager", "torchscript", "pt2", "ort-cpu"} <= set(verdicts)
     assert set(verdicts.values()) == {"pass"}
+    assert all(Path(p).exists() for p in record["files"].values())
