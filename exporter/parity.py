@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from exporter.config import VerifyConfig, to_dict
-from exporter.errors import RuntimeUnavailable, UsageError
+from exporter.errors import EnvironmentUnavailable, RuntimeUnavailable, UsageError
 from exporter.tolerance import Comparison, Tolerance, compare_logits, profile_for
 
 if TYPE_CHECKING:
@@ -108,7 +108,11 @@ def build_inputs(
     if cfg.samples > 0:
         from exporter.data import load_eval_images
 
-        images, labels = load_eval_images(info, cfg.samples, split="val", seed=cfg.seed)
+        try:
+            images, labels = load_eval_images(info, cfg.samples, split="val", seed=cfg.seed)
+        except (UsageError, EnvironmentUnavailable) as exc:
+            # Keep the original class (exit 2 or 3) but say how to verify without the data.
+            raise type(exc)(f"{exc} (or pass --samples 0 to verify on random inputs only)") from exc
         inputs[HELDOUT] = np.ascontiguousarray(images, dtype=np.float32)
         if len(images) < cfg.samples:
             notes.append(
@@ -296,8 +300,8 @@ def _check_candidate(
         result.per_input[key] = _json_safe(_figures(compare_logits(ref_out[key], out, tol)))
     keys = list(outs)
     overall = compare_logits(
-        np.concatenate([_pad(ref_out[k]) for k in keys]),
-        np.concatenate([_pad(outs[k]) for k in keys]),
+        np.concatenate([ref_out[k] for k in keys]),
+        np.concatenate([outs[k] for k in keys]),
         tol,
     )
     # The whole-set comparison decides (scaled atol uses the per-set logit scale).
@@ -312,10 +316,6 @@ def _check_candidate(
     result.passed = not result.failures
     worst = max(keys, key=lambda k: result.per_input[k]["max_abs_error"] or float("inf"))
     return result, worst
-
-
-def _pad(a: np.ndarray) -> np.ndarray:
-    return a.astype(np.float32, copy=False)
 
 
 def _localize(
@@ -376,6 +376,10 @@ def summary_rows(report: ParityReport) -> list[dict[str, Any]]:
     return rows
 
 
+def _fmt_g(value: Any) -> str:
+    return "" if value is None else f"{value:.3g}"
+
+
 def render_markdown(report: ParityReport) -> str:
     """The human-readable verify.md."""
     from exporter.report import markdown_table
@@ -401,7 +405,13 @@ def render_markdown(report: ParityReport) -> str:
         "Reference: eager fp32 from model.safetensors on CPU  ",
         "Inputs: " + ", ".join(f"{k} {v['shape']}" for k, v in report.inputs.items()),
         "",
-        markdown_table(summary_rows(report), cols, digits=6),
+        markdown_table(
+            summary_rows(report),
+            cols,
+            digits=4,
+            # Errors span 1e-8..1e1: significant digits, not fixed decimals.
+            formatters={k: _fmt_g for k in ("max_abs_error", "p99_abs_error")},
+        ),
     ]
     ref_acc = next(
         (c.accuracy_reference_pct for c in report.candidates if c.accuracy_reference_pct), None

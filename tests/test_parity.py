@@ -204,3 +204,17 @@ def test_property_runtimes_agree_over_inputs(loaded, batch: int, scale: float, s
         assert cmp.nonfinite_n == 0, name
         assert cmp.worst_excess <= 0, (name, cmp.max_abs_error)
         assert cmp.top1_agreement == 1.0, name
+
+
+@pytest.mark.slow
+def test_fp16_onnx_passes_under_fp16_profile_but_not_fp32(run_dir: Path, tmp_path: Path) -> None:
+    from exporter.config import ExportConfig
+    from exporter.export import export_run
+
+    run = copy_run(run_dir, tmp_path / "run", ())
+    export_run(run, ExportConfig(formats=("onnx",), precision="fp16"))
+    report = verify_run(run, VerifyConfig(runtimes=("ort-cpu",), samples=8))
+    (cand,) = report.candidates
+    assert cand.precision == "fp16" and cand.tolerance["atol_scaled"] and cand.passed
+    strict = verify_run(run, VerifyConfig(runtimes=("ort-cpu",), samples=0, atol=1e-7, rtol=0))
+    assert not strict.candidates[0].passed  # fp16 rounding is visible at fp32 tolerances

@@ -1,8 +1,7 @@
 """Runtimes (parametrized over the registry) and artifact selection.
 
 ``export_artifacts`` makes ONNX / TorchScript / .pt2 files plus a manifest for a run folder
-(through ``exporter.export.export_run`` once it exists, else directly here), so these tests
-do not depend on the export engineer's progress.
+through ``exporter.export.export_run``, the same call ``tlx export`` makes.
 """
 
 from __future__ import annotations
@@ -23,46 +22,16 @@ FORMAT_FILES = {"onnx": "model.onnx", "torchscript": "model.ts", "pt2": "model.p
 _EXPORTED: dict[str, Path] = {}
 
 
-def export_artifacts(run_dir: Path, *, source_run: Path | None = None) -> Path:
+def export_artifacts(run_dir: Path) -> Path:
     """Write model.onnx / model.ts / model.pt2 and manifest.json into ``run_dir``.
 
-    Args:
-        run_dir: the run folder to add artifacts to.
-        source_run: export the weights of this run instead (an "artifact from another run").
+    Uses the real ``tlx export`` library call, so these tests also check that verify reads
+    what export writes.
     """
-    import torch
+    from exporter.config import ExportConfig
+    from exporter.export import export_run
 
-    from exporter.manifest import ArtifactEntry, FileRecord, Manifest, save_manifest
-    from exporter.runfolder import load_reference_model, open_run
-
-    info = open_run(run_dir)
-    model = load_reference_model(open_run(source_run or run_dir))
-    size = info.preprocessing.image_size
-    example = torch.randn(2, 3, size, size)  # batch >= 2, or export specialises batch 1
-    batch = torch.export.Dim("batch", min=1, max=1024)
-    program = torch.onnx.export(
-        model,
-        (example,),
-        dynamo=True,
-        dynamic_shapes={"x": {0: batch}},
-        input_names=["input"],
-        output_names=["logits"],
-        external_data=False,
-        verbose=False,
-    )
-    program.save(str(run_dir / "model.onnx"), external_data=False)
-    torch.jit.trace(model, example).save(str(run_dir / "model.ts"))
-    exported = torch.export.export(model, (example,), dynamic_shapes={"x": {0: batch}})
-    torch.export.save(exported, str(run_dir / "model.pt2"))
-    manifest = Manifest(
-        source=FileRecord.of(run_dir, "model.safetensors"),
-        metadata={"class_names": info.class_names},
-        artifacts={
-            name: ArtifactEntry(name=name, format=fmt, files=[FileRecord.of(run_dir, name)])
-            for fmt, name in FORMAT_FILES.items()
-        },
-    )
-    save_manifest(run_dir, manifest)
+    export_run(run_dir, ExportConfig(formats=tuple(FORMAT_FILES)))
     return run_dir
 
 
