@@ -259,6 +259,8 @@ def plot_bench(report: BenchReport, dest: Path) -> None:
     for ax in (ax_lat, ax_thr):
         if series:
             ax.set_xscale("log", base=2)
+            ticks = sorted({r["batch_size"] for rows in series.values() for r in rows})
+            ax.set_xticks(ticks, [str(b) for b in ticks])  # batch sizes, not powers of two
             ax.set_yscale("log")
             ax.legend(fontsize="small")
         else:
