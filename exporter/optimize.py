@@ -59,6 +59,7 @@ if TYPE_CHECKING:
 SCHEMA_VERSION = 1
 REPORT_NAME = "optimize.json"
 REJECTED_DIR = "rejected"
+WORK_PREFIX = ".tlx-optimize-"  # scratch folder inside the run (same filesystem: atomic moves)
 OPSET = 18  # the dynamo exporter's own opset: no version conversion, quantizer-friendly
 EVAL_BATCH = 32
 MAX_EXPORT_BATCH = 1024
@@ -154,6 +155,8 @@ def optimize_run(
     info = open_run(run_dir)
     run = info.run_dir
     clean_stale_temps(run)
+    for stale in run.glob(WORK_PREFIX + "*"):  # scratch of a killed earlier optimize
+        shutil.rmtree(stale, ignore_errors=True)
     report = _Progress(progress, total=2 + len(cfg.variants))
     results: dict[str, VariantResult] = {}
 
@@ -176,7 +179,7 @@ def optimize_run(
     from exporter.fold import fold_vgg16, plan_fold
 
     plan = plan_fold(model, image_size)
-    with tempfile.TemporaryDirectory(prefix=".tlx-optimize-", dir=run) as tmp:
+    with tempfile.TemporaryDirectory(prefix=WORK_PREFIX, dir=run) as tmp:
         work = Path(tmp)
         base_onnx = folded_onnx = None
         for variant in (v for v in cfg.variants if v != "fp16"):
