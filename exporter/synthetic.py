@@ -53,7 +53,7 @@ def make_synthetic(
     # Per-image geometry in unit coordinates; images are centred on (cx, cy) with half-size r.
     cx = rng.uniform(0.35, 0.65, n)[:, None, None]
     cy = rng.uniform(0.35, 0.65, n)[:, None, None]
-    r = rng.uniform(0.2, 0.32, n)[:, None, None]
+    r = rng.uniform(0.3, 0.42, n)[:, None, None]
     g = (np.arange(size) + 0.5) / size
     yy, xx = g[None, :, None], g[None, None, :]
     dx, dy = (xx - cx) / r, (yy - cy) / r  # (n, size, size) normalised offsets
@@ -83,7 +83,8 @@ def make_synthetic(
     # Foreground hue tied to the class (with jitter) so colour and shape both carry signal.
     hue = (labels / NUM_CLASSES + rng.normal(0.0, 0.03, n)) % 1.0
     fg = _hsv_to_rgb(hue, rng.uniform(0.6, 1.0, n), rng.uniform(0.75, 1.0, n))  # (n, 3)
-    bg = rng.uniform(0.0, 0.35, (n, 3))
+    # A dim, nearly grey background: a nuisance that should not swamp the class signal.
+    bg = rng.uniform(0.0, 0.15, (n, 1)) + rng.uniform(0.0, 0.05, (n, 3))
     img = np.where(masks[..., None], fg[:, None, None, :], bg[:, None, None, :])
     img = img + rng.normal(0.0, 0.06, img.shape)
     images = np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
