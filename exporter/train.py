@@ -17,13 +17,17 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
 
 import numpy as np
 
-from exporter.config import TrainConfig
-from exporter.errors import GateFailed
+from exporter.config import DEFAULT_ARTIFACTS_DIR, TrainConfig
+from exporter.errors import EnvironmentUnavailable, GateFailed, UsageError
 
 __all__ = ["TrainEvent", "TrainResult", "fit", "lr_factor", "resume_config"]
 
@@ -70,6 +74,65 @@ class TrainResult:
     @property
     def epochs(self) -> list[dict[str, Any]]:
         return list(self.record["epochs"])
+
+
+SCHEMA_VERSION = 1
+OPTIMIZERS = ("sgd", "adamw")
+CACHE_MODES = ("auto", "on", "off")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Reject bad settings with a message naming the option (exit 2)."""
+    checks = [
+        (cfg.epochs >= 1, f"--epochs must be >= 1, got {cfg.epochs}"),
+        (cfg.batch_size >= 1, f"--batch-size must be >= 1, got {cfg.batch_size}"),
+        (cfg.lr > 0 and math.isfinite(cfg.lr), f"--lr must be a positive number, got {cfg.lr}"),
+        (cfg.optimizer in OPTIMIZERS, f"--optimizer must be one of {OPTIMIZERS}"),
+        (cfg.cache_features in CACHE_MODES, f"--cache-features must be one of {CACHE_MODES}"),
+        (cfg.device in DEVICES, f"--device must be one of {DEVICES}"),
+        (cfg.weight_decay >= 0, "--weight-decay must be >= 0"),
+        (0 <= cfg.label_smoothing < 1, "--label-smoothing must be in [0, 1)"),
+        (cfg.warmup_epochs >= 0, "--warmup-epochs must be >= 0"),
+        (cfg.grad_clip is None or cfg.grad_clip > 0, "--grad-clip must be > 0"),
+        (cfg.backbone_lr_mult > 0, "--backbone-lr-mult must be > 0"),
+        (cfg.save_every >= 1, f"--save-every must be >= 1, got {cfg.save_every}"),
+        (cfg.patience is None or cfg.patience >= 1, "--patience must be >= 1"),
+        (cfg.workers is None or cfg.workers >= 0, "--workers must be >= 0"),
+        (
+            cfg.unfreeze_at is None or 1 <= cfg.unfreeze_at <= cfg.epochs,
+            f"--unfreeze-at must be an epoch in 1..{cfg.epochs}, got {cfg.unfreeze_at}",
+        ),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise UsageError(message)
+    if cfg.unfreeze_at is not None:
+        from exporter.model import parse_unfreeze_from
+
+        parse_unfreeze_from(cfg.unfreeze_from)
+
+
+def resolve_device(spec: str) -> torch.device:
+    import torch
+
+    if spec == "cuda" and not torch.cuda.is_available():
+        raise EnvironmentUnavailable(
+            "--device cuda: CUDA is not available on this machine (no GPU or driver, or a CPU "
+            "build of torch); use --device cpu or --device auto"
+        )
+    if spec == "auto":
+        spec = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(spec)
+
+
+def default_run_dir(dataset: str) -> Path:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return Path(DEFAULT_ARTIFACTS_DIR) / f"{dataset}-{stamp}"
+
+
+def _finite(x: float | None) -> float | None:
+    return x if x is not None and math.isfinite(x) else None
 
 
 def lr_factor(step: int, *, total_steps: int, warmup_steps: int) -> float:

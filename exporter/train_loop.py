@@ -10,82 +10,34 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from exporter.config import DEFAULT_ARTIFACTS_DIR, TrainConfig
-from exporter.errors import EnvironmentUnavailable, GateFailed, Interrupted, UsageError
+from exporter.config import TrainConfig
+from exporter.errors import GateFailed, Interrupted, UsageError
 from exporter.runfolder import CHECKPOINT_DIR, CURVES_PNG, TRAIN_JSON, WEIGHTS_NAME
+from exporter.train import (
+    SCHEMA_VERSION,
+    TrainEvent,
+    _finite,
+    check_finite,
+    confusion,
+    default_run_dir,
+    lr_factor,
+    resolve_device,
+    validate,
+)
 
 if TYPE_CHECKING:
     import torch
 
     from exporter.train import ProgressFn
 
-SCHEMA_VERSION = 1
-OPTIMIZERS = ("sgd", "adamw")
-CACHE_MODES = ("auto", "on", "off")
-DEVICES = ("auto", "cpu", "cuda")
-
 
 class _Stop(Exception):
     """Internal: a signal arrived; unwind to the point that saves the checkpoint."""
-
-
-def validate(cfg: TrainConfig) -> None:
-    """Reject bad settings with a message naming the option (exit 2)."""
-    checks = [
-        (cfg.epochs >= 1, f"--epochs must be >= 1, got {cfg.epochs}"),
-        (cfg.batch_size >= 1, f"--batch-size must be >= 1, got {cfg.batch_size}"),
-        (cfg.lr > 0 and math.isfinite(cfg.lr), f"--lr must be a positive number, got {cfg.lr}"),
-        (cfg.optimizer in OPTIMIZERS, f"--optimizer must be one of {OPTIMIZERS}"),
-        (cfg.cache_features in CACHE_MODES, f"--cache-features must be one of {CACHE_MODES}"),
-        (cfg.device in DEVICES, f"--device must be one of {DEVICES}"),
-        (cfg.weight_decay >= 0, "--weight-decay must be >= 0"),
-        (0 <= cfg.label_smoothing < 1, "--label-smoothing must be in [0, 1)"),
-        (cfg.warmup_epochs >= 0, "--warmup-epochs must be >= 0"),
-        (cfg.grad_clip is None or cfg.grad_clip > 0, "--grad-clip must be > 0"),
-        (cfg.backbone_lr_mult > 0, "--backbone-lr-mult must be > 0"),
-        (cfg.save_every >= 1, f"--save-every must be >= 1, got {cfg.save_every}"),
-        (cfg.patience is None or cfg.patience >= 1, "--patience must be >= 1"),
-        (cfg.workers is None or cfg.workers >= 0, "--workers must be >= 0"),
-        (
-            cfg.unfreeze_at is None or 1 <= cfg.unfreeze_at <= cfg.epochs,
-            f"--unfreeze-at must be an epoch in 1..{cfg.epochs}, got {cfg.unfreeze_at}",
-        ),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise UsageError(message)
-    if cfg.unfreeze_at is not None:
-        from exporter.model import parse_unfreeze_from
-
-        parse_unfreeze_from(cfg.unfreeze_from)
-
-
-def resolve_device(spec: str) -> torch.device:
-    import torch
-
-    if spec == "cuda" and not torch.cuda.is_available():
-        raise EnvironmentUnavailable(
-            "--device cuda: CUDA is not available on this machine (no GPU or driver, or a CPU "
-            "build of torch); use --device cpu or --device auto"
-        )
-    if spec == "auto":
-        spec = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(spec)
-
-
-def default_run_dir(dataset: str) -> Path:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    return Path(DEFAULT_ARTIFACTS_DIR) / f"{dataset}-{stamp}"
-
-
-def _finite(x: float | None) -> float | None:
-    return x if x is not None and math.isfinite(x) else None
 
 
 class Trainer:
@@ -274,8 +226,6 @@ class Trainer:
 
     def _emit(self, kind: str, **kw: Any) -> None:
         if self.progress is not None:
-            from exporter.train import TrainEvent
-
             self.progress(TrainEvent(kind, epochs=self.cfg.epochs, **kw))
 
     def run(self) -> dict[str, Any]:
@@ -512,8 +462,6 @@ class Trainer:
         import torch
         from torch.utils.data import DataLoader
 
-        from exporter.train import confusion
-
         self.model.eval()
         loss_sum, preds, targets = 0.0, [], []
         if cached:
@@ -609,15 +557,11 @@ class Trainer:
 
 
 def _lr(step: int, total: int, warmup: int) -> float:
-    from exporter.train import lr_factor
-
     return lr_factor(step, total_steps=total, warmup_steps=warmup)
 
 
 def _check_finite(loss: float, epoch: int, step: int, opt: Any, run_dir: Path) -> None:
-    from exporter.train import check_finite
-
     check_finite(loss, epoch=epoch, step=step, lr=opt.param_groups[0]["lr"], run_dir=run_dir)
 
 
-__all__ = ["Trainer", "default_run_dir", "resolve_device", "validate"]
+__all__ = ["Trainer"]
