@@ -39,13 +39,18 @@ def layer_order(model: Any) -> list[str]:
     return names
 
 
-def _hooked_activations(model: Any, x: np.ndarray) -> dict[str, np.ndarray]:
+def _hooked_activations(
+    model: Any, x: np.ndarray, names: list[str] | None = None
+) -> dict[str, np.ndarray]:
     import torch
 
     acts: dict[str, np.ndarray] = {}
     handles = []
-    for name in layer_order(model):
-        module = model.get_submodule(name)
+    for name in names or layer_order(model):
+        try:
+            module = model.get_submodule(name)
+        except AttributeError:
+            continue  # not in this module tree (e.g. an unflattened program lost it)
 
         def hook(_m: Any, _i: Any, out: Any, name: str = name) -> None:
             # Clone now: VGG's ReLU(inplace=True) overwrites the conv output right after.
@@ -134,16 +139,22 @@ def _torchscript_activations(path: Path, x: np.ndarray) -> dict[str, np.ndarray]
     return acts
 
 
-def _pt2_activations(path: Path, x: np.ndarray) -> dict[str, np.ndarray]:
+def _pt2_activations(path: Path, x: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
     import torch
 
     program = torch.export.load(str(path))
     module = torch.export.unflatten(program)
-    return _hooked_activations(module, x)
+    return _hooked_activations(module, x, names)
 
 
-def candidate_activations(artifact: Any, x: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-layer activations of an artifact (hash-checked before loading)."""
+def candidate_activations(artifact: Any, x: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
+    """Per-layer activations of an artifact (hash-checked before loading).
+
+    Args:
+        artifact: the candidate.
+        x: float32 NCHW input.
+        names: the reference's layer names in forward order.
+    """
     path = artifact.verified_path()
     if artifact.format == "onnx":
         from exporter.runtimes.ort import check_onnx_safety
@@ -153,7 +164,7 @@ def candidate_activations(artifact: Any, x: np.ndarray) -> dict[str, np.ndarray]
     if artifact.format == "torchscript":
         return _torchscript_activations(path, x)
     if artifact.format == "pt2":
-        return _pt2_activations(path, x)
+        return _pt2_activations(path, x, names)
     raise ValueError(f"cannot localize artifacts of format {artifact.format!r}")
 
 
@@ -168,7 +179,7 @@ def localize_divergence(
         none diverges (then the difference arises after the last comparable layer).
     """
     ref_acts = _hooked_activations(reference, x)
-    cand_acts = candidate_activations(artifact, x)
+    cand_acts = candidate_activations(artifact, x, layer_order(reference))
     rtol = tol.rtol if tol.rtol is not None else FALLBACK_RTOL
     rows = []
     first = None

@@ -218,3 +218,25 @@ def test_fp16_onnx_passes_under_fp16_profile_but_not_fp32(run_dir: Path, tmp_pat
     assert cand.precision == "fp16" and cand.tolerance["atol_scaled"] and cand.passed
     strict = verify_run(run, VerifyConfig(runtimes=("ort-cpu",), samples=0, atol=1e-7, rtol=0))
     assert not strict.candidates[0].passed  # fp16 rounding is visible at fp32 tolerances
+
+
+def test_perturbed_pt2_localizes_through_unflatten(run_dir: Path, tmp_path: Path) -> None:
+    import torch
+
+    from exporter.localize import localize_divergence
+    from exporter.runfolder import load_reference_model, open_run
+    from exporter.runtimes.select import artifacts_of_run
+
+    run = copy_run(run_dir, tmp_path / "run", ("model.pt2",))
+    model = load_reference_model(open_run(run))
+    with torch.no_grad():
+        model.features[28].weight[0] *= 4.0
+    example = torch.randn(2, 3, 32, 32)
+    torch.export.save(torch.export.export(model, (example,)), str(run / "model.pt2"))
+    rehash(run, "model.pt2")
+    art = next(a for a in artifacts_of_run(run) if a.format == "pt2")
+    x = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    found = localize_divergence(load_reference_model(open_run(run)), art, x, PROFILES["fp32"])
+    assert found["layer"] == "features.28", found["reason"]
+    compared = [row["layer"] for row in found["layers"] if not row["diverged"]]
+    assert compared[:3] == ["features.0", "features.1", "features.2"]
