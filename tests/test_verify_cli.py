@@ -112,3 +112,16 @@ def test_missing_run_or_manifest_exits_2(tmp_path: Path) -> None:
     run = make_run_folder(tmp_path / "run")
     result = invoke(str(run))
     assert result.exit_code == EXIT_USAGE and "tlx export" in result.output
+
+
+def test_device_cuda_without_gpu_exits_3_even_with_all(run_dir: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA machine: the no-GPU failure path does not apply")
+    result = invoke(
+        str(run_dir), "--runtimes", "all", "--device", "cuda", "--samples", "0",
+        "--batch-sizes", "1",
+    )  # fmt: skip
+    assert result.exit_code == EXIT_ENV, result.output
+    assert "nothing could be verified on --device cuda" in result.output
