@@ -423,3 +423,30 @@ def test_suite_markdown_combines_reports(eager_report: BenchReport) -> None:
     assert md.startswith("### CPU suite: ")
     assert "`benchmarks/cpu_suite.sh`" in md and "| grid | px |" in md
     assert md.count("| 1.00x |") == 2  # eager against itself at both batch sizes
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA degradation")
+def test_gpu_suite_degrades_to_the_cpu_subset(tmp_path: Path) -> None:
+    """benchmarks/gpu_suite.sh without CUDA: says so, runs the CPU subset, writes $OUT."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "OUT": str(tmp_path), "PYTHON": sys.executable, "ITERS_CPU": "2"}
+    proc = subprocess.run(
+        ["bash", str(root / "benchmarks" / "gpu_suite.sh")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "NO CUDA" in proc.stderr and "NO CUDA" in proc.stdout
+    res = tmp_path / "gpu_suite"
+    report = json.loads((res / "cpu-32px-fp32" / BENCH_JSON).read_text())
+    assert {r["runtime"] for r in report["rows"]} == {"eager", "ort-cpu"}
+    assert (res / "summary.md").is_file()
+    assert proc.stdout.strip().splitlines()[-1].startswith("full results:")
