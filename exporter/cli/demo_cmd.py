@@ -85,7 +85,12 @@ def demo_command(
     Exits 1 when an artifact fails its parity gate.
     """
     with cli_errors():
+        import warnings
+
         from exporter.demo import raise_if_failed, run_demo
+
+        # torch.jit.load's deprecation notice would interleave with the demo's own output.
+        warnings.filterwarnings("ignore", category=FutureWarning, message=".*torch.jit.load")
 
         cfg = DemoConfig(out_dir=str(out) if out else None, weights=weights)
         with progress_bar(quiet=quiet) as progress:
