@@ -210,7 +210,7 @@ def train_command(
         console.print(summary_table(result.record))
         best = result.record["best"]
         console.print(
-            f"best epoch {best['epoch']}: val accuracy {best['val_accuracy']:.4f}; "
+            f"best epoch {best['epoch']}: val accuracy {_fmt(best['val_accuracy'])}; "
             f"run folder {result.run_dir}",
             markup=False,
         )
@@ -237,8 +237,8 @@ class _Progress:
             self._stop_bar()
             m = ev.metrics
             err_console.print(
-                f"epoch {m['epoch']}/{ev.epochs}: train loss {m['train_loss']:.4f} acc "
-                f"{m['train_accuracy']:.3f} | val loss {m['val_loss']:.4f} acc "
+                f"epoch {m['epoch']}/{ev.epochs}: train loss {_fmt(m['train_loss'])} acc "
+                f"{m['train_accuracy']:.3f} | val loss {_fmt(m['val_loss'])} acc "
                 f"{m['val_accuracy']:.3f} | {m['images_per_s']:.1f} img/s {m['seconds']:.1f} s"
                 + (" (feature cache)" if m.get("feature_cache") else ""),
                 markup=False,
