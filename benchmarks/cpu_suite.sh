@@ -19,6 +19,9 @@ ITERS=${ITERS:-20}
 WARMUP=${WARMUP:-3}
 THREADS=${THREADS:-$(nproc)}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/tlx-cpu-suite.XXXXXX")
+# Each run folder holds ~2 GB of weights and artifacts: delete the model files on exit (the
+# reports stay), so repeated suites do not fill the disk.
+trap 'find "$WORK" -type f \( -name "*.onnx" -o -name "*.ts" -o -name "*.pt2" -o -name "*.safetensors" -o -name "*.pt" -o -name "*.data" \) -delete 2>/dev/null' EXIT
 OUT=${OUT:-$WORK/out}
 RESULTS=${RESULTS-benchmarks/RESULTS.md}
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"

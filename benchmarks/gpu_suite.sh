@@ -27,6 +27,9 @@ COMPILE_HALF=${COMPILE_HALF:-0}
 BASE=${OUT:-$(mktemp -d "${TMPDIR:-/tmp}/tlx-gpu-suite.XXXXXX")}
 RES="$BASE/gpu_suite"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/tlx-gpu-runs.XXXXXX")
+# Each run folder holds ~2 GB of weights and artifacts: delete the model files on exit (the
+# reports stay), so repeated suites do not fill the disk.
+trap 'find "$WORK" -type f \( -name "*.onnx" -o -name "*.ts" -o -name "*.pt2" -o -name "*.safetensors" -o -name "*.pt" -o -name "*.data" \) -delete 2>/dev/null' EXIT
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONWARNINGS=${PYTHONWARNINGS:-ignore::FutureWarning}  # torch.jit.load deprecation, once per load
 mkdir -p "$RES"

@@ -8,6 +8,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -66,6 +68,16 @@ def make_run_folder(
     }
     (run_dir / "train.json").write_text(json.dumps(record, indent=2))
     return run_dir
+
+
+@pytest.fixture(autouse=True)
+def _free_disk_after_test(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Delete a test's tmp_path when it ends: a run folder holds ~1.5 GB of weights and
+    checkpoints, and pytest's default keeps three sessions' worth of them on disk."""
+    yield
+    tmp = request.node.funcargs.get("tmp_path") if hasattr(request.node, "funcargs") else None
+    if tmp is not None:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 @pytest.fixture
