@@ -155,11 +155,8 @@ def candidate_activations(artifact: Any, x: np.ndarray, names: list[str]) -> dic
         x: float32 NCHW input.
         names: the reference's layer names in forward order.
     """
-    path = artifact.verified_path()
+    path = artifact.verified_path()  # includes the ONNX structure/external-data check
     if artifact.format == "onnx":
-        from exporter.runtimes.ort import check_onnx_safety
-
-        check_onnx_safety(path)
         return _onnx_activations(path, x)
     if artifact.format == "torchscript":
         return _torchscript_activations(path, x)

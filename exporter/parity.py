@@ -155,9 +155,20 @@ def _json_safe(obj: Any) -> Any:
     return obj
 
 
-def gate(result: CandidateResult, cmp: Comparison, tol: Tolerance) -> list[str]:
-    """Every reason ``result`` fails under ``tol`` (empty when it passes)."""
+def gate(
+    result: CandidateResult,
+    cmp: Comparison,
+    tol: Tolerance,
+    *,
+    top1_cmp: Comparison | None = None,
+) -> list[str]:
+    """Every reason ``result`` fails under ``tol`` (empty when it passes).
+
+    ``top1_cmp``, when given, is the comparison whose top-1 agreement is gated (the held-out
+    images for profiles without elementwise tolerances); otherwise ``cmp``'s.
+    """
     failures = []
+    top1 = (top1_cmp or cmp).top1_agreement
     if cmp.nonfinite_n:
         failures.append(f"{cmp.nonfinite_n} NaN/Inf logits")
     if cmp.worst_excess is not None and cmp.worst_excess > 0:
@@ -166,13 +177,12 @@ def gate(result: CandidateResult, cmp: Comparison, tol: Tolerance) -> list[str]:
             f"{' x logit scale' if tol.atol_scaled else ''}, rtol {tol.rtol:g}); "
             f"{100 * (1 - (cmp.within_tolerance_fraction or 0)):.2f}% of logits outside"
         )
-    if cmp.top1_agreement < tol.min_top1:
-        failures.append(
-            f"top-1 agreement {100 * cmp.top1_agreement:.2f}% < {100 * tol.min_top1:.2f}%"
-        )
+    if top1 < tol.min_top1:
+        failures.append(f"top-1 agreement {100 * top1:.2f}% < {100 * tol.min_top1:.2f}%")
     drop = None if result.accuracy_change_points is None else -result.accuracy_change_points
     limit = tol.max_accuracy_drop_points
-    if limit is not None and drop is not None and drop > limit:
+    # The epsilon keeps "1 image of 200" (0.5000000000000004 points) on the right side.
+    if limit is not None and drop is not None and drop > limit + 1e-9:
         failures.append(f"held-out accuracy dropped {drop:.2f} points > {limit}")
     return failures
 
@@ -312,7 +322,15 @@ def _check_candidate(
         result.accuracy_candidate_pct = cand_acc
         result.accuracy_change_points = cand_acc - ref_acc
     result.overall = _json_safe(_figures(overall))
-    result.failures.extend(gate(result, overall, tol))
+    # Profiles without elementwise tolerances (int8) make a task-level claim: their top-1
+    # agreement is judged on real held-out images, where a quantised model is meant to
+    # agree; seeded noise inputs sit near decision ties and still gate NaN/Inf. This is
+    # also exactly the set `tlx optimize` gates on, so both commands reach one verdict.
+    top1_cmp = None
+    if tol.atol is None and HELDOUT in outs:
+        top1_cmp = compare_logits(ref_out[HELDOUT], outs[HELDOUT], tol)
+        result.overall["top1_agreement_basis"] = HELDOUT
+    result.failures.extend(gate(result, overall, tol, top1_cmp=top1_cmp))
     result.passed = not result.failures
     worst = max(keys, key=lambda k: result.per_input[k]["max_abs_error"] or float("inf"))
     return result, worst

@@ -68,6 +68,30 @@ def cli_errors() -> Iterator[None]:
         ) from None
 
 
+def parse_batch_sizes(
+    text: str, *, option: str = "--batch-sizes", example: str = "1,8,32"
+) -> tuple[int, ...]:
+    """``"1,8,32"`` → ``(1, 8, 32)``; anything else is a usage error naming the option.
+
+    Sizes above :data:`exporter.config.MAX_BATCH_SIZE` are refused up front: their input
+    buffers alone would not fit in memory, and failing after minutes of loading helps nobody.
+    """
+    from exporter.config import MAX_BATCH_SIZE
+    from exporter.errors import UsageError
+
+    try:
+        sizes = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        sizes = ()
+    if not sizes or any(b < 1 for b in sizes):
+        raise UsageError(
+            f"{option} {text!r}: give positive integers separated by commas, e.g. {example}"
+        )
+    if max(sizes) > MAX_BATCH_SIZE:
+        raise UsageError(f"{option} {text!r}: batch sizes above {MAX_BATCH_SIZE} are not supported")
+    return sizes
+
+
 def _version_callback(value: bool) -> None:
     if value:
         typer.echo(f"tlx {__version__}")

@@ -11,7 +11,14 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from exporter.cli.app import app, cli_errors, console, err_console, is_interactive
+from exporter.cli.app import (
+    app,
+    cli_errors,
+    console,
+    err_console,
+    is_interactive,
+    parse_batch_sizes,
+)
 from exporter.config import BenchConfig
 
 if TYPE_CHECKING:
@@ -29,19 +36,6 @@ class Precision(str, Enum):
     fp32 = "fp32"
     fp16 = "fp16"
     bf16 = "bf16"
-
-
-def parse_batch_sizes(text: str, *, option: str = "--batch-sizes") -> tuple[int, ...]:
-    """``"1,8,32"`` → ``(1, 8, 32)``; anything else is a usage error naming the option."""
-    from exporter.errors import UsageError
-
-    try:
-        sizes = tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        sizes = ()
-    if not sizes or any(b < 1 for b in sizes):
-        raise UsageError(f"{option} {text!r}: give positive integers separated by commas, e.g. 1,8")
-    return sizes
 
 
 @contextlib.contextmanager

@@ -11,9 +11,16 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from exporter.cli.app import app, cli_errors, console, err_console, is_interactive
+from exporter.cli.app import (
+    app,
+    cli_errors,
+    console,
+    err_console,
+    is_interactive,
+    parse_batch_sizes,
+)
 from exporter.config import VerifyConfig
-from exporter.errors import EXIT_GATE, UsageError
+from exporter.errors import EXIT_GATE
 
 if TYPE_CHECKING:
     from exporter.parity import ParityReport, Progress
@@ -24,19 +31,6 @@ _DEFAULTS = VerifyConfig()
 class Device(str, Enum):
     cpu = "cpu"
     cuda = "cuda"
-
-
-def parse_batch_sizes(text: str) -> tuple[int, ...]:
-    """``"1,3,8"`` → ``(1, 3, 8)``; anything else is a usage error naming the option."""
-    try:
-        sizes = tuple(int(p) for p in text.split(",") if p.strip())
-    except ValueError:
-        sizes = ()
-    if not sizes or any(b < 1 for b in sizes):
-        raise UsageError(
-            f"--batch-sizes {text!r}: give positive integers separated by commas, e.g. 1,3,8"
-        )
-    return sizes
 
 
 @contextlib.contextmanager
@@ -155,7 +149,7 @@ def verify_command(
             runtimes=(ALL,) if names == ALL else tuple(names),
             device=device.value,
             samples=samples,
-            batch_sizes=parse_batch_sizes(batch_sizes),
+            batch_sizes=parse_batch_sizes(batch_sizes, example="1,3,8"),
             seed=seed,
             atol=atol,
             rtol=rtol,

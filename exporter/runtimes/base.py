@@ -56,6 +56,7 @@ class Artifact:
 
         Raises:
             IntegrityError: no hashes are recorded, or a file is missing or changed.
+            InputFileError: an ONNX file is corrupt or points outside the run folder.
         """
         from exporter.errors import IntegrityError
         from exporter.manifest import FileRecord, check_file
@@ -67,6 +68,12 @@ class Artifact:
             )
         for rel, sha, size in self.files:
             check_file(self.run_dir, FileRecord(rel, sha, size))
+        if self.format == "onnx":
+            # A hashed file can still be hostile (a manifest can be rewritten too): ONNX must
+            # parse, and its external data must stay inside the run folder, before any load.
+            from exporter.onnx_safety import check_onnx_file
+
+            check_onnx_file(self.path)
         return self.path
 
     def accepts_hw(self, height: int, width: int) -> bool:

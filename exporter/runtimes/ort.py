@@ -18,46 +18,6 @@ from exporter.errors import InputFileError, RuntimeUnavailable
 from exporter.runtimes.base import Runtime, register
 
 
-def check_onnx_safety(path: Path) -> None:
-    """Run the export engineer's ONNX safety check (external-data containment and more).
-
-    Imported lazily: ``exporter.onnx_safety`` may not exist in older checkouts, in which case
-    :func:`_fallback_external_data_check` does the containment part itself.
-    """
-    try:
-        from exporter.onnx_safety import check_onnx_file
-    except ImportError:
-        _fallback_external_data_check(path)
-        return
-    check_onnx_file(path)
-
-
-def _fallback_external_data_check(path: Path) -> None:
-    import onnx
-    from onnx.external_data_helper import uses_external_data
-
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # not a protobuf / truncated file
-        raise InputFileError(f"{path} is not a readable ONNX model: {exc}") from exc
-    root = path.parent.resolve()
-    for tensor in model.graph.initializer:
-        if not uses_external_data(tensor):
-            continue
-        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
-        target = (path.parent / location).resolve()
-        if (
-            Path(location).is_absolute()
-            or ".." in Path(location).parts
-            or (path.parent / location).is_symlink()
-            or not target.is_relative_to(root)
-        ):
-            raise InputFileError(
-                f"{path}: external data {location!r} points outside the model's folder; "
-                "re-export with external_data=False"
-            )
-
-
 class _OrtRuntime(Runtime):
     """Shared session setup; subclasses choose the providers and the IO path."""
 
@@ -88,8 +48,7 @@ class _OrtRuntime(Runtime):
             raise RuntimeUnavailable(
                 f"{self.name} needs onnxruntime: pip install onnxruntime (or onnxruntime-gpu)"
             ) from exc
-        path = self.artifact.verified_path()
-        check_onnx_safety(path)
+        path = self.artifact.verified_path()  # hash + ONNX structure/external-data checks
         self._before_session(ort)
         try:
             self.session = ort.InferenceSession(
@@ -110,7 +69,7 @@ class _OrtRuntime(Runtime):
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
         raise InputFileError(
             f"ONNX Runtime cannot load {path}: {exc.__class__.__name__}: {first} "
-            "(re-export it with `tlx export RUN --formats onnx --force`)"
+            "(re-export it with `tlx export RUN --format onnx --force`)"
         ) from exc
 
     def _check_providers(self) -> None:

@@ -42,7 +42,7 @@ class ExportedProgramRuntime(Runtime):
             first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
             raise InputFileError(
                 f"cannot load torch.export archive {path}: {exc.__class__.__name__}: {first} "
-                "(re-export it with `tlx export RUN --formats pt2 --force`)"
+                "(re-export it with `tlx export RUN --format pt2 --force`)"
             ) from exc
         self.module = program.module().to(self.device)
 

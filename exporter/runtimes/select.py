@@ -14,7 +14,7 @@ from typing import Any
 from exporter.errors import RuntimeUnavailable, UsageError
 from exporter.manifest import ArtifactEntry, Manifest, load_manifest, manifest_path
 from exporter.runfolder import RunInfo, open_run
-from exporter.runtimes.base import Artifact, Runtime
+from exporter.runtimes.base import Artifact, Runtime, get_runtime
 
 SAFETENSORS = "safetensors"
 ALL = "all"
@@ -116,6 +116,9 @@ def parse_runtimes(spec: str | list[str] | tuple[str, ...]) -> list[str] | str:
         return ALL
     if ALL in names:
         raise UsageError("--runtimes: use 'all' alone or a list of names, not both")
+    # Unknown names are a usage error before any file is read (cheap checks first).
+    for name in names:
+        get_runtime(name)
     return list(dict.fromkeys(names))
 
 

@@ -48,7 +48,7 @@ class TorchScriptRuntime(Runtime):
             raise InputFileError(
                 f"cannot load TorchScript file {path}: {exc.__class__.__name__}: "
                 f"{str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''} "
-                "(re-export it with `tlx export RUN --formats torchscript --force`)"
+                "(re-export it with `tlx export RUN --format torchscript --force`)"
             ) from exc
         self.module = module.eval()
 

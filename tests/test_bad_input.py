@@ -1,0 +1,515 @@
+"""The bad-input matrix: every case gets its documented exit code and a one-line message
+naming the file or option, never a traceback.
+
+Cases cover CLI options, run folders, artifacts, images and folders, and the environment.
+They run in-process through Typer's CliRunner (stderr captured separately), on small run
+folders made here; nothing in this module trains or exports VGG16 for real.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from exporter.cli import app
+from exporter.fsio import sha256_file
+from tests.conftest import make_run_folder
+
+RUN = "{run}"  # placeholder replaced by the case's run folder
+
+
+@dataclass(frozen=True)
+class Case:
+    """One hostile input: the argv (with {run}/{tmp}), the exit code and a message fragment."""
+
+    id: str
+    argv: tuple[str, ...]
+    code: int
+    says: str  # the message must name this (option, file or fix)
+    setup: Callable[[Path, Path], None] | None = None  # (run_dir, tmp) -> None
+
+
+def _nothing(run: Path, tmp: Path) -> None:
+    pass
+
+
+def _empty_dir(run: Path, tmp: Path) -> None:
+    shutil.rmtree(run, ignore_errors=True)
+    run.mkdir(parents=True)
+
+
+def _garbage_train_json(run: Path, tmp: Path) -> None:
+    (run / "train.json").write_text("{not json")
+
+
+def _no_weights(run: Path, tmp: Path) -> None:
+    (run / "model.safetensors").unlink()
+
+
+def _private(path: Path) -> Path:
+    """Break the hard link to the pristine run before a case mutates ``path`` in place."""
+    data = path.read_bytes()
+    path.unlink()
+    path.write_bytes(data)
+    return path
+
+
+def _wrong_shape_weights(run: Path, tmp: Path) -> None:
+    # A checkpoint for 7 classes in a run whose train.json says 10.
+    from safetensors.torch import save_file
+
+    from exporter.model import build_vgg16
+
+    state = build_vgg16(num_classes=7, weights="none").state_dict()
+    (run / "model.safetensors").unlink()
+    save_file({k: v.contiguous() for k, v in state.items()}, str(run / "model.safetensors"))
+
+
+def _wrong_dtype_weights(run: Path, tmp: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(run / "model.safetensors"))
+    (run / "model.safetensors").unlink()
+    save_file({k: v.half().contiguous() for k, v in state.items()}, str(run / "model.safetensors"))
+
+
+def _truncated_weights(run: Path, tmp: Path) -> None:
+    p = _private(run / "model.safetensors")
+    with open(p, "r+b") as fh:
+        fh.truncate(1000)
+
+
+def _manifest_with(run: Path, name: str, payload: bytes, *, fmt: str, lie: bool) -> None:
+    """Put ``payload`` at RUN/name and list it in a manifest (with a wrong hash if ``lie``)."""
+    (run / name).write_bytes(payload)
+    digest = "0" * 64 if lie else sha256_file(run / name)
+    manifest = {
+        "schema_version": 1,
+        "source": {
+            "file": "model.safetensors",
+            "sha256": sha256_file(run / "model.safetensors"),
+            "bytes": (run / "model.safetensors").stat().st_size,
+        },
+        "metadata": {},
+        "artifacts": {
+            name: {
+                "format": fmt,
+                "precision": "fp32",
+                "files": [{"path": name, "sha256": digest, "bytes": len(payload)}],
+            }
+        },
+    }
+    (run / "manifest.json").write_text(json.dumps(manifest))
+
+
+def _tampered_onnx(run: Path, tmp: Path) -> None:
+    _manifest_with(run, "model.onnx", b"\x08\x07garbage", fmt="onnx", lie=True)
+
+
+def _tampered_ts(run: Path, tmp: Path) -> None:
+    _manifest_with(run, "model.ts", b"PK\x03\x04 not a zip", fmt="torchscript", lie=True)
+
+
+def _garbage_onnx_hashed(run: Path, tmp: Path) -> None:
+    # Hash matches, but the bytes are no ONNX model: refused before ORT sees it.
+    _manifest_with(run, "model.onnx", b"\x00\x01\x02garbage" * 10, fmt="onnx", lie=False)
+
+
+def _truncated_onnx_hashed(run: Path, tmp: Path) -> None:
+    _manifest_with(run, "model.onnx", _tiny_onnx_bytes()[:60], fmt="onnx", lie=False)
+
+
+def _wrong_input_onnx(run: Path, tmp: Path) -> None:
+    _manifest_with(run, "model.onnx", _tiny_onnx_bytes(input_name="x", hw=8), fmt="onnx", lie=False)
+
+
+def _traversal_onnx(run: Path, tmp: Path) -> None:
+    _manifest_with(
+        run, "model.onnx", _tiny_onnx_bytes(external="../../etc/passwd"), fmt="onnx", lie=False
+    )
+
+
+def _garbage_manifest(run: Path, tmp: Path) -> None:
+    (run / "manifest.json").write_text("[1, 2")
+
+
+def _manifest_escapes_run(run: Path, tmp: Path) -> None:
+    _manifest_with(run, "model.onnx", b"x", fmt="onnx", lie=False)
+    m = json.loads((run / "manifest.json").read_text())
+    m["artifacts"]["model.onnx"]["files"][0]["path"] = "../outside.onnx"
+    (run / "manifest.json").write_text(json.dumps(m))
+
+
+def _tiny_onnx_bytes(
+    *, input_name: str = "input", hw: int = 32, external: str | None = None
+) -> bytes:
+    """A valid 2-node ONNX classifier (GlobalAveragePool → Flatten → Gemm) built by hand."""
+    from onnx import TensorProto, helper
+
+    w = helper.make_tensor("w", TensorProto.FLOAT, [3, 10], np.ones(30, np.float32).tolist())
+    if external is not None:
+        w = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[3, 10])
+        w.data_location = TensorProto.EXTERNAL
+        entry = w.external_data.add()
+        entry.key, entry.value = "location", external
+    graph = helper.make_graph(
+        [
+            helper.make_node("GlobalAveragePool", [input_name], ["p"]),
+            helper.make_node("Flatten", ["p"], ["f"]),
+            helper.make_node("Gemm", ["f", "w"], ["logits"]),
+        ],
+        "tiny",
+        [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, ["batch", 3, hw, hw])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])],
+        initializer=[w],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9  # what ONNX Runtime 1.2x/1.3x loads
+    return model.SerializeToString()
+
+
+def _imagefolder(tmp: Path, files: dict[str, bytes | Image.Image]) -> Path:
+    root = tmp / "images"
+    for rel, content in files.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            p.write_bytes(content)
+        else:
+            content.save(p)
+    return root
+
+
+def _all_corrupt_images(run: Path, tmp: Path) -> None:
+    _imagefolder(
+        tmp,
+        {
+            f"{split}/{c}/{i}.png": b"\x89PNG broken"
+            for split in ("train", "val")
+            for c in ("a", "b")
+            for i in range(2)
+        },
+    )
+
+
+def _only_train_split(run: Path, tmp: Path) -> None:
+    img = Image.new("RGB", (8, 8), "red")
+    _imagefolder(tmp, {"train/a/0.png": img, "train/b/0.png": img})
+
+
+def _mismatched_classes(run: Path, tmp: Path) -> None:
+    img = Image.new("RGB", (8, 8), "red")
+    _imagefolder(
+        tmp, {"train/a/0.png": img, "train/b/0.png": img, "val/a/0.png": img, "val/c/0.png": img}
+    )
+
+
+def _empty_image_folder(run: Path, tmp: Path) -> None:
+    (tmp / "images" / "train").mkdir(parents=True)
+    (tmp / "images" / "val").mkdir(parents=True)
+
+
+def _evil_pickle(run: Path, tmp: Path) -> None:
+    class Canary:
+        def __reduce__(self) -> tuple:
+            return (open, (str(tmp / "canary"), "w"))
+
+    torch.save({"features.0.weight": Canary()}, tmp / "evil.pth")
+
+
+def _weights_not_vgg(run: Path, tmp: Path) -> None:
+    torch.save({"fc.weight": torch.zeros(2, 2)}, tmp / "resnet.pth")
+
+
+IMG = "{tmp}/images"
+CASES = [
+    # --- CLI options -------------------------------------------------------------------
+    Case("train-batch-0", ("train", "--data", "synthetic", "--batch-size", "0"), 2, "batch-size"),
+    Case(
+        "train-batch-neg", ("train", "--data", "synthetic", "--batch-size", "-1"), 2, "batch-size"
+    ),
+    Case("train-epochs-0", ("train", "--data", "synthetic", "--epochs", "0"), 2, "epochs"),
+    Case("train-lr-neg", ("train", "--data", "synthetic", "--lr", "-1"), 2, "lr"),
+    Case("train-unknown-data", ("train", "--data", "mnist"), 2, "data"),
+    Case("train-unknown-device", ("train", "--data", "synthetic", "--device", "tpu"), 2, "device"),
+    Case(
+        "train-image-size-0", ("train", "--data", "synthetic", "--image-size", "0"), 2, "image-size"
+    ),
+    Case(
+        "train-unfreeze-from-bad",
+        (
+            "train",
+            "--data",
+            "synthetic",
+            "--weights",
+            "none",
+            "--unfreeze-at",
+            "1",
+            "--unfreeze-from",
+            "features.99",
+        ),
+        2,
+        "unfreeze-from",
+    ),
+    Case("export-unknown-format", ("export", RUN, "--format", "tflite"), 2, "format"),
+    Case("export-opset-too-low", ("export", RUN, "--format", "onnx", "--opset", "5"), 2, "opset"),
+    Case(
+        "export-batch-0", ("export", RUN, "--format", "onnx", "--batch-size", "0"), 2, "batch-size"
+    ),
+    Case("export-missing-arg", ("export",), 2, "run"),
+    Case("export-extra-arg", ("export", RUN, "extra"), 2, "extra"),
+    Case("verify-unknown-runtime", ("verify", RUN, "--runtimes", "tensorflow"), 2, "tensorflow"),
+    Case("verify-unknown-device", ("verify", RUN, "--device", "tpu"), 2, "device"),
+    Case("verify-negative-samples", ("verify", RUN, "--samples", "-5"), 2, "samples"),
+    Case("bench-batch-0", ("bench", RUN, "--batch-sizes", "0"), 2, "batch-sizes"),
+    Case("bench-batch-neg", ("bench", RUN, "--batch-sizes", "-1"), 2, "batch-sizes"),
+    Case("bench-batch-huge", ("bench", RUN, "--batch-sizes", "100000000"), 2, "batch-sizes"),
+    Case("bench-batch-text", ("bench", RUN, "--batch-sizes", "one,two"), 2, "batch-sizes"),
+    Case("bench-unknown-runtime", ("bench", RUN, "--runtimes", "openvino-x"), 2, "openvino-x"),
+    Case("unknown-command", ("deploy", RUN), 2, "deploy"),
+    # --- run folders -------------------------------------------------------------------
+    Case(
+        "export-missing-run",
+        ("export", "{tmp}/nope", "--format", "onnx"),
+        2,
+        "nope",
+    ),
+    Case("export-empty-run", ("export", RUN, "--format", "onnx"), 2, "train.json", _empty_dir),
+    Case(
+        "export-garbage-train-json",
+        ("export", RUN, "--format", "onnx"),
+        2,
+        "train.json",
+        _garbage_train_json,
+    ),
+    Case(
+        "export-no-weights",
+        ("export", RUN, "--format", "onnx"),
+        2,
+        "model.safetensors",
+        _no_weights,
+    ),
+    Case(
+        "export-wrong-shape-weights",
+        ("export", RUN, "--format", "onnx"),
+        2,
+        "shape",
+        _wrong_shape_weights,
+    ),
+    Case(
+        "export-wrong-dtype-weights",
+        ("export", RUN, "--format", "onnx"),
+        2,
+        "dtype",
+        _wrong_dtype_weights,
+    ),
+    Case(
+        "export-truncated-weights",
+        ("export", RUN, "--format", "onnx"),
+        2,
+        "model.safetensors",
+        _truncated_weights,
+    ),
+    Case("verify-no-manifest", ("verify", RUN), 2, "manifest.json", _nothing),
+    Case("verify-garbage-manifest", ("verify", RUN), 2, "manifest.json", _garbage_manifest),
+    Case("verify-manifest-escapes-run", ("verify", RUN), 2, "outside", _manifest_escapes_run),
+    Case("bench-run-is-a-file", ("bench", "{tmp}/file.txt"), 2, "file.txt"),
+    # --- artifacts ---------------------------------------------------------------------
+    Case(
+        "verify-tampered-onnx",
+        ("verify", RUN, "--runtimes", "ort-cpu"),
+        2,
+        "model.onnx",
+        _tampered_onnx,
+    ),
+    Case(
+        "verify-tampered-ts",
+        ("verify", RUN, "--runtimes", "torchscript"),
+        2,
+        "model.ts",
+        _tampered_ts,
+    ),
+    Case(
+        "bench-tampered-onnx",
+        ("bench", RUN, "--runtimes", "ort-cpu"),
+        2,
+        "model.onnx",
+        _tampered_onnx,
+    ),
+    Case("inspect-tampered-onnx", ("inspect", "{run}/model.onnx"), 2, "model.onnx", _tampered_onnx),
+    Case(
+        "verify-garbage-onnx",
+        ("verify", RUN, "--runtimes", "ort-cpu"),
+        2,
+        "model.onnx",
+        _garbage_onnx_hashed,
+    ),
+    Case(
+        "verify-truncated-onnx",
+        ("verify", RUN, "--runtimes", "ort-cpu"),
+        2,
+        "model.onnx",
+        _truncated_onnx_hashed,
+    ),
+    Case(
+        "verify-onnx-path-traversal",
+        ("verify", RUN, "--runtimes", "ort-cpu"),
+        2,
+        "etc/passwd",
+        _traversal_onnx,
+    ),
+    Case(
+        "verify-wrong-input-onnx",
+        ("verify", RUN, "--runtimes", "ort-cpu", "--samples", "0"),
+        1,
+        "model.onnx",
+        _wrong_input_onnx,
+    ),
+    # --- images and folders --------------------------------------------------------------
+    Case(
+        "train-imagefolder-no-dir",
+        ("train", "--data", "imagefolder", "--weights", "none"),
+        2,
+        "data-dir",
+    ),
+    Case(
+        "train-imagefolder-missing",
+        ("train", "--data", "imagefolder", "--data-dir", "{tmp}/nowhere", "--weights", "none"),
+        2,
+        "nowhere",
+    ),
+    Case(
+        "train-imagefolder-empty",
+        ("train", "--data", "imagefolder", "--data-dir", IMG, "--weights", "none"),
+        2,
+        "images",
+        _empty_image_folder,
+    ),
+    Case(
+        "train-imagefolder-no-val",
+        ("train", "--data", "imagefolder", "--data-dir", IMG, "--weights", "none"),
+        2,
+        "val",
+        _only_train_split,
+    ),
+    Case(
+        "train-imagefolder-class-mismatch",
+        ("train", "--data", "imagefolder", "--data-dir", IMG, "--weights", "none"),
+        2,
+        "class",
+        _mismatched_classes,
+    ),
+    Case(
+        "train-imagefolder-all-corrupt",
+        (
+            "train",
+            "--data",
+            "imagefolder",
+            "--data-dir",
+            IMG,
+            "--weights",
+            "none",
+            "--out",
+            "{tmp}/out",
+        ),
+        2,
+        "images",
+        _all_corrupt_images,
+    ),
+    Case(
+        "train-weights-missing",
+        ("train", "--data", "synthetic", "--weights", "{tmp}/w.pth"),
+        2,
+        "w.pth",
+    ),
+    Case(
+        "train-weights-code-pickle",
+        ("train", "--data", "synthetic", "--weights", "{tmp}/evil.pth", "--out", "{tmp}/out"),
+        2,
+        "evil.pth",
+        _evil_pickle,
+    ),
+    Case(
+        "train-weights-not-vgg",
+        ("train", "--data", "synthetic", "--weights", "{tmp}/resnet.pth", "--out", "{tmp}/out"),
+        2,
+        "resnet.pth",
+        _weights_not_vgg,
+    ),
+    # --- environment ---------------------------------------------------------------------
+    Case(
+        "train-cuda-on-cpu",
+        (
+            "train",
+            "--data",
+            "synthetic",
+            "--weights",
+            "none",
+            "--device",
+            "cuda",
+            "--out",
+            "{tmp}/out",
+        ),
+        3,
+        "cuda",
+    ),
+    Case(
+        "verify-ort-cuda-on-cpu",
+        ("verify", RUN, "--runtimes", "ort-cuda"),
+        3,
+        "cuda",
+        _garbage_onnx_hashed,
+    ),
+    Case("bench-cuda-on-cpu", ("bench", RUN, "--device", "cuda", "--runtimes", "eager"), 3, "cuda"),
+]
+
+
+def _link_weights_copy_rest(src: str, dst: str) -> None:
+    if src.endswith(".safetensors"):
+        os.link(src, dst)
+    else:
+        shutil.copy2(src, dst)
+
+
+@pytest.fixture(scope="module")
+def pristine_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_run_folder(tmp_path_factory.mktemp("pristine") / "run")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the environment cases need a CPU-only host")
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input(case: Case, pristine_run: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    # Hard links: a case costs no 537 MB copy; cases that mutate weights unlink first.
+    shutil.copytree(pristine_run, run, copy_function=_link_weights_copy_rest)
+    (tmp_path / "file.txt").write_text("not a run")
+    if case.setup is not None:
+        case.setup(run, tmp_path)
+    argv = [a.replace("{run}", str(run)).replace("{tmp}", str(tmp_path)) for a in case.argv]
+    result = CliRunner().invoke(app, argv)
+    stderr = result.stderr
+    assert result.exit_code == case.code, (result.exit_code, stderr, result.stdout[-500:])
+    assert "Traceback" not in stderr and "Traceback" not in result.stdout
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert case.says.lower() in stderr.lower(), stderr
+    if case.code == 1:  # a gate verdict: one FAIL line per failing candidate, naming it
+        assert any(ln.startswith("FAIL") and case.says in ln for ln in stderr.splitlines())
+    else:
+        errors = [ln for ln in stderr.splitlines() if ln.lower().startswith("error")]
+        assert len(errors) == 1, stderr  # exactly one error line
+    assert not (tmp_path / "canary").exists()
+
+
+def test_matrix_is_large_enough() -> None:
+    assert len(CASES) >= 30
+    assert {c.code for c in CASES} == {1, 2, 3}
