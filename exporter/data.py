@@ -191,8 +191,8 @@ def load_eval_images(
     else:
         idx = np.sort(np.random.default_rng(seed).choice(total, size=n, replace=False))
     tf = info.preprocessing.eval_transform()
-    images = np.empty((len(idx), 3, info.preprocessing.image_size, info.preprocessing.image_size))
-    images = images.astype(np.float32)
+    size = info.preprocessing.image_size
+    images = np.empty((len(idx), 3, size, size), dtype=np.float32)
     labels = np.empty(len(idx), dtype=np.int64)
     for j, i in enumerate(idx):
         img, label = dataset[int(i)]
