@@ -265,7 +265,10 @@ class DemoConfig:
         image_size: input size; 32 px keeps the whole demo under three minutes on 2 cores.
         train_size: synthetic training images.
         val_size: synthetic validation images.
-        epochs: training epochs of the head.
+        epochs: training epochs of the head (on cached trunk features: one head step each
+            per batch, cheap at 32 px).
+        batch_size: training batch size (capped at ``train_size``); large batches keep the
+            classes balanced in every step, which the random-trunk head needs to learn.
         batch_sizes: bench batch sizes.
         warmup: bench warm-up iterations per cell.
         iters: bench timed iterations per cell.
@@ -277,9 +280,10 @@ class DemoConfig:
     out_dir: str | None = None
     weights: str = "none"
     image_size: int = 32
-    train_size: int = 128
-    val_size: int = 64
-    epochs: int = 1
+    train_size: int = 400
+    val_size: int = 100
+    epochs: int = 12
+    batch_size: int = 200
     batch_sizes: tuple[int, ...] = (1, 8)
     warmup: int = 1
     iters: int = 8

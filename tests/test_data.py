@@ -41,6 +41,53 @@ def test_synthetic_classes_are_separable_by_a_simple_classifier() -> None:
     assert (pred == yv).mean() > 0.5
 
 
+def test_synthetic_is_learnable_by_the_vgg_head_on_a_random_trunk() -> None:
+    # What `tlx demo` relies on: the standard VGG16 head (dropout, std-0.01 init) trained with
+    # the demo's optimizer settings on cached features of a *random-init* frozen trunk learns
+    # the classes in a few head steps. Full-batch steps (200 balanced images) on the model's
+    # own head path (avgpool -> flatten -> classifier); chance is 0.10.
+    import math
+
+    import torch
+
+    from exporter.demo import DEMO_LABEL_SMOOTHING, DEMO_LR
+    from exporter.model import build_vgg16
+    from exporter.preprocess import Preprocessing
+    from exporter.train import lr_factor
+
+    torch.manual_seed(0)
+    model = build_vgg16(num_classes=NUM_CLASSES, weights="none")
+    tf = Preprocessing(image_size=32).eval_transform()
+
+    def features(n: int, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        from PIL import Image
+
+        x, y = make_synthetic(n, seed=0, split=split)
+        with torch.no_grad():
+            f = model.features(torch.stack([tf(Image.fromarray(a)) for a in x]))
+        return torch.flatten(model.avgpool(f), 1), torch.from_numpy(y)
+
+    f_train, y_train = features(200, "train")
+    f_val, y_val = features(100, "val")
+    head = model.classifier
+    opt = torch.optim.AdamW(head.parameters(), lr=DEMO_LR, weight_decay=5e-4)
+    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=DEMO_LABEL_SMOOTHING)
+    steps = 12
+    head.train()
+    for step in range(steps):
+        for g in opt.param_groups:
+            g["lr"] = DEMO_LR * lr_factor(step, total_steps=steps, warmup_steps=3)
+        loss = loss_fn(head(f_train), y_train)
+        assert math.isfinite(loss.item())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    head.eval()
+    with torch.no_grad():
+        accuracy = float((head(f_val).argmax(1) == y_val).float().mean())
+    assert accuracy >= 0.5, accuracy
+
+
 def test_build_synthetic_bundle_uses_preprocessing() -> None:
     b = build_datasets(
         DataConfig(source="synthetic", train_size=20, val_size=10, image_size=40, augment=False)
