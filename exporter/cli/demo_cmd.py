@@ -25,7 +25,9 @@ def print_summary(result: DemoResult) -> None:
     steps = ", ".join(f"{k} {v:.0f} s" for k, v in result.step_seconds.items())
     console.print(f"[bold]tlx demo[/] finished in {total:.0f} s ({steps})", markup=True)
     weights = result.config.weights
-    note = " (random init: expect chance level)" if weights == "none" else ""
+    # Random init: the head learns from a random frozen trunk (chance is 10%), which says
+    # nothing about accuracy on real data with ImageNet weights.
+    note = " (random-init trunk, synthetic data; chance is 10%)" if weights == "none" else ""
     console.print(
         f"validation accuracy: {'n/a' if acc is None else f'{100 * acc:.1f}%'}{note}",
         markup=False,
