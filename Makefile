@@ -14,7 +14,7 @@ $(BIN)/tlx: pyproject.toml
 install: $(BIN)/tlx
 
 demo: install
-	$(BIN)/tlx demo --out artifacts/demo
+	$(BIN)/tlx demo   # a new run folder each time: artifacts/demo-<UTC time>
 
 # pytest's exit 5 ("no tests collected") counts as a failure, not a pass.
 test: install
@@ -31,4 +31,4 @@ bench-cpu: install
 	bash benchmarks/cpu_suite.sh
 
 clean:
-	rm -rf artifacts/demo .pytest_cache
+	rm -rf artifacts/demo-* .pytest_cache
