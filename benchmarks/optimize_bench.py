@@ -178,7 +178,13 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=100, help="Adam steps training the head")
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--skip-build", action="store_true", help="reuse variants already built")
+    ap.add_argument(
+        "--plot-only", type=Path, metavar="JSON", help="redraw pareto.png from a saved report"
+    )
     args = ap.parse_args()
+    if args.plot_only:
+        plot(json.loads(args.plot_only.read_text()), ROOT / "benchmarks" / "pareto.png")
+        return
     args.out.mkdir(parents=True, exist_ok=True)
     from exporter.envinfo import environment
 
@@ -266,26 +272,52 @@ def print_table(report: dict) -> None:
         )
 
 
+EAGER_FP32_MB = 537.3  # model.safetensors of the 10-class VGG16 (134.3M fp32 parameters)
+
+
 def plot(report: dict, dest: Path) -> None:
+    """The latency × size × agreement trade-off, one panel per (size, batch) cell.
+
+    x: p50 latency (log), y: file size (log); the legend gives each point's speed-up over eager
+    and its held-out top-1 agreement, so the best corner (fast, small, 100%) is bottom left.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     rows = _variant_rows(report)
     cells = list(report["timing"])
-    fig, axes = plt.subplots(1, len(cells), figsize=(5 * len(cells), 4))
+    fig, axes = plt.subplots(1, len(cells), figsize=(5.5 * len(cells), 4.6))
     for ax, cell in zip(np.atleast_1d(axes), cells, strict=True):
-        for r in (r for r in rows if r["cell"] == cell):
-            mb = r["file_mb"] or 0.0
-            agree = 1.0 if r["agreement"] is None else r["agreement"]
-            ax.scatter(r["latency_ms_p50"], 100 * agree, s=20 + mb, alpha=0.7)
-            ax.annotate(r["runtime"].split(" ")[0], (r["latency_ms_p50"], 100 * agree), fontsize=7)
+        cell_rows = sorted(
+            (r for r in rows if r["cell"] == cell), key=lambda r: r["latency_ms_p50"]
+        )
+        for i, r in enumerate(cell_rows):
+            name = r["runtime"].split(" ")[0].removeprefix("model.").removesuffix(".onnx")
+            mb = r["file_mb"] or EAGER_FP32_MB
+            agree = "" if r["agreement"] is None else f", {100 * r['agreement']:.1f}% top-1"
+            rejected = "rejected" in r["runtime"]
+            tag = " (rejected)" if rejected else ""
+            ax.scatter(
+                r["latency_ms_p50"],
+                mb,
+                s=70,
+                marker="x" if rejected else "o",
+                color="grey" if name == "eager" else f"C{i}",
+                label=f"{name}{tag}: {r['speedup_p50_vs_eager']:.1f}×{agree}",
+            )
         ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_ylim(15, 1500)
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.legend(fontsize=7, loc="upper left")
         ax.set_xlabel("p50 latency per call, ms (log)")
-        ax.set_ylabel("top-1 agreement with eager, % (held-out)")
-        ax.set_title(cell + " (marker area ~ file MB)")
-        ax.grid(True, alpha=0.3)
+        ax.set_ylabel("artifact size, MB (log)")
+        ax.set_title(f"{cell.replace('_', ', ')}: faster ← → slower")
+        ax.grid(True, which="both", alpha=0.3)
+    fig.suptitle("tlx optimize variants vs eager fp32 (legend: speed-up, held-out top-1 agreement)")
     fig.tight_layout()
     tmp = dest.with_name(".tmp-" + dest.name)
     fig.savefig(tmp, dpi=110)
