@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import typer
 from rich.console import Console
@@ -116,3 +116,50 @@ def main(
 
 def is_interactive() -> bool:
     return sys.stderr.isatty()
+
+
+ProgressUpdate = Callable[[str, float, float], None]
+"""``update(description, done, total)`` for a bar that knows how far it is."""
+
+
+@contextlib.contextmanager
+def progress_bar(*, quiet: bool) -> Iterator[ProgressUpdate | None]:
+    """A rich progress bar on stderr, or None when quiet or stderr is not a terminal."""
+    if quiet or not is_interactive():
+        yield None
+        return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("starting", total=1.0)
+
+        def update(description: str, done: float, total: float) -> None:
+            bar.update(task, description=description, completed=done, total=max(total, 1e-9))
+
+        yield update
+
+
+@contextlib.contextmanager
+def step_spinner(first_step: str, *, quiet: bool) -> Iterator[Callable[[str], None] | None]:
+    """A rich spinner on stderr naming the current step; None when quiet or not a terminal."""
+    if quiet or not is_interactive():
+        yield None
+        return
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task(first_step, total=None)
+        yield lambda message: bar.update(task, description=message)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -15,14 +13,13 @@ from exporter.cli.app import (
     app,
     cli_errors,
     console,
-    err_console,
-    is_interactive,
     parse_batch_sizes,
+    progress_bar,
 )
 from exporter.config import BenchConfig
 
 if TYPE_CHECKING:
-    from exporter.bench import BenchReport, ProgressFn
+    from exporter.bench import BenchReport
 
 _DEFAULTS = BenchConfig()
 
@@ -36,30 +33,6 @@ class Precision(str, Enum):
     fp32 = "fp32"
     fp16 = "fp16"
     bf16 = "bf16"
-
-
-@contextlib.contextmanager
-def progress_bar(*, quiet: bool) -> Iterator[ProgressFn | None]:
-    """A rich progress bar on stderr, or None when quiet or stderr is not a terminal."""
-    if quiet or not is_interactive():
-        yield None
-        return
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.percentage:>3.0f}%"),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-    ) as bar:
-        task = bar.add_task("starting", total=1.0)
-
-        def update(description: str, done: float, total: float) -> None:
-            bar.update(task, description=description, completed=done, total=max(total, 1e-9))
-
-        yield update
 
 
 def bench_table(report: BenchReport) -> Table:

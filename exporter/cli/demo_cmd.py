@@ -8,8 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from exporter.cli.app import app, cli_errors, console
-from exporter.cli.bench_cmd import progress_bar
+from exporter.cli.app import app, cli_errors, console, progress_bar
 from exporter.config import DemoConfig
 
 if TYPE_CHECKING:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -11,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from exporter.cli.app import app, cli_errors, console, err_console, is_interactive
+from exporter.cli.app import app, cli_errors, console, err_console, step_spinner
 from exporter.config import EXPORT_FORMATS, ExportConfig
 
 _DEFAULTS = ExportConfig()
@@ -101,7 +99,7 @@ def export_command(
             exporter=exporter.value,
             force=force,
         )
-        with _progress(enabled=not quiet and is_interactive()) as progress:
+        with step_spinner("export", quiet=quiet) as progress:
             result = export_run(run, cfg, progress=progress)
         if result.dropped:
             err_console.print(
@@ -127,22 +125,3 @@ def export_command(
         if not quiet:
             console.print(table)
             console.print(f"manifest: {result.manifest_path}  report: {result.report_path}")
-
-
-@contextlib.contextmanager
-def _progress(*, enabled: bool) -> Iterator[object]:
-    """A rich spinner on stderr showing the current step; ``None`` when disabled."""
-    if not enabled:
-        yield None
-        return
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-    ) as bar:
-        task = bar.add_task("export", total=None)
-        yield lambda message: bar.update(task, description=message)

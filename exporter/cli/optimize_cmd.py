@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
-from exporter.cli.app import app, cli_errors, console, err_console, fail, is_interactive
+from exporter.cli.app import (
+    app,
+    cli_errors,
+    console,
+    err_console,
+    fail,
+    step_spinner,
+)
 from exporter.config import DEFAULT_OPTIMIZE_VARIANTS, OPTIMIZE_VARIANTS, OptimizeConfig
 from exporter.errors import EXIT_GATE
 
@@ -76,7 +81,7 @@ def optimize_command(
             force=force,
             seed=seed,
         )
-        with _progress(enabled=not quiet and is_interactive()) as progress:
+        with step_spinner("optimize", quiet=quiet) as progress:
             result = optimize_run(run, cfg, progress=progress)
         if not quiet:
             console.print(_table(result))
@@ -107,22 +112,3 @@ def _table(result: OptimizeResult) -> Table:
             f"{g.max_abs_logit_diff:.2e}" if g else "-",
         )
     return table
-
-
-@contextlib.contextmanager
-def _progress(*, enabled: bool) -> Iterator[Callable[[str], None] | None]:
-    """A rich spinner on stderr showing the current step; ``None`` when disabled."""
-    if not enabled:
-        yield None
-        return
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-    ) as bar:
-        task = bar.add_task("optimize", total=None)
-        yield lambda message: bar.update(task, description=message)

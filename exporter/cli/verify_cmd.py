@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -16,14 +14,14 @@ from exporter.cli.app import (
     cli_errors,
     console,
     err_console,
-    is_interactive,
     parse_batch_sizes,
+    progress_bar,
 )
 from exporter.config import VerifyConfig
 from exporter.errors import EXIT_GATE
 
 if TYPE_CHECKING:
-    from exporter.parity import ParityReport, Progress
+    from exporter.parity import ParityReport
 
 _DEFAULTS = VerifyConfig()
 
@@ -31,30 +29,6 @@ _DEFAULTS = VerifyConfig()
 class Device(str, Enum):
     cpu = "cpu"
     cuda = "cuda"
-
-
-@contextlib.contextmanager
-def progress_bar(*, quiet: bool) -> Iterator[Progress | None]:
-    """A rich progress bar on stderr, or None when quiet or stderr is not a terminal."""
-    if quiet or not is_interactive():
-        yield None
-        return
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-    ) as bar:
-        task = bar.add_task("loading reference", total=None)
-
-        def update(done: int, total: int, label: str) -> None:
-            bar.update(task, description=f"verify {label}", completed=done, total=total)
-
-        yield update
 
 
 def verify_table(report: ParityReport) -> Table:
@@ -157,7 +131,11 @@ def verify_command(
             localize=localize,
             threads=threads,
         )
-        with progress_bar(quiet=quiet) as progress:
+        with progress_bar(quiet=quiet) as update:
+            # verify reports (done, total, label); the shared bar takes (label, done, total).
+            progress = None
+            if update is not None:
+                progress = lambda done, total, label: update(f"verify {label}", done, total)  # noqa: E731
             report = verify_run(run, cfg, progress=progress)
         json_path, md_path = write_reports(report)
         if not quiet:
