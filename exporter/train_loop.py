@@ -231,12 +231,19 @@ class Trainer:
     def run(self) -> dict[str, Any]:
         from exporter.fsio import clean_stale_temps
 
+        created = not self.run_dir.exists()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         clean_stale_temps(self.run_dir)
         clean_stale_temps(self.run_dir / CHECKPOINT_DIR)
         t0 = time.perf_counter()
         with self._signals():
-            self._setup()
+            try:
+                self._setup()
+            except BaseException:
+                # Bad data, weights or device: leave no empty run folder behind.
+                if created and not any(self.run_dir.iterdir()):
+                    self.run_dir.rmdir()
+                raise
             self._emit(
                 "start",
                 epoch=self.epoch,
