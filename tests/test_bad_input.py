@@ -508,6 +508,7 @@ def test_bad_input(case: Case, pristine_run: Path, tmp_path: Path) -> None:
         errors = [ln for ln in stderr.splitlines() if ln.lower().startswith("error")]
         assert len(errors) == 1, stderr  # exactly one error line
     assert not (tmp_path / "canary").exists()
+    assert not (tmp_path / "out").exists(), "a failed train left a run folder behind"
 
 
 def test_matrix_is_large_enough() -> None:
