@@ -75,7 +75,8 @@ def main() -> None:
         save_every=a.epochs,  # one checkpoint at the end: same I/O for both modes
     )
     rows: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="tlx-train-bench-", dir=".") as tmp:
+    # Run folders (~1.5 GB each) go to the system temp dir, never into the checkout.
+    with tempfile.TemporaryDirectory(prefix="tlx-train-bench-") as tmp:
         for r in range(a.rounds):
             order = ("on", "off") if r % 2 == 0 else ("off", "on")
             for mode in order:
