@@ -6,6 +6,7 @@ import contextlib
 import os
 import sys
 from collections.abc import Callable, Iterator
+from enum import Enum
 
 import typer
 from rich.console import Console
@@ -27,6 +28,13 @@ app = typer.Typer(
 # Results go to stdout; progress, warnings and errors to stderr so pipes stay clean.
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
+
+
+class Device(str, Enum):
+    """Where verify and bench run their candidates (train adds "auto")."""
+
+    cpu = "cpu"
+    cuda = "cuda"
 
 
 def debug_enabled() -> bool:

@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from exporter.cli.app import (
+    Device,
     app,
     cli_errors,
     console,
@@ -22,11 +23,6 @@ if TYPE_CHECKING:
     from exporter.bench import BenchReport
 
 _DEFAULTS = BenchConfig()
-
-
-class Device(str, Enum):
-    cpu = "cpu"
-    cuda = "cuda"
 
 
 class Precision(str, Enum):

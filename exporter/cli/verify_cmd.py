@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -10,6 +9,7 @@ import typer
 from rich.table import Table
 
 from exporter.cli.app import (
+    Device,
     app,
     cli_errors,
     console,
@@ -24,11 +24,6 @@ if TYPE_CHECKING:
     from exporter.parity import ParityReport
 
 _DEFAULTS = VerifyConfig()
-
-
-class Device(str, Enum):
-    cpu = "cpu"
-    cuda = "cuda"
 
 
 def verify_table(report: ParityReport) -> Table:
