@@ -31,7 +31,8 @@ class DataConfig:
     """Where the images come from and how they are prepared (``train.json["config"]["data"]``).
 
     ``train_size``/``val_size`` size the synthetic dataset; for cifar10/imagefolder they are
-    ignored (the whole split is used).
+    ignored. ``limit_train``/``limit_val`` (any source) keep a seeded random subset of a split,
+    e.g. a few thousand CIFAR-10 images for a CPU run; ``None`` uses the whole split.
     """
 
     source: str = "cifar10"
@@ -42,6 +43,8 @@ class DataConfig:
     image_size: int = 224
     augment: bool = True
     strict: bool = False
+    limit_train: int | None = None
+    limit_val: int | None = None
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DataConfig:

@@ -82,6 +82,41 @@ class TorchvisionDataset:
         return (self.transform(img) if self.transform else img), int(label)
 
 
+class SubsetDataset:
+    """The items of ``base`` at ``indices``; ``transform`` reads and writes the base's."""
+
+    def __init__(self, base: Any, indices: np.ndarray) -> None:
+        self.base = base
+        self.indices = indices
+
+    @property
+    def transform(self) -> Callable[[Any], Any] | None:
+        return self.base.transform
+
+    @transform.setter
+    def transform(self, tf: Callable[[Any], Any] | None) -> None:
+        self.base.transform = tf
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> tuple[Any, int]:
+        return self.base[int(self.indices[i])]
+
+
+def limit_split(dataset: Any, limit: int | None, *, seed: int, split: str) -> Any:
+    """A seeded random subset of ``limit`` items of one split (index order kept).
+
+    ``None`` or a limit at least the split's size returns ``dataset`` itself. The subset
+    depends only on ``(seed, split, len(dataset), limit)``, so export and verify rebuild the
+    same images from train.json.
+    """
+    if limit is None or limit >= len(dataset):
+        return dataset
+    rng = np.random.default_rng([seed, SPLITS.index(split)])
+    return SubsetDataset(dataset, np.sort(rng.choice(len(dataset), size=limit, replace=False)))
+
+
 @dataclass
 class DataBundle:
     """Train and val datasets with the facts train.json records about them."""
@@ -120,6 +155,13 @@ def build_datasets(cfg: DataConfig) -> DataBundle:
         InputFileError: a missing folder, or an unreadable image with ``strict=True``.
         EnvironmentUnavailable: CIFAR-10 is not on disk and cannot be downloaded.
     """
+    bundle = _build_full(cfg)
+    bundle.train = limit_split(bundle.train, cfg.limit_train, seed=cfg.seed, split="train")
+    bundle.val = limit_split(bundle.val, cfg.limit_val, seed=cfg.seed, split="val")
+    return bundle
+
+
+def _build_full(cfg: DataConfig) -> DataBundle:
     _check_config(cfg)
     pre = Preprocessing(image_size=cfg.image_size)
     train_tf, eval_tf = pre.train_transform(augment=cfg.augment), pre.eval_transform()
@@ -202,7 +244,12 @@ def load_eval_images(
 
 
 def _raw_split(cfg: DataConfig, split: str) -> Any:
-    """One split without a transform (PIL images out), building only what is needed."""
+    """One split without a transform (PIL images out), limited as training saw it."""
+    limit = cfg.limit_train if split == "train" else cfg.limit_val
+    return limit_split(_raw_full_split(cfg, split), limit, seed=cfg.seed, split=split)
+
+
+def _raw_full_split(cfg: DataConfig, split: str) -> Any:
     _check_config(cfg)
     if cfg.source == "synthetic":
         return _synthetic_split(cfg, split)
@@ -222,6 +269,11 @@ def _check_config(cfg: DataConfig) -> None:
         raise UsageError(
             f"--train-size and --val-size must be >= 1, got {cfg.train_size} / {cfg.val_size}"
         )
+    for name, limit in (("--limit-train", cfg.limit_train), ("--limit-val", cfg.limit_val)):
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, int) or limit < 1
+        ):
+            raise UsageError(f"{name} must be a whole number >= 1, got {limit!r}")
     if cfg.source == "imagefolder" and not cfg.data_dir:
         raise UsageError(
             "--data imagefolder needs --data-dir PATH (a folder with train/<class>/* and "
@@ -243,10 +295,17 @@ def _synthetic_split(cfg: DataConfig, split: str) -> ArrayDataset:
 # --- cifar10 ----------------------------------------------------------------------------
 
 
+CIFAR10_FOLDER = "cifar-10-batches-py"  # torchvision's extracted layout under the root
+
+
 def cifar10_dir(cfg: DataConfig) -> Path:
     """Where CIFAR-10 lives: ``--data-dir`` or ``$XDG_CACHE_HOME/tlx/cifar10``."""
     if cfg.data_dir:
-        return Path(cfg.data_dir).expanduser()
+        root = Path(cfg.data_dir).expanduser()
+        # Pointing at the extracted folder itself is a common slip; torchvision wants its parent.
+        if root.name == CIFAR10_FOLDER and (root / "batches.meta").is_file():
+            return root.parent
+        return root
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return cache / "tlx" / "cifar10"
 
@@ -263,10 +322,18 @@ def _cifar10_split(root: Path, *, train: bool) -> Any:
         root.mkdir(parents=True, exist_ok=True)
         return CIFAR10(str(root), train=train, download=True)
     except (OSError, RuntimeError) as exc:  # URLError is an OSError
+        why = f"{exc.__class__.__name__}: {str(exc)[:200]}"
+        if (root / CIFAR10_FOLDER).is_dir():
+            # Present but failing torchvision's MD5 checks: say so, not "missing".
+            raise EnvironmentUnavailable(
+                f"CIFAR-10 in {root / CIFAR10_FOLDER} is incomplete or corrupt (checksum "
+                f"mismatch) and re-downloading failed ({why}). Replace that folder with a "
+                "fresh extract of cifar-10-python.tar.gz, or use --data synthetic."
+            ) from exc
         raise EnvironmentUnavailable(
-            f"CIFAR-10 is not in {root} and the download failed ({exc.__class__.__name__}: "
-            f"{str(exc)[:200]}). Connect to the internet once, put the extracted "
-            "cifar-10-batches-py folder there (or pass --data-dir), or use --data synthetic."
+            f"CIFAR-10 is not in {root} and the download failed ({why}). Connect to the "
+            f"internet once, put the extracted {CIFAR10_FOLDER} folder there (or pass "
+            "--data-dir), or use --data synthetic."
         ) from exc
 
 

@@ -241,6 +241,12 @@ CASES = [
     Case("train-epochs-0", ("train", "--data", "synthetic", "--epochs", "0"), 2, "epochs"),
     Case("train-lr-neg", ("train", "--data", "synthetic", "--lr", "-1"), 2, "lr"),
     Case("train-unknown-data", ("train", "--data", "mnist"), 2, "data"),
+    Case(
+        "train-limit-train-0",
+        ("train", "--data", "synthetic", "--limit-train", "0"),
+        2,
+        "limit-train",
+    ),
     Case("train-unknown-device", ("train", "--data", "synthetic", "--device", "tpu"), 2, "device"),
     Case(
         "train-image-size-0", ("train", "--data", "synthetic", "--image-size", "0"), 2, "image-size"

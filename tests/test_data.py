@@ -223,3 +223,81 @@ def test_load_eval_images_on_conftest_run(shared_run_folder: Path) -> None:
     assert not np.array_equal(xt, x)
     with pytest.raises(UsageError, match="split"):
         load_eval_images(info, 8, split="test")
+
+
+def test_limits_take_a_seeded_subset_of_each_split() -> None:
+    full = build_datasets(DataConfig(source="synthetic", train_size=30, val_size=20, image_size=32))
+    cfg = DataConfig(
+        source="synthetic", train_size=30, val_size=20, image_size=32, limit_train=7, limit_val=5
+    )
+    a, b = build_datasets(cfg), build_datasets(cfg)
+    assert (len(a.train), len(a.val)) == (7, 5)
+    assert a.describe()["train_size"] == 7 and a.describe()["val_size"] == 5
+    assert a.train.indices.tolist() == b.train.indices.tolist()  # same seed, same images
+    assert len(set(a.train.indices.tolist())) == 7
+    a.val.transform = full.val.transform = None  # raw pixels: compare images, not tensors
+    img, label = a.val[2]
+    ref_img, ref_label = full.val[int(a.val.indices[2])]
+    assert label == ref_label and np.array_equal(np.asarray(img), np.asarray(ref_img))
+    other = build_datasets(DataConfig(**{**cfg.__dict__, "seed": 1}))
+    assert other.train.indices.tolist() != a.train.indices.tolist()
+    # A limit at least the split's size is the whole split.
+    whole = build_datasets(DataConfig(**{**cfg.__dict__, "limit_train": 30}))
+    assert len(whole.train) == 30
+    with pytest.raises(UsageError, match="--limit-val"):
+        build_datasets(DataConfig(**{**cfg.__dict__, "limit_val": 0}))
+
+
+def _write_fake_cifar10(root: Path, *, per_batch: int = 4) -> Path:
+    """torchvision's extracted CIFAR-10 layout with tiny batches (checksums patched by caller)."""
+    import pickle
+
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        data = rng.integers(0, 256, size=(per_batch, 3072), dtype=np.uint8)
+        labels = [int(v) for v in rng.integers(0, 10, size=per_batch)]
+        with open(folder / name, "wb") as fh:
+            pickle.dump({"data": data, "labels": labels}, fh)
+    names = ["airplane", "automobile", "bird", "cat", "deer"]
+    names += ["dog", "frog", "horse", "ship", "truck"]
+    with open(folder / "batches.meta", "wb") as fh:
+        pickle.dump({"label_names": names}, fh)
+    return folder
+
+
+def test_cifar10_loads_from_disk_without_network(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torchvision.datasets.cifar as cifar
+
+    def no_network(*args: object, **kwargs: object) -> None:
+        raise AssertionError("CIFAR-10 on disk must not be downloaded")
+
+    monkeypatch.setattr(cifar, "download_and_extract_archive", no_network)
+    monkeypatch.setattr(cifar, "check_integrity", lambda *a, **k: True)  # fake files, real loader
+    folder = _write_fake_cifar10(tmp_path / "c10")
+    # The parent folder (torchvision's root) and the extracted folder itself both work.
+    for data_dir in (folder.parent, folder):
+        cfg = DataConfig(source="cifar10", data_dir=str(data_dir), image_size=32, limit_train=7)
+        b = build_datasets(cfg)
+        assert b.class_names[0] == "airplane" and b.num_classes == 10
+        assert (len(b.train), len(b.val)) == (7, 4)
+        x, y = b.val[0]
+        assert tuple(x.shape) == (3, 32, 32) and 0 <= y < 10
+
+
+def test_cifar10_corrupt_on_disk_says_corrupt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torchvision.datasets.cifar as cifar
+
+    def offline(*args: object, **kwargs: object) -> None:
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(cifar, "download_and_extract_archive", offline)
+    folder = _write_fake_cifar10(tmp_path / "c10")  # real checksums: these files fail them
+    with pytest.raises(EnvironmentUnavailable, match="incomplete or corrupt") as exc:
+        build_datasets(DataConfig(source="cifar10", data_dir=str(folder.parent)))
+    assert exc.value.exit_code == 3 and "cifar-10-batches-py" in str(exc.value)

@@ -150,6 +150,18 @@ def train_command(
     val_size: Annotated[int, typer.Option("--val-size", help="Synthetic: validation images.")] = (
         _D.val_size
     ),
+    limit_train: Annotated[
+        int | None,
+        typer.Option(
+            "--limit-train",
+            min=1,
+            help="Train on a seeded random subset of N images (any --data; e.g. CIFAR-10 on CPU).",
+        ),
+    ] = _D.limit_train,
+    limit_val: Annotated[
+        int | None,
+        typer.Option("--limit-val", min=1, help="Validate on a seeded random subset of N images."),
+    ] = _D.limit_val,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Train VGG16's head (and optionally the top of the trunk) and write a run folder."""
@@ -173,6 +185,8 @@ def train_command(
                     image_size=image_size,
                     augment=not no_augment,
                     strict=strict,
+                    limit_train=limit_train,
+                    limit_val=limit_val,
                 ),
                 weights=weights,
                 epochs=epochs if epochs is not None else _T.epochs,
