@@ -301,3 +301,17 @@ def test_cifar10_corrupt_on_disk_says_corrupt(
     with pytest.raises(EnvironmentUnavailable, match="incomplete or corrupt") as exc:
         build_datasets(DataConfig(source="cifar10", data_dir=str(folder.parent)))
     assert exc.value.exit_code == 3 and "cifar-10-batches-py" in str(exc.value)
+
+
+def test_load_eval_images_uses_the_runs_limited_split(run_folder: Path) -> None:
+    import json
+
+    record = json.loads((run_folder / "train.json").read_text())
+    record["config"]["data"]["limit_val"] = 5
+    (run_folder / "train.json").write_text(json.dumps(record))
+    x, y = load_eval_images(open_run(run_folder), 100)
+    assert x.shape == (5, 3, 32, 32)  # all of the limited split, not the 32 images on disk
+    bundle = build_datasets(DataConfig.from_dict(record["config"]["data"]))
+    expected = np.stack([bundle.val[i][0].numpy() for i in range(5)])
+    np.testing.assert_array_equal(x, expected)
+    assert y.tolist() == [bundle.val[i][1] for i in range(5)]
