@@ -100,6 +100,22 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
     ):
         raise InputFileError(f"{path} is not a state dict of tensors")
+    return _strip_wrapper_prefix(state)
+
+
+# Prefixes that wrappers add to every key: DataParallel/DDP ("module."), Lightning ("model.").
+WRAPPER_PREFIXES = ("module.", "model.")
+
+
+def _strip_wrapper_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Drop a wrapper prefix shared by *every* key (repeatedly: ``module.model.`` too)."""
+    changed = True
+    while state and changed:
+        changed = False
+        for prefix in WRAPPER_PREFIXES:
+            if all(k.startswith(prefix) for k in state):
+                state = {k[len(prefix) :]: v for k, v in state.items()}
+                changed = True
     return state
 
 

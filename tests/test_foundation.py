@@ -76,6 +76,20 @@ def test_weights_from_pth_and_safetensors(tmp_path: Path) -> None:
         assert model.classifier[6].out_features == 7
 
 
+def test_weights_with_wrapper_prefixes_and_checkpoint_dict(tmp_path: Path) -> None:
+    # Real-world files: DataParallel/DDP ("module."), Lightning ({"state_dict": {"model.…"}}).
+    from torchvision.models import vgg16
+
+    torch.manual_seed(2)
+    state = vgg16(weights=None).state_dict()
+    torch.save({f"module.{k}": v for k, v in state.items()}, tmp_path / "dp.pth")
+    lightning = {"epoch": 3, "state_dict": {f"model.{k}": v for k, v in state.items()}}
+    torch.save(lightning, tmp_path / "pl.ckpt")
+    for name in ("dp.pth", "pl.ckpt"):
+        model = build_vgg16(num_classes=10, weights=tmp_path / name)
+        assert torch.equal(model.features[28].weight, state["features.28.weight"])
+
+
 def test_weights_file_errors(tmp_path: Path) -> None:
     with pytest.raises(InputFileError, match="not found"):
         build_vgg16(num_classes=10, weights=tmp_path / "missing.pth")
