@@ -379,12 +379,7 @@ def _imagefolder_split(
     paths: list[Path] = []
     labels: list[int] = []
     for label, name in enumerate(classes):
-        files = sorted(
-            p
-            for p in (folder / name).iterdir()
-            if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMG_EXTENSIONS
-        )
-        for path in files:
+        for path in _image_files(folder / name):
             reason = _check_image(path)
             if reason is not None:
                 if strict:
@@ -405,6 +400,21 @@ def _imagefolder_split(
             "class folders"
         )
     return FileDataset(paths, np.asarray(labels, dtype=np.int64))
+
+
+def _image_files(class_dir: Path) -> list[Path]:
+    """Image files under one class folder, subfolders included (as torchvision's ImageFolder),
+    hidden files and folders skipped, in a stable sorted order. Symlinked folders are not
+    followed (a link cycle would never end); symlinked files are."""
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(class_dir):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for fname in filenames:
+            path = Path(dirpath) / fname
+            wanted = not fname.startswith(".") and path.suffix.lower() in IMG_EXTENSIONS
+            if wanted and path.is_file():  # is_file: a dangling symlink is not an image
+                found.append(path)
+    return sorted(found)
 
 
 def _check_image(path: Path) -> str | None:

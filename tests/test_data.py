@@ -139,6 +139,24 @@ def test_imagefolder_converts_modes_and_skips_bad_files(tmp_path: Path) -> None:
     assert b.describe()["skipped_count"] == 3
 
 
+def test_imagefolder_finds_nested_images_and_skips_hidden(tmp_path: Path) -> None:
+    _write_folder(tmp_path)
+    nested = tmp_path / "train/cat/batch2/deeper"
+    nested.mkdir(parents=True)
+    img = Image.fromarray(np.zeros((12, 12, 3), np.uint8))
+    img.save(nested / "deep.JPG")  # upper-case extension, two levels down
+    hidden = tmp_path / "train/dog/.thumbs"
+    hidden.mkdir()
+    img.save(hidden / "thumb.png")
+    img.save(tmp_path / "train/dog/._resource.png")
+    cfg = DataConfig(source="imagefolder", data_dir=str(tmp_path), image_size=32)
+    with pytest.warns(SkippedImageWarning):
+        b = build_datasets(cfg)
+    names = [p.name for p in b.train.paths]
+    assert "deep.JPG" in names and "thumb.png" not in names and "._resource.png" not in names
+    assert len(b.train) == 7  # the 6 from _write_folder + the nested one
+
+
 def test_imagefolder_strict_raises_on_first_bad_file(tmp_path: Path) -> None:
     _write_folder(tmp_path)
     cfg = DataConfig(source="imagefolder", data_dir=str(tmp_path), strict=True)
