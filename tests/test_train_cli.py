@@ -164,3 +164,38 @@ def test_existing_run_is_not_overwritten(tmp_path: Path) -> None:
     (run / "train.json").write_text("{}")
     rc, out = invoke(*TINY, "--out", str(run))
     assert rc == 2 and "already holds a run" in out
+
+
+def test_train_on_cifar10_from_disk_with_limits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The real CIFAR-10 loader on a tiny torchvision-layout folder (checksums patched), through
+    # the CLI: --limit-train/--limit-val reach the data, train.json records them.
+    import torchvision.datasets.cifar as cifar
+
+    from tests.test_data import _write_fake_cifar10
+
+    monkeypatch.setattr(cifar, "check_integrity", lambda *a, **k: True)
+    folder = _write_fake_cifar10(tmp_path / "c10", per_batch=6)
+    run = tmp_path / "run"
+    rc, out = invoke(
+        *TINY,
+        "--data",
+        "cifar10",
+        "--data-dir",
+        str(folder),
+        "--limit-train",
+        "9",
+        "--limit-val",
+        "5",
+        "--epochs",
+        "1",
+        "--out",
+        str(run),
+    )
+    assert rc == 0, out
+    record = json.loads((run / "train.json").read_text())
+    assert record["dataset"]["name"] == "cifar10"
+    assert (record["dataset"]["train_size"], record["dataset"]["val_size"]) == (9, 5)
+    assert record["config"]["data"]["limit_train"] == 9
+    assert record["dataset"]["class_names"][:2] == ["airplane", "automobile"]
