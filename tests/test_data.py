@@ -198,15 +198,19 @@ def test_decompression_bomb_is_skipped_like_a_corrupt_image(
     assert "bomb.png" in {Path(s["path"]).name for s in b.skipped}
 
 
-def test_cifar10_offline_is_an_environment_error(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _cut_cifar10_network(monkeypatch: pytest.MonkeyPatch) -> None:
     import torchvision.datasets.cifar as cifar
 
     def offline(*args: object, **kwargs: object) -> None:
         raise urllib.error.URLError("no network")
 
     monkeypatch.setattr(cifar, "download_and_extract_archive", offline)
+
+
+def test_cifar10_offline_is_an_environment_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _cut_cifar10_network(monkeypatch)
     cfg = DataConfig(source="cifar10", data_dir=str(tmp_path / "c10"))
     with pytest.raises(EnvironmentUnavailable, match="CIFAR-10 is not in") as exc:
         build_datasets(cfg)
@@ -309,12 +313,7 @@ def test_cifar10_loads_from_disk_without_network(
 def test_cifar10_corrupt_on_disk_says_corrupt(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import torchvision.datasets.cifar as cifar
-
-    def offline(*args: object, **kwargs: object) -> None:
-        raise urllib.error.URLError("no network")
-
-    monkeypatch.setattr(cifar, "download_and_extract_archive", offline)
+    _cut_cifar10_network(monkeypatch)
     folder = _write_fake_cifar10(tmp_path / "c10")  # real checksums: these files fail them
     with pytest.raises(EnvironmentUnavailable, match="incomplete or corrupt") as exc:
         build_datasets(DataConfig(source="cifar10", data_dir=str(folder.parent)))
