@@ -216,6 +216,7 @@ def train_command(
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
+                view.preparing()
                 result = fit(cfg, progress=view, resume=resume is not None)
             finally:
                 view.close()
@@ -238,8 +239,15 @@ class _Progress:
         self.bar: Any = None
         self.task: Any = None
 
+    def preparing(self) -> None:
+        """Until the first event: building the datasets (an image folder is fully decoded
+        once to find bad files) and the model can take minutes, so show that something runs."""
+        if self.enabled:
+            self._start_bar("loading data and model", None)
+
     def __call__(self, ev: Any) -> None:
         if ev.kind == "start":
+            self._stop_bar()
             # Always logged: scripts (and tests) wait for it before sending signals.
             err_console.print(
                 f"training: {ev.info['run_dir']} on {ev.info['device']}, {ev.epochs} epochs of "
@@ -268,7 +276,7 @@ class _Progress:
             extra = f"loss {ev.loss:.4f} acc {ev.accuracy:.3f} {ev.images_per_s:.1f} img/s"
         self.bar.update(self.task, completed=ev.step, extra=extra)
 
-    def _start_bar(self, label: str, total: int) -> None:
+    def _start_bar(self, label: str, total: int | None) -> None:
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
