@@ -281,20 +281,26 @@ class _Progress:
             BarColumn,
             MofNCompleteColumn,
             Progress,
+            SpinnerColumn,
             TextColumn,
+            TimeElapsedColumn,
             TimeRemainingColumn,
         )
 
         self._stop_bar()
-        self.bar = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            TextColumn("{task.fields[extra]}"),
-            console=err_console,
-            transient=True,
+        # No total (setup): a spinner and the elapsed time; otherwise a bar with N/M and ETA.
+        columns = (
+            (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+            if total is None
+            else (
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[extra]}"),
+            )
         )
+        self.bar = Progress(*columns, console=err_console, transient=True)
         self.bar.start()
         self.bar_label = label
         self.task = self.bar.add_task(label, total=total, extra="")
