@@ -172,10 +172,12 @@ def fit(
         GateFailed: the loss became NaN/Inf (the last good checkpoint is kept).
         Interrupted: SIGINT/SIGTERM; a resumable checkpoint was saved first.
     """
+    from exporter.allocator import reuse_freed_memory
     from exporter.train_loop import Trainer  # the loop imports this module's helpers
 
-    trainer = Trainer(cfg, progress=progress, resume=resume)
-    return TrainResult(trainer.run_dir, trainer.run())
+    with reuse_freed_memory():  # ~30% of a CPU step was page faults on re-mmapped buffers
+        trainer = Trainer(cfg, progress=progress, resume=resume)
+        return TrainResult(trainer.run_dir, trainer.run())
 
 
 def check_finite(loss: float, *, epoch: int, step: int, lr: float, run_dir: Path) -> None:
