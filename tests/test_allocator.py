@@ -25,7 +25,8 @@ def _faults_for_alloc_cycles(n: int = 6, mb: int = 64) -> int:
 
 
 @pytest.mark.skipif(not GLIBC, reason="mallopt tuning exists only on Linux glibc")
-def test_freed_buffers_are_reused_inside() -> None:
+def test_freed_buffers_are_reused_inside(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TLX_MALLOC_TUNING", raising=False)  # the default, whatever the shell has
     outside = _faults_for_alloc_cycles()
     with reuse_freed_memory() as active:
         assert active
