@@ -31,7 +31,9 @@ DEFAULT_TRIM_THRESHOLD = 128 * 1024
 @contextlib.contextmanager
 def reuse_freed_memory() -> Iterator[bool]:
     """Within the block, freed memory stays in the heap; afterwards glibc's defaults return
-    (and the next free hands the kept memory back to the OS). Yields whether it took effect."""
+    and the kept free pages go back to the OS. Yields whether it took effect (not when
+    ``TLX_MALLOC_TUNING=0``, off glibc, or when the user manages malloc: ``MALLOC_*`` env
+    variables or a preloaded allocator)."""
     libc = _glibc()
     active = libc is not None and _set(libc, mmap_max=0, trim_threshold=-1)
     try:
@@ -45,6 +47,8 @@ def reuse_freed_memory() -> Iterator[bool]:
 def _glibc() -> Any:
     if os.environ.get(DISABLE_ENV, "1") == "0":
         return None
+    if any(k.startswith("MALLOC_") for k in os.environ) or os.environ.get("LD_PRELOAD"):
+        return None  # the user tuned or replaced malloc: leave their choice alone
     if sys.platform != "linux" or platform.libc_ver()[0] != "glibc":
         return None
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import resource
 import sys
@@ -26,7 +27,12 @@ def _faults_for_alloc_cycles(n: int = 6, mb: int = 64) -> int:
 
 @pytest.mark.skipif(not GLIBC, reason="mallopt tuning exists only on Linux glibc")
 def test_freed_buffers_are_reused_inside(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("TLX_MALLOC_TUNING", raising=False)  # the default, whatever the shell has
+    for name in [
+        "TLX_MALLOC_TUNING",
+        "LD_PRELOAD",
+        *(k for k in os.environ if k.startswith("MALLOC_")),
+    ]:
+        monkeypatch.delenv(name, raising=False)  # the default, whatever the shell has
     outside = _faults_for_alloc_cycles()
     with reuse_freed_memory() as active:
         assert active
@@ -37,7 +43,13 @@ def test_freed_buffers_are_reused_inside(monkeypatch: pytest.MonkeyPatch) -> Non
     assert inside < outside / 2
 
 
-def test_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TLX_MALLOC_TUNING", "0")
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("TLX_MALLOC_TUNING", "0"), ("MALLOC_ARENA_MAX", "2"), ("LD_PRELOAD", "libjemalloc.so.2")],
+)
+def test_off_when_asked_or_when_the_user_manages_malloc(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
     with reuse_freed_memory() as active:
         assert not active
