@@ -1,4 +1,4 @@
-"""Keep freed memory in glibc's heap while training on CPU.
+"""Keep freed memory in glibc's heap while `fit()` runs (any device; the win is on CPU).
 
 glibc serves every allocation above its mmap threshold (at most 32 MB) with a fresh ``mmap``
 and unmaps it on free, so each VGG16 training step re-faults hundreds of MB of zeroed pages:
