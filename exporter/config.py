@@ -22,6 +22,12 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 # --- train ------------------------------------------------------------------------------
 
 DATA_SOURCES = ("synthetic", "cifar10", "imagefolder")
+AUGMENT_MODES = ("auto", "on", "off")
+# Below this input side, `--augment auto` trains on un-augmented images: on a real pretrained
+# trunk at 32 px, reflect-padded random crop + flip took a 3-epoch head from 0.45 to 0.24
+# (benchmarks/RESULTS.md, "Real transfer"); a 4 px shift of a 32 px image moves the object by
+# an eighth of its width, and the frozen trunk cannot learn to ignore it.
+AUGMENT_MIN_SIZE = 64
 SYNTHETIC_TRAIN_SIZE = 2000
 SYNTHETIC_VAL_SIZE = 500
 
@@ -41,10 +47,15 @@ class DataConfig:
     train_size: int = SYNTHETIC_TRAIN_SIZE
     val_size: int = SYNTHETIC_VAL_SIZE
     image_size: int = 224
-    augment: bool = True
+    augment: str = "auto"  # "auto" | "on" | "off"; auto: on from AUGMENT_MIN_SIZE px up
     strict: bool = False
     limit_train: int | None = None
     limit_val: int | None = None
+
+    def __post_init__(self) -> None:
+        # Older train.json files and API callers say augment=True/False.
+        if isinstance(self.augment, bool):
+            object.__setattr__(self, "augment", "on" if self.augment else "off")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DataConfig:
@@ -53,23 +64,43 @@ class DataConfig:
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
+RECIPES = ("head", "finetune")
+LR_AUTO = "auto"
+# Linear warm-up at the start of each phase, as a fraction of that phase's steps (at least one
+# step): relative, so a 48-step run and a 5,000-step run both warm up for 10% of their steps.
+DEFAULT_WARMUP_FRACTION = 0.1
+# `--recipe finetune` without --freeze-epochs: this share of the epochs trains the head alone
+# (at least 1, leaving at least 1 for the unfrozen phase), e.g. 2 of 5, 4 of 10.
+FINETUNE_HEAD_SHARE = 0.4
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    """Settings of ``tlx train``; defaults here are the CLI's defaults."""
+    """Settings of ``tlx train``; defaults here are the CLI's defaults.
+
+    The defaults were chosen on real transfer tasks (pretrained trunk, new classes; see
+    benchmarks/RESULTS.md, "Real transfer"): AdamW at 3e-4, a warm-up of 10% of the steps then
+    cosine decay, no augmentation below 64 px. ``lr`` may be ``"auto"``: an LR range test on the
+    head picks it. ``recipe="finetune"`` trains the head for ``freeze_epochs`` epochs, then
+    unfreezes the top ``unfreeze_from`` conv blocks at ``lr × backbone_lr_mult`` with a fresh
+    warm-up (fastai's ``fine_tune``).
+    """
 
     data: DataConfig = field(default_factory=DataConfig)
     weights: str = "imagenet"
+    recipe: str = "head"  # "head" | "finetune"
     epochs: int = 10
     batch_size: int = 64
-    lr: float = 0.01
-    optimizer: str = "sgd"  # "sgd" (momentum 0.9) | "adamw"
+    lr: float | str = 3e-4  # a peak LR, or "auto" (LR range test)
+    optimizer: str = "adamw"  # "adamw" | "sgd" (momentum 0.9)
     momentum: float = 0.9
     weight_decay: float = 5e-4
     label_smoothing: float = 0.0
-    warmup_epochs: float = 0.0
+    warmup_epochs: float | None = None  # None: DEFAULT_WARMUP_FRACTION of each phase
     grad_clip: float | None = None
-    unfreeze_at: int | None = None  # 1-based epoch that starts phase 2
-    unfreeze_from: str = "1"  # "features.N" or a number of conv blocks from the top
+    freeze_epochs: int | None = None  # finetune: head-only epochs (None: FINETUNE_HEAD_SHARE)
+    unfreeze_at: int | None = None  # 1-based epoch that starts phase 2 (any recipe)
+    unfreeze_from: str = "2"  # "features.N" or a number of conv blocks from the top
     backbone_lr_mult: float = 0.1
     device: str = "auto"  # "auto" | "cpu" | "cuda"
     amp: bool = True  # only on CUDA; CPU always trains in fp32

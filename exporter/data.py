@@ -19,6 +19,7 @@ import numpy as np
 from exporter.config import DATA_SOURCES, DataConfig
 from exporter.errors import EnvironmentUnavailable, InputFileError, UsageError
 from exporter.preprocess import Preprocessing
+from exporter.recipe import resolve_augment
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -148,7 +149,8 @@ class DataBundle:
 def build_datasets(cfg: DataConfig) -> DataBundle:
     """Build the train and val datasets described by ``cfg``.
 
-    Train images get ``train_transform(augment=cfg.augment)``, val images the eval transform.
+    Train images get the train transform, augmented as
+    :func:`~exporter.recipe.resolve_augment` decides; val images the eval transform.
 
     Raises:
         UsageError: unknown source, bad sizes, or an empty / mis-shaped image folder.
@@ -164,7 +166,8 @@ def build_datasets(cfg: DataConfig) -> DataBundle:
 def _build_full(cfg: DataConfig) -> DataBundle:
     _check_config(cfg)
     pre = Preprocessing(image_size=cfg.image_size)
-    train_tf, eval_tf = pre.train_transform(augment=cfg.augment), pre.eval_transform()
+    train_tf = pre.train_transform(augment=resolve_augment(cfg)[0])
+    eval_tf = pre.eval_transform()
     if cfg.source == "synthetic":
         train = _synthetic_split(cfg, "train")
         val = _synthetic_split(cfg, "val")

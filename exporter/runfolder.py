@@ -20,6 +20,7 @@ WEIGHTS_NAME = "model.safetensors"
 TRAIN_JSON = "train.json"
 CHECKPOINT_DIR = "checkpoint"
 CURVES_PNG = "curves.png"
+LR_FIND_PNG = "lr_find.png"
 
 
 @dataclass(frozen=True)

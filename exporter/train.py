@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 import numpy as np
 
-from exporter.config import DEFAULT_ARTIFACTS_DIR, TrainConfig
+from exporter.config import AUGMENT_MODES, DEFAULT_ARTIFACTS_DIR, LR_AUTO, RECIPES, TrainConfig
 from exporter.errors import EnvironmentUnavailable, GateFailed, UsageError
 
 __all__ = ["TrainEvent", "TrainResult", "fit", "lr_factor", "resume_config"]
@@ -37,8 +37,8 @@ class TrainEvent:
     """What the loop tells a progress callback.
 
     ``kind``: "start" (training begins; signal handlers are installed), "cache" (feature
-    cache batch done), "step" (one optimizer step), "epoch" (epoch finished, ``metrics``
-    set), "done".
+    cache batch done), "lr_find" (the ``--lr auto`` range test starts), "step" (one optimizer
+    step), "epoch" (epoch finished, ``metrics`` set), "done".
     """
 
     kind: str
@@ -87,13 +87,31 @@ def validate(cfg: TrainConfig) -> None:
     checks = [
         (cfg.epochs >= 1, f"--epochs must be >= 1, got {cfg.epochs}"),
         (cfg.batch_size >= 1, f"--batch-size must be >= 1, got {cfg.batch_size}"),
-        (cfg.lr > 0 and math.isfinite(cfg.lr), f"--lr must be a positive number, got {cfg.lr}"),
+        (_valid_lr(cfg.lr), f"--lr must be a positive number or 'auto', got {cfg.lr}"),
+        (cfg.recipe in RECIPES, f"--recipe must be one of {RECIPES}, got {cfg.recipe!r}"),
+        (
+            cfg.data.augment in AUGMENT_MODES,
+            f"--augment must be one of {AUGMENT_MODES}, got {cfg.data.augment!r}",
+        ),
+        (
+            cfg.recipe != "finetune" or cfg.epochs >= 2 or cfg.unfreeze_at is not None,
+            "--recipe finetune needs --epochs >= 2 (head epochs, then unfrozen epochs)",
+        ),
+        (
+            cfg.freeze_epochs is None or 1 <= cfg.freeze_epochs < cfg.epochs,
+            f"--freeze-epochs must be in 1..{cfg.epochs - 1} (fewer than --epochs), "
+            f"got {cfg.freeze_epochs}",
+        ),
+        (
+            cfg.freeze_epochs is None or cfg.recipe == "finetune",
+            "--freeze-epochs applies to --recipe finetune only",
+        ),
         (cfg.optimizer in OPTIMIZERS, f"--optimizer must be one of {OPTIMIZERS}"),
         (cfg.cache_features in CACHE_MODES, f"--cache-features must be one of {CACHE_MODES}"),
         (cfg.device in DEVICES, f"--device must be one of {DEVICES}"),
         (cfg.weight_decay >= 0, "--weight-decay must be >= 0"),
         (0 <= cfg.label_smoothing < 1, "--label-smoothing must be in [0, 1)"),
-        (cfg.warmup_epochs >= 0, "--warmup-epochs must be >= 0"),
+        (cfg.warmup_epochs is None or cfg.warmup_epochs >= 0, "--warmup-epochs must be >= 0"),
         (cfg.grad_clip is None or cfg.grad_clip > 0, "--grad-clip must be > 0"),
         (cfg.backbone_lr_mult > 0, "--backbone-lr-mult must be > 0"),
         (cfg.save_every >= 1, f"--save-every must be >= 1, got {cfg.save_every}"),
@@ -111,6 +129,12 @@ def validate(cfg: TrainConfig) -> None:
         from exporter.model import parse_unfreeze_from
 
         parse_unfreeze_from(cfg.unfreeze_from)
+
+
+def _valid_lr(lr: float | str) -> bool:
+    if lr == LR_AUTO:
+        return True
+    return isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)
 
 
 def resolve_device(spec: str) -> torch.device:

@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from exporter.config import TrainConfig
+from exporter.config import LR_AUTO, TrainConfig
 from exporter.errors import GateFailed, Interrupted, UsageError
-from exporter.runfolder import CHECKPOINT_DIR, CURVES_PNG, TRAIN_JSON, WEIGHTS_NAME
+from exporter.recipe import phase_lr_factor, plan_phases, resolve_augment, unfreeze_epoch
+from exporter.runfolder import CHECKPOINT_DIR, CURVES_PNG, LR_FIND_PNG, TRAIN_JSON, WEIGHTS_NAME
 from exporter.train import (
     SCHEMA_VERSION,
     TrainEvent,
@@ -25,7 +26,6 @@ from exporter.train import (
     check_finite,
     confusion,
     default_run_dir,
-    lr_factor,
     resolve_device,
     validate,
 )
@@ -72,6 +72,11 @@ class Trainer:
         self.unfrozen: list[str] = []
         self.cache_info: dict[str, Any] = {"used": False, "epochs": []}
         self.status = "running"
+        # The peak LR of the head: the configured one, or what the range test chose.
+        self.peak_lr: float | None = None if cfg.lr == LR_AUTO else float(cfg.lr)
+        self.lr_finder: dict[str, Any] | None = None
+        self.augment, self.augment_reason = resolve_augment(cfg.data)
+        self.unfreeze_at = unfreeze_epoch(cfg)
 
     # --- setup ------------------------------------------------------------------------------
 
@@ -109,7 +114,8 @@ class Trainer:
         )
         self.criterion = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
         head = [p for p in self.model.parameters() if p.requires_grad]
-        group = {"params": head, "lr": cfg.lr, "initial_lr": cfg.lr}
+        lr = self.peak_lr or 0.0  # "auto": set by the range test before the first step
+        group = {"params": head, "lr": lr, "initial_lr": lr}
         # Fused kernels make one pass over each parameter instead of ~10 elementwise passes;
         # with VGG16's 120M-parameter head the update is memory-bound and was half of every
         # CPU step (2 cores, batch 64: AdamW step 390 -> 40 ms, SGD 185 -> 30 ms).
@@ -117,14 +123,14 @@ class Trainer:
         if cfg.optimizer == "sgd":
             self.optimizer = torch.optim.SGD(
                 [group],
-                lr=cfg.lr,
+                lr=lr,
                 momentum=cfg.momentum,
                 weight_decay=cfg.weight_decay,
                 fused=fused,
             )
         else:
             self.optimizer = torch.optim.AdamW(
-                [group], lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused
+                [group], lr=lr, weight_decay=cfg.weight_decay, fused=fused
             )
         self.workers = (
             cfg.workers
@@ -134,7 +140,7 @@ class Trainer:
         n = len(self.bundle.train)
         self.steps_per_epoch = math.ceil(n / cfg.batch_size)
         self.total_steps = cfg.epochs * self.steps_per_epoch
-        self.warmup_steps = round(cfg.warmup_epochs * self.steps_per_epoch)
+        self.phases = plan_phases(cfg, self.steps_per_epoch)
         self.forward = torch.compile(self.model) if cfg.compile else self.model
         self.train_cache = self.val_cache = None
         if self.resume:
@@ -146,7 +152,8 @@ class Trainer:
 
         flipped = unfreeze_from(self.model, parse_unfreeze_from(self.cfg.unfreeze_from))
         named = dict(self.model.named_parameters())
-        base = self.cfg.lr * self.cfg.backbone_lr_mult
+        assert self.peak_lr is not None  # set by the config or the range test before epoch 1
+        base = self.peak_lr * self.cfg.backbone_lr_mult
         self.optimizer.add_param_group(
             {"params": [named[n] for n in flipped], "lr": base, "initial_lr": base}
         )
@@ -164,10 +171,10 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "scheduler": {
-                "kind": "warmup_cosine_per_step",
+                "kind": "phased_warmup_cosine_per_step",
                 "global_step": self.global_step,
                 "total_steps": self.total_steps,
-                "warmup_steps": self.warmup_steps,
+                "phases": [p.to_dict() for p in self.phases],
             },
             "rng": capture_rng(),
             "epoch": self.epoch,
@@ -180,6 +187,8 @@ class Trainer:
                 "bad_epochs": self.bad_epochs,
                 "unfrozen": self.unfrozen,
                 "cache_info": self.cache_info,
+                "peak_lr": self.peak_lr,
+                "lr_finder": self.lr_finder,
             },
             "config": self._config_dict(),
         }
@@ -196,6 +205,8 @@ class Trainer:
 
         state = load_checkpoint(self.run_dir)
         loop = state["loop"]
+        self.peak_lr = loop.get("peak_lr", self.peak_lr)
+        self.lr_finder = loop.get("lr_finder")
         if loop["unfrozen"]:
             self.unfreeze()
         self.model.load_state_dict(state["model"])
@@ -262,6 +273,8 @@ class Trainer:
             )
             try:
                 self._check_stop()
+                if self.peak_lr is None:
+                    self._find_lr()
                 while self.epoch <= self.cfg.epochs and self.status == "running":
                     self._run_epoch()
                     self.epoch += 1
@@ -294,7 +307,7 @@ class Trainer:
         mode = self.cfg.cache_features
         if mode == "off" or self.unfrozen:
             return False
-        return mode == "on" or not self.cfg.data.augment
+        return mode == "on" or not self.augment
 
     def _free_cache(self) -> None:
         for c in (self.train_cache, self.val_cache):
@@ -338,6 +351,68 @@ class Trainer:
             feature_shape=list(self.train_cache.features.shape[1:]),
         )
 
+    def _find_lr(self) -> None:
+        """``--lr auto``: the LR range test on the new head layer picks the peak LR."""
+        from exporter.lr_finder import MAX_IMAGES, find_lr, plot_lr_find
+
+        t = time.perf_counter()
+        if self._use_cache():
+            if self.train_cache is None:
+                self._build_caches()
+            n = min(MAX_IMAGES, len(self.train_cache.labels))
+            pick = np.sort(np.random.default_rng(self.cfg.seed).permutation(n)[:n])
+            feats, labels = self.train_cache.batch(pick)
+        else:
+            feats, labels = self._trunk_features(MAX_IMAGES)
+        cfg = self.cfg
+        self._emit("lr_find", epoch=self.epoch)
+        with self._autocast():
+            result = find_lr(
+                self.model.classifier,
+                feats.to(self.device),
+                labels.to(self.device),
+                avgpool=self.model.avgpool,
+                optimizer=cfg.optimizer,
+                weight_decay=cfg.weight_decay,
+                momentum=cfg.momentum,
+                batch_size=cfg.batch_size,
+                seed=cfg.seed,
+            )
+        self.peak_lr = result.chosen_lr
+        for g in self.optimizer.param_groups:
+            g["initial_lr"] = g["lr"] = result.chosen_lr
+        result.seconds = round(time.perf_counter() - t, 3)  # features included
+        self.lr_finder = result.to_dict()
+        plot_lr_find(result, self.run_dir / LR_FIND_PNG)
+
+    def _trunk_features(self, limit: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Trunk outputs of up to ``limit`` training images (eval transform), when uncached."""
+        import torch
+        from torch.utils.data import DataLoader
+
+        from exporter.data import limit_split
+
+        ds = self.bundle.train
+        saved_tf = ds.transform
+        ds.transform = self.bundle.preprocessing.eval_transform()
+        try:
+            subset = limit_split(ds, limit, seed=self.cfg.seed, split="train")
+            feats, labels = [], []
+            loader = DataLoader(subset, batch_size=self.cfg.batch_size, num_workers=self.workers)
+            self.model.eval()
+            with torch.no_grad(), self._autocast():
+                for x, y in loader:
+                    x = x.to(self.device)
+                    if self.channels_last:
+                        x = x.contiguous(memory_format=torch.channels_last)
+                    feats.append(self.model.features(x).float())
+                    labels.append(y.to(self.device))
+                    self._check_stop()
+            self.model.train()
+        finally:
+            ds.transform = saved_tf
+        return torch.cat(feats), torch.cat(labels)
+
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         import torch
 
@@ -378,7 +453,7 @@ class Trainer:
         import torch
 
         cfg, epoch = self.cfg, self.epoch
-        if cfg.unfreeze_at is not None and epoch >= cfg.unfreeze_at and not self.unfrozen:
+        if self.unfreeze_at is not None and epoch >= self.unfreeze_at and not self.unfrozen:
             self.unfreeze()
         phase = 2 if self.unfrozen else 1
         t_epoch = time.perf_counter()
@@ -392,7 +467,7 @@ class Trainer:
         self.model.train()
         t_steps = time.perf_counter()
         for x, y in self._batches(epoch, cached):
-            factor = _lr(self.global_step, self.total_steps, self.warmup_steps)
+            factor = phase_lr_factor(self.global_step, self.phases)
             for g in self.optimizer.param_groups:
                 g["lr"] = g["initial_lr"] * factor
             x = x.to(self.device, non_blocking=True)
@@ -564,6 +639,16 @@ class Trainer:
             "feature_cache": self.cache_info,
             "amp_dtype": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else None,
             "steps_per_epoch": self.steps_per_epoch,
+            "recipe": {
+                "name": self.cfg.recipe,
+                "unfreeze_at": self.unfreeze_at,
+                "phases": [p.to_dict() for p in self.phases],
+                "peak_lr": self.peak_lr,
+                "lr_source": "lr_finder" if self.cfg.lr == LR_AUTO else "--lr",
+                "augment": self.augment,
+                "augment_reason": self.augment_reason,
+            },
+            "lr_finder": self.lr_finder,
         }
         if total_seconds is not None:
             record["total_seconds"] = round(total_seconds, 3)
@@ -571,10 +656,6 @@ class Trainer:
         if self.history:
             plot_curves(self.history, self.run_dir / CURVES_PNG)
         return record
-
-
-def _lr(step: int, total: int, warmup: int) -> float:
-    return lr_factor(step, total_steps=total, warmup_steps=warmup)
 
 
 def _check_finite(loss: float, epoch: int, step: int, opt: Any, run_dir: Path) -> None:

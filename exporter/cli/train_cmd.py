@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from exporter.cli.app import app, cli_errors, console, err_console, is_interactive
-from exporter.config import DataConfig, TrainConfig
+from exporter.config import AUGMENT_MIN_SIZE, LR_AUTO, DataConfig, TrainConfig
 
 _D, _T = DataConfig(), TrainConfig()
 
@@ -20,6 +20,17 @@ class DataSource(str, Enum):
     synthetic = "synthetic"
     cifar10 = "cifar10"
     imagefolder = "imagefolder"
+
+
+class RecipeName(str, Enum):
+    head = "head"
+    finetune = "finetune"
+
+
+class AugmentMode(str, Enum):
+    auto = "auto"
+    on = "on"
+    off = "off"
 
 
 class OptimizerName(str, Enum):
@@ -59,13 +70,36 @@ def train_command(
     weights: Annotated[
         str, typer.Option("--weights", help="imagenet, a local VGG16 .pth/.safetensors, or none.")
     ] = _T.weights,
+    recipe: Annotated[
+        RecipeName,
+        typer.Option(
+            "--recipe",
+            help="head: train the classifier on the frozen trunk (the seed recipe). finetune: "
+            "head epochs, then the top --unfreeze-from conv blocks too at lr × "
+            "--backbone-lr-mult, with a fresh warm-up.",
+        ),
+    ] = RecipeName(_T.recipe),
+    freeze_epochs: Annotated[
+        int | None,
+        typer.Option(
+            "--freeze-epochs",
+            help="finetune: head-only epochs before unfreezing [default: 40% of --epochs].",
+        ),
+    ] = _T.freeze_epochs,
     epochs: Annotated[
         int | None, typer.Option("--epochs", help=f"Epochs to train [default: {_T.epochs}].")
     ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per step.")] = (
         _T.batch_size
     ),
-    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate of the head.")] = _T.lr,
+    lr: Annotated[
+        str,
+        typer.Option(
+            "--lr",
+            help="Peak learning rate of the head, or 'auto': an LR range test on the head picks "
+            "it (curve in lr_find.png).",
+        ),
+    ] = str(_T.lr),
     optimizer: Annotated[
         OptimizerName, typer.Option("--optimizer", help="sgd (momentum 0.9) or adamw.")
     ] = OptimizerName(_T.optimizer),
@@ -76,7 +110,12 @@ def train_command(
         float, typer.Option("--label-smoothing", help="Label smoothing of the loss.")
     ] = _T.label_smoothing,
     warmup_epochs: Annotated[
-        float, typer.Option("--warmup-epochs", help="Linear LR warmup before the cosine decay.")
+        float | None,
+        typer.Option(
+            "--warmup-epochs",
+            help="Linear LR warm-up before the cosine decay, in epochs [default: 10% of each "
+            "phase's steps].",
+        ),
     ] = _T.warmup_epochs,
     grad_clip: Annotated[
         float | None, typer.Option("--grad-clip", help="Clip the gradient norm to this value.")
@@ -94,9 +133,17 @@ def train_command(
     backbone_lr_mult: Annotated[
         float, typer.Option("--backbone-lr-mult", help="LR multiplier of the unfrozen trunk.")
     ] = _T.backbone_lr_mult,
+    augment: Annotated[
+        AugmentMode,
+        typer.Option(
+            "--augment",
+            help=f"Random crop + flip of training images. auto: off below {AUGMENT_MIN_SIZE} px "
+            "(it hurt short runs on small images), on from there.",
+        ),
+    ] = AugmentMode(_D.augment),
     no_augment: Annotated[
-        bool, typer.Option("--no-augment", help="No random crop/flip (enables the cache).")
-    ] = not _D.augment,
+        bool, typer.Option("--no-augment", help="Same as --augment off (enables the cache).")
+    ] = False,
     cache_features: Annotated[
         CacheMode,
         typer.Option(
@@ -183,7 +230,7 @@ def train_command(
                     train_size=train_size,
                     val_size=val_size,
                     image_size=image_size,
-                    augment=not no_augment,
+                    augment="off" if no_augment else augment.value,
                     strict=strict,
                     limit_train=limit_train,
                     limit_val=limit_val,
@@ -191,7 +238,9 @@ def train_command(
                 weights=weights,
                 epochs=epochs if epochs is not None else _T.epochs,
                 batch_size=batch_size,
-                lr=lr,
+                lr=_parse_lr(lr),
+                recipe=recipe.value,
+                freeze_epochs=freeze_epochs,
                 optimizer=optimizer.value,
                 weight_decay=weight_decay,
                 label_smoothing=label_smoothing,
@@ -223,12 +272,31 @@ def train_command(
                 for w in caught:  # skipped images: one line each, on stderr
                     err_console.print(f"warning: {w.message}", markup=False, soft_wrap=True)
         console.print(summary_table(result.record))
+        finder = result.record.get("lr_finder")
+        if finder:
+            console.print(
+                f"--lr auto: the range test chose {finder['chosen_lr']:.2e} "
+                f"({finder['seconds']:.1f} s; curve in lr_find.png)",
+                markup=False,
+            )
         best = result.record["best"]
         console.print(
             f"best epoch {best['epoch']}: val accuracy {_fmt(best['val_accuracy'])}; "
             f"run folder {result.run_dir}",
             markup=False,
         )
+
+
+def _parse_lr(text: str) -> float | str:
+    """``--lr``: a positive number or ``auto`` (a bad value is exit 2, naming the option)."""
+    if text.strip().lower() == LR_AUTO:
+        return LR_AUTO
+    try:
+        return float(text)
+    except ValueError:
+        from exporter.errors import UsageError
+
+        raise UsageError(f"--lr must be a positive number or 'auto', got {text!r}") from None
 
 
 class _Progress:
@@ -265,6 +333,10 @@ class _Progress:
                 + (" (feature cache)" if m.get("feature_cache") else ""),
                 markup=False,
             )
+            return
+        if ev.kind == "lr_find":
+            if self.enabled:
+                self._start_bar("LR range test", None)
             return
         if not self.enabled or ev.kind not in ("step", "cache"):
             return
