@@ -36,7 +36,7 @@ make_run() {
   log "train ${size}px -> $dir"
   "$PY" - "$size" "$dir" <<'PYEOF'
 import sys
-from exporter.config import DataConfig, TrainConfig
+from exporter.core.config import DataConfig, TrainConfig
 from exporter.train import fit
 size, out = int(sys.argv[1]), sys.argv[2]
 fit(TrainConfig(data=DataConfig(source="synthetic", train_size=16, val_size=16,
@@ -60,9 +60,9 @@ CMD="benchmarks/cpu_suite.sh  (ITERS=$ITERS WARMUP=$WARMUP THREADS=$THREADS)"
 "$PY" - "$OUT" "$CMD" "$RESULTS" <<'PYEOF'
 import sys
 from pathlib import Path
-from exporter.bench import suite_markdown
-from exporter.fsio import write_text
-from exporter.report import append_to_section
+from exporter.bench.bench import suite_markdown
+from exporter.core.fsio import write_text
+from exporter.core.report import append_to_section
 out, cmd, results = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 block = suite_markdown([out / "cpu-32px" / "bench.json", out / "cpu-224px" / "bench.json"],
                        title="CPU suite", command=cmd)

@@ -32,8 +32,8 @@ def make_run(run: Path, *, image_size: int, seed: int = 0) -> Path:
     import torch
     from safetensors.torch import save_file
 
-    from exporter.model import build_vgg16
-    from exporter.preprocess import Preprocessing
+    from exporter.core.preprocess import Preprocessing
+    from exporter.model.vgg import build_vgg16
 
     torch.manual_seed(seed)
     model = build_vgg16(num_classes=10, weights="none").eval()
@@ -52,10 +52,10 @@ def make_run(run: Path, *, image_size: int, seed: int = 0) -> Path:
 
 
 def main() -> None:
-    from exporter.config import ExportConfig
-    from exporter.envinfo import environment
-    from exporter.export import export_run
-    from exporter.fsio import write_json
+    from exporter.core.config import ExportConfig
+    from exporter.core.envinfo import environment
+    from exporter.core.fsio import write_json
+    from exporter.export.export import export_run
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)

@@ -80,7 +80,7 @@ make_run() {  # train (synthetic, random init, 1 tiny epoch: weights do not chan
   local size=$1 dir=$2
   "$PY" - "$size" "$dir" <<'PYEOF' || return $?
 import sys
-from exporter.config import DataConfig, TrainConfig
+from exporter.core.config import DataConfig, TrainConfig
 from exporter.train import fit
 size, out = int(sys.argv[1]), sys.argv[2]
 fit(TrainConfig(data=DataConfig(source="synthetic", train_size=16, val_size=16,
@@ -132,9 +132,9 @@ fi
 "$PY" - "$RES" "$HAS_CUDA" <<'PYEOF'
 import csv, sys
 from pathlib import Path
-from exporter.bench import suite_markdown, suite_rows
-from exporter.fsio import write_text
-from exporter.report import rows_to_csv
+from exporter.bench.bench import suite_markdown, suite_rows
+from exporter.core.fsio import write_text
+from exporter.core.report import rows_to_csv
 res, has_cuda = Path(sys.argv[1]), sys.argv[2] == "1"
 reports = sorted(res.glob("*/bench.json"))
 steps = list(csv.DictReader((res / "steps.tsv").open(), delimiter="\t"))

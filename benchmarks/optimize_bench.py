@@ -59,7 +59,7 @@ def train_224(run_dir: Path) -> None:
     decisions and the gate (rightly) rejects it; a head trained on the synthetic classes makes
     the decisions a deployed model makes. The frozen trunk runs once (feature cache).
     """
-    from exporter.config import DataConfig, TrainConfig
+    from exporter.core.config import DataConfig, TrainConfig
     from exporter.demo import (
         DEMO_LABEL_SMOOTHING,
         DEMO_LR,
@@ -93,8 +93,9 @@ def train_head(run_dir: Path, *, n_train: int, steps: int) -> None:
     import torch
     from safetensors.torch import save_file
 
-    from exporter.data import load_eval_images
-    from exporter.runfolder import load_reference_model, open_run
+    from exporter.core.runfolder import open_run
+    from exporter.data.datasets import load_eval_images
+    from exporter.model.vgg import load_reference_model
 
     info = open_run(run_dir)
     model = load_reference_model(info)
@@ -114,8 +115,8 @@ WEIGHTS = "model.safetensors"
 
 
 def optimize(run: Path, variants: tuple[str, ...], *, eval_samples: int) -> dict:
-    from exporter.config import OptimizeConfig
-    from exporter.optimize import optimize_run
+    from exporter.core.config import OptimizeConfig
+    from exporter.optimize.optimize import optimize_run
 
     cfg = OptimizeConfig(variants=variants, calib_samples=32, eval_samples=eval_samples, force=True)
     t0 = time.perf_counter()
@@ -128,7 +129,8 @@ def sessions(run: Path, names: list[str]) -> dict:
     import onnxruntime as ort
     import torch
 
-    from exporter.runfolder import load_reference_model, open_run
+    from exporter.core.runfolder import open_run
+    from exporter.model.vgg import load_reference_model
 
     torch.set_num_threads(THREADS)
     model = load_reference_model(open_run(run))
@@ -186,7 +188,7 @@ def main() -> None:
         plot(json.loads(args.plot_only.read_text()), ROOT / "benchmarks" / "pareto.png")
         return
     args.out.mkdir(parents=True, exist_ok=True)
-    from exporter.envinfo import environment
+    from exporter.core.envinfo import environment
 
     run32, run224 = make_runs(args.out, steps=args.steps)
     report_path = args.out / "optimize_bench.json"

@@ -22,9 +22,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from exporter.config import DataConfig, TrainConfig, to_dict
-from exporter.envinfo import environment
-from exporter.fsio import write_json
+from exporter.core.config import DataConfig, TrainConfig, to_dict
+from exporter.core.envinfo import environment
+from exporter.core.fsio import write_json
 from exporter.train import fit
 
 

@@ -77,7 +77,7 @@ def plain_loop(task_dir: Path, trunk: Path | None, *, seed: int, epochs: int = H
     from torchvision.datasets import ImageFolder
     from torchvision.models import vgg16
 
-    from exporter.preprocess import Preprocessing
+    from exporter.core.preprocess import Preprocessing
 
     torch.manual_seed(seed)
     tf = Preprocessing(image_size=IMAGE_SIZE).eval_transform()

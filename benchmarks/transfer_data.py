@@ -112,7 +112,7 @@ def _tensors(images: np.ndarray):
     import torch
     from PIL import Image
 
-    from exporter.preprocess import Preprocessing
+    from exporter.core.preprocess import Preprocessing
 
     tf = Preprocessing(image_size=IMAGE_SIZE).eval_transform()
     return torch.stack([tf(Image.fromarray(im)) for im in images])

@@ -14,11 +14,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from exporter.config import DEFAULT_ARTIFACTS_DIR, DemoConfig, to_dict
+from exporter.core.config import DEFAULT_ARTIFACTS_DIR, DemoConfig, to_dict
 
 if TYPE_CHECKING:
-    from exporter.bench import BenchReport
-    from exporter.parity import ParityReport
+    from exporter.bench.result import BenchReport
+    from exporter.verify.verify import ParityReport
 
 DEMO_JSON = "demo.json"
 DEMO_SCHEMA_VERSION = 1
@@ -115,12 +115,18 @@ def run_demo(cfg: DemoConfig, *, progress: DemoProgress | None = None) -> DemoRe
             ``out_dir`` already holds a run.
         EnvironmentUnavailable: a runtime named in ``cfg.runtimes`` cannot run here (exit 3).
     """
-    from exporter.bench import bench_run
-    from exporter.config import BenchConfig, DataConfig, ExportConfig, TrainConfig, VerifyConfig
-    from exporter.export import export_run
-    from exporter.fsio import write_json
-    from exporter.parity import verify_run, write_reports
+    from exporter.bench.bench import bench_run
+    from exporter.core.config import (
+        BenchConfig,
+        DataConfig,
+        ExportConfig,
+        TrainConfig,
+        VerifyConfig,
+    )
+    from exporter.core.fsio import write_json
+    from exporter.export.export import export_run
     from exporter.train import fit
+    from exporter.verify.verify import verify_run, write_reports
 
     say = progress or (lambda *_: None)
     run_dir = Path(cfg.out_dir) if cfg.out_dir else default_demo_dir()
@@ -220,14 +226,14 @@ def _train_progress(say: DemoProgress, event: Any) -> None:
 
 
 def _artifact_names(run_dir: Path) -> list[str]:
-    from exporter.manifest import load_manifest
+    from exporter.core.manifest import load_manifest
 
     return sorted(load_manifest(run_dir).artifacts)
 
 
 def raise_if_failed(result: DemoResult) -> None:
     """Raise :class:`GateFailed` (exit 1) when an artifact failed verification."""
-    from exporter.errors import GateFailed
+    from exporter.core.errors import GateFailed
 
     if result.passed:
         return

@@ -2,7 +2,7 @@
 
 ``make_run_folder`` writes what ``tlx train`` writes — ``model.safetensors`` and a valid
 ``train.json`` — from a randomly initialised VGG16, in about a second. Tests that need a
-*trained* run call ``exporter.train`` themselves.
+*trained* run call ``exporter.train.fit`` themselves.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ def make_run_folder(
     import torch
     from safetensors.torch import save_file
 
-    from exporter.model import build_vgg16
-    from exporter.preprocess import Preprocessing
+    from exporter.core.preprocess import Preprocessing
+    from exporter.model.vgg import build_vgg16
 
     torch.manual_seed(seed)
     model = build_vgg16(num_classes=num_classes, weights="none").eval()

@@ -22,7 +22,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from exporter.cli import app
-from exporter.fsio import sha256_file
+from exporter.core.fsio import sha256_file
 from tests.conftest import make_run_folder
 
 RUN = "{run}"  # placeholder replaced by the case's run folder
@@ -68,7 +68,7 @@ def _wrong_shape_weights(run: Path, tmp: Path) -> None:
     # A checkpoint for 7 classes in a run whose train.json says 10.
     from safetensors.torch import save_file
 
-    from exporter.model import build_vgg16
+    from exporter.model.vgg import build_vgg16
 
     state = build_vgg16(num_classes=7, weights="none").state_dict()
     (run / "model.safetensors").unlink()

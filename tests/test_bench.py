@@ -17,22 +17,21 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from exporter.bench import (
+from exporter.bench.bench import bench_run, is_oom, make_inputs
+from exporter.bench.report import (
     BENCH_CSV,
     BENCH_JSON,
     BENCH_MD,
     BENCH_PNG,
-    BenchReport,
-    bench_run,
     compare_reports,
-    is_oom,
-    latency_stats,
     load_baseline,
-    make_inputs,
+    suite_markdown,
+    suite_rows,
 )
+from exporter.bench.result import BenchReport, latency_stats
 from exporter.cli import app
-from exporter.config import BenchConfig
-from exporter.errors import (
+from exporter.core.config import BenchConfig
+from exporter.core.errors import (
     EXIT_ENV,
     EXIT_GATE,
     EXIT_USAGE,
@@ -406,7 +405,7 @@ def test_bench_names_no_runtime() -> None:
     # Adding a runtime must need no change in bench.py: it names none of the registry's.
     import inspect
 
-    import exporter.bench as bench
+    import exporter.bench.bench as bench
 
     source = inspect.getsource(bench)
     for name in load_all():
@@ -414,8 +413,6 @@ def test_bench_names_no_runtime() -> None:
 
 
 def test_suite_markdown_combines_reports(eager_report: BenchReport) -> None:
-    from exporter.bench import suite_markdown, suite_rows
-
     path = Path(eager_report.files[BENCH_JSON])
     rows = suite_rows([path, path])
     assert len(rows) == 8 and {r["label"] for r in rows} == {path.parent.name}

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from exporter.config import DataConfig
-from exporter.data import SkippedImageWarning, build_datasets, load_eval_images
-from exporter.errors import EnvironmentUnavailable, InputFileError, UsageError
-from exporter.runfolder import open_run
-from exporter.synthetic import NUM_CLASSES, make_synthetic
+from exporter.core.config import DataConfig
+from exporter.core.errors import EnvironmentUnavailable, InputFileError, UsageError
+from exporter.core.runfolder import open_run
+from exporter.data.datasets import SkippedImageWarning, build_datasets, load_eval_images
+from exporter.data.synthetic import NUM_CLASSES, make_synthetic
 
 
 def test_synthetic_is_deterministic_and_balanced() -> None:
@@ -50,9 +50,9 @@ def test_synthetic_is_learnable_by_the_vgg_head_on_a_random_trunk() -> None:
 
     import torch
 
+    from exporter.core.preprocess import Preprocessing
     from exporter.demo import DEMO_LABEL_SMOOTHING, DEMO_LR
-    from exporter.model import build_vgg16
-    from exporter.preprocess import Preprocessing
+    from exporter.model.vgg import build_vgg16
     from exporter.train import lr_factor
 
     torch.manual_seed(0)

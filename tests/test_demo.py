@@ -9,9 +9,9 @@ import pytest
 from typer.testing import CliRunner
 
 from exporter.cli import app
-from exporter.config import DemoConfig
+from exporter.core.config import DemoConfig
+from exporter.core.errors import EXIT_USAGE, GateFailed
 from exporter.demo import DEMO_JSON, DemoResult, raise_if_failed, run_demo
-from exporter.errors import EXIT_USAGE, GateFailed
 
 
 @pytest.fixture(scope="module")

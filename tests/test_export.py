@@ -14,12 +14,12 @@ import pytest
 from conftest import make_run_folder
 from typer.testing import CliRunner
 
-from exporter.config import ExportConfig
-from exporter.errors import GateFailed, InputFileError, UsageError
-from exporter.export import export_run, parse_formats, resolve_opset
-from exporter.fsio import TMP_PREFIX, sha256_file
-from exporter.manifest import check_artifact, load_manifest
-from exporter.metadata import METADATA_FILE, from_onnx_props
+from exporter.core.config import ExportConfig
+from exporter.core.errors import GateFailed, InputFileError, UsageError
+from exporter.core.fsio import TMP_PREFIX, sha256_file
+from exporter.core.manifest import check_artifact, load_manifest
+from exporter.core.metadata import METADATA_FILE, from_onnx_props
+from exporter.export.export import export_run, parse_formats, resolve_opset
 
 runner = CliRunner()
 
@@ -39,7 +39,8 @@ def exported(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="module")
 def eager(exported):
-    from exporter.runfolder import load_reference_model, open_run
+    from exporter.core.runfolder import open_run
+    from exporter.model.vgg import load_reference_model
 
     return load_reference_model(open_run(exported[0]))
 
@@ -118,7 +119,7 @@ def test_pt2_roundtrip_matches_eager(exported, eager, batch: int) -> None:
 def _embedded_metadata(run: Path) -> dict[str, dict]:
     import onnx
 
-    from exporter.inspect import read_archive_metadata
+    from exporter.export.inspection import read_archive_metadata
 
     model = onnx.load(str(run / "model.onnx"), load_external_data=False)
     return {
@@ -129,7 +130,7 @@ def _embedded_metadata(run: Path) -> dict[str, dict]:
 
 
 def test_metadata_embedded_equals_the_run(exported) -> None:
-    from exporter.runfolder import open_run
+    from exporter.core.runfolder import open_run
 
     run, _ = exported
     info = open_run(run)
@@ -241,7 +242,7 @@ def test_tampered_artifact_is_detected_by_inspect(exported) -> None:
 
 
 def test_stale_manifest_entries_are_dropped(run_folder: Path) -> None:
-    from exporter.manifest import ArtifactEntry, FileRecord, Manifest, save_manifest
+    from exporter.core.manifest import ArtifactEntry, FileRecord, Manifest, save_manifest
 
     (run_folder / "old.onnx").write_bytes(b"x")
     save_manifest(
@@ -264,7 +265,7 @@ def test_stale_manifest_entries_are_dropped(run_folder: Path) -> None:
 
 
 def test_failed_check_leaves_no_file(run_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import exporter.export_torch as et
+    import exporter.export.torch_export as et
 
     def fail(name, **_kw):
         raise GateFailed(f"{name}: simulated parity failure")
@@ -287,7 +288,7 @@ def test_legacy_exporter_failure_at_32px_is_a_clear_error(run_folder: Path) -> N
 def test_wrong_weight_shapes_are_exit_2(run_folder: Path) -> None:
     from safetensors.torch import save_file
 
-    from exporter.model import build_vgg16
+    from exporter.model.vgg import build_vgg16
 
     model = build_vgg16(num_classes=5, weights="none")  # train.json says 10 classes
     save_file(

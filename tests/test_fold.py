@@ -8,9 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from exporter.errors import UsageError
-from exporter.fold import fold_vgg16, plan_fold, pooling_matrix, trunk_output_hw
-from exporter.model import build_vgg16
+from exporter.core.errors import UsageError
+from exporter.model.vgg import build_vgg16
+from exporter.optimize.fold import fold_vgg16, plan_fold, pooling_matrix, trunk_output_hw
 
 
 @pytest.fixture(scope="module")

@@ -9,15 +9,16 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from exporter.errors import EnvironmentUnavailable, InputFileError, UsageError
-from exporter.fsio import TMP_PREFIX, atomic_path, write_json
-from exporter.model import (
+from exporter.core.errors import EnvironmentUnavailable, InputFileError, UsageError
+from exporter.core.fsio import TMP_PREFIX, atomic_path, write_json
+from exporter.core.runfolder import open_run
+from exporter.model.vgg import (
     build_vgg16,
     count_parameters,
+    load_reference_model,
     parse_unfreeze_from,
     unfreeze_from,
 )
-from exporter.runfolder import load_reference_model, open_run
 
 
 @pytest.fixture(scope="module")

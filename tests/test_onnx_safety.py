@@ -1,4 +1,4 @@
-"""exporter.onnx_safety: untrusted .onnx files and their external-data locations."""
+"""exporter.core.onnx_safety: untrusted .onnx files and their external-data locations."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from exporter.errors import InputFileError
-from exporter.onnx_safety import check_onnx_file, external_locations, load_onnx_graph
+from exporter.core.errors import InputFileError
+from exporter.core.onnx_safety import check_onnx_file, external_locations, load_onnx_graph
 
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402

@@ -17,11 +17,11 @@ import torch
 from typer.testing import CliRunner
 
 from exporter.cli import app
-from exporter.config import OptimizeConfig
-from exporter.errors import InputFileError, UsageError
-from exporter.fsio import sha256_file
-from exporter.manifest import load_manifest
-from exporter.optimize import REJECTED_DIR, onnx_cpu_logits, optimize_run
+from exporter.core.config import OptimizeConfig
+from exporter.core.errors import InputFileError, UsageError
+from exporter.core.fsio import sha256_file
+from exporter.core.manifest import load_manifest
+from exporter.optimize.optimize import REJECTED_DIR, onnx_cpu_logits, optimize_run
 from tests.conftest import make_run_folder
 
 TRAIN, VAL = 200, 200
@@ -31,8 +31,9 @@ def train_head(run_dir: Path, *, steps: int = 100) -> float:
     """Train ``classifier[6]`` on the run's synthetic training split; return val accuracy."""
     from safetensors.torch import save_file
 
-    from exporter.data import load_eval_images
-    from exporter.runfolder import load_reference_model, open_run
+    from exporter.core.runfolder import open_run
+    from exporter.data.datasets import load_eval_images
+    from exporter.model.vgg import load_reference_model
 
     info = open_run(run_dir)
     model = load_reference_model(info)
@@ -122,7 +123,8 @@ def test_manifest_entries_for_each_variant(optimized: tuple[Path, object]) -> No
 
 
 def test_folded_onnx_matches_eager_and_carries_metadata(optimized: tuple[Path, object]) -> None:
-    from exporter.runfolder import load_reference_model, open_run
+    from exporter.core.runfolder import open_run
+    from exporter.model.vgg import load_reference_model
 
     run, _ = optimized
     model = load_reference_model(open_run(run))
@@ -146,7 +148,7 @@ def test_existing_variants_need_force(optimized: tuple[Path, object]) -> None:
 def test_broken_calibration_is_caught_by_the_gate(
     optimized: tuple[Path, object], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    import exporter.optimize as opt
+    import exporter.optimize.optimize as opt
 
     src, _ = optimized
     run = tmp_path / "run"
@@ -188,7 +190,7 @@ def test_fold_is_skipped_where_it_gains_nothing(tmp_path: Path) -> None:
 
 
 def test_manifest_from_other_weights_is_refused(tmp_path: Path) -> None:
-    from exporter.manifest import FileRecord, Manifest, save_manifest
+    from exporter.core.manifest import FileRecord, Manifest, save_manifest
 
     run = make_run_folder(tmp_path / "run")
     save_manifest(run, Manifest(source=FileRecord("model.safetensors", "0" * 64, 1), metadata={}))

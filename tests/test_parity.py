@@ -10,10 +10,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_runtimes import copy_run, export_artifacts, exported_run, rehash
 
-from exporter.config import VerifyConfig
-from exporter.errors import IntegrityError, UsageError
-from exporter.parity import verify_run, write_reports
-from exporter.tolerance import PROFILES, compare_logits, profile_for
+from exporter.core.config import VerifyConfig
+from exporter.core.errors import IntegrityError, UsageError
+from exporter.verify.tolerance import PROFILES, compare_logits, profile_for
+from exporter.verify.verify import verify_run, write_reports
 
 
 @pytest.fixture(scope="module")
@@ -167,9 +167,10 @@ def test_runtime_error_is_recorded_and_others_continue(
 
 @pytest.fixture(scope="module")
 def loaded(run_dir: Path):
-    from exporter.runfolder import load_reference_model, open_run
+    from exporter.core.runfolder import open_run
+    from exporter.model.vgg import load_reference_model
     from exporter.runtimes import REGISTRY
-    from exporter.runtimes.select import artifacts_of_run
+    from exporter.runtimes.selection import artifacts_of_run
 
     arts = {a.format: a for a in artifacts_of_run(run_dir)}
     runtimes = {
@@ -208,8 +209,8 @@ def test_property_runtimes_agree_over_inputs(loaded, batch: int, scale: float, s
 
 @pytest.mark.slow
 def test_fp16_onnx_passes_under_fp16_profile_but_not_fp32(run_dir: Path, tmp_path: Path) -> None:
-    from exporter.config import ExportConfig
-    from exporter.export import export_run
+    from exporter.core.config import ExportConfig
+    from exporter.export.export import export_run
 
     run = copy_run(run_dir, tmp_path / "run", ())
     export_run(run, ExportConfig(formats=("onnx",), precision="fp16"))
@@ -223,9 +224,10 @@ def test_fp16_onnx_passes_under_fp16_profile_but_not_fp32(run_dir: Path, tmp_pat
 def test_perturbed_pt2_localizes_through_unflatten(run_dir: Path, tmp_path: Path) -> None:
     import torch
 
-    from exporter.localize import localize_divergence
-    from exporter.runfolder import load_reference_model, open_run
-    from exporter.runtimes.select import artifacts_of_run
+    from exporter.core.runfolder import open_run
+    from exporter.model.vgg import load_reference_model
+    from exporter.runtimes.selection import artifacts_of_run
+    from exporter.verify.localize import localize_divergence
 
     run = copy_run(run_dir, tmp_path / "run", ("model.pt2",))
     model = load_reference_model(open_run(run))

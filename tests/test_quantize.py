@@ -14,9 +14,9 @@ import pytest
 import torch
 from torch import nn
 
-from exporter.errors import InputFileError, UsageError
-from exporter.optimize import export_onnx, onnx_cpu_logits
-from exporter.quantize import (
+from exporter.core.errors import InputFileError, UsageError
+from exporter.optimize.optimize import export_onnx, onnx_cpu_logits
+from exporter.optimize.quantize import (
     gate_logits,
     prepare_for_quantization,
     quantize_dynamic_int8,

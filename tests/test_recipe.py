@@ -6,9 +6,10 @@ import math
 
 import pytest
 
-from exporter.config import DataConfig, TrainConfig
-from exporter.lr_finder import find_lr, valley
-from exporter.recipe import phase_lr_factor, plan_phases, resolve_augment, unfreeze_epoch
+from exporter.core.config import DataConfig, TrainConfig
+from exporter.data.augment import resolve_augment
+from exporter.train.lr_finder import find_lr, valley
+from exporter.train.recipe import phase_lr_factor, plan_phases, unfreeze_epoch
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.report import (
+from exporter.core.report import (
     format_cell,
     markdown_table,
     new_figure,
@@ -77,7 +77,7 @@ def test_png_written_and_decodable(tmp_path: Path) -> None:
 
 
 def test_append_to_section_keeps_other_sections(tmp_path: Path) -> None:
-    from exporter.report import append_to_section
+    from exporter.core.report import append_to_section
 
     md = tmp_path / "RESULTS.md"
     md.write_text("# Results\n\n## other\n\nkeep me\n\n## mine\n\nold run\n\n## last\n\nx\n")

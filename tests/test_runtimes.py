@@ -1,7 +1,7 @@
 """Runtimes (parametrized over the registry) and artifact selection.
 
 ``export_artifacts`` makes ONNX / TorchScript / .pt2 files plus a manifest for a run folder
-through ``exporter.export.export_run``, the same call ``tlx export`` makes.
+through ``exporter.export.export.export_run``, the same call ``tlx export`` makes.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from exporter.errors import IntegrityError, RuntimeUnavailable, UsageError
+from exporter.core.errors import IntegrityError, RuntimeUnavailable, UsageError
 from exporter.runtimes import REGISTRY, load_all
-from exporter.runtimes.select import artifacts_of_run, plan
+from exporter.runtimes.selection import artifacts_of_run, plan
 
 CPU_RUNTIMES = ("eager", "torchscript", "pt2", "compile", "ort-cpu")
 FORMAT_FILES = {"onnx": "model.onnx", "torchscript": "model.ts", "pt2": "model.pt2"}
@@ -28,8 +28,8 @@ def export_artifacts(run_dir: Path) -> Path:
     Uses the real ``tlx export`` library call, so these tests also check that verify reads
     what export writes.
     """
-    from exporter.config import ExportConfig
-    from exporter.export import export_run
+    from exporter.core.config import ExportConfig
+    from exporter.export.export import export_run
 
     export_run(run_dir, ExportConfig(formats=tuple(FORMAT_FILES)))
     return run_dir
@@ -37,7 +37,7 @@ def export_artifacts(run_dir: Path) -> Path:
 
 def rehash(run_dir: Path, name: str) -> None:
     """Re-hash one artifact in the manifest (so a deliberate edit passes the hash check)."""
-    from exporter.manifest import FileRecord, load_manifest, save_manifest
+    from exporter.core.manifest import FileRecord, load_manifest, save_manifest
 
     manifest = load_manifest(run_dir)
     manifest.artifacts[name].files = [FileRecord.of(run_dir, name)]
@@ -58,7 +58,7 @@ def copy_run(src: Path, dest: Path, names: tuple[str, ...]) -> Path:
     """A new run folder with train.json, the weights, ``names`` and a manifest listing them."""
     import shutil
 
-    from exporter.manifest import load_manifest, save_manifest
+    from exporter.core.manifest import load_manifest, save_manifest
 
     dest.mkdir(parents=True)
     for name in ("train.json", "model.safetensors", *names):
@@ -76,7 +76,8 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def reference(run_dir: Path):
-    from exporter.runfolder import load_reference_model, open_run
+    from exporter.core.runfolder import open_run
+    from exporter.model.vgg import load_reference_model
 
     return load_reference_model(open_run(run_dir))
 

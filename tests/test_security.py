@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from exporter.errors import InputFileError
-from exporter.fsio import TMP_PREFIX, clean_stale_temps
-from exporter.model import build_vgg16, read_state_dict
+from exporter.core.errors import InputFileError
+from exporter.core.fsio import TMP_PREFIX, clean_stale_temps
+from exporter.model.vgg import build_vgg16, read_state_dict
 
 
 class _Canary:
@@ -57,7 +57,7 @@ def test_truncated_safetensors_is_refused(tmp_path: Path) -> None:
 
 _WRITER = """
 import sys
-from exporter.fsio import write_bytes
+from exporter.core.fsio import write_bytes
 dest = sys.argv[1]
 blobs = [bytes([65]) * 3_000_000, bytes([66]) * 2_000_000]
 i = 0
@@ -94,8 +94,8 @@ def test_sigkill_during_atomic_writes_never_leaves_a_partial_file(tmp_path: Path
     ("version", "ok"), [("2.9.1", False), ("2.10.0", True), ("2.14.1+cu130", True)]
 )
 def test_old_torch_refuses_to_unpickle(version: str, ok: bool) -> None:
-    from exporter.errors import EnvironmentUnavailable
-    from exporter.model import _require_safe_torch_load
+    from exporter.core.errors import EnvironmentUnavailable
+    from exporter.model.vgg import _require_safe_torch_load
 
     if ok:
         _require_safe_torch_load(version)

@@ -13,13 +13,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from exporter.checkpoint import load_checkpoint
-from exporter.config import DataConfig, TrainConfig
-from exporter.errors import GateFailed, Interrupted, UsageError
-from exporter.model import build_vgg16
-from exporter.runfolder import open_run
+from exporter.core.config import DataConfig, TrainConfig
+from exporter.core.errors import GateFailed, Interrupted, UsageError
+from exporter.core.runfolder import open_run
+from exporter.model.vgg import build_vgg16
 from exporter.train import TrainEvent, TrainResult, fit, lr_factor, resume_config
-from exporter.train_loop import Trainer
+from exporter.train.checkpoint import load_checkpoint
+from exporter.train.loop import Trainer
 
 
 def tiny(out: Path, *, train_size: int = 16, **kw: object) -> TrainConfig:

@@ -15,8 +15,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from exporter.checkpoint import load_checkpoint
 from exporter.cli import app
+from exporter.train.checkpoint import load_checkpoint
 
 TINY = [
     "train",

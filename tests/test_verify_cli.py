@@ -11,7 +11,7 @@ from test_runtimes import copy_run, exported_run
 from typer.testing import CliRunner
 
 from exporter.cli import app
-from exporter.errors import EXIT_ENV, EXIT_GATE, EXIT_OK, EXIT_USAGE
+from exporter.core.errors import EXIT_ENV, EXIT_GATE, EXIT_OK, EXIT_USAGE
 
 
 @pytest.fixture(scope="module")

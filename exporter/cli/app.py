@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 
 from exporter import __version__
-from exporter.errors import EXIT_SIGINT, TlxError
+from exporter.core.errors import EXIT_SIGINT, TlxError
 
 EXIT_INTERNAL = 70  # a bug in tlx, not in the input (sysexits' EX_SOFTWARE)
 
@@ -81,11 +81,11 @@ def parse_batch_sizes(
 ) -> tuple[int, ...]:
     """``"1,8,32"`` → ``(1, 8, 32)``; anything else is a usage error naming the option.
 
-    Sizes above :data:`exporter.config.MAX_BATCH_SIZE` are refused up front: their input
+    Sizes above :data:`exporter.core.config.MAX_BATCH_SIZE` are refused up front: their input
     buffers alone would not fit in memory, and failing after minutes of loading helps nobody.
     """
-    from exporter.config import MAX_BATCH_SIZE
-    from exporter.errors import UsageError
+    from exporter.core.config import MAX_BATCH_SIZE
+    from exporter.core.errors import UsageError
 
     try:
         sizes = tuple(int(part) for part in text.split(",") if part.strip())

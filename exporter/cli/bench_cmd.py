@@ -17,10 +17,10 @@ from exporter.cli.app import (
     parse_batch_sizes,
     progress_bar,
 )
-from exporter.config import BenchConfig
+from exporter.core.config import BenchConfig
 
 if TYPE_CHECKING:
-    from exporter.bench import BenchReport
+    from exporter.bench.result import BenchReport
 
 _DEFAULTS = BenchConfig()
 
@@ -110,8 +110,9 @@ def bench_command(
 ) -> None:
     """Measure latency percentiles, throughput and cold start of every runtime, interleaved."""
     with cli_errors():
-        from exporter.bench import bench_run, raise_if_regressed
-        from exporter.runtimes.select import ALL, parse_runtimes
+        from exporter.bench.bench import bench_run
+        from exporter.bench.report import raise_if_regressed
+        from exporter.runtimes.selection import ALL, parse_runtimes
 
         names = parse_runtimes(runtimes)
         cfg = BenchConfig(

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from exporter.cli.app import app, cli_errors, console, progress_bar
-from exporter.config import DemoConfig
+from exporter.core.config import DemoConfig
 
 if TYPE_CHECKING:
     from exporter.demo import DemoResult

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from exporter.cli.app import app, cli_errors, console, err_console, step_spinner
-from exporter.config import EXPORT_FORMATS, ExportConfig
+from exporter.core.config import EXPORT_FORMATS, ExportConfig
 
 _DEFAULTS = ExportConfig()
 
@@ -88,7 +88,7 @@ def export_command(
     """Export a trained run to TorchScript, ONNX and .pt2; each file is checked against eager
     before it is written, and listed with its sha256 in RUN/manifest.json."""
     with cli_errors():
-        from exporter.export import export_run
+        from exporter.export.export import export_run
 
         cfg = ExportConfig(
             formats=tuple(f.value for f in (formats or [FormatChoice.all])),

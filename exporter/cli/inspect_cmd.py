@@ -39,11 +39,11 @@ def inspect_command(
     """Show the model (as the seed prints it) with parameter counts, or an artifact's metadata."""
     with cli_errors():
         if target is not None:
-            from exporter.inspect import inspect_target
+            from exporter.export.inspection import inspect_target
 
             inspect_target(target, console=console)
             return
-        from exporter.model import build_vgg16, count_parameters
+        from exporter.model.vgg import build_vgg16, count_parameters
 
         model = build_vgg16(num_classes=num_classes, weights=weights)
         if full:

@@ -16,11 +16,11 @@ from exporter.cli.app import (
     fail,
     step_spinner,
 )
-from exporter.config import DEFAULT_OPTIMIZE_VARIANTS, OPTIMIZE_VARIANTS, OptimizeConfig
-from exporter.errors import EXIT_GATE
+from exporter.core.config import DEFAULT_OPTIMIZE_VARIANTS, OPTIMIZE_VARIANTS, OptimizeConfig
+from exporter.core.errors import EXIT_GATE
 
 if TYPE_CHECKING:
-    from exporter.optimize import OptimizeResult
+    from exporter.optimize.optimize import OptimizeResult
 
 _DEFAULTS = OptimizeConfig()
 
@@ -70,7 +70,7 @@ def optimize_command(
     """Build faster ONNX variants of a run, gate each on held-out images against eager, and list
     the ones that pass in RUN/manifest.json (failures go to RUN/rejected/; exit code 1)."""
     with cli_errors():
-        from exporter.optimize import optimize_run
+        from exporter.optimize.optimize import optimize_run
 
         cfg = OptimizeConfig(
             variants=tuple(v.strip() for v in variants.split(",") if v.strip()),

@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from exporter.cli.app import app, cli_errors, console, err_console, is_interactive
-from exporter.config import AUGMENT_MIN_SIZE, LR_AUTO, DataConfig, TrainConfig
+from exporter.core.config import AUGMENT_MIN_SIZE, LR_AUTO, DataConfig, TrainConfig
 
 _D, _T = DataConfig(), TrainConfig()
 
@@ -294,7 +294,7 @@ def _parse_lr(text: str) -> float | str:
     try:
         return float(text)
     except ValueError:
-        from exporter.errors import UsageError
+        from exporter.core.errors import UsageError
 
         raise UsageError(f"--lr must be a positive number or 'auto', got {text!r}") from None
 

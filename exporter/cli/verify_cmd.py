@@ -17,18 +17,18 @@ from exporter.cli.app import (
     parse_batch_sizes,
     progress_bar,
 )
-from exporter.config import VerifyConfig
-from exporter.errors import EXIT_GATE
+from exporter.core.config import VerifyConfig
+from exporter.core.errors import EXIT_GATE
 
 if TYPE_CHECKING:
-    from exporter.parity import ParityReport
+    from exporter.verify.verify import ParityReport
 
 _DEFAULTS = VerifyConfig()
 
 
 def verify_table(report: ParityReport) -> Table:
     """One row per runtime × artifact."""
-    from exporter.parity import summary_rows
+    from exporter.verify.verify import summary_rows
 
     table = Table(title=f"tlx verify: {report.verdict.upper()}")
     cols = [
@@ -110,8 +110,8 @@ def verify_command(
     device is unavailable here (or fell back).
     """
     with cli_errors():
-        from exporter.parity import verify_run, write_reports
-        from exporter.runtimes.select import ALL, parse_runtimes
+        from exporter.runtimes.selection import ALL, parse_runtimes
+        from exporter.verify.verify import verify_run, write_reports
 
         names = parse_runtimes(runtimes)
         cfg = VerifyConfig(

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from exporter.errors import UsageError
+from exporter.core.errors import UsageError
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 
@@ -58,8 +58,8 @@ class Artifact:
             IntegrityError: no hashes are recorded, or a file is missing or changed.
             InputFileError: an ONNX file is corrupt or points outside the run folder.
         """
-        from exporter.errors import IntegrityError
-        from exporter.manifest import FileRecord, check_file
+        from exporter.core.errors import IntegrityError
+        from exporter.core.manifest import FileRecord, check_file
 
         if not self.files:
             raise IntegrityError(
@@ -71,7 +71,7 @@ class Artifact:
         if self.format == "onnx":
             # A hashed file can still be hostile (a manifest can be rewritten too): ONNX must
             # parse, and its external data must stay inside the run folder, before any load.
-            from exporter.onnx_safety import check_onnx_file
+            from exporter.core.onnx_safety import check_onnx_file
 
             check_onnx_file(self.path)
         return self.path
@@ -85,7 +85,7 @@ class Runtime(ABC):
     """One way of running a model. Same contract for parity and bench.
 
     ``__init__`` is cheap (no heavy import, no session); ``load`` does the heavy work and
-    raises :class:`~exporter.errors.RuntimeUnavailable` with the fix when it cannot run here.
+    raises :class:`~exporter.core.errors.RuntimeUnavailable` with the fix when it cannot run here.
     """
 
     name: ClassVar[str]

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from exporter.errors import RuntimeUnavailable
+from exporter.core.errors import RuntimeUnavailable
 from exporter.runtimes.base import Runtime, register
 from exporter.runtimes.eager import load_eager_model
 from exporter.runtimes.torch_common import (

@@ -6,6 +6,9 @@ from typing import Any
 
 import numpy as np
 
+from exporter.core.manifest import FileRecord
+from exporter.core.runfolder import open_run
+from exporter.model.vgg import load_reference_model
 from exporter.runtimes.base import Artifact, Runtime, register
 from exporter.runtimes.torch_common import (
     autocast_context,
@@ -18,10 +21,9 @@ from exporter.runtimes.torch_common import (
 
 def load_eager_model(artifact: Artifact, device: str) -> Any:
     """The trained model from ``model.safetensors`` after its hash check, on ``device``."""
-    from exporter.runfolder import load_reference_model, open_run
-
     info = open_run(artifact.run_dir)
-    model = load_reference_model(info, expected_sha256=artifact.sha256)
+    expected = FileRecord(*artifact.files[0]) if artifact.files else None
+    model = load_reference_model(info, expected=expected)
     return model.to(device).eval()
 
 

@@ -1,7 +1,7 @@
 """ONNX Runtime: ``ort-cpu``, ``ort-cuda`` and ``ort-trt``.
 
 Before any session exists the file passes the manifest hash check and
-``exporter.onnx_safety.check_onnx_file`` (external data stays inside the run folder).
+``exporter.core.onnx_safety.check_onnx_file`` (external data stays inside the run folder).
 ORT silently falls back to the CPU when the CUDA/TensorRT provider fails to load
 (onnxruntime #23372, #21424), so the GPU runtimes check ``session.get_providers()`` and
 raise RuntimeUnavailable instead of running somewhere else.
@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from exporter.errors import InputFileError, RuntimeUnavailable
+from exporter.core.errors import InputFileError, RuntimeUnavailable
 from exporter.runtimes.base import Runtime, register
 
 

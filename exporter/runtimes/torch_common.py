@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from exporter.errors import InputFileError, RuntimeUnavailable
+from exporter.core.errors import InputFileError, RuntimeUnavailable
 from exporter.runtimes.base import Runtime
 
 TORCH_DTYPES = {"fp16": "float16", "bf16": "bfloat16"}

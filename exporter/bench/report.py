@@ -1,0 +1,361 @@
+"""bench.json → the regression gate, bench.md, bench.csv, bench.png and the suites' tables.
+
+Split from :mod:`exporter.bench.bench` (which measures) so that module stays about measuring;
+nothing here reads a clock.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from exporter.bench.result import BENCH_SCHEMA_VERSION, OK, BenchReport
+from exporter.core.errors import InputFileError
+
+BENCH_JSON = "bench.json"
+BENCH_MD = "bench.md"
+BENCH_CSV = "bench.csv"
+BENCH_PNG = "bench.png"
+
+
+# --- regression gate ----------------------------------------------------------------------
+
+REGRESSION_RULE = (
+    "a runtime x batch regresses when its p50 exceeds the baseline p50 by more than "
+    "max_regression_pct percent AND by more than the noise band, max(p90 - p50) of this run "
+    "and of the baseline; cells missing from either report are listed, not gated"
+)
+
+
+def load_baseline(path: Path) -> dict[str, Any]:
+    """Read a baseline ``bench.json`` for ``--compare``.
+
+    Raises:
+        InputFileError: missing, unreadable, or not a tlx bench report.
+    """
+    import json
+
+    if not path.is_file():
+        raise InputFileError(f"--compare {path}: file not found (pass a bench.json of tlx bench)")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputFileError(f"--compare {path}: not readable JSON ({exc})") from exc
+    if (
+        not isinstance(data, dict)
+        or data.get("command") != "bench"
+        or not isinstance(data.get("rows"), list)
+    ):
+        raise InputFileError(f"--compare {path}: not a bench.json written by `tlx bench`")
+    if data.get("schema_version") != BENCH_SCHEMA_VERSION:
+        raise InputFileError(
+            f"--compare {path}: schema_version {data.get('schema_version')!r}, this tlx reads "
+            f"{BENCH_SCHEMA_VERSION}; rerun the baseline with this version"
+        )
+    return data
+
+
+def _row_key(row: dict[str, Any]) -> tuple[str, str, Any]:
+    return (str(row.get("runtime")), str(row.get("artifact")), row.get("batch_size"))
+
+
+def compare_reports(
+    current: dict[str, Any], baseline: dict[str, Any], *, max_regression_pct: float
+) -> dict[str, Any]:
+    """Compare two ``bench.json`` contents cell by cell (see :data:`REGRESSION_RULE`).
+
+    Returns:
+        ``{"passed", "max_regression_pct", "rule", "cells": [...], "notes": [...]}``; each cell
+        carries both p50s, ``change_pct``, ``noise_ms`` and ``regressed``.
+    """
+    notes = []
+    cur_setup, base_setup = current.get("setup", {}), baseline.get("setup", {})
+    for key in ("device", "precision", "image_size", "threads"):
+        if cur_setup.get(key) != base_setup.get(key):
+            notes.append(f"{key} differs: {base_setup.get(key)!r} -> {cur_setup.get(key)!r}")
+    base_rows = {
+        _row_key(r): r for r in baseline.get("rows", []) if r.get("latency_ms_p50") is not None
+    }
+    cells = []
+    seen = set()
+    for row in current.get("rows", []):
+        key = _row_key(row)
+        seen.add(key)
+        base = base_rows.get(key)
+        p50 = row.get("latency_ms_p50")
+        if p50 is None or base is None:
+            if p50 is not None:
+                notes.append(f"{key[0]} ({key[1]}) b{key[2]}: not in the baseline")
+            continue
+        b50 = float(base["latency_ms_p50"])
+        noise = max(
+            float(row["latency_ms_p90"]) - float(p50),
+            float(base["latency_ms_p90"]) - b50,
+        )
+        change = (float(p50) / b50 - 1.0) * 100.0
+        regressed = change > max_regression_pct and (float(p50) - b50) > noise
+        cells.append(
+            {
+                "runtime": key[0],
+                "artifact": key[1],
+                "batch_size": key[2],
+                "baseline_latency_ms_p50": b50,
+                "latency_ms_p50": float(p50),
+                "change_pct": change,
+                "noise_ms": noise,
+                "regressed": regressed,
+            }
+        )
+    for key in sorted(set(base_rows) - seen, key=str):
+        notes.append(f"{key[0]} ({key[1]}) b{key[2]}: in the baseline, not measured now")
+    return {
+        "passed": not any(c["regressed"] for c in cells),
+        "max_regression_pct": max_regression_pct,
+        "rule": REGRESSION_RULE,
+        "cells": cells,
+        "notes": notes,
+    }
+
+
+def raise_if_regressed(report: BenchReport) -> None:
+    """Raise :class:`GateFailed` (exit 1) when the comparison found a regression."""
+    from exporter.core.errors import GateFailed
+
+    comp = report.comparison
+    if not comp or comp["passed"]:
+        return
+    worst = [c for c in comp["cells"] if c["regressed"]]
+    text = "; ".join(
+        f"{c['runtime']} b{c['batch_size']} p50 {c['latency_ms_p50']:.3f} ms vs "
+        f"{c['baseline_latency_ms_p50']:.3f} ms ({c['change_pct']:+.1f}%)"
+        for c in worst[:4]
+    )
+    raise GateFailed(
+        f"bench regression against {comp.get('baseline')}: {text} (limit "
+        f"{comp['max_regression_pct']:g}% beyond the noise band; see bench.md)"
+    )
+
+
+# --- outputs ------------------------------------------------------------------------------
+
+TABLE_COLUMNS = (
+    ("runtime", "runtime"),
+    ("artifact", "artifact"),
+    ("batch_size", "batch"),
+    ("status", "status"),
+    ("latency_ms_p50", "p50 ms"),
+    ("latency_ms_p90", "p90 ms"),
+    ("latency_ms_p99", "p99 ms"),
+    ("latency_ms_mean", "mean ms"),
+    ("latency_ms_std", "std ms"),
+    ("throughput_img_s", "img/s (p50)"),
+    ("cold_start_s", "cold start s"),
+    ("compile_s", "compile s"),
+    ("first_call_ms", "first call ms"),
+)
+
+
+def markdown_summary(report: BenchReport) -> str:
+    """``bench.md``: setup, the table with speed-ups over the reference, skips, comparison."""
+    from exporter.core.report import markdown_table
+
+    d = report.to_dict()
+    setup, env = d["setup"], d["environment"]
+    ref = report.config.reference_runtime
+    speed_key = f"speedup_vs_{ref}"
+    lines = [
+        f"# tlx bench: {report.run_dir}",
+        "",
+        f"- created: {report.created_at}",
+        f"- device: {setup['device']} ({env.get('gpu_name') or env.get('cpu_model')}), "
+        f"precision {setup['precision']}, threads {setup['threads']}, timer {setup['timer']}",
+        f"- input: {setup['image_size']}x{setup['image_size']} px, seed {setup['input_seed']}, "
+        "same batches for every runtime",
+        f"- latency: {setup['latency_scope']}; throughput = {setup['throughput_basis']}",
+        f"- versions: torch {env.get('torch')}, onnxruntime {env.get('onnxruntime')}, "
+        f"tlx {env.get('tlx')} ({env.get('tlx_git_commit') or 'no git'})",
+        "",
+        markdown_table(
+            d["rows"],
+            [*TABLE_COLUMNS[:10], (speed_key, f"x {ref}"), *TABLE_COLUMNS[10:], ("error", "error")],
+            formatters={speed_key: lambda v: "" if v is None else f"{v:.2f}x"},
+        ),
+    ]
+    fastest = report.fastest()
+    if fastest:
+        lines.append(
+            "Fastest (p50) per batch size: "
+            + ", ".join(
+                f"b{b}: {r['runtime']} ({r['latency_ms_p50']:.3f} ms)" for b, r in fastest.items()
+            )
+            + "\n"
+        )
+    if report.skipped:
+        lines += ["## Skipped", "", markdown_table(report.skipped, ["runtime", "reason"])]
+    if report.comparison:
+        comp = report.comparison
+        verdict = "PASSED" if comp["passed"] else "FAILED"
+        lines += [
+            f"## Comparison with {comp.get('baseline')}: {verdict}",
+            "",
+            f"Rule: {comp['rule']} (max_regression_pct = {comp['max_regression_pct']:g}).",
+            "",
+            markdown_table(
+                comp["cells"],
+                [
+                    "runtime",
+                    "artifact",
+                    "batch_size",
+                    "baseline_latency_ms_p50",
+                    "latency_ms_p50",
+                    "change_pct",
+                    "noise_ms",
+                    "regressed",
+                ],
+            ),
+        ]
+        lines += [f"- {n}" for n in comp["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+def plot_bench(report: BenchReport, dest: Path) -> None:
+    """``bench.png``: p50 latency with p90–p99 whiskers, and throughput, vs batch size."""
+    from exporter.core.report import new_figure, save_png
+
+    fig, axes = new_figure(ncols=2, size=(5.5, 4.0))
+    ax_lat, ax_thr = axes[0]
+    series: dict[str, list[dict[str, Any]]] = {}
+    names = [r.runtime for r in report.results]
+    for row in report.rows():
+        if row["status"] != OK or row.get("latency_ms_p50") is None:
+            continue
+        label = row["runtime"]
+        if names.count(row["runtime"]) > 1:  # one runtime on several artifacts
+            label = f"{row['runtime']} ({row['artifact']})"
+        series.setdefault(label, []).append(row)
+    for label, rows in series.items():
+        rows.sort(key=lambda r: r["batch_size"])
+        xs = [r["batch_size"] for r in rows]
+        (line,) = ax_lat.plot(xs, [r["latency_ms_p50"] for r in rows], marker="o", label=label)
+        ax_lat.vlines(
+            xs,
+            [r["latency_ms_p90"] for r in rows],
+            [r["latency_ms_p99"] for r in rows],
+            colors=line.get_color(),
+            linewidth=3,
+            alpha=0.5,
+        )
+        ax_thr.plot(xs, [r["throughput_img_s"] for r in rows], marker="o", label=label)
+    title = (
+        f"{report.config.device} {report.config.precision}, "
+        f"{report.setup['image_size']} px, {report.setup['threads']} threads"
+    )
+    ax_lat.set(xlabel="batch size", ylabel="latency ms (p50; bar p90-p99)", title=title)
+    ax_thr.set(xlabel="batch size", ylabel="throughput img/s (batch / p50)", title=title)
+    for ax in (ax_lat, ax_thr):
+        if series:
+            ax.set_xscale("log", base=2)
+            ticks = sorted({r["batch_size"] for rows in series.values() for r in rows})
+            ax.set_xticks(ticks, [str(b) for b in ticks])  # batch sizes, not powers of two
+            ax.set_yscale("log")
+            ax.legend(fontsize="small")
+        else:
+            ax.text(0.5, 0.5, "no successful measurements", ha="center", transform=ax.transAxes)
+        ax.grid(True, which="both", alpha=0.3)
+    save_png(dest, fig)
+
+
+def write_bench_reports(report: BenchReport, out_dir: Path) -> dict[str, str]:
+    """Write bench.csv, bench.md, bench.png and (last, listing them) bench.json."""
+    from exporter.core.report import write_csv, write_markdown, write_report_json
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {name: out_dir / name for name in (BENCH_CSV, BENCH_MD, BENCH_PNG, BENCH_JSON)}
+    report.files = {name: str(p) for name, p in paths.items()}
+    write_csv(paths[BENCH_CSV], report.rows())
+    write_markdown(paths[BENCH_MD], markdown_summary(report))
+    plot_bench(report, paths[BENCH_PNG])
+    write_report_json(paths[BENCH_JSON], report.to_dict())
+    return report.files
+
+
+# --- suites (benchmarks/*.sh) -------------------------------------------------------------
+
+SUITE_COLUMNS = (
+    ("label", "grid"),
+    ("image_size", "px"),
+    ("device", "device"),
+    ("precision", "precision"),
+    ("runtime", "runtime"),
+    ("artifact", "artifact"),
+    ("batch_size", "batch"),
+    ("latency_ms_p50", "p50 ms"),
+    ("latency_ms_p90", "p90 ms"),
+    ("latency_ms_p99", "p99 ms"),
+    ("throughput_img_s", "img/s (p50)"),
+    ("speedup", "x reference"),
+    ("note", "note"),
+)
+
+
+def suite_rows(bench_jsons: list[Path]) -> list[dict[str, Any]]:
+    """Flatten several ``bench.json`` files into one table (label = the report's folder)."""
+    rows = []
+    for path in bench_jsons:
+        data = load_baseline(Path(path))  # same validation as a --compare baseline
+        ref = data["config"].get("reference_runtime")
+        for row in data["rows"]:
+            note = row.get("error") or ("" if row.get("status") == OK else row.get("status"))
+            rows.append(
+                {
+                    "label": Path(path).parent.name,
+                    "image_size": data["setup"].get("image_size"),
+                    **row,
+                    "speedup": row.get(f"speedup_vs_{ref}"),
+                    "reference": ref,
+                    "note": note,
+                }
+            )
+        for s in data.get("skipped", []):
+            rows.append(
+                {
+                    "label": Path(path).parent.name,
+                    "image_size": data["setup"].get("image_size"),
+                    "device": data["setup"].get("device"),
+                    "runtime": s.get("runtime"),
+                    "note": f"skipped: {s.get('reason')}",
+                }
+            )
+    return rows
+
+
+def suite_markdown(bench_jsons: list[Path], *, title: str, command: str) -> str:
+    """A dated RESULTS.md block: machine, versions, exact command and the combined table."""
+    from exporter.core.report import markdown_table
+
+    first = load_baseline(Path(bench_jsons[0]))
+    env = first["environment"]
+    device = env.get("gpu_name") if first["setup"].get("device") == "cuda" else None
+    machine = device or f"{env.get('cpu_model')} ({env.get('cpu_count')} CPUs)"
+    header = [
+        f"### {title}: {first['created_at']}",
+        "",
+        f"- machine: {machine}; CPU model {env.get('cpu_model')}, {env.get('cpu_count')} CPUs",
+        f"- versions: torch {env.get('torch')}, onnxruntime {env.get('onnxruntime')}, "
+        f"tlx {env.get('tlx')} ({(env.get('tlx_git_commit') or 'no git')[:10]})",
+        f"- command: `{command}`",
+        f"- threads {first['setup'].get('threads')}, timer {first['setup'].get('timer')}; "
+        "runtimes interleaved round-robin; p50 = median of the timed iterations; "
+        f"x reference = {first['config'].get('reference_runtime')} p50 / runtime p50 at the "
+        "same size, precision and batch",
+        "",
+    ]
+    return (
+        "\n".join(header)
+        + "\n"
+        + markdown_table(
+            suite_rows(bench_jsons),
+            SUITE_COLUMNS,
+            formatters={"speedup": lambda v: "" if v is None else f"{v:.2f}x"},
+        )
+    )

@@ -1,0 +1,1 @@
+"""What every stage shares: config, errors, file writes, manifest, run folder, reports."""

@@ -1,0 +1,107 @@
+"""The preprocessing spec: one record shared by training, export metadata, verify and deployment.
+
+"ONNX less accurate than .pt" is usually a preprocessing mismatch (ultralytics #24893), so the
+exact transform is recorded in ``train.json`` and embedded in every artifact, and every
+consumer rebuilds its transform from this record rather than from its own defaults.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from exporter.core.errors import InputFileError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+RESIZE_POLICY = "resize_shorter_side_then_center_crop"
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How a decoded image becomes the model's input tensor.
+
+    ``value_range`` is the range of pixel values before normalisation: images are converted
+    to RGB, scaled from uint8 to [0, 1], then ``(x - mean) / std`` per channel, NCHW float32.
+    """
+
+    image_size: int
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    resize: str = RESIZE_POLICY
+    resize_size: int | None = None  # shorter side before the crop; None = image_size
+    channel_order: str = "RGB"
+    layout: str = "NCHW"
+    value_range: tuple[float, float] = (0.0, 1.0)
+    dtype: str = "float32"
+    interpolation: str = "bilinear"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["mean"], d["std"], d["value_range"] = (
+            list(self.mean),
+            list(self.std),
+            list(self.value_range),
+        )
+        d["resize_size"] = self.resize_size or self.image_size
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Preprocessing:
+        try:
+            return cls(
+                image_size=int(d["image_size"]),
+                mean=tuple(float(v) for v in d["mean"]),  # type: ignore[arg-type]
+                std=tuple(float(v) for v in d["std"]),  # type: ignore[arg-type]
+                resize=str(d.get("resize", RESIZE_POLICY)),
+                resize_size=int(d.get("resize_size") or d["image_size"]),
+                channel_order=str(d.get("channel_order", "RGB")),
+                layout=str(d.get("layout", "NCHW")),
+                value_range=tuple(float(v) for v in d.get("value_range", (0.0, 1.0))),  # type: ignore[arg-type]
+                dtype=str(d.get("dtype", "float32")),
+                interpolation=str(d.get("interpolation", "bilinear")),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputFileError(f"invalid preprocessing record: {exc}") from exc
+
+    def eval_transform(self) -> Callable[[Any], Any]:
+        """The deterministic transform: PIL image → normalised CHW float tensor."""
+        from torchvision import transforms as T
+
+        return T.Compose(
+            [
+                T.Lambda(_to_rgb),
+                T.Resize(self.resize_size or self.image_size, antialias=True),
+                T.CenterCrop(self.image_size),
+                T.ToTensor(),
+                T.Normalize(self.mean, self.std),
+            ]
+        )
+
+    def train_transform(self, *, augment: bool) -> Callable[[Any], Any]:
+        """Training transform: eval transform plus random crop with padding and h-flip."""
+        from torchvision import transforms as T
+
+        if not augment:
+            return self.eval_transform()
+        pad = max(1, self.image_size // 8)  # CIFAR's classic 4 px at 32 px
+        return T.Compose(
+            [
+                T.Lambda(_to_rgb),
+                T.Resize(self.resize_size or self.image_size, antialias=True),
+                T.CenterCrop(self.image_size),
+                T.RandomCrop(self.image_size, padding=pad, padding_mode="reflect"),
+                T.RandomHorizontalFlip(),
+                T.ToTensor(),
+                T.Normalize(self.mean, self.std),
+            ]
+        )
+
+
+def _to_rgb(img: Any) -> Any:
+    # Grayscale, palette, CMYK and RGBA images all become 3-channel RGB (alpha dropped).
+    return img if img.mode == "RGB" else img.convert("RGB")

@@ -1,0 +1,169 @@
+"""Generic report writers: JSON, Markdown tables, CSV and PNG figures, all written atomically.
+
+Nothing here knows a command: callers hand in rows (a list of dicts) and the columns to show.
+Every file goes through :mod:`exporter.core.fsio`, so a killed run never leaves half a report.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from exporter.core.fsio import write_json, write_text, write_with
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+REPORT_SCHEMA_VERSION = 1
+
+Column = str | tuple[str, str]
+"""A column: a row key, or ``(key, header)`` when the header should read differently."""
+
+
+def _split(column: Column) -> tuple[str, str]:
+    return (column, column) if isinstance(column, str) else column
+
+
+def format_cell(value: Any, *, digits: int = 3) -> str:
+    """A table cell: floats to ``digits`` significant-ish decimals, None as an empty cell."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if math.isnan(value) or math.isinf(value):
+            return str(value)
+        if value != 0 and abs(value) < 10 ** (-digits):
+            return f"{value:.{digits}g}"
+        return f"{value:.{digits}f}" if abs(value) < 1000 else f"{value:,.1f}"
+    return str(value)
+
+
+def markdown_table(
+    rows: Sequence[Mapping[str, Any]],
+    columns: Sequence[Column],
+    *,
+    digits: int = 3,
+    formatters: Mapping[str, Callable[[Any], str]] | None = None,
+) -> str:
+    """A GitHub-flavoured Markdown table of ``rows`` restricted to ``columns``.
+
+    Args:
+        rows: one mapping per table row; missing keys become empty cells.
+        columns: keys to show, in order; ``(key, header)`` renames a header.
+        digits: decimals for float cells.
+        formatters: per-key functions that turn a value into its cell text.
+    """
+    formatters = formatters or {}
+    keys_headers = [_split(c) for c in columns]
+    lines = [
+        "| " + " | ".join(_escape(h) for _, h in keys_headers) + " |",
+        "| " + " | ".join("---" for _ in keys_headers) + " |",
+    ]
+    for row in rows:
+        cells = []
+        for key, _ in keys_headers:
+            value = row.get(key)
+            text = (
+                formatters[key](value) if key in formatters else format_cell(value, digits=digits)
+            )
+            cells.append(_escape(text))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _escape(text: str) -> str:
+    # A pipe would end the cell and a newline the row.
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def rows_to_csv(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
+    """CSV text of ``rows``; columns default to every key, in first-seen order.
+
+    Nested values (dicts, lists) are written as their ``str``; None as an empty field.
+    """
+    if columns is None:
+        seen: dict[str, None] = {}
+        for row in rows:
+            seen.update(dict.fromkeys(row))
+        columns = list(seen)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow(["" if row.get(c) is None else row.get(c) for c in columns])
+    return buf.getvalue()
+
+
+def write_csv(
+    dest: str | os.PathLike[str],
+    rows: Sequence[Mapping[str, Any]],
+    columns: Sequence[str] | None = None,
+) -> None:
+    """Atomically write ``rows`` as CSV (see :func:`rows_to_csv`)."""
+    write_text(dest, rows_to_csv(rows, columns))
+
+
+def write_markdown(dest: str | os.PathLike[str], text: str) -> None:
+    """Atomically write a Markdown document."""
+    write_text(dest, text if text.endswith("\n") else text + "\n")
+
+
+def write_report_json(dest: str | os.PathLike[str], report: Mapping[str, Any]) -> None:
+    """Atomically write a JSON report; ``schema_version`` is put first when missing.
+
+    NaN and infinity are refused (JSON has no such values): callers write None instead.
+    """
+    obj = dict(report)
+    if "schema_version" not in obj:
+        obj = {"schema_version": REPORT_SCHEMA_VERSION, **obj}
+    write_json(dest, obj)
+
+
+def new_figure(*, ncols: int = 1, nrows: int = 1, size: tuple[float, float] = (6.0, 4.0)) -> Any:
+    """A matplotlib ``(figure, axes)`` pair on the Agg backend (no display needed).
+
+    Uses the object API (not pyplot) so nothing global is touched and figures are freed
+    with their last reference.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(size[0] * ncols, size[1] * nrows), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows=nrows, ncols=ncols, squeeze=False)
+    return fig, axes
+
+
+def save_png(dest: str | os.PathLike[str], fig: Figure, *, dpi: int = 110) -> None:
+    """Atomically save a matplotlib figure as PNG."""
+    write_with(dest, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi))
+
+
+def append_to_section(dest: str | os.PathLike[str], header: str, block: str) -> None:
+    """Append ``block`` at the end of the ``header`` section of a Markdown file, atomically.
+
+    The section runs from the line equal to ``header`` (e.g. ``## tlx bench``) to the next
+    line starting with ``## `` (another author's section) or the end of the file. A missing
+    file or section is created at the end; other sections are left byte-for-byte alone.
+    """
+    from pathlib import Path
+
+    path = Path(dest)
+    text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    lines = text.splitlines(keepends=True)
+    body = block.rstrip("\n") + "\n"
+    try:
+        start = next(i for i, line in enumerate(lines) if line.rstrip("\n") == header)
+    except StopIteration:
+        sep = "" if not text or text.endswith("\n\n") else ("\n" if text.endswith("\n") else "\n\n")
+        write_text(path, f"{text}{sep}{header}\n\n{body}")
+        return
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    before = "".join(lines[:end]).rstrip("\n") + "\n\n"
+    after = "".join(lines[end:])
+    write_text(path, before + body + ("\n" + after if after else ""))

@@ -1,0 +1,455 @@
+"""Datasets for training and evaluation: cifar10, imagefolder and synthetic.
+
+Transforms come only from :class:`~exporter.core.preprocess.Preprocessing`, so training,
+verification and deployment all see the same pixels. The library never prints: images it
+had to skip are returned in :attr:`DataBundle.skipped` (and reported as one ``warnings``
+warning each) for the CLI to show and ``train.json`` to count.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from exporter.core.config import DATA_SOURCES, DataConfig
+from exporter.core.errors import EnvironmentUnavailable, InputFileError, UsageError
+from exporter.core.preprocess import Preprocessing
+from exporter.data.augment import resolve_augment
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from exporter.core.runfolder import RunInfo
+
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+SPLITS = ("train", "val")
+
+
+class SkippedImageWarning(UserWarning):
+    """An unreadable image was left out of the dataset (strict mode turns it into an error)."""
+
+
+@dataclass
+class ArrayDataset:
+    """Images held in memory as uint8 HWC arrays (synthetic data)."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    transform: Callable[[Any], Any] | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[Any, int]:
+        from PIL import Image
+
+        img = Image.fromarray(self.images[i])  # HWC uint8 -> RGB
+        return (self.transform(img) if self.transform else img), int(self.labels[i])
+
+
+@dataclass
+class FileDataset:
+    """Images read from files on demand (imagefolder); only files that decoded are listed."""
+
+    paths: list[Path]
+    labels: np.ndarray
+    transform: Callable[[Any], Any] | None = None
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[Any, int]:
+        img = _open_rgb(self.paths[i])
+        return (self.transform(img) if self.transform else img), int(self.labels[i])
+
+
+@dataclass
+class TorchvisionDataset:
+    """A torchvision dataset (CIFAR10) with the transform applied here."""
+
+    base: Any
+    transform: Callable[[Any], Any] | None = None
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int) -> tuple[Any, int]:
+        img, label = self.base[i]
+        return (self.transform(img) if self.transform else img), int(label)
+
+
+class SubsetDataset:
+    """The items of ``base`` at ``indices``; ``transform`` reads and writes the base's."""
+
+    def __init__(self, base: Any, indices: np.ndarray) -> None:
+        self.base = base
+        self.indices = indices
+
+    @property
+    def transform(self) -> Callable[[Any], Any] | None:
+        return self.base.transform
+
+    @transform.setter
+    def transform(self, tf: Callable[[Any], Any] | None) -> None:
+        self.base.transform = tf
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> tuple[Any, int]:
+        return self.base[int(self.indices[i])]
+
+
+def limit_split(dataset: Any, limit: int | None, *, seed: int, split: str) -> Any:
+    """A seeded random subset of ``limit`` items of one split (index order kept).
+
+    ``None`` or a limit at least the split's size returns ``dataset`` itself. The subset
+    depends only on ``(seed, split, len(dataset), limit)``, so export and verify rebuild the
+    same images from train.json.
+    """
+    if limit is None or limit >= len(dataset):
+        return dataset
+    rng = np.random.default_rng([seed, SPLITS.index(split)])
+    return SubsetDataset(dataset, np.sort(rng.choice(len(dataset), size=limit, replace=False)))
+
+
+@dataclass
+class DataBundle:
+    """Train and val datasets with the facts train.json records about them."""
+
+    name: str
+    train: Any
+    val: Any
+    class_names: list[str]
+    preprocessing: Preprocessing
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def describe(self) -> dict[str, Any]:
+        """The ``dataset`` block of train.json."""
+        return {
+            "name": self.name,
+            "class_names": list(self.class_names),
+            "num_classes": self.num_classes,
+            "train_size": len(self.train),
+            "val_size": len(self.val),
+            "skipped_images": list(self.skipped),
+            "skipped_count": len(self.skipped),
+        }
+
+
+def build_datasets(cfg: DataConfig) -> DataBundle:
+    """Build the train and val datasets described by ``cfg``.
+
+    Train images get the train transform, augmented as
+    :func:`~exporter.data.augment.resolve_augment` decides; val images the eval transform.
+
+    Raises:
+        UsageError: unknown source, bad sizes, or an empty / mis-shaped image folder.
+        InputFileError: a missing folder, or an unreadable image with ``strict=True``.
+        EnvironmentUnavailable: CIFAR-10 is not on disk and cannot be downloaded.
+    """
+    bundle = _build_full(cfg)
+    bundle.train = limit_split(bundle.train, cfg.limit_train, seed=cfg.seed, split="train")
+    bundle.val = limit_split(bundle.val, cfg.limit_val, seed=cfg.seed, split="val")
+    return bundle
+
+
+def _build_full(cfg: DataConfig) -> DataBundle:
+    _check_config(cfg)
+    pre = Preprocessing(image_size=cfg.image_size)
+    train_tf = pre.train_transform(augment=resolve_augment(cfg)[0])
+    eval_tf = pre.eval_transform()
+    if cfg.source == "synthetic":
+        train = _synthetic_split(cfg, "train")
+        val = _synthetic_split(cfg, "val")
+        from exporter.data.synthetic import SYNTHETIC_CLASS_NAMES
+
+        train.transform, val.transform = train_tf, eval_tf
+        return DataBundle("synthetic", train, val, list(SYNTHETIC_CLASS_NAMES), pre)
+    if cfg.source == "cifar10":
+        root = cifar10_dir(cfg)
+        train_base = _cifar10_split(root, train=True)
+        val_base = _cifar10_split(root, train=False)
+        return DataBundle(
+            "cifar10",
+            TorchvisionDataset(train_base, train_tf),
+            TorchvisionDataset(val_base, eval_tf),
+            list(train_base.classes),
+            pre,
+        )
+    root = _imagefolder_root(cfg)
+    classes = _imagefolder_classes(root)
+    skipped: list[dict[str, str]] = []
+    train = _imagefolder_split(root / "train", classes, strict=cfg.strict, skipped=skipped)
+    val = _imagefolder_split(root / "val", classes, strict=cfg.strict, skipped=skipped)
+    train.transform, val.transform = train_tf, eval_tf
+    return DataBundle(root.name or "imagefolder", train, val, classes, pre, skipped)
+
+
+def load_eval_images(
+    info: RunInfo, n: int, *, split: str = "val", seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Real held-out images of a run, through the run's recorded eval transform.
+
+    The dataset is rebuilt from ``train.json["config"]["data"]`` and the transform from
+    ``train.json["preprocessing"]``, so the pixels match what the model was validated on.
+
+    Args:
+        info: the opened run (:func:`exporter.core.runfolder.open_run`).
+        n: how many images; all of the split if it has fewer.
+        split: ``"val"`` or ``"train"``.
+        seed: chooses which ``n`` images (same seed, same images, in index order).
+
+    Returns:
+        ``(images, labels)``: float32 NCHW and int64, ``min(n, len(split))`` of each.
+
+    Raises:
+        UsageError: bad ``n`` or ``split``, or the run's data config is unusable.
+        InputFileError / EnvironmentUnavailable: as :func:`build_datasets`.
+    """
+    if split not in SPLITS:
+        raise UsageError(f"split must be one of {SPLITS}, got {split!r}")
+    if n < 1:
+        raise UsageError(f"number of evaluation images must be >= 1, got {n}")
+    raw = info.data_config
+    if not raw:
+        raise InputFileError(
+            f"{info.run_dir / 'train.json'} has no config.data section: cannot rebuild its data"
+        )
+    try:
+        cfg = DataConfig.from_dict(raw)
+    except TypeError as exc:
+        raise InputFileError(f"{info.run_dir / 'train.json'}: bad config.data: {exc}") from exc
+    dataset = _raw_split(cfg, split)
+    total = len(dataset)
+    if n >= total:
+        idx = np.arange(total)
+    else:
+        idx = np.sort(np.random.default_rng(seed).choice(total, size=n, replace=False))
+    tf = info.preprocessing.eval_transform()
+    size = info.preprocessing.image_size
+    images = np.empty((len(idx), 3, size, size), dtype=np.float32)
+    labels = np.empty(len(idx), dtype=np.int64)
+    for j, i in enumerate(idx):
+        img, label = dataset[int(i)]
+        images[j] = tf(img).numpy()
+        labels[j] = label
+    return images, labels
+
+
+def _raw_split(cfg: DataConfig, split: str) -> Any:
+    """One split without a transform (PIL images out), limited as training saw it."""
+    limit = cfg.limit_train if split == "train" else cfg.limit_val
+    return limit_split(_raw_full_split(cfg, split), limit, seed=cfg.seed, split=split)
+
+
+def _raw_full_split(cfg: DataConfig, split: str) -> Any:
+    _check_config(cfg)
+    if cfg.source == "synthetic":
+        return _synthetic_split(cfg, split)
+    if cfg.source == "cifar10":
+        return TorchvisionDataset(_cifar10_split(cifar10_dir(cfg), train=split == "train"))
+    root = _imagefolder_root(cfg)
+    classes = _imagefolder_classes(root)
+    return _imagefolder_split(root / split, classes, strict=cfg.strict, skipped=[])
+
+
+def _check_config(cfg: DataConfig) -> None:
+    if cfg.source not in DATA_SOURCES:
+        raise UsageError(f"--data {cfg.source!r}: expected one of {', '.join(DATA_SOURCES)}")
+    if cfg.image_size < 8:
+        raise UsageError(f"--image-size must be >= 8 pixels, got {cfg.image_size}")
+    if cfg.source == "synthetic" and (cfg.train_size < 1 or cfg.val_size < 1):
+        raise UsageError(
+            f"--train-size and --val-size must be >= 1, got {cfg.train_size} / {cfg.val_size}"
+        )
+    for name, limit in (("--limit-train", cfg.limit_train), ("--limit-val", cfg.limit_val)):
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, int) or limit < 1
+        ):
+            raise UsageError(f"{name} must be a whole number >= 1, got {limit!r}")
+    if cfg.source == "imagefolder" and not cfg.data_dir:
+        raise UsageError(
+            "--data imagefolder needs --data-dir PATH (a folder with train/<class>/* and "
+            "val/<class>/*)"
+        )
+
+
+# --- synthetic --------------------------------------------------------------------------
+
+
+def _synthetic_split(cfg: DataConfig, split: str) -> ArrayDataset:
+    from exporter.data.synthetic import make_synthetic
+
+    n = cfg.train_size if split == "train" else cfg.val_size
+    images, labels = make_synthetic(n, seed=cfg.seed, split=split)
+    return ArrayDataset(images, labels)
+
+
+# --- cifar10 ----------------------------------------------------------------------------
+
+
+CIFAR10_FOLDER = "cifar-10-batches-py"  # torchvision's extracted layout under the root
+
+
+def cifar10_dir(cfg: DataConfig) -> Path:
+    """Where CIFAR-10 lives: ``--data-dir`` or ``$XDG_CACHE_HOME/tlx/cifar10``."""
+    if cfg.data_dir:
+        root = Path(cfg.data_dir).expanduser()
+        # Pointing at the extracted folder itself is a common slip; torchvision wants its parent.
+        if root.name == CIFAR10_FOLDER and (root / "batches.meta").is_file():
+            return root.parent
+        return root
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "tlx" / "cifar10"
+
+
+def _cifar10_split(root: Path, *, train: bool) -> Any:
+    from torchvision.datasets import CIFAR10
+
+    try:
+        # Already extracted: no network access at all.
+        return CIFAR10(str(root), train=train, download=False)
+    except RuntimeError:
+        pass
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        return CIFAR10(str(root), train=train, download=True)
+    except (OSError, RuntimeError) as exc:  # URLError is an OSError
+        why = f"{exc.__class__.__name__}: {str(exc)[:200]}"
+        if (root / CIFAR10_FOLDER).is_dir():
+            # Present but failing torchvision's MD5 checks: say so, not "missing".
+            raise EnvironmentUnavailable(
+                f"CIFAR-10 in {root / CIFAR10_FOLDER} is incomplete or corrupt (checksum "
+                f"mismatch) and re-downloading failed ({why}). Replace that folder with a "
+                "fresh extract of cifar-10-python.tar.gz, or use --data synthetic."
+            ) from exc
+        raise EnvironmentUnavailable(
+            f"CIFAR-10 is not in {root} and the download failed ({why}). Connect to the "
+            f"internet once, put the extracted {CIFAR10_FOLDER} folder there (or pass "
+            "--data-dir), or use --data synthetic."
+        ) from exc
+
+
+# --- imagefolder ------------------------------------------------------------------------
+
+
+def _imagefolder_root(cfg: DataConfig) -> Path:
+    root = Path(str(cfg.data_dir)).expanduser()
+    if not root.is_dir():
+        raise InputFileError(f"--data-dir {root} does not exist or is not a folder")
+    for split in SPLITS:
+        if not (root / split).is_dir():
+            raise InputFileError(
+                f"--data-dir {root} has no {split}/ folder: expected {root}/train/<class>/* "
+                f"and {root}/val/<class>/*"
+            )
+    return root
+
+
+def _class_dirs(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _imagefolder_classes(root: Path) -> list[str]:
+    train, val = _class_dirs(root / "train"), _class_dirs(root / "val")
+    if not train:
+        raise UsageError(
+            f"{root / 'train'} has no class folders: put images in {root}/train/<class>/"
+        )
+    if train != val:
+        only_train = sorted(set(train) - set(val))[:5]
+        only_val = sorted(set(val) - set(train))[:5]
+        raise UsageError(
+            f"{root}: train/ and val/ must have the same class folders (only in train: "
+            f"{only_train}, only in val: {only_val})"
+        )
+    return train
+
+
+def _imagefolder_split(
+    folder: Path, classes: list[str], *, strict: bool, skipped: list[dict[str, str]]
+) -> FileDataset:
+    paths: list[Path] = []
+    labels: list[int] = []
+    for label, name in enumerate(classes):
+        for path in _image_files(folder / name):
+            reason = _check_image(path)
+            if reason is not None:
+                if strict:
+                    raise InputFileError(
+                        f"unreadable image {path}: {reason} (remove it, or drop --strict to "
+                        "skip such files with a warning)"
+                    )
+                skipped.append({"path": str(path), "reason": reason})
+                warnings.warn(
+                    f"skipped unreadable image {path}: {reason}", SkippedImageWarning, stacklevel=3
+                )
+                continue
+            paths.append(path)
+            labels.append(label)
+    if not paths:
+        raise UsageError(
+            f"{folder} has no readable images (extensions {', '.join(IMG_EXTENSIONS)}) in its "
+            "class folders"
+        )
+    return FileDataset(paths, np.asarray(labels, dtype=np.int64))
+
+
+def _image_files(class_dir: Path) -> list[Path]:
+    """Image files under one class folder, subfolders included (as torchvision's ImageFolder),
+    hidden files and folders skipped, in a stable sorted order. Symlinked folders are not
+    followed (a link cycle would never end); symlinked files are."""
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(class_dir):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for fname in filenames:
+            path = Path(dirpath) / fname
+            wanted = not fname.startswith(".") and path.suffix.lower() in IMG_EXTENSIONS
+            if wanted and path.is_file():  # is_file: a dangling symlink is not an image
+                found.append(path)
+    return sorted(found)
+
+
+def _check_image(path: Path) -> str | None:
+    """Fully decode ``path``; return why it cannot be used, or None if it is fine."""
+    try:
+        if path.stat().st_size == 0:
+            return "empty file (0 bytes)"
+        _open_rgb(path)
+    except InputFileError as exc:
+        return str(exc.__cause__ or exc)
+    except OSError as exc:
+        return f"{exc.__class__.__name__}: {exc}"
+    return None
+
+
+def _open_rgb(path: Path) -> Any:
+    """Decode an image file to RGB; a corrupt, truncated or decompression-bomb file raises.
+
+    Pillow's bomb limit stays on: its warning (over the limit) is raised as an error too,
+    so such a file is handled like any other unreadable image.
+    """
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                im.load()
+                if im.mode in ("P", "PA") and "transparency" in im.info:
+                    im = im.convert("RGBA")
+                return im.convert("RGB")
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise InputFileError(f"cannot decode image {path}: {exc}") from exc
+    except Image.DecompressionBombWarning as exc:
+        raise InputFileError(f"cannot decode image {path}: {exc}") from exc

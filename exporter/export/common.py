@@ -1,0 +1,215 @@
+"""What every exporter shares: the export context, the per-format result, the parity check.
+
+An artifact counts as written only after it was loaded back from its (temp) file and its
+logits matched the eager model; the check lives here so every format applies the same rule.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from exporter.core.errors import GateFailed
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from exporter.core.config import ExportConfig
+    from exporter.core.manifest import ArtifactEntry
+    from exporter.core.runfolder import RunInfo
+
+# The example batch traced/exported: a batch of 1 gets specialised (pytorch #157621).
+EXAMPLE_BATCH = 2
+ODD_BATCH = 3
+
+ProgressFn = Callable[[str], None]
+
+
+@dataclass
+class ExportContext:
+    """Everything an exporter needs, built once per ``export_run``.
+
+    Attributes:
+        run_dir: the run folder.
+        info: the opened run.
+        model: the eager fp32 reference (eval mode, CPU).
+        cfg: the export settings.
+        shared: metadata common to all artifacts
+            (see :func:`exporter.core.metadata.shared_metadata`).
+        opset: the ONNX opset in effect.
+    """
+
+    run_dir: Path
+    info: RunInfo
+    model: nn.Module
+    cfg: ExportConfig
+    shared: dict[str, Any]
+    opset: int
+    _refs: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
+
+    @property
+    def image_size(self) -> int:
+        return self.info.preprocessing.image_size
+
+    @property
+    def dynamic_batch(self) -> bool:
+        return not self.cfg.static_batch
+
+    @property
+    def check_batches(self) -> tuple[int, ...]:
+        """Batch 1, an odd batch and the largest; only the fixed batch when it is static."""
+        if self.cfg.static_batch:
+            return (self.cfg.batch_size,)
+        return tuple(sorted({1, ODD_BATCH, self.cfg.batch_size}))
+
+    @property
+    def export_batch(self) -> int:
+        return self.cfg.batch_size if self.cfg.static_batch else EXAMPLE_BATCH
+
+    def example_input(self) -> Any:
+        """A seeded example batch for tracing/export (values do not matter, shape does)."""
+        import torch
+
+        gen = torch.Generator().manual_seed(self.cfg.seed + 1000)
+        size = self.image_size
+        return torch.randn(self.export_batch, 3, size, size, generator=gen)
+
+    def check_pair(self, batch: int) -> tuple[np.ndarray, np.ndarray]:
+        """Seeded random input of ``batch`` images and the eager logits (cached per batch)."""
+        if batch not in self._refs:
+            import torch
+
+            rng = np.random.default_rng(self.cfg.seed + batch)
+            size = self.image_size
+            x = rng.standard_normal((batch, 3, size, size), dtype=np.float32)
+            with torch.inference_mode():
+                ref = self.model(torch.from_numpy(x)).numpy()
+            self._refs[batch] = (x, ref)
+        return self._refs[batch]
+
+
+@dataclass(frozen=True)
+class FormatResult:
+    """One written artifact.
+
+    Attributes:
+        format: ``onnx``, ``torchscript`` or ``pt2``.
+        name: the file name inside the run folder (the manifest key).
+        path: the file.
+        bytes: its size.
+        sha256: its hash.
+        precision: ``fp32`` or ``fp16``.
+        export_time_s: seconds spent exporting (conversion and serialisation, not checking).
+        check_time_s: seconds spent loading back and comparing with eager.
+        max_abs_diff: largest abs logit difference against eager over the check batches.
+        atol: the tolerance that was applied.
+        batches_checked: the batch sizes compared.
+        metadata: the record embedded in the file.
+        entry: the manifest entry.
+    """
+
+    format: str
+    name: str
+    path: Path
+    bytes: int
+    sha256: str
+    precision: str
+    export_time_s: float
+    check_time_s: float
+    max_abs_diff: float
+    atol: float
+    batches_checked: tuple[int, ...]
+    metadata: dict[str, Any]
+    entry: ArtifactEntry
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary with units in the key names."""
+        return {
+            "format": self.format,
+            "file": self.name,
+            "precision": self.precision,
+            "bytes": self.bytes,
+            "sha256": self.sha256,
+            "export_time_s": round(self.export_time_s, 3),
+            "check_time_s": round(self.check_time_s, 3),
+            "check_max_abs_diff": self.max_abs_diff,
+            "check_atol": self.atol,
+            "check_batches": list(self.batches_checked),
+            "opset": self.metadata.get("opset"),
+            "exporter": self.metadata.get("exporter"),
+        }
+
+
+def compare_logits(
+    name: str,
+    *,
+    got: np.ndarray,
+    ref: np.ndarray,
+    atol: float,
+    rtol: float = 0.0,
+) -> float:
+    """Gate one batch of logits against eager; return the max abs difference.
+
+    A top-1 flip is tolerated only where eager's top-2 margin is within the tolerance (the
+    two classes are then a tie at this precision); anything else fails the gate.
+
+    Raises:
+        GateFailed: wrong shape, non-finite values, a difference beyond ``atol + rtol*|ref|``,
+            or a top-1 flip on a decisive sample.
+    """
+    batch = ref.shape[0]
+    if got.shape != ref.shape:
+        raise GateFailed(f"{name}: output shape {got.shape} at batch {batch}, eager {ref.shape}")
+    if not np.isfinite(got).all():
+        raise GateFailed(f"{name}: non-finite logits at batch {batch} (NaN/Inf); not written")
+    diff = np.abs(got.astype(np.float64) - ref.astype(np.float64))
+    tol = atol + rtol * np.abs(ref.astype(np.float64))
+    max_diff = float(diff.max()) if diff.size else 0.0
+    if (diff > tol).any():
+        raise GateFailed(
+            f"{name}: max abs logit difference {max_diff:.3g} vs eager at batch {batch} exceeds "
+            f"the tolerance (atol {atol:g}, rtol {rtol:g}); the file was not written"
+        )
+    if ref.shape[1] > 1:
+        top = np.sort(ref, axis=1)
+        margin = top[:, -1] - top[:, -2]
+        flipped = got.argmax(1) != ref.argmax(1)
+        decisive = margin > 2 * tol.max(axis=1)
+        if (flipped & decisive).any():
+            raise GateFailed(
+                f"{name}: top-1 class differs from eager on {int((flipped & decisive).sum())} "
+                f"of {batch} inputs at batch {batch}; the file was not written"
+            )
+    return max_diff
+
+
+@contextlib.contextmanager
+def quiet_export() -> Iterator[io.StringIO]:
+    """Silence exporter chatter: the library never prints (torch.onnx prints progress lines).
+
+    Yields the captured stdout so a failure message can quote it.
+    """
+    buf = io.StringIO()
+    with (
+        contextlib.redirect_stdout(buf),
+        warnings.catch_warnings(),
+    ):
+        # TorchScript's deprecation (pytorch #70511) and the exporters' advisories are known;
+        # tlx ships TorchScript because users ask for it.
+        warnings.simplefilter("ignore")
+        yield buf
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first non-empty line of an exception's message, shortened."""
+    for line in str(exc).splitlines():
+        if line.strip():
+            return line.strip()[:limit]
+    return exc.__class__.__name__

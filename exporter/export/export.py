@@ -1,0 +1,245 @@
+"""``tlx export``: the exporter registry and the orchestration around it.
+
+``export_run`` validates the settings, refuses to overwrite without ``force``, rebuilds the
+eager reference from ``model.safetensors``, runs each exporter (each writes its file only
+after its own check passed), merges the results into ``manifest.json`` and writes
+``export.json``. Manifest entries exported from different weights are dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from exporter.core.config import (
+    DEFAULT_OPSET,
+    EXPORT_FORMATS,
+    MAX_LEGACY_OPSET,
+    MIN_DYNAMO_OPSET,
+    ExportConfig,
+    to_dict,
+)
+from exporter.core.errors import InputFileError, UsageError
+from exporter.core.fsio import clean_stale_temps, sha256_file, write_json
+from exporter.core.manifest import (
+    FileRecord,
+    Manifest,
+    load_manifest,
+    manifest_path,
+    save_manifest,
+)
+from exporter.export.common import ExportContext, FormatResult, ProgressFn
+from exporter.export.onnx_export import export_onnx, onnx_name
+from exporter.export.torch_export import PT2_NAME, TORCHSCRIPT_NAME, export_pt2, export_torchscript
+
+EXPORT_REPORT = "export.json"
+REPORT_SCHEMA_VERSION = 1
+PRECISIONS = ("fp32", "fp16")
+EXPORTER_CHOICES = ("dynamo", "legacy")
+
+# The registry: one function per format, each ``(ctx, progress) -> FormatResult``.
+EXPORTERS: dict[str, Callable[[ExportContext, ProgressFn | None], FormatResult]] = {
+    "onnx": export_onnx,
+    "torchscript": export_torchscript,
+    "pt2": export_pt2,
+}
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What ``export_run`` wrote.
+
+    Attributes:
+        run_dir: the run folder.
+        formats: per format, the written artifact.
+        manifest_path: ``RUN/manifest.json``.
+        report_path: ``RUN/export.json``.
+        dropped: manifest entries removed because ``model.safetensors`` changed since.
+        opset: the ONNX opset in effect (also when ONNX was not requested).
+    """
+
+    run_dir: Path
+    formats: dict[str, FormatResult]
+    manifest_path: Path
+    report_path: Path
+    dropped: list[str] = field(default_factory=list)
+    opset: int = DEFAULT_OPSET
+
+
+def parse_formats(spec: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """``"all"``, ``"onnx,pt2"`` or a sequence → a tuple of known formats in registry order.
+
+    Raises:
+        UsageError: an unknown or empty format.
+    """
+    items = [spec] if isinstance(spec, str) else list(spec)
+    names: list[str] = []
+    for item in items:
+        names.extend(p.strip().lower() for p in str(item).split(",") if p.strip())
+    if not names:
+        raise UsageError("--format: give at least one of onnx, torchscript, pt2 or all")
+    if "all" in names:
+        return EXPORT_FORMATS
+    unknown = [n for n in names if n not in EXPORTERS]
+    if unknown:
+        raise UsageError(
+            f"--format {unknown[0]!r} is unknown; choose from {', '.join(EXPORTERS)} or all"
+        )
+    return tuple(f for f in EXPORTERS if f in names)
+
+
+def resolve_opset(cfg: ExportConfig) -> int:
+    """The opset in effect; out-of-range values are a usage error naming the valid range."""
+    import torch.onnx._constants as onnx_constants  # private, but the only source of truth
+
+    max_opset = int(getattr(onnx_constants, "ONNX_MAX_OPSET", DEFAULT_OPSET))
+    if cfg.exporter == "legacy":
+        lo, hi = 9, min(MAX_LEGACY_OPSET, max_opset)
+        opset = cfg.opset if cfg.opset is not None else hi
+    else:
+        lo, hi = MIN_DYNAMO_OPSET, max_opset
+        opset = cfg.opset if cfg.opset is not None else min(DEFAULT_OPSET, hi)
+    if not lo <= opset <= hi:
+        raise UsageError(f"--opset {opset}: the {cfg.exporter} exporter supports opsets {lo}..{hi}")
+    return opset
+
+
+def validate_config(cfg: ExportConfig) -> ExportConfig:
+    """Check every field; return the config with ``formats`` normalised.
+
+    Raises:
+        UsageError: naming the option and the valid values.
+    """
+    from dataclasses import replace
+
+    formats = parse_formats(cfg.formats)
+    if cfg.precision not in PRECISIONS:
+        raise UsageError(f"--precision {cfg.precision!r}: choose from {', '.join(PRECISIONS)}")
+    if cfg.exporter not in EXPORTER_CHOICES:
+        raise UsageError(f"--exporter {cfg.exporter!r}: choose from {', '.join(EXPORTER_CHOICES)}")
+    if cfg.batch_size < 1:
+        raise UsageError(f"--batch-size must be >= 1, got {cfg.batch_size}")
+    if cfg.precision == "fp16" and "onnx" not in formats:
+        raise UsageError("--precision fp16 applies to ONNX only: add --format onnx (or all)")
+    for name, value in (("atol_fp32", cfg.atol_fp32), ("atol_fp16", cfg.atol_fp16)):
+        if not value > 0:
+            raise UsageError(f"{name} must be > 0, got {value}")
+    return replace(cfg, formats=formats)
+
+
+def artifact_names(cfg: ExportConfig) -> dict[str, str]:
+    """Format → the file it writes in the run folder."""
+    names = {"onnx": onnx_name(cfg.precision), "torchscript": TORCHSCRIPT_NAME, "pt2": PT2_NAME}
+    return {f: names[f] for f in cfg.formats}
+
+
+def export_run(
+    run_dir: str | Path, cfg: ExportConfig | None = None, *, progress: ProgressFn | None = None
+) -> ExportResult:
+    """Export a trained run to every requested format, check each, update the manifest.
+
+    Args:
+        run_dir: a run folder made by ``tlx train``.
+        cfg: export settings (default: all three formats, fp32, dynamic batch).
+        progress: called with a short description before each step (for a progress bar).
+
+    Raises:
+        InputFileError: the run folder or its weights are missing or not VGG16, or an
+            artifact exists and ``force`` is not set.
+        UsageError: bad settings; the legacy exporter cannot export this model.
+        GateFailed: an artifact fails its check (it is then not written; earlier formats
+            of the same call stay written and listed).
+    """
+    from exporter.core.envinfo import environment
+    from exporter.core.metadata import shared_metadata, utc_now
+    from exporter.core.runfolder import open_run
+    from exporter.model.vgg import load_reference_model
+
+    cfg = validate_config(cfg or ExportConfig())
+    opset = resolve_opset(cfg)
+    info = open_run(run_dir)
+    run = info.run_dir
+    say = progress or (lambda _msg: None)
+
+    names = artifact_names(cfg)
+    if not cfg.force:
+        for name in names.values():
+            if (run / name).exists() or (run / name).is_symlink():
+                raise InputFileError(f"{run / name} already exists; pass --force to overwrite it")
+    clean_stale_temps(run)  # leftovers of a killed earlier export
+
+    say("hashing model.safetensors")
+    source = FileRecord.of(run, info.weights_path.name)
+    manifest, dropped = _load_or_new_manifest(run, source=source, force=cfg.force)
+
+    say("loading the trained model")
+    model = load_reference_model(info)
+    shared = shared_metadata(info, source_sha256=source.sha256)
+    ctx = ExportContext(run_dir=run, info=info, model=model, cfg=cfg, shared=shared, opset=opset)
+
+    results: dict[str, FormatResult] = {}
+    manifest.metadata = shared
+    for fmt in cfg.formats:
+        result = EXPORTERS[fmt](ctx, say)
+        results[fmt] = result
+        manifest.artifacts[result.name] = result.entry
+        # Save after each format: a later failure must not unlist a file already written.
+        save_manifest(run, manifest)
+
+    # The weights must not have changed while we exported from them.
+    if sha256_file(info.weights_path) != source.sha256:
+        raise InputFileError(
+            f"{info.weights_path} changed during the export; run `tlx export {run} --force` again"
+        )
+
+    report = {
+        "schema_version": REPORT_SCHEMA_VERSION,
+        "command": "export",
+        "created_at": utc_now(),
+        "run_dir": str(run),
+        "config": {**to_dict(cfg), "formats": list(cfg.formats), "opset": opset},
+        "environment": environment("cpu"),
+        "source": source.to_dict(),
+        "dropped_stale_artifacts": dropped,
+        "results": {fmt: r.to_dict() for fmt, r in results.items()},
+    }
+    report_path = run / EXPORT_REPORT
+    write_json(report_path, report)
+    return ExportResult(
+        run_dir=run,
+        formats=results,
+        manifest_path=manifest_path(run),
+        report_path=report_path,
+        dropped=dropped,
+        opset=opset,
+    )
+
+
+def _load_or_new_manifest(
+    run: Path, *, source: FileRecord, force: bool
+) -> tuple[Manifest, list[str]]:
+    """The existing manifest to merge into, minus entries exported from other weights."""
+    if not manifest_path(run).exists():
+        return Manifest(source=source, metadata={}), []
+    try:
+        manifest = load_manifest(run)
+    except InputFileError:
+        if not force:
+            raise InputFileError(
+                f"{manifest_path(run)} is malformed; pass --force to replace it (its entries "
+                "are then dropped)"
+            ) from None
+        return Manifest(source=source, metadata={}), []
+    if manifest.source.sha256 != source.sha256:
+        # Artifacts of older weights would silently disagree with the new model.
+        dropped = sorted(manifest.artifacts)
+        return Manifest(source=source, metadata={}), dropped
+    manifest.source = source
+    return manifest, []
+
+
+def summary_rows(result: ExportResult) -> list[dict[str, Any]]:
+    """One row per written artifact, for tables."""
+    return [r.to_dict() for r in result.formats.values()]

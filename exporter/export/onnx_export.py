@@ -1,0 +1,305 @@
+"""ONNX export: dynamo (default) or legacy exporter, fp32 or fp16, checked on ORT CPU.
+
+The file is written to a temp path beside the destination, passes ``onnx.checker`` (full
+check) and an ONNX Runtime CPU comparison with eager at batch 1, an odd batch and the largest,
+and only then replaces ``model.onnx``: a file that fails its check is never left in place.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from exporter.core.errors import GateFailed, UsageError
+from exporter.core.fsio import atomic_path
+from exporter.core.manifest import ArtifactEntry, FileRecord
+from exporter.core.metadata import (
+    BATCH_DIM,
+    INPUT_NAME,
+    OUTPUT_NAME,
+    artifact_metadata,
+    signature,
+    to_onnx_props,
+)
+from exporter.core.onnx_safety import check_onnx_file
+from exporter.export.common import (
+    ExportContext,
+    FormatResult,
+    ProgressFn,
+    compare_logits,
+    first_line,
+    quiet_export,
+)
+
+if TYPE_CHECKING:
+    import onnx
+
+ONNX_NAME = "model.onnx"
+ONNX_FP16_NAME = "model.fp16.onnx"
+# ONNX Runtime CPU float16 → float32 tolerances are set in ExportConfig; fp16 min/max below
+# are IEEE half limits: constants outside them are clipped instead of becoming 0 / inf.
+FP16_MIN_POSITIVE = 5.96e-08
+FP16_MAX_FINITE = 65504.0
+
+
+def onnx_name(precision: str) -> str:
+    """The file an ONNX export of ``precision`` writes."""
+    return ONNX_FP16_NAME if precision == "fp16" else ONNX_NAME
+
+
+def exporter_label(exporter: str) -> str:
+    return (
+        "torch.onnx.export(dynamo=True)"
+        if exporter == "dynamo"
+        else "torch.onnx.export(dynamo=False)"
+    )
+
+
+def export_onnx(ctx: ExportContext, progress: ProgressFn | None = None) -> FormatResult:
+    """Export, check and atomically write ``model.onnx`` (or ``model.fp16.onnx``).
+
+    Raises:
+        UsageError: the legacy exporter cannot export this model (use ``--exporter dynamo``).
+        GateFailed: the file fails ``onnx.checker`` or its logits differ from eager.
+    """
+    cfg = ctx.cfg
+    fp16 = cfg.precision == "fp16"
+    name = onnx_name(cfg.precision)
+    dest = ctx.run_dir / name
+    say = progress or (lambda _msg: None)
+
+    say(f"{name}: exporting ({cfg.exporter} exporter, opset {ctx.opset})")
+    t0 = time.perf_counter()
+    proto = _export_legacy(ctx) if cfg.exporter == "legacy" else _export_dynamo(ctx)
+    if fp16:
+        say(f"{name}: converting to fp16")
+        proto = convert_to_fp16(proto)
+    inputs, outputs = signature(ctx.info, batch=None if ctx.dynamic_batch else cfg.batch_size)
+    meta = artifact_metadata(
+        ctx.shared,
+        fmt="onnx",
+        precision=cfg.precision,
+        inputs=inputs,
+        outputs=outputs,
+        exporter=exporter_label(cfg.exporter),
+        opset=ctx.opset,
+    )
+    _set_metadata(proto, meta)
+    export_time = time.perf_counter() - t0
+
+    import onnx
+
+    atol, rtol = (cfg.atol_fp16, cfg.rtol_fp16) if fp16 else (cfg.atol_fp32, 0.0)
+    with atomic_path(dest) as tmp:
+        t1 = time.perf_counter()
+        # One self-contained file: VGG16 is far below protobuf's 2 GB limit (PITFALLS).
+        onnx.save_model(proto, str(tmp), save_as_external_data=False)
+        export_time += time.perf_counter() - t1
+        del proto  # ~540 MB; the checks below reload from the file
+        say(f"{name}: checking (onnx.checker, ORT CPU vs eager)")
+        t2 = time.perf_counter()
+        check_onnx_file(tmp)
+        try:
+            onnx.checker.check_model(str(tmp), full_check=True)
+        except Exception as exc:  # checker raises ValidationError / InferenceError
+            raise GateFailed(
+                f"{name}: onnx.checker rejected the exported model ({first_line(exc)}); "
+                "the file was not written"
+            ) from exc
+        max_diff = _check_with_ort(ctx, tmp, name=name, atol=atol, rtol=rtol)
+        check_time = time.perf_counter() - t2
+    record = FileRecord.of(ctx.run_dir, name)
+    entry = ArtifactEntry(
+        name=name,
+        format="onnx",
+        files=[record],
+        precision=cfg.precision,
+        inputs=inputs,
+        outputs=outputs,
+        extra={
+            "opset": ctx.opset,
+            "exporter": meta["exporter"],
+            "export_time_s": round(export_time, 3),
+            "exported_at": meta["exported_at"],
+            "check_max_abs_diff": max_diff,
+            "check_atol": atol,
+        },
+    )
+    return FormatResult(
+        format="onnx",
+        name=name,
+        path=dest,
+        bytes=record.bytes,
+        sha256=record.sha256,
+        precision=cfg.precision,
+        export_time_s=export_time,
+        check_time_s=check_time,
+        max_abs_diff=max_diff,
+        atol=atol,
+        batches_checked=ctx.check_batches,
+        metadata=meta,
+        entry=entry,
+    )
+
+
+def _export_dynamo(ctx: ExportContext) -> onnx.ModelProto:
+    import torch
+
+    x = ctx.example_input()
+    dynamic_shapes = ({0: torch.export.Dim(BATCH_DIM)},) if ctx.dynamic_batch else None
+    try:
+        with quiet_export():
+            program = torch.onnx.export(
+                ctx.model,
+                (x,),
+                None,
+                dynamo=True,
+                opset_version=ctx.opset,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_shapes=dynamic_shapes,
+                optimize=True,
+                external_data=False,
+                verbose=False,
+            )
+    except Exception as exc:
+        raise GateFailed(
+            f"ONNX export (dynamo exporter, opset {ctx.opset}) failed: {first_line(exc)}"
+        ) from exc
+    return program.model_proto
+
+
+def _export_legacy(ctx: ExportContext) -> onnx.ModelProto:
+    import onnx
+    import torch
+
+    x = ctx.example_input()
+    buf = io.BytesIO()
+    dynamic_axes = (
+        {INPUT_NAME: {0: BATCH_DIM}, OUTPUT_NAME: {0: BATCH_DIM}} if ctx.dynamic_batch else None
+    )
+    try:
+        with quiet_export():
+            torch.onnx.export(
+                ctx.model,
+                (x,),
+                buf,
+                dynamo=False,
+                opset_version=ctx.opset,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_axes=dynamic_axes,
+                do_constant_folding=True,
+            )
+    except Exception as exc:
+        # Known: at 32 px adaptive_avg_pool2d's output (7x7) is not a factor of the 1x1 input.
+        raise UsageError(
+            f"the legacy (TorchScript-based) ONNX exporter cannot export this model at "
+            f"{ctx.image_size}x{ctx.image_size} px: {first_line(exc)}. Use --exporter dynamo "
+            "(the default)."
+        ) from exc
+    return onnx.load_from_string(buf.getvalue())
+
+
+def convert_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
+    """fp16 weights and compute, fp32 inputs/outputs, constants clipped to the fp16 range.
+
+    Uses the converter that ships inside onnxruntime (``onnxruntime.transformers.float16``).
+    """
+    try:
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+    except ImportError as exc:  # stripped-down onnxruntime builds omit the transformers tools
+        from exporter.core.errors import EnvironmentUnavailable
+
+        raise EnvironmentUnavailable(
+            "fp16 export needs onnxruntime.transformers.float16 (part of the onnxruntime "
+            f"package), which failed to import: {first_line(exc)}; reinstall onnxruntime"
+        ) from exc
+    with quiet_export():
+        converted = convert_float_to_float16(
+            model,
+            min_positive_val=FP16_MIN_POSITIVE,
+            max_finite_val=FP16_MAX_FINITE,
+            keep_io_types=True,
+            # Shape inference adds nothing for ORT here and costs seconds on 138M weights.
+            disable_shape_infer=True,
+        )
+    # The converter appends its input Casts at the end of the node list; ONNX requires a
+    # topologically sorted graph (onnx.checker rejects it otherwise).
+    toposort(converted.graph)
+    return converted
+
+
+def toposort(graph: Any) -> None:
+    """Sort ``graph.node`` in place so every node comes after the producers of its inputs.
+
+    Raises:
+        GateFailed: the graph has a cycle or an input nobody produces.
+    """
+    available = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    pending = list(graph.node)
+    ordered = []
+    while pending:
+        rest = []
+        for node in pending:
+            if all(i in available for i in node.input):
+                ordered.append(node)
+                available.update(node.output)
+            else:
+                rest.append(node)
+        if len(rest) == len(pending):
+            missing = sorted({i for n in rest for i in n.input if i not in available})[:3]
+            raise GateFailed(f"fp16 conversion produced an invalid graph (unresolved {missing})")
+        pending = rest
+    del graph.node[:]
+    graph.node.extend(ordered)
+
+
+def _set_metadata(model: onnx.ModelProto, meta: dict[str, Any]) -> None:
+    props = to_onnx_props(meta)
+    keep = [p for p in model.metadata_props if p.key not in props]
+    del model.metadata_props[:]
+    for p in keep:
+        model.metadata_props.add(key=p.key, value=p.value)
+    for k, v in props.items():
+        model.metadata_props.add(key=k, value=v)
+    from exporter import __version__
+
+    model.producer_name = "tlx"
+    model.producer_version = __version__
+
+
+def ort_cpu_session(path: Path) -> Any:
+    """An ORT CPU session with spin-waiting off (it steals CPU from eager on small machines)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.log_severity_level = 3  # errors only: the library does not print
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def _check_with_ort(
+    ctx: ExportContext, path: Path, *, name: str, atol: float, rtol: float
+) -> float:
+    try:
+        session = ort_cpu_session(path)
+    except Exception as exc:
+        raise GateFailed(
+            f"{name}: ONNX Runtime cannot load the exported model ({first_line(exc)}); "
+            "the file was not written"
+        ) from exc
+    max_diff = 0.0
+    for batch in ctx.check_batches:
+        x, ref = ctx.check_pair(batch)
+        try:
+            (got,) = session.run([OUTPUT_NAME], {INPUT_NAME: x})
+        except Exception as exc:
+            raise GateFailed(
+                f"{name}: ONNX Runtime failed at batch {batch} ({first_line(exc)}); "
+                "the file was not written"
+            ) from exc
+        max_diff = max(max_diff, compare_logits(name, got=got, ref=ref, atol=atol, rtol=rtol))
+    return max_diff

@@ -1,0 +1,192 @@
+"""TorchScript (``torch.jit.trace``) and ``torch.export`` (.pt2) exports.
+
+TorchScript is deprecated upstream (pytorch #70511) but users ask for it, so both ship.
+Each file is written to a temp path, loaded back with its metadata, compared with eager,
+and only then moved into place.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from exporter.core.errors import GateFailed
+from exporter.core.fsio import atomic_path
+from exporter.core.manifest import ArtifactEntry, FileRecord
+from exporter.core.metadata import BATCH_DIM, METADATA_FILE, artifact_metadata, signature, to_json
+from exporter.export.common import (
+    ExportContext,
+    FormatResult,
+    ProgressFn,
+    compare_logits,
+    first_line,
+    quiet_export,
+)
+
+TORCHSCRIPT_NAME = "model.ts"
+PT2_NAME = "model.pt2"
+
+
+def export_torchscript(ctx: ExportContext, progress: ProgressFn | None = None) -> FormatResult:
+    """Trace the eval model, save ``model.ts`` with metadata, load back and compare.
+
+    A trace of VGG16 does not bake in the batch size (``flatten(x, 1)``), so the artifact
+    takes any batch; it is checked at 1, an odd batch and the largest.
+    """
+    import torch
+
+    say = progress or (lambda _msg: None)
+    inputs, outputs = signature(ctx.info, batch=None)
+    meta = artifact_metadata(
+        ctx.shared,
+        fmt="torchscript",
+        precision="fp32",
+        inputs=inputs,
+        outputs=outputs,
+        exporter="torch.jit.trace",
+        opset=None,
+    )
+    say(f"{TORCHSCRIPT_NAME}: tracing")
+
+    def save(tmp: Path) -> None:
+        with quiet_export(), torch.no_grad():
+            traced = torch.jit.trace(ctx.model, (ctx.example_input(),), check_trace=False)
+            torch.jit.save(traced, str(tmp), _extra_files={METADATA_FILE: to_json(meta)})
+
+    def load(tmp: Path) -> tuple[Callable[[Any], Any], str]:
+        extra = {METADATA_FILE: ""}
+        with quiet_export():
+            loaded = torch.jit.load(str(tmp), map_location="cpu", _extra_files=extra)
+        return loaded.eval(), extra[METADATA_FILE]
+
+    return _write_checked(
+        ctx,
+        fmt="torchscript",
+        name=TORCHSCRIPT_NAME,
+        meta=meta,
+        save=save,
+        load=load,
+        batches=tuple(sorted({1, 3, ctx.cfg.batch_size})),
+        progress=say,
+    )
+
+
+def export_pt2(ctx: ExportContext, progress: ProgressFn | None = None) -> FormatResult:
+    """``torch.export.export`` with a dynamic batch, saved with metadata, loaded back, compared."""
+    import torch
+
+    say = progress or (lambda _msg: None)
+    batch = None if ctx.dynamic_batch else ctx.cfg.batch_size
+    inputs, outputs = signature(ctx.info, batch=batch)
+    meta = artifact_metadata(
+        ctx.shared,
+        fmt="pt2",
+        precision="fp32",
+        inputs=inputs,
+        outputs=outputs,
+        exporter="torch.export.export",
+        opset=None,
+    )
+    say(f"{PT2_NAME}: exporting")
+
+    def save(tmp: Path) -> None:
+        dynamic_shapes = ({0: torch.export.Dim(BATCH_DIM)},) if ctx.dynamic_batch else None
+        with quiet_export():
+            program = torch.export.export(
+                ctx.model, (ctx.example_input(),), dynamic_shapes=dynamic_shapes
+            )
+            torch.export.save(program, str(tmp), extra_files={METADATA_FILE: to_json(meta)})
+
+    def load(tmp: Path) -> tuple[Callable[[Any], Any], str]:
+        extra = {METADATA_FILE: ""}
+        with quiet_export():
+            program = torch.export.load(str(tmp), extra_files=extra)
+        return program.module(), extra[METADATA_FILE]
+
+    return _write_checked(
+        ctx,
+        fmt="pt2",
+        name=PT2_NAME,
+        meta=meta,
+        save=save,
+        load=load,
+        batches=ctx.check_batches,
+        progress=say,
+    )
+
+
+def _write_checked(
+    ctx: ExportContext,
+    *,
+    fmt: str,
+    name: str,
+    meta: dict[str, Any],
+    save: Callable[[Path], None],
+    load: Callable[[Path], tuple[Callable[[Any], Any], str]],
+    batches: tuple[int, ...],
+    progress: ProgressFn,
+) -> FormatResult:
+    import torch
+
+    dest = ctx.run_dir / name
+    atol = ctx.cfg.atol_fp32
+    with atomic_path(dest) as tmp:
+        t0 = time.perf_counter()
+        try:
+            save(tmp)
+        except Exception as exc:
+            raise GateFailed(f"{name}: export failed ({first_line(exc)})") from exc
+        export_time = time.perf_counter() - t0
+        progress(f"{name}: loading back and comparing with eager")
+        t1 = time.perf_counter()
+        try:
+            module, meta_text = load(tmp)
+        except Exception as exc:
+            raise GateFailed(
+                f"{name}: the saved file does not load back ({first_line(exc)}); not written"
+            ) from exc
+        if json.loads(meta_text or "null") != json.loads(to_json(meta)):
+            raise GateFailed(f"{name}: embedded metadata did not round-trip; not written")
+        max_diff = 0.0
+        for batch in batches:
+            x, ref = ctx.check_pair(batch)
+            with torch.inference_mode():
+                got = module(torch.from_numpy(x)).detach().float().numpy()
+            max_diff = max(max_diff, compare_logits(name, got=got, ref=ref, atol=atol))
+        check_time = time.perf_counter() - t1
+        del module
+    record = FileRecord.of(ctx.run_dir, name)
+    entry = ArtifactEntry(
+        name=name,
+        format=fmt,
+        files=[record],
+        precision="fp32",
+        inputs=meta["inputs"],
+        outputs=meta["outputs"],
+        extra={
+            "opset": None,
+            "exporter": meta["exporter"],
+            "export_time_s": round(export_time, 3),
+            "exported_at": meta["exported_at"],
+            "check_max_abs_diff": max_diff,
+            "check_atol": atol,
+        },
+    )
+    return FormatResult(
+        format=fmt,
+        name=name,
+        path=dest,
+        bytes=record.bytes,
+        sha256=record.sha256,
+        precision="fp32",
+        export_time_s=export_time,
+        check_time_s=check_time,
+        max_abs_diff=max_diff,
+        atol=atol,
+        batches_checked=batches,
+        metadata=meta,
+        entry=entry,
+    )

@@ -1,0 +1,1 @@
+"""VGG16: build, freeze, replace the head, load trained weights."""

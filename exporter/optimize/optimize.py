@@ -1,0 +1,563 @@
+"""``tlx optimize``: faster deployment variants of a run, each gated before it ships.
+
+Variants (all ONNX, run by ONNX Runtime):
+
+========================  =========================  =========  ===========================
+variant                   file                       precision  what it is
+========================  =========================  =========  ===========================
+``fold``                  ``model.fold.onnx``        fp32       pool → fc1 folded (fixed H×W)
+``int8``                  ``model.int8.onnx``        int8       static QDQ quantization
+``int8-dynamic``          ``model.int8-dynamic.onnx``  int8     weights-only classifier int8
+``fold-int8``             ``model.fold.int8.onnx``   int8       both (fixed H×W)
+``fp16``                  ``model.fp16.onnx``        fp16       ``tlx export --precision fp16``
+========================  =========================  =========  ===========================
+
+Each variant is evaluated with ONNX Runtime on the CPU against the eager fp32 model on
+held-out validation images. A variant that passes is written atomically and added to
+``manifest.json`` (so ``tlx verify`` and ``tlx bench`` pick it up); one that fails is kept
+aside under ``rejected/`` and reported, never listed as shipped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from exporter.core.config import OptimizeConfig, to_dict
+from exporter.core.errors import InputFileError, UsageError
+from exporter.core.fsio import atomic_path, clean_stale_temps, sha256_file, write_json
+from exporter.core.manifest import (
+    ArtifactEntry,
+    FileRecord,
+    Manifest,
+    load_manifest,
+    manifest_path,
+    save_manifest,
+)
+from exporter.core.metadata import INPUT_NAME, OUTPUT_NAME
+from exporter.optimize.quantize import (
+    GateResult,
+    gate_logits,
+    quantize_dynamic_int8,
+    quantize_static_int8,
+)
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from exporter.core.runfolder import RunInfo
+
+SCHEMA_VERSION = 1
+REPORT_NAME = "optimize.json"
+REJECTED_DIR = "rejected"
+WORK_PREFIX = ".tlx-optimize-"  # scratch folder inside the run (same filesystem: atomic moves)
+OPSET = 18  # the dynamo exporter's own opset: no version conversion, quantizer-friendly
+EVAL_BATCH = 32
+MAX_EXPORT_BATCH = 1024
+VARIANT_FILES = {
+    "fold": "model.fold.onnx",
+    "int8": "model.int8.onnx",
+    "int8-dynamic": "model.int8-dynamic.onnx",
+    "fold-int8": "model.fold.int8.onnx",
+    "fp16": "model.fp16.onnx",
+}
+VARIANT_PRECISION = {
+    "fold": "fp32",
+    "int8": "int8",
+    "int8-dynamic": "int8",
+    "fold-int8": "int8",
+    "fp16": "fp16",
+}
+FOLDED = ("fold", "fold-int8")
+
+#: Called with a short description before each step (same convention as ``export_run``).
+ProgressCallback = Callable[[str], None]
+
+
+@dataclass
+class VariantResult:
+    """What happened to one requested variant."""
+
+    variant: str
+    artifact: str
+    status: str  # "shipped", "rejected" or "skipped"
+    precision: str
+    reason: str | None = None
+    path: str | None = None  # relative to the run folder
+    file_bytes: int | None = None
+    build_s: float | None = None
+    gate: GateResult | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "variant": self.variant,
+            "artifact": self.artifact,
+            "status": self.status,
+            "precision": self.precision,
+            "reason": self.reason,
+            "path": self.path,
+            "file_bytes": self.file_bytes,
+            "build_s": self.build_s,
+            "gate": self.gate.to_dict() if self.gate else None,
+            **self.details,
+        }
+
+
+@dataclass
+class OptimizeResult:
+    """Outcome of :func:`optimize_run`."""
+
+    run_dir: Path
+    variants: list[VariantResult]
+    report_path: Path
+    manifest_path: Path
+
+    @property
+    def shipped(self) -> list[VariantResult]:
+        return [v for v in self.variants if v.status == "shipped"]
+
+    @property
+    def rejected(self) -> list[VariantResult]:
+        return [v for v in self.variants if v.status == "rejected"]
+
+
+def optimize_run(
+    run_dir: str | os.PathLike[str],
+    cfg: OptimizeConfig,
+    *,
+    progress: ProgressCallback | None = None,
+) -> OptimizeResult:
+    """Build, gate and ship the requested variants of a run; write ``optimize.json``.
+
+    Args:
+        run_dir: a run folder made by ``tlx train``.
+        cfg: which variants and the gate's settings.
+        progress: optional callback for a progress bar.
+
+    Returns:
+        Every variant's status; rejected variants do not raise (the CLI decides the exit code).
+
+    Raises:
+        UsageError / InputFileError: bad run folder, existing variants without ``force``.
+    """
+    from exporter.core.runfolder import open_run
+    from exporter.model.vgg import load_reference_model
+
+    info = open_run(run_dir)
+    run = info.run_dir
+    clean_stale_temps(run)
+    for stale in run.glob(WORK_PREFIX + "*"):  # scratch of a killed earlier optimize
+        shutil.rmtree(stale, ignore_errors=True)
+    report = _Progress(progress, total=2 + len(cfg.variants))
+    results: dict[str, VariantResult] = {}
+
+    _refuse_existing(run, _load_or_create_manifest(info), cfg)  # before any slow work
+    if "fp16" in cfg.variants:
+        # The export engineer's fp16 exporter writes the file and its manifest entry itself.
+        report.step("fp16: tlx export --precision fp16")
+        results["fp16"] = _export_fp16(run, cfg)
+
+    manifest = _load_or_create_manifest(info)  # re-read: tlx export may have just changed it
+    report.step("loading the model and held-out images")
+    model = load_reference_model(info, expected=manifest.source)
+    image_size = info.preprocessing.image_size
+    x_val, y_val = _load_images(info, cfg.eval_samples, split="val", seed=cfg.seed)
+    ref_logits = _eager_logits(model, x_val)
+    x_cal = None
+    if any(v in cfg.variants for v in ("int8", "fold-int8")):
+        x_cal, _ = _load_images(info, cfg.calib_samples, split="train", seed=cfg.seed)
+
+    from exporter.optimize.fold import fold_vgg16, plan_fold
+
+    plan = plan_fold(model, image_size)
+    with tempfile.TemporaryDirectory(prefix=WORK_PREFIX, dir=run) as tmp:
+        work = Path(tmp)
+        base_onnx = folded_onnx = None
+        for variant in (v for v in cfg.variants if v != "fp16"):
+            name = VARIANT_FILES[variant]
+            report.step(f"{variant}: building {name}")
+            if variant in FOLDED and not plan.saves_parameters:
+                results[variant] = _skipped_fold(variant, plan.to_dict(), image_size)
+                continue
+            t0 = time.perf_counter()
+            details: dict[str, Any] = {}
+            if variant in FOLDED:
+                if folded_onnx is None:
+                    folded_onnx = work / "folded.onnx"
+                    export_onnx(fold_vgg16(model, image_size), folded_onnx, image_size=image_size)
+                src = folded_onnx
+                details["fold"] = plan.to_dict()
+            else:
+                if base_onnx is None:
+                    base_onnx = work / "base.onnx"
+                    export_onnx(model, base_onnx, image_size=image_size)
+                src = base_onnx
+            built = work / name
+            if variant == "fold":
+                shutil.copyfile(src, built)  # folded.onnx stays the source of fold-int8
+            elif variant in ("int8", "fold-int8"):
+                details["quantization"] = quantize_static_int8(src, built, calibration_images=x_cal)
+            else:  # int8-dynamic
+                details["quantization"] = quantize_dynamic_int8(src, built)
+            gate = evaluate_onnx(built, x_val, y_val, ref_logits, cfg=cfg, variant=variant)
+            result = VariantResult(
+                variant=variant,
+                artifact=name,
+                status="shipped" if gate.passed else "rejected",
+                precision=VARIANT_PRECISION[variant],
+                reason="; ".join(gate.failures) or None,
+                build_s=round(time.perf_counter() - t0, 3),
+                gate=gate,
+                details=details,
+            )
+            _stamp_metadata(built, info, variant=variant, source_sha256=manifest.source.sha256)
+            _place(run, manifest, built, result, info=info)
+            results[variant] = result
+    if "fp16" in results:
+        _gate_fp16(
+            run,
+            manifest,
+            results["fp16"],
+            images=x_val,
+            labels=y_val,
+            reference=ref_logits,
+            cfg=cfg,
+        )
+
+    ordered = [results[v] for v in cfg.variants]
+    report_path = run / REPORT_NAME
+    write_json(report_path, _report(info, cfg, ordered, plan.to_dict(), len(y_val)))
+    return OptimizeResult(run, ordered, report_path, manifest_path(run))
+
+
+# --- building ---------------------------------------------------------------------------
+
+
+def export_onnx(module: nn.Module, dest: Path, *, image_size: int) -> None:
+    """Export ``module`` to a self-contained ONNX file with a dynamic batch and fixed H×W.
+
+    Uses the dynamo exporter (the legacy one fails on VGG16 at 32 px) with an example batch
+    of 2, since a batch of 1 gets specialised (PITFALLS).
+    """
+    import torch
+
+    module = module.eval()
+    example = torch.zeros(2, 3, image_size, image_size)
+    batch = torch.export.Dim("batch", min=1, max=MAX_EXPORT_BATCH)
+    with torch.no_grad(), contextlib.redirect_stdout(None):
+        program = torch.onnx.export(
+            module,
+            (example,),
+            None,
+            dynamo=True,
+            external_data=False,
+            opset_version=OPSET,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_shapes=({0: batch},),
+            verbose=False,
+        )
+    program.save(str(dest), external_data=False)
+
+
+def _stamp_metadata(path: Path, info: RunInfo, *, variant: str, source_sha256: str) -> None:
+    """Embed the shared artifact metadata (classes, preprocessing, versions) in the file.
+
+    Same record and encoding as ``tlx export`` (:mod:`exporter.core.metadata`); ORT's quantizers
+    do not carry metadata over, so it is written after the build.
+    """
+    import onnx
+
+    from exporter.core.metadata import artifact_metadata, shared_metadata, signature, to_onnx_props
+
+    inputs, outputs = signature(info, batch=None)
+    meta = artifact_metadata(
+        shared_metadata(info, source_sha256=source_sha256),
+        fmt="onnx",
+        precision=VARIANT_PRECISION[variant],
+        inputs=inputs,
+        outputs=outputs,
+        exporter=f"tlx optimize --variants {variant} (torch.onnx.export(dynamo=True))",
+        opset=OPSET,
+    )
+    meta.update(variant=variant)
+    if variant in FOLDED:
+        meta["input_constraints"] = {"fixed_hw": inputs[0]["shape"][2:]}
+    props = to_onnx_props(meta)
+    model = onnx.load(str(path))
+    kept = [p for p in model.metadata_props if p.key not in props]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    for key, value in props.items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.save(model, str(path))
+
+
+def _skipped_fold(variant: str, plan: dict[str, Any], image_size: int) -> VariantResult:
+    why = (
+        "the trunk already outputs 7×7, so pooling is the identity and the fold changes nothing"
+        if plan["pooling_is_identity"]
+        else f"the trunk outputs {plan['trunk_hw']}, so the folded fc1 would not be smaller"
+    )
+    hint = "use int8" if variant == "fold-int8" else "ship model.onnx as is"
+    return VariantResult(
+        variant=variant,
+        artifact=VARIANT_FILES[variant],
+        status="skipped",
+        precision=VARIANT_PRECISION[variant],
+        reason=f"pointless at {image_size} px: {why}; {hint}",
+        details={"fold": plan},
+    )
+
+
+# --- evaluation -------------------------------------------------------------------------
+
+
+def _load_images(info: RunInfo, n: int, *, split: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    from exporter.data.datasets import load_eval_images
+
+    return load_eval_images(info, n, split=split, seed=seed)
+
+
+def _eager_logits(model: nn.Module, images: np.ndarray) -> np.ndarray:
+    import torch
+
+    outs = []
+    with torch.inference_mode():
+        for i in range(0, len(images), EVAL_BATCH):
+            outs.append(model(torch.from_numpy(images[i : i + EVAL_BATCH])).float().numpy())
+    return np.concatenate(outs)
+
+
+def onnx_cpu_logits(path: Path, images: np.ndarray) -> np.ndarray:
+    """Logits of an ONNX model on ONNX Runtime's CPU provider, in batches."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    # Spin-waiting ORT threads steal the CPU from the eager model that runs next (PITFALLS).
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    outs = [
+        session.run(None, {name: np.ascontiguousarray(images[i : i + EVAL_BATCH])})[0]
+        for i in range(0, len(images), EVAL_BATCH)
+    ]
+    return np.concatenate(outs).astype(np.float32)
+
+
+def evaluate_onnx(
+    path: Path,
+    images: np.ndarray,
+    labels: np.ndarray,
+    reference: np.ndarray,
+    *,
+    cfg: OptimizeConfig,
+    variant: str,
+) -> GateResult:
+    """Run ``variant``'s gate on an ONNX file (its precision's profile, as ``tlx verify``)."""
+    precision = VARIANT_PRECISION[variant]
+    return gate_logits(
+        reference,
+        onnx_cpu_logits(path, images),
+        labels,
+        precision=precision,
+        # The fp32 fold must agree exactly (ties aside): keep the fp32 profile's own 100%.
+        min_top1_agreement=None if precision == "fp32" else cfg.min_top1_agreement,
+        max_accuracy_drop_points=cfg.max_accuracy_drop_points,
+    )
+
+
+# --- fp16 (delegated to tlx export) ---------------------------------------------------
+
+
+def _export_fp16(run: Path, cfg: OptimizeConfig) -> VariantResult:
+    from exporter.core.config import ExportConfig
+    from exporter.export.export import export_run
+
+    t0 = time.perf_counter()
+    export_run(run, ExportConfig(formats=("onnx",), precision="fp16", force=cfg.force))
+    return VariantResult(
+        variant="fp16",
+        artifact=VARIANT_FILES["fp16"],
+        status="pending",
+        precision="fp16",
+        build_s=round(time.perf_counter() - t0, 3),
+        details={"built_by": "tlx export --precision fp16"},
+    )
+
+
+def _gate_fp16(
+    run: Path,
+    manifest: Manifest,
+    result: VariantResult,
+    *,
+    images: np.ndarray,
+    labels: np.ndarray,
+    reference: np.ndarray,
+    cfg: OptimizeConfig,
+) -> None:
+    """Gate the fp16 file tlx export wrote; on failure move it to ``rejected/`` and unlist it."""
+    from exporter.core.manifest import check_artifact
+
+    entry = manifest.artifacts.get(result.artifact)
+    if entry is None:
+        raise InputFileError(
+            f"tlx export --precision fp16 did not list {result.artifact} in manifest.json"
+        )
+    path = check_artifact(run, entry)
+    result.gate = evaluate_onnx(path, images, labels, reference, cfg=cfg, variant="fp16")
+    result.path = result.artifact
+    result.file_bytes = path.stat().st_size
+    if result.gate.passed:
+        result.status = "shipped"
+        entry.extra["gate"] = result.gate.to_dict()
+        save_manifest(run, manifest)
+        return
+    result.status = "rejected"
+    result.reason = "; ".join(result.gate.failures)
+    dest = run / REJECTED_DIR / result.artifact
+    dest.parent.mkdir(exist_ok=True)
+    os.replace(path, dest)
+    del manifest.artifacts[result.artifact]
+    save_manifest(run, manifest)
+    result.path = f"{REJECTED_DIR}/{result.artifact}"
+
+
+# --- manifest ---------------------------------------------------------------------------
+
+
+def _load_or_create_manifest(info: RunInfo) -> Manifest:
+    """The run's manifest, or a new one (source hash + metadata) when nothing was exported."""
+    run = info.run_dir
+    if manifest_path(run).is_file():
+        manifest = load_manifest(run)
+        weights = info.weights_path
+        if manifest.source.sha256 != sha256_file(weights):
+            raise InputFileError(
+                f"{manifest_path(run)} was made from different weights than {weights}: "
+                f"re-export with `tlx export {run} --force` first"
+            )
+        return manifest
+    # Nothing exported yet: the same source record and metadata `tlx export` would write.
+    from exporter.core.metadata import shared_metadata
+
+    source = FileRecord.of(run, info.weights_path.name)
+    return Manifest(source=source, metadata=shared_metadata(info, source_sha256=source.sha256))
+
+
+def _refuse_existing(run: Path, manifest: Manifest, cfg: OptimizeConfig) -> None:
+    if cfg.force:
+        return
+    # fp16 was just (re)written by tlx export, which applies its own --force rule.
+    names = [VARIANT_FILES[v] for v in cfg.variants if v != "fp16"]
+    existing = [n for n in names if n in manifest.artifacts or (run / n).exists()]
+    if existing:
+        raise UsageError(
+            f"{', '.join(existing)} already exist in {run}: pass --force to rebuild them"
+        )
+
+
+def _place(
+    run: Path,
+    manifest: Manifest,
+    built: Path,
+    result: VariantResult,
+    *,
+    info: RunInfo,
+) -> None:
+    """Move a built file into the run (shipped) or ``rejected/``; update the manifest."""
+    name = result.artifact
+    if result.status == "shipped":
+        dest = run / name
+        with atomic_path(dest) as tmp:
+            os.replace(built, tmp)
+        result.path = name
+        result.file_bytes = dest.stat().st_size
+        manifest.artifacts[name] = _entry(run, result, info=info)
+    else:
+        dest = run / REJECTED_DIR / name
+        with atomic_path(dest) as tmp:
+            os.replace(built, tmp)
+        result.path = f"{REJECTED_DIR}/{name}"
+        result.file_bytes = dest.stat().st_size
+        # A failed rebuild must not leave an older shipped file of the same name listed.
+        if manifest.artifacts.pop(name, None) is not None:
+            with contextlib.suppress(FileNotFoundError):
+                (run / name).unlink()
+    save_manifest(run, manifest)  # after every variant: a crash later leaves it consistent
+
+
+def _entry(run: Path, result: VariantResult, *, info: RunInfo) -> ArtifactEntry:
+    from exporter.core.envinfo import onnxruntime_version
+    from exporter.core.metadata import signature, utc_now
+
+    image_size = info.preprocessing.image_size
+    inputs, outputs = signature(info, batch=None)
+    fixed = result.variant in FOLDED
+    extra: dict[str, Any] = {
+        "opset": OPSET,
+        "exporter": "tlx optimize",
+        "derived_from": "model.safetensors",
+        "exported_at": utc_now(),
+        "onnxruntime": onnxruntime_version(),
+        "gate": result.gate.to_dict() if result.gate else None,
+        **result.details,
+    }
+    return ArtifactEntry(
+        name=result.artifact,
+        format="onnx",
+        files=[FileRecord.of(run, result.artifact)],
+        precision=result.precision,
+        variant=result.variant,
+        inputs=inputs,
+        outputs=outputs,
+        input_constraints={"fixed_hw": [image_size, image_size]} if fixed else {},
+        extra=extra,
+    )
+
+
+# --- report -----------------------------------------------------------------------------
+
+
+def _report(
+    info: RunInfo,
+    cfg: OptimizeConfig,
+    results: list[VariantResult],
+    plan: dict[str, Any],
+    eval_images: int,
+) -> dict[str, Any]:
+    from exporter.core.envinfo import environment
+
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "command": "optimize",
+        "run_dir": str(info.run_dir),
+        "config": to_dict(cfg),
+        "environment": environment("cpu"),
+        "image_size": info.preprocessing.image_size,
+        "fold_plan": plan,
+        "eval_images": eval_images,
+        "variants": [r.to_dict() for r in results],
+    }
+
+
+class _Progress:
+    """Numbers the steps ("optimize 2/5: ...") for a one-line progress display."""
+
+    def __init__(self, callback: ProgressCallback | None, *, total: int) -> None:
+        self.callback, self.total, self.completed = callback, total, 0
+
+    def step(self, description: str) -> None:
+        self.completed += 1
+        if self.callback:
+            self.callback(f"optimize {self.completed}/{self.total}: {description}")

@@ -1,0 +1,106 @@
+"""Resumable training state: one ``checkpoint/state.pt`` (safe to read) plus a readable meta.json.
+
+Everything in ``state.pt`` is tensors, numbers, strings, lists and dicts, so it loads with
+``torch.load(weights_only=True)`` (never retried without it). RNG states of torch, CUDA,
+numpy and python are stored so that a resumed CPU run is bitwise identical to an
+uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from exporter.core.errors import InputFileError
+from exporter.core.fsio import write_json, write_with
+from exporter.core.runfolder import CHECKPOINT_DIR
+
+STATE_NAME = "state.pt"
+META_NAME = "meta.json"
+CHECKPOINT_FORMAT = 1
+
+
+def capture_rng() -> dict[str, Any]:
+    """RNG states of torch (CPU and CUDA), numpy and python, in weights_only-safe types."""
+    import torch
+
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        "numpy": {
+            "kind": str(np_state[0]),
+            "keys": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "python": [py_state[0], list(py_state[1]), py_state[2]],
+    }
+
+
+def restore_rng(rng: dict[str, Any]) -> None:
+    """Inverse of :func:`capture_rng`."""
+    import torch
+
+    torch.set_rng_state(rng["torch"])
+    if rng.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    n = rng["numpy"]
+    np.random.set_state(
+        (
+            n["kind"],
+            n["keys"].numpy().astype(np.uint32),
+            n["pos"],
+            n["has_gauss"],
+            n["cached_gaussian"],
+        )
+    )
+    version, internal, gauss = rng["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+def checkpoint_dir(run_dir: Path) -> Path:
+    return Path(run_dir) / CHECKPOINT_DIR
+
+
+def save_checkpoint(run_dir: Path, state: dict[str, Any], meta: dict[str, Any]) -> Path:
+    """Atomically write ``checkpoint/state.pt`` then ``checkpoint/meta.json``.
+
+    ``state.pt`` alone is the source of truth; meta.json is a human-readable summary.
+    """
+    import torch
+
+    folder = checkpoint_dir(run_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    payload = {"format": CHECKPOINT_FORMAT, **state}
+    write_with(folder / STATE_NAME, lambda p: torch.save(payload, p))
+    write_json(folder / META_NAME, meta)
+    return folder
+
+
+def load_checkpoint(run_dir: Path) -> dict[str, Any]:
+    """Read ``checkpoint/state.pt`` with ``weights_only=True``.
+
+    Raises:
+        InputFileError: no checkpoint, or it cannot be read safely.
+    """
+    import torch
+
+    path = checkpoint_dir(run_dir) / STATE_NAME
+    if not path.is_file():
+        raise InputFileError(
+            f"--resume {run_dir}: {path} not found (resume needs a run folder made by "
+            "`tlx train` that saved a checkpoint)"
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # untrusted file: any failure is bad input, never a retry
+        raise InputFileError(f"cannot read checkpoint {path}: {str(exc)[:300]}") from exc
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise InputFileError(f"{path} is not a tlx checkpoint (format {CHECKPOINT_FORMAT})")
+    return state

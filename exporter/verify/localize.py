@@ -1,0 +1,212 @@
+"""Find the first VGG16 layer whose output diverges between the reference and an artifact.
+
+The reference's intermediate activations come from forward hooks on ``features.N``,
+``avgpool`` and ``classifier.N``. The candidate's:
+
+* ONNX: a temporary copy of the model with extra graph outputs. The dynamo exporter records
+  each node's module path in ``metadata_props["pkg.torch.onnx.name_scopes"]`` (e.g.
+  ``['', 'features', 'features.10', 'conv2d_4']``); the last node of each module produces
+  that module's output.
+* TorchScript: the traced submodules are called one by one in VGG16's forward order.
+* .pt2: ``torch.export.unflatten`` restores the module tree, then the same hooks as eager.
+
+Runs on the CPU in fp32 inputs; the first layer with
+``max|c - r| > atol + rtol * max|r|`` (the artifact's tolerance profile) is reported.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from exporter.verify.tolerance import Tolerance
+
+LAYER_RE = re.compile(r"^(features|classifier)\.\d+$|^avgpool$")
+# int8 and other profiles without atol still need a threshold for "diverged".
+FALLBACK_RTOL = 5e-2
+
+
+def layer_order(model: Any) -> list[str]:
+    """VGG16's layers in forward order: features.0..30, avgpool, classifier.0..6."""
+    names = [f"features.{i}" for i in range(len(model.features))]
+    names.append("avgpool")
+    names.extend(f"classifier.{i}" for i in range(len(model.classifier)))
+    return names
+
+
+def _hooked_activations(
+    model: Any, x: np.ndarray, names: list[str] | None = None
+) -> dict[str, np.ndarray]:
+    import torch
+
+    acts: dict[str, np.ndarray] = {}
+    handles = []
+    for name in names or layer_order(model):
+        try:
+            module = model.get_submodule(name)
+        except AttributeError:
+            continue  # not in this module tree (e.g. an unflattened program lost it)
+
+        def hook(_m: Any, _i: Any, out: Any, name: str = name) -> None:
+            # Clone now: VGG's ReLU(inplace=True) overwrites the conv output right after.
+            acts[name] = out.detach().float().clone().cpu().numpy()
+
+        handles.append(module.register_forward_hook(hook))
+    try:
+        with torch.inference_mode():
+            model(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
+    finally:
+        for h in handles:
+            h.remove()
+    return acts
+
+
+def _onnx_layer_outputs(model_proto: Any) -> dict[str, str]:
+    """Layer name → the ONNX value that is that layer's output (last node of its scope)."""
+    last: dict[str, str] = {}
+    for node in model_proto.graph.node:
+        props = {p.key: p.value for p in node.metadata_props}
+        scopes_text = props.get("pkg.torch.onnx.name_scopes")
+        if not scopes_text or not node.output:
+            continue
+        try:
+            scopes = ast.literal_eval(scopes_text)
+        except (ValueError, SyntaxError):
+            continue
+        layer = next(
+            (s for s in reversed(scopes) if isinstance(s, str) and LAYER_RE.match(s)), None
+        )
+        if layer:
+            last[layer] = node.output[0]
+    return last
+
+
+def _onnx_activations(path: Path, x: np.ndarray) -> dict[str, np.ndarray]:
+    import onnx
+    import onnxruntime as ort
+
+    proto = onnx.load(str(path))
+    outputs = _onnx_layer_outputs(proto)
+    if not outputs:
+        return {}
+    existing = {o.name for o in proto.graph.output}
+    for value in outputs.values():
+        if value not in existing:
+            proto.graph.output.append(onnx.ValueInfoProto(name=value))
+            existing.add(value)
+    so = ort.SessionOptions()
+    # Optimisations may fuse away the very values we want to read.
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    with tempfile.TemporaryDirectory(prefix="tlx-localize-") as tmp:
+        tmp_path = Path(tmp) / "model.onnx"
+        onnx.save(proto, str(tmp_path))
+        session = ort.InferenceSession(str(tmp_path), so, providers=["CPUExecutionProvider"])
+        feed_type = session.get_inputs()[0].type
+        dtype = np.float16 if feed_type == "tensor(float16)" else np.float32
+        names = list(outputs)
+        values = session.run(
+            [outputs[n] for n in names],
+            {session.get_inputs()[0].name: np.ascontiguousarray(x, dtype=dtype)},
+        )
+    return {n: np.asarray(v, dtype=np.float32) for n, v in zip(names, values, strict=True)}
+
+
+def _torchscript_activations(path: Path, x: np.ndarray) -> dict[str, np.ndarray]:
+    import torch
+
+    module = torch.jit.load(str(path), map_location="cpu").eval()
+    acts: dict[str, np.ndarray] = {}
+    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    dtype = next(module.parameters()).dtype
+    t = t.to(dtype)
+    with torch.inference_mode():
+        # VGG.forward: features → avgpool → flatten → classifier, replayed module by module.
+        for i, child in enumerate(module.features.children()):
+            t = child(t)
+            acts[f"features.{i}"] = t.float().clone().numpy()
+        t = module.avgpool(t)
+        acts["avgpool"] = t.float().clone().numpy()
+        t = torch.flatten(t, 1)
+        for i, child in enumerate(module.classifier.children()):
+            t = child(t)
+            acts[f"classifier.{i}"] = t.float().clone().numpy()
+    return acts
+
+
+def _pt2_activations(path: Path, x: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
+    import torch
+
+    program = torch.export.load(str(path))
+    module = torch.export.unflatten(program)
+    return _hooked_activations(module, x, names)
+
+
+def candidate_activations(artifact: Any, x: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
+    """Per-layer activations of an artifact (hash-checked before loading).
+
+    Args:
+        artifact: the candidate.
+        x: float32 NCHW input.
+        names: the reference's layer names in forward order.
+    """
+    path = artifact.verified_path()  # includes the ONNX structure/external-data check
+    if artifact.format == "onnx":
+        return _onnx_activations(path, x)
+    if artifact.format == "torchscript":
+        return _torchscript_activations(path, x)
+    if artifact.format == "pt2":
+        return _pt2_activations(path, x, names)
+    raise ValueError(f"cannot localize artifacts of format {artifact.format!r}")
+
+
+def localize_divergence(
+    reference: Any, artifact: Any, x: np.ndarray, tol: Tolerance
+) -> dict[str, Any]:
+    """Compare activations layer by layer; return the first diverging layer and the figures.
+
+    Returns:
+        ``{"layer": name or None, "layers": [{layer, max_abs_error, scale, limit,
+        diverged}], "reason": ...}``; ``layer`` is None when no layer can be compared or
+        none diverges (then the difference arises after the last comparable layer).
+    """
+    ref_acts = _hooked_activations(reference, x)
+    cand_acts = candidate_activations(artifact, x, layer_order(reference))
+    rtol = tol.rtol if tol.rtol is not None else FALLBACK_RTOL
+    rows = []
+    first = None
+    for name in layer_order(reference):
+        if name not in cand_acts or name not in ref_acts:
+            continue  # e.g. Dropout layers vanish from exported graphs
+        ref, cand = ref_acts[name], cand_acts[name]
+        if ref.shape != cand.shape:
+            rows.append({"layer": name, "shape_mismatch": [list(ref.shape), list(cand.shape)]})
+            continue
+        scale = float(np.max(np.abs(ref))) if ref.size else 0.0
+        err = float(np.max(np.abs(cand.astype(np.float64) - ref))) if ref.size else 0.0
+        err = err if np.isfinite(err) else float("inf")
+        limit = (tol.effective_atol(ref) or 0.0) + rtol * scale
+        diverged = not err <= limit
+        rows.append(
+            {
+                "layer": name,
+                "max_abs_error": err,
+                "scale": scale,
+                "limit": limit,
+                "diverged": diverged,
+            }
+        )
+        if diverged and first is None:
+            first = name
+    if not any("max_abs_error" in r for r in rows):
+        reason = "no layer names found in the artifact (names are lost by some transforms)"
+    elif first is None:
+        reason = "no compared layer diverges: the difference arises after the last one"
+    else:
+        reason = f"first diverging layer: {first}"
+    return {"layer": first, "reason": reason, "layers": rows}

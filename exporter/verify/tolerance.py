@@ -1,0 +1,162 @@
+"""Precision-aware tolerance profiles and the parity figures they gate on.
+
+Optimum only warns and Polygraphy's 1e-5 default is too strict for fp16 (PITFALLS), so each
+artifact precision has its own profile: elementwise logit tolerances plus top-1 agreement
+(and, for int8, the held-out accuracy change). Users may override atol/rtol/min_top1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from exporter.core.errors import UsageError
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Gate thresholds for one artifact precision.
+
+    Attributes:
+        precision: the profile's name.
+        atol: absolute tolerance on logits; None = not gated elementwise (int8).
+        rtol: relative tolerance on logits (``|c - r| <= atol + rtol * |r|`` elementwise).
+        atol_scaled: when True ``atol`` is a fraction of the reference's logit scale
+            (max |logit| of the batch, at least 1): half precision errors grow with it.
+        min_top1: minimum fraction of inputs whose top-1 class agrees with the reference.
+        max_accuracy_drop_points: largest allowed drop of held-out accuracy, in points.
+    """
+
+    precision: str
+    atol: float | None
+    rtol: float | None
+    atol_scaled: bool = False
+    min_top1: float = 1.0
+    max_accuracy_drop_points: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def effective_atol(self, reference: np.ndarray) -> float | None:
+        """The absolute tolerance for this reference batch (scaled when ``atol_scaled``)."""
+        if self.atol is None:
+            return None
+        if not self.atol_scaled:
+            return self.atol
+        scale = max(1.0, float(np.max(np.abs(reference))) if reference.size else 1.0)
+        return self.atol * scale
+
+
+PROFILES: dict[str, Tolerance] = {
+    "fp32": Tolerance("fp32", atol=1e-4, rtol=1e-3, min_top1=1.0),
+    "fp16": Tolerance("fp16", atol=5e-2, rtol=5e-2, atol_scaled=True, min_top1=0.995),
+    "bf16": Tolerance("bf16", atol=5e-2, rtol=5e-2, atol_scaled=True, min_top1=0.995),
+    "int8": Tolerance("int8", atol=None, rtol=None, min_top1=0.99, max_accuracy_drop_points=0.5),
+}
+
+
+def profile_for(
+    precision: str,
+    *,
+    atol: float | None = None,
+    rtol: float | None = None,
+    min_top1: float | None = None,
+) -> Tolerance:
+    """The profile of ``precision`` with the user's overrides applied.
+
+    Raises:
+        UsageError: unknown precision or an override out of range.
+    """
+    if precision not in PROFILES:
+        raise UsageError(
+            f"no tolerance profile for precision {precision!r}; known: {', '.join(PROFILES)}"
+        )
+    tol = PROFILES[precision]
+    for flag, value in (("--atol", atol), ("--rtol", rtol)):
+        if value is not None and not (value >= 0 and np.isfinite(value)):
+            raise UsageError(f"{flag} must be a finite number >= 0, got {value}")
+    if min_top1 is not None and not 0.0 <= min_top1 <= 1.0:
+        raise UsageError(f"--min-top1 must be in [0, 1] (a fraction), got {min_top1}")
+    changes: dict[str, Any] = {}
+    if atol is not None:
+        # An explicit atol is absolute: the user said how many logit units they accept.
+        changes.update(atol=atol, atol_scaled=False)
+    if rtol is not None:
+        changes["rtol"] = rtol
+    if min_top1 is not None:
+        changes["min_top1"] = min_top1
+    return replace(tol, **changes)
+
+
+@dataclass
+class Comparison:
+    """Elementwise and decision-level agreement of one candidate with the reference."""
+
+    n: int
+    max_abs_error: float
+    mean_abs_error: float
+    p99_abs_error: float
+    max_rel_error: float
+    min_cosine_similarity: float
+    top1_agreement: float
+    top1_ties_n: int
+    nonfinite_n: int
+    within_tolerance_fraction: float | None
+    worst_excess: float | None  # max(|c - r| - (atol + rtol|r|)); > 0 means out of tolerance
+
+
+def compare_logits(reference: np.ndarray, candidate: np.ndarray, tol: Tolerance) -> Comparison:
+    """Compare two ``(batch, classes)`` logit arrays under ``tol``.
+
+    A top-1 disagreement counts only when the reference itself separates the two classes
+    by more than the tolerance: when the reference's top two logits tie within numeric
+    noise, either answer is right (these are reported as ``top1_ties_n``).
+    """
+    if reference.shape != candidate.shape:
+        raise ValueError(f"shape {candidate.shape} differs from the reference's {reference.shape}")
+    ref = reference.astype(np.float64)
+    cand = candidate.astype(np.float64)
+    nonfinite = int(np.size(cand) - np.count_nonzero(np.isfinite(cand)))
+    # NaN must never look like agreement: replace it by +inf error below.
+    diff = np.where(np.isfinite(cand), np.abs(cand - ref), np.inf)
+    rel = diff / np.maximum(np.abs(ref), 1e-12)
+    num = np.sum(np.nan_to_num(cand, nan=0.0, posinf=0.0, neginf=0.0) * ref, axis=1)
+    den = np.linalg.norm(ref, axis=1) * np.linalg.norm(
+        np.nan_to_num(cand, nan=0.0, posinf=0.0, neginf=0.0), axis=1
+    )
+    cos = np.where(den > 0, num / np.maximum(den, 1e-300), 0.0)
+    cos = np.where(np.all(np.isfinite(cand), axis=1), cos, -1.0)
+
+    atol = tol.effective_atol(reference)
+    rtol = tol.rtol or 0.0
+    slack = (atol or 0.0) + rtol * np.abs(ref)
+    ref_top = np.argmax(ref, axis=1)
+    cand_top = np.argmax(np.where(np.isfinite(cand), cand, -np.inf), axis=1)
+    rows = np.arange(ref.shape[0])
+    # Tie: the reference scores the candidate's class within tolerance of its own best.
+    gap = ref[rows, ref_top] - ref[rows, cand_top]
+    tie_slack = 2 * slack[rows, ref_top] if atol is not None else 0.0
+    tie = (cand_top != ref_top) & (gap <= tie_slack) & np.all(np.isfinite(cand), axis=1)
+    agree = (cand_top == ref_top) | tie
+    if atol is not None:
+        excess = diff - slack
+        within = float(np.mean(excess <= 0)) if excess.size else 1.0
+        worst = float(np.max(excess)) if excess.size else 0.0
+    else:
+        within, worst = None, None
+    finite_diff = diff[np.isfinite(diff)]
+    return Comparison(
+        n=int(ref.shape[0]),
+        max_abs_error=float(np.max(diff)) if diff.size else 0.0,
+        mean_abs_error=float(np.mean(diff)) if diff.size else 0.0,
+        p99_abs_error=float(np.percentile(finite_diff, 99)) if finite_diff.size else 0.0,
+        max_rel_error=float(np.max(rel)) if rel.size else 0.0,
+        min_cosine_similarity=float(np.min(cos)) if cos.size else 1.0,
+        top1_agreement=float(np.mean(agree)) if agree.size else 1.0,
+        top1_ties_n=int(np.sum(tie)),
+        nonfinite_n=nonfinite,
+        within_tolerance_fraction=within,
+        worst_excess=worst,
+    )
