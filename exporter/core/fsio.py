@@ -1,7 +1,10 @@
 """Atomic file writes and hashing: no run ever leaves a half-written file.
 
 Every write goes to a temp file in the destination folder, is fsynced, then
-``os.replace``d over the destination (atomic on POSIX within one filesystem).
+``os.replace``d over the destination (atomic on POSIX within one filesystem). The temp file
+is created 0600 (``tempfile.mkstemp``) and its mode survives the rename, so it is given the
+mode a plain ``open()`` would have (0666 minus the umask: 0644 under the usual 022) first;
+artifacts are shipped to servers that read them as another user.
 """
 
 from __future__ import annotations
@@ -34,12 +37,24 @@ def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, dest)
         _fsync_dir(dest.parent)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+
+
+def _umask() -> int:
+    # Linux reports it without changing it; elsewhere setting it is the only way to read it.
+    with contextlib.suppress(OSError, ValueError), open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_dir(folder: Path) -> None:
