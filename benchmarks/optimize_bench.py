@@ -37,10 +37,10 @@ def make_runs(out: Path, *, steps: int) -> tuple[Path, Path]:
 
     ``exporter.train.fit`` exists, but 2 epochs of it from random weights reached only 22%
     val accuracy with near-flat logits, so the 32 px run trains the head directly (Adam on the
-    frozen trunk's features, as tests/test_optimize.py does): ~85% val accuracy in seconds.
+    frozen trunk's features, as tests/optimize/test_optimize.py does): ~85% val accuracy in seconds.
     """
     sys.path.insert(0, str(ROOT / "tests"))
-    from conftest import make_run_folder
+    from conftest import _make_run_folder as make_run_folder
 
     run32 = out / "synthetic32"
     if not (run32 / "model.safetensors").exists():
@@ -144,7 +144,7 @@ def sessions(run: Path, names: list[str]) -> dict:
     for name in names:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = THREADS
-        # Spin-waiting ORT threads would steal the CPU from the next runtime (PITFALLS).
+        # Spin-waiting ORT threads would steal the CPU from the next runtime.
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         s = ort.InferenceSession(str(run / name), opts, providers=["CPUExecutionProvider"])
         fns[name] = lambda x, s=s: s.run(None, {"input": x})

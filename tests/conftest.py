@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+FORMAT_FILES = {"onnx": "model.onnx", "torchscript": "model.ts", "pt2": "model.pt2"}
 SYNTHETIC_CLASSES = [f"class_{i}" for i in range(10)]
 
 
-def make_run_folder(
+def _make_run_folder(
     run_dir: Path,
     *,
     image_size: int = 32,
@@ -83,10 +85,118 @@ def _free_disk_after_test(request: pytest.FixtureRequest) -> Iterator[None]:
 @pytest.fixture
 def run_folder(tmp_path: Path) -> Path:
     """A fresh random-weights run folder at 32 px (function scope: tests may modify it)."""
-    return make_run_folder(tmp_path / "run")
+    return _make_run_folder(tmp_path / "run")
 
 
 @pytest.fixture(scope="session")
 def shared_run_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A session-wide run folder at 32 px for read-only use."""
-    return make_run_folder(tmp_path_factory.mktemp("shared") / "run")
+    return _make_run_folder(tmp_path_factory.mktemp("shared") / "run")
+
+
+def _export_artifacts(run_dir: Path) -> Path:
+    """Write model.onnx / model.ts / model.pt2 and manifest.json into ``run_dir``.
+
+    Uses the real ``tlx export`` library call, so these tests also check that verify reads
+    what export writes.
+    """
+    from exporter.core.config import ExportConfig
+    from exporter.export.export import export_run
+
+    export_run(run_dir, ExportConfig(formats=tuple(FORMAT_FILES)))
+    return run_dir
+
+
+def _rehash(run_dir: Path, name: str) -> None:
+    """Re-hash one artifact in the manifest (so a deliberate edit passes the hash check)."""
+    from exporter.core.manifest import FileRecord, load_manifest, save_manifest
+
+    manifest = load_manifest(run_dir)
+    manifest.artifacts[name].files = [FileRecord.of(run_dir, name)]
+    save_manifest(run_dir, manifest)
+
+
+def _copy_run(src: Path, dest: Path, names: tuple[str, ...]) -> Path:
+    """A new run folder with train.json, the weights, ``names`` and a manifest listing them."""
+    import shutil
+
+    from exporter.core.manifest import load_manifest, save_manifest
+
+    dest.mkdir(parents=True)
+    for name in ("train.json", "model.safetensors", *names):
+        shutil.copyfile(src / name, dest / name)
+    manifest = load_manifest(src)
+    manifest.artifacts = {k: v for k, v in manifest.artifacts.items() if k in names}
+    save_manifest(dest, manifest)
+    return dest
+
+
+def _perturb_onnx_weight(run: Path, name: str) -> None:
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(run / "model.onnx"))
+    init = next(i for i in model.graph.initializer if i.name == name)
+    w = numpy_helper.to_array(init).copy()
+    w.flat[0] += 5.0 * float(np.abs(w).max())  # one weight, clearly out of tolerance
+    init.CopyFrom(numpy_helper.from_array(w, name))
+    onnx.save(model, str(run / "model.onnx"))
+    _rehash(run, "model.onnx")  # the hash check passes: only parity can catch this
+
+
+def _write_fake_cifar10(root: Path, *, per_batch: int = 4) -> Path:
+    """torchvision's extracted CIFAR-10 layout with tiny batches (checksums patched by caller)."""
+    import pickle
+
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        data = rng.integers(0, 256, size=(per_batch, 3072), dtype=np.uint8)
+        labels = [int(v) for v in rng.integers(0, 10, size=per_batch)]
+        with open(folder / name, "wb") as fh:
+            pickle.dump({"data": data, "labels": labels}, fh)
+    names = ["airplane", "automobile", "bird", "cat", "deer"]
+    names += ["dog", "frog", "horse", "ship", "truck"]
+    with open(folder / "batches.meta", "wb") as fh:
+        pickle.dump({"label_names": names}, fh)
+    return folder
+
+
+# Helpers as fixtures: tests ask for them by name instead of importing another test module.
+
+
+@pytest.fixture(scope="session")
+def make_run_folder() -> Callable[..., Path]:
+    return _make_run_folder
+
+
+@pytest.fixture(scope="session")
+def export_artifacts() -> Callable[[Path], Path]:
+    return _export_artifacts
+
+
+@pytest.fixture(scope="session")
+def rehash() -> Callable[[Path, str], None]:
+    return _rehash
+
+
+@pytest.fixture(scope="session")
+def copy_run() -> Callable[..., Path]:
+    return _copy_run
+
+
+@pytest.fixture(scope="session")
+def perturb_onnx_weight() -> Callable[[Path, str], None]:
+    return _perturb_onnx_weight
+
+
+@pytest.fixture(scope="session")
+def write_fake_cifar10() -> Callable[..., Path]:
+    return _write_fake_cifar10
+
+
+@pytest.fixture(scope="session")
+def exported_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One exported random-weights run per test session (read-only for callers)."""
+    return _export_artifacts(_make_run_folder(tmp_path_factory.mktemp("exported") / "run"))

@@ -48,7 +48,6 @@ from exporter.bench.result import (
     THROUGHPUT_BASIS,
     BenchReport,
     CellResult,
-    ProgressFn,
     RuntimeResult,
 )
 from exporter.core.config import BenchConfig
@@ -57,6 +56,7 @@ from exporter.core.errors import (
     InputFileError,
     RuntimeUnavailable,
 )
+from exporter.core.report import Progress
 
 # --- memory and errors --------------------------------------------------------------------
 
@@ -178,18 +178,18 @@ def bench_run(
     run_dir: str | Path,
     cfg: BenchConfig,
     *,
-    progress: ProgressFn | None = None,
+    progress: Progress | None = None,
 ) -> BenchReport:
     """Time every planned runtime × batch size of a run and write bench.json/.md/.csv/.png.
 
     Args:
         run_dir: the run folder (``tlx train`` output; ``tlx export`` adds the artifacts).
         cfg: what to time and how.
-        progress: called as work advances (see :data:`ProgressFn`).
+        progress: called as work advances (see :data:`Progress`).
 
     Returns:
         The report; ``report.comparison["passed"]`` is False when ``cfg.compare`` found a
-        regression (:func:`raise_if_regressed` turns that into :class:`GateFailed`).
+        regression (``report.gate_failures``; the CLI exits 1 on them after writing the reports).
 
     Raises:
         InputFileError: the run folder, the baseline or an artifact is missing or bad (exit 2).
@@ -358,7 +358,7 @@ def _warm_up(
     *,
     inputs: dict[int, np.ndarray],
     timer: _Timer,
-    progress: ProgressFn,
+    progress: Progress,
 ) -> None:
     cuda = cfg.device.startswith("cuda")
     total = sum(len(item.result.cells) for item in live)
@@ -389,7 +389,7 @@ def _warm_up(
 
 
 def _timed_rounds(
-    live: list[_Live], cfg: BenchConfig, *, timer: _Timer, progress: ProgressFn
+    live: list[_Live], cfg: BenchConfig, *, timer: _Timer, progress: Progress
 ) -> None:
     """Interleave timed iterations over every cell, round after round, until each is done."""
     active = [(item, cell) for item in live for cell in item.result.cells if cell.status == OK]

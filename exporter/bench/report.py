@@ -117,25 +117,6 @@ def compare_reports(
     }
 
 
-def raise_if_regressed(report: BenchReport) -> None:
-    """Raise :class:`GateFailed` (exit 1) when the comparison found a regression."""
-    from exporter.core.errors import GateFailed
-
-    comp = report.comparison
-    if not comp or comp["passed"]:
-        return
-    worst = [c for c in comp["cells"] if c["regressed"]]
-    text = "; ".join(
-        f"{c['runtime']} b{c['batch_size']} p50 {c['latency_ms_p50']:.3f} ms vs "
-        f"{c['baseline_latency_ms_p50']:.3f} ms ({c['change_pct']:+.1f}%)"
-        for c in worst[:4]
-    )
-    raise GateFailed(
-        f"bench regression against {comp.get('baseline')}: {text} (limit "
-        f"{comp['max_regression_pct']:g}% beyond the noise band; see bench.md)"
-    )
-
-
 # --- outputs ------------------------------------------------------------------------------
 
 TABLE_COLUMNS = (

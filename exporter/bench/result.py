@@ -6,7 +6,6 @@ Shared by :mod:`exporter.bench.bench` (which measures) and :mod:`exporter.bench.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,9 +23,6 @@ LATENCY_SCOPE = (
 MIN_SAMPLES = 5  # with --min-time, a cell also needs this many samples for its percentiles
 PERCENTILES = (50, 90, 95, 99)
 OK, OOM, ERROR, SKIPPED = "ok", "oom", "error", "skipped"
-
-ProgressFn = Callable[[str, float, float], None]
-"""``progress(description, done, total)``: called as work advances (the CLI draws a bar)."""
 
 
 @dataclass
@@ -154,6 +150,21 @@ class BenchReport:
                 if b not in best or p50 < best[b]["latency_ms_p50"]:
                     best[b] = row
         return dict(sorted(best.items()))
+
+    @property
+    def gate_failures(self) -> list[str]:
+        """The regressed cells of ``--compare`` (empty without a baseline or when none)."""
+        comp = self.comparison
+        if not comp or comp["passed"]:
+            return []
+        limit = f"limit {comp['max_regression_pct']:g}% beyond the noise band"
+        return [
+            f"regression against {comp.get('baseline')}: {c['runtime']} b{c['batch_size']} "
+            f"p50 {c['latency_ms_p50']:.3f} ms vs {c['baseline_latency_ms_p50']:.3f} ms "
+            f"({c['change_pct']:+.1f}%, {limit})"
+            for c in comp["cells"]
+            if c["regressed"]
+        ]
 
     def to_dict(self) -> dict[str, Any]:
         return {

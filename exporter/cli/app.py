@@ -5,14 +5,15 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from enum import Enum
 
 import typer
 from rich.console import Console
 
 from exporter import __version__
-from exporter.core.errors import EXIT_SIGINT, TlxError
+from exporter.core.errors import EXIT_GATE, EXIT_SIGINT, TlxError
+from exporter.core.report import Progress
 
 EXIT_INTERNAL = 70  # a bug in tlx, not in the input (sysexits' EX_SOFTWARE)
 
@@ -46,6 +47,18 @@ def fail(message: str, code: int) -> typer.Exit:
     first_line = " ".join(str(message).split("\n")).strip()
     err_console.print(f"[bold red]error:[/] {first_line}", markup=True, soft_wrap=True)
     return typer.Exit(code)
+
+
+def exit_if_failed(command: str, failures: list[str]) -> None:
+    """The one way a result becomes exit 1: called after the command wrote its reports.
+
+    Args:
+        command: the command's name, for the message.
+        failures: the result's ``gate_failures`` (empty: the command passed).
+    """
+    if failures:
+        more = f" (+{len(failures) - 4} more)" if len(failures) > 4 else ""
+        raise fail(f"{command} failed the gate: {'; '.join(failures[:4])}{more}", EXIT_GATE)
 
 
 @contextlib.contextmanager
@@ -126,12 +139,8 @@ def is_interactive() -> bool:
     return sys.stderr.isatty()
 
 
-ProgressUpdate = Callable[[str, float, float], None]
-"""``update(description, done, total)`` for a bar that knows how far it is."""
-
-
 @contextlib.contextmanager
-def progress_bar(*, quiet: bool) -> Iterator[ProgressUpdate | None]:
+def progress_bar(*, quiet: bool) -> Iterator[Progress | None]:
     """A rich progress bar on stderr, or None when quiet or stderr is not a terminal."""
     if quiet or not is_interactive():
         yield None
@@ -152,22 +161,3 @@ def progress_bar(*, quiet: bool) -> Iterator[ProgressUpdate | None]:
             bar.update(task, description=description, completed=done, total=max(total, 1e-9))
 
         yield update
-
-
-@contextlib.contextmanager
-def step_spinner(first_step: str, *, quiet: bool) -> Iterator[Callable[[str], None] | None]:
-    """A rich spinner on stderr naming the current step; None when quiet or not a terminal."""
-    if quiet or not is_interactive():
-        yield None
-        return
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-    ) as bar:
-        task = bar.add_task(first_step, total=None)
-        yield lambda message: bar.update(task, description=message)

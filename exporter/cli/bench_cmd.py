@@ -14,6 +14,7 @@ from exporter.cli.app import (
     app,
     cli_errors,
     console,
+    exit_if_failed,
     parse_batch_sizes,
     progress_bar,
 )
@@ -111,7 +112,6 @@ def bench_command(
     """Measure latency percentiles, throughput and cold start of every runtime, interleaved."""
     with cli_errors():
         from exporter.bench.bench import bench_run
-        from exporter.bench.report import raise_if_regressed
         from exporter.runtimes.selection import ALL, parse_runtimes
 
         names = parse_runtimes(runtimes)
@@ -138,4 +138,4 @@ def bench_command(
                 verdict = "passed" if report.comparison["passed"] else "FAILED"
                 console.print(f"regression gate {verdict} against {cfg.compare}", markup=False)
         console.print(f"wrote {report.files.get('bench.json')}", markup=False)
-        raise_if_regressed(report)
+        exit_if_failed("bench", report.gate_failures)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from exporter.cli.app import app, cli_errors, console, progress_bar
+from exporter.cli.app import app, cli_errors, console, exit_if_failed, progress_bar
 from exporter.core.config import DemoConfig
 
 if TYPE_CHECKING:
@@ -88,7 +88,7 @@ def demo_command(
     with cli_errors():
         import warnings
 
-        from exporter.demo import raise_if_failed, run_demo
+        from exporter.demo import run_demo
 
         # torch.jit.load's deprecation notice would interleave with the demo's own output.
         warnings.filterwarnings("ignore", category=FutureWarning, message=".*torch.jit.load")
@@ -97,4 +97,4 @@ def demo_command(
         with progress_bar(quiet=quiet) as progress:
             result = run_demo(cfg, progress=progress)
         print_summary(result)
-        raise_if_failed(result)
+        exit_if_failed("demo", result.gate_failures)

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from exporter.cli.app import app, cli_errors, console, err_console, step_spinner
+from exporter.cli.app import app, cli_errors, console, err_console, progress_bar
 from exporter.core.config import EXPORT_FORMATS, ExportConfig
 
 _DEFAULTS = ExportConfig()
@@ -99,7 +99,7 @@ def export_command(
             exporter=exporter.value,
             force=force,
         )
-        with step_spinner("export", quiet=quiet) as progress:
+        with progress_bar(quiet=quiet) as progress:
             result = export_run(run, cfg, progress=progress)
         if result.dropped:
             err_console.print(

@@ -13,11 +13,10 @@ from exporter.cli.app import (
     cli_errors,
     console,
     err_console,
-    fail,
-    step_spinner,
+    exit_if_failed,
+    progress_bar,
 )
 from exporter.core.config import DEFAULT_OPTIMIZE_VARIANTS, OPTIMIZE_VARIANTS, OptimizeConfig
-from exporter.core.errors import EXIT_GATE
 
 if TYPE_CHECKING:
     from exporter.optimize.optimize import OptimizeResult
@@ -81,7 +80,7 @@ def optimize_command(
             force=force,
             seed=seed,
         )
-        with step_spinner("optimize", quiet=quiet) as progress:
+        with progress_bar(quiet=quiet) as progress:
             result = optimize_run(run, cfg, progress=progress)
         if not quiet:
             console.print(_table(result))
@@ -89,9 +88,7 @@ def optimize_command(
         for v in result.variants:
             if v.status == "skipped":
                 err_console.print(f"note: {v.variant} skipped: {v.reason}", markup=False)
-        if result.rejected:
-            names = ", ".join(f"{v.variant} ({v.reason})" for v in result.rejected)
-            raise fail(f"failed the gate, kept aside in rejected/: {names}", EXIT_GATE)
+        exit_if_failed("optimize", result.gate_failures)
 
 
 def _table(result: OptimizeResult) -> Table:

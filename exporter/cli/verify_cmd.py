@@ -14,11 +14,11 @@ from exporter.cli.app import (
     cli_errors,
     console,
     err_console,
+    exit_if_failed,
     parse_batch_sizes,
     progress_bar,
 )
 from exporter.core.config import VerifyConfig
-from exporter.core.errors import EXIT_GATE
 
 if TYPE_CHECKING:
     from exporter.verify.verify import ParityReport
@@ -28,7 +28,7 @@ _DEFAULTS = VerifyConfig()
 
 def verify_table(report: ParityReport) -> Table:
     """One row per runtime × artifact."""
-    from exporter.verify.verify import summary_rows
+    from exporter.verify.report import summary_rows
 
     table = Table(title=f"tlx verify: {report.verdict.upper()}")
     cols = [
@@ -111,7 +111,8 @@ def verify_command(
     """
     with cli_errors():
         from exporter.runtimes.selection import ALL, parse_runtimes
-        from exporter.verify.verify import verify_run, write_reports
+        from exporter.verify.report import write_reports
+        from exporter.verify.verify import verify_run
 
         names = parse_runtimes(runtimes)
         cfg = VerifyConfig(
@@ -127,11 +128,7 @@ def verify_command(
             threads=threads,
         )
         with progress_bar(quiet=quiet) as update:
-            # verify reports (done, total, label); the shared bar takes (label, done, total).
-            progress = None
-            if update is not None:
-                progress = lambda done, total, label: update(f"verify {label}", done, total)  # noqa: E731
-            report = verify_run(run, cfg, progress=progress)
+            report = verify_run(run, cfg, progress=update)
         json_path, md_path = write_reports(report)
         if not quiet:
             console.print(verify_table(report))
@@ -151,5 +148,4 @@ def verify_command(
                 layer = c.localization.get("layer")
                 line += f" [first diverging layer: {layer or c.localization.get('reason')}]"
             (console if c.passed else err_console).print(line, markup=False, soft_wrap=True)
-        if not report.passed:
-            raise typer.Exit(EXIT_GATE)
+        exit_if_failed("verify", report.gate_failures)

@@ -154,9 +154,6 @@ class ExportConfig:
             of ``model.onnx``. TorchScript and .pt2 are always fp32.
         exporter: ``dynamo`` (``torch.onnx.export(dynamo=True)``) or ``legacy``.
         force: overwrite existing artifact files.
-        atol_fp32: max abs logit difference allowed against eager for fp32 artifacts.
-        atol_fp16: abs part of the fp16 tolerance (plus ``rtol_fp16 * |eager|``).
-        rtol_fp16: relative part of the fp16 tolerance.
         seed: seed of the random check inputs.
     """
 
@@ -167,9 +164,6 @@ class ExportConfig:
     precision: str = "fp32"
     exporter: str = "dynamo"
     force: bool = False
-    atol_fp32: float = 1e-4
-    atol_fp16: float = 5e-2
-    rtol_fp16: float = 1e-2
     seed: int = 0
 
 
@@ -329,7 +323,8 @@ class DemoConfig:
 # --- optimize ---------------------------------------------------------------------------
 
 OPTIMIZE_VARIANTS = ("fold", "int8", "int8-dynamic", "fold-int8", "fp16")
-# The fast variants worth shipping by default (PITFALLS: dynamic int8 is slower at batch 64).
+# The fast variants worth shipping by default (dynamic int8 is slower at batch 64:
+# benchmarks/RESULTS.md, "tlx optimize").
 DEFAULT_OPTIMIZE_VARIANTS = ("fold", "int8", "fold-int8")
 
 

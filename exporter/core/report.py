@@ -18,6 +18,13 @@ from exporter.core.fsio import write_json, write_text, write_with
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+Progress = Callable[[str, float, float], None]
+"""``progress(description, done, total)``: how every long library call reports progress.
+
+``export_run``, ``verify_run``, ``optimize_run``, ``bench_run`` and ``run_demo`` take one; the
+CLI draws it as a bar. (``fit`` reports richer :class:`~exporter.train.TrainEvent`s.)
+"""
+
 REPORT_SCHEMA_VERSION = 1
 
 Column = str | tuple[str, str]

@@ -1,7 +1,7 @@
 """What every exporter shares: the export context, the per-format result, the parity check.
 
 An artifact counts as written only after it was loaded back from its (temp) file and its
-logits matched the eager model; the check lives here so every format applies the same rule.
+logits passed verify's gate against the eager model, under the same profile as ``tlx verify``.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from exporter.core.errors import GateFailed
+from exporter.verify.tolerance import compare, gate, profile_for
 
 if TYPE_CHECKING:
     from torch import nn
@@ -29,7 +30,8 @@ if TYPE_CHECKING:
 EXAMPLE_BATCH = 2
 ODD_BATCH = 3
 
-ProgressFn = Callable[[str], None]
+StepFn = Callable[[str], None]
+"""``step(description)``: an exporter names its step; ``export_run`` adds how far it is."""
 
 
 @dataclass
@@ -147,47 +149,27 @@ class FormatResult:
         }
 
 
-def compare_logits(
-    name: str,
-    *,
-    got: np.ndarray,
-    ref: np.ndarray,
-    atol: float,
-    rtol: float = 0.0,
-) -> float:
-    """Gate one batch of logits against eager; return the max abs difference.
+def check_logits(name: str, *, got: np.ndarray, ref: np.ndarray, precision: str) -> float:
+    """Judge one batch of logits with ``tlx verify``'s gate; return the max abs difference.
 
-    A top-1 flip is tolerated only where eager's top-2 margin is within the tolerance (the
-    two classes are then a tie at this precision); anything else fails the gate.
+    The profile is the artifact precision's (:data:`exporter.verify.tolerance.PROFILES`), so a
+    file export writes is one verify accepts, and the reverse.
 
     Raises:
-        GateFailed: wrong shape, non-finite values, a difference beyond ``atol + rtol*|ref|``,
-            or a top-1 flip on a decisive sample.
+        GateFailed: wrong shape, or the gate's failures (NaN/Inf, beyond tolerance, top-1).
     """
     batch = ref.shape[0]
     if got.shape != ref.shape:
         raise GateFailed(f"{name}: output shape {got.shape} at batch {batch}, eager {ref.shape}")
-    if not np.isfinite(got).all():
-        raise GateFailed(f"{name}: non-finite logits at batch {batch} (NaN/Inf); not written")
-    diff = np.abs(got.astype(np.float64) - ref.astype(np.float64))
-    tol = atol + rtol * np.abs(ref.astype(np.float64))
-    max_diff = float(diff.max()) if diff.size else 0.0
-    if (diff > tol).any():
+    tol = profile_for(precision)
+    cmp = compare(ref, got, tol)
+    verdict = gate(cmp, tol)
+    if not verdict.passed:
         raise GateFailed(
-            f"{name}: max abs logit difference {max_diff:.3g} vs eager at batch {batch} exceeds "
-            f"the tolerance (atol {atol:g}, rtol {rtol:g}); the file was not written"
+            f"{name} vs eager at batch {batch}: {'; '.join(verdict.failures)}; "
+            "the file was not written"
         )
-    if ref.shape[1] > 1:
-        top = np.sort(ref, axis=1)
-        margin = top[:, -1] - top[:, -2]
-        flipped = got.argmax(1) != ref.argmax(1)
-        decisive = margin > 2 * tol.max(axis=1)
-        if (flipped & decisive).any():
-            raise GateFailed(
-                f"{name}: top-1 class differs from eager on {int((flipped & decisive).sum())} "
-                f"of {batch} inputs at batch {batch}; the file was not written"
-            )
-    return max_diff
+    return cmp.max_abs_error
 
 
 @contextlib.contextmanager

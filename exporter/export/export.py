@@ -30,7 +30,8 @@ from exporter.core.manifest import (
     manifest_path,
     save_manifest,
 )
-from exporter.export.common import ExportContext, FormatResult, ProgressFn
+from exporter.core.report import Progress
+from exporter.export.common import ExportContext, FormatResult, StepFn
 from exporter.export.onnx_export import export_onnx, onnx_name
 from exporter.export.torch_export import PT2_NAME, TORCHSCRIPT_NAME, export_pt2, export_torchscript
 
@@ -40,7 +41,7 @@ PRECISIONS = ("fp32", "fp16")
 EXPORTER_CHOICES = ("dynamo", "legacy")
 
 # The registry: one function per format, each ``(ctx, progress) -> FormatResult``.
-EXPORTERS: dict[str, Callable[[ExportContext, ProgressFn | None], FormatResult]] = {
+EXPORTERS: dict[str, Callable[[ExportContext, StepFn | None], FormatResult]] = {
     "onnx": export_onnx,
     "torchscript": export_torchscript,
     "pt2": export_pt2,
@@ -123,9 +124,6 @@ def validate_config(cfg: ExportConfig) -> ExportConfig:
         raise UsageError(f"--batch-size must be >= 1, got {cfg.batch_size}")
     if cfg.precision == "fp16" and "onnx" not in formats:
         raise UsageError("--precision fp16 applies to ONNX only: add --format onnx (or all)")
-    for name, value in (("atol_fp32", cfg.atol_fp32), ("atol_fp16", cfg.atol_fp16)):
-        if not value > 0:
-            raise UsageError(f"{name} must be > 0, got {value}")
     return replace(cfg, formats=formats)
 
 
@@ -136,7 +134,7 @@ def artifact_names(cfg: ExportConfig) -> dict[str, str]:
 
 
 def export_run(
-    run_dir: str | Path, cfg: ExportConfig | None = None, *, progress: ProgressFn | None = None
+    run_dir: str | Path, cfg: ExportConfig | None = None, *, progress: Progress | None = None
 ) -> ExportResult:
     """Export a trained run to every requested format, check each, update the manifest.
 
@@ -161,7 +159,11 @@ def export_run(
     opset = resolve_opset(cfg)
     info = open_run(run_dir)
     run = info.run_dir
-    say = progress or (lambda _msg: None)
+    steps, done = 2 + len(cfg.formats), 0
+
+    def say(description: str) -> None:
+        if progress:
+            progress(description, done, steps)
 
     names = artifact_names(cfg)
     if not cfg.force:
@@ -174,10 +176,12 @@ def export_run(
     source = FileRecord.of(run, info.weights_path.name)
     manifest, dropped = _load_or_new_manifest(run, source=source, force=cfg.force)
 
+    done += 1
     say("loading the trained model")
     model = load_reference_model(info)
     shared = shared_metadata(info, source_sha256=source.sha256)
     ctx = ExportContext(run_dir=run, info=info, model=model, cfg=cfg, shared=shared, opset=opset)
+    done += 1
 
     results: dict[str, FormatResult] = {}
     manifest.metadata = shared
@@ -187,6 +191,7 @@ def export_run(
         manifest.artifacts[result.name] = result.entry
         # Save after each format: a later failure must not unlist a file already written.
         save_manifest(run, manifest)
+        done += 1
 
     # The weights must not have changed while we exported from them.
     if sha256_file(info.weights_path) != source.sha256:

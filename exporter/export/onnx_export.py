@@ -27,11 +27,13 @@ from exporter.core.onnx_safety import check_onnx_file
 from exporter.export.common import (
     ExportContext,
     FormatResult,
-    ProgressFn,
-    compare_logits,
+    StepFn,
+    check_logits,
     first_line,
     quiet_export,
 )
+from exporter.runtimes.ort import cpu_session
+from exporter.verify.tolerance import profile_for
 
 if TYPE_CHECKING:
     import onnx
@@ -57,7 +59,7 @@ def exporter_label(exporter: str) -> str:
     )
 
 
-def export_onnx(ctx: ExportContext, progress: ProgressFn | None = None) -> FormatResult:
+def export_onnx(ctx: ExportContext, progress: StepFn | None = None) -> FormatResult:
     """Export, check and atomically write ``model.onnx`` (or ``model.fp16.onnx``).
 
     Raises:
@@ -91,10 +93,11 @@ def export_onnx(ctx: ExportContext, progress: ProgressFn | None = None) -> Forma
 
     import onnx
 
-    atol, rtol = (cfg.atol_fp16, cfg.rtol_fp16) if fp16 else (cfg.atol_fp32, 0.0)
+    precision = "fp16" if fp16 else "fp32"
+    atol = profile_for(precision).atol
     with atomic_path(dest) as tmp:
         t1 = time.perf_counter()
-        # One self-contained file: VGG16 is far below protobuf's 2 GB limit (PITFALLS).
+        # One self-contained file: VGG16 is far below protobuf's 2 GB message limit.
         onnx.save_model(proto, str(tmp), save_as_external_data=False)
         export_time += time.perf_counter() - t1
         del proto  # ~540 MB; the checks below reload from the file
@@ -108,7 +111,7 @@ def export_onnx(ctx: ExportContext, progress: ProgressFn | None = None) -> Forma
                 f"{name}: onnx.checker rejected the exported model ({first_line(exc)}); "
                 "the file was not written"
             ) from exc
-        max_diff = _check_with_ort(ctx, tmp, name=name, atol=atol, rtol=rtol)
+        max_diff = _check_with_ort(ctx, tmp, name=name, precision=precision)
         check_time = time.perf_counter() - t2
     record = FileRecord.of(ctx.run_dir, name)
     entry = ArtifactEntry(
@@ -144,31 +147,42 @@ def export_onnx(ctx: ExportContext, progress: ProgressFn | None = None) -> Forma
     )
 
 
-def _export_dynamo(ctx: ExportContext) -> onnx.ModelProto:
+def dynamo_export(
+    module: Any, example: Any, *, opset: int, dynamic_batch: bool = True
+) -> onnx.ModelProto:
+    """``torch.onnx.export(dynamo=True)`` of ``module`` to an in-memory, self-contained proto.
+
+    Used by ``tlx export`` and by ``tlx optimize`` for its fp32 bases, so both export alike.
+    """
     import torch
 
-    x = ctx.example_input()
-    dynamic_shapes = ({0: torch.export.Dim(BATCH_DIM)},) if ctx.dynamic_batch else None
+    dynamic_shapes = ({0: torch.export.Dim(BATCH_DIM)},) if dynamic_batch else None
+    with quiet_export():
+        program = torch.onnx.export(
+            module,
+            (example,),
+            None,
+            dynamo=True,
+            opset_version=opset,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_shapes=dynamic_shapes,
+            optimize=True,
+            external_data=False,
+            verbose=False,
+        )
+    return program.model_proto
+
+
+def _export_dynamo(ctx: ExportContext) -> onnx.ModelProto:
     try:
-        with quiet_export():
-            program = torch.onnx.export(
-                ctx.model,
-                (x,),
-                None,
-                dynamo=True,
-                opset_version=ctx.opset,
-                input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
-                dynamic_shapes=dynamic_shapes,
-                optimize=True,
-                external_data=False,
-                verbose=False,
-            )
+        return dynamo_export(
+            ctx.model, ctx.example_input(), opset=ctx.opset, dynamic_batch=ctx.dynamic_batch
+        )
     except Exception as exc:
         raise GateFailed(
             f"ONNX export (dynamo exporter, opset {ctx.opset}) failed: {first_line(exc)}"
         ) from exc
-    return program.model_proto
 
 
 def _export_legacy(ctx: ExportContext) -> onnx.ModelProto:
@@ -271,21 +285,9 @@ def _set_metadata(model: onnx.ModelProto, meta: dict[str, Any]) -> None:
     model.producer_version = __version__
 
 
-def ort_cpu_session(path: Path) -> Any:
-    """An ORT CPU session with spin-waiting off (it steals CPU from eager on small machines)."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    opts.log_severity_level = 3  # errors only: the library does not print
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-
-
-def _check_with_ort(
-    ctx: ExportContext, path: Path, *, name: str, atol: float, rtol: float
-) -> float:
+def _check_with_ort(ctx: ExportContext, path: Path, *, name: str, precision: str) -> float:
     try:
-        session = ort_cpu_session(path)
+        session = cpu_session(path)
     except Exception as exc:
         raise GateFailed(
             f"{name}: ONNX Runtime cannot load the exported model ({first_line(exc)}); "
@@ -301,5 +303,5 @@ def _check_with_ort(
                 f"{name}: ONNX Runtime failed at batch {batch} ({first_line(exc)}); "
                 "the file was not written"
             ) from exc
-        max_diff = max(max_diff, compare_logits(name, got=got, ref=ref, atol=atol, rtol=rtol))
+        max_diff = max(max_diff, check_logits(name, got=got, ref=ref, precision=precision))
     return max_diff

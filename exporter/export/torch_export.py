@@ -20,17 +20,18 @@ from exporter.core.metadata import BATCH_DIM, METADATA_FILE, artifact_metadata, 
 from exporter.export.common import (
     ExportContext,
     FormatResult,
-    ProgressFn,
-    compare_logits,
+    StepFn,
+    check_logits,
     first_line,
     quiet_export,
 )
+from exporter.verify.tolerance import profile_for
 
 TORCHSCRIPT_NAME = "model.ts"
 PT2_NAME = "model.pt2"
 
 
-def export_torchscript(ctx: ExportContext, progress: ProgressFn | None = None) -> FormatResult:
+def export_torchscript(ctx: ExportContext, progress: StepFn | None = None) -> FormatResult:
     """Trace the eval model, save ``model.ts`` with metadata, load back and compare.
 
     A trace of VGG16 does not bake in the batch size (``flatten(x, 1)``), so the artifact
@@ -74,7 +75,7 @@ def export_torchscript(ctx: ExportContext, progress: ProgressFn | None = None) -
     )
 
 
-def export_pt2(ctx: ExportContext, progress: ProgressFn | None = None) -> FormatResult:
+def export_pt2(ctx: ExportContext, progress: StepFn | None = None) -> FormatResult:
     """``torch.export.export`` with a dynamic batch, saved with metadata, loaded back, compared."""
     import torch
 
@@ -127,12 +128,12 @@ def _write_checked(
     save: Callable[[Path], None],
     load: Callable[[Path], tuple[Callable[[Any], Any], str]],
     batches: tuple[int, ...],
-    progress: ProgressFn,
+    progress: StepFn,
 ) -> FormatResult:
     import torch
 
     dest = ctx.run_dir / name
-    atol = ctx.cfg.atol_fp32
+    atol = profile_for("fp32").atol
     with atomic_path(dest) as tmp:
         t0 = time.perf_counter()
         try:
@@ -155,7 +156,7 @@ def _write_checked(
             x, ref = ctx.check_pair(batch)
             with torch.inference_mode():
                 got = module(torch.from_numpy(x)).detach().float().numpy()
-            max_diff = max(max_diff, compare_logits(name, got=got, ref=ref, atol=atol))
+            max_diff = max(max_diff, check_logits(name, got=got, ref=ref, precision="fp32"))
         check_time = time.perf_counter() - t1
         del module
     record = FileRecord.of(ctx.run_dir, name)

@@ -20,36 +20,44 @@ aside under ``rejected/`` and reported, never listed as shipped.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from exporter.core.config import OptimizeConfig, to_dict
-from exporter.core.errors import InputFileError, UsageError
-from exporter.core.fsio import atomic_path, clean_stale_temps, sha256_file, write_json
+from exporter.core.errors import InputFileError
+from exporter.core.fsio import clean_stale_temps, write_json
 from exporter.core.manifest import (
-    ArtifactEntry,
-    FileRecord,
     Manifest,
-    load_manifest,
     manifest_path,
     save_manifest,
 )
-from exporter.core.metadata import INPUT_NAME, OUTPUT_NAME
+from exporter.core.report import Progress
 from exporter.optimize.quantize import (
     GateResult,
     gate_logits,
     quantize_dynamic_int8,
     quantize_static_int8,
 )
+from exporter.optimize.ship import (
+    FOLDED,
+    OPSET,
+    REJECTED_DIR,
+    VARIANT_FILES,
+    VARIANT_PRECISION,
+    VariantResult,
+    load_or_create_manifest,
+    place,
+    refuse_existing,
+    stamp_metadata,
+)
+from exporter.runtimes.ort import cpu_logits
 
 if TYPE_CHECKING:
     from torch import nn
@@ -58,59 +66,8 @@ if TYPE_CHECKING:
 
 SCHEMA_VERSION = 1
 REPORT_NAME = "optimize.json"
-REJECTED_DIR = "rejected"
 WORK_PREFIX = ".tlx-optimize-"  # scratch folder inside the run (same filesystem: atomic moves)
-OPSET = 18  # the dynamo exporter's own opset: no version conversion, quantizer-friendly
 EVAL_BATCH = 32
-MAX_EXPORT_BATCH = 1024
-VARIANT_FILES = {
-    "fold": "model.fold.onnx",
-    "int8": "model.int8.onnx",
-    "int8-dynamic": "model.int8-dynamic.onnx",
-    "fold-int8": "model.fold.int8.onnx",
-    "fp16": "model.fp16.onnx",
-}
-VARIANT_PRECISION = {
-    "fold": "fp32",
-    "int8": "int8",
-    "int8-dynamic": "int8",
-    "fold-int8": "int8",
-    "fp16": "fp16",
-}
-FOLDED = ("fold", "fold-int8")
-
-#: Called with a short description before each step (same convention as ``export_run``).
-ProgressCallback = Callable[[str], None]
-
-
-@dataclass
-class VariantResult:
-    """What happened to one requested variant."""
-
-    variant: str
-    artifact: str
-    status: str  # "shipped", "rejected" or "skipped"
-    precision: str
-    reason: str | None = None
-    path: str | None = None  # relative to the run folder
-    file_bytes: int | None = None
-    build_s: float | None = None
-    gate: GateResult | None = None
-    details: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "variant": self.variant,
-            "artifact": self.artifact,
-            "status": self.status,
-            "precision": self.precision,
-            "reason": self.reason,
-            "path": self.path,
-            "file_bytes": self.file_bytes,
-            "build_s": self.build_s,
-            "gate": self.gate.to_dict() if self.gate else None,
-            **self.details,
-        }
 
 
 @dataclass
@@ -130,12 +87,17 @@ class OptimizeResult:
     def rejected(self) -> list[VariantResult]:
         return [v for v in self.variants if v.status == "rejected"]
 
+    @property
+    def gate_failures(self) -> list[str]:
+        """One line per variant that failed its gate (kept aside in ``rejected/``)."""
+        return [f"{v.variant} ({v.reason}), kept aside in rejected/" for v in self.rejected]
+
 
 def optimize_run(
     run_dir: str | os.PathLike[str],
     cfg: OptimizeConfig,
     *,
-    progress: ProgressCallback | None = None,
+    progress: Progress | None = None,
 ) -> OptimizeResult:
     """Build, gate and ship the requested variants of a run; write ``optimize.json``.
 
@@ -161,13 +123,13 @@ def optimize_run(
     report = _Progress(progress, total=2 + len(cfg.variants))
     results: dict[str, VariantResult] = {}
 
-    _refuse_existing(run, _load_or_create_manifest(info), cfg)  # before any slow work
+    refuse_existing(run, load_or_create_manifest(info), cfg)  # before any slow work
     if "fp16" in cfg.variants:
-        # The export engineer's fp16 exporter writes the file and its manifest entry itself.
+        # `tlx export --precision fp16` writes the file and its manifest entry itself.
         report.step("fp16: tlx export --precision fp16")
         results["fp16"] = _export_fp16(run, cfg)
 
-    manifest = _load_or_create_manifest(info)  # re-read: tlx export may have just changed it
+    manifest = load_or_create_manifest(info)  # re-read: tlx export may have just changed it
     report.step("loading the model and held-out images")
     model = load_reference_model(info, expected=manifest.source)
     image_size = info.preprocessing.image_size
@@ -220,8 +182,8 @@ def optimize_run(
                 gate=gate,
                 details=details,
             )
-            _stamp_metadata(built, info, variant=variant, source_sha256=manifest.source.sha256)
-            _place(run, manifest, built, result, info=info)
+            stamp_metadata(built, info, variant=variant, source_sha256=manifest.source.sha256)
+            place(run, manifest, built, result, info=info)
             results[variant] = result
     if "fp16" in results:
         _gate_fp16(
@@ -246,61 +208,19 @@ def optimize_run(
 def export_onnx(module: nn.Module, dest: Path, *, image_size: int) -> None:
     """Export ``module`` to a self-contained ONNX file with a dynamic batch and fixed H×W.
 
-    Uses the dynamo exporter (the legacy one fails on VGG16 at 32 px) with an example batch
-    of 2, since a batch of 1 gets specialised (PITFALLS).
-    """
-    import torch
-
-    module = module.eval()
-    example = torch.zeros(2, 3, image_size, image_size)
-    batch = torch.export.Dim("batch", min=1, max=MAX_EXPORT_BATCH)
-    with torch.no_grad(), contextlib.redirect_stdout(None):
-        program = torch.onnx.export(
-            module,
-            (example,),
-            None,
-            dynamo=True,
-            external_data=False,
-            opset_version=OPSET,
-            input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            dynamic_shapes=({0: batch},),
-            verbose=False,
-        )
-    program.save(str(dest), external_data=False)
-
-
-def _stamp_metadata(path: Path, info: RunInfo, *, variant: str, source_sha256: str) -> None:
-    """Embed the shared artifact metadata (classes, preprocessing, versions) in the file.
-
-    Same record and encoding as ``tlx export`` (:mod:`exporter.core.metadata`); ORT's quantizers
-    do not carry metadata over, so it is written after the build.
+    The export stage's dynamo export (the legacy exporter fails on VGG16 at 32 px), with its
+    example batch (a batch of 1 gets specialised, pytorch #157621).
     """
     import onnx
+    import torch
 
-    from exporter.core.metadata import artifact_metadata, shared_metadata, signature, to_onnx_props
+    from exporter.export.common import EXAMPLE_BATCH
+    from exporter.export.onnx_export import dynamo_export
 
-    inputs, outputs = signature(info, batch=None)
-    meta = artifact_metadata(
-        shared_metadata(info, source_sha256=source_sha256),
-        fmt="onnx",
-        precision=VARIANT_PRECISION[variant],
-        inputs=inputs,
-        outputs=outputs,
-        exporter=f"tlx optimize --variants {variant} (torch.onnx.export(dynamo=True))",
-        opset=OPSET,
-    )
-    meta.update(variant=variant)
-    if variant in FOLDED:
-        meta["input_constraints"] = {"fixed_hw": inputs[0]["shape"][2:]}
-    props = to_onnx_props(meta)
-    model = onnx.load(str(path))
-    kept = [p for p in model.metadata_props if p.key not in props]
-    del model.metadata_props[:]
-    model.metadata_props.extend(kept)
-    for key, value in props.items():
-        model.metadata_props.add(key=key, value=value)
-    onnx.save(model, str(path))
+    example = torch.zeros(EXAMPLE_BATCH, 3, image_size, image_size)
+    with torch.no_grad():
+        proto = dynamo_export(module.eval(), example, opset=OPSET)
+    onnx.save_model(proto, str(dest), save_as_external_data=False)
 
 
 def _skipped_fold(variant: str, plan: dict[str, Any], image_size: int) -> VariantResult:
@@ -339,22 +259,6 @@ def _eager_logits(model: nn.Module, images: np.ndarray) -> np.ndarray:
     return np.concatenate(outs)
 
 
-def onnx_cpu_logits(path: Path, images: np.ndarray) -> np.ndarray:
-    """Logits of an ONNX model on ONNX Runtime's CPU provider, in batches."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    # Spin-waiting ORT threads steal the CPU from the eager model that runs next (PITFALLS).
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    outs = [
-        session.run(None, {name: np.ascontiguousarray(images[i : i + EVAL_BATCH])})[0]
-        for i in range(0, len(images), EVAL_BATCH)
-    ]
-    return np.concatenate(outs).astype(np.float32)
-
-
 def evaluate_onnx(
     path: Path,
     images: np.ndarray,
@@ -368,7 +272,7 @@ def evaluate_onnx(
     precision = VARIANT_PRECISION[variant]
     return gate_logits(
         reference,
-        onnx_cpu_logits(path, images),
+        cpu_logits(path, images, batch=EVAL_BATCH),
         labels,
         precision=precision,
         # The fp32 fold must agree exactly (ties aside): keep the fp32 profile's own 100%.
@@ -433,99 +337,6 @@ def _gate_fp16(
     result.path = f"{REJECTED_DIR}/{result.artifact}"
 
 
-# --- manifest ---------------------------------------------------------------------------
-
-
-def _load_or_create_manifest(info: RunInfo) -> Manifest:
-    """The run's manifest, or a new one (source hash + metadata) when nothing was exported."""
-    run = info.run_dir
-    if manifest_path(run).is_file():
-        manifest = load_manifest(run)
-        weights = info.weights_path
-        if manifest.source.sha256 != sha256_file(weights):
-            raise InputFileError(
-                f"{manifest_path(run)} was made from different weights than {weights}: "
-                f"re-export with `tlx export {run} --force` first"
-            )
-        return manifest
-    # Nothing exported yet: the same source record and metadata `tlx export` would write.
-    from exporter.core.metadata import shared_metadata
-
-    source = FileRecord.of(run, info.weights_path.name)
-    return Manifest(source=source, metadata=shared_metadata(info, source_sha256=source.sha256))
-
-
-def _refuse_existing(run: Path, manifest: Manifest, cfg: OptimizeConfig) -> None:
-    if cfg.force:
-        return
-    # fp16 was just (re)written by tlx export, which applies its own --force rule.
-    names = [VARIANT_FILES[v] for v in cfg.variants if v != "fp16"]
-    existing = [n for n in names if n in manifest.artifacts or (run / n).exists()]
-    if existing:
-        raise UsageError(
-            f"{', '.join(existing)} already exist in {run}: pass --force to rebuild them"
-        )
-
-
-def _place(
-    run: Path,
-    manifest: Manifest,
-    built: Path,
-    result: VariantResult,
-    *,
-    info: RunInfo,
-) -> None:
-    """Move a built file into the run (shipped) or ``rejected/``; update the manifest."""
-    name = result.artifact
-    if result.status == "shipped":
-        dest = run / name
-        with atomic_path(dest) as tmp:
-            os.replace(built, tmp)
-        result.path = name
-        result.file_bytes = dest.stat().st_size
-        manifest.artifacts[name] = _entry(run, result, info=info)
-    else:
-        dest = run / REJECTED_DIR / name
-        with atomic_path(dest) as tmp:
-            os.replace(built, tmp)
-        result.path = f"{REJECTED_DIR}/{name}"
-        result.file_bytes = dest.stat().st_size
-        # A failed rebuild must not leave an older shipped file of the same name listed.
-        if manifest.artifacts.pop(name, None) is not None:
-            with contextlib.suppress(FileNotFoundError):
-                (run / name).unlink()
-    save_manifest(run, manifest)  # after every variant: a crash later leaves it consistent
-
-
-def _entry(run: Path, result: VariantResult, *, info: RunInfo) -> ArtifactEntry:
-    from exporter.core.envinfo import onnxruntime_version
-    from exporter.core.metadata import signature, utc_now
-
-    image_size = info.preprocessing.image_size
-    inputs, outputs = signature(info, batch=None)
-    fixed = result.variant in FOLDED
-    extra: dict[str, Any] = {
-        "opset": OPSET,
-        "exporter": "tlx optimize",
-        "derived_from": "model.safetensors",
-        "exported_at": utc_now(),
-        "onnxruntime": onnxruntime_version(),
-        "gate": result.gate.to_dict() if result.gate else None,
-        **result.details,
-    }
-    return ArtifactEntry(
-        name=result.artifact,
-        format="onnx",
-        files=[FileRecord.of(run, result.artifact)],
-        precision=result.precision,
-        variant=result.variant,
-        inputs=inputs,
-        outputs=outputs,
-        input_constraints={"fixed_hw": [image_size, image_size]} if fixed else {},
-        extra=extra,
-    )
-
-
 # --- report -----------------------------------------------------------------------------
 
 
@@ -554,10 +365,14 @@ def _report(
 class _Progress:
     """Numbers the steps ("optimize 2/5: ...") for a one-line progress display."""
 
-    def __init__(self, callback: ProgressCallback | None, *, total: int) -> None:
+    def __init__(self, callback: Progress | None, *, total: int) -> None:
         self.callback, self.total, self.completed = callback, total, 0
 
     def step(self, description: str) -> None:
         self.completed += 1
         if self.callback:
-            self.callback(f"optimize {self.completed}/{self.total}: {description}")
+            self.callback(
+                f"optimize {self.completed}/{self.total}: {description}",
+                self.completed - 1,
+                self.total,
+            )

@@ -1,9 +1,10 @@
 """int8 ONNX variants with ONNX Runtime's own quantization tooling, and the int8 gate.
 
 Static quantization (QDQ format, per-channel int8 weights, uint8 activations, calibrated on
-training images) is the fast path measured on the 2-core AVX-512/VNNI CPU (PITFALLS). The
-dynamic (weights-only) variant quantizes only the classifier's MatMul/Gemm nodes; it is
-produced on request but is slower than fp32 at large batches, so it is never the default.
+training images) is the fast path measured on the 2-core AVX-512/VNNI CPU
+(benchmarks/RESULTS.md). The dynamic (weights-only) variant quantizes only the classifier's
+MatMul/Gemm nodes; it is produced on request but is slower than fp32 at large batches, so it
+is never the default.
 
 A quantized artifact ships only after :func:`gate_logits` passes on held-out images: top-1
 agreement with the eager fp32 model and an accuracy drop within the tolerance.
@@ -21,9 +22,8 @@ from typing import Any
 import numpy as np
 
 from exporter.core.errors import InputFileError, UsageError
+from exporter.verify.tolerance import compare, gate, profile_for
 
-DEFAULT_MIN_TOP1_AGREEMENT = 0.99
-DEFAULT_MAX_ACCURACY_DROP_POINTS = 0.5
 CALIB_BATCH = 8  # images per calibration step: bounds the augmented model's activation memory
 
 
@@ -31,7 +31,7 @@ def prepare_for_quantization(src: str | os.PathLike[str], dest: str | os.PathLik
     """Write a copy of ``src`` that ORT's quantizer accepts.
 
     ORT's quantizer re-runs ONNX shape inference and fails on dynamo-exported graphs with
-    "Inferred shape and existing shape differ in dimension 0" (PITFALLS): the exporter's
+    "Inferred shape and existing shape differ in dimension 0": the exporter's
     ``value_info`` records the example batch. Clearing it and running ORT's
     ``quant_pre_process`` (symbolic shape inference + graph optimisation) fixes that.
 
@@ -159,7 +159,7 @@ def quantize_dynamic_int8(
     """Weights-only int8 quantization of the classifier's MatMul/Gemm nodes.
 
     Activations are quantized on the fly per run; slower than fp32 at batch 64 on the
-    measured CPU (PITFALLS), so it is an opt-in variant, never the default fast one.
+    measured CPU (benchmarks/RESULTS.md), so it is an opt-in variant, never the default fast one.
     """
     import onnxruntime as ort
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -188,8 +188,8 @@ def quantize_dynamic_int8(
 class GateResult:
     """A candidate's logits against the eager fp32 reference on held-out labelled images.
 
-    The elementwise and top-1 figures come from :func:`exporter.verify.tolerance.compare_logits`
-    under the precision's profile (the same rule ``tlx verify`` applies, ties included).
+    Judged by :func:`exporter.verify.tolerance.gate` under the precision's profile (the
+    same judge ``tlx verify`` uses, ties included).
     """
 
     images: int
@@ -197,7 +197,7 @@ class GateResult:
     comparison: dict[str, Any]
     accuracy_reference: float
     accuracy_candidate: float
-    max_accuracy_drop_points: float
+    max_accuracy_drop_points: float | None
     failures: list[str] = field(default_factory=list)
 
     @property
@@ -240,8 +240,8 @@ def gate_logits(
     labels: np.ndarray,
     *,
     precision: str = "int8",
-    min_top1_agreement: float | None = DEFAULT_MIN_TOP1_AGREEMENT,
-    max_accuracy_drop_points: float = DEFAULT_MAX_ACCURACY_DROP_POINTS,
+    min_top1_agreement: float | None = None,
+    max_accuracy_drop_points: float | None = None,
 ) -> GateResult:
     """Gate a candidate on held-out images: tolerance profile, top-1 agreement, accuracy drop.
 
@@ -256,10 +256,9 @@ def gate_logits(
         labels: true class indices ``(n,)``.
         precision: tolerance profile: ``fp32``, ``fp16`` or ``int8``.
         min_top1_agreement: fraction in [0, 1]; None keeps the profile's own.
-        max_accuracy_drop_points: allowed accuracy loss in percentage points.
+        max_accuracy_drop_points: allowed accuracy loss in percentage points; None keeps the
+            profile's own (int8: 0.5; fp32/fp16 profiles do not gate accuracy).
     """
-    from exporter.verify.tolerance import compare_logits, profile_for
-
     ref = np.asarray(reference, dtype=np.float32)
     cand = np.asarray(candidate, dtype=np.float32)
     y = np.asarray(labels)
@@ -267,36 +266,22 @@ def gate_logits(
         raise UsageError(
             f"gate inputs disagree: reference {ref.shape}, candidate {cand.shape}, labels {y.shape}"
         )
-    tol = profile_for(precision, min_top1=min_top1_agreement)
-    cmp = compare_logits(ref, cand, tol)
+    tol = profile_for(
+        precision,
+        min_top1=min_top1_agreement,
+        max_accuracy_drop_points=max_accuracy_drop_points,
+    )
+    cmp = compare(ref, cand, tol)
     acc_ref = float((ref.argmax(1) == y).mean())
     cand_top1 = np.where(np.isfinite(cand), cand, -np.inf).argmax(1)
     acc_cand = float((cand_top1 == y).mean())
-    failures = []
-    if cmp.nonfinite_n:
-        failures.append(f"{cmp.nonfinite_n} NaN/Inf logits")
-    if cmp.worst_excess is not None and cmp.worst_excess > 0:
-        failures.append(
-            f"max abs logit diff {cmp.max_abs_error:.3g} beyond the {precision} tolerance "
-            f"(atol {tol.atol:g}, rtol {tol.rtol:g})"
-        )
-    if cmp.top1_agreement < tol.min_top1:
-        failures.append(
-            f"top-1 agreement {cmp.top1_agreement:.2%} < {tol.min_top1:.2%} on {len(y)} images"
-        )
-    drop = 100.0 * (acc_ref - acc_cand)
-    # 1 image of 200 is 0.5 points exactly; float noise (0.5000000000000004) must not fail it.
-    if drop > max_accuracy_drop_points + 1e-9:
-        failures.append(
-            f"held-out accuracy dropped {drop:.2f} points ({acc_ref:.2%} → {acc_cand:.2%}), "
-            f"limit {max_accuracy_drop_points} points"
-        )
+    verdict = gate(cmp, tol, accuracy_drop_points=100.0 * (acc_ref - acc_cand))
     return GateResult(
         images=len(y),
         profile=tol.to_dict(),
         comparison=asdict(cmp),
         accuracy_reference=acc_ref,
         accuracy_candidate=acc_cand,
-        max_accuracy_drop_points=max_accuracy_drop_points,
-        failures=failures,
+        max_accuracy_drop_points=tol.max_accuracy_drop_points,
+        failures=list(verdict.failures),
     )

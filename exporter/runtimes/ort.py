@@ -18,6 +18,57 @@ from exporter.core.errors import InputFileError, RuntimeUnavailable
 from exporter.runtimes.base import Runtime, register
 
 
+def session_options(*, threads: int | None = None, optimize: bool = True) -> Any:
+    """The session options every tlx ORT session uses.
+
+    Args:
+        threads: intra-op threads (None: ORT's default).
+        optimize: False disables graph optimisations (they may fuse away values a caller
+            wants to read, e.g. the per-layer outputs of the localizer).
+    """
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = (
+        ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if optimize
+        else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    )
+    # Spin-waiting threads steal the CPU from whatever runs next (eager ran 2x slower right
+    # after ORT on 2 cores); verify, bench and optimize interleave ORT with torch.
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    so.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    if threads:
+        so.intra_op_num_threads = int(threads)
+    so.log_severity_level = 3  # ORT's own warnings would interleave with our output
+    return so
+
+
+def cpu_session(path: str | Path, *, optimize: bool = True) -> Any:
+    """An ORT CPU session on a file tlx has just written or already checked.
+
+    For files tlx made in this command (export's temp file before it is renamed, optimize's
+    variants, the localizer's probe copy); run artifacts are loaded by the registered
+    runtimes, which check the manifest hash first.
+    """
+    import onnxruntime as ort
+
+    return ort.InferenceSession(
+        str(path), session_options(optimize=optimize), providers=["CPUExecutionProvider"]
+    )
+
+
+def cpu_logits(path: str | Path, images: np.ndarray, *, batch: int) -> np.ndarray:
+    """Logits of an ONNX file on the CPU provider, ``batch`` images at a time."""
+    session = cpu_session(path)
+    name = session.get_inputs()[0].name
+    outs = [
+        session.run(None, {name: np.ascontiguousarray(images[i : i + batch])})[0]
+        for i in range(0, len(images), batch)
+    ]
+    return np.concatenate(outs).astype(np.float32)
+
+
 class _OrtRuntime(Runtime):
     """Shared session setup; subclasses choose the providers and the IO path."""
 
@@ -28,18 +79,7 @@ class _OrtRuntime(Runtime):
         return list(self.providers)
 
     def _session_options(self) -> Any:
-        import onnxruntime as ort
-
-        so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # Spin-waiting threads steal the CPU from whatever runs next (2x slower eager right
-        # after ORT on 2 cores, PITFALLS); verify and bench interleave runtimes.
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        so.add_session_config_entry("session.inter_op.allow_spinning", "0")
-        if self.threads:
-            so.intra_op_num_threads = int(self.threads)
-        so.log_severity_level = 3  # ORT's own warnings would interleave with our output
-        return so
+        return session_options(threads=self.threads)
 
     def load(self) -> None:
         try:

@@ -21,7 +21,15 @@ class ExportedProgramRuntime(SerializedModuleRuntime):
     kind = "torch.export archive"
     export_format = "pt2"
 
+    program: Any = None
+
     def load_module(self, path: Any) -> Any:
         import torch
 
-        return torch.export.load(str(path)).module().to(self.device)
+        # Kept for callers that need the module tree back (torch.export.unflatten).
+        self.program = torch.export.load(str(path))
+        return self.program.module().to(self.device)
+
+    def close(self) -> None:
+        super().close()
+        self.program = None

@@ -1,7 +1,8 @@
 """Which artifacts a run has and which runtimes can run each: shared by verify and bench.
 
-Artifacts are built generically from the manifest entries, so variants other engineers add
-(``model.fp16.onnx``, ``model.fold.onnx``, ``model.int8.onnx``) need no change here.
+Artifacts are built generically from the manifest entries, so the variants that
+``tlx export`` and ``tlx optimize`` add (``model.fp16.onnx``, ``model.fold.onnx``,
+``model.int8.onnx``) need no change here.
 """
 
 from __future__ import annotations

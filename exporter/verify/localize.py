@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from exporter.runtimes.ort import cpu_session
 from exporter.verify.tolerance import Tolerance
 
 LAYER_RE = re.compile(r"^(features|classifier)\.\d+$|^avgpool$")
@@ -88,7 +89,6 @@ def _onnx_layer_outputs(model_proto: Any) -> dict[str, str]:
 
 def _onnx_activations(path: Path, x: np.ndarray) -> dict[str, np.ndarray]:
     import onnx
-    import onnxruntime as ort
 
     proto = onnx.load(str(path))
     outputs = _onnx_layer_outputs(proto)
@@ -99,14 +99,11 @@ def _onnx_activations(path: Path, x: np.ndarray) -> dict[str, np.ndarray]:
         if value not in existing:
             proto.graph.output.append(onnx.ValueInfoProto(name=value))
             existing.add(value)
-    so = ort.SessionOptions()
-    # Optimisations may fuse away the very values we want to read.
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     with tempfile.TemporaryDirectory(prefix="tlx-localize-") as tmp:
         tmp_path = Path(tmp) / "model.onnx"
         onnx.save(proto, str(tmp_path))
-        session = ort.InferenceSession(str(tmp_path), so, providers=["CPUExecutionProvider"])
+        # Optimisations may fuse away the very values we want to read.
+        session = cpu_session(tmp_path, optimize=False)
         feed_type = session.get_inputs()[0].type
         dtype = np.float16 if feed_type == "tensor(float16)" else np.float32
         names = list(outputs)
@@ -117,10 +114,10 @@ def _onnx_activations(path: Path, x: np.ndarray) -> dict[str, np.ndarray]:
     return {n: np.asarray(v, dtype=np.float32) for n, v in zip(names, values, strict=True)}
 
 
-def _torchscript_activations(path: Path, x: np.ndarray) -> dict[str, np.ndarray]:
+def _replayed_activations(module: Any, x: np.ndarray) -> dict[str, np.ndarray]:
+    """A TorchScript VGG16's activations: its submodules called one by one in forward order."""
     import torch
 
-    module = torch.jit.load(str(path), map_location="cpu").eval()
     acts: dict[str, np.ndarray] = {}
     t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     dtype = next(module.parameters()).dtype
@@ -139,30 +136,42 @@ def _torchscript_activations(path: Path, x: np.ndarray) -> dict[str, np.ndarray]
     return acts
 
 
-def _pt2_activations(path: Path, x: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
-    import torch
+def _module_runtime(artifact: Any) -> Any:
+    """The registered CPU runtime that loads ``artifact`` as a torch module, loaded."""
+    from exporter.runtimes import load_all
 
-    program = torch.export.load(str(path))
-    module = torch.export.unflatten(program)
-    return _hooked_activations(module, x, names)
+    for cls in load_all().values():
+        if hasattr(cls, "load_module") and cls.supports(artifact, "cpu"):
+            runtime = cls(artifact, "cpu")
+            runtime.load()  # the manifest hash check comes first, as for verify and bench
+            return runtime
+    raise ValueError(f"cannot localize artifacts of format {artifact.format!r}")
 
 
 def candidate_activations(artifact: Any, x: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
     """Per-layer activations of an artifact (hash-checked before loading).
+
+    ONNX is read from a probe copy with extra graph outputs; torch formats are loaded by
+    their registered runtime.
 
     Args:
         artifact: the candidate.
         x: float32 NCHW input.
         names: the reference's layer names in forward order.
     """
-    path = artifact.verified_path()  # includes the ONNX structure/external-data check
     if artifact.format == "onnx":
-        return _onnx_activations(path, x)
-    if artifact.format == "torchscript":
-        return _torchscript_activations(path, x)
-    if artifact.format == "pt2":
-        return _pt2_activations(path, x, names)
-    raise ValueError(f"cannot localize artifacts of format {artifact.format!r}")
+        # verified_path includes the ONNX structure/external-data check.
+        return _onnx_activations(artifact.verified_path(), x)
+    runtime = _module_runtime(artifact)
+    try:
+        program = getattr(runtime, "program", None)
+        if program is not None:  # .pt2: unflatten restores the module tree for the hooks
+            import torch
+
+            return _hooked_activations(torch.export.unflatten(program), x, names)
+        return _replayed_activations(runtime.module, x)
+    finally:
+        runtime.close()
 
 
 def localize_divergence(

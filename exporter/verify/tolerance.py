@@ -1,8 +1,11 @@
-"""Precision-aware tolerance profiles and the parity figures they gate on.
+"""The one judge of logits: tolerance profiles, :func:`compare` and :func:`gate`.
 
-Optimum only warns and Polygraphy's 1e-5 default is too strict for fp16 (PITFALLS), so each
-artifact precision has its own profile: elementwise logit tolerances plus top-1 agreement
-(and, for int8, the held-out accuracy change). Users may override atol/rtol/min_top1.
+Optimum only warns and Polygraphy's 1e-5 default is too strict for fp16, so each artifact
+precision has its own profile: elementwise logit tolerances plus top-1 agreement (and, for
+int8, the held-out accuracy change). Users may override atol/rtol/min_top1. Export's
+post-write check, ``tlx verify``, ``tlx optimize`` and the layer localizer all judge with
+``gate(compare(reference, candidate, profile), profile)``, so a file that one command
+accepts no other command rejects.
 """
 
 from __future__ import annotations
@@ -63,6 +66,7 @@ def profile_for(
     atol: float | None = None,
     rtol: float | None = None,
     min_top1: float | None = None,
+    max_accuracy_drop_points: float | None = None,
 ) -> Tolerance:
     """The profile of ``precision`` with the user's overrides applied.
 
@@ -87,6 +91,8 @@ def profile_for(
         changes["rtol"] = rtol
     if min_top1 is not None:
         changes["min_top1"] = min_top1
+    if max_accuracy_drop_points is not None:
+        changes["max_accuracy_drop_points"] = max_accuracy_drop_points
     return replace(tol, **changes)
 
 
@@ -107,7 +113,7 @@ class Comparison:
     worst_excess: float | None  # max(|c - r| - (atol + rtol|r|)); > 0 means out of tolerance
 
 
-def compare_logits(reference: np.ndarray, candidate: np.ndarray, tol: Tolerance) -> Comparison:
+def compare(reference: np.ndarray, candidate: np.ndarray, tol: Tolerance) -> Comparison:
     """Compare two ``(batch, classes)`` logit arrays under ``tol``.
 
     A top-1 disagreement counts only when the reference itself separates the two classes
@@ -160,3 +166,51 @@ def compare_logits(reference: np.ndarray, candidate: np.ndarray, tol: Tolerance)
         within_tolerance_fraction=within,
         worst_excess=worst,
     )
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What :func:`gate` decided: every reason the candidate fails (none when it passes)."""
+
+    failures: tuple[str, ...] = ()
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+
+def gate(
+    cmp: Comparison,
+    tol: Tolerance,
+    *,
+    top1: float | None = None,
+    accuracy_drop_points: float | None = None,
+) -> Verdict:
+    """Judge a :class:`Comparison` under ``tol``.
+
+    Args:
+        cmp: the figures of :func:`compare`.
+        tol: the profile the figures were computed under.
+        top1: the top-1 agreement to gate instead of ``cmp``'s (the held-out images' for
+            profiles without elementwise tolerances).
+        accuracy_drop_points: reference minus candidate held-out accuracy, in points; gated
+            when the profile has ``max_accuracy_drop_points``.
+    """
+    failures = []
+    top1 = cmp.top1_agreement if top1 is None else top1
+    if cmp.nonfinite_n:
+        failures.append(f"{cmp.nonfinite_n} NaN/Inf logits")
+    if cmp.worst_excess is not None and cmp.worst_excess > 0:
+        failures.append(
+            f"max abs error {cmp.max_abs_error:.3g} beyond tolerance (atol {tol.atol:g}"
+            f"{' x logit scale' if tol.atol_scaled else ''}, rtol {tol.rtol:g}); "
+            f"{100 * (1 - (cmp.within_tolerance_fraction or 0)):.2f}% of logits outside"
+        )
+    if top1 < tol.min_top1:
+        failures.append(f"top-1 agreement {100 * top1:.2f}% < {100 * tol.min_top1:.2f}%")
+    limit = tol.max_accuracy_drop_points
+    # The epsilon keeps "1 image of 200" (0.5000000000000004 points) on the right side.
+    drop = accuracy_drop_points
+    if limit is not None and drop is not None and drop > limit + 1e-9:
+        failures.append(f"held-out accuracy dropped {drop:.2f} points > {limit}")
+    return Verdict(tuple(failures))

@@ -18,18 +18,14 @@ import numpy as np
 
 from exporter.core.config import VerifyConfig, to_dict
 from exporter.core.errors import EnvironmentUnavailable, RuntimeUnavailable, UsageError
-from exporter.verify.tolerance import Comparison, Tolerance, compare_logits, profile_for
+from exporter.core.report import Progress
+from exporter.verify.tolerance import Comparison, Tolerance, compare, gate, profile_for
 
 if TYPE_CHECKING:
     from exporter.runtimes.base import Artifact, Runtime
 
-VERIFY_JSON = "verify.json"
-VERIFY_MD = "verify.md"
 SCHEMA_VERSION = 1
 HELDOUT = "heldout"
-
-Progress = Callable[[int, int, str], None]
-"""``progress(done, total, label)``: called as each candidate starts and once at the end."""
 
 
 @dataclass
@@ -75,6 +71,15 @@ class ParityReport:
     @property
     def verdict(self) -> str:
         return "pass" if self.passed else "fail"
+
+    @property
+    def gate_failures(self) -> list[str]:
+        """One line per candidate that failed its gate (empty when every one passed)."""
+        return [
+            f"{c.runtime}/{c.artifact}: {'; '.join(c.failures)}"
+            for c in self.candidates
+            if not c.passed
+        ]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -155,38 +160,6 @@ def _json_safe(obj: Any) -> Any:
     return obj
 
 
-def gate(
-    result: CandidateResult,
-    cmp: Comparison,
-    tol: Tolerance,
-    *,
-    top1_cmp: Comparison | None = None,
-) -> list[str]:
-    """Every reason ``result`` fails under ``tol`` (empty when it passes).
-
-    ``top1_cmp``, when given, is the comparison whose top-1 agreement is gated (the held-out
-    images for profiles without elementwise tolerances); otherwise ``cmp``'s.
-    """
-    failures = []
-    top1 = (top1_cmp or cmp).top1_agreement
-    if cmp.nonfinite_n:
-        failures.append(f"{cmp.nonfinite_n} NaN/Inf logits")
-    if cmp.worst_excess is not None and cmp.worst_excess > 0:
-        failures.append(
-            f"max abs error {cmp.max_abs_error:.3g} beyond tolerance (atol {tol.atol:g}"
-            f"{' x logit scale' if tol.atol_scaled else ''}, rtol {tol.rtol:g}); "
-            f"{100 * (1 - (cmp.within_tolerance_fraction or 0)):.2f}% of logits outside"
-        )
-    if top1 < tol.min_top1:
-        failures.append(f"top-1 agreement {100 * top1:.2f}% < {100 * tol.min_top1:.2f}%")
-    drop = None if result.accuracy_change_points is None else -result.accuracy_change_points
-    limit = tol.max_accuracy_drop_points
-    # The epsilon keeps "1 image of 200" (0.5000000000000004 points) on the right side.
-    if limit is not None and drop is not None and drop > limit + 1e-9:
-        failures.append(f"held-out accuracy dropped {drop:.2f} points > {limit}")
-    return failures
-
-
 def _error_text(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return f"{exc.__class__.__name__}: {text[:500]}"
@@ -240,7 +213,7 @@ def verify_run(
     total = len(the_plan.pairs)
     for i, (cls, art) in enumerate(the_plan.pairs):
         if progress:
-            progress(i, total, f"{cls.name} · {art.name}")
+            progress(f"{cls.name} · {art.name}", i, total)
         tol = profile_for(art.precision, atol=cfg.atol, rtol=cfg.rtol, min_top1=cfg.min_top1)
         try:
             result, worst = _check_candidate(
@@ -256,7 +229,7 @@ def verify_run(
             result.localization = _localize(reference, art, cls.name, inputs[key], key, tol)
         report.candidates.append(result)
     if progress:
-        progress(total, total, "done")
+        progress("done", total, total)
     if not report.candidates:
         reasons = "; ".join(f"{s['runtime']}: {s['reason']}" for s in report.skipped)
         raise RuntimeUnavailable(
@@ -308,9 +281,9 @@ def _check_candidate(
     finally:
         runtime.close()
     for key, out in outs.items():
-        result.per_input[key] = _json_safe(_figures(compare_logits(ref_out[key], out, tol)))
+        result.per_input[key] = _json_safe(_figures(compare(ref_out[key], out, tol)))
     keys = list(outs)
-    overall = compare_logits(
+    overall = compare(
         np.concatenate([ref_out[k] for k in keys]),
         np.concatenate([outs[k] for k in keys]),
         tol,
@@ -329,9 +302,11 @@ def _check_candidate(
     # also exactly the set `tlx optimize` gates on, so both commands reach one verdict.
     top1_cmp = None
     if tol.atol is None and HELDOUT in outs:
-        top1_cmp = compare_logits(ref_out[HELDOUT], outs[HELDOUT], tol)
+        top1_cmp = compare(ref_out[HELDOUT], outs[HELDOUT], tol)
         result.overall["top1_agreement_basis"] = HELDOUT
-    result.failures.extend(gate(result, overall, tol, top1_cmp=top1_cmp))
+    drop = None if result.accuracy_change_points is None else -result.accuracy_change_points
+    top1 = None if top1_cmp is None else top1_cmp.top1_agreement
+    result.failures.extend(gate(overall, tol, top1=top1, accuracy_drop_points=drop).failures)
     result.passed = not result.failures
     worst = max(keys, key=lambda k: result.per_input[k]["max_abs_error"] or float("inf"))
     return result, worst
@@ -355,94 +330,3 @@ def _localize(
     found["input"] = key
     found["runtime"] = runtime_name
     return _json_safe(found)
-
-
-# --- report files --------------------------------------------------------------------------
-
-
-def write_reports(report: ParityReport) -> tuple[Path, Path]:
-    """Write ``verify.json`` and ``verify.md`` into the run folder, atomically."""
-    from exporter.core.report import write_markdown, write_report_json
-
-    json_path = report.run_dir / VERIFY_JSON
-    md_path = report.run_dir / VERIFY_MD
-    write_report_json(json_path, report.to_dict())
-    write_markdown(md_path, render_markdown(report))
-    return json_path, md_path
-
-
-def summary_rows(report: ParityReport) -> list[dict[str, Any]]:
-    """One flat row per candidate for tables (CLI and Markdown)."""
-    rows = []
-    for c in report.candidates:
-        o = c.overall or {}
-        rows.append(
-            {
-                "runtime": c.runtime,
-                "artifact": c.artifact,
-                "precision": c.precision,
-                "max_abs_error": o.get("max_abs_error"),
-                "p99_abs_error": o.get("p99_abs_error"),
-                "min_cosine_similarity": o.get("min_cosine_similarity"),
-                "top1_agreement_pct": o.get("top1_agreement_pct"),
-                "accuracy_candidate_pct": c.accuracy_candidate_pct,
-                "nonfinite_n": o.get("nonfinite_n"),
-                "result": "pass" if c.passed else ("error" if c.error else "FAIL"),
-                "why": "; ".join(c.failures),
-                "first_diverging_layer": (c.localization or {}).get("layer"),
-            }
-        )
-    return rows
-
-
-def _fmt_g(value: Any) -> str:
-    return "" if value is None else f"{value:.3g}"
-
-
-def render_markdown(report: ParityReport) -> str:
-    """The human-readable verify.md."""
-    from exporter.core.report import markdown_table
-
-    cols = [
-        "runtime",
-        "artifact",
-        "precision",
-        "max_abs_error",
-        "p99_abs_error",
-        "min_cosine_similarity",
-        ("top1_agreement_pct", "top-1 agree %"),
-        ("accuracy_candidate_pct", "accuracy %"),
-        ("nonfinite_n", "NaN/Inf"),
-        "result",
-        "why",
-        "first_diverging_layer",
-    ]
-    lines = [
-        f"# tlx verify: {report.verdict.upper()}",
-        "",
-        f"Run: `{report.run_dir}`  ",
-        "Reference: eager fp32 from model.safetensors on CPU  ",
-        "Inputs: " + ", ".join(f"{k} {v['shape']}" for k, v in report.inputs.items()),
-        "",
-        markdown_table(
-            summary_rows(report),
-            cols,
-            digits=4,
-            # Errors span 1e-8..1e1: significant digits, not fixed decimals.
-            formatters={k: _fmt_g for k in ("max_abs_error", "p99_abs_error")},
-        ),
-    ]
-    ref_acc = next(
-        (c.accuracy_reference_pct for c in report.candidates if c.accuracy_reference_pct), None
-    )
-    if ref_acc is not None:
-        lines.append(f"Reference held-out accuracy: {ref_acc:.2f}%\n")
-    if report.skipped:
-        lines.append("## Skipped\n")
-        lines.extend(f"- {s['runtime']}: {s['reason']}" for s in report.skipped)
-        lines.append("")
-    if report.notes:
-        lines.append("## Notes\n")
-        lines.extend(f"- {n}" for n in report.notes)
-        lines.append("")
-    return "\n".join(lines)

@@ -270,27 +270,8 @@ def test_limits_take_a_seeded_subset_of_each_split() -> None:
         build_datasets(DataConfig(**{**cfg.__dict__, "limit_val": 0}))
 
 
-def _write_fake_cifar10(root: Path, *, per_batch: int = 4) -> Path:
-    """torchvision's extracted CIFAR-10 layout with tiny batches (checksums patched by caller)."""
-    import pickle
-
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        data = rng.integers(0, 256, size=(per_batch, 3072), dtype=np.uint8)
-        labels = [int(v) for v in rng.integers(0, 10, size=per_batch)]
-        with open(folder / name, "wb") as fh:
-            pickle.dump({"data": data, "labels": labels}, fh)
-    names = ["airplane", "automobile", "bird", "cat", "deer"]
-    names += ["dog", "frog", "horse", "ship", "truck"]
-    with open(folder / "batches.meta", "wb") as fh:
-        pickle.dump({"label_names": names}, fh)
-    return folder
-
-
 def test_cifar10_loads_from_disk_without_network(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, write_fake_cifar10
 ) -> None:
     import torchvision.datasets.cifar as cifar
 
@@ -299,7 +280,7 @@ def test_cifar10_loads_from_disk_without_network(
 
     monkeypatch.setattr(cifar, "download_and_extract_archive", no_network)
     monkeypatch.setattr(cifar, "check_integrity", lambda *a, **k: True)  # fake files, real loader
-    folder = _write_fake_cifar10(tmp_path / "c10")
+    folder = write_fake_cifar10(tmp_path / "c10")
     # The parent folder (torchvision's root) and the extracted folder itself both work.
     for data_dir in (folder.parent, folder):
         cfg = DataConfig(source="cifar10", data_dir=str(data_dir), image_size=32, limit_train=7)
@@ -311,10 +292,10 @@ def test_cifar10_loads_from_disk_without_network(
 
 
 def test_cifar10_corrupt_on_disk_says_corrupt(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, write_fake_cifar10
 ) -> None:
     _cut_cifar10_network(monkeypatch)
-    folder = _write_fake_cifar10(tmp_path / "c10")  # real checksums: these files fail them
+    folder = write_fake_cifar10(tmp_path / "c10")  # real checksums: these files fail them
     with pytest.raises(EnvironmentUnavailable, match="incomplete or corrupt") as exc:
         build_datasets(DataConfig(source="cifar10", data_dir=str(folder.parent)))
     assert exc.value.exit_code == 3 and "cifar-10-batches-py" in str(exc.value)

@@ -22,56 +22,9 @@ FORMAT_FILES = {"onnx": "model.onnx", "torchscript": "model.ts", "pt2": "model.p
 _EXPORTED: dict[str, Path] = {}
 
 
-def export_artifacts(run_dir: Path) -> Path:
-    """Write model.onnx / model.ts / model.pt2 and manifest.json into ``run_dir``.
-
-    Uses the real ``tlx export`` library call, so these tests also check that verify reads
-    what export writes.
-    """
-    from exporter.core.config import ExportConfig
-    from exporter.export.export import export_run
-
-    export_run(run_dir, ExportConfig(formats=tuple(FORMAT_FILES)))
-    return run_dir
-
-
-def rehash(run_dir: Path, name: str) -> None:
-    """Re-hash one artifact in the manifest (so a deliberate edit passes the hash check)."""
-    from exporter.core.manifest import FileRecord, load_manifest, save_manifest
-
-    manifest = load_manifest(run_dir)
-    manifest.artifacts[name].files = [FileRecord.of(run_dir, name)]
-    save_manifest(run_dir, manifest)
-
-
-def exported_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One exported random-weights run per test session (read-only for callers)."""
-    from conftest import make_run_folder
-
-    if "run" not in _EXPORTED:
-        run = make_run_folder(tmp_path_factory.mktemp("exported") / "run")
-        _EXPORTED["run"] = export_artifacts(run)
-    return _EXPORTED["run"]
-
-
-def copy_run(src: Path, dest: Path, names: tuple[str, ...]) -> Path:
-    """A new run folder with train.json, the weights, ``names`` and a manifest listing them."""
-    import shutil
-
-    from exporter.core.manifest import load_manifest, save_manifest
-
-    dest.mkdir(parents=True)
-    for name in ("train.json", "model.safetensors", *names):
-        shutil.copyfile(src / name, dest / name)
-    manifest = load_manifest(src)
-    manifest.artifacts = {k: v for k, v in manifest.artifacts.items() if k in names}
-    save_manifest(dest, manifest)
-    return dest
-
-
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return exported_run(tmp_path_factory)
+def run_dir(exported_run: Path) -> Path:
+    return exported_run
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +98,7 @@ def test_ort_gpu_provider_that_cannot_load_is_unavailable(
 
 
 def test_hash_mismatch_refused_before_torchscript_load(
-    run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, copy_run
 ) -> None:
     import torch
 
@@ -163,7 +116,9 @@ def test_hash_mismatch_refused_before_torchscript_load(
         REGISTRY["torchscript"](art, "cpu").load()
 
 
-def test_artifacts_of_run_reads_variants_generically(run_dir: Path, tmp_path: Path) -> None:
+def test_artifacts_of_run_reads_variants_generically(
+    run_dir: Path, tmp_path: Path, copy_run
+) -> None:
     run = copy_run(run_dir, tmp_path / "run", ("model.onnx",))
     raw = json.loads((run / "manifest.json").read_text())
     entry = dict(raw["artifacts"]["model.onnx"])
@@ -198,16 +153,9 @@ def test_plan_all_skips_with_reasons_and_named_unavailable_raises(run_dir: Path)
         plan(run_dir, ["eager"], "tpu")
 
 
-def test_plan_named_runtime_without_artifact_is_usage_error(run_dir: Path, tmp_path: Path) -> None:
+def test_plan_named_runtime_without_artifact_is_usage_error(
+    run_dir: Path, tmp_path: Path, copy_run
+) -> None:
     run = copy_run(run_dir, tmp_path / "run", ("model.onnx",))
     with pytest.raises(UsageError, match="no torchscript artifact"):
         plan(run, ["torchscript"], "cpu")
-
-
-@pytest.mark.slow
-def test_compile_reports_compile_time(run_dir: Path) -> None:
-    art = artifacts_of_run(run_dir)[0]
-    rt = REGISTRY["compile"](art, "cpu")
-    rt.load()
-    assert rt.describe()["compile_s"] > 0
-    rt.close()

@@ -8,29 +8,29 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_runtimes import copy_run, export_artifacts, exported_run, rehash
 
 from exporter.core.config import VerifyConfig
 from exporter.core.errors import IntegrityError, UsageError
-from exporter.verify.tolerance import PROFILES, compare_logits, profile_for
-from exporter.verify.verify import verify_run, write_reports
+from exporter.verify.report import write_reports
+from exporter.verify.tolerance import PROFILES, compare, profile_for
+from exporter.verify.verify import verify_run
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return exported_run(tmp_path_factory)
+def run_dir(exported_run: Path) -> Path:
+    return exported_run
 
 
 # --- tolerance -----------------------------------------------------------------------------
 
 
-def test_compare_logits_identical_passes_and_nan_is_counted() -> None:
+def test_compare_identical_passes_and_nan_is_counted() -> None:
     ref = np.array([[1.0, 2.0, 0.5], [3.0, -1.0, 0.0]], dtype=np.float32)
-    ok = compare_logits(ref, ref.copy(), PROFILES["fp32"])
+    ok = compare(ref, ref.copy(), PROFILES["fp32"])
     assert ok.max_abs_error == 0 and ok.top1_agreement == 1 and ok.worst_excess <= 0
     bad = ref.copy()
     bad[1, 2] = np.nan
-    cmp = compare_logits(ref, bad, PROFILES["fp32"])
+    cmp = compare(ref, bad, PROFILES["fp32"])
     assert cmp.nonfinite_n == 1
     assert cmp.worst_excess == np.inf and cmp.min_cosine_similarity == -1.0
 
@@ -39,7 +39,7 @@ def test_top1_flip_outside_tolerance_disagrees_but_tie_agrees() -> None:
     tol = PROFILES["fp32"]
     ref = np.array([[1.0, 2.0], [1.0, 1.00001]], dtype=np.float32)
     cand = np.array([[2.5, 2.0], [1.00002, 1.0]], dtype=np.float32)
-    cmp = compare_logits(ref, cand, tol)
+    cmp = compare(ref, cand, tol)
     # Row 0 flips by far more than tolerance; row 1 is a tie within numeric noise.
     assert cmp.top1_agreement == 0.5 and cmp.top1_ties_n == 1
 
@@ -64,7 +64,7 @@ def test_profiles_and_overrides() -> None:
 CPU_NAMES = ("eager", "torchscript", "pt2", "ort-cpu")
 
 
-def test_fresh_export_passes_on_every_cpu_runtime(run_dir: Path, tmp_path: Path) -> None:
+def test_fresh_export_passes_on_every_cpu_runtime(run_dir: Path, tmp_path: Path, copy_run) -> None:
     run = copy_run(run_dir, tmp_path / "run", ("model.onnx", "model.ts", "model.pt2"))
     cfg = VerifyConfig(runtimes=CPU_NAMES, samples=8, batch_sizes=(1, 3, 4))
     report = verify_run(run, cfg)
@@ -83,24 +83,11 @@ def test_fresh_export_passes_on_every_cpu_runtime(run_dir: Path, tmp_path: Path)
     assert "PASS" in (run / "verify.md").read_text()
 
 
-def _perturb_onnx_weight(run: Path, name: str) -> None:
-    import onnx
-    from onnx import numpy_helper
-
-    model = onnx.load(str(run / "model.onnx"))
-    init = next(i for i in model.graph.initializer if i.name == name)
-    w = numpy_helper.to_array(init).copy()
-    w.flat[0] += 5.0 * float(np.abs(w).max())  # one weight, clearly out of tolerance
-    init.CopyFrom(numpy_helper.from_array(w, name))
-    onnx.save(model, str(run / "model.onnx"))
-    rehash(run, "model.onnx")  # the hash check passes: only parity can catch this
-
-
 def test_perturbed_onnx_weight_fails_and_localize_names_the_layer(
-    run_dir: Path, tmp_path: Path
+    run_dir: Path, tmp_path: Path, copy_run, perturb_onnx_weight
 ) -> None:
     run = copy_run(run_dir, tmp_path / "run", ("model.onnx", "model.ts"))
-    _perturb_onnx_weight(run, "features.10.weight")
+    perturb_onnx_weight(run, "features.10.weight")
     cfg = VerifyConfig(runtimes=("ort-cpu", "torchscript"), samples=4, localize=True)
     report = verify_run(run, cfg)
     by_rt = {c.runtime: c for c in report.candidates}
@@ -110,7 +97,9 @@ def test_perturbed_onnx_weight_fails_and_localize_names_the_layer(
     assert by_rt["torchscript"].passed  # one failure does not stop the others
 
 
-def test_perturbed_torchscript_localizes_to_classifier(run_dir: Path, tmp_path: Path) -> None:
+def test_perturbed_torchscript_localizes_to_classifier(
+    run_dir: Path, tmp_path: Path, copy_run, rehash
+) -> None:
     import torch
 
     run = copy_run(run_dir, tmp_path / "run", ("model.ts",))
@@ -124,9 +113,9 @@ def test_perturbed_torchscript_localizes_to_classifier(run_dir: Path, tmp_path: 
     assert not cand.passed and cand.localization["layer"] == "classifier.3"
 
 
-def test_artifact_from_another_run_fails(run_dir: Path, tmp_path: Path) -> None:
-    from conftest import make_run_folder
-
+def test_artifact_from_another_run_fails(
+    run_dir: Path, tmp_path: Path, copy_run, export_artifacts, make_run_folder, rehash
+) -> None:
     other = export_artifacts(make_run_folder(tmp_path / "other", seed=7))
     run = copy_run(run_dir, tmp_path / "run", ("model.onnx",))
     (run / "model.onnx").write_bytes((other / "model.onnx").read_bytes())
@@ -136,7 +125,7 @@ def test_artifact_from_another_run_fails(run_dir: Path, tmp_path: Path) -> None:
     assert not cand.passed and cand.overall["max_abs_error"] > 1e-3
 
 
-def test_hash_mismatch_is_refused_before_any_load(run_dir: Path, tmp_path: Path) -> None:
+def test_hash_mismatch_is_refused_before_any_load(run_dir: Path, tmp_path: Path, copy_run) -> None:
     run = copy_run(run_dir, tmp_path / "run", ("model.onnx",))
     with open(run / "model.onnx", "r+b") as fh:
         fh.seek(-10, 2)
@@ -147,7 +136,7 @@ def test_hash_mismatch_is_refused_before_any_load(run_dir: Path, tmp_path: Path)
 
 
 def test_runtime_error_is_recorded_and_others_continue(
-    run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, copy_run
 ) -> None:
     from exporter.runtimes.pt2 import ExportedProgramRuntime
 
@@ -201,14 +190,16 @@ def test_property_runtimes_agree_over_inputs(loaded, batch: int, scale: float, s
     with torch.inference_mode():
         want = reference(torch.from_numpy(x)).numpy()
     for name, rt in runtimes.items():
-        cmp = compare_logits(want, rt.infer(x), PROFILES["fp32"])
+        cmp = compare(want, rt.infer(x), PROFILES["fp32"])
         assert cmp.nonfinite_n == 0, name
         assert cmp.worst_excess <= 0, (name, cmp.max_abs_error)
         assert cmp.top1_agreement == 1.0, name
 
 
 @pytest.mark.slow
-def test_fp16_onnx_passes_under_fp16_profile_but_not_fp32(run_dir: Path, tmp_path: Path) -> None:
+def test_fp16_onnx_passes_under_fp16_profile_but_not_fp32(
+    run_dir: Path, tmp_path: Path, copy_run
+) -> None:
     from exporter.core.config import ExportConfig
     from exporter.export.export import export_run
 
@@ -221,7 +212,9 @@ def test_fp16_onnx_passes_under_fp16_profile_but_not_fp32(run_dir: Path, tmp_pat
     assert not strict.candidates[0].passed  # fp16 rounding is visible at fp32 tolerances
 
 
-def test_perturbed_pt2_localizes_through_unflatten(run_dir: Path, tmp_path: Path) -> None:
+def test_perturbed_pt2_localizes_through_unflatten(
+    run_dir: Path, tmp_path: Path, copy_run, rehash
+) -> None:
     import torch
 
     from exporter.core.runfolder import open_run

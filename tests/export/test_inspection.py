@@ -1,6 +1,6 @@
 """tlx inspect on hand-made small artifacts (fast: no VGG16 export needed).
 
-The end-to-end inspect of a real exported run is in tests/test_export.py.
+The end-to-end inspect of a real exported run is in tests/export/test_export.py.
 """
 
 from __future__ import annotations

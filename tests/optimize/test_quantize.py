@@ -15,13 +15,14 @@ import torch
 from torch import nn
 
 from exporter.core.errors import InputFileError, UsageError
-from exporter.optimize.optimize import export_onnx, onnx_cpu_logits
+from exporter.optimize.optimize import export_onnx
 from exporter.optimize.quantize import (
     gate_logits,
     prepare_for_quantization,
     quantize_dynamic_int8,
     quantize_static_int8,
 )
+from exporter.runtimes.ort import cpu_logits
 
 SIZE = 16
 
@@ -94,7 +95,7 @@ def test_static_int8_is_qdq_per_channel_with_an_fp32_head(
     x = _images(64, 2)
     with torch.no_grad():
         ref = model(torch.from_numpy(x)).numpy()
-    got = onnx_cpu_logits(dest, x)
+    got = cpu_logits(dest, x, batch=32)
     gate = gate_logits(ref, got, ref.argmax(1), min_top1_agreement=0.9)
     assert gate.max_abs_logit_diff < 0.1 * np.abs(ref).max()
     assert gate.top1_agreement >= 0.9

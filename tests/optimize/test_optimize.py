@@ -21,8 +21,8 @@ from exporter.core.config import OptimizeConfig
 from exporter.core.errors import InputFileError, UsageError
 from exporter.core.fsio import sha256_file
 from exporter.core.manifest import load_manifest
-from exporter.optimize.optimize import REJECTED_DIR, onnx_cpu_logits, optimize_run
-from tests.conftest import make_run_folder
+from exporter.optimize.optimize import REJECTED_DIR, optimize_run
+from exporter.runtimes.ort import cpu_logits
 
 TRAIN, VAL = 200, 200
 
@@ -65,7 +65,7 @@ def train_head(run_dir: Path, *, steps: int = 100) -> float:
 
 
 @pytest.fixture(scope="module")
-def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def trained_run(tmp_path_factory: pytest.TempPathFactory, make_run_folder) -> Path:
     run = make_run_folder(
         tmp_path_factory.mktemp("opt") / "run", train_size=TRAIN, val_size=VAL, seed=1
     )
@@ -77,10 +77,10 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def optimized(trained_run: Path) -> tuple[Path, object]:
     """fold + fold-int8 built once at 32 px (the unfolded int8 is in the slow test)."""
-    messages: list[str] = []
+    calls: list[tuple[str, float, float]] = []
     cfg = OptimizeConfig(variants=("fold", "fold-int8"), calib_samples=32, eval_samples=VAL)
-    result = optimize_run(trained_run, cfg, progress=messages.append)
-    assert messages and messages[0].startswith("optimize 1/")
+    result = optimize_run(trained_run, cfg, progress=lambda *call: calls.append(call))
+    assert calls and calls[0][0].startswith("optimize 1/") and calls[0][1:] == (0, 4)
     return trained_run, result
 
 
@@ -136,7 +136,7 @@ def test_folded_onnx_matches_eager_and_carries_metadata(optimized: tuple[Path, o
         x = np.random.default_rng(batch).standard_normal((batch, 3, 32, 32)).astype(np.float32)
         with torch.no_grad():
             ref = model(torch.from_numpy(x)).numpy()
-        assert np.abs(onnx_cpu_logits(path, x) - ref).max() <= 1e-5
+        assert np.abs(cpu_logits(path, x, batch=32) - ref).max() <= 1e-5
 
 
 def test_existing_variants_need_force(optimized: tuple[Path, object]) -> None:
@@ -179,7 +179,7 @@ def test_broken_calibration_is_caught_by_the_gate(
     assert "model.fold.onnx" in manifest.artifacts  # other entries are merged, not clobbered
 
 
-def test_fold_is_skipped_where_it_gains_nothing(tmp_path: Path) -> None:
+def test_fold_is_skipped_where_it_gains_nothing(tmp_path: Path, make_run_folder) -> None:
     run = make_run_folder(tmp_path / "run224", image_size=224, val_size=2)
     result = optimize_run(run, OptimizeConfig(variants=("fold",), eval_samples=2))
     (v,) = result.variants
@@ -189,7 +189,7 @@ def test_fold_is_skipped_where_it_gains_nothing(tmp_path: Path) -> None:
     assert json.loads((run / "optimize.json").read_text())["variants"][0]["status"] == "skipped"
 
 
-def test_manifest_from_other_weights_is_refused(tmp_path: Path) -> None:
+def test_manifest_from_other_weights_is_refused(tmp_path: Path, make_run_folder) -> None:
     from exporter.core.manifest import FileRecord, Manifest, save_manifest
 
     run = make_run_folder(tmp_path / "run")

@@ -167,16 +167,14 @@ def test_existing_run_is_not_overwritten(tmp_path: Path) -> None:
 
 
 def test_train_on_cifar10_from_disk_with_limits(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, write_fake_cifar10
 ) -> None:
     # The real CIFAR-10 loader on a tiny torchvision-layout folder (checksums patched), through
     # the CLI: --limit-train/--limit-val reach the data, train.json records them.
     import torchvision.datasets.cifar as cifar
 
-    from tests.test_data import _write_fake_cifar10
-
     monkeypatch.setattr(cifar, "check_integrity", lambda *a, **k: True)
-    folder = _write_fake_cifar10(tmp_path / "c10", per_batch=6)
+    folder = write_fake_cifar10(tmp_path / "c10", per_batch=6)
     run = tmp_path / "run"
     rc, out = invoke(
         *TINY,

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_run_folder
 from typer.testing import CliRunner
 
 from exporter.core.config import ExportConfig
@@ -31,7 +30,7 @@ def _cli(*args: str):
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory):
+def exported(tmp_path_factory: pytest.TempPathFactory, make_run_folder):
     run = make_run_folder(tmp_path_factory.mktemp("export") / "run")
     result = export_run(run, ExportConfig(formats=("onnx", "torchscript", "pt2")))
     return run, result
@@ -270,7 +269,7 @@ def test_failed_check_leaves_no_file(run_folder: Path, monkeypatch: pytest.Monke
     def fail(name, **_kw):
         raise GateFailed(f"{name}: simulated parity failure")
 
-    monkeypatch.setattr(et, "compare_logits", fail)
+    monkeypatch.setattr(et, "check_logits", fail)
     out = _cli("export", run_folder, "--format", "torchscript")
     assert out.exit_code == 1
     assert "simulated parity failure" in out.output
@@ -355,3 +354,23 @@ def test_static_batch_onnx_and_pt2(run_folder: Path) -> None:
     for r in result.formats.values():
         assert r.batches_checked == (4,)
         assert r.metadata["inputs"][0]["shape"] == [4, 3, 32, 32]
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_export_check_and_verify_reach_one_verdict(precision: str) -> None:
+    # One judge: the post-write check accepts exactly what verify's gate accepts.
+    from exporter.export.common import check_logits
+    from exporter.verify.tolerance import PROFILES, compare, gate
+
+    rng = np.random.default_rng(0)
+    ref = rng.normal(scale=20.0, size=(8, 10)).astype(np.float32)
+    tol = PROFILES[precision]
+    for step in (0.5, 2.0):  # inside, then outside the (scaled) tolerance
+        got = ref + step * (tol.effective_atol(ref) + tol.rtol * np.abs(ref))
+        passed = gate(compare(ref, got, tol), tol).passed
+        if passed:
+            check_logits("m", got=got, ref=ref, precision=precision)
+        else:
+            with pytest.raises(GateFailed, match="beyond tolerance"):
+                check_logits("m", got=got, ref=ref, precision=precision)
+        assert passed == (step < 1)

@@ -1,8 +1,7 @@
-"""The seed's claims about the model, the run folder contract and atomic writes."""
+"""The seed's claims about the model, and the run folder it is rebuilt from."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -10,7 +9,6 @@ import torch
 from safetensors.torch import save_file
 
 from exporter.core.errors import EnvironmentUnavailable, InputFileError, UsageError
-from exporter.core.fsio import TMP_PREFIX, atomic_path, write_json
 from exporter.core.runfolder import open_run
 from exporter.model.vgg import (
     build_vgg16,
@@ -138,11 +136,12 @@ def test_open_run_errors(tmp_path: Path, run_folder: Path) -> None:
         open_run(run_folder)
 
 
-def test_atomic_write_keeps_old_file_on_failure(tmp_path: Path) -> None:
-    dest = tmp_path / "out.json"
-    write_json(dest, {"a": 1})
-    with pytest.raises(RuntimeError), atomic_path(dest) as tmp:
-        tmp.write_text("partial")
-        raise RuntimeError("writer died")
-    assert json.loads(dest.read_text()) == {"a": 1}
-    assert not list(tmp_path.glob(TMP_PREFIX + "*"))
+def test_reference_model_checks_the_manifest_size_and_hash(run_folder: Path) -> None:
+    from exporter.core.errors import IntegrityError
+    from exporter.core.manifest import FileRecord
+
+    info = open_run(run_folder)
+    good = FileRecord.of(run_folder, "model.safetensors")
+    load_reference_model(info, expected=good)
+    with pytest.raises(IntegrityError, match="does not match manifest"):
+        load_reference_model(info, expected=FileRecord(good.path, good.sha256, good.bytes + 1))

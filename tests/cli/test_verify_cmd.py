@@ -6,8 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-from test_parity import _perturb_onnx_weight
-from test_runtimes import copy_run, exported_run
 from typer.testing import CliRunner
 
 from exporter.cli import app
@@ -15,15 +13,15 @@ from exporter.core.errors import EXIT_ENV, EXIT_GATE, EXIT_OK, EXIT_USAGE
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return exported_run(tmp_path_factory)
+def run_dir(exported_run: Path) -> Path:
+    return exported_run
 
 
 def invoke(*args: str):
     return CliRunner().invoke(app, ["verify", *args])
 
 
-def test_verify_passes_and_writes_reports(run_dir: Path, tmp_path: Path) -> None:
+def test_verify_passes_and_writes_reports(run_dir: Path, tmp_path: Path, copy_run) -> None:
     run = copy_run(run_dir, tmp_path / "run", ("model.onnx",))
     result = invoke(
         str(run), "--runtimes", "eager,ort-cpu", "--samples", "4", "--batch-sizes", "1,3"
@@ -40,9 +38,11 @@ def test_verify_passes_and_writes_reports(run_dir: Path, tmp_path: Path) -> None
     assert (run / "verify.md").read_text().startswith("# tlx verify: PASS")
 
 
-def test_perturbed_onnx_exits_1_and_localize_names_layer(run_dir: Path, tmp_path: Path) -> None:
+def test_perturbed_onnx_exits_1_and_localize_names_layer(
+    run_dir: Path, tmp_path: Path, copy_run, perturb_onnx_weight
+) -> None:
     run = copy_run(run_dir, tmp_path / "run", ("model.onnx",))
-    _perturb_onnx_weight(run, "features.10.weight")
+    perturb_onnx_weight(run, "features.10.weight")
     result = invoke(
         str(run), "--runtimes", "ort-cpu", "--samples", "2", "--batch-sizes", "2", "--localize"
     )
@@ -53,7 +53,7 @@ def test_perturbed_onnx_exits_1_and_localize_names_layer(run_dir: Path, tmp_path
     assert report["candidates"][0]["localization"]["layer"] == "features.10"
 
 
-def test_atol_override_is_recorded_and_applied(run_dir: Path, tmp_path: Path) -> None:
+def test_atol_override_is_recorded_and_applied(run_dir: Path, tmp_path: Path, copy_run) -> None:
     run = copy_run(run_dir, tmp_path / "run", ("model.onnx",))
     # An absurdly strict atol/rtol makes even a correct export fail: the override is used.
     result = invoke(
@@ -77,7 +77,7 @@ def test_ort_cuda_on_this_machine_exits_3(run_dir: Path) -> None:
     assert result.exit_code == EXIT_ENV and "cuda" in result.output
 
 
-def test_hash_mismatch_exits_2_before_load(run_dir: Path, tmp_path: Path) -> None:
+def test_hash_mismatch_exits_2_before_load(run_dir: Path, tmp_path: Path, copy_run) -> None:
     run = copy_run(run_dir, tmp_path / "run", ("model.ts",))
     with open(run / "model.ts", "r+b") as fh:
         fh.seek(200)
@@ -104,9 +104,7 @@ def test_bad_usage_exits_2(run_dir: Path, args: list[str], message: str) -> None
     assert message in result.output
 
 
-def test_missing_run_or_manifest_exits_2(tmp_path: Path) -> None:
-    from conftest import make_run_folder
-
+def test_missing_run_or_manifest_exits_2(tmp_path: Path, make_run_folder) -> None:
     result = invoke(str(tmp_path / "nope"))
     assert result.exit_code == EXIT_USAGE and "does not exist" in result.output
     run = make_run_folder(tmp_path / "run")

@@ -1,0 +1,200 @@
+"""Where a variant goes: its metadata, its manifest entry, shipped or kept in ``rejected/``.
+
+Shared by every variant of :func:`exporter.optimize.optimize.optimize_run`; what a variant is
+(file name, precision) is declared here once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from exporter.core.config import OptimizeConfig
+from exporter.core.errors import InputFileError, UsageError
+from exporter.core.fsio import atomic_path, sha256_file
+from exporter.core.manifest import (
+    ArtifactEntry,
+    FileRecord,
+    Manifest,
+    load_manifest,
+    manifest_path,
+    save_manifest,
+)
+from exporter.optimize.quantize import GateResult
+
+if TYPE_CHECKING:
+    from exporter.core.runfolder import RunInfo
+
+REJECTED_DIR = "rejected"
+OPSET = 18  # the dynamo exporter's own opset: no version conversion, quantizer-friendly
+VARIANT_FILES = {
+    "fold": "model.fold.onnx",
+    "int8": "model.int8.onnx",
+    "int8-dynamic": "model.int8-dynamic.onnx",
+    "fold-int8": "model.fold.int8.onnx",
+    "fp16": "model.fp16.onnx",
+}
+VARIANT_PRECISION = {
+    "fold": "fp32",
+    "int8": "int8",
+    "int8-dynamic": "int8",
+    "fold-int8": "int8",
+    "fp16": "fp16",
+}
+FOLDED = ("fold", "fold-int8")
+
+
+@dataclass
+class VariantResult:
+    """What happened to one requested variant."""
+
+    variant: str
+    artifact: str
+    status: str  # "shipped", "rejected" or "skipped"
+    precision: str
+    reason: str | None = None
+    path: str | None = None  # relative to the run folder
+    file_bytes: int | None = None
+    build_s: float | None = None
+    gate: GateResult | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "variant": self.variant,
+            "artifact": self.artifact,
+            "status": self.status,
+            "precision": self.precision,
+            "reason": self.reason,
+            "path": self.path,
+            "file_bytes": self.file_bytes,
+            "build_s": self.build_s,
+            "gate": self.gate.to_dict() if self.gate else None,
+            **self.details,
+        }
+
+
+def stamp_metadata(path: Path, info: RunInfo, *, variant: str, source_sha256: str) -> None:
+    """Embed the shared artifact metadata (classes, preprocessing, versions) in the file.
+
+    Same record and encoding as ``tlx export`` (:mod:`exporter.core.metadata`); ORT's quantizers
+    do not carry metadata over, so it is written after the build.
+    """
+    import onnx
+
+    from exporter.core.metadata import artifact_metadata, shared_metadata, signature, to_onnx_props
+
+    inputs, outputs = signature(info, batch=None)
+    meta = artifact_metadata(
+        shared_metadata(info, source_sha256=source_sha256),
+        fmt="onnx",
+        precision=VARIANT_PRECISION[variant],
+        inputs=inputs,
+        outputs=outputs,
+        exporter=f"tlx optimize --variants {variant} (torch.onnx.export(dynamo=True))",
+        opset=OPSET,
+    )
+    meta.update(variant=variant)
+    if variant in FOLDED:
+        meta["input_constraints"] = {"fixed_hw": inputs[0]["shape"][2:]}
+    props = to_onnx_props(meta)
+    model = onnx.load(str(path))
+    kept = [p for p in model.metadata_props if p.key not in props]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    for key, value in props.items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.save(model, str(path))
+
+
+def load_or_create_manifest(info: RunInfo) -> Manifest:
+    """The run's manifest, or a new one (source hash + metadata) when nothing was exported."""
+    run = info.run_dir
+    if manifest_path(run).is_file():
+        manifest = load_manifest(run)
+        weights = info.weights_path
+        if manifest.source.sha256 != sha256_file(weights):
+            raise InputFileError(
+                f"{manifest_path(run)} was made from different weights than {weights}: "
+                f"re-export with `tlx export {run} --force` first"
+            )
+        return manifest
+    # Nothing exported yet: the same source record and metadata `tlx export` would write.
+    from exporter.core.metadata import shared_metadata
+
+    source = FileRecord.of(run, info.weights_path.name)
+    return Manifest(source=source, metadata=shared_metadata(info, source_sha256=source.sha256))
+
+
+def refuse_existing(run: Path, manifest: Manifest, cfg: OptimizeConfig) -> None:
+    if cfg.force:
+        return
+    # fp16 was just (re)written by tlx export, which applies its own --force rule.
+    names = [VARIANT_FILES[v] for v in cfg.variants if v != "fp16"]
+    existing = [n for n in names if n in manifest.artifacts or (run / n).exists()]
+    if existing:
+        raise UsageError(
+            f"{', '.join(existing)} already exist in {run}: pass --force to rebuild them"
+        )
+
+
+def place(
+    run: Path,
+    manifest: Manifest,
+    built: Path,
+    result: VariantResult,
+    *,
+    info: RunInfo,
+) -> None:
+    """Move a built file into the run (shipped) or ``rejected/``; update the manifest."""
+    name = result.artifact
+    if result.status == "shipped":
+        dest = run / name
+        with atomic_path(dest) as tmp:
+            os.replace(built, tmp)
+        result.path = name
+        result.file_bytes = dest.stat().st_size
+        manifest.artifacts[name] = manifest_entry(run, result, info=info)
+    else:
+        dest = run / REJECTED_DIR / name
+        with atomic_path(dest) as tmp:
+            os.replace(built, tmp)
+        result.path = f"{REJECTED_DIR}/{name}"
+        result.file_bytes = dest.stat().st_size
+        # A failed rebuild must not leave an older shipped file of the same name listed.
+        if manifest.artifacts.pop(name, None) is not None:
+            with contextlib.suppress(FileNotFoundError):
+                (run / name).unlink()
+    save_manifest(run, manifest)  # after every variant: a crash later leaves it consistent
+
+
+def manifest_entry(run: Path, result: VariantResult, *, info: RunInfo) -> ArtifactEntry:
+    from exporter.core.envinfo import onnxruntime_version
+    from exporter.core.metadata import signature, utc_now
+
+    image_size = info.preprocessing.image_size
+    inputs, outputs = signature(info, batch=None)
+    fixed = result.variant in FOLDED
+    extra: dict[str, Any] = {
+        "opset": OPSET,
+        "exporter": "tlx optimize",
+        "derived_from": "model.safetensors",
+        "exported_at": utc_now(),
+        "onnxruntime": onnxruntime_version(),
+        "gate": result.gate.to_dict() if result.gate else None,
+        **result.details,
+    }
+    return ArtifactEntry(
+        name=result.artifact,
+        format="onnx",
+        files=[FileRecord.of(run, result.artifact)],
+        precision=result.precision,
+        variant=result.variant,
+        inputs=inputs,
+        outputs=outputs,
+        input_constraints={"fixed_hw": [image_size, image_size]} if fixed else {},
+        extra=extra,
+    )

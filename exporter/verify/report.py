@@ -1,0 +1,99 @@
+"""``verify.json`` and ``verify.md``: the files and table rows of a :class:`ParityReport`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from exporter.verify.verify import ParityReport
+
+VERIFY_JSON = "verify.json"
+VERIFY_MD = "verify.md"
+
+
+def write_reports(report: ParityReport) -> tuple[Path, Path]:
+    """Write ``verify.json`` and ``verify.md`` into the run folder, atomically."""
+    from exporter.core.report import write_markdown, write_report_json
+
+    json_path = report.run_dir / VERIFY_JSON
+    md_path = report.run_dir / VERIFY_MD
+    write_report_json(json_path, report.to_dict())
+    write_markdown(md_path, render_markdown(report))
+    return json_path, md_path
+
+
+def summary_rows(report: ParityReport) -> list[dict[str, Any]]:
+    """One flat row per candidate for tables (CLI and Markdown)."""
+    rows = []
+    for c in report.candidates:
+        o = c.overall or {}
+        rows.append(
+            {
+                "runtime": c.runtime,
+                "artifact": c.artifact,
+                "precision": c.precision,
+                "max_abs_error": o.get("max_abs_error"),
+                "p99_abs_error": o.get("p99_abs_error"),
+                "min_cosine_similarity": o.get("min_cosine_similarity"),
+                "top1_agreement_pct": o.get("top1_agreement_pct"),
+                "accuracy_candidate_pct": c.accuracy_candidate_pct,
+                "nonfinite_n": o.get("nonfinite_n"),
+                "result": "pass" if c.passed else ("error" if c.error else "FAIL"),
+                "why": "; ".join(c.failures),
+                "first_diverging_layer": (c.localization or {}).get("layer"),
+            }
+        )
+    return rows
+
+
+def _fmt_g(value: Any) -> str:
+    return "" if value is None else f"{value:.3g}"
+
+
+def render_markdown(report: ParityReport) -> str:
+    """The human-readable verify.md."""
+    from exporter.core.report import markdown_table
+
+    cols = [
+        "runtime",
+        "artifact",
+        "precision",
+        "max_abs_error",
+        "p99_abs_error",
+        "min_cosine_similarity",
+        ("top1_agreement_pct", "top-1 agree %"),
+        ("accuracy_candidate_pct", "accuracy %"),
+        ("nonfinite_n", "NaN/Inf"),
+        "result",
+        "why",
+        "first_diverging_layer",
+    ]
+    lines = [
+        f"# tlx verify: {report.verdict.upper()}",
+        "",
+        f"Run: `{report.run_dir}`  ",
+        "Reference: eager fp32 from model.safetensors on CPU  ",
+        "Inputs: " + ", ".join(f"{k} {v['shape']}" for k, v in report.inputs.items()),
+        "",
+        markdown_table(
+            summary_rows(report),
+            cols,
+            digits=4,
+            # Errors span 1e-8..1e1: significant digits, not fixed decimals.
+            formatters={k: _fmt_g for k in ("max_abs_error", "p99_abs_error")},
+        ),
+    ]
+    ref_acc = next(
+        (c.accuracy_reference_pct for c in report.candidates if c.accuracy_reference_pct), None
+    )
+    if ref_acc is not None:
+        lines.append(f"Reference held-out accuracy: {ref_acc:.2f}%\n")
+    if report.skipped:
+        lines.append("## Skipped\n")
+        lines.extend(f"- {s['runtime']}: {s['reason']}" for s in report.skipped)
+        lines.append("")
+    if report.notes:
+        lines.append("## Notes\n")
+        lines.extend(f"- {n}" for n in report.notes)
+        lines.append("")
+    return "\n".join(lines)
