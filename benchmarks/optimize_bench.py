@@ -120,17 +120,17 @@ def optimize(run: Path, variants: tuple[str, ...], *, eval_samples: int) -> dict
 
     cfg = OptimizeConfig(variants=variants, calib_samples=32, eval_samples=eval_samples, force=True)
     t0 = time.perf_counter()
-    result = optimize_run(run, cfg, progress=lambda m: print("  " + m, file=sys.stderr))
+    result = optimize_run(run, cfg, progress=lambda m, *_: print("  " + m, file=sys.stderr))
     print(f"  optimize took {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     return {v.variant: v.to_dict() for v in result.variants}
 
 
 def sessions(run: Path, names: list[str]) -> dict:
-    import onnxruntime as ort
     import torch
 
     from exporter.core.runfolder import open_run
     from exporter.model.vgg import load_reference_model
+    from exporter.runtimes.ort import cpu_session
 
     torch.set_num_threads(THREADS)
     model = load_reference_model(open_run(run))
@@ -142,11 +142,7 @@ def sessions(run: Path, names: list[str]) -> dict:
 
     fns["eager fp32"] = eager
     for name in names:
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = THREADS
-        # Spin-waiting ORT threads would steal the CPU from the next runtime.
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        s = ort.InferenceSession(str(run / name), opts, providers=["CPUExecutionProvider"])
+        s = cpu_session(run / name, threads=THREADS)
         fns[name] = lambda x, s=s: s.run(None, {"input": x})
     return fns
 

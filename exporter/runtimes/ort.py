@@ -44,7 +44,7 @@ def session_options(*, threads: int | None = None, optimize: bool = True) -> Any
     return so
 
 
-def cpu_session(path: str | Path, *, optimize: bool = True) -> Any:
+def cpu_session(path: str | Path, *, optimize: bool = True, threads: int | None = None) -> Any:
     """An ORT CPU session on a file tlx has just written or already checked.
 
     For files tlx made in this command (export's temp file before it is renamed, optimize's
@@ -54,7 +54,9 @@ def cpu_session(path: str | Path, *, optimize: bool = True) -> Any:
     import onnxruntime as ort
 
     return ort.InferenceSession(
-        str(path), session_options(optimize=optimize), providers=["CPUExecutionProvider"]
+        str(path),
+        session_options(threads=threads, optimize=optimize),
+        providers=["CPUExecutionProvider"],
     )
 
 
