@@ -56,6 +56,7 @@ from exporter.core.errors import (
     InputFileError,
     RuntimeUnavailable,
 )
+from exporter.core.manifest import hash_once
 from exporter.core.report import Progress
 
 # --- memory and errors --------------------------------------------------------------------
@@ -174,6 +175,7 @@ class _Live:
     prepared: dict[int, Any] = field(default_factory=dict)
 
 
+@hash_once()
 def bench_run(
     run_dir: str | Path,
     cfg: BenchConfig,

@@ -18,6 +18,7 @@ import numpy as np
 
 from exporter.core.config import VerifyConfig, to_dict
 from exporter.core.errors import EnvironmentUnavailable, RuntimeUnavailable, UsageError
+from exporter.core.manifest import hash_once
 from exporter.core.report import Progress
 from exporter.verify.tolerance import Comparison, Tolerance, compare, gate, profile_for
 
@@ -165,6 +166,7 @@ def _error_text(exc: BaseException) -> str:
     return f"{exc.__class__.__name__}: {text[:500]}"
 
 
+@hash_once()
 def verify_run(
     run_dir: str | Path, cfg: VerifyConfig, *, progress: Progress | None = None
 ) -> ParityReport:

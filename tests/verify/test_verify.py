@@ -64,10 +64,21 @@ def test_profiles_and_overrides() -> None:
 CPU_NAMES = ("eager", "torchscript", "pt2", "ort-cpu")
 
 
-def test_fresh_export_passes_on_every_cpu_runtime(run_dir: Path, tmp_path: Path, copy_run) -> None:
+def test_fresh_export_passes_on_every_cpu_runtime(
+    run_dir: Path, tmp_path: Path, copy_run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import exporter.core.manifest as manifest
+
     run = copy_run(run_dir, tmp_path / "run", ("model.onnx", "model.ts", "model.pt2"))
+    hashed: list[str] = []
+    real_sha256 = manifest.sha256_file
+    monkeypatch.setattr(
+        manifest, "sha256_file", lambda p: hashed.append(Path(p).name) or real_sha256(p)
+    )
     cfg = VerifyConfig(runtimes=CPU_NAMES, samples=8, batch_sizes=(1, 3, 4))
     report = verify_run(run, cfg)
+    # Each file is hashed once per command, however many runtimes load it.
+    assert sorted(hashed) == ["model.onnx", "model.pt2", "model.safetensors", "model.ts"]
     assert [c.runtime for c in report.candidates] == list(CPU_NAMES)
     for c in report.candidates:
         assert c.passed, (c.runtime, c.failures)
