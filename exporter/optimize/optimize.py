@@ -139,12 +139,11 @@ def optimize_run(
     if any(v in cfg.variants for v in ("int8", "fold-int8")):
         x_cal, _ = _load_images(info, cfg.calib_samples, split="train", seed=cfg.seed)
 
-    from exporter.optimize.fold import fold_vgg16, plan_fold
+    from exporter.optimize.fold import plan_fold
 
     plan = plan_fold(model, image_size)
     with tempfile.TemporaryDirectory(prefix=WORK_PREFIX, dir=run) as tmp:
         work = Path(tmp)
-        base_onnx = folded_onnx = None
         for variant in (v for v in cfg.variants if v != "fp16"):
             name = VARIANT_FILES[variant]
             report.step(f"{variant}: building {name}")
@@ -152,25 +151,9 @@ def optimize_run(
                 results[variant] = _skipped_fold(variant, plan.to_dict(), image_size)
                 continue
             t0 = time.perf_counter()
-            details: dict[str, Any] = {}
-            if variant in FOLDED:
-                if folded_onnx is None:
-                    folded_onnx = work / "folded.onnx"
-                    export_onnx(fold_vgg16(model, image_size), folded_onnx, image_size=image_size)
-                src = folded_onnx
-                details["fold"] = plan.to_dict()
-            else:
-                if base_onnx is None:
-                    base_onnx = work / "base.onnx"
-                    export_onnx(model, base_onnx, image_size=image_size)
-                src = base_onnx
-            built = work / name
-            if variant == "fold":
-                shutil.copyfile(src, built)  # folded.onnx stays the source of fold-int8
-            elif variant in ("int8", "fold-int8"):
-                details["quantization"] = quantize_static_int8(src, built, calibration_images=x_cal)
-            else:  # int8-dynamic
-                details["quantization"] = quantize_dynamic_int8(src, built)
+            built, details = _build(
+                variant, model, work, plan=plan, calibration=x_cal, size=image_size
+            )
             gate = evaluate_onnx(built, x_val, y_val, ref_logits, cfg=cfg, variant=variant)
             result = VariantResult(
                 variant=variant,
@@ -203,6 +186,38 @@ def optimize_run(
 
 
 # --- building ---------------------------------------------------------------------------
+
+
+def _build(
+    variant: str,
+    model: nn.Module,
+    work: Path,
+    *,
+    plan: Any,
+    calibration: np.ndarray | None,
+    size: int,
+) -> tuple[Path, dict[str, Any]]:
+    """Build ``variant`` in ``work``; the fp32 ONNX it starts from is exported once per run."""
+    from exporter.optimize.fold import fold_vgg16
+
+    details: dict[str, Any] = {}
+    if variant in FOLDED:
+        src = work / "folded.onnx"
+        if not src.exists():
+            export_onnx(fold_vgg16(model, size), src, image_size=size)
+        details["fold"] = plan.to_dict()
+    else:
+        src = work / "base.onnx"
+        if not src.exists():
+            export_onnx(model, src, image_size=size)
+    built = work / VARIANT_FILES[variant]
+    if variant == "fold":
+        shutil.copyfile(src, built)  # folded.onnx stays the source of fold-int8
+    elif variant in ("int8", "fold-int8"):
+        details["quantization"] = quantize_static_int8(src, built, calibration_images=calibration)
+    else:  # int8-dynamic
+        details["quantization"] = quantize_dynamic_int8(src, built)
+    return built, details
 
 
 def export_onnx(module: nn.Module, dest: Path, *, image_size: int) -> None:
