@@ -110,7 +110,8 @@ def test_lr_finder_picks_between_the_stalled_and_diverging_ends() -> None:
     assert all(torch.equal(a, b) for a, b in zip(before, head.parameters(), strict=True))
     assert r.losses[-1] > min(r.losses) + 0.2  # the sweep reached LRs where the loss rises
     assert r.lrs[0] < r.chosen_lr < r.lrs[-1]
-    i = r.lrs.index(r.chosen_lr)
+    i = min(range(len(r.lrs)), key=lambda k: abs(math.log(r.lrs[k] / r.chosen_lr)))
+    assert r.chosen_lr == pytest.approx(r.min_loss_lr / 10)  # Smith's rule
     assert r.losses[i] < r.losses[0] - 0.02  # on the falling part, not the flat start
     # Trained for real, the chosen LR beats both ends of the sweep by a wide margin.
     chosen = _loss_after(head, x, y, r.chosen_lr)
