@@ -53,35 +53,24 @@ def make_runs(out: Path, *, steps: int) -> tuple[Path, Path]:
 
 
 def train_224(run_dir: Path) -> None:
-    """A 224 px run trained the product's way: ``exporter.train.fit`` with the demo's recipe.
+    """A 224 px run trained the product's way: ``exporter.train.fit`` with its defaults.
 
     A random-weights 224 px model has near-tied logits everywhere, so any int8 rounding flips
     decisions and the gate (rightly) rejects it; a head trained on the synthetic classes makes
-    the decisions a deployed model makes. The frozen trunk runs once (feature cache).
+    the decisions a deployed model makes. No augmentation, so the frozen trunk runs once
+    (feature cache).
     """
     from exporter.core.config import DataConfig, TrainConfig
-    from exporter.demo import (
-        DEMO_LABEL_SMOOTHING,
-        DEMO_LR,
-        DEMO_OPTIMIZER,
-        DEMO_WARMUP_EPOCHS,
-    )
     from exporter.train import fit
 
     epochs = 12
     fit(
         TrainConfig(
             data=DataConfig(
-                source="synthetic", train_size=400, val_size=256, image_size=224, augment=False
+                source="synthetic", train_size=400, val_size=256, image_size=224, augment="off"
             ),
             weights="none",
             epochs=epochs,
-            batch_size=200,
-            optimizer=DEMO_OPTIMIZER,
-            lr=DEMO_LR,
-            warmup_epochs=DEMO_WARMUP_EPOCHS,
-            label_smoothing=DEMO_LABEL_SMOOTHING,
-            cache_features="on",
             save_every=epochs,
             out=str(run_dir),
             quiet=True,

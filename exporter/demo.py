@@ -24,17 +24,6 @@ DEMO_JSON = "demo.json"
 DEMO_SCHEMA_VERSION = 1
 STEPS = ("train", "export", "verify", "bench")
 
-# Head training on a random-init trunk (see benchmarks/RESULTS.md, "Synthetic learnability"):
-# random deep ReLU features share a large common mode, and the VGG head (std-0.01 init,
-# dropout 0.5) learns their small class-dependent part only slowly. SGD at lr 0.01 (the
-# ImageNet-weights default) stays at chance for the demo's few dozen steps, and SGD at any
-# larger lr diverges along the common mode; AdamW at 3e-4 with a short warmup, label
-# smoothing and large (≈ class-balanced) batches learns it in ~24 steps.
-DEMO_OPTIMIZER = "adamw"
-DEMO_LR = 3e-4
-DEMO_WARMUP_EPOCHS = 2.0
-DEMO_LABEL_SMOOTHING = 0.1
-
 DemoProgress = Callable[[str, float, float], None]
 """``progress(description, done, total)`` for the step in progress."""
 
@@ -146,17 +135,12 @@ def run_demo(cfg: DemoConfig, *, progress: DemoProgress | None = None) -> DemoRe
             train_size=cfg.train_size,
             val_size=cfg.val_size,
             image_size=cfg.image_size,
-            augment=False,  # the head alone, from cached features: fast and deterministic
         ),
+        # Everything else is `tlx train`'s defaults: one recipe everywhere. At 32 px they train
+        # on un-augmented images, so the trunk runs once and each epoch is the head alone.
         weights=cfg.weights,
         epochs=cfg.epochs,
-        batch_size=min(cfg.batch_size, cfg.train_size),
-        optimizer=DEMO_OPTIMIZER,
-        lr=DEMO_LR,
-        warmup_epochs=DEMO_WARMUP_EPOCHS,
-        label_smoothing=DEMO_LABEL_SMOOTHING,
         device="cpu",
-        cache_features="on",  # the trunk runs once; every epoch after that is the head only
         save_every=cfg.epochs,  # one resumable checkpoint at the end, not ~1.5 GB per epoch
         seed=cfg.seed,
         out=str(run_dir),

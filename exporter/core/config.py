@@ -79,7 +79,7 @@ class TrainConfig:
     """Settings of ``tlx train``; defaults here are the CLI's defaults.
 
     The defaults were chosen on real transfer tasks (pretrained trunk, new classes; see
-    benchmarks/RESULTS.md, "Real transfer"): AdamW at 3e-4, a warm-up of 10% of the steps then
+    benchmarks/RESULTS.md, "Real transfer"): AdamW at 1e-3, a warm-up of 10% of the steps then
     cosine decay, no augmentation below 64 px. ``lr`` may be ``"auto"``: an LR range test on the
     head picks it. ``recipe="finetune"`` trains the head for ``freeze_epochs`` epochs, then
     unfreezes the top ``unfreeze_from`` conv blocks at ``lr × backbone_lr_mult`` with a fresh
@@ -91,7 +91,7 @@ class TrainConfig:
     recipe: str = "head"  # "head" | "finetune"
     epochs: int = 10
     batch_size: int = 64
-    lr: float | str = 3e-4  # a peak LR, or "auto" (LR range test)
+    lr: float | str = 1e-3  # a peak LR, or "auto" (LR range test)
     optimizer: str = "adamw"  # "adamw" | "sgd" (momentum 0.9)
     momentum: float = 0.9
     weight_decay: float = 5e-4
@@ -293,10 +293,8 @@ class DemoConfig:
         image_size: input size; 32 px keeps the whole demo under three minutes on 2 cores.
         train_size: synthetic training images.
         val_size: synthetic validation images.
-        epochs: training epochs of the head (on cached trunk features: one head step each
-            per batch, cheap at 32 px).
-        batch_size: training batch size (capped at ``train_size``); large batches keep the
-            classes balanced in every step, which the random-trunk head needs to learn.
+        epochs: training epochs of the head (on cached trunk features: cheap at 32 px); every
+            other training setting is ``tlx train``'s default.
         batch_sizes: bench batch sizes.
         warmup: bench warm-up iterations per cell.
         iters: bench timed iterations per cell.
@@ -311,7 +309,6 @@ class DemoConfig:
     train_size: int = 400
     val_size: int = 100
     epochs: int = 12
-    batch_size: int = 200
     batch_sizes: tuple[int, ...] = (1, 8)
     warmup: int = 1
     iters: int = 8

@@ -362,12 +362,13 @@ class Trainer:
         """``--lr auto``: the LR range test on the new head layer picks the peak LR."""
         from exporter.train.lr_finder import MAX_IMAGES, find_lr, plot_lr_find
 
+        if self._use_cache() and self.train_cache is None:
+            self._build_caches()  # training uses it next: not part of the finder's cost
         t = time.perf_counter()
         if self._use_cache():
-            if self.train_cache is None:
-                self._build_caches()
-            n = min(MAX_IMAGES, len(self.train_cache.labels))
-            pick = np.sort(np.random.default_rng(self.cfg.seed).permutation(n)[:n])
+            total = len(self.train_cache.labels)
+            rng = np.random.default_rng(self.cfg.seed)
+            pick = np.sort(rng.permutation(total)[: min(MAX_IMAGES, total)])
             feats, labels = self.train_cache.batch(pick)
         else:
             feats, labels = self._trunk_features(MAX_IMAGES)
@@ -388,7 +389,7 @@ class Trainer:
         self.peak_lr = result.chosen_lr
         for g in self.optimizer.param_groups:
             g["initial_lr"] = g["lr"] = result.chosen_lr
-        result.seconds = round(time.perf_counter() - t, 3)  # features included
+        result.seconds = round(time.perf_counter() - t, 3)  # with the finder's own features
         self.lr_finder = result.to_dict()
         plot_lr_find(result, self.run_dir / LR_FIND_PNG)
 

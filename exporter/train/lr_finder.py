@@ -8,9 +8,12 @@ fixed features one step costs microseconds, so a full sweep costs one forward pa
 over at most :data:`MAX_IMAGES` images instead of ~100 steps through the 120M-parameter
 head (a real sweep of the whole head took longer than a 3-epoch run at 32 px).
 
-The LR is then read off the curve with fastai's ``valley`` rule (fastai PR #3377): the
-longest stretch over which the smoothed loss keeps falling, and a point two thirds of the way
-down it; it lies between the stalled end (loss flat, LR too small) and the diverging end.
+The LR is read off the curve with Smith's rule: one order of magnitude below the LR of the
+lowest smoothed loss (fastai's ``minimum`` suggestion), between the stalled end (loss flat,
+LR too small) and the diverging end. On the real transfer tasks of
+benchmarks/transfer_bench.py it landed on the best LR of a grid for the whole head, where
+fastai's newer ``valley`` rule (also recorded) chose 5-8× too low: on fixed features the
+loss creeps down over a long flat stretch, which ``valley`` takes for the descent.
 """
 
 from __future__ import annotations
@@ -27,10 +30,11 @@ if TYPE_CHECKING:
 
 __all__ = ["LRFinderResult", "find_lr", "plot_lr_find", "valley"]
 
+
 START_LR = 1e-7
 END_LR = 10.0
 STEPS = 100
-MAX_IMAGES = 1024  # penultimate features of this many training images feed the sweep
+MAX_IMAGES = 512  # penultimate features of this many training images feed the sweep
 SMOOTHING = 0.98  # exponential moving average of the loss, bias-corrected (fastai's beta)
 DIVERGE_FACTOR = 4.0  # stop once the smoothed loss exceeds 4× its minimum (fastai)
 
@@ -42,8 +46,9 @@ class LRFinderResult:
     lrs: list[float]
     losses: list[float]  # smoothed
     chosen_lr: float
-    rule: str = "valley"
+    rule: str = "minimum/10"
     min_loss_lr: float = 0.0
+    valley_lr: float = 0.0
     seconds: float = 0.0
     images: int = 0
     stopped: str = "end"  # "end" (swept to end_lr) | "diverged"
@@ -158,12 +163,15 @@ def find_lr(
         if i > 10 and smoothed > DIVERGE_FACTOR * best:
             stopped = "diverged"
             break
-    chosen = valley(lrs, losses)
+    if len(losses) < 3:
+        raise ValueError(f"the LR range test diverged after {len(losses)} steps")
+    min_loss_lr = float(lrs[losses.index(min(losses))])
     return LRFinderResult(
         lrs=lrs,
         losses=losses,
-        chosen_lr=chosen,
-        min_loss_lr=float(lrs[losses.index(min(losses))]),
+        chosen_lr=max(lrs[0], min_loss_lr / 10),
+        min_loss_lr=min_loss_lr,
+        valley_lr=valley(lrs, losses),
         seconds=round(time.perf_counter() - t0, 3),
         images=n,
         stopped=stopped,

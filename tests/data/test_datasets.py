@@ -43,17 +43,17 @@ def test_synthetic_classes_are_separable_by_a_simple_classifier() -> None:
 
 def test_synthetic_is_learnable_by_the_vgg_head_on_a_random_trunk() -> None:
     # What `tlx demo` relies on: the standard VGG16 head (dropout, std-0.01 init) trained with
-    # the demo's optimizer settings on cached features of a *random-init* frozen trunk learns
-    # the classes in a few head steps. Full-batch steps (200 balanced images) on the model's
-    # own head path (avgpool -> flatten -> classifier); chance is 0.10.
+    # `tlx train`'s default optimizer, LR and schedule on cached features of a *random-init*
+    # frozen trunk learns the classes at the demo's size (400 images, 12 epochs of batches of
+    # 64) on the model's own head path (avgpool -> flatten -> classifier); chance is 0.10.
     import math
 
     import torch
 
+    from exporter.core.config import DemoConfig, TrainConfig
     from exporter.core.preprocess import Preprocessing
-    from exporter.demo import DEMO_LABEL_SMOOTHING, DEMO_LR
     from exporter.model.vgg import build_vgg16
-    from exporter.train import lr_factor
+    from exporter.train.recipe import phase_lr_factor, plan_phases
 
     torch.manual_seed(0)
     model = build_vgg16(num_classes=NUM_CLASSES, weights="none")
@@ -67,21 +67,29 @@ def test_synthetic_is_learnable_by_the_vgg_head_on_a_random_trunk() -> None:
             f = model.features(torch.stack([tf(Image.fromarray(a)) for a in x]))
         return torch.flatten(model.avgpool(f), 1), torch.from_numpy(y)
 
-    f_train, y_train = features(200, "train")
-    f_val, y_val = features(100, "val")
+    demo = DemoConfig()
+    f_train, y_train = features(demo.train_size, "train")
+    f_val, y_val = features(demo.val_size, "val")
+    defaults = TrainConfig(epochs=demo.epochs)
+    bs = defaults.batch_size
+    phases = plan_phases(defaults, steps_per_epoch=math.ceil(len(y_train) / bs))
     head = model.classifier
-    opt = torch.optim.AdamW(head.parameters(), lr=DEMO_LR, weight_decay=5e-4)
-    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=DEMO_LABEL_SMOOTHING)
-    steps = 12
+    opt = torch.optim.AdamW(head.parameters(), lr=defaults.lr, weight_decay=defaults.weight_decay)
     head.train()
-    for step in range(steps):
-        for g in opt.param_groups:
-            g["lr"] = DEMO_LR * lr_factor(step, total_steps=steps, warmup_steps=3)
-        loss = loss_fn(head(f_train), y_train)
-        assert math.isfinite(loss.item())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    step = 0
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(defaults.epochs):
+        perm = torch.randperm(len(y_train), generator=gen)
+        for i in range(0, len(y_train), bs):
+            idx = perm[i : i + bs]
+            for g in opt.param_groups:
+                g["lr"] = defaults.lr * phase_lr_factor(step, phases)
+            loss = torch.nn.functional.cross_entropy(head(f_train[idx]), y_train[idx])
+            assert math.isfinite(loss.item())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
     head.eval()
     with torch.no_grad():
         accuracy = float((head(f_val).argmax(1) == y_val).float().mean())

@@ -111,7 +111,8 @@ def test_lr_finder_picks_between_the_stalled_and_diverging_ends() -> None:
     assert all(torch.equal(a, b) for a, b in zip(before, head.parameters(), strict=True))
     assert r.losses[-1] > min(r.losses) + 0.2  # the sweep reached LRs where the loss rises
     assert r.lrs[0] < r.chosen_lr < r.lrs[-1]
-    i = r.lrs.index(r.chosen_lr)
+    i = min(range(len(r.lrs)), key=lambda k: abs(math.log(r.lrs[k] / r.chosen_lr)))
+    assert r.chosen_lr == pytest.approx(r.min_loss_lr / 10)  # Smith's rule
     assert r.losses[i] < r.losses[0] - 0.02  # on the falling part, not the flat start
     # Trained for real, the chosen LR beats both ends of the sweep by a wide margin.
     chosen = _loss_after(head, x, y, r.chosen_lr)
@@ -120,3 +121,58 @@ def test_lr_finder_picks_between_the_stalled_and_diverging_ends() -> None:
     assert math.isfinite(chosen)
     d = r.to_dict()
     assert d["chosen_lr"] == r.chosen_lr and len(d["lrs"]) == len(d["losses"])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--lr", "fast"], "--lr must be a positive number or 'auto'"),
+        (["--lr", "-1"], "--lr must be a positive number or 'auto'"),
+        (["--recipe", "finetune", "--epochs", "1"], "--recipe finetune needs --epochs >= 2"),
+        (["--freeze-epochs", "1", "--epochs", "3"], "--freeze-epochs applies to --recipe finetune"),
+        (["--recipe", "finetune", "--epochs", "3", "--freeze-epochs", "3"], "--freeze-epochs must"),
+    ],
+)
+def test_bad_recipe_options_are_exit_2_naming_the_option(
+    tmp_path, args: list[str], message: str
+) -> None:
+    from typer.testing import CliRunner
+
+    from exporter.cli import app
+
+    out = tmp_path / "run"
+    base = ["train", "--data", "synthetic", "--image-size", "32", "--weights", "none"]
+    result = CliRunner().invoke(app, [*base, "--out", str(out), *args])
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.split())
+    assert "Traceback" not in result.output
+    assert not out.exists()  # refused before anything was written
+
+
+def test_lr_auto_and_recipe_land_in_train_json_and_survive_resume(tmp_path) -> None:
+    import json
+
+    from exporter.train import fit, resume_config
+
+    data = DataConfig(source="synthetic", train_size=64, val_size=16, image_size=32)
+    cfg = TrainConfig(
+        data=data, weights="none", epochs=2, recipe="finetune", lr="auto", out=str(tmp_path / "r")
+    )
+    record = fit(cfg).record
+    finder, recipe = record["lr_finder"], record["recipe"]
+    assert finder["rule"] == "minimum/10"
+    assert finder["chosen_lr"] == pytest.approx(finder["min_loss_lr"] / 10)
+    assert len(finder["lrs"]) == len(finder["losses"]) >= 10
+    assert recipe["peak_lr"] == finder["chosen_lr"] and recipe["lr_source"] == "lr_finder"
+    assert recipe["augment"] is False and "below 64 px" in recipe["augment_reason"]
+    assert [p["name"] for p in recipe["phases"]] == ["head", "finetune"]
+    assert [e["phase"] for e in record["epochs"]] == [1, 2]
+    assert record["config"]["lr"] == "auto" and record["config"]["recipe"] == "finetune"
+    assert (tmp_path / "r" / "lr_find.png").stat().st_size > 0
+    # A resumed run keeps the LR the range test chose instead of running it again.
+    resumed_cfg = resume_config(tmp_path / "r")
+    from dataclasses import replace
+
+    again = fit(replace(resumed_cfg, epochs=3), resume=True).record
+    assert again["recipe"]["peak_lr"] == finder["chosen_lr"]
+    assert json.loads((tmp_path / "r" / "train.json").read_text())["epochs"][-1]["epoch"] == 3
