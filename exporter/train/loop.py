@@ -323,33 +323,15 @@ class Trainer:
         self.train_cache = self.val_cache = None
 
     def _build_caches(self) -> None:
-        from exporter.train.feature_cache import build_feature_cache
 
         t = time.perf_counter()
-        eval_tf = self.bundle.preprocessing.eval_transform()
-        caches = []
-        for ds in (self.bundle.train, self.bundle.val):
-            saved_tf = ds.transform
-            ds.transform = eval_tf  # the cache holds un-augmented images by definition
-            try:
-                caches.append(
-                    build_feature_cache(
-                        self.model.features,
-                        ds,
-                        batch_size=self.cfg.batch_size,
-                        device=self.device,
-                        workers=self.workers,
-                        channels_last=self.channels_last,
-                        autocast=self._autocast,
-                        on_batch=lambda done, total: (
-                            self._emit("cache", step=done, steps=total),
-                            self._check_stop(),
-                        ),
-                    )
-                )
-            finally:
-                ds.transform = saved_tf
-        self.train_cache, self.val_cache = caches
+
+        def progress(done: int, total: int) -> None:
+            self._emit("cache", step=done, steps=total)
+
+        self.train_cache, self.val_cache = (
+            self._run_trunk(ds, on_batch=progress) for ds in (self.bundle.train, self.bundle.val)
+        )
         self.cache_info.update(
             used=True,
             build_seconds=round(time.perf_counter() - t, 3),
@@ -395,31 +377,37 @@ class Trainer:
 
     def _trunk_features(self, limit: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Trunk outputs of up to ``limit`` training images (eval transform), when uncached."""
-        import torch
-        from torch.utils.data import DataLoader
-
         from exporter.data.datasets import limit_split
 
-        ds = self.bundle.train
+        subset = limit_split(self.bundle.train, limit, seed=self.cfg.seed, split="train")
+        cache = self._run_trunk(subset)
+        try:
+            return cache.batch(np.arange(len(cache.labels)))
+        finally:
+            cache.close()
+
+    def _run_trunk(self, ds: Any, on_batch: Any = None) -> Any:
+        """The frozen trunk over ``ds`` on un-augmented images (a :class:`FeatureCache`)."""
+        from exporter.train.feature_cache import build_feature_cache
+
         saved_tf = ds.transform
         ds.transform = self.bundle.preprocessing.eval_transform()
         try:
-            subset = limit_split(ds, limit, seed=self.cfg.seed, split="train")
-            feats, labels = [], []
-            loader = DataLoader(subset, batch_size=self.cfg.batch_size, num_workers=self.workers)
-            self.model.eval()
-            with torch.no_grad(), self._autocast():
-                for x, y in loader:
-                    x = x.to(self.device)
-                    if self.channels_last:
-                        x = x.contiguous(memory_format=torch.channels_last)
-                    feats.append(self.model.features(x).float())
-                    labels.append(y.to(self.device))
-                    self._check_stop()
-            self.model.train()
+            return build_feature_cache(
+                self.model.features,
+                ds,
+                batch_size=self.cfg.batch_size,
+                device=self.device,
+                workers=self.workers,
+                channels_last=self.channels_last,
+                autocast=self._autocast,
+                on_batch=lambda done, total: (
+                    on_batch(done, total) if on_batch else None,
+                    self._check_stop(),
+                ),
+            )
         finally:
             ds.transform = saved_tf
-        return torch.cat(feats), torch.cat(labels)
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         import torch
