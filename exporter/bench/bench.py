@@ -1,4 +1,4 @@
-"""The benchmark harness: the only place in tlx that measures time.
+"""``tlx bench``: plan, measure (``harness.py`` with ``measure.py``: the only timer), report.
 
 How a number is made (the same for every runtime, none of which is known here by name):
 

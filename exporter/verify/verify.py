@@ -185,7 +185,9 @@ def verify_run(
         InputFileError / IntegrityError: bad run folder or manifest, or a file's hash does
             not match (checked for every planned artifact before anything is loaded).
         UsageError: bad config (unknown runtime, bad batch sizes).
-        RuntimeUnavailable: a runtime named in ``cfg.runtimes`` cannot run here.
+        RuntimeUnavailable: a runtime named in ``cfg.runtimes`` is known unavailable on this
+            device before loading, or no candidate at all could load (the others are
+            listed under ``skipped`` with their reasons).
     """
     from exporter.core.envinfo import environment
     from exporter.core.manifest import load_manifest
