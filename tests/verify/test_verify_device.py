@@ -81,3 +81,15 @@ def test_tlx_verify_on_cuda_passes_fp32_with_tf32_off(exported_run: Path, tmp_pa
     assert report["math"]["tf32"] is False
     assert report["math"]["tf32_flags"]["cudnn_conv"] in ("ieee", False)
     assert all(c["runtime_info"]["precision"] == "fp32" for c in report["candidates"])
+
+
+def test_cuda_candidates_run_with_tf32_off_and_the_flags_come_back() -> None:
+    from exporter.runtimes.cuda_math import flags_for, tf32_flags
+
+    before = tf32_flags()
+    with verify_mod._candidate_math("cuda") as math:
+        assert math["tf32"] is False and math["ort_cuda_use_tf32"] == 0
+        assert math["tf32_flags"] == flags_for(False, before) == tf32_flags()
+    assert tf32_flags() == before
+    with verify_mod._candidate_math("cpu") as math:
+        assert math == {"device": "cpu", "tf32": None} and tf32_flags() == before
