@@ -105,6 +105,13 @@ def bench_command(
         Path | None,
         typer.Option(help="Folder for bench.json/.md/.csv/.png (default: the run folder)."),
     ] = None,
+    tf32: Annotated[
+        bool,
+        typer.Option(
+            "--tf32/--no-tf32",
+            help="CUDA fp32: allow TF32 matmuls/convolutions (rows say tf32) or time IEEE fp32.",
+        ),
+    ] = _DEFAULTS.tf32,
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No progress bar and no table.")
     ] = False,
@@ -127,6 +134,7 @@ def bench_command(
             compare=str(compare) if compare else None,
             max_regression_pct=max_regression,
             out_dir=str(out) if out else None,
+            tf32=tf32,
         )
         with progress_bar(quiet=quiet) as progress:
             report = bench_run(run, cfg, progress=progress)

@@ -230,6 +230,8 @@ class BenchConfig:
         compare: a baseline ``bench.json`` to gate against.
         max_regression_pct: allowed p50 slow-down versus the baseline, in percent.
         out_dir: where bench.json/.md/.csv/.png go; None = the run folder.
+        tf32: on CUDA, let fp32 matmuls/convolutions use TF32 (rows then say ``tf32``);
+            False times IEEE fp32.
     """
 
     runtimes: tuple[str, ...] = (BENCH_ALL,)
@@ -246,6 +248,7 @@ class BenchConfig:
     compare: str | None = None
     max_regression_pct: float = 10.0
     out_dir: str | None = None
+    tf32: bool = False
 
     def __post_init__(self) -> None:
         from exporter.core.errors import UsageError
