@@ -200,3 +200,14 @@ def write_fake_cifar10() -> Callable[..., Path]:
 def exported_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One exported random-weights run per test session (read-only for callers)."""
     return _export_artifacts(_make_run_folder(tmp_path_factory.mktemp("exported") / "run"))
+
+
+@pytest.fixture(scope="session")
+def onnx_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One random-weights run with only model.onnx exported (read-only for callers)."""
+    from exporter.core.config import ExportConfig
+    from exporter.export.export import export_run
+
+    run = _make_run_folder(tmp_path_factory.mktemp("onnx_only") / "run")
+    export_run(run, ExportConfig(formats=("onnx",)))
+    return run
