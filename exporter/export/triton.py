@@ -37,6 +37,7 @@ from exporter.export.triton_config import (
     TRT_CACHE_ROOT,
     ModelSpec,
     check_config,
+    model_config_pb2,
     parse_config,
     render_config,
     tensors_from_manifest,
@@ -91,6 +92,7 @@ def validate_triton(cfg: TritonConfig) -> None:
 
     Raises:
         UsageError: naming the option and the valid range.
+        EnvironmentUnavailable: tritonclient is missing (exit 3 now, not after the hashing).
     """
     from exporter.serve.choice import device_kind, shown
 
@@ -110,6 +112,7 @@ def validate_triton(cfg: TritonConfig) -> None:
         raise UsageError(
             f"--max-queue-delay-us {cfg.max_queue_delay_us}: give 0 to {MAX_QUEUE_DELAY_US}"
         )
+    model_config_pb2()
 
 
 def export_triton(
@@ -140,13 +143,13 @@ def export_triton(
     )
     art = choice.artifact
     step(f"triton: {art.name} ({choice.reason})")
-    src = art.verified_path()  # hash + ONNX safety checks before the copy
     spec = _spec(art, cfg)
     kind = "gpu" if cfg.device.startswith("cuda") else "cpu"
     texts = {k: render_config(spec, k) for k in KINDS}
     for k, text in texts.items():  # parse and check all before anything is written
         check_config(parse_config(text, where=f"configs/{k}.pbtxt"), spec, k, where=k)
     labels = _labels(info, art.num_classes)
+    src = art.verified_path()  # hash + ONNX safety checks before the copy
     with atomic_dir(dest) as tmp:
         (tmp / "1").mkdir()
         (tmp / "configs").mkdir()
