@@ -217,9 +217,9 @@ def parse_config(text: str, *, where: str) -> Any:
         GateFailed: a field, type or brace error (the file is then not written).
         EnvironmentUnavailable: tritonclient is not installed.
     """
+    pb2 = model_config_pb2()  # first: protobuf comes with tritonclient[grpc]
     from google.protobuf import text_format
 
-    pb2 = model_config_pb2()
     try:
         return text_format.Parse(text, pb2.ModelConfig())
     except text_format.ParseError as exc:
