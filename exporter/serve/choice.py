@@ -123,13 +123,18 @@ def choose(
         _check_pair(get_runtime(name), art, kind, check_available)
         return Choice(art, name, "--variant")
     if cls is not None:
+        if kind not in cls.devices:
+            raise UsageError(
+                f"--runtime {cls.name} runs on {'/'.join(cls.devices)} only, not {kind}: "
+                "pass --device to match"
+            )
         arts = [a for a in arts if cls.supports(a, kind)]
         if not arts:
             raise UsageError(
                 f"--runtime {cls.name}: the run has no {'/'.join(cls.formats)} artifact "
                 f"for {kind} (run `tlx export` with that format)"
             )
-    choice = _default_choice(arts, kind, cls)
+    choice = _default_choice(arts, kind, cls, check_available)
     _check_pair(get_runtime(choice.runtime), choice.artifact, kind, check_available)
     return choice
 
@@ -157,6 +162,11 @@ def _check_pair(cls: type[Runtime], art: Artifact, kind: str, check_available: b
             f"--runtime {cls.name} runs {'/'.join(cls.formats)} files, not {art.name} "
             f"({art.format})"
         )
+    if kind not in cls.devices:
+        raise UsageError(
+            f"--runtime {cls.name} runs on {'/'.join(cls.devices)} only, not {kind}: "
+            "pass --device to match"
+        )
     reason = cls.unavailable_reason(kind) if check_available else None
     if reason:
         raise RuntimeUnavailable(f"--runtime {cls.name}: {reason}")
@@ -174,7 +184,18 @@ def _recorded_runtime(art: Artifact, kind: str) -> str | None:
     return None
 
 
-def _default_choice(arts: list[Artifact], kind: str, cls: type[Runtime] | None) -> Choice:
+def _usable(runtime: str, art: Artifact, kind: str, check_available: bool) -> bool:
+    """A runtime named in a report is registered here, runs the artifact, and (when asked) can
+    run on this machine: a report from another machine must not stop the choice."""
+    cls = load_all().get(runtime)
+    if cls is None or not cls.supports(art, kind):
+        return False
+    return not check_available or cls.unavailable_reason(kind) is None
+
+
+def _default_choice(
+    arts: list[Artifact], kind: str, cls: type[Runtime] | None, check_available: bool
+) -> Choice:
     by_name = {a.name: a for a in arts}
     run_dir = arts[0].run_dir if arts else None
     if run_dir is not None:
@@ -185,7 +206,7 @@ def _default_choice(arts: list[Artifact], kind: str, cls: type[Runtime] | None) 
                 continue
             if rec.get("file") not in (None, art.path.relative_to(art.run_dir).as_posix()):
                 continue
-            if _same_file(rec, art) and rt:
+            if _same_file(rec, art) and _usable(rt, art, kind, check_available):
                 return Choice(art, rt, f"bench.json recommendation for {kind}")
         passed = [
             (c, by_name[str(c.get("artifact"))])
@@ -193,6 +214,9 @@ def _default_choice(arts: list[Artifact], kind: str, cls: type[Runtime] | None) 
             if str(c.get("artifact")) in by_name
             and _same_file(c, by_name[str(c.get("artifact"))])
             and (cls is None or c.get("runtime") == cls.name)
+            and _usable(
+                str(c.get("runtime")), by_name[str(c.get("artifact"))], kind, check_available
+            )
         ]
         if passed:
             cand, art = min(passed, key=lambda p: _rank(p[1], kind))

@@ -93,3 +93,20 @@ def test_named_variant_and_runtime(run: Path) -> None:
         choose_artifact(run, variant="eager", formats=("onnx",))
     with pytest.raises(UsageError, match="choose from: fold-int8, fp16"):
         choose_artifact(run, variant="int4")
+
+
+def test_reports_naming_runtimes_not_here_are_skipped(run: Path) -> None:
+    rec = {"device": "cpu", "batch_size": 8, "verified": True, "runtime": "no-such-runtime"}
+    rec.update(artifact="model.fp16.onnx", file="model.fp16.onnx")
+    (run / "bench.json").write_text(json.dumps({"recommendations": [rec]}))
+    cands = [{"runtime": "no-such-runtime", "artifact": "model.fold.int8.onnx", "passed": True}]
+    (run / "verify.json").write_text(json.dumps({"config": {"device": "cpu"}, "candidates": cands}))
+    art, rt = choose_artifact(run)
+    assert (art.name, rt) == ("model.onnx", "ort-cpu")
+
+
+def test_runtime_for_another_device_is_a_usage_error(run: Path) -> None:
+    with pytest.raises(UsageError, match="--device"):
+        choose_artifact(run, runtime="ort-cuda")
+    with pytest.raises(UsageError, match="--device"):
+        choose_artifact(run, runtime="ort-cuda", variant="model.onnx")

@@ -161,3 +161,15 @@ def test_arrays_are_images_too(predictor: Predictor) -> None:
     preds = predictor.predict([array.astype(np.float32), array], on_error=errors.append)
     assert [p.source for p in preds] == ["<array 1>"]
     assert "uint8" in errors[0].reason
+
+
+@pytest.mark.gpu
+def test_cuda_predictor_passes_the_fp32_gate_against_cpu(onnx_run: Path) -> None:
+    from exporter.verify.tolerance import compare, gate, profile_for
+
+    with load(onnx_run, device="cuda") as gpu, load(onnx_run) as cpu:
+        assert gpu.runtime_name == "ort-cuda"
+        x = cpu.preprocess(_images(8))
+        profile = profile_for("fp32")
+        verdict = gate(compare(cpu.logits(x), gpu.logits(x), profile), profile)
+        assert verdict.passed, verdict.failures
