@@ -309,6 +309,8 @@ def _preprocessing_text(art: Artifact) -> str:
 
 
 def _entry(run: Path, dest: Path, art: Artifact, cfg: TritonConfig, reason: str) -> ArtifactEntry:
+    from exporter.core.metadata import utc_now
+
     rel = dest.relative_to(run)
     files = [f"{rel}/1/{MODEL_FILE}", f"{rel}/config.pbtxt", f"{rel}/{LABELS_FILE}"]
     files += [f"{rel}/configs/{k}.pbtxt" for k in KINDS] + [f"{TRITON_DIR}/README.md"]
@@ -331,5 +333,6 @@ def _entry(run: Path, dest: Path, art: Artifact, cfg: TritonConfig, reason: str)
             "instances": cfg.instances,
             "opset": entry.get("opset"),
             "exporter": "tlx export --format triton",
+            "exported_at": utc_now(),
         },
     )
