@@ -214,3 +214,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     skip = pytest.mark.skip(reason="needs a CUDA device (torch.cuda.is_available() is False)")
     for item in gpu_items:
         item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def onnx_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One random-weights run with only model.onnx exported (read-only for callers)."""
+    from exporter.core.config import ExportConfig
+    from exporter.export.export import export_run
+
+    run = _make_run_folder(tmp_path_factory.mktemp("onnx_only") / "run")
+    export_run(run, ExportConfig(formats=("onnx",)))
+    return run

@@ -18,6 +18,7 @@ for _mod in (
     "verify_cmd",
     "optimize_cmd",
     "demo_cmd",
+    "predict_cmd",
 ):
     importlib.import_module(f"exporter.cli.{_mod}")
 

@@ -55,6 +55,9 @@ class CandidateResult:
     accuracy_change_points: float | None = None
     runtime_info: dict[str, Any] = field(default_factory=dict)
     localization: dict[str, Any] | None = None
+    # The file's manifest hash: a later consumer (predict, the Triton export) can tell a
+    # verdict about this file from one about a file re-exported since.
+    sha256: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -311,6 +314,7 @@ def _check_candidate(
         format=art.format,
         precision=art.precision,
         tolerance=tol.to_dict(),
+        sha256=art.sha256,
     )
     options = {"tf32": False, "batch_sizes": (*cfg.batch_sizes, max(cfg.batch_sizes))}
     runtime = cls(art, cfg.device, precision=art.precision, threads=cfg.threads, options=options)
