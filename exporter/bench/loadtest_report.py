@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from exporter.bench.loadtest import LoadtestReport
+    from exporter.bench.loadtest_result import LoadtestReport
 
 LOADTEST_JSON = "loadtest.json"
 LOADTEST_MD = "loadtest.md"
