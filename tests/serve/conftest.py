@@ -143,7 +143,9 @@ def serve_available() -> None:
     """Skip (with the reason) where PyTriton's tritonserver cannot run: not Linux, or absent."""
     if not sys.platform.startswith("linux"):
         pytest.skip("nvidia-pytriton ships tritonserver for Linux only")
-    pytest.importorskip("pytriton", reason="nvidia-pytriton is not installed (pip install tlx[serve])")
+    pytest.importorskip(
+        "pytriton", reason="nvidia-pytriton is not installed (pip install tlx[serve])"
+    )
 
 
 @pytest.fixture(scope="session")

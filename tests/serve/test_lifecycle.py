@@ -1,4 +1,4 @@
-"""`tlx serve` start-up and shutdown: signals drain and leave no process; what cannot start is exit 3."""
+"""`tlx serve` start and stop: signals drain and leave no process; what cannot start is exit 3."""
 
 from __future__ import annotations
 
@@ -115,8 +115,10 @@ def test_unknown_variant_is_exit_2_before_any_server_starts(
     http, grpc, metrics = ports(3)
     result = CliRunner().invoke(
         app,
-        ["serve", str(onnx_run), "--variant", "nope", "--http-port", str(http)]
-        + ["--grpc-port", str(grpc), "--metrics-port", str(metrics)],
+        [
+            *("serve", str(onnx_run), "--variant", "nope", "--http-port", str(http)),
+            *("--grpc-port", str(grpc), "--metrics-port", str(metrics)),
+        ],
     )
     assert result.exit_code == 2, result.output
     assert "nope" in result.output
