@@ -115,7 +115,8 @@ def verify_command(
 ) -> None:
     """Check every artifact computes what the trained model computes; exit 1 if not.
 
-    Writes verify.json and verify.md into the run folder. Exit codes: 0 all pass, 1 a
+    Writes verify.json and verify.md into the run folder; with --server the candidate is the
+    running server instead (verify-server.json/.md). Exit codes: 0 all pass, 1 a
     candidate failed, 2 bad input (including a hash mismatch), 3 a named runtime or the
     device is unavailable here (or fell back).
     """

@@ -115,6 +115,9 @@ def start_server(
         GateFailed: the server's answer differs from the in-process logits beyond the
             artifact's tolerance profile.
     """
+    from exporter.core.runfolder import open_run
+
+    open_run(run)  # a bad run folder is exit 2 before any environment check
     triton_mod = import_pytriton()
     check_ports(cfg)
     predictors = _load_predictors(run, cfg)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import http.client
+import json
 import signal
 import socket
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -43,11 +46,37 @@ def _cmdline(pid: int) -> str:
 def test_sigterm_drains_stops_and_leaves_no_process(
     onnx_run: Path, start_server, process_tree, is_running
 ) -> None:
-    sp = start_server(onnx_run)
+    sp = start_server(onnx_run, "--max-batch", "64")
     sp.wait_ready()
     with TritonHttpClient(sp.url) as c:
         assert c.model_ready("vgg16")
+    # A big batch is sent before SIGTERM and answered after it: the server drains.
+    body = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "input",
+                    "shape": [64, 3, 32, 32],
+                    "datatype": "FP32",
+                    "data": [0.0] * (64 * 3 * 32 * 32),
+                }
+            ]
+        }
+    ).encode()
+    conn = http.client.HTTPConnection("127.0.0.1", sp.http_port, timeout=120)
+    conn.request("POST", "/v2/models/vgg16/infer", body=body)  # sent; answer not read yet
+    answers: list[object] = []
+
+    def read_answer() -> None:
+        response = conn.getresponse()
+        answers.append((response.status, json.loads(response.read())["outputs"][0]["shape"]))
+
+    reader = threading.Thread(target=read_answer)
+    reader.start()
     _stop_and_check_no_orphans(sp, signal.SIGTERM, process_tree, is_running)
+    reader.join(timeout=60)
+    conn.close()
+    assert answers == [(200, [64, 10])]
 
 
 @pytest.mark.slow
