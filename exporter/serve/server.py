@@ -182,6 +182,9 @@ def check_ports(cfg: ServeConfig) -> None:
             raise UsageError(f"--host {cfg.host!r}: not a resolvable address ({exc})") from exc
         family, _, _, _, addr = infos[0]
         with socket.socket(family, socket.SOCK_STREAM) as sock:
+            # As tritonserver binds: a port whose old connections linger in TIME_WAIT is free;
+            # one with a listener is not.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 sock.bind(addr)
             except OSError as exc:

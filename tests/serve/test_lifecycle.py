@@ -32,8 +32,10 @@ def _stop_and_check_no_orphans(sp, sig: int, process_tree, is_running) -> None:
         time.sleep(0.2)
     left = {p: _cmdline(p) for p in children if is_running(p)}
     assert not left, f"processes outlived tlx serve: {left}"
-    with socket.socket() as s:  # the port is free again
+    with socket.socket() as s:  # the port is free again (no listener)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.0.1", sp.http_port))
+        s.listen()
 
 
 def _cmdline(pid: int) -> str:
