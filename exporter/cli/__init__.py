@@ -18,6 +18,7 @@ for _mod in (
     "verify_cmd",
     "optimize_cmd",
     "demo_cmd",
+    "predict_cmd",
     "serve_cmd",
     "loadtest_cmd",
 ):

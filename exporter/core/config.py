@@ -141,6 +141,29 @@ MAX_LEGACY_OPSET = 20
 
 
 @dataclass(frozen=True)
+class TritonConfig:
+    """Settings of ``tlx export --format triton`` (a Triton model repository in RUN/triton).
+
+    Attributes:
+        model_name: the model's folder and name on the server.
+        device: the target: which verify verdict chooses the artifact, and the instance kind
+            of the default ``config.pbtxt`` (``configs/cpu.pbtxt`` and ``configs/gpu.pbtxt``
+            are written either way).
+        variant: ship this variant or artifact instead of the default choice.
+        max_batch_size: the largest batch dynamic batching forms.
+        max_queue_delay_us: how long a request may wait for others to join its batch.
+        instances: model instances (per GPU, or on the CPU).
+    """
+
+    model_name: str = "vgg16"
+    device: str = "cpu"
+    variant: str | None = None
+    max_batch_size: int = 32
+    max_queue_delay_us: int = 100
+    instances: int = 1
+
+
+@dataclass(frozen=True)
 class ExportConfig:
     """Settings of ``tlx export``.
 
@@ -155,6 +178,8 @@ class ExportConfig:
         exporter: ``dynamo`` (``torch.onnx.export(dynamo=True)``) or ``legacy``.
         force: overwrite existing artifact files.
         seed: seed of the random check inputs.
+        triton: settings of the ``triton`` format (not part of ``all``: it ships an artifact
+            the other formats and ``tlx optimize`` made).
     """
 
     formats: tuple[str, ...] = EXPORT_FORMATS
@@ -165,6 +190,7 @@ class ExportConfig:
     exporter: str = "dynamo"
     force: bool = False
     seed: int = 0
+    triton: TritonConfig = field(default_factory=TritonConfig)
 
 
 # --- verify -----------------------------------------------------------------------------
@@ -511,3 +537,34 @@ class OptimizeConfig:
             raise UsageError(f"--min-top1 {self.min_top1_agreement}: must be in [0, 1]")
         if self.max_accuracy_drop_points < 0:
             raise UsageError(f"--max-accuracy-drop {self.max_accuracy_drop_points}: must be >= 0")
+
+
+# --- predict ----------------------------------------------------------------------------
+
+PREDICT_OUTPUTS = ("table", "json", "csv")
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    """Settings of ``tlx predict`` and :func:`exporter.load` (artifact choice and batching).
+
+    Attributes:
+        runtime: a registered runtime name; None = the one verify used, or the format's own.
+        variant: variant or manifest artifact name; None = bench's recommendation, else the
+            preferred variant that passed verify on ``device``, else ``model.onnx``.
+        device: ``cpu`` or ``cuda``.
+        top_k: classes per image (capped at the number of classes).
+        batch_size: images per runtime call.
+        output: ``table``, ``json`` or ``csv`` (on stdout).
+        skip_bad: skip unreadable images (exit 0) instead of exit 2 at the end.
+        threads: runtime intra-op threads (None: the runtime's default).
+    """
+
+    runtime: str | None = None
+    variant: str | None = None
+    device: str = "cpu"
+    top_k: int = 5
+    batch_size: int = 32
+    output: str = "table"
+    skip_bad: bool = False
+    threads: int | None = None

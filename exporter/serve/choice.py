@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from exporter.core.errors import UsageError
+from exporter.runtimes import load_all
 from exporter.runtimes.base import Artifact, Runtime, get_runtime
 
 BENCH_JSON = "bench.json"
@@ -59,6 +61,15 @@ def device_kind(device: str) -> str:
     raise UsageError(f"--device {shown(device)}: choose cpu or cuda")
 
 
+@dataclass(frozen=True)
+class Choice:
+    """The artifact to run, the runtime's name, and why this one (for reports)."""
+
+    artifact: Artifact
+    runtime: str
+    reason: str
+
+
 def choose_artifact(
     run: str | Path,
     *,
@@ -67,7 +78,21 @@ def choose_artifact(
     runtime: str | None = None,
     formats: Iterable[str] | None = None,
 ) -> tuple[Artifact, str]:
-    """The artifact to run and the runtime's name.
+    """The artifact to run and the runtime's name; see :func:`choose`."""
+    choice = choose(run, device=device, variant=variant, runtime=runtime, formats=formats)
+    return choice.artifact, choice.runtime
+
+
+def choose(
+    run: str | Path,
+    *,
+    device: str = "cpu",
+    variant: str | None = None,
+    runtime: str | None = None,
+    formats: Iterable[str] | None = None,
+    check_available: bool = True,
+) -> Choice:
+    """Choose the artifact (and runtime) to run on ``device``.
 
     Args:
         run: the run folder (must have ``manifest.json``).
@@ -76,6 +101,8 @@ def choose_artifact(
             ``model.safetensors`` for the eager weights); None = the default order above.
         runtime: a registered runtime name; None = the one recorded or the format's default.
         formats: only artifacts of these formats (the Triton export takes ``onnx`` only).
+        check_available: False when the artifact is shipped elsewhere rather than run here
+            (the Triton export for a GPU server, made on a CPU machine).
 
     Raises:
         UsageError: unknown runtime or variant, or the runtime cannot run the artifact.
@@ -87,22 +114,29 @@ def choose_artifact(
     kind = device_kind(device)
     cls = get_runtime(runtime) if runtime is not None else None
     arts = artifacts_of_run(run)  # the weights (hash from the manifest) + every manifest entry
-    allowed = set(formats) if formats is not None else None
-    if allowed is not None:
-        arts = [a for a in arts if a.format in allowed]
+    runnable = {f for c in load_all().values() for f in c.formats}
+    allowed = set(formats) if formats is not None else runnable
+    arts = [a for a in arts if a.format in allowed]
     if variant is not None:
-        art = _named(arts, variant, allowed)
+        art = _named(arts, variant, allowed if formats is not None else None)
         name = cls.name if cls else _recorded_runtime(art, kind) or _default_runtime(art, kind)
-        return art, _check_pair(get_runtime(name), art, device)
+        _check_pair(get_runtime(name), art, kind, check_available)
+        return Choice(art, name, "--variant")
     if cls is not None:
+        if kind not in cls.devices:
+            raise UsageError(
+                f"--runtime {cls.name} runs on {'/'.join(cls.devices)} only, not {kind}: "
+                "pass --device to match"
+            )
         arts = [a for a in arts if cls.supports(a, kind)]
         if not arts:
             raise UsageError(
                 f"--runtime {cls.name}: the run has no {'/'.join(cls.formats)} artifact "
                 f"for {kind} (run `tlx export` with that format)"
             )
-    art, name = _default_choice(arts, kind, cls)
-    return art, _check_pair(get_runtime(name), art, device)
+    choice = _default_choice(arts, kind, cls, check_available)
+    _check_pair(get_runtime(choice.runtime), choice.artifact, kind, check_available)
+    return choice
 
 
 def _named(arts: list[Artifact], variant: str, allowed: set[str] | None) -> Artifact:
@@ -120,19 +154,22 @@ def _named(arts: list[Artifact], variant: str, allowed: set[str] | None) -> Arti
     )
 
 
-def _check_pair(cls: type[Runtime], art: Artifact, device: str) -> str:
+def _check_pair(cls: type[Runtime], art: Artifact, kind: str, check_available: bool) -> None:
     from exporter.core.errors import RuntimeUnavailable
 
-    kind = device_kind(device)
     if art.format not in cls.formats:
         raise UsageError(
             f"--runtime {cls.name} runs {'/'.join(cls.formats)} files, not {art.name} "
             f"({art.format})"
         )
-    reason = cls.unavailable_reason(kind)
+    if kind not in cls.devices:
+        raise UsageError(
+            f"--runtime {cls.name} runs on {'/'.join(cls.devices)} only, not {kind}: "
+            "pass --device to match"
+        )
+    reason = cls.unavailable_reason(kind) if check_available else None
     if reason:
         raise RuntimeUnavailable(f"--runtime {cls.name}: {reason}")
-    return cls.name
 
 
 def _default_runtime(art: Artifact, kind: str) -> str:
@@ -147,9 +184,18 @@ def _recorded_runtime(art: Artifact, kind: str) -> str | None:
     return None
 
 
+def _usable(runtime: str, art: Artifact, kind: str, check_available: bool) -> bool:
+    """A runtime named in a report is registered here, runs the artifact, and (when asked) can
+    run on this machine: a report from another machine must not stop the choice."""
+    cls = load_all().get(runtime)
+    if cls is None or not cls.supports(art, kind):
+        return False
+    return not check_available or cls.unavailable_reason(kind) is None
+
+
 def _default_choice(
-    arts: list[Artifact], kind: str, cls: type[Runtime] | None
-) -> tuple[Artifact, str]:
+    arts: list[Artifact], kind: str, cls: type[Runtime] | None, check_available: bool
+) -> Choice:
     by_name = {a.name: a for a in arts}
     run_dir = arts[0].run_dir if arts else None
     if run_dir is not None:
@@ -160,25 +206,29 @@ def _default_choice(
                 continue
             if rec.get("file") not in (None, art.path.relative_to(art.run_dir).as_posix()):
                 continue
-            if _same_file(rec, art) and rt:
-                return art, rt
+            if _same_file(rec, art) and _usable(rt, art, kind, check_available):
+                return Choice(art, rt, f"bench.json recommendation for {kind}")
         passed = [
             (c, by_name[str(c.get("artifact"))])
             for c in _passed_candidates(run_dir, kind)
             if str(c.get("artifact")) in by_name
             and _same_file(c, by_name[str(c.get("artifact"))])
             and (cls is None or c.get("runtime") == cls.name)
+            and _usable(
+                str(c.get("runtime")), by_name[str(c.get("artifact"))], kind, check_available
+            )
         ]
         if passed:
             cand, art = min(passed, key=lambda p: _rank(p[1], kind))
-            return art, str(cand.get("runtime"))
+            return Choice(art, str(cand.get("runtime")), f"passed tlx verify on {kind}")
     onnx = by_name.get(ONNX_DEFAULT)
     if onnx is not None and (cls is None or cls.supports(onnx, kind)):
-        return onnx, cls.name if cls else _default_runtime(onnx, kind)
+        why = "no variant passed tlx verify here: checked against eager at export"
+        return Choice(onnx, cls.name if cls else _default_runtime(onnx, kind), why)
     if not arts:
         raise UsageError("the run has no artifact to run: run `tlx export RUN` first")
     art = min(arts, key=lambda a: _rank(a, kind))
-    return art, cls.name if cls else _default_runtime(art, kind)
+    return Choice(art, cls.name if cls else _default_runtime(art, kind), "preferred format")
 
 
 def _rank(art: Artifact, kind: str) -> tuple[int, str]:

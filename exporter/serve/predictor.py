@@ -24,7 +24,7 @@ from exporter.serve.images import BadImage, open_image
 if TYPE_CHECKING:
     from PIL import Image
 
-    ImageInput = str | Path | Image.Image
+    ImageInput = str | Path | Image.Image | np.ndarray
 
 MAX_TOP_K = 1000
 MAX_BATCH = 1024
@@ -90,7 +90,7 @@ class Predictor:
         self._transform: Callable[[Any], Any] | None = None
 
     def preprocess(self, images: Sequence[ImageInput]) -> np.ndarray:
-        """Decode (paths) and transform images → ``(N, 3, H, W)`` float32.
+        """Decode (paths, arrays) and transform images → ``(N, 3, H, W)`` float32.
 
         Raises:
             InputFileError: a path is not a readable image (the message names it).
@@ -99,10 +99,8 @@ class Predictor:
             self._transform = self.preprocessing.eval_transform()
         n, size = len(images), self.image_size
         out = np.empty((n, 3, size, size), dtype=np.float32)
-        for i, item in enumerate(images):
-            img = item if not isinstance(item, str | Path) else open_image(item)
-            if isinstance(img, BadImage):
-                raise InputFileError(img.line())
+        good, _ = _decode(images, None)  # raises on the first unreadable one
+        for i, img in enumerate(good):
             out[i] = self._transform(img).numpy()
         return out
 
@@ -137,7 +135,7 @@ class Predictor:
         """Classify ``images`` ``batch_size`` at a time.
 
         Args:
-            images: paths or PIL images.
+            images: paths, PIL images or HxWx3 uint8 RGB arrays.
             top_k: classes per image (capped at the number of classes).
             batch_size: images per runtime call.
             progress: called ``(description, done, total)`` after each batch.
@@ -155,7 +153,7 @@ class Predictor:
         total = len(images)
         for start in range(0, total, batch_size):
             chunk = images[start : start + batch_size]
-            good, sources = _decode(chunk, on_error)
+            good, sources = _decode(chunk, on_error, start=start)
             if good:
                 logits = self.logits(self.preprocess(good))
                 for src, row, top in zip(
@@ -183,14 +181,17 @@ def check_int(option: str, value: int, limit: int) -> None:
 
 
 def _decode(
-    chunk: Sequence[ImageInput], on_error: Callable[[BadImage], None] | None
+    chunk: Sequence[ImageInput], on_error: Callable[[BadImage], None] | None, *, start: int = 0
 ) -> tuple[list[Any], list[str]]:
-    """Decode a chunk; bad files go to ``on_error`` (or raise)."""
+    """Decode a chunk (paths, PIL images, HxWx3 uint8 arrays); bad ones go to ``on_error``."""
     good: list[Any] = []
     sources: list[str] = []
-    for i, item in enumerate(chunk):
+    for i, item in enumerate(chunk, start=start):
         if isinstance(item, str | Path):
             img, source = open_image(item), str(item)
+        elif isinstance(item, np.ndarray):
+            source = f"<array {i}>"
+            img = _from_array(item, source)
         else:
             img, source = item, f"<image {i}>"
         if isinstance(img, BadImage):
@@ -201,6 +202,21 @@ def _decode(
         good.append(img)
         sources.append(source)
     return good, sources
+
+
+def _from_array(array: np.ndarray, source: str) -> Image.Image | BadImage:
+    """An HxW or HxWx3/4 uint8 array (RGB order) as a PIL image."""
+    from PIL import Image
+
+    if (
+        array.dtype != np.uint8
+        or array.ndim not in (2, 3)
+        or (array.ndim == 3 and array.shape[2] not in (3, 4))
+    ):
+        return BadImage(
+            source, f"expected an HxWx3 uint8 RGB array, got {array.dtype} {array.shape}"
+        )
+    return Image.fromarray(np.ascontiguousarray(array))
 
 
 def load(

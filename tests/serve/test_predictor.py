@@ -149,3 +149,27 @@ def test_top_classes_orders_and_caps() -> None:
     (top,) = top_classes(logits, ["a", "b", "c"], 5)
     assert [c for c, _ in top] == ["b", "c", "a"]
     assert sum(p for _, p in top) == pytest.approx(1.0)
+
+
+def test_arrays_are_images_too(predictor: Predictor) -> None:
+    img = _images(1)[0]
+    array = np.asarray(img)
+    by_array, by_pil = predictor.predict([array, img], top_k=2, keep_logits=True)
+    assert by_array.source == "<array 0>" and by_pil.source == "<image 1>"
+    np.testing.assert_array_equal(by_array.logits, by_pil.logits)
+    errors = []
+    preds = predictor.predict([array.astype(np.float32), array], on_error=errors.append)
+    assert [p.source for p in preds] == ["<array 1>"]
+    assert "uint8" in errors[0].reason
+
+
+@pytest.mark.gpu
+def test_cuda_predictor_passes_the_fp32_gate_against_cpu(onnx_run: Path) -> None:
+    from exporter.verify.tolerance import compare, gate, profile_for
+
+    with load(onnx_run, device="cuda") as gpu, load(onnx_run) as cpu:
+        assert gpu.runtime_name == "ort-cuda"
+        x = cpu.preprocess(_images(8))
+        profile = profile_for("fp32")
+        verdict = gate(compare(cpu.logits(x), gpu.logits(x), profile), profile)
+        assert verdict.passed, verdict.failures
