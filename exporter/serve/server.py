@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 # load fails with this message. A fresh start usually wins the race.
 INSTANCE_HANDSHAKE_RACE = "Timeout occurred while waiting for config file"
 STARTUP_ATTEMPTS = 3
+WARMUP_MAX_BATCH = 64
 
 
 @dataclass
@@ -208,7 +209,11 @@ def check_ports(cfg: ServeConfig) -> None:
 
 
 def _load_predictors(run: str | Path, cfg: ServeConfig) -> list[Predictor]:
-    """One predictor (own session) per instance, each warmed at batch 1 and ``max_batch``."""
+    """One predictor (own session) per instance, each warmed at batch 1 and ``max_batch``.
+
+    (At most :data:`WARMUP_MAX_BATCH`: ORT has no per-shape compilation to warm, and a
+    65,536-image warm-up would only exhaust memory.)
+    """
     from exporter.serve.predictor import load
 
     predictors: list[Predictor] = []
@@ -222,7 +227,7 @@ def _load_predictors(run: str | Path, cfg: ServeConfig) -> list[Predictor]:
                 threads=cfg.threads,
             )
             predictors.append(p)
-            for b in sorted({1, cfg.max_batch}):
+            for b in sorted({1, min(cfg.max_batch, WARMUP_MAX_BATCH)}):
                 p.logits(np.zeros((b, 3, p.image_size, p.image_size), dtype=np.float32))
     except BaseException:
         for p in predictors:

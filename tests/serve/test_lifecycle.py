@@ -48,7 +48,7 @@ def _cmdline(pid: int) -> str:
 def test_sigterm_drains_stops_and_leaves_no_process(
     onnx_run: Path, start_server, process_tree, is_running
 ) -> None:
-    sp = start_server(onnx_run, "--max-batch", "64")
+    sp = start_server(onnx_run, "--max-batch", "16")
     sp.wait_ready()
     with TritonHttpClient(sp.url) as c:
         assert c.model_ready("vgg16")
@@ -58,9 +58,9 @@ def test_sigterm_drains_stops_and_leaves_no_process(
             "inputs": [
                 {
                     "name": "input",
-                    "shape": [64, 3, 32, 32],
+                    "shape": [16, 3, 32, 32],
                     "datatype": "FP32",
-                    "data": [0.0] * (64 * 3 * 32 * 32),
+                    "data": [0.0] * (16 * 3 * 32 * 32),
                 }
             ]
         }
@@ -78,7 +78,7 @@ def test_sigterm_drains_stops_and_leaves_no_process(
     _stop_and_check_no_orphans(sp, signal.SIGTERM, process_tree, is_running)
     reader.join(timeout=60)
     conn.close()
-    assert answers == [(200, [64, 10])]
+    assert answers == [(200, [16, 10])]
 
 
 @pytest.mark.slow
