@@ -82,8 +82,12 @@ def parse_url(url: str, *, option: str = "--server") -> tuple[str, int]:
         UsageError: not an http URL with a host, or a bad port.
     """
     text = url.strip()
-    parts = urlsplit(text if "://" in text else f"http://{text}")
-    if parts.scheme != "http" or not parts.hostname:
+    try:
+        parts = urlsplit(text if "://" in text else f"http://{text}")
+        hostname = parts.hostname
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        hostname = None
+    if hostname is None or parts.scheme != "http":
         raise UsageError(f"{option} {url!r}: give an http URL such as http://127.0.0.1:8000")
     if parts.path not in ("", "/") or parts.query:
         raise UsageError(f"{option} {url!r}: give the server's base URL, without a path")
@@ -91,7 +95,7 @@ def parse_url(url: str, *, option: str = "--server") -> tuple[str, int]:
         port = parts.port or 80
     except ValueError:
         raise UsageError(f"{option} {url!r}: the port is not a number from 1 to 65535") from None
-    return parts.hostname, port
+    return hostname, port
 
 
 def is_loopback(host: str) -> bool:
