@@ -2,7 +2,7 @@
 
 Usage (on a quiet machine; the numbers mean nothing while other jobs run)::
 
-    .venv/bin/python benchmarks/serve_bench.py --out benchmarks/serve_runs
+    .venv/bin/python benchmarks/serve_bench.py          # into artifacts/serve-bench/ (ignored)
     .venv/bin/python benchmarks/serve_bench.py --out /tmp/serve_tiny --tiny   # a smoke run
 
 1. A 32 px run trained the demo's way (synthetic shapes, `tlx train`'s defaults, random-init
@@ -260,7 +260,7 @@ def markdown(res: dict[str, Any]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "serve_runs")
+    ap.add_argument("--out", type=Path, default=ROOT / "artifacts" / "serve-bench")
     ap.add_argument("--tiny", action="store_true", help="a smoke run: small data, short windows")
     ap.add_argument("--threads", type=int, default=2, help="ORT threads, in-process and served")
     ap.add_argument("--instances", type=int, default=1)
