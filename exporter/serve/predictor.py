@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from exporter.core.errors import InputFileError, UsageError
+from exporter.core.errors import GateFailed, InputFileError, UsageError
 from exporter.core.preprocess import Preprocessing
 from exporter.runtimes.base import Artifact, Runtime, get_runtime
 from exporter.serve.choice import choose_artifact, device_kind
@@ -146,6 +146,7 @@ class Predictor:
         Raises:
             UsageError: top_k or batch_size out of range.
             InputFileError: an unreadable image when ``on_error`` is None.
+            GateFailed: the model returned NaN/Inf logits (exit 1).
         """
         check_int("--top-k", top_k, MAX_TOP_K)
         check_int("--batch-size", batch_size, MAX_BATCH)
@@ -156,6 +157,11 @@ class Predictor:
             good, sources = _decode(chunk, on_error, start=start)
             if good:
                 logits = self.logits(self.preprocess(good))
+                if not np.isfinite(logits).all():
+                    raise GateFailed(
+                        f"{self.artifact.name} on {self.runtime_name} returned NaN/Inf logits "
+                        f"for {sources[0]} (batch of {len(good)}); run `tlx verify` on the run"
+                    )
                 for src, row, top in zip(
                     sources, logits, top_classes(logits, self.classes, top_k), strict=True
                 ):

@@ -173,3 +173,15 @@ def test_cuda_predictor_passes_the_fp32_gate_against_cpu(onnx_run: Path) -> None
         profile = profile_for("fp32")
         verdict = gate(compare(cpu.logits(x), gpu.logits(x), profile), profile)
         assert verdict.passed, verdict.failures
+
+
+def test_non_finite_logits_fail_the_gate(
+    predictor: Predictor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from exporter.core.errors import GateFailed
+
+    monkeypatch.setattr(
+        predictor.runtime, "infer", lambda x: np.full((len(x), 10), np.nan, np.float32)
+    )
+    with pytest.raises(GateFailed, match="NaN"):
+        predictor.predict(_images(2))
