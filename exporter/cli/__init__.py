@@ -19,6 +19,8 @@ for _mod in (
     "optimize_cmd",
     "demo_cmd",
     "predict_cmd",
+    "serve_cmd",
+    "loadtest_cmd",
 ):
     importlib.import_module(f"exporter.cli.{_mod}")
 

@@ -115,8 +115,23 @@ def bench_command(
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No progress bar and no table.")
     ] = False,
+    server: Annotated[
+        str | None,
+        typer.Option(
+            help="Load-test this running server instead (KServe v2 URL); the defaults of "
+            "`tlx loadtest`, which has every option."
+        ),
+    ] = None,
 ) -> None:
     """Measure latency percentiles, throughput and cold start of every runtime, interleaved."""
+    if server is not None:
+        from exporter.cli.loadtest_cmd import run_and_print
+        from exporter.core.config import LoadtestConfig
+
+        with cli_errors():
+            cfg = LoadtestConfig(server=server, out_dir=str(out) if out else None)
+            run_and_print(run, cfg, quiet=quiet)
+        return
     with cli_errors():
         from exporter.bench.bench import bench_run
         from exporter.runtimes.selection import ALL, parse_runtimes

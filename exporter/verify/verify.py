@@ -331,6 +331,22 @@ def _check_candidate(
         return result, None
     finally:
         runtime.close()
+    return result, judge_outputs(result, outs, ref_out=ref_out, labels=labels, tol=tol)
+
+
+def judge_outputs(
+    result: CandidateResult,
+    outs: dict[str, np.ndarray],
+    *,
+    ref_out: dict[str, np.ndarray],
+    labels: np.ndarray | None,
+    tol: Tolerance,
+) -> str | None:
+    """Fill ``result``'s figures and verdict from a candidate's outputs; return the worst input.
+
+    The one place a candidate's outputs are judged, whether a local runtime or a server
+    (``tlx verify --server``) produced them.
+    """
     for key, out in outs.items():
         result.per_input[key] = _json_safe(_figures(compare(ref_out[key], out, tol)))
     keys = list(outs)
@@ -359,8 +375,7 @@ def _check_candidate(
     top1 = None if top1_cmp is None else top1_cmp.top1_agreement
     result.failures.extend(gate(overall, tol, top1=top1, accuracy_drop_points=drop).failures)
     result.passed = not result.failures
-    worst = max(keys, key=lambda k: result.per_input[k]["max_abs_error"] or float("inf"))
-    return result, worst
+    return max(keys, key=lambda k: result.per_input[k]["max_abs_error"] or float("inf"))
 
 
 def _localize(
