@@ -150,7 +150,6 @@ class DistContext:
         return DistributedDataParallel(
             module,
             device_ids=device_ids,
-            broadcast_buffers=False,  # VGG16 has no buffers; skip a per-step broadcast
             gradient_as_bucket_view=True,  # grads live in DDP's buckets: no second copy
         )
 
@@ -170,7 +169,9 @@ def _env_int(name: str, default: int) -> int:
     try:
         return int(raw)
     except ValueError:
-        raise EnvironmentUnavailable(f"environment variable {name}={raw!r} is not an integer") from None
+        raise EnvironmentUnavailable(
+            f"environment variable {name}={raw!r} is not an integer"
+        ) from None
 
 
 def init_distributed(device_spec: str, batch_size: int) -> DistContext:

@@ -20,13 +20,10 @@ import numpy as np
 
 from exporter.train.common import _finite, check_finite
 from exporter.train.recipe import phase_lr_factor
+from exporter.train.stop import _Stop
 
 if TYPE_CHECKING:
     import torch
-
-
-class _Stop(Exception):
-    """Internal: a signal arrived; unwind to the point that saves the checkpoint."""
 
 
 class EpochMixin:
@@ -132,8 +129,8 @@ class EpochMixin:
         self.global_step += 1
         self.step += 1
         self.sums["loss"] += float(stats[0])
-        self.sums["correct"] += int(round(stats[1]))
-        self.sums["seen"] += int(round(stats[2]))
+        self.sums["correct"] += round(float(stats[1]))
+        self.sums["seen"] += round(float(stats[2]))
         self.sums["local_seen"] += int(real.sum())
         return self._adopt_flags(stats[3:])
 

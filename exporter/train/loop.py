@@ -12,7 +12,6 @@ import contextlib
 import math
 import os
 import signal
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -26,11 +25,12 @@ from exporter.core.errors import GateFailed, Interrupted, UsageError
 from exporter.core.runfolder import CHECKPOINT_DIR, TRAIN_JSON
 from exporter.data.augment import resolve_augment
 from exporter.train.common import TrainEvent, default_run_dir, resolve_device, validate
-from exporter.train.distributed import DistContext
-from exporter.train.epoch import EpochMixin, _Stop
+from exporter.train.distributed import DistContext, restart_count
+from exporter.train.epoch import EpochMixin
 from exporter.train.evaluate import EvalMixin
 from exporter.train.outputs import RecordMixin
 from exporter.train.recipe import plan_phases, unfreeze_epoch
+from exporter.train.stop import StopMixin, _Stop
 from exporter.train.trunk import TrunkMixin
 
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ def local_main_first(dist: DistContext) -> Iterator[None]:
             dist.barrier()
 
 
-class Trainer(TrunkMixin, EpochMixin, EvalMixin, RecordMixin):
+class Trainer(StopMixin, TrunkMixin, EpochMixin, EvalMixin, RecordMixin):
     """One training run; :meth:`run` does the work and returns the train.json record."""
 
     def __init__(
@@ -72,7 +72,8 @@ class Trainer(TrunkMixin, EpochMixin, EvalMixin, RecordMixin):
             # Each rank would stamp its own time: the folder must be named up front.
             raise UsageError("training on several processes needs --out RUN (one shared name)")
         taken = (run_dir / TRAIN_JSON).exists() or (run_dir / CHECKPOINT_DIR).exists()
-        if taken and not resume:
+        # A torchrun restart before the first checkpoint starts the same run over.
+        if taken and not resume and restart_count() == 0:
             raise UsageError(
                 f"--out {run_dir} already holds a run; choose another --out, or continue "
                 f"it with --resume {run_dir}"
@@ -282,51 +283,6 @@ class Trainer(TrunkMixin, EpochMixin, EvalMixin, RecordMixin):
             restore_rng(ranks[self.dist.rank])
         elif self.dist.is_main:
             restore_rng(state["rng"])  # another world size: the other ranks keep their seeds
-
-    # --- signals ------------------------------------------------------------------------------
-
-    @contextlib.contextmanager
-    def _signals(self) -> Iterator[None]:
-        """SIGINT/SIGTERM set a flag checked between steps; a second one aborts at once."""
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-
-        def handler(signum: int, frame: Any) -> None:
-            if self._signum is not None:
-                raise KeyboardInterrupt
-            self._signum = signum
-
-        old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for s, h in old.items():
-                signal.signal(s, h)
-
-    def _signal_flags(self) -> np.ndarray:
-        return np.array(
-            [self._signum == signal.SIGINT, self._signum == signal.SIGTERM], dtype=np.float64
-        )
-
-    def _adopt_flags(self, flags: np.ndarray) -> bool:
-        """Take the signal any rank received as this rank's own; True if one arrived."""
-        if self._signum is None and flags[1] > 0:
-            self._signum = int(signal.SIGTERM)
-        elif self._signum is None and flags[0] > 0:
-            self._signum = int(signal.SIGINT)
-        return self._signum is not None
-
-    def _check_stop(self) -> None:
-        """A stop point inside one rank's own work (cache build): single process only, since
-        ranks reach it a different number of times; :meth:`_sync_stop` follows soon after."""
-        if self._signum is not None and not self.dist.enabled:
-            raise _Stop
-
-    def _sync_stop(self) -> None:
-        """A stop point every rank reaches together: stop everywhere if any rank got a signal."""
-        if self._adopt_flags(self.dist.all_reduce_sum(self._signal_flags())):
-            raise _Stop
 
     def _emit(self, kind: str, **kw: Any) -> None:
         if self.progress is not None and self.dist.is_main:

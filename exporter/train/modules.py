@@ -34,6 +34,7 @@ class HeadPath(nn.Module):
     def forward(self, f: torch.Tensor) -> torch.Tensor:
         return self.classifier(torch.flatten(self.avgpool(f), 1))
 
+
 _MASK64 = (1 << 64) - 1
 
 
