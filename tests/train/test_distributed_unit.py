@@ -47,7 +47,7 @@ def _shares(n: int, batch: int, world: int, step: int = 0) -> list[list[tuple]]:
 
 
 @pytest.mark.parametrize(("n", "batch", "world"), [(21, 8, 2), (17, 8, 2), (20, 6, 3), (5, 4, 4)])
-def test_ranks_shares_of_a_step_are_the_single_process_batch(n: int, batch: int, world: int) -> None:
+def test_rank_shares_of_a_step_are_the_single_process_batch(n: int, batch: int, world: int) -> None:
     (single,) = _shares(n, batch, 1)
     ranks = _shares(n, batch, world)
     assert all(len(r) == len(single) for r in ranks)  # every rank takes the same steps
@@ -56,7 +56,7 @@ def test_ranks_shares_of_a_step_are_the_single_process_batch(n: int, batch: int,
         mine = [(i, ok) for r in ranks for i, ok in zip(*r[k], strict=True)]
         assert sorted(i for i, ok in mine if ok) == sorted(idx.tolist())  # pads excluded
         sizes = {len(r[k][0]) for r in ranks}  # equal shares (DDP needs every rank each step)
-        assert sizes == {batch // world} or k == len(single) - 1 and len(sizes) == 1
+        assert sizes == {batch // world} or (k == len(single) - 1 and len(sizes) == 1)
     pads = sum(int((~real).sum()) for r in ranks for _, real in r)
     assert pads == -n % world
 
