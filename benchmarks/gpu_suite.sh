@@ -128,6 +128,17 @@ else
   bench "cpu-32px-fp32" "$WORK/run32" --device cpu --runtimes eager,ort-cpu --batch-sizes 1,8
 fi
 
+# Multi-GPU training (tlx train --nproc, DDP over NCCL): 1 vs all GPUs, same global batch.
+# Only on a machine with at least 2 GPUs; results in $RES/ddp_bench.json.
+NGPU=$("$PY" -c 'import torch; print(torch.cuda.device_count())' 2>/dev/null || echo 0)
+if [ "${NGPU:-0}" -ge 2 ]; then
+  step "train ddp 1 vs ${NGPU} GPUs" "$PY" benchmarks/ddp_bench.py --device cuda \
+    --nproc-list "1,$NGPU" --image-size 224 --train-size $((512 * NGPU)) --val-size 256 \
+    --epochs 2 --rounds 1 --batch-size $((32 * NGPU)) --out "$RES/ddp_bench.json"
+else
+  log "SKIP train ddp: ${NGPU} GPU(s) here; the multi-GPU line needs at least 2"
+fi
+
 # Full table to $RES/summary.md and summary.csv; a short pivot (p50 ms per batch) last.
 "$PY" - "$RES" "$HAS_CUDA" <<'PYEOF'
 import csv, sys
