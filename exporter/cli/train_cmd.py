@@ -254,7 +254,7 @@ def train_command(
 ) -> None:
     """Train VGG16's head (and optionally the top of the trunk) and write a run folder."""
     with cli_errors(), _worker_errors():
-        if nproc is not None or nnodes > 1:
+        if any(_given(ctx, name) for name in LAUNCHER_PARAMS):
             from exporter.train.launch import LaunchSpec
 
             spec = LaunchSpec(nproc or 1, nnodes, rdzv_endpoint, rdzv_id, max_restarts)
@@ -265,6 +265,11 @@ def train_command(
 
 
 LAUNCHER_PARAMS = ("nproc", "nnodes", "rdzv_endpoint", "rdzv_id", "max_restarts")
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name != "DEFAULT"
 
 
 def _rank() -> tuple[int, int]:
@@ -320,9 +325,20 @@ def _train_and_report(cfg: TrainConfig, *, resume: bool, quiet: bool) -> None:
 
 def _launch(ctx: typer.Context, spec: Any) -> None:
     """``--nproc``/``--nnodes``: the same command on every worker, through torchrun."""
+    from exporter.core.errors import UsageError
     from exporter.train.common import default_run_dir
     from exporter.train.launch import WorkerFailed, launch
 
+    if "TORCHELASTIC_RUN_ID" in os.environ:
+        raise UsageError("--nproc/--nnodes launch torchrun; under torchrun already, drop them")
+    spec.check()
+    world = spec.nproc * spec.nnodes
+    batch = ctx.params["batch_size"]
+    if ctx.params["resume"] is None and batch % world:
+        raise UsageError(
+            f"--batch-size {batch} is the global batch and must divide by the number of "
+            f"processes ({world} = --nproc {spec.nproc} x --nnodes {spec.nnodes})"
+        )
     args = worker_args(ctx, skip=LAUNCHER_PARAMS)
     if ctx.params["out"] is None and ctx.params["resume"] is None:
         # Every worker must write to one folder: name it here, not once per process.

@@ -8,6 +8,7 @@ meet outside steps), so a signal to any one rank stops all of them after the sam
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import threading
 from collections.abc import Iterator
@@ -30,9 +31,15 @@ class StopMixin:
             yield
             return
 
+        # Under torchrun a Ctrl-C reaches a worker twice (from the terminal, then forwarded by
+        # the agent): repeats are ignored there, and the agent's shutdown timeout is the hard stop.
+        repeat_aborts = "TORCHELASTIC_RUN_ID" not in os.environ
+
         def handler(signum: int, frame: Any) -> None:
             if self._signum is not None:
-                raise KeyboardInterrupt
+                if repeat_aborts:
+                    raise KeyboardInterrupt
+                return
             self._signum = signum
 
         old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}

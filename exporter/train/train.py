@@ -98,7 +98,9 @@ def _lost_peer(exc: Exception, dist: DistContext) -> Exception:
         return exc
     import torch.distributed as tdist
 
-    if isinstance(exc, (tdist.DistError, RuntimeError)):
+    text = str(exc).lower()
+    lost = any(w in text for w in ("gloo", "nccl", "connection", "peer", "timed out", "timeout"))
+    if isinstance(exc, tdist.DistError) or (isinstance(exc, RuntimeError) and lost):
         first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0][:200]
         return EnvironmentUnavailable(
             f"rank {dist.rank}: lost the other training processes ({first}); the last "
