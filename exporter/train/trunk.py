@@ -42,10 +42,12 @@ class TrunkMixin:
 
         self.train_cache = self._run_trunk(self.bundle.train, on_batch=progress, gather=True)
         self.val_cache = self._run_trunk(self.bundle.val, on_batch=progress, gather=False)
+        row = self.train_cache.nbytes // len(self.bundle.train)
         self.cache_info.update(
             used=True,
             build_seconds=round(time.perf_counter() - t, 3),
-            bytes=self.train_cache.nbytes + self.val_cache.nbytes,
+            # The whole cache, as one process holds it (a rank holds a slice of val only).
+            bytes=row * (len(self.bundle.train) + len(self.bundle.val)),
             storage=self.train_cache.storage,
             feature_shape=list(self.train_cache.features.shape[1:]),
         )
