@@ -257,7 +257,9 @@ def train_command(
         if any(_given(ctx, name) for name in LAUNCHER_PARAMS):
             from exporter.train.launch import LaunchSpec
 
-            spec = LaunchSpec(nproc or 1, nnodes, rdzv_endpoint, rdzv_id, max_restarts)
+            spec = LaunchSpec(
+                1 if nproc is None else nproc, nnodes, rdzv_endpoint, rdzv_id, max_restarts
+            )
             _launch(ctx, spec)
             return
         cfg, resuming = resolve_config(ctx.params)

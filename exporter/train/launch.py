@@ -10,6 +10,7 @@ return.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 
@@ -87,6 +88,13 @@ def launch(spec: LaunchSpec, worker_args: list[str]) -> None:
         # torchrun would set 1 thread per worker; on CPU the cores are better split evenly.
         os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // spec.nproc))
     args = get_args_parser().parse_args(torchrun_args(spec, worker_args))
+    # The agent logs every worker failure at length; the workers print their own one-line
+    # reason and the exit status says the rest (TLX_DEBUG=1 keeps torchrun's log).
+    quiet = os.environ.get("TLX_DEBUG", "") in ("", "0")
+    agent_log = logging.getLogger("torch.distributed.elastic")
+    old_level = agent_log.level
+    if quiet:
+        agent_log.setLevel(logging.CRITICAL)
     try:
         run(args)
     except ChildFailedError as exc:
@@ -98,6 +106,8 @@ def launch(spec: LaunchSpec, worker_args: list[str]) -> None:
             "continue with `tlx train --resume RUN`",
             signum=int(exc.sigval),
         ) from None
+    finally:
+        agent_log.setLevel(old_level)
 
 
 class WorkerFailed(TlxError):
