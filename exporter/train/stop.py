@@ -55,12 +55,14 @@ class StopMixin:
         )
 
     def _adopt_flags(self, flags: np.ndarray) -> bool:
-        """Take the signal any rank received as this rank's own; True if one arrived."""
+        """Take the signal any rank received as this rank's own; True if the all-reduced
+        ``flags`` show one. Only the reduced flags decide: a signal that reached this rank
+        after the reduce is in the next one, so every rank stops after the same step."""
         if self._signum is None and flags[1] > 0:
             self._signum = int(signal.SIGTERM)
         elif self._signum is None and flags[0] > 0:
             self._signum = int(signal.SIGINT)
-        return self._signum is not None
+        return bool(flags.sum() > 0)
 
     def _check_stop(self) -> None:
         """A stop point inside one rank's own work (cache build): single process only, since

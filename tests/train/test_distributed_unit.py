@@ -140,3 +140,16 @@ def test_global_batch_must_split_evenly(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("WORLD_SIZE", "3")
     with pytest.raises(UsageError, match="--batch-size 8 is the global batch"):
         init_distributed("cpu", 8)
+
+
+def test_only_the_reduced_flags_stop_a_rank() -> None:
+    # A signal that reached this rank after the step's all-reduce waits for the next one,
+    # or this rank would stop a step before the others (a deadlock in the next collective).
+    from exporter.train.stop import StopMixin
+
+    rank = StopMixin()
+    rank._signum = 15
+    assert rank._adopt_flags(np.zeros(2)) is False
+    other = StopMixin()
+    other._signum = None
+    assert other._adopt_flags(np.array([0.0, 1.0])) is True and other._signum == 15
