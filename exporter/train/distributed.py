@@ -211,5 +211,36 @@ def init_distributed(device_spec: str, batch_size: int) -> DistContext:
     backend = "nccl" if device.type == "cuda" else "gloo"
     import torch.distributed as dist
 
-    dist.init_process_group(backend=backend, device_id=device if backend == "nccl" else None)
+    dist.init_process_group(
+        backend=backend,
+        store=_attempt_store(world),
+        rank=rank,
+        world_size=world,
+        device_id=device if backend == "nccl" else None,
+    )
     return DistContext(rank, world, local, backend, device, _joined=True)
+
+
+def _attempt_store(world: int) -> Any:
+    """After a torchrun restart: the agent's store under a prefix of this attempt.
+
+    The elastic agent keeps serving one store across restarts, so the addresses the previous
+    attempt's processes published are still in it; a restarted rank that reads one before
+    its peer overwrote it connects to a dead port ("Gloo connectFullMesh failed ... Connection
+    refused"). A fresh prefix per attempt leaves nothing stale to read.
+    """
+    attempt = restart_count()
+    if attempt == 0 or os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None  # init_process_group's own env:// rendezvous
+    from datetime import timedelta
+
+    import torch.distributed as dist
+
+    base = dist.TCPStore(
+        os.environ["MASTER_ADDR"],
+        int(os.environ["MASTER_PORT"]),
+        world,
+        is_master=False,
+        timeout=timedelta(minutes=10),
+    )
+    return dist.PrefixStore(f"tlx/attempt_{attempt}", base)

@@ -57,3 +57,11 @@ def test_workers_get_this_command_line(monkeypatch: pytest.MonkeyPatch) -> None:
     assert {"--no-amp", "--quiet", "--no-augment"} <= set(args)
     assert "--weights" not in args  # defaults are the workers' own
     assert args[args.index("--out") + 1].startswith("artifacts/synthetic-")  # one shared name
+
+
+def test_error_text_with_brackets_is_printed_not_parsed(capsys: pytest.CaptureFixture[str]) -> None:
+    # gloo's messages carry source paths like "[/__w/pytorch/.../pair.cc:152]".
+    from exporter.cli.app import fail
+
+    fail("lost peer [/__w/pytorch/gloo/pair.cc:152] refused", 3)
+    assert "[/__w/pytorch/gloo/pair.cc:152]" in capsys.readouterr().err

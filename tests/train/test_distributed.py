@@ -249,7 +249,8 @@ def test_killed_worker_fails_the_job_and_leaves_only_whole_files(tmp_path: Path)
     if done.returncode == 0:
         pytest.skip("the run finished before the signal arrived (very fast machine)")
     assert done.returncode != 0
-    assert "Traceback" not in done.stderr.split("torch.distributed")[0]
+    assert "Traceback" not in done.stderr
+    assert "error:" in done.stderr  # a one-line reason from the launcher (and rank 0)
     _assert_whole_files(run)
 
 
