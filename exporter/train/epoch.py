@@ -109,7 +109,8 @@ class EpochMixin:
         right = ((logits.argmax(1) == y).float() * weight).sum()
         # One small all-reduce per step: exact global metrics, a NaN seen by every rank at
         # once, and a signal on any rank stops all of them at the same step.
-        local = np.array([float(loss_sum.detach()), float(right), float(real.sum())])
+        loss_v, right_v = torch.stack([loss_sum.detach(), right]).tolist()  # one device sync
+        local = np.array([loss_v, right_v, float(real.sum())])
         stats = self.dist.all_reduce_sum(np.concatenate([local, self._signal_flags()]))
         check_finite(
             stats[0] / count,
