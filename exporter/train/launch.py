@@ -82,6 +82,7 @@ def launch(spec: LaunchSpec, worker_args: list[str]) -> None:
     spec.check()
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.elastic.rendezvous.api import RendezvousError
     from torch.distributed.run import get_args_parser, run
 
     if "OMP_NUM_THREADS" not in os.environ:
@@ -100,6 +101,14 @@ def launch(spec: LaunchSpec, worker_args: list[str]) -> None:
     except ChildFailedError as exc:
         rank, failure = exc.get_first_failure()
         raise _worker_failed(rank, failure.exitcode) from None
+    except RendezvousError as exc:
+        raise EnvironmentUnavailable(
+            f"--rdzv-endpoint {spec.rdzv_endpoint or 'localhost'}: the processes could not meet "
+            f"({exc.__class__.__name__}: {str(exc)[:200]}); check that every node runs the same "
+            "command and can reach that HOST:PORT"
+        ) from None
+    except ValueError as exc:  # torchrun's parsing of the endpoint and node counts
+        raise UsageError(f"torchrun refused the launcher options: {str(exc)[:300]}") from None
     except SignalException as exc:
         raise Interrupted(
             f"{exc.sigval.name} received: the workers were told to save a checkpoint and stop; "
