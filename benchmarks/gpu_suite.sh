@@ -159,6 +159,17 @@ else
   bench "cpu-32px-fp32" "$WORK/run32" --device cpu --runtimes eager,ort-cpu --batch-sizes 1,8
 fi
 
+# Multi-GPU training (tlx train --nproc, DDP over NCCL): 1 vs all GPUs, same global batch.
+# Only on a machine with at least 2 GPUs; results in $RES/ddp_bench.json.
+NGPU=$("$PY" -c 'import torch; print(torch.cuda.device_count())' 2>/dev/null || echo 0)
+if [ "${NGPU:-0}" -ge 2 ]; then
+  step "train ddp 1 vs ${NGPU} GPUs" "$PY" benchmarks/ddp_bench.py --device cuda \
+    --nproc-list "1,$NGPU" --image-size 224 --train-size $((512 * NGPU)) --val-size 256 \
+    --epochs 2 --rounds 1 --batch-size $((32 * NGPU)) --out "$RES/ddp_bench.json"
+else
+  skip "train ddp" "${NGPU} GPU(s) here; the multi-GPU line needs at least 2"
+fi
+
 # Summary (inside the reserve): summary.md/.csv and a short pivot on stdout, then the archive.
 timeout -k 5 "$((RESERVE_S * 2 / 3))" "$PY" - "$RES" "$OUT" "$HAS_CUDA" <<'PYEOF'
 import csv, json, sys

@@ -45,7 +45,11 @@ def debug_enabled() -> bool:
 def fail(message: str, code: int) -> typer.Exit:
     """Print a one-line error to stderr and return the Exit to raise."""
     first_line = " ".join(str(message).split("\n")).strip()
-    err_console.print(f"[bold red]error:[/] {first_line}", markup=True, soft_wrap=True)
+    # The message is text, not markup: paths such as "[/__w/pytorch/...]" in a library's
+    # error would otherwise be read as a closing tag and crash the error report itself.
+    from rich.markup import escape
+
+    err_console.print(f"[bold red]error:[/] {escape(first_line)}", markup=True, soft_wrap=True)
     return typer.Exit(code)
 
 

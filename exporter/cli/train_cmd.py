@@ -1,17 +1,26 @@
-"""``tlx train``: parse options → TrainConfig → :func:`exporter.train.fit` → table and report."""
+"""``tlx train``: parse options → TrainConfig → :func:`exporter.train.fit` → table and report.
+
+With ``--nproc``/``--nnodes`` this process launches the same command on every worker through
+torchrun instead (``exporter/train/launch.py``); ``torchrun ... -m exporter train ...``
+reaches the plain path directly, once per worker.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import warnings
+from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
-from exporter.cli.app import app, cli_errors, console, err_console, is_interactive
-from exporter.core.config import AUGMENT_MIN_SIZE, LR_AUTO, DataConfig, TrainConfig
+from exporter.cli.app import app, cli_errors, console, debug_enabled, err_console, is_interactive
+from exporter.cli.train_options import resolve_config, worker_args
+from exporter.cli.train_view import TrainProgress, fmt, summary_table
+from exporter.core.config import AUGMENT_MIN_SIZE, DataConfig, TrainConfig
 
 _D, _T = DataConfig(), TrainConfig()
 
@@ -52,6 +61,7 @@ class DeviceName(str, Enum):
 
 @app.command("train")
 def train_command(
+    ctx: typer.Context,
     data: Annotated[
         DataSource,
         typer.Option("--data", help="Dataset: synthetic (offline), cifar10, imagefolder."),
@@ -89,9 +99,14 @@ def train_command(
     epochs: Annotated[
         int | None, typer.Option("--epochs", help=f"Epochs to train [default: {_T.epochs}].")
     ] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per step.")] = (
-        _T.batch_size
-    ),
+    batch_size: Annotated[
+        int,
+        typer.Option(
+            "--batch-size",
+            help="Images per optimizer step over all processes (the global batch; each of N "
+            "processes takes 1/N of it). The LR is not rescaled.",
+        ),
+    ] = _T.batch_size,
     lr: Annotated[
         str,
         typer.Option(
@@ -215,214 +230,129 @@ def train_command(
         typer.Option("--limit-val", min=1, help="Validate on a seeded random subset of N images."),
     ] = _D.limit_val,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    nproc: Annotated[
+        int | None,
+        typer.Option(
+            "--nproc",
+            help="Train on N processes on this node through torchrun (one per GPU, or CPU "
+            "processes with gloo); --batch-size stays the global batch.",
+        ),
+    ] = None,
+    nnodes: Annotated[
+        int, typer.Option("--nnodes", help="Nodes in the job (with --nproc; same command on each).")
+    ] = 1,
+    rdzv_endpoint: Annotated[
+        str | None,
+        typer.Option("--rdzv-endpoint", help="HOST:PORT every node can reach (--nnodes > 1)."),
+    ] = None,
+    rdzv_id: Annotated[
+        str, typer.Option("--rdzv-id", help="Job id shared by the nodes of one job.")
+    ] = "tlx",
+    max_restarts: Annotated[
+        int,
+        typer.Option(
+            "--max-restarts",
+            help="Restart all processes up to N times after a failure; each restart resumes "
+            "from the last checkpoint.",
+        ),
+    ] = 0,
 ) -> None:
     """Train VGG16's head (and optionally the top of the trunk) and write a run folder."""
-    with cli_errors():
-        from dataclasses import replace
+    with cli_errors(), _worker_errors():
+        if any(_given(ctx, name) for name in LAUNCHER_PARAMS):
+            from exporter.train.launch import LaunchSpec
 
-        from exporter.train import fit, resume_config
+            spec = LaunchSpec(
+                1 if nproc is None else nproc, nnodes, rdzv_endpoint, rdzv_id, max_restarts
+            )
+            _launch(ctx, spec)
+            return
+        cfg, resuming = resolve_config(ctx.params)
+        _train_and_report(cfg, resume=resuming, quiet=quiet)
 
-        if resume is not None:
-            cfg = resume_config(resume)
-            if epochs is not None:
-                cfg = replace(cfg, epochs=epochs)
-            if device is not None:  # e.g. a CPU run continued on a GPU, or the reverse
-                cfg = replace(cfg, device=device.value)
-        else:
-            cfg = TrainConfig(
-                data=DataConfig(
-                    source=data.value,
-                    data_dir=str(data_dir) if data_dir is not None else None,
-                    seed=seed,
-                    train_size=train_size,
-                    val_size=val_size,
-                    image_size=image_size,
-                    augment="off" if no_augment else augment.value,
-                    strict=strict,
-                    limit_train=limit_train,
-                    limit_val=limit_val,
-                ),
-                weights=weights,
-                epochs=epochs if epochs is not None else _T.epochs,
-                batch_size=batch_size,
-                lr=_parse_lr(lr),
-                recipe=recipe.value,
-                freeze_epochs=freeze_epochs,
-                optimizer=optimizer.value,
-                weight_decay=weight_decay,
-                label_smoothing=label_smoothing,
-                warmup_epochs=warmup_epochs,
-                grad_clip=grad_clip,
-                unfreeze_at=unfreeze_at,
-                unfreeze_from=unfreeze_from,
-                backbone_lr_mult=backbone_lr_mult,
-                device=(device or DeviceName(_T.device)).value,
-                amp=amp,
-                compile=compile_model,
-                cache_features=cache_features.value,
-                workers=workers,
-                seed=seed,
-                deterministic=deterministic,
-                patience=patience,
-                save_every=save_every,
-                out=str(out) if out is not None else None,
-                quiet=quiet,
-            )
-        view = _Progress(enabled=not quiet and is_interactive())
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            try:
-                view.preparing()
-                result = fit(cfg, progress=view, resume=resume is not None)
-            finally:
-                view.close()
-                for w in caught:  # skipped images: one line each, on stderr
-                    err_console.print(f"warning: {w.message}", markup=False, soft_wrap=True)
-        console.print(summary_table(result.record))
-        finder = result.record.get("lr_finder")
-        if finder:
-            console.print(
-                f"--lr auto: the range test chose {finder['chosen_lr']:.2e} "
-                f"({finder['seconds']:.1f} s; curve in lr_find.png)",
-                markup=False,
-            )
-        best = result.record["best"]
+
+LAUNCHER_PARAMS = ("nproc", "nnodes", "rdzv_endpoint", "rdzv_id", "max_restarts")
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name != "DEFAULT"
+
+
+def _rank() -> tuple[int, int]:
+    """(global rank, local rank) under torchrun; (0, 0) otherwise."""
+    return int(os.environ.get("RANK", "0") or 0), int(os.environ.get("LOCAL_RANK", "0") or 0)
+
+
+@contextlib.contextmanager
+def _worker_errors() -> Iterator[None]:
+    """Under torchrun every rank hits the same bad option or signal: only each node's first
+    rank says so (its exit status is the same everywhere)."""
+    from exporter.core.errors import GateFailed, Interrupted, UsageError
+
+    try:
+        yield
+    except (UsageError, GateFailed, Interrupted) as exc:
+        if _rank()[1] != 0 and not debug_enabled():
+            raise typer.Exit(exc.exit_code) from None
+        raise
+
+
+def _train_and_report(cfg: TrainConfig, *, resume: bool, quiet: bool) -> None:
+    from exporter.train import fit
+
+    main = _rank()[0] == 0
+    view = TrainProgress(enabled=not quiet and is_interactive() and main)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            view.preparing()
+            result = fit(cfg, progress=view, resume=resume)
+        finally:
+            view.close()
+            for w in caught if main else ():  # skipped images: one line each, on stderr
+                err_console.print(f"warning: {w.message}", markup=False, soft_wrap=True)
+    if not main:
+        return
+    console.print(summary_table(result.record))
+    finder = result.record.get("lr_finder")
+    if finder:
         console.print(
-            f"best epoch {best['epoch']}: val accuracy {_fmt(best['val_accuracy'])}; "
-            f"run folder {result.run_dir}",
+            f"--lr auto: the range test chose {finder['chosen_lr']:.2e} "
+            f"({finder['seconds']:.1f} s; curve in lr_find.png)",
             markup=False,
         )
+        if finder.get("warning"):
+            err_console.print(f"warning: --lr auto: {finder['warning']}", markup=False)
+    best = result.record["best"]
+    console.print(
+        f"best epoch {best['epoch']}: val accuracy {fmt(best['val_accuracy'])}; "
+        f"run folder {result.run_dir}",
+        markup=False,
+    )
 
 
-def _parse_lr(text: str) -> float | str:
-    """``--lr``: a positive number or ``auto`` (a bad value is exit 2, naming the option)."""
-    if text.strip().lower() == LR_AUTO:
-        return LR_AUTO
+def _launch(ctx: typer.Context, spec: Any) -> None:
+    """``--nproc``/``--nnodes``: the same command on every worker, through torchrun."""
+    from exporter.core.errors import UsageError
+    from exporter.train.common import default_run_dir
+    from exporter.train.launch import WorkerFailed, launch
+
+    if "TORCHELASTIC_RUN_ID" in os.environ:
+        raise UsageError("--nproc/--nnodes launch torchrun; under torchrun already, drop them")
+    spec.check()
+    world = spec.nproc * spec.nnodes
+    batch = ctx.params["batch_size"]
+    if ctx.params["resume"] is None and batch % world:
+        raise UsageError(
+            f"--batch-size {batch} is the global batch and must divide by the number of "
+            f"processes ({world} = --nproc {spec.nproc} x --nnodes {spec.nnodes})"
+        )
+    args = worker_args(ctx, skip=LAUNCHER_PARAMS)
+    if ctx.params["out"] is None and ctx.params["resume"] is None:
+        # Every worker must write to one folder: name it here, not once per process.
+        args += ["--out", str(default_run_dir(ctx.params["data"].value))]
     try:
-        return float(text)
-    except ValueError:
-        from exporter.core.errors import UsageError
-
-        raise UsageError(f"--lr must be a positive number or 'auto', got {text!r}") from None
-
-
-class _Progress:
-    """Renders TrainEvents: a rich bar per epoch on a TTY, plain log lines otherwise."""
-
-    def __init__(self, *, enabled: bool) -> None:
-        self.enabled = enabled
-        self.bar: Any = None
-        self.task: Any = None
-
-    def preparing(self) -> None:
-        """Until the first event: building the datasets (an image folder is fully decoded
-        once to find bad files) and the model can take minutes, so show that something runs."""
-        if self.enabled:
-            self._start_bar("loading data and model", None)
-
-    def __call__(self, ev: Any) -> None:
-        if ev.kind == "start":
-            self._stop_bar()
-            # Always logged: scripts (and tests) wait for it before sending signals.
-            err_console.print(
-                f"training: {ev.info['run_dir']} on {ev.info['device']}, {ev.epochs} epochs of "
-                f"{ev.steps} steps",
-                markup=False,
-            )
-            return
-        if ev.kind == "epoch":
-            self._stop_bar()
-            m = ev.metrics
-            err_console.print(
-                f"epoch {m['epoch']}/{ev.epochs}: train loss {_fmt(m['train_loss'])} acc "
-                f"{m['train_accuracy']:.3f} | val loss {_fmt(m['val_loss'])} acc "
-                f"{m['val_accuracy']:.3f} | {m['images_per_s']:.1f} img/s {m['seconds']:.1f} s"
-                + (" (feature cache)" if m.get("feature_cache") else ""),
-                markup=False,
-            )
-            return
-        if ev.kind == "lr_find":
-            if self.enabled:
-                self._start_bar("LR range test", None)
-            return
-        if not self.enabled or ev.kind not in ("step", "cache"):
-            return
-        label = "feature cache" if ev.kind == "cache" else f"epoch {ev.epoch}/{ev.epochs}"
-        if self.bar is None or self.bar_label != label:
-            self._start_bar(label, ev.steps)
-        extra = ""
-        if ev.kind == "step":
-            extra = f"loss {ev.loss:.4f} acc {ev.accuracy:.3f} {ev.images_per_s:.1f} img/s"
-        self.bar.update(self.task, completed=ev.step, extra=extra)
-
-    def _start_bar(self, label: str, total: int | None) -> None:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            SpinnerColumn,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        self._stop_bar()
-        # No total (setup): a spinner and the elapsed time; otherwise a bar with N/M and ETA.
-        columns = (
-            (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
-            if total is None
-            else (
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeRemainingColumn(),
-                TextColumn("{task.fields[extra]}"),
-            )
-        )
-        self.bar = Progress(*columns, console=err_console, transient=True)
-        self.bar.start()
-        self.bar_label = label
-        self.task = self.bar.add_task(label, total=total, extra="")
-
-    def _stop_bar(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-            self.bar = None
-
-    def close(self) -> None:
-        self._stop_bar()
-
-
-def summary_table(record: dict[str, Any]) -> Table:
-    table = Table(title=f"tlx train: {record['dataset']['name']} ({record['status']})")
-    for col in (
-        "epoch",
-        "phase",
-        "lr",
-        "train loss",
-        "train acc",
-        "val loss",
-        "val acc",
-        "img/s",
-        "s",
-    ):
-        table.add_column(col, justify="right")
-    best = record["best"]["epoch"]
-    for e in record["epochs"]:
-        mark = " *" if e["epoch"] == best else ""
-        table.add_row(
-            f"{e['epoch']}{mark}",
-            str(e["phase"]),
-            f"{e['lr']:.2e}",
-            _fmt(e["train_loss"]),
-            f"{e['train_accuracy']:.3f}",
-            _fmt(e["val_loss"]),
-            f"{e['val_accuracy']:.3f}",
-            f"{e['images_per_s']:.1f}",
-            f"{e['seconds']:.1f}",
-        )
-    return table
-
-
-def _fmt(x: float | None) -> str:
-    return "nan" if x is None else f"{x:.4f}"
+        launch(spec, args)
+    except WorkerFailed as exc:  # the worker printed its reason; keep its exit status
+        raise typer.Exit(exc.exit_code) from None

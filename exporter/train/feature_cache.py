@@ -4,7 +4,8 @@ While every parameter of ``features`` is frozen and the images are not augmented
 trunk's output for an image never changes, so computing it every epoch is waste. The
 cache stores the trunk output *before* ``avgpool`` (512×1×1 at 32 px, 512×7×7 at 224 px) so
 the head path (avgpool → flatten → classifier) is exactly the model's own forward.
-Large caches go to a temporary ``np.memmap`` file instead of memory.
+Large caches go to a temporary ``np.memmap`` file instead of memory. Under torchrun each
+rank runs the trunk over its own shard (:func:`build_sharded_cache`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import numpy as np
 if TYPE_CHECKING:
     import torch
     from torch import nn
+
+    from exporter.train.distributed import DistContext
 
 # Above this many bytes the cache lives in a temp file (the OS pages it in as needed).
 MEMMAP_THRESHOLD_BYTES = int(os.environ.get("TLX_CACHE_MEMMAP_BYTES", 2 << 30))
@@ -127,3 +130,89 @@ def build_feature_cache(
         trunk.train(was_training)
     assert feats is not None  # n >= 1 is guaranteed by the dataset builders
     return FeatureCache(feats, labels, storage, tmp)
+
+
+# Bytes per all_gather message when shards are exchanged (bounds the extra memory in flight).
+GATHER_CHUNK_BYTES = 64 << 20
+
+
+def build_sharded_cache(
+    trunk: nn.Module,
+    dataset: Any,
+    *,
+    dist: DistContext,
+    gather: bool,
+    batch_size: int,
+    device: torch.device,
+    **kw: Any,
+) -> FeatureCache:
+    """The feature cache built per shard: each rank runs the trunk over its own slice only.
+
+    Args:
+        trunk: ``model.features`` (frozen).
+        dataset: the whole split; this rank's slice is :func:`shard_range`.
+        dist: the process group (a world of one builds the whole split, as
+            :func:`build_feature_cache`).
+        gather: exchange the shards afterwards so every rank holds the whole split in dataset
+            order (training: a global batch draws from every shard); without it the cache
+            holds this rank's slice only (evaluation).
+        batch_size: images per forward pass.
+        device: where the trunk runs.
+        **kw: passed on to :func:`build_feature_cache`.
+    """
+    from exporter.data.datasets import SubsetDataset
+    from exporter.train.distributed import shard_range
+
+    if not dist.enabled:
+        return build_feature_cache(trunk, dataset, batch_size=batch_size, device=device, **kw)
+    n = len(dataset)
+    start, stop = shard_range(n, dist.rank, dist.world_size)
+    local = None
+    if stop > start:
+        shard = SubsetDataset(dataset, np.arange(start, stop))
+        local = build_feature_cache(trunk, shard, batch_size=batch_size, device=device, **kw)
+    shapes = dist.gather_object(None if local is None else tuple(local.features.shape[1:]))
+    shape = next(s for s in shapes if s is not None)  # n >= 1, so some rank has rows
+    if local is None:
+        local = FeatureCache(np.empty((0, *shape), np.float32), np.empty(0, np.int64), "memory")
+    if not gather:
+        return local
+    try:
+        return _gather_shards(local, n, shape, dist)
+    finally:
+        local.close()
+
+
+def _gather_shards(
+    local: FeatureCache, n: int, shape: tuple[int, ...], dist: DistContext
+) -> FeatureCache:
+    """Every rank's shard, concatenated in rank order (= dataset order), on every rank."""
+    import torch
+
+    from exporter.train.distributed import shard_range
+
+    ranges = [shard_range(n, r, dist.world_size) for r in range(dist.world_size)]
+    counts = [b - a for a, b in ranges]
+    full_shape = (n, *shape)
+    tmp = None
+    if int(np.prod(full_shape)) * 4 > MEMMAP_THRESHOLD_BYTES:
+        tmp = tempfile.NamedTemporaryFile(prefix="tlx-feature-cache-")  # noqa: SIM115
+        feats = np.memmap(tmp.name, dtype=np.float32, mode="w+", shape=full_shape)
+    else:
+        feats = np.empty(full_shape, dtype=np.float32)
+    labels = np.empty(n, dtype=np.int64)
+    rows = max(1, GATHER_CHUNK_BYTES // max(1, int(np.prod(shape)) * 4))
+    try:
+        for lo in range(0, max(counts), rows):
+            part = [max(0, min(c, lo + rows) - lo) for c in counts]
+            mine = slice(lo, lo + part[dist.rank])
+            got = dist.all_gather_rows(torch.from_numpy(local.features[mine]), part)
+            lab = dist.all_gather_rows(torch.from_numpy(local.labels[mine]), part)
+            for (a, _), f, y in zip(ranges, got, lab, strict=True):
+                feats[a + lo : a + lo + len(f)] = f.numpy()
+                labels[a + lo : a + lo + len(y)] = y.numpy()
+    except BaseException:
+        if tmp is not None:
+            tmp.close()
+        raise
+    return FeatureCache(feats, labels, "memory" if tmp is None else "memmap", tmp)

@@ -7,9 +7,13 @@ clipping, AMP on CUDA, early stopping, a feature cache while the trunk is frozen
 resumable checkpoint on SIGINT/SIGTERM and every ``save_every`` epochs.
 
 Determinism: the epoch's shuffle is a pure function of (seed, epoch), the DataLoader has
-its own generator, and the only consumer of the global torch RNG is dropout (plus
-augmentation in the main process), so the feature cache, a resume, and an uninterrupted
-run all draw the same random numbers in the same order.
+its own generator, and dropout masks are a pure function of (seed, epoch, image index); the
+only consumer of the global torch RNG is augmentation (in the main process). So the feature
+cache, a resume, an uninterrupted run, and a run split over several processes all train on
+the same batches with the same masks.
+
+Several processes: run under torchrun (``tlx train --nproc N`` starts it); :func:`fit` joins
+the process group from torchrun's environment, and leaves it when done.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from exporter.core.allocator import reuse_freed_memory
 from exporter.core.config import TrainConfig
 from exporter.train.checkpoint import load_checkpoint
 from exporter.train.common import ProgressFn
+from exporter.train.distributed import DistContext, init_distributed
 from exporter.train.loop import Trainer
 
 __all__ = ["TrainResult", "fit", "resume_config"]
@@ -71,6 +76,34 @@ def fit(
         GateFailed: the loss became NaN/Inf (the last good checkpoint is kept).
         Interrupted: SIGINT/SIGTERM; a resumable checkpoint was saved first.
     """
-    with reuse_freed_memory():  # ~30% of a CPU step was page faults on re-mmapped buffers
-        trainer = Trainer(cfg, progress=progress, resume=resume)
-        return TrainResult(trainer.run_dir, trainer.run())
+    dist = init_distributed(cfg.device, cfg.batch_size)
+    try:
+        with reuse_freed_memory():  # ~30% of a CPU step was page faults on re-mmapped buffers
+            trainer = Trainer(cfg, progress=progress, resume=resume, dist=dist)
+            return TrainResult(trainer.run_dir, trainer.run())
+    except Exception as exc:
+        mapped = _lost_peer(exc, dist)
+        if mapped is exc:
+            raise
+        raise mapped from exc
+    finally:
+        dist.close()
+
+
+def _lost_peer(exc: Exception, dist: DistContext) -> Exception:
+    """A collective that failed because another rank died is an environment failure (exit 3)."""
+    from exporter.core.errors import EnvironmentUnavailable, TlxError
+
+    if isinstance(exc, TlxError) or not dist.enabled:
+        return exc
+    import torch.distributed as tdist
+
+    text = str(exc).lower()
+    lost = any(w in text for w in ("gloo", "nccl", "connection", "peer", "timed out", "timeout"))
+    if isinstance(exc, tdist.DistError) or (isinstance(exc, RuntimeError) and lost):
+        first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0][:200]
+        return EnvironmentUnavailable(
+            f"rank {dist.rank}: lost the other training processes ({first}); the last "
+            "checkpoint in the run folder is intact: continue with tlx train --resume RUN"
+        )
+    return exc

@@ -160,8 +160,14 @@ def test_lr_auto_and_recipe_land_in_train_json_and_survive_resume(tmp_path) -> N
     )
     record = fit(cfg).record
     finder, recipe = record["lr_finder"], record["recipe"]
-    assert finder["rule"] == "minimum/10"
-    assert finder["chosen_lr"] == pytest.approx(finder["min_loss_lr"] / 10)
+    # 64 synthetic images on a random trunk may never make the loss turn up: then the
+    # valley rule applies, with a warning (see choose_lr).
+    if finder["rule"] == "minimum/10":
+        assert finder["chosen_lr"] == pytest.approx(finder["min_loss_lr"] / 10)
+        assert finder["warning"] is None
+    else:
+        assert finder["rule"] == "valley (no divergence)" and finder["stopped"] == "end"
+        assert finder["chosen_lr"] == finder["valley_lr"] and "still falling" in finder["warning"]
     assert len(finder["lrs"]) == len(finder["losses"]) >= 10
     assert recipe["peak_lr"] == finder["chosen_lr"] and recipe["lr_source"] == "lr_finder"
     assert recipe["augment"] is False and "below 64 px" in recipe["augment_reason"]

@@ -1,0 +1,139 @@
+"""``tlx train --nproc N``: start the workers through torchrun (``torch.distributed.run``).
+
+This process becomes torchrun's elastic agent: it starts ``N`` copies of ``python -m exporter
+train ...`` (the same options, minus the launcher's), restarts the whole group up to
+``max_restarts`` times (each restart resumes from the last checkpoint), and forwards SIGTERM
+and SIGINT to the workers, which checkpoint and stop. Its exit status is the workers' own
+(2 bad input, 3 environment, 143 SIGTERM, ...), so scripts see what a single process would
+return.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+from exporter.core.errors import (
+    EnvironmentUnavailable,
+    Interrupted,
+    TlxError,
+    UsageError,
+)
+
+__all__ = ["LaunchSpec", "WorkerFailed", "launch", "torchrun_args"]
+
+# Seconds the agent waits for workers to save their checkpoint after a signal (torchrun's
+# own default, 30 s, can be shorter than writing a VGG16 checkpoint to a slow disk).
+SHUTDOWN_TIMEOUT_S = 120
+WORKER_CODES = (1, 2, 3, 130, 143)  # TlxError exit codes: the worker printed why
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """Where and how many workers run (torchrun's options of the same names)."""
+
+    nproc: int
+    nnodes: int = 1
+    rdzv_endpoint: str | None = None
+    rdzv_id: str = "tlx"
+    max_restarts: int = 0
+
+    def check(self) -> None:
+        if self.nproc < 1:
+            raise UsageError(f"--nproc must be >= 1, got {self.nproc}")
+        if self.nnodes < 1:
+            raise UsageError(f"--nnodes must be >= 1, got {self.nnodes}")
+        if self.max_restarts < 0:
+            raise UsageError(f"--max-restarts must be >= 0, got {self.max_restarts}")
+        if self.nnodes > 1 and not self.rdzv_endpoint:
+            raise UsageError(
+                "--nnodes > 1 needs --rdzv-endpoint HOST:PORT (a host every node can reach, "
+                "e.g. the first node's address and a free port such as 29400)"
+            )
+
+
+def torchrun_args(spec: LaunchSpec, worker_args: list[str]) -> list[str]:
+    """torchrun's command line that runs ``python -m exporter train <worker_args>``."""
+    args = [
+        "--nproc-per-node",
+        str(spec.nproc),
+        "--max-restarts",
+        str(spec.max_restarts),
+        "--shutdown-timeout",
+        str(SHUTDOWN_TIMEOUT_S),
+    ]
+    if spec.nnodes == 1 and not spec.rdzv_endpoint:
+        args.append("--standalone")  # a free local port, no rendezvous server to name
+    else:
+        args += ["--nnodes", str(spec.nnodes), "--rdzv-backend", "c10d"]
+        args += ["--rdzv-endpoint", str(spec.rdzv_endpoint), "--rdzv-id", spec.rdzv_id]
+    return [*args, "-m", "exporter", "train", *worker_args]
+
+
+def launch(spec: LaunchSpec, worker_args: list[str]) -> None:
+    """Run the workers to the end under torchrun's agent.
+
+    Raises:
+        UsageError: bad launcher options.
+        TlxError: a worker failed; ``exit_code`` is that worker's exit status.
+        Interrupted: this process got SIGTERM/SIGINT (the workers were told to checkpoint).
+    """
+    spec.check()
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.elastic.rendezvous.api import RendezvousError
+    from torch.distributed.run import get_args_parser, run
+
+    if "OMP_NUM_THREADS" not in os.environ:
+        # torchrun would set 1 thread per worker; on CPU the cores are better split evenly.
+        os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // spec.nproc))
+    args = get_args_parser().parse_args(torchrun_args(spec, worker_args))
+    # The agent logs every worker failure at length; the workers print their own one-line
+    # reason and the exit status says the rest (TLX_DEBUG=1 keeps torchrun's log).
+    quiet = os.environ.get("TLX_DEBUG", "") in ("", "0")
+    agent_log = logging.getLogger("torch.distributed.elastic")
+    old_level = agent_log.level
+    if quiet:
+        agent_log.setLevel(logging.CRITICAL)
+    try:
+        run(args)
+    except ChildFailedError as exc:
+        rank, failure = exc.get_first_failure()
+        raise _worker_failed(rank, failure.exitcode) from None
+    except RendezvousError as exc:
+        raise EnvironmentUnavailable(
+            f"--rdzv-endpoint {spec.rdzv_endpoint or 'localhost'}: the processes could not meet "
+            f"({exc.__class__.__name__}: {str(exc)[:200]}); check that every node runs the same "
+            "command and can reach that HOST:PORT"
+        ) from None
+    except ValueError as exc:  # torchrun's parsing of the endpoint and node counts
+        raise UsageError(f"torchrun refused the launcher options: {str(exc)[:300]}") from None
+    except SignalException as exc:
+        raise Interrupted(
+            f"{exc.sigval.name} received: the workers were told to save a checkpoint and stop; "
+            "continue with `tlx train --resume RUN`",
+            signum=int(exc.sigval),
+        ) from None
+    finally:
+        agent_log.setLevel(old_level)
+
+
+class WorkerFailed(TlxError):
+    """A worker stopped with a tlx exit status after printing its own one-line reason."""
+
+    def __init__(self, message: str, *, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def _worker_failed(rank: int, code: int) -> TlxError:
+    if code in WORKER_CODES:
+        return WorkerFailed(
+            f"training process rank {rank} exited with status {code}", exit_code=code
+        )
+    how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
+    return EnvironmentUnavailable(
+        f"training process rank {rank} {how}; the last checkpoint is intact: continue with "
+        "`tlx train --resume RUN` (or pass --max-restarts N to restart automatically)"
+    )
