@@ -16,7 +16,11 @@ from exporter.core.errors import IntegrityError, RuntimeUnavailable, UsageError
 from exporter.runtimes import REGISTRY, load_all
 from exporter.runtimes.selection import artifacts_of_run, plan
 
-CPU_RUNTIMES = ("eager", "torchscript", "pt2", "compile", "ort-cpu")
+import platform
+
+# openvino is a dependency on Linux x86_64 (pyproject.toml); elsewhere it may skip.
+_OPENVINO = ("openvino",) if (platform.system(), platform.machine()) == ("Linux", "x86_64") else ()
+CPU_RUNTIMES = ("eager", "torchscript", "pt2", "compile", "ort-cpu", *_OPENVINO)
 FORMAT_FILES = {"onnx": "model.onnx", "torchscript": "model.ts", "pt2": "model.pt2"}
 
 _EXPORTED: dict[str, Path] = {}
