@@ -48,6 +48,9 @@ class CandidateResult:
     accuracy_change_points: float | None = None
     runtime_info: dict[str, Any] = field(default_factory=dict)
     localization: dict[str, Any] | None = None
+    # The manifest hash of the file verified: a later re-export makes the verdict stale
+    # (bench recommends only pairs whose file is still this one).
+    sha256: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -267,6 +270,7 @@ def _check_candidate(
         format=art.format,
         precision=art.precision,
         tolerance=tol.to_dict(),
+        sha256=art.sha256,
     )
     runtime = cls(art, cfg.device, precision=art.precision, threads=cfg.threads)
     try:
