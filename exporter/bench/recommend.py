@@ -11,7 +11,7 @@ Each recommendation (``bench.json["recommendations"]``; ``exporter.serve`` reads
     {"device": "cpu", "batch_size": 1, "artifact": "model.fold.int8.onnx",
      "file": "model.fold.int8.onnx", "runtime": "ort-cpu", "median_ms": 1.23,
      "speedup_vs_eager": 12.3, "verified": true, "sha256": "...", "precision": "int8",
-     "bytes": 33856575, "top1_agreement_pct": 100.0,
+     "bytes": 33856575, "top1_agreement_pct": 100.0 (held-out images where verify had them),
      "runner_up": {"runtime": "openvino", "artifact": ..., "median_ms": ..., "slower_x": 1.2}}
 
 ``runner_up`` is the fastest eligible pair on a *different* runtime, so the report can say
@@ -106,9 +106,17 @@ def _entry(
         "sha256": best["sha256"],
         "precision": row.get("precision"),
         "bytes": best["bytes"],
-        "top1_agreement_pct": (cand.get("overall") or {}).get("top1_agreement_pct"),
+        "top1_agreement_pct": _agreement(cand),
         "runner_up": runner_up,
     }
+
+
+def _agreement(cand: dict[str, Any]) -> float | None:
+    """Top-1 agreement with eager on the held-out images (else over every verify input)."""
+    heldout = (cand.get("per_input") or {}).get("heldout") or {}
+    overall = cand.get("overall") or {}
+    value = heldout.get("top1_agreement_pct", overall.get("top1_agreement_pct"))
+    return None if value is None else float(value)
 
 
 def verified_pairs(
@@ -187,5 +195,11 @@ def deploy_lines(recs: list[dict[str, Any]]) -> list[str]:
             f"deploy this ({rec['device']}, batch {rec['batch_size']}): {rec['artifact']} on "
             f"{rec['runtime']}, {rec['median_ms']:.3f} ms p50"
             + ("" if speed is None else f", {speed:.1f}x eager")
+            + (
+                f"; {rec['runner_up']['slower_x']:.2f}x faster than the best "
+                f"{rec['runner_up']['runtime']} run"
+                if rec["runner_up"]
+                else ""
+            )
         )
     return out

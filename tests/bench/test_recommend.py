@@ -48,7 +48,8 @@ def _verify(run: Path, passed: dict[tuple[str, str], bool], *, device: str = "cp
             "artifact": art,
             "passed": ok,
             "sha256": SHA[art],
-            "overall": {"top1_agreement_pct": 100.0 if ok else 90.0},
+            "overall": {"top1_agreement_pct": 100.0 if ok else 90.0},  # random inputs too
+            "per_input": {"heldout": {"top1_agreement_pct": 99.5 if ok else 90.0}},
         }
         for (rt, art), ok in passed.items()
     ]
@@ -97,6 +98,7 @@ def test_fastest_verified_pair_per_batch_with_speedup_and_runner_up(tmp_path: Pa
     assert b1["median_ms"] == 2.0 and b1["speedup_vs_eager"] == pytest.approx(20.0)
     assert b1["file"] == "model.fold.int8.onnx" and b1["sha256"] == SHA["model.fold.int8.onnx"]
     assert b1["verified"] is True and b1["device"] == "cpu" and b1["bytes"] == 30
+    assert b1["top1_agreement_pct"] == 99.5  # on held-out images, as the int8 gate judges
     assert b1["runner_up"]["runtime"] == "openvino"
     assert b1["runner_up"]["slower_x"] == pytest.approx(1.25)
     # At batch 64 OpenVINO wins, and the report says so.
@@ -105,7 +107,9 @@ def test_fastest_verified_pair_per_batch_with_speedup_and_runner_up(tmp_path: Pa
     text = "\n".join(recommendation_lines(recs, notes))
     assert "openvino wins: 1.50x faster than the best ort-cpu run" in text
     assert "cpu b64: model.fold.int8.onnx on openvino" in text
-    assert deploy_lines(recs)[0].startswith("deploy this (cpu, batch 1): model.fold.int8.onnx")
+    first = deploy_lines(recs)[0]
+    assert first.startswith("deploy this (cpu, batch 1): model.fold.int8.onnx on ort-cpu")
+    assert first.endswith("1.25x faster than the best openvino run")
 
 
 def test_failed_or_unverified_pairs_are_never_recommended(tmp_path: Path) -> None:
