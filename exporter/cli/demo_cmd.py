@@ -77,7 +77,12 @@ def print_deployment(result: DemoResult) -> None:
     table = Table(title="deploy this: fastest verified artifact x runtime (p50, this machine)")
     cols = ("batch", "artifact", "runtime", "p50 ms", "x eager", "top-1 agree", "MB")
     for col in cols:
-        table.add_column(col, justify="left" if col in ("artifact", "runtime") else "right")
+        # The artifact is what the user deploys: keep its name whole in a narrow terminal.
+        table.add_column(
+            col,
+            justify="left" if col in ("artifact", "runtime") else "right",
+            no_wrap=col == "artifact",
+        )
     for r in recs:
         speed, agree = r["speedup_vs_eager"], r["top1_agreement_pct"]
         table.add_row(
