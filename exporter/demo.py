@@ -1,8 +1,10 @@
 """``tlx demo``: the whole product in one offline command, in minutes on a laptop CPU.
 
-train (built-in synthetic dataset, 32 px) → export every format → verify parity of every
-artifact on every runtime that runs here → bench them, then one summary: accuracy, parity
-verdicts, the fastest runtime, and where every file is (``demo.json`` lists them too).
+train (built-in synthetic dataset, 32 px) → export every format → optimize (fold, int8,
+fold-int8, each gated) → verify parity of every artifact on every runtime that runs here →
+bench them, then one summary: accuracy, parity verdicts, the recommended deployment (the
+fastest verified artifact × runtime, its speed-up over eager, agreement and size), and where
+every file is (``demo.json`` lists them too).
 """
 
 from __future__ import annotations
@@ -18,11 +20,12 @@ from exporter.core.config import DEFAULT_ARTIFACTS_DIR, DemoConfig, to_dict
 
 if TYPE_CHECKING:
     from exporter.bench.result import BenchReport
+    from exporter.optimize.optimize import OptimizeResult
     from exporter.verify.verify import ParityReport
 
 DEMO_JSON = "demo.json"
 DEMO_SCHEMA_VERSION = 1
-STEPS = ("train", "export", "verify", "bench")
+STEPS = ("train", "export", "optimize", "verify", "bench")
 
 DemoProgress = Callable[[str, float, float], None]
 """``progress(description, done, total)`` for the step in progress."""
@@ -37,6 +40,7 @@ class DemoResult:
     val_accuracy: float | None
     verify: ParityReport
     bench: BenchReport
+    optimize: OptimizeResult | None = None
     step_seconds: dict[str, float] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
 
@@ -69,6 +73,20 @@ class DemoResult:
             for b, row in self.bench.fastest().items()
         }
 
+    @property
+    def recommendations(self) -> list[dict[str, Any]]:
+        """bench's "deploy this" per batch size (fastest verified artifact × runtime)."""
+        return list(self.bench.recommendations)
+
+    def variants(self) -> list[dict[str, Any]]:
+        """One ``{variant, artifact, status, reason}`` per optimized variant."""
+        if self.optimize is None:
+            return []
+        return [
+            {"variant": v.variant, "artifact": v.artifact, "status": v.status, "reason": v.reason}
+            for v in self.optimize.variants
+        ]
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "schema_version": DEMO_SCHEMA_VERSION,
@@ -81,6 +99,8 @@ class DemoResult:
             "verdicts": self.verdicts(),
             "verify_skipped": self.verify.skipped,
             "fastest": {str(b): v for b, v in self.fastest().items()},
+            "variants": self.variants(),
+            "recommendations": self.recommendations,
             "bench_skipped": self.bench.skipped,
             "step_seconds": self.step_seconds,
             "total_seconds": sum(self.step_seconds.values()),
@@ -95,39 +115,56 @@ def default_demo_dir() -> Path:
 
 
 def run_demo(cfg: DemoConfig, *, progress: DemoProgress | None = None) -> DemoResult:
-    """Train → export → verify → bench into one new run folder; write ``demo.json``.
+    """Train → export → optimize → verify → bench into one new run folder; write ``demo.json``.
 
     Args:
         cfg: demo sizes; the defaults finish in under three minutes on 2 CPU cores.
         progress: called as each step advances.
 
     Returns:
-        The result; ``passed`` is False when a parity gate failed (the CLI exits 1).
+        The result; ``passed`` is False when a parity gate failed (the CLI exits 1). A
+        variant that ``tlx optimize``'s gate rejects is kept aside and reported, not a failure.
 
     Raises:
         UsageError / InputFileError: bad settings or a bad ``--weights`` file (exit 2), or
             ``out_dir`` already holds a run.
         EnvironmentUnavailable: a runtime named in ``cfg.runtimes`` cannot run here (exit 3).
     """
-    from exporter.bench.bench import bench_run
-    from exporter.core.config import (
-        BenchConfig,
-        DataConfig,
-        ExportConfig,
-        TrainConfig,
-        VerifyConfig,
-    )
-    from exporter.core.fsio import write_json
-    from exporter.export.export import export_run
-    from exporter.train import fit
-    from exporter.verify.report import write_reports
-    from exporter.verify.verify import verify_run
-
     say = progress or (lambda *_: None)
     run_dir = Path(cfg.out_dir) if cfg.out_dir else default_demo_dir()
     seconds: dict[str, float] = {}
 
-    t0 = time.perf_counter()
+    def step(name: str, fn: Callable[[], Any]) -> Any:
+        t0 = time.perf_counter()
+        out = fn()
+        seconds[name] = time.perf_counter() - t0
+        return out
+
+    trained = step("train", lambda: _train(cfg, run_dir, say))
+    step("export", lambda: _export(cfg, run_dir, say))
+    optimized = step("optimize", lambda: _optimize(cfg, run_dir, say)) if cfg.variants else None
+    parity, verify_files = step("verify", lambda: _verify(cfg, run_dir, say))
+    bench = step("bench", lambda: _bench(cfg, run_dir, say))
+    result = DemoResult(
+        run_dir=run_dir,
+        config=cfg,
+        val_accuracy=trained.best_val_accuracy,
+        verify=parity,
+        bench=bench,
+        optimize=optimized,
+        step_seconds=seconds,
+        files=_files(run_dir, verify_files, bench, optimized),
+    )
+    from exporter.core.fsio import write_json
+
+    write_json(run_dir / DEMO_JSON, result.to_dict())
+    return result
+
+
+def _train(cfg: DemoConfig, run_dir: Path, say: DemoProgress) -> Any:
+    from exporter.core.config import DataConfig, TrainConfig
+    from exporter.train import fit
+
     train_cfg = TrainConfig(
         data=DataConfig(
             source="synthetic",
@@ -146,28 +183,51 @@ def run_demo(cfg: DemoConfig, *, progress: DemoProgress | None = None) -> DemoRe
         out=str(run_dir),
         quiet=True,
     )
-    trained = fit(train_cfg, progress=lambda ev: _train_progress(say, ev))
-    seconds["train"] = time.perf_counter() - t0
+    return fit(train_cfg, progress=lambda ev: _train_progress(say, ev))
 
-    t0 = time.perf_counter()
+
+def _export(cfg: DemoConfig, run_dir: Path, say: DemoProgress) -> None:
+    from exporter.core.config import ExportConfig
+    from exporter.export.export import export_run
+
     export_run(
         run_dir,
         ExportConfig(formats=cfg.formats, seed=cfg.seed),
         progress=lambda d, done, total: say(f"export: {d}", done, total),
     )
-    seconds["export"] = time.perf_counter() - t0
 
-    t0 = time.perf_counter()
+
+def _optimize(cfg: DemoConfig, run_dir: Path, say: DemoProgress) -> OptimizeResult:
+    from exporter.core.config import OptimizeConfig
+    from exporter.optimize.optimize import optimize_run
+
+    return optimize_run(
+        run_dir,
+        OptimizeConfig(variants=cfg.variants, seed=cfg.seed),
+        progress=lambda d, done, total: say(f"optimize: {d}", done, total),
+    )
+
+
+def _verify(cfg: DemoConfig, run_dir: Path, say: DemoProgress) -> tuple[ParityReport, list[Path]]:
+    from exporter.core.config import VerifyConfig
+    from exporter.verify.report import write_reports
+    from exporter.verify.verify import verify_run
+
     parity = verify_run(
         run_dir,
-        VerifyConfig(runtimes=cfg.runtimes, samples=min(16, cfg.val_size), seed=cfg.seed),
+        VerifyConfig(
+            runtimes=cfg.runtimes, samples=min(cfg.verify_samples, cfg.val_size), seed=cfg.seed
+        ),
         progress=lambda d, done, total: say(f"verify: {d}", done, total),
     )
-    verify_json, verify_md = write_reports(parity)
-    seconds["verify"] = time.perf_counter() - t0
+    return parity, list(write_reports(parity))
 
-    t0 = time.perf_counter()
-    bench = bench_run(
+
+def _bench(cfg: DemoConfig, run_dir: Path, say: DemoProgress) -> BenchReport:
+    from exporter.bench.bench import bench_run
+    from exporter.core.config import BenchConfig
+
+    return bench_run(
         run_dir,
         BenchConfig(
             runtimes=cfg.runtimes,
@@ -179,30 +239,24 @@ def run_demo(cfg: DemoConfig, *, progress: DemoProgress | None = None) -> DemoRe
         ),
         progress=lambda d, done, total: say(f"bench: {d}", done, total),
     )
-    seconds["bench"] = time.perf_counter() - t0
 
-    files = {
+
+def _files(
+    run_dir: Path, verify_files: list[Path], bench: BenchReport, optimized: OptimizeResult | None
+) -> dict[str, str]:
+    verify_json, verify_md = verify_files
+    return {
         "run folder": str(run_dir),
         "weights": str(run_dir / "model.safetensors"),
         "train report": str(run_dir / "train.json"),
         "manifest": str(run_dir / "manifest.json"),
         **{f"artifact {name}": str(run_dir / name) for name in _artifact_names(run_dir)},
+        **({"optimize report": str(optimized.report_path)} if optimized else {}),
         "verify report": str(verify_json),
         "verify summary": str(verify_md),
         **{f"bench {Path(p).suffix[1:]}": p for p in bench.files.values()},
         "demo report": str(run_dir / DEMO_JSON),
     }
-    result = DemoResult(
-        run_dir=run_dir,
-        config=cfg,
-        val_accuracy=trained.best_val_accuracy,
-        verify=parity,
-        bench=bench,
-        step_seconds=seconds,
-        files=files,
-    )
-    write_json(run_dir / DEMO_JSON, result.to_dict())
-    return result
 
 
 def _train_progress(say: DemoProgress, event: Any) -> None:

@@ -16,7 +16,7 @@ from exporter.demo import DEMO_JSON, DemoResult, run_demo
 
 @pytest.fixture(scope="module")
 def tiny_demo(tmp_path_factory: pytest.TempPathFactory) -> DemoResult:
-    """Every step at its smallest: one format, two runtimes, one batch size."""
+    """Every step at its smallest: one format, one variant, three runtimes, one batch size."""
     out = tmp_path_factory.mktemp("demo") / "run"
     cfg = DemoConfig(
         out_dir=str(out),
@@ -27,22 +27,48 @@ def tiny_demo(tmp_path_factory: pytest.TempPathFactory) -> DemoResult:
         warmup=0,
         iters=2,
         formats=("torchscript",),
-        runtimes=("eager", "torchscript"),
+        variants=("fold",),
+        runtimes=("eager", "torchscript", "ort-cpu"),
     )
     return run_demo(cfg)
 
 
 def test_tiny_demo_runs_every_step(tiny_demo: DemoResult) -> None:
-    assert set(tiny_demo.step_seconds) == {"train", "export", "verify", "bench"}
+    assert set(tiny_demo.step_seconds) == {"train", "export", "optimize", "verify", "bench"}
     train_json = json.loads((tiny_demo.run_dir / "train.json").read_text())
     assert tiny_demo.val_accuracy == train_json["best"]["val_accuracy"]
     assert {(v["runtime"], v["verdict"]) for v in tiny_demo.verdicts()} == {
         ("eager", "pass"),
         ("torchscript", "pass"),
+        ("ort-cpu", "pass"),
     }
     assert tiny_demo.passed
     assert tiny_demo.gate_failures == []
-    assert tiny_demo.fastest()[1]["runtime"] in ("eager", "torchscript")
+    assert tiny_demo.variants() == [
+        {"variant": "fold", "artifact": "model.fold.onnx", "status": "shipped", "reason": None}
+    ]
+    assert tiny_demo.fastest()[1]["runtime"] in ("eager", "torchscript", "ort-cpu")
+
+
+def test_tiny_demo_recommends_a_verified_pair(tiny_demo: DemoResult) -> None:
+    (rec,) = tiny_demo.recommendations
+    verified = {
+        (v["runtime"], v["artifact"]) for v in tiny_demo.verdicts() if v["verdict"] == "pass"
+    }
+    assert (rec["runtime"], rec["artifact"]) in verified
+    assert rec["batch_size"] == 1 and rec["device"] == "cpu" and rec["verified"] is True
+    row = next(
+        r
+        for r in tiny_demo.bench.rows()
+        if (r["runtime"], r["artifact"], r["batch_size"]) == (rec["runtime"], rec["artifact"], 1)
+    )
+    assert rec["median_ms"] == row["latency_ms_p50"]
+    assert rec["speedup_vs_eager"] == pytest.approx(row["speedup_vs_eager"])
+    record = json.loads((tiny_demo.run_dir / DEMO_JSON).read_text())
+    assert record["recommendations"] == [rec]
+    bench_json = json.loads((tiny_demo.run_dir / "bench.json").read_text())
+    assert bench_json["recommendations"] == [rec]
+    assert "## Deploy this" in (tiny_demo.run_dir / "bench.md").read_text()
 
 
 def test_tiny_demo_files_exist_and_are_listed(tiny_demo: DemoResult) -> None:
@@ -95,10 +121,13 @@ def test_demo_command_end_to_end(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     result = CliRunner().invoke(app, ["demo", "--out", str(out), "-q"])
     assert result.exit_code == 0, result.output
-    for text in ("validation accuracy", "parity: PASS", "fastest runtime", "files"):
+    for text in ("validation accuracy", "parity: PASS", "deploy this", "files"):
         assert text in result.output
     record = json.loads((out / DEMO_JSON).read_text())
     verdicts = {v["runtime"]: v["verdict"] for v in record["verdicts"]}
-    assert {"eager", "torchscript", "pt2", "ort-cpu"} <= set(verdicts)
+    assert {"eager", "torchscript", "pt2", "ort-cpu", "openvino"} <= set(verdicts)
     assert set(verdicts.values()) == {"pass"}
+    shipped = {v["artifact"] for v in record["variants"] if v["status"] == "shipped"}
+    assert "model.fold.int8.onnx" in shipped
+    assert {r["batch_size"] for r in record["recommendations"]} == set(DemoConfig().batch_sizes)
     assert all(Path(p).exists() for p in record["files"].values())

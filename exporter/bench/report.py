@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from exporter.bench.recommend import recommend, recommendation_lines
 from exporter.bench.result import BENCH_SCHEMA_VERSION, OK, BenchReport
 from exporter.core.errors import InputFileError
 
@@ -178,6 +179,7 @@ def markdown_summary(report: BenchReport) -> str:
             )
             + "\n"
         )
+    lines += recommendation_lines(report.recommendations, report.recommendation_notes)
     if report.skipped:
         lines += ["## Skipped", "", markdown_table(report.skipped, ["runtime", "reason"])]
     if report.comparison:
@@ -254,10 +256,11 @@ def plot_bench(report: BenchReport, dest: Path) -> None:
 
 
 def write_bench_reports(report: BenchReport, out_dir: Path) -> dict[str, str]:
-    """Write bench.csv, bench.md, bench.png and (last, listing them) bench.json."""
+    """Add the recommendations, then write bench.csv, .md, .png and (last) bench.json."""
     from exporter.core.report import write_csv, write_markdown, write_report_json
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    report.recommendations, report.recommendation_notes = recommend(report)
     paths = {name: out_dir / name for name in (BENCH_CSV, BENCH_MD, BENCH_PNG, BENCH_JSON)}
     report.files = {name: str(p) for name, p in paths.items()}
     write_csv(paths[BENCH_CSV], report.rows())

@@ -104,6 +104,9 @@ class BenchReport:
     created_at: str
     comparison: dict[str, Any] | None = None
     files: dict[str, str] = field(default_factory=dict)
+    # "Deploy this" (exporter.bench.recommend), filled in when the reports are written.
+    recommendations: list[dict[str, Any]] = field(default_factory=list)
+    recommendation_notes: list[str] = field(default_factory=list)
 
     def rows(self) -> list[dict[str, Any]]:
         """One flat row per runtime × batch size (the CSV and Markdown tables)."""
@@ -181,6 +184,8 @@ class BenchReport:
             "rows": self.rows(),
             "skipped": self.skipped,
             "fastest": {str(b): _short(row) for b, row in self.fastest().items()},
+            "recommendations": self.recommendations,
+            "recommendation_notes": self.recommendation_notes,
             "host_peak_rss_mb": self.host_peak_rss_mb,
             "comparison": self.comparison,
             "files": self.files,

@@ -160,5 +160,9 @@ def bench_command(
             if report.comparison:
                 verdict = "passed" if report.comparison["passed"] else "FAILED"
                 console.print(f"regression gate {verdict} against {cfg.compare}", markup=False)
+        from exporter.bench.recommend import deploy_lines
+
+        for line in deploy_lines(report.recommendations):
+            console.print(line, markup=False)
         console.print(f"wrote {report.files.get('bench.json')}", markup=False)
         exit_if_failed("bench", report.gate_failures)

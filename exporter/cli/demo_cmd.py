@@ -1,4 +1,4 @@
-"""``tlx demo``: train → export → verify → bench offline on synthetic data, then a summary."""
+"""``tlx demo``: train → export → optimize → verify → bench offline, then a summary."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ _DEFAULTS = DemoConfig()
 
 
 def print_summary(result: DemoResult) -> None:
-    """Accuracy, parity verdicts, the fastest runtime and where every file is."""
+    """Accuracy, parity verdicts, the variants, the recommended deployment, every file."""
     acc = result.val_accuracy
     total = sum(result.step_seconds.values())
     steps = ", ".join(f"{k} {v:.0f} s" for k, v in result.step_seconds.items())
@@ -42,19 +42,8 @@ def print_summary(result: DemoResult) -> None:
     for s in result.verify.skipped:
         console.print(f"not verified here: {s['runtime']}: {s['reason']}", markup=False)
 
-    fastest = result.fastest()
-    speed = Table(title="fastest runtime (p50 latency, this machine)")
-    for col in ("batch", "runtime", "artifact", "p50 ms", "img/s"):
-        speed.add_column(col, justify="right" if col in ("batch", "p50 ms", "img/s") else "left")
-    for b, f in fastest.items():
-        speed.add_row(
-            str(b),
-            f["runtime"],
-            f["artifact"],
-            f"{f['latency_ms_p50']:.2f}",
-            f"{f['throughput_img_s']:.1f}",
-        )
-    console.print(speed)
+    print_variants(result)
+    print_deployment(result)
 
     files = Table(title="files")
     files.add_column("what")
@@ -62,6 +51,50 @@ def print_summary(result: DemoResult) -> None:
     for what, path in result.files.items():
         files.add_row(what, path)
     console.print(files)
+
+
+def print_variants(result: DemoResult) -> None:
+    """What tlx optimize shipped, and what its gate kept aside and why."""
+    for v in result.variants():
+        why = f" ({v['reason']})" if v["reason"] else ""
+        console.print(f"optimize {v['variant']}: {v['status']} {v['artifact']}{why}", markup=False)
+
+
+def print_deployment(result: DemoResult) -> None:
+    """bench's recommendation per batch size, else the fastest runtime (not verified)."""
+    recs = result.recommendations
+    if not recs:
+        for note in result.bench.recommendation_notes:
+            console.print(f"no recommendation: {note}", markup=False)
+        fastest = result.fastest()
+        for b, f in fastest.items():
+            console.print(
+                f"fastest at batch {b} (not verified): {f['runtime']} on {f['artifact']}, "
+                f"{f['latency_ms_p50']:.2f} ms",
+                markup=False,
+            )
+        return
+    table = Table(title="deploy this: fastest verified artifact x runtime (p50, this machine)")
+    cols = ("batch", "artifact", "runtime", "p50 ms", "x eager", "top-1 agree", "MB")
+    for col in cols:
+        # The artifact is what the user deploys: keep its name whole in a narrow terminal.
+        table.add_column(
+            col,
+            justify="left" if col in ("artifact", "runtime") else "right",
+            no_wrap=col == "artifact",
+        )
+    for r in recs:
+        speed, agree = r["speedup_vs_eager"], r["top1_agreement_pct"]
+        table.add_row(
+            str(r["batch_size"]),
+            r["artifact"],
+            r["runtime"],
+            f"{r['median_ms']:.2f}",
+            "n/a" if speed is None else f"{speed:.1f}x",
+            "n/a" if agree is None else f"{agree:.1f}%",
+            f"{r['bytes'] / 1e6:.1f}",
+        )
+    console.print(table)
 
 
 @app.command("demo")
@@ -81,7 +114,7 @@ def demo_command(
         bool, typer.Option("--quiet", "-q", help="No progress bar; the summary only.")
     ] = False,
 ) -> None:
-    """The whole product offline: train on synthetic data, export, verify, bench, summarize.
+    """The whole product offline: train on synthetic data, export, optimize, verify, bench.
 
     Exits 1 when an artifact fails its parity gate.
     """

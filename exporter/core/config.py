@@ -329,6 +329,9 @@ class DemoConfig:
         iters: bench timed iterations per cell.
         seed: seed of data, init and bench inputs.
         formats: export formats (all three by default).
+        variants: ``tlx optimize`` variants built after export (empty: none).
+        verify_samples: held-out images verify compares on (at most ``val_size``): 256, so
+            that one int8 disagreement (0.39 points) stays inside the int8 profile.
         runtimes: runtimes verified and benched (``all``: whatever runs here).
     """
 
@@ -336,13 +339,15 @@ class DemoConfig:
     weights: str = "none"
     image_size: int = 32
     train_size: int = 400
-    val_size: int = 100
+    val_size: int = 256
     epochs: int = 12
     batch_sizes: tuple[int, ...] = (1, 8)
     warmup: int = 1
     iters: int = 8
     seed: int = 0
     formats: tuple[str, ...] = ("onnx", "torchscript", "pt2")
+    variants: tuple[str, ...] = ("fold", "int8", "fold-int8")
+    verify_samples: int = 256
     runtimes: tuple[str, ...] = (BENCH_ALL,)
 
 

@@ -219,39 +219,62 @@ def inspect_run(run: Path, *, console: Console) -> dict[str, Any]:
     Raises:
         IntegrityError: after printing, when any listed file differs from the manifest.
     """
-    from rich.table import Table
-
     from exporter.core.runfolder import open_run
 
     info = open_run(run)
-    best = info.best_val_accuracy
-    console.print(f"[bold]run {run}[/]", markup=True)
-    summary = Table(show_header=False, title="training")
-    summary.add_column("key")
-    summary.add_column("value", overflow="fold")
     dataset = (info.record.get("dataset") or {}).get("name")
-    summary.add_row("dataset", str(dataset))
-    summary.add_row("classes", f"{info.num_classes}: {', '.join(info.class_names)}")
-    summary.add_row("image size", f"{info.preprocessing.image_size} px")
-    summary.add_row("best val accuracy", "n/a" if best is None else f"{best:.4f}")
-    console.print(summary)
-
+    console.print(f"[bold]run {run}[/]", markup=True)
+    console.print(_training_table(info, dataset))
     result: dict[str, Any] = {
         "run_dir": str(run),
         "dataset": dataset,
-        "best_val_accuracy": best,
+        "best_val_accuracy": info.best_val_accuracy,
         "artifacts": {},
     }
     if not (run / MANIFEST_NAME).is_file():
         console.print(f"no {MANIFEST_NAME} yet: run `tlx export {run}`", markup=False)
         return result
     manifest = load_manifest(run)
-    bad: list[str] = []
     try:
         check_file(run, manifest.source)
         source_ok = True
     except IntegrityError:
         source_ok = False
+    table, result["artifacts"] = _artifact_table(run, manifest)
+    console.print(table)
+    if not source_ok:
+        console.print(
+            f"{manifest.source.path} changed since export: the artifacts are stale; "
+            f"re-export with `tlx export {run} --force`",
+            markup=False,
+        )
+    bad = [name for name, a in result["artifacts"].items() if a["hash"] != "ok"]
+    if bad:
+        raise IntegrityError(
+            f"{', '.join(str(run / b) for b in bad)} do not match manifest.json (sha256/size "
+            f"differ); re-export with `tlx export {run} --force` or restore the files"
+        )
+    return result
+
+
+def _training_table(info: Any, dataset: str | None) -> Any:
+    from rich.table import Table
+
+    best = info.best_val_accuracy
+    summary = Table(show_header=False, title="training")
+    summary.add_column("key")
+    summary.add_column("value", overflow="fold")
+    summary.add_row("dataset", str(dataset))
+    summary.add_row("classes", f"{info.num_classes}: {', '.join(info.class_names)}")
+    summary.add_row("image size", f"{info.preprocessing.image_size} px")
+    summary.add_row("best val accuracy", "n/a" if best is None else f"{best:.4f}")
+    return summary
+
+
+def _artifact_table(run: Path, manifest: Any) -> tuple[Any, dict[str, dict[str, Any]]]:
+    """The manifest's artifacts with their hash status (``ok`` or ``MISMATCH``)."""
+    from rich.table import Table
+
     table = Table(title="artifacts (manifest.json)")
     for col in ("file", "format", "precision", "MB", "opset", "exporter", "exported", "hash"):
         # The hash status must stay readable in a narrow terminal; other columns may wrap.
@@ -262,13 +285,13 @@ def inspect_run(run: Path, *, console: Console) -> dict[str, Any]:
             min_width=8 if col == "hash" else None,
             overflow="fold",
         )
+    found: dict[str, dict[str, Any]] = {}
     for name, entry in manifest.artifacts.items():
         try:
             check_artifact(run, entry)
             status = "ok"
         except IntegrityError:
             status = "MISMATCH"
-            bad.append(name)
         size = sum(f.bytes for f in entry.files)
         table.add_row(
             name,
@@ -280,17 +303,5 @@ def inspect_run(run: Path, *, console: Console) -> dict[str, Any]:
             str(entry.extra.get("exported_at", "")),
             status,
         )
-        result["artifacts"][name] = {"format": entry.format, "bytes": size, "hash": status}
-    console.print(table)
-    if not source_ok:
-        console.print(
-            f"{manifest.source.path} changed since export: the artifacts are stale; "
-            f"re-export with `tlx export {run} --force`",
-            markup=False,
-        )
-    if bad:
-        raise IntegrityError(
-            f"{', '.join(str(run / b) for b in bad)} do not match manifest.json (sha256/size "
-            f"differ); re-export with `tlx export {run} --force` or restore the files"
-        )
-    return result
+        found[name] = {"format": entry.format, "bytes": size, "hash": status}
+    return table, found

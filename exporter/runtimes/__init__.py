@@ -7,7 +7,7 @@ import importlib
 from exporter.runtimes.base import REGISTRY, Artifact, Runtime, get_runtime, register
 
 # One line per runtime module; importing a module registers its runtimes.
-_MODULES = ("eager", "torchscript", "pt2", "compile", "ort")
+_MODULES = ("eager", "torchscript", "pt2", "compile", "ort", "openvino_cpu")
 
 
 def load_all() -> dict[str, type[Runtime]]:

@@ -7,6 +7,7 @@ through ``exporter.export.export.export_run``, the same call ``tlx export`` make
 from __future__ import annotations
 
 import json
+import platform
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,9 @@ from exporter.core.errors import IntegrityError, RuntimeUnavailable, UsageError
 from exporter.runtimes import REGISTRY, load_all
 from exporter.runtimes.selection import artifacts_of_run, plan
 
-CPU_RUNTIMES = ("eager", "torchscript", "pt2", "compile", "ort-cpu")
+# openvino is a dependency on Linux x86_64 (pyproject.toml); elsewhere it may skip.
+_OPENVINO = ("openvino",) if (platform.system(), platform.machine()) == ("Linux", "x86_64") else ()
+CPU_RUNTIMES = ("eager", "torchscript", "pt2", "compile", "ort-cpu", *_OPENVINO)
 FORMAT_FILES = {"onnx": "model.onnx", "torchscript": "model.ts", "pt2": "model.pt2"}
 
 _EXPORTED: dict[str, Path] = {}
