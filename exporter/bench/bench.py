@@ -58,6 +58,8 @@ from exporter.core.errors import (
 )
 from exporter.core.manifest import hash_once
 from exporter.core.report import Progress
+from exporter.core.resources import bench_need, require
+from exporter.core.runlock import locks_run
 
 # --- memory and errors --------------------------------------------------------------------
 
@@ -175,6 +177,7 @@ class _Live:
     prepared: dict[int, Any] = field(default_factory=dict)
 
 
+@locks_run("bench")
 @hash_once()
 def bench_run(
     run_dir: str | Path,
@@ -215,6 +218,15 @@ def bench_run(
 
     pairs, skipped = _plan(run_dir, cfg)
     image_size = info.preprocessing.image_size
+    require(
+        bench_need(
+            size=image_size,
+            batches=tuple(cfg.batch_sizes),
+            runtimes=len(pairs),
+            num_classes=info.num_classes,
+            folder=Path(cfg.out_dir) if cfg.out_dir else run_dir,
+        )
+    )
     inputs = make_inputs(cfg.batch_sizes, image_size=image_size, seed=cfg.seed)
     timer = _Timer(cfg.device)
     live: list[_Live] = []

@@ -9,7 +9,15 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from exporter.cli.app import app, cli_errors, console, err_console, progress_bar
+from exporter.cli.app import (
+    NO_WAIT_HELP,
+    app,
+    cli_errors,
+    console,
+    err_console,
+    progress_bar,
+    run_lock_policy,
+)
 from exporter.core.config import EXPORT_FORMATS, ExportConfig
 
 _DEFAULTS = ExportConfig()
@@ -83,11 +91,12 @@ def export_command(
     force: Annotated[
         bool, typer.Option("--force", help="Overwrite artifacts that already exist.")
     ] = _DEFAULTS.force,
+    no_wait: Annotated[bool, typer.Option("--no-wait", help=NO_WAIT_HELP)] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Export a trained run to TorchScript, ONNX and .pt2; each file is checked against eager
     before it is written, and listed with its sha256 in RUN/manifest.json."""
-    with cli_errors():
+    with cli_errors(), run_lock_policy(no_wait):
         from exporter.export.export import export_run
 
         cfg = ExportConfig(

@@ -10,7 +10,15 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from exporter.cli.app import app, cli_errors, console, err_console, is_interactive
+from exporter.cli.app import (
+    NO_WAIT_HELP,
+    app,
+    cli_errors,
+    console,
+    err_console,
+    is_interactive,
+    run_lock_policy,
+)
 from exporter.core.config import AUGMENT_MIN_SIZE, LR_AUTO, DataConfig, TrainConfig
 
 _D, _T = DataConfig(), TrainConfig()
@@ -209,10 +217,11 @@ def train_command(
         int | None,
         typer.Option("--limit-val", min=1, help="Validate on a seeded random subset of N images."),
     ] = _D.limit_val,
+    no_wait: Annotated[bool, typer.Option("--no-wait", help=NO_WAIT_HELP)] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Train VGG16's head (and optionally the top of the trunk) and write a run folder."""
-    with cli_errors():
+    with cli_errors(), run_lock_policy(no_wait):
         from dataclasses import replace
 
         from exporter.train import fit, resume_config

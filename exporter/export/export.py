@@ -31,6 +31,8 @@ from exporter.core.manifest import (
     save_manifest,
 )
 from exporter.core.report import Progress
+from exporter.core.resources import export_need, require
+from exporter.core.runlock import locks_run
 from exporter.export.common import ExportContext, FormatResult, StepFn
 from exporter.export.onnx_export import export_onnx, onnx_name
 from exporter.export.torch_export import PT2_NAME, TORCHSCRIPT_NAME, export_pt2, export_torchscript
@@ -133,6 +135,7 @@ def artifact_names(cfg: ExportConfig) -> dict[str, str]:
     return {f: names[f] for f in cfg.formats}
 
 
+@locks_run("export")
 def export_run(
     run_dir: str | Path, cfg: ExportConfig | None = None, *, progress: Progress | None = None
 ) -> ExportResult:
@@ -170,6 +173,15 @@ def export_run(
         for name in names.values():
             if (run / name).exists() or (run / name).is_symlink():
                 raise InputFileError(f"{run / name} already exists; pass --force to overwrite it")
+    require(
+        export_need(
+            size=info.preprocessing.image_size,
+            batch=cfg.batch_size,
+            num_classes=info.num_classes,
+            files={n: 2 if n == onnx_name("fp16") else 4 for n in names.values()},
+            folder=run,
+        )
+    )
     clean_stale_temps(run)  # leftovers of a killed earlier export
 
     say("hashing model.safetensors")

@@ -20,6 +20,10 @@ from typing import Any
 
 from exporter.core.allocator import reuse_freed_memory
 from exporter.core.config import TrainConfig
+from exporter.core.errors import UsageError
+from exporter.core.resources import require, train_need
+from exporter.core.runfolder import CHECKPOINT_DIR, TRAIN_JSON
+from exporter.core.runlock import run_lock
 from exporter.train.checkpoint import load_checkpoint
 from exporter.train.common import ProgressFn
 from exporter.train.loop import Trainer
@@ -70,7 +74,38 @@ def fit(
         EnvironmentUnavailable: CUDA asked for but absent, dataset or weights not available.
         GateFailed: the loss became NaN/Inf (the last good checkpoint is kept).
         Interrupted: SIGINT/SIGTERM; a resumable checkpoint was saved first.
+        RunBusy: another command holds the run folder's lock under ``lock_policy(wait=False)``.
     """
     with reuse_freed_memory():  # ~30% of a CPU step was page faults on re-mmapped buffers
         trainer = Trainer(cfg, progress=progress, resume=resume)
-        return TrainResult(trainer.run_dir, trainer.run())
+        _check_resources(trainer.cfg, trainer.device.type)  # before anything is written
+        with run_lock(trainer.run_dir, "train", create=True):
+            # Checked again under the lock: two trains into one new --out both passed the
+            # first check; the second must not write over the first's run.
+            run = trainer.run_dir
+            if not resume and ((run / TRAIN_JSON).exists() or (run / CHECKPOINT_DIR).exists()):
+                raise UsageError(
+                    f"--out {run} already holds a run (another tlx train just wrote it); choose "
+                    f"another --out, or continue it with --resume {run}"
+                )
+            return TrainResult(trainer.run_dir, trainer.run())
+
+
+def _check_resources(cfg: TrainConfig, device: str) -> None:
+    """Exit 2 for an image size VGG16 cannot take, 3 when memory or disk is short."""
+    from exporter.model.vgg import parse_unfreeze_from
+    from exporter.train.recipe import unfreeze_epoch
+
+    first = parse_unfreeze_from(cfg.unfreeze_from) if unfreeze_epoch(cfg) is not None else None
+    out = Path(cfg.out) if cfg.out else Path.cwd()
+    # Ten classes for the estimate: the head grows by 16 kB per class, noise beside 0.5 GB.
+    need = train_need(
+        size=cfg.data.image_size,
+        batch=cfg.batch_size,
+        num_classes=10,
+        first_trainable=first,
+        optimizer=cfg.optimizer,
+        device=device,
+        folder=out,
+    )
+    require(need)

@@ -20,6 +20,8 @@ from exporter.core.config import VerifyConfig, to_dict
 from exporter.core.errors import EnvironmentUnavailable, RuntimeUnavailable, UsageError
 from exporter.core.manifest import hash_once
 from exporter.core.report import Progress
+from exporter.core.resources import require, verify_need
+from exporter.core.runlock import locks_run
 from exporter.verify.tolerance import Comparison, Tolerance, compare, gate, profile_for
 
 if TYPE_CHECKING:
@@ -48,6 +50,9 @@ class CandidateResult:
     accuracy_change_points: float | None = None
     runtime_info: dict[str, Any] = field(default_factory=dict)
     localization: dict[str, Any] | None = None
+    # False when the profile's verdict rests on held-out images (int8) and there were none
+    # (--samples 0): the pass then covers random inputs only, and says so.
+    task_checked: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -97,6 +102,9 @@ class ParityReport:
             "verdict": self.verdict,
             "failed_n": sum(not c.passed for c in self.candidates),
             "passed_n": sum(c.passed for c in self.candidates),
+            "not_task_checked": [
+                f"{c.runtime}/{c.artifact}" for c in self.candidates if not c.task_checked
+            ],
         }
 
 
@@ -166,6 +174,7 @@ def _error_text(exc: BaseException) -> str:
     return f"{exc.__class__.__name__}: {text[:500]}"
 
 
+@locks_run("verify")
 @hash_once()
 def verify_run(
     run_dir: str | Path, cfg: VerifyConfig, *, progress: Progress | None = None
@@ -189,6 +198,15 @@ def verify_run(
     if cfg.samples < 0:
         raise UsageError(f"--samples must be >= 0, got {cfg.samples}")
     info = open_run(run_dir)
+    require(
+        verify_need(
+            size=info.preprocessing.image_size,
+            batches=tuple(cfg.batch_sizes),
+            samples=cfg.samples,
+            num_classes=info.num_classes,
+            folder=info.run_dir,
+        )
+    )
     manifest = load_manifest(info.run_dir)
     artifacts = artifacts_of_run(info.run_dir)
     the_plan = plan(info.run_dir, parse_runtimes(cfg.runtimes), cfg.device, artifacts=artifacts)
@@ -232,6 +250,13 @@ def verify_run(
         report.candidates.append(result)
     if progress:
         progress("done", total, total)
+    for c in report.candidates:
+        if not c.task_checked:
+            report.notes.append(
+                f"{c.runtime}/{c.artifact} ({c.precision}) was NOT task-checked: --samples 0 "
+                "measured no held-out top-1 agreement or accuracy change, which its profile "
+                "judges; its result covers random inputs only (pass --samples 256 to check it)"
+            )
     if not report.candidates:
         reasons = "; ".join(f"{s['runtime']}: {s['reason']}" for s in report.skipped)
         raise RuntimeUnavailable(
@@ -306,6 +331,11 @@ def _check_candidate(
     if tol.atol is None and HELDOUT in outs:
         top1_cmp = compare(ref_out[HELDOUT], outs[HELDOUT], tol)
         result.overall["top1_agreement_basis"] = HELDOUT
+    elif tol.atol is None:
+        # --samples 0 (verify without the data): kept usable offline rather than refused,
+        # but the verdict must not read as the task-level check the profile stands for.
+        result.task_checked = False
+        result.overall["top1_agreement_basis"] = "random inputs (not task-checked)"
     drop = None if result.accuracy_change_points is None else -result.accuracy_change_points
     top1 = None if top1_cmp is None else top1_cmp.top1_agreement
     result.failures.extend(gate(overall, tol, top1=top1, accuracy_drop_points=drop).failures)
