@@ -150,7 +150,7 @@ def build_datasets(cfg: DataConfig) -> DataBundle:
 
 
 def _build_full(cfg: DataConfig) -> DataBundle:
-    _check_config(cfg)
+    check_config(cfg)
     pre = Preprocessing(image_size=cfg.image_size)
     train_tf = pre.train_transform(augment=resolve_augment(cfg)[0])
     eval_tf = pre.eval_transform()
@@ -239,7 +239,7 @@ def _raw_split(cfg: DataConfig, split: str) -> Any:
 
 
 def _raw_full_split(cfg: DataConfig, split: str) -> Any:
-    _check_config(cfg)
+    check_config(cfg)
     if cfg.source == "synthetic":
         return _synthetic_split(cfg, split)
     if cfg.source == "cifar10":
@@ -249,7 +249,9 @@ def _raw_full_split(cfg: DataConfig, split: str) -> Any:
     return imagefolder_split(root / split, classes, strict=cfg.strict, skipped=[])
 
 
-def _check_config(cfg: DataConfig) -> None:
+def check_config(cfg: DataConfig) -> None:
+    """The cheap checks of a data config (options, and the image folder's layout), run
+    before any heavy work; :func:`build_datasets` runs them too."""
     if cfg.source not in DATA_SOURCES:
         raise UsageError(f"--data {cfg.source!r}: expected one of {', '.join(DATA_SOURCES)}")
     check_image_size(cfg.image_size)
@@ -267,6 +269,8 @@ def _check_config(cfg: DataConfig) -> None:
             "--data imagefolder needs --data-dir PATH (a folder with train/<class>/* and "
             "val/<class>/*)"
         )
+    if cfg.source == "imagefolder":
+        imagefolder_classes(imagefolder_root(str(cfg.data_dir)))
 
 
 # --- synthetic --------------------------------------------------------------------------
@@ -332,6 +336,7 @@ __all__ = [
     "FileDataset",
     "SkippedImageWarning",
     "build_datasets",
+    "check_config",
     "cifar10_dir",
     "limit_split",
     "load_eval_images",

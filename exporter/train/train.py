@@ -92,10 +92,13 @@ def fit(
 
 
 def _check_resources(cfg: TrainConfig, device: str) -> None:
-    """Exit 2 for an image size VGG16 cannot take, 3 when memory or disk is short."""
+    """Exit 2 for bad data options or an image size VGG16 cannot take, 3 when memory or disk
+    is short (data options first: a missing --data-dir is the message, not the memory)."""
+    from exporter.data.datasets import check_config
     from exporter.model.vgg import parse_unfreeze_from
     from exporter.train.recipe import unfreeze_epoch
 
+    check_config(cfg.data)
     first = parse_unfreeze_from(cfg.unfreeze_from) if unfreeze_epoch(cfg) is not None else None
     out = Path(cfg.out) if cfg.out else Path.cwd()
     # Ten classes for the estimate: the head grows by 16 kB per class, noise beside 0.5 GB.

@@ -12,8 +12,8 @@ import pytest
 from exporter.core import resources
 from exporter.core.errors import UsageError
 from exporter.core.resources import (
-    NotEnoughResources,
     Need,
+    NotEnoughResources,
     feature_outputs,
     inference_activation_bytes,
     model_params,
