@@ -223,6 +223,7 @@ def bench_run(
             size=image_size,
             batches=tuple(cfg.batch_sizes),
             runtimes=len(pairs),
+            arenas=sum(cls.name.startswith("ort") for cls, _ in pairs),
             num_classes=info.num_classes,
             folder=Path(cfg.out_dir) if cfg.out_dir else run_dir,
         )

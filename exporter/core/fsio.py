@@ -87,9 +87,7 @@ def _is_disk_full(exc: BaseException, folder: Path) -> bool:
         return False
 
 
-def _disk_full(
-    dest: Path, size_hint: int | None, exc: BaseException, *, written: int
-) -> DiskFull:
+def _disk_full(dest: Path, size_hint: int | None, exc: BaseException, *, written: int) -> DiskFull:
     try:
         free = shutil.disk_usage(dest.parent).free
     except OSError:

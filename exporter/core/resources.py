@@ -303,15 +303,22 @@ def verify_need(
 
 
 def bench_need(
-    *, size: int, batches: tuple[int, ...], runtimes: int, num_classes: int, folder: Path
+    *,
+    size: int,
+    batches: tuple[int, ...],
+    runtimes: int,
+    arenas: int,
+    num_classes: int,
+    folder: Path,
 ) -> Need:
-    """``tlx bench``: every runtime stays loaded (they are interleaved), each with its own
-    activations at the largest batch; one input batch per batch size."""
+    """``tlx bench``: every runtime stays loaded (they are interleaved). PyTorch frees a
+    forward pass's activations on the CPU, but each of the ``arenas`` ONNX Runtime sessions
+    keeps its peak in its memory arena; one input batch per batch size."""
     check_image_size(size)
     largest = max(batches)
     n = max(runtimes, 1)
     memory = (n + 1) * weights_bytes(num_classes)
-    memory += n * inference_activation_bytes(size, largest)
+    memory += (1 + arenas) * inference_activation_bytes(size, largest)
     memory += sum(batches) * 3 * size * size * F32
     what = f"tlx bench at {size} px, batch {largest}, {n} runtime(s)"
     return Need(what, memory, REPORT_BYTES, folder)
