@@ -96,8 +96,7 @@ def test_activation_estimate_bounds_a_measured_peak(mode: str) -> None:
     else:
         estimate = train_activation_bytes(size, batch, first_trainable=0)
     # An upper bound once require()'s margin is on (measured: ~0.99x inference, 0.6-0.8x
-    # train),
-    # yet not a wild one.
+    # train), yet not a wild one.
     assert measured <= estimate * resources.ESTIMATE_MARGIN, (measured, estimate)
     assert estimate <= 3 * measured, (measured, estimate)
 
