@@ -168,8 +168,11 @@ def run_lock(
         if not create or run.exists():
             yield
             return
-        run.mkdir(parents=True)
-        created = True
+        try:
+            run.mkdir(parents=True)
+            created = True
+        except FileExistsError:  # another command made it a moment ago: it is theirs
+            pass
     key = str(run.resolve())
     held = _held()
     if key in held:
