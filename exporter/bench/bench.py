@@ -218,16 +218,7 @@ def bench_run(
 
     pairs, skipped = _plan(run_dir, cfg)
     image_size = info.preprocessing.image_size
-    require(
-        bench_need(
-            size=image_size,
-            batches=tuple(cfg.batch_sizes),
-            runtimes=len(pairs),
-            arenas=sum(cls.name.startswith("ort") for cls, _ in pairs),
-            num_classes=info.num_classes,
-            folder=Path(cfg.out_dir) if cfg.out_dir else run_dir,
-        )
-    )
+    _require_resources(info, cfg, pairs)
     inputs = make_inputs(cfg.batch_sizes, image_size=image_size, seed=cfg.seed)
     timer = _Timer(cfg.device)
     live: list[_Live] = []
@@ -279,6 +270,19 @@ def bench_run(
         report.comparison["baseline"] = str(cfg.compare)
     write_bench_reports(report, Path(cfg.out_dir) if cfg.out_dir else run_dir)
     return report
+
+
+def _require_resources(info: Any, cfg: BenchConfig, pairs: list[tuple[type, Any]]) -> None:
+    """Exit 3 before loading anything when memory cannot hold every planned runtime."""
+    need = bench_need(
+        size=info.preprocessing.image_size,
+        batches=tuple(cfg.batch_sizes),
+        runtimes=len(pairs),
+        arenas=sum(cls.name.startswith("ort") for cls, _ in pairs),
+        num_classes=info.num_classes,
+        folder=Path(cfg.out_dir) if cfg.out_dir else info.run_dir,
+    )
+    require(need)
 
 
 def _load_one(

@@ -173,15 +173,7 @@ def export_run(
         for name in names.values():
             if (run / name).exists() or (run / name).is_symlink():
                 raise InputFileError(f"{run / name} already exists; pass --force to overwrite it")
-    require(
-        export_need(
-            size=info.preprocessing.image_size,
-            batch=cfg.batch_size,
-            num_classes=info.num_classes,
-            files={n: 2 if n == onnx_name("fp16") else 4 for n in names.values()},
-            folder=run,
-        )
-    )
+    _require_resources(info, cfg, names)
     clean_stale_temps(run)  # leftovers of a killed earlier export
 
     say("hashing model.safetensors")
@@ -232,6 +224,19 @@ def export_run(
         dropped=dropped,
         opset=opset,
     )
+
+
+def _require_resources(info: Any, cfg: ExportConfig, names: dict[str, str]) -> None:
+    """Exit 3 before loading anything when memory or disk cannot hold the export."""
+    fp16 = onnx_name("fp16")
+    need = export_need(
+        size=info.preprocessing.image_size,
+        batch=cfg.batch_size,
+        num_classes=info.num_classes,
+        files={n: 2 if n == fp16 else 4 for n in names.values()},  # bytes per parameter
+        folder=info.run_dir,
+    )
+    require(need)
 
 
 def _load_or_new_manifest(

@@ -198,15 +198,7 @@ def verify_run(
     if cfg.samples < 0:
         raise UsageError(f"--samples must be >= 0, got {cfg.samples}")
     info = open_run(run_dir)
-    require(
-        verify_need(
-            size=info.preprocessing.image_size,
-            batches=tuple(cfg.batch_sizes),
-            samples=cfg.samples,
-            num_classes=info.num_classes,
-            folder=info.run_dir,
-        )
-    )
+    _require_resources(info, cfg)
     manifest = load_manifest(info.run_dir)
     artifacts = artifacts_of_run(info.run_dir)
     the_plan = plan(info.run_dir, parse_runtimes(cfg.runtimes), cfg.device, artifacts=artifacts)
@@ -263,6 +255,18 @@ def verify_run(
             f"nothing could be verified on --device {cfg.device}: {reasons or 'no runtimes'}"
         )
     return report
+
+
+def _require_resources(info: Any, cfg: VerifyConfig) -> None:
+    """Exit 3 before loading anything when memory cannot hold the reference and a candidate."""
+    need = verify_need(
+        size=info.preprocessing.image_size,
+        batches=tuple(cfg.batch_sizes),
+        samples=cfg.samples,
+        num_classes=info.num_classes,
+        folder=info.run_dir,
+    )
+    require(need)
 
 
 def _infer_reference(model: Any, x: np.ndarray, batch: int) -> np.ndarray:
