@@ -253,6 +253,12 @@ def _val_unreadable(run: Path, tmp: Path) -> None:
     _imagefolder(tmp, files)
 
 
+def _run_image_size_8(run: Path, tmp: Path) -> None:
+    record = json.loads((run / "train.json").read_text())
+    record["preprocessing"]["image_size"] = record["preprocessing"]["resize_size"] = 8
+    (run / "train.json").write_text(json.dumps(record))
+
+
 _LOCK_FDS: list[int] = []  # held by a case's setup until the case ends
 
 
@@ -550,6 +556,13 @@ CASES = [
         (*SYN, "--image-size", "1024", "--batch-size", "8192"),
         3,
         "memory",
+    ),
+    Case(
+        "export-run-image-size-8",
+        ("export", RUN, "--format", "onnx"),
+        2,
+        "image size (train.json",
+        _run_image_size_8,
     ),
     Case(
         "bench-batch-beyond-memory",

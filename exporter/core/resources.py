@@ -243,6 +243,8 @@ def fmt_bytes(n: int) -> str:
 
 # --- per command ------------------------------------------------------------------------
 
+# Commands other than train take the size from the run, not from an option.
+RUN_SIZE = "the run's image size (train.json preprocessing.image_size)"
 REPORT_BYTES = 16 * MIB  # JSON/Markdown/CSV/PNG reports: a few hundred kB, with room
 # Glibc keeps freed buffers for reuse while training on the CPU (core/allocator.py): ~40%
 # more peak memory, measured at 224 px.
@@ -282,7 +284,7 @@ def export_need(
     """``tlx export``: the eager model, the exporter's copy and the loaded-back file (three
     copies of the weights), activations of the check batch twice; ``files`` maps each file
     to its bytes per parameter (4 for fp32, 2 for fp16)."""
-    check_image_size(size)
+    check_image_size(size, option=RUN_SIZE)
     weights = weights_bytes(num_classes)
     memory = 3 * weights + 2 * inference_activation_bytes(size, max(batch, 2))
     disk = sum(weights_bytes(num_classes, bytes_per_param=b) for b in files.values())
@@ -294,7 +296,7 @@ def verify_need(
 ) -> Need:
     """``tlx verify``: the reference and one candidate (an ONNX Runtime session may hold a
     second copy), the inputs, and the largest batch's activations in each."""
-    check_image_size(size)
+    check_image_size(size, option=RUN_SIZE)
     largest = max(batches)
     inputs = (samples + sum(batches)) * 3 * size * size * F32
     memory = 3 * weights_bytes(num_classes) + 2 * inference_activation_bytes(size, largest)
@@ -314,7 +316,7 @@ def bench_need(
     """``tlx bench``: every runtime stays loaded (they are interleaved). PyTorch frees a
     forward pass's activations on the CPU, but each of the ``arenas`` ONNX Runtime sessions
     keeps its peak in its memory arena; one input batch per batch size."""
-    check_image_size(size)
+    check_image_size(size, option=RUN_SIZE)
     largest = max(batches)
     n = max(runtimes, 1)
     memory = (n + 1) * weights_bytes(num_classes)
@@ -336,7 +338,7 @@ def optimize_need(
     """``tlx optimize``: the eager model, an export and a quantizer copy of it (each about
     the weights), the evaluation session, the held-out and calibration images; on disk the
     fp32 ONNX it starts from plus each variant (``files``: name → bytes per parameter)."""
-    check_image_size(size)
+    check_image_size(size, option=RUN_SIZE)
     weights = weights_bytes(num_classes)
     memory = 4 * weights + 2 * inference_activation_bytes(size, eval_batch)
     memory += images * 3 * size * size * F32
