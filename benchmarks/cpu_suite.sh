@@ -60,7 +60,7 @@ CMD="benchmarks/cpu_suite.sh  (ITERS=$ITERS WARMUP=$WARMUP THREADS=$THREADS)"
 "$PY" - "$OUT" "$CMD" "$RESULTS" <<'PYEOF'
 import sys
 from pathlib import Path
-from exporter.bench.bench import suite_markdown
+from exporter.bench.report import suite_markdown
 from exporter.core.fsio import write_text
 from exporter.core.report import append_to_section
 out, cmd, results = Path(sys.argv[1]), sys.argv[2], sys.argv[3]

@@ -1,58 +1,77 @@
 #!/usr/bin/env bash
-# The GPU grid of tlx bench for one H200 (or any CUDA GPU), in one command, < 8 minutes:
-#   32 px and 224 px; batch 1/8/64/256;
-#   fp32: eager, TorchScript, .pt2, torch.compile, and ORT-CUDA / ORT-TensorRT when the
-#         installed onnxruntime has those providers (skipped with the reason otherwise);
-#   bf16 and fp16: eager (autocast) — and torch.compile when COMPILE_HALF=1. TorchScript and
-#         .pt2 artifacts are fp32 files and their runtimes do not autocast, so they are timed
-#         in fp32 only (labelling them bf16 would be a lie);
-#   ORT-CPU vs eager on the host CPU at batch 1 and 8 (32 px) and 1 (224 px).
-# Steps run in priority order; a step that would start after BUDGET_S seconds is skipped
-# and listed, and every step has its own timeout, so the whole run stays under 8 minutes.
-# Without CUDA it says so and runs the CPU subset only (32 px), quickly.
+# The GPU check and benchmark grid of tlx for one CUDA GPU (sized for an H200), in ONE
+# time-boxed command: a hard deadline (TOTAL_S, default 510 s) covers everything, and the
+# output is one archive plus three summary files, flat in $OUT:
+#   $OUT/gpu_suite.tar.gz   every step's reports (bench.json/.md/.csv/.png, verify.json/.md,
+#                           the gpu tests' log, steps.log)
+#   $OUT/summary.md         the combined bench table
+#   $OUT/summary.csv        the same rows
+#   $OUT/steps.tsv          each step: status (ok / exit N / timeout / skipped: why), seconds
+# and a short table printed on stdout last.
+#
+# Steps, in priority order (on CUDA):
+#   run+export 32px; verify --device cuda 32px (TF32 off: fp32 candidates must pass);
+#   pytest -m gpu (the CUDA tests: training with the trunk partly unfrozen and uncached,
+#   deterministic + bf16/fp16 AMP, resume across devices, TF32 flags); run+export 224px;
+#   bench fp32 (eager, TorchScript, .pt2, + ORT-CUDA / TensorRT when the installed
+#   onnxruntime has them) at 32 and 224 px, batch 1/8/64/256; verify --device cuda 224px;
+#   bf16 and fp16 eager (autocast); ORT-CPU vs eager on the host CPU; torch.compile.
+# Without CUDA the GPU steps are listed as "skipped: no CUDA" and the CPU subset runs (32 px,
+# eager and ORT-CPU at batch 1 and 8), well inside the deadline.
+#
+# Every step's timeout is STEP_TIMEOUT_S cut to what the deadline leaves after RESERVE_S
+# (kept for the summary and the archive); `python -m exporter.bench.deadline` does the
+# arithmetic. A step that would get under MIN_STEP_S is skipped and listed.
 #
 # Needs only this repository and a Python with torch, torchvision, onnx, onnxscript,
-# onnxruntime, typer, rich, safetensors, matplotlib (no install: PYTHONPATH=repo).
-# Usage:  OUT=/some/dir benchmarks/gpu_suite.sh     (full results in $OUT/gpu_suite/)
-# Knobs:  PYTHON=python3 ITERS=20 WARMUP=5 BUDGET_S=420 STEP_TIMEOUT_S=200 COMPILE_HALF=0
+# onnxruntime, typer, rich, safetensors, matplotlib (no install: PYTHONPATH=repo); the gpu
+# tests also need pytest and hypothesis.
+# Usage:  OUT=/some/dir benchmarks/gpu_suite.sh
+# Knobs:  PYTHON=python3 ITERS=20 WARMUP=5 TOTAL_S=510 RESERVE_S=30 STEP_TIMEOUT_S=200
+#         MIN_STEP_S=20 COMPILE_HALF=0 ITERS_CPU=5
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 PY=${PYTHON:-python3}
 ITERS=${ITERS:-20}
 WARMUP=${WARMUP:-5}
-BUDGET_S=${BUDGET_S:-420}
+TOTAL_S=${TOTAL_S:-510}
+RESERVE_S=${RESERVE_S:-30}
 STEP_TIMEOUT_S=${STEP_TIMEOUT_S:-200}
+MIN_STEP_S=${MIN_STEP_S:-20}
 COMPILE_HALF=${COMPILE_HALF:-0}
-BASE=${OUT:-$(mktemp -d "${TMPDIR:-/tmp}/tlx-gpu-suite.XXXXXX")}
-RES="$BASE/gpu_suite"
+OUT=${OUT:-$(mktemp -d "${TMPDIR:-/tmp}/tlx-gpu-suite.XXXXXX")}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/tlx-gpu-runs.XXXXXX")
-# Each run folder holds ~2 GB of weights and artifacts: delete the model files on exit (the
-# reports stay), so repeated suites do not fill the disk.
-trap 'find "$WORK" -type f \( -name "*.onnx" -o -name "*.ts" -o -name "*.pt2" -o -name "*.safetensors" -o -name "*.pt" -o -name "*.data" \) -delete 2>/dev/null' EXIT
+RES="$WORK/gpu_suite"
+# Run folders hold ~2 GB of weights and artifacts: the whole work folder goes on exit (the
+# reports are in the archive by then).
+trap 'rm -rf "$WORK"' EXIT
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
-export PYTHONWARNINGS=${PYTHONWARNINGS:-ignore::FutureWarning}  # torch.jit.load deprecation, once per load
-mkdir -p "$RES"
+export PYTHONWARNINGS=${PYTHONWARNINGS:-ignore::FutureWarning}  # torch.jit.load deprecation
+export PYTHONUNBUFFERED=1
+mkdir -p "$RES" "$OUT"
 STEPLOG="$RES/steps.tsv"
 printf 'step\tstatus\tseconds\n' > "$STEPLOG"
 log() { printf '[gpu_suite %4ss] %s\n' "$SECONDS" "$*" >&2; }
+record() { printf '%s\t%s\t%s\n' "$1" "$2" "$3" >> "$STEPLOG"; }
+skip() { log "SKIP $1 ($2)"; record "$1" "skipped: $2" 0; }
 
-# step NAME CMD...: run under the step timeout unless the time budget is spent.
+# step NAME CMD...: run under its own timeout, cut to what the hard deadline leaves.
 step() {
   local name=$1; shift
-  if (( SECONDS > BUDGET_S )); then
-    log "SKIP $name (time budget of ${BUDGET_S}s spent)"
-    printf '%s\tskipped: time budget\t0\n' "$name" >> "$STEPLOG"
-    return 0
-  fi
-  log "$name"
+  local limit
+  limit=$("$PY" -m exporter.bench.deadline --elapsed "$SECONDS" --total "$TOTAL_S" \
+    --step "$STEP_TIMEOUT_S" --reserve "$RESERVE_S" --min "$MIN_STEP_S") || limit=0
+  if (( limit == 0 )); then skip "$name" "deadline of ${TOTAL_S}s too close"; return 0; fi
+  log "$name (timeout ${limit}s)"
   local t0=$SECONDS rc=0
-  timeout "$STEP_TIMEOUT_S" "$@" >> "$RES/steps.log" 2>&1 || rc=$?
+  printf '\n===== %s =====\n' "$name" >> "$RES/steps.log"
+  timeout -k 5 "$limit" "$@" >> "$RES/steps.log" 2>&1 || rc=$?
   local status=ok
-  if (( rc == 124 )); then status="timeout after ${STEP_TIMEOUT_S}s"
+  if (( rc == 124 || rc == 137 )); then status="timeout after ${limit}s"
   elif (( rc != 0 )); then status="exit $rc (see steps.log)"; fi
   (( rc != 0 )) && log "  -> $status"
-  printf '%s\t%s\t%s\n' "$name" "$status" "$((SECONDS - t0))" >> "$STEPLOG"
+  record "$name" "$status" "$((SECONDS - t0))"
 }
 
 if ! "$PY" -c 'import torch, onnx, typer, rich' 2>/dev/null; then
@@ -64,16 +83,13 @@ PROVIDERS=$("$PY" -c 'import onnxruntime as o; print(" ".join(o.get_available_pr
   2>/dev/null || echo none)
 log "python: $("$PY" -c 'import sys, torch; print(sys.version.split()[0], "torch", torch.__version__)')"
 log "onnxruntime providers: $PROVIDERS"
-
 if [ "$HAS_CUDA" = 1 ]; then
-  SIZES="32 224"
   log "CUDA: $("$PY" -c 'import torch; print(torch.cuda.get_device_name(0))')"
 else
-  SIZES="32"
   ITERS=${ITERS_CPU:-5}
   WARMUP=1
-  log "NO CUDA on this machine: running the CPU subset only (32 px; eager and ORT-CPU at"
-  log "batch 1 and 8, ${ITERS} iterations). No GPU numbers are produced."
+  log "NO CUDA on this machine: GPU steps are skipped; running the CPU subset (32 px; eager"
+  log "and ORT-CPU at batch 1 and 8, ${ITERS} iterations). No GPU numbers are produced."
 fi
 
 make_run() {  # train (synthetic, random init, 1 tiny epoch: weights do not change timings), export
@@ -92,59 +108,74 @@ PYEOF
 export -f make_run
 export PY
 
-for S in $SIZES; do step "run+export ${S}px" bash -c "make_run $S $WORK/run$S"; done
-
 bench() {  # bench LABEL RUN ARGS...
   local label=$1 run=$2; shift 2
+  if [ ! -f "$run/manifest.json" ]; then skip "bench $label" "no run folder (its step failed)"; return 0; fi
   step "bench $label" "$PY" -m exporter bench "$run" --out "$RES/$label" \
     --iters "$ITERS" --warmup "$WARMUP" -q "$@"
 }
 
+verify_cuda() {  # verify_cuda LABEL RUN RUNTIMES: fp32 candidates on CUDA, TF32 off
+  local label=$1 run=$2 runtimes=$3
+  if [ ! -f "$run/manifest.json" ]; then skip "verify $label" "no run folder (its step failed)"; return 0; fi
+  step "verify $label" bash -c "'$PY' -m exporter verify '$run' --device cuda --runtimes \
+    '$runtimes' --samples 16 --localize -q; rc=\$?; mkdir -p '$RES/verify-$label'; \
+    cp '$run'/verify.json '$run'/verify.md '$RES/verify-$label/' 2>/dev/null; exit \$rc"
+}
+
+step "run+export 32px" bash -c "make_run 32 $WORK/run32"
 if [ "$HAS_CUDA" = 1 ]; then
   FP32_RT="eager,torchscript,pt2"
   [[ " $PROVIDERS " == *" CUDAExecutionProvider "* ]] && FP32_RT="$FP32_RT,ort-cuda"
   [[ " $PROVIDERS " == *" TensorrtExecutionProvider "* ]] && FP32_RT="$FP32_RT,ort-trt"
   GPU=(--device cuda --batch-sizes 1,8,64,256)
-  for S in $SIZES; do bench "cuda-${S}px-fp32" "$WORK/run$S" "${GPU[@]}" --runtimes "$FP32_RT"; done
+  verify_cuda cuda-32px "$WORK/run32" "$FP32_RT"
+  step "pytest -m gpu" "$PY" -m pytest -m gpu -q -p no:cacheprovider tests
+  step "run+export 224px" bash -c "make_run 224 $WORK/run224"
+  for S in 32 224; do bench "cuda-${S}px-fp32" "$WORK/run$S" "${GPU[@]}" --runtimes "$FP32_RT"; done
+  verify_cuda cuda-224px "$WORK/run224" "$FP32_RT"
   for P in bf16 fp16; do
-    for S in $SIZES; do
+    for S in 32 224; do
       bench "cuda-${S}px-$P" "$WORK/run$S" "${GPU[@]}" --runtimes eager --precision "$P"
     done
   done
   bench "cpu-32px-fp32" "$WORK/run32" --device cpu --runtimes eager,ort-cpu --batch-sizes 1,8
   bench "cpu-224px-fp32" "$WORK/run224" --device cpu --runtimes eager,ort-cpu --batch-sizes 1
-  for S in $SIZES; do
+  for S in 32 224; do
     bench "cuda-${S}px-fp32-compile" "$WORK/run$S" "${GPU[@]}" --runtimes eager,compile
   done
   if [ "$COMPILE_HALF" = 1 ]; then
     for P in bf16 fp16; do
-      for S in $SIZES; do
+      for S in 32 224; do
         bench "cuda-${S}px-$P-compile" "$WORK/run$S" "${GPU[@]}" --runtimes eager,compile \
           --precision "$P"
       done
     done
   fi
 else
+  for name in "verify cuda-32px" "pytest -m gpu" "run+export 224px" "bench cuda-*"; do
+    skip "$name" "no CUDA"
+  done
   bench "cpu-32px-fp32" "$WORK/run32" --device cpu --runtimes eager,ort-cpu --batch-sizes 1,8
 fi
 
-# Full table to $RES/summary.md and summary.csv; a short pivot (p50 ms per batch) last.
-"$PY" - "$RES" "$HAS_CUDA" <<'PYEOF'
-import csv, sys
+# Summary (inside the reserve): summary.md/.csv and a short pivot on stdout, then the archive.
+timeout -k 5 "$((RESERVE_S * 2 / 3))" "$PY" - "$RES" "$OUT" "$HAS_CUDA" <<'PYEOF'
+import csv, json, sys
 from pathlib import Path
-from exporter.bench.bench import suite_markdown, suite_rows
+from exporter.bench.report import suite_markdown, suite_rows
 from exporter.core.fsio import write_text
 from exporter.core.report import rows_to_csv
-res, has_cuda = Path(sys.argv[1]), sys.argv[2] == "1"
+res, out, has_cuda = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3] == "1"
 reports = sorted(res.glob("*/bench.json"))
 steps = list(csv.DictReader((res / "steps.tsv").open(), delimiter="\t"))
 lines = ["", "tlx gpu_suite: " + ("CUDA" if has_cuda else "NO CUDA - CPU subset only")]
 if reports:
     md = suite_markdown(reports, title="GPU suite" if has_cuda else "GPU suite, CPU subset",
                         command="benchmarks/gpu_suite.sh")
-    write_text(res / "summary.md", md)
+    write_text(out / "summary.md", md)
     rows = [r for r in suite_rows(reports) if r.get("latency_ms_p50") is not None]
-    write_text(res / "summary.csv", rows_to_csv(rows))
+    write_text(out / "summary.csv", rows_to_csv(rows))
     batches = sorted({r["batch_size"] for r in rows})
     keys = sorted({(r["device"], r["image_size"], r["precision"], r["runtime"]) for r in rows},
                   key=str)
@@ -161,10 +192,17 @@ if reports:
         lines.append(f"{key[0]:6} {key[1]!s:>4} {key[2]!s:5} {key[3]:12}{cells}"
                      f" {'' if top is None else f'{top:.2f}x':>11}")
 else:
-    lines.append("no bench report was produced; see steps.log")
-bad = [s for s in steps if s["status"] != "ok"]
-lines += [f"step {s['step']}: {s['status']}" for s in bad]
-lines.append(f"full results: {res}/summary.md (+ one folder per step with bench.json/.md/.csv/.png)")
+    lines.append("no bench report was produced; see steps.log in the archive")
+for path in sorted(res.glob("verify-*/verify.json")):
+    v = json.loads(path.read_text())
+    bad = [f"{c['runtime']}/{c['artifact']}" for c in v["candidates"] if not c["passed"]]
+    lines.append(f"{path.parent.name}: {v['verdict']} ({v['passed_n']} passed, "
+                 f"{v['failed_n']} failed{': ' + ', '.join(bad) if bad else ''}; "
+                 f"tf32 {v.get('math', {}).get('tf32')})")
+lines += [f"step {s['step']}: {s['status']}" for s in steps if s["status"] != "ok"]
 print("\n".join(lines))
 PYEOF
-log "done in ${SECONDS}s"
+cp "$STEPLOG" "$OUT/steps.tsv"
+tar -czf "$OUT/gpu_suite.tar.gz" -C "$WORK" gpu_suite
+log "done in ${SECONDS}s (deadline ${TOTAL_S}s)"
+echo "full results: $OUT/gpu_suite.tar.gz (summary.md, summary.csv, steps.tsv beside it)"

@@ -200,3 +200,28 @@ def write_fake_cifar10() -> Callable[..., Path]:
 def exported_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One exported random-weights run per test session (read-only for callers)."""
     return _export_artifacts(_make_run_folder(tmp_path_factory.mktemp("exported") / "run"))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``gpu`` tests skip with a reason on a machine without CUDA (e.g. ``-m gpu`` on a CPU box)."""
+    gpu_items = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu_items:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (torch.cuda.is_available() is False)")
+    for item in gpu_items:
+        item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def onnx_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One random-weights run with only model.onnx exported (read-only for callers)."""
+    from exporter.core.config import ExportConfig
+    from exporter.export.export import export_run
+
+    run = _make_run_folder(tmp_path_factory.mktemp("onnx_only") / "run")
+    export_run(run, ExportConfig(formats=("onnx",)))
+    return run

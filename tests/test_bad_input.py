@@ -279,6 +279,29 @@ def _run_locked_by_another_command(run: Path, tmp: Path) -> None:
     _LOCK_FDS.append(fd)
 
 
+def _predict_images(run: Path, tmp: Path) -> None:
+    _imagefolder(tmp, {"good.png": Image.new("RGB", (40, 40), "red"), "bad.png": b"\x89PNG no"})
+
+
+def _tiny_model_and_images(run: Path, tmp: Path) -> None:
+    """A valid hashed ONNX classifier with its signature in the manifest, and two images."""
+    _manifest_with(run, "model.onnx", _tiny_onnx_bytes(), fmt="onnx", lie=False)
+    m = json.loads((run / "manifest.json").read_text())
+    m["artifacts"]["model.onnx"]["inputs"] = [
+        {"name": "input", "shape": ["batch", 3, 32, 32], "dtype": "float32"}
+    ]
+    m["artifacts"]["model.onnx"]["outputs"] = [
+        {"name": "logits", "shape": ["batch", 10], "dtype": "float32"}
+    ]
+    (run / "manifest.json").write_text(json.dumps(m))
+    _predict_images(run, tmp)
+
+
+def _tampered_onnx_and_images(run: Path, tmp: Path) -> None:
+    _tampered_onnx(run, tmp)
+    _predict_images(run, tmp)
+
+
 IMG = "{tmp}/images"
 SYN = ("train", "--data", "synthetic", "--weights", "none", "--out", "{tmp}/out")
 CASES = [
@@ -632,6 +655,61 @@ CASES = [
         2,
         "val has no readable images",
         _val_unreadable,
+    ),
+    # --- predict and the Triton export ---------------------------------------------------
+    Case("predict-no-manifest", ("predict", RUN, IMG), 2, "manifest.json", _predict_images),
+    Case("predict-nothing-matched", ("predict", RUN, "{tmp}/nothing/*.png"), 2, "nothing"),
+    Case("predict-missing-image", ("predict", RUN, "{tmp}/gone.jpg"), 2, "gone.jpg"),
+    Case("predict-one-corrupt-image", ("predict", RUN, IMG), 2, "bad.png", _tiny_model_and_images),
+    Case(
+        "predict-hostile-variant",
+        ("predict", RUN, IMG, "--variant", "../../etc/passwd"),
+        2,
+        "--variant",
+        _tiny_model_and_images,
+    ),
+    Case(
+        "predict-hostile-runtime",
+        ("predict", RUN, IMG, "--runtime", "x;rm -rf /"),
+        2,
+        "x;rm -rf /",
+        _tiny_model_and_images,
+    ),
+    Case("predict-top-k-0", ("predict", RUN, IMG, "--top-k", "0"), 2, "top-k", _predict_images),
+    Case(
+        "predict-tampered-onnx",
+        ("predict", RUN, IMG, "--variant", "model.onnx"),
+        2,
+        "model.onnx",
+        _tampered_onnx_and_images,
+    ),
+    Case(
+        "predict-ort-cuda-on-cpu",
+        ("predict", RUN, IMG, "--runtime", "ort-cuda", "--device", "cuda"),
+        3,
+        "cuda",
+        _tiny_model_and_images,
+    ),
+    Case("export-triton-no-artifact", ("export", RUN, "--format", "triton"), 2, "--format onnx"),
+    Case(
+        "export-triton-hostile-variant",
+        ("export", RUN, "--format", "triton", "--variant", "$(reboot)"),
+        2,
+        "--variant",
+        _tiny_model_and_images,
+    ),
+    Case(
+        "export-triton-bad-model-name",
+        ("export", RUN, "--format", "triton", "--model-name", "../up"),
+        2,
+        "--model-name",
+    ),
+    Case(
+        "export-triton-tampered-onnx",
+        ("export", RUN, "--format", "triton"),
+        2,
+        "model.onnx",
+        _tampered_onnx,
     ),
 ]
 

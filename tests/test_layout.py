@@ -21,10 +21,16 @@ FLOORS = {
     "verify": 3,
     "optimize": 3,
     "bench": 3,
+    "serve": 3,
     "demo": 4,
     "cli": 5,
     "__main__": 6,
 }
+
+
+# The package root re-exports the public API lazily (``exporter.load``): the one allowed
+# upward import.
+FACADE = {("exporter", "exporter.serve.predictor")}
 
 
 def _modules() -> dict[str, Path]:
@@ -74,7 +80,7 @@ def test_imports_point_down() -> None:
         f"{mod} (floor {_floor(mod)}) imports {dep} (floor {_floor(dep)})"
         for mod, deps in _graph().items()
         for dep in deps
-        if _floor(dep) > _floor(mod)
+        if _floor(dep) > _floor(mod) and (mod, dep) not in FACADE
     ]
     assert not upward, "\n".join(sorted(upward))
 

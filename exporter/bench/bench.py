@@ -1,4 +1,4 @@
-"""The benchmark harness: the only place in tlx that measures time.
+"""``tlx bench``: plan, measure (``harness.py`` with ``measure.py``: the only timer), report.
 
 How a number is made (the same for every runtime, none of which is known here by name):
 
@@ -18,20 +18,31 @@ How a number is made (the same for every runtime, none of which is known here by
 
 Every runtime sees the same seeded input batches. An out-of-memory error at batch B is
 recorded as "OOM at batch B" for that runtime (larger batches are then skipped) and the
-others continue; any other failure is recorded in an ``error`` field.
+others continue; any other failure is recorded in an ``error`` field. A runtime that cannot
+load here (a provider ONNX Runtime lists but cannot load, such as TensorRT without
+libnvinfer) is listed under ``skipped`` with the reason and the others are still timed;
+only when nothing at all could load is it an environment error (exit 3).
+
+On CUDA, fp32 math is IEEE fp32 unless ``cfg.tf32`` allows TF32 (torch's flags are set for
+the run and restored after; ORT-CUDA gets ``use_tf32``); the flags are in ``setup``. Device
+memory is measured per runtime (see :func:`exporter.bench.measure.runtime_peak_mb`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import time
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from exporter.bench.harness import measure
+from exporter.bench.measure import (
+    Timer,
+    is_oom,
+    peak_rss_mb,
+)
 from exporter.bench.report import (
     REGRESSION_RULE,
     compare_reports,
@@ -39,102 +50,20 @@ from exporter.bench.report import (
     write_bench_reports,
 )
 from exporter.bench.result import (
-    ERROR,
     LATENCY_SCOPE,
-    MIN_SAMPLES,
-    OK,
-    OOM,
-    SKIPPED,
     THROUGHPUT_BASIS,
     BenchReport,
-    CellResult,
-    RuntimeResult,
 )
 from exporter.core.config import BenchConfig
 from exporter.core.errors import (
     EnvironmentUnavailable,
-    InputFileError,
-    RuntimeUnavailable,
 )
 from exporter.core.manifest import hash_once
 from exporter.core.report import Progress
 from exporter.core.resources import bench_need, require
 from exporter.core.runlock import locks_run
 
-# --- memory and errors --------------------------------------------------------------------
-
-
-def _proc_status_mb(key: str) -> float | None:
-    try:
-        with open("/proc/self/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1]) / 1024.0  # the file says kB
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-def current_rss_mb() -> float | None:
-    """This process's resident set size now (Linux /proc; None elsewhere)."""
-    return _proc_status_mb("VmRSS")
-
-
-def peak_rss_mb() -> float | None:
-    """This process's peak resident set size (VmHWM, or getrusage where /proc is absent)."""
-    peak = _proc_status_mb("VmHWM")
-    if peak is None:
-        try:
-            import resource
-
-            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-        except (ImportError, OSError):
-            return None
-    return peak
-
-
-def is_oom(exc: BaseException) -> bool:
-    """Whether ``exc`` means "out of memory" (host, torch CUDA or ONNX Runtime allocator)."""
-    if isinstance(exc, MemoryError) or "OutOfMemory" in type(exc).__name__:
-        return True
-    text = str(exc).lower()
-    return "out of memory" in text or "failed to allocate memory" in text
-
-
-def _error_text(exc: BaseException) -> str:
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {first[:300]}" if first else type(exc).__name__
-
-
-class _Timer:
-    """CUDA events on a CUDA device, ``perf_counter`` after synchronize on CPU."""
-
-    def __init__(self, device: str) -> None:
-        self.cuda = device.startswith("cuda")
-        self.kind = "cuda_event" if self.cuda else "perf_counter"
-        if self.cuda:
-            import torch
-
-            self._torch = torch
-
-    def time_ms(self, runtime: Any, prepared: Any) -> float:
-        if self.cuda:
-            start = self._torch.cuda.Event(enable_timing=True)
-            end = self._torch.cuda.Event(enable_timing=True)
-            start.record()
-            out = runtime.run(prepared)
-            runtime.synchronize()  # runtimes on their own streams (ORT) finish here
-            end.record()
-            end.synchronize()
-            del out
-            return float(start.elapsed_time(end))
-        t0 = time.perf_counter()
-        out = runtime.run(prepared)
-        runtime.synchronize()
-        elapsed = time.perf_counter() - t0
-        del out
-        return elapsed * 1000.0
-
+__all__ = ["bench_run", "is_oom", "make_inputs"]
 
 # --- planning -----------------------------------------------------------------------------
 
@@ -168,15 +97,6 @@ def make_inputs(
 # --- the harness --------------------------------------------------------------------------
 
 
-@dataclass
-class _Live:
-    """A loaded runtime and its per-batch prepared inputs (kept out of the results)."""
-
-    result: RuntimeResult
-    runtime: Any
-    prepared: dict[int, Any] = field(default_factory=dict)
-
-
 @locks_run("bench")
 @hash_once()
 def bench_run(
@@ -202,62 +122,32 @@ def bench_run(
     """
     import torch
 
-    from exporter.core.envinfo import environment
     from exporter.core.runfolder import open_run
+    from exporter.runtimes.cuda_math import tf32_mode
 
     run_dir = Path(run_dir)
     info = open_run(run_dir)
     baseline = load_baseline(Path(cfg.compare)) if cfg.compare else None  # fail before timing
-    if cfg.device == "cuda" and not torch.cuda.is_available():
+    cuda = cfg.device.startswith("cuda")
+    if cuda and not torch.cuda.is_available():
         raise EnvironmentUnavailable(
             "--device cuda: torch.cuda.is_available() is False on this machine; use --device cpu"
         )
-    report_progress = progress or (lambda *_: None)
     threads = cfg.threads or torch.get_num_threads()
     torch.set_num_threads(threads)  # runtimes get the same number for their own pools
-
     pairs, skipped = _plan(run_dir, cfg)
-    image_size = info.preprocessing.image_size
     _require_resources(info, cfg, pairs)
-    inputs = make_inputs(cfg.batch_sizes, image_size=image_size, seed=cfg.seed)
-    timer = _Timer(cfg.device)
-    live: list[_Live] = []
-    results: list[RuntimeResult] = []
-    try:
-        for i, (cls, artifact) in enumerate(pairs):
-            report_progress(f"loading {cls.name} ({artifact.name})", i, len(pairs))
-            item = _load_one(cls, artifact, cfg, threads=threads, inputs=inputs, timer=timer)
-            if item is None:
-                continue
-            if isinstance(item, dict):  # unavailable under --runtimes all
-                skipped.append(item)
-                continue
-            results.append(item.result)
-            if item.result.status == OK:
-                live.append(item)
-        _warm_up(live, cfg, inputs=inputs, timer=timer, progress=report_progress)
-        _timed_rounds(live, cfg, timer=timer, progress=report_progress)
-    finally:
-        for item in live:
-            item.prepared.clear()
-            _close(item.runtime)
+    inputs = make_inputs(cfg.batch_sizes, image_size=info.preprocessing.image_size, seed=cfg.seed)
+    # torch's TF32 flags are process-global: set for this run only, restored after.
+    with tf32_mode(cfg.tf32) if cuda else contextlib.nullcontext() as flags:
+        results = measure(
+            pairs, cfg, threads=threads, inputs=inputs, skipped=skipped, progress=progress
+        )
     report = BenchReport(
         run_dir=run_dir,
         config=cfg,
-        environment=environment(cfg.device),
-        setup={
-            "device": cfg.device,
-            "precision": cfg.precision,
-            "threads": threads,
-            "timer": timer.kind,
-            "image_size": image_size,
-            "input_shapes": {str(b): list(x.shape) for b, x in inputs.items()},
-            "input_seed": cfg.seed,
-            "latency_scope": LATENCY_SCOPE,
-            "throughput_basis": THROUGHPUT_BASIS,
-            "interleaving": f"round-robin over runtime x batch, {cfg.iters_per_round} iters/round",
-            "regression_rule": REGRESSION_RULE,
-        },
+        environment=_environment(cfg),
+        setup=_setup(cfg, threads=threads, inputs=inputs, tf32_flags=flags),
         results=results,
         skipped=skipped,
         host_peak_rss_mb=peak_rss_mb(),
@@ -285,160 +175,35 @@ def _require_resources(info: Any, cfg: BenchConfig, pairs: list[tuple[type, Any]
     require(need)
 
 
-def _load_one(
-    cls: type,
-    artifact: Any,
+def _environment(cfg: BenchConfig) -> dict[str, Any]:
+    from exporter.core.envinfo import environment
+
+    return environment(cfg.device)
+
+
+def _setup(
     cfg: BenchConfig,
     *,
     threads: int,
     inputs: dict[int, np.ndarray],
-    timer: _Timer,
-) -> _Live | dict[str, str] | None:
-    """Load one runtime and run its first inference (the cold start)."""
-    result = RuntimeResult(runtime=cls.name, artifact=artifact.name)
-    rss0 = current_rss_mb()
-    runtime = None
-    try:
-        t0 = time.perf_counter()
-        runtime = cls(artifact, cfg.device, precision=cfg.precision, threads=threads)
-        runtime.load()
-        result.load_s = time.perf_counter() - t0
-        smallest = min(inputs)
-        t0 = time.perf_counter()
-        runtime.infer(inputs[smallest])  # host in, host out: what a fresh process pays
-        result.first_inference_s = time.perf_counter() - t0
-        result.describe = dict(runtime.describe())
-        result.compile_s = _reported_compile_s(result.describe)
-    except RuntimeUnavailable as exc:
-        _close(runtime)
-        if not cfg.all_runtimes:
-            raise
-        return {"runtime": cls.name, "artifact": artifact.name, "reason": str(exc)}
-    except (InputFileError, KeyboardInterrupt):
-        _close(runtime)  # a tampered artifact is the user's problem, never a footnote
-        raise
-    except Exception as exc:  # one failing runtime must not stop the others
-        _close(runtime)
-        result.status = OOM if is_oom(exc) else ERROR
-        result.error = (
-            f"OOM at batch {min(inputs)} (during load/first inference)"
-            if is_oom(exc)
-            else _error_text(exc)
-        )
-        _free_device_memory(cfg.device)
-        return _Live(result, None)
-    rss1 = current_rss_mb()
-    result.host_rss_load_mb = rss1 - rss0 if rss0 is not None and rss1 is not None else None
-    result.cells = [CellResult(b) for b in sorted(inputs)]
-    return _Live(result, runtime)
-
-
-def _reported_compile_s(describe: dict[str, Any]) -> float | None:
-    # Runtimes that compile (torch.compile, TensorRT) may report the build time they measured.
-    for key in ("compile_s", "build_s", "engine_build_s"):
-        value = describe.get(key)
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-    return None
-
-
-def _close(runtime: Any) -> None:
-    if runtime is not None:
-        with contextlib.suppress(Exception):  # the original error matters more
-            runtime.close()
-
-
-def _free_device_memory(device: str) -> None:
-    if device.startswith("cuda"):
-        import torch
-
-        torch.cuda.empty_cache()
-
-
-def _fail_cell(item: _Live, cell: CellResult, exc: BaseException, device: str) -> None:
-    """Record a failed cell; after an OOM the larger batches of that runtime are skipped."""
-    item.prepared.pop(cell.batch_size, None)
-    if is_oom(exc):
-        cell.status, cell.error = OOM, f"OOM at batch {cell.batch_size}"
-        for other in item.result.cells:
-            if other.batch_size > cell.batch_size and other.status == OK:
-                other.status, other.error = SKIPPED, f"skipped: OOM at batch {cell.batch_size}"
-                item.prepared.pop(other.batch_size, None)
-                other.samples_ms.clear()
-    else:
-        cell.status, cell.error = ERROR, _error_text(exc)
-    cell.samples_ms.clear()
-    _free_device_memory(device)
-
-
-def _warm_up(
-    live: list[_Live],
-    cfg: BenchConfig,
-    *,
-    inputs: dict[int, np.ndarray],
-    timer: _Timer,
-    progress: Progress,
-) -> None:
-    cuda = cfg.device.startswith("cuda")
-    total = sum(len(item.result.cells) for item in live)
-    done = 0
-    for item in live:
-        for cell in item.result.cells:
-            progress(f"warm-up {item.result.runtime} b{cell.batch_size}", done, total)
-            done += 1
-            if cell.status != OK:
-                continue
-            try:
-                if cuda:
-                    import torch
-
-                    torch.cuda.reset_peak_memory_stats()
-                prepared = item.runtime.prepare(inputs[cell.batch_size])
-                item.prepared[cell.batch_size] = prepared
-                cell.first_call_ms = timer.time_ms(item.runtime, prepared)
-                for _ in range(cfg.warmup):
-                    timer.time_ms(item.runtime, prepared)
-                if cuda:
-                    cell.device_peak_mem_mb = torch.cuda.max_memory_allocated() / 2**20
-            except InputFileError:
-                raise
-            except Exception as exc:  # recorded; the other cells go on
-                _fail_cell(item, cell, exc, cfg.device)
-    progress("warm-up", total, total)
-
-
-def _timed_rounds(
-    live: list[_Live], cfg: BenchConfig, *, timer: _Timer, progress: Progress
-) -> None:
-    """Interleave timed iterations over every cell, round after round, until each is done."""
-    active = [(item, cell) for item in live for cell in item.result.cells if cell.status == OK]
-    n_cells = max(len(active), 1)
-
-    def done_fraction(cell: CellResult) -> float:
-        if cfg.min_time_s is None:
-            return min(1.0, len(cell.samples_ms) / cfg.iters)
-        by_time = sum(cell.samples_ms) / 1000.0 / cfg.min_time_s
-        return min(1.0, by_time, len(cell.samples_ms) / MIN_SAMPLES)
-
-    all_cells = [cell for _, cell in active]
-    round_no = 0
-    while active:
-        shift = round_no % len(active)  # rotate who goes first: no runtime always follows another
-        for item, cell in active[shift:] + active[:shift]:
-            want = cfg.iters_per_round
-            if cfg.min_time_s is None:
-                want = min(want, cfg.iters - len(cell.samples_ms))
-            prepared = item.prepared.get(cell.batch_size)
-            try:
-                for _ in range(want):
-                    cell.samples_ms.append(timer.time_ms(item.runtime, prepared))
-            except InputFileError:
-                raise
-            except Exception as exc:  # recorded; the other cells go on
-                _fail_cell(item, cell, exc, cfg.device)
-        active = [(i, c) for i, c in active if c.status == OK and done_fraction(c) < 1.0]
-        round_no += 1
-        finished = sum(1.0 if c.status != OK else done_fraction(c) for c in all_cells)
-        progress(f"timing (round {round_no})", finished, n_cells)
-    for item in live:
-        item.prepared.clear()
+    tf32_flags: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """How the numbers were taken (bench.json ``setup``)."""
+    image_size = next(iter(inputs.values())).shape[-1]
+    return {
+        "device": cfg.device,
+        "precision": cfg.precision,
+        # fp32 on CUDA: TF32 allowed or not (None on CPU, where it does not exist).
+        "tf32": cfg.tf32 if cfg.device.startswith("cuda") else None,
+        "tf32_flags": tf32_flags,
+        "threads": threads,
+        "timer": Timer(cfg.device).kind,
+        "image_size": int(image_size),
+        "input_shapes": {str(b): list(x.shape) for b, x in inputs.items()},
+        "input_seed": cfg.seed,
+        "latency_scope": LATENCY_SCOPE,
+        "throughput_basis": THROUGHPUT_BASIS,
+        "interleaving": f"round-robin over runtime x batch, {cfg.iters_per_round} iters/round",
+        "device_memory": "per runtime: its load growth + its peak over the cell's baseline",
+        "regression_rule": REGRESSION_RULE,
+    }

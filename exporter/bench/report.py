@@ -136,6 +136,12 @@ TABLE_COLUMNS = (
 )
 
 
+def _tf32_note(setup: dict[str, Any]) -> str:
+    # CUDA fp32 is TF32 or IEEE fp32: say which (nothing on CPU, where TF32 does not exist).
+    tf32 = setup.get("tf32")
+    return "" if tf32 is None else f" (TF32 {'on' if tf32 else 'off'})"
+
+
 def markdown_summary(report: BenchReport) -> str:
     """``bench.md``: setup, the table with speed-ups over the reference, skips, comparison."""
     from exporter.core.report import markdown_table
@@ -149,7 +155,8 @@ def markdown_summary(report: BenchReport) -> str:
         "",
         f"- created: {report.created_at}",
         f"- device: {setup['device']} ({env.get('gpu_name') or env.get('cpu_model')}), "
-        f"precision {setup['precision']}, threads {setup['threads']}, timer {setup['timer']}",
+        f"precision {setup['precision']}{_tf32_note(setup)}, threads {setup['threads']}, "
+        f"timer {setup['timer']}",
         f"- input: {setup['image_size']}x{setup['image_size']} px, seed {setup['input_seed']}, "
         "same batches for every runtime",
         f"- latency: {setup['latency_scope']}; throughput = {setup['throughput_basis']}",

@@ -64,6 +64,7 @@ class RuntimeResult:
     first_inference_s: float | None = None
     compile_s: float | None = None
     host_rss_load_mb: float | None = None
+    device_load_mem_mb: float | None = None
     cells: list[CellResult] = field(default_factory=list)
 
     @property
@@ -84,6 +85,7 @@ class RuntimeResult:
             "cold_start_s": self.cold_start_s,
             "compile_s": self.compile_s,
             "host_rss_load_mb": self.host_rss_load_mb,
+            "device_load_mem_mb": self.device_load_mem_mb,
             "cells": [c.to_dict() for c in self.cells],
         }
 

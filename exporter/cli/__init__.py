@@ -18,6 +18,9 @@ for _mod in (
     "verify_cmd",
     "optimize_cmd",
     "demo_cmd",
+    "predict_cmd",
+    "serve_cmd",
+    "loadtest_cmd",
 ):
     importlib.import_module(f"exporter.cli.{_mod}")
 

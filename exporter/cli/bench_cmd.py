@@ -108,11 +108,33 @@ def bench_command(
         typer.Option(help="Folder for bench.json/.md/.csv/.png (default: the run folder)."),
     ] = None,
     no_wait: Annotated[bool, typer.Option("--no-wait", help=NO_WAIT_HELP)] = False,
+    tf32: Annotated[
+        bool,
+        typer.Option(
+            "--tf32/--no-tf32",
+            help="CUDA fp32: allow TF32 matmuls/convolutions (rows say tf32) or time IEEE fp32.",
+        ),
+    ] = _DEFAULTS.tf32,
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No progress bar and no table.")
     ] = False,
+    server: Annotated[
+        str | None,
+        typer.Option(
+            help="Load-test this running server instead (KServe v2 URL); the defaults of "
+            "`tlx loadtest`, which has every option."
+        ),
+    ] = None,
 ) -> None:
     """Measure latency percentiles, throughput and cold start of every runtime, interleaved."""
+    if server is not None:
+        from exporter.cli.loadtest_cmd import run_and_print
+        from exporter.core.config import LoadtestConfig
+
+        with cli_errors():
+            cfg = LoadtestConfig(server=server, out_dir=str(out) if out else None)
+            run_and_print(run, cfg, quiet=quiet)
+        return
     with cli_errors(), run_lock_policy(no_wait):
         from exporter.bench.bench import bench_run
         from exporter.runtimes.selection import ALL, parse_runtimes
@@ -130,6 +152,7 @@ def bench_command(
             compare=str(compare) if compare else None,
             max_regression_pct=max_regression,
             out_dir=str(out) if out else None,
+            tf32=tf32,
         )
         with progress_bar(quiet=quiet) as progress:
             report = bench_run(run, cfg, progress=progress)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -18,15 +18,20 @@ from exporter.cli.app import (
     progress_bar,
     run_lock_policy,
 )
-from exporter.core.config import EXPORT_FORMATS, ExportConfig
+from exporter.core.config import EXPORT_FORMATS, ExportConfig, TritonConfig
+
+if TYPE_CHECKING:
+    from exporter.export.export import ExportResult
 
 _DEFAULTS = ExportConfig()
+_TRITON = TritonConfig()
 
 
 class FormatChoice(str, Enum):
     onnx = "onnx"
     torchscript = "torchscript"
     pt2 = "pt2"
+    triton = "triton"
     all = "all"
 
 
@@ -49,7 +54,8 @@ def export_command(
             "--format",
             "-f",
             help="Artifact format; repeat for several. Default: all "
-            f"({', '.join(EXPORT_FORMATS)}).",
+            f"({', '.join(EXPORT_FORMATS)}). triton: a Triton model repository in RUN/triton "
+            "from the best verified ONNX artifact (not part of all).",
             case_sensitive=False,
         ),
     ] = None,
@@ -92,6 +98,25 @@ def export_command(
         bool, typer.Option("--force", help="Overwrite artifacts that already exist.")
     ] = _DEFAULTS.force,
     no_wait: Annotated[bool, typer.Option("--no-wait", help=NO_WAIT_HELP)] = False,
+    variant: Annotated[
+        str | None,
+        typer.Option(help="triton: ship this variant or artifact (fold-int8, model.onnx)."),
+    ] = _TRITON.variant,
+    device: Annotated[
+        str, typer.Option(help="triton: target device, cpu or cuda (default config.pbtxt).")
+    ] = _TRITON.device,
+    model_name: Annotated[
+        str, typer.Option("--model-name", help="triton: the model's name on the server.")
+    ] = _TRITON.model_name,
+    max_batch: Annotated[
+        int, typer.Option("--max-batch", help="triton: max_batch_size (dynamic batching).")
+    ] = _TRITON.max_batch_size,
+    max_queue_delay_us: Annotated[
+        int, typer.Option("--max-queue-delay-us", help="triton: dynamic batching queue delay.")
+    ] = _TRITON.max_queue_delay_us,
+    instances: Annotated[
+        int, typer.Option("--instances", help="triton: model instances (instance_group count).")
+    ] = _TRITON.instances,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Export a trained run to TorchScript, ONNX and .pt2; each file is checked against eager
@@ -107,30 +132,48 @@ def export_command(
             precision=precision.value,
             exporter=exporter.value,
             force=force,
+            triton=TritonConfig(
+                model_name=model_name,
+                device=device,
+                variant=variant,
+                max_batch_size=max_batch,
+                max_queue_delay_us=max_queue_delay_us,
+                instances=instances,
+            ),
         )
         with progress_bar(quiet=quiet) as progress:
             result = export_run(run, cfg, progress=progress)
-        if result.dropped:
-            err_console.print(
-                "note: dropped manifest entries exported from older weights: "
-                + ", ".join(result.dropped),
-                markup=False,
-            )
-        table = Table(title=f"tlx export {result.run_dir}")
-        for col in ("file", "format", "precision", "MB", "export s", "max |Δ| vs eager", "sha256"):
-            table.add_column(
-                col, justify="left" if col in ("file", "format", "sha256") else "right"
-            )
-        for r in result.formats.values():
-            table.add_row(
-                r.name,
-                r.format,
-                r.precision,
-                f"{r.bytes / 1e6:.1f}",
-                f"{r.export_time_s:.1f}",
-                f"{r.max_abs_diff:.2e} (atol {r.atol:g})",
-                r.sha256[:12],
-            )
-        if not quiet:
+        _print_result(result, quiet=quiet)
+
+
+def _print_result(result: ExportResult, *, quiet: bool) -> None:
+    if result.dropped:
+        err_console.print(
+            "note: dropped manifest entries exported from older weights: "
+            + ", ".join(result.dropped),
+            markup=False,
+        )
+    table = Table(title=f"tlx export {result.run_dir}")
+    for col in ("file", "format", "precision", "MB", "export s", "max |Δ| vs eager", "sha256"):
+        table.add_column(col, justify="left" if col in ("file", "format", "sha256") else "right")
+    for r in result.formats.values():
+        table.add_row(
+            r.name,
+            r.format,
+            r.precision,
+            f"{r.bytes / 1e6:.1f}",
+            f"{r.export_time_s:.1f}",
+            f"{r.max_abs_diff:.2e} (atol {r.atol:g})",
+            r.sha256[:12],
+        )
+    if not quiet:
+        if result.formats:
             console.print(table)
-            console.print(f"manifest: {result.manifest_path}  report: {result.report_path}")
+        if result.triton is not None:
+            t = result.triton
+            console.print(
+                f"triton: {t.model_dir} from {t.source} ({t.reason})\nserve it: {t.command}",
+                markup=False,
+                soft_wrap=True,
+            )
+        console.print(f"manifest: {result.manifest_path}  report: {result.report_path}")

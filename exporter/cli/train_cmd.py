@@ -161,8 +161,13 @@ def train_command(
         ),
     ] = CacheMode(_T.cache_features),
     device: Annotated[
-        DeviceName, typer.Option("--device", help="auto picks CUDA when present.")
-    ] = DeviceName(_T.device),
+        DeviceName | None,
+        typer.Option(
+            "--device",
+            help=f"auto picks CUDA when present [default: {_T.device}; with --resume: the "
+            "run's own unless given].",
+        ),
+    ] = None,
     amp: Annotated[
         bool, typer.Option("--amp/--no-amp", help="Mixed precision on CUDA (bf16 or fp16).")
     ] = _T.amp,
@@ -181,7 +186,7 @@ def train_command(
         typer.Option(
             "--resume",
             help="Continue RUN from its checkpoint/ (other options are ignored "
-            "except --epochs, --quiet).",
+            "except --epochs, --device, --quiet).",
         ),
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Random seed (data and training).")] = (
@@ -230,6 +235,8 @@ def train_command(
             cfg = resume_config(resume)
             if epochs is not None:
                 cfg = replace(cfg, epochs=epochs)
+            if device is not None:  # e.g. a CPU run continued on a GPU, or the reverse
+                cfg = replace(cfg, device=device.value)
         else:
             cfg = TrainConfig(
                 data=DataConfig(
@@ -258,7 +265,7 @@ def train_command(
                 unfreeze_at=unfreeze_at,
                 unfreeze_from=unfreeze_from,
                 backbone_lr_mult=backbone_lr_mult,
-                device=device.value,
+                device=(device or DeviceName(_T.device)).value,
                 amp=amp,
                 compile=compile_model,
                 cache_features=cache_features.value,

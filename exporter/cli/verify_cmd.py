@@ -20,7 +20,7 @@ from exporter.cli.app import (
     progress_bar,
     run_lock_policy,
 )
-from exporter.core.config import VerifyConfig
+from exporter.core.config import DEFAULT_MODEL_NAME, VerifyConfig
 
 if TYPE_CHECKING:
     from exporter.verify.verify import ParityReport
@@ -105,10 +105,21 @@ def verify_command(
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No progress bar and no table.")
     ] = False,
+    server: Annotated[
+        str | None,
+        typer.Option(
+            help="Verify a running server (KServe v2 URL) instead of the local runtimes; "
+            "writes verify-server.json/.md."
+        ),
+    ] = None,
+    model_name: Annotated[
+        str, typer.Option(help="With --server: the served model's name.")
+    ] = DEFAULT_MODEL_NAME,
 ) -> None:
     """Check every artifact computes what the trained model computes; exit 1 if not.
 
-    Writes verify.json and verify.md into the run folder. Exit codes: 0 all pass, 1 a
+    Writes verify.json and verify.md into the run folder; with --server the candidate is the
+    running server instead (verify-server.json/.md). Exit codes: 0 all pass, 1 a
     candidate failed, 2 bad input (including a hash mismatch), 3 a named runtime or the
     device is unavailable here (or fell back).
     """
@@ -134,8 +145,16 @@ def verify_command(
 
         # One lock for checking and reporting: no export may change the run in between.
         with run_lock(run, "verify"), progress_bar(quiet=quiet) as update:
-            report = verify_run(run, cfg, progress=update)
-            json_path, md_path = write_reports(report)
+            if server is None:
+                report = verify_run(run, cfg, progress=update)
+                json_path, md_path = write_reports(report)
+            else:
+                from exporter.verify.served import verify_server, write_server_reports
+
+                report = verify_server(
+                    run, cfg, server=server, model_name=model_name, progress=update
+                )
+                json_path, md_path = write_server_reports(report)
         if not quiet:
             console.print(verify_table(report))
             for s in report.skipped:

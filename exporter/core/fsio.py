@@ -155,15 +155,59 @@ def write_with(
         writer(tmp)
 
 
+@contextlib.contextmanager
+def atomic_dir(dest: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield an empty temp folder beside ``dest``; on success it replaces ``dest`` whole.
+
+    For outputs that are several files read together (a Triton model folder): readers see
+    the old folder or the new one, never a mix. Every file is fsynced before the swap; on any
+    exception the temp folder is removed and ``dest`` is left as it was.
+    """
+    import shutil
+
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=dest.parent))
+    os.chmod(tmp, 0o777 & ~_umask())
+    old = None
+    try:
+        yield tmp
+        for path in sorted(tmp.rglob("*")):
+            if path.is_file():
+                with open(path, "rb+") as fh:
+                    os.fsync(fh.fileno())
+        if dest.exists() or dest.is_symlink():
+            old = dest.parent / f"{tmp.name}.old"
+            os.replace(dest, old)
+        os.replace(tmp, dest)
+        _fsync_dir(dest.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and not dest.exists():
+            os.replace(old, dest)  # put the previous folder back
+            old = None
+        raise
+    finally:
+        if old is not None and old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old, ignore_errors=True)
+        elif old is not None:
+            old.unlink()
+
+
 def clean_stale_temps(folder: str | os.PathLike[str]) -> list[Path]:
-    """Remove temp files a killed writer left in ``folder``; return what was removed."""
+    """Remove temp files and folders a killed writer left in ``folder``; return them."""
+    import shutil
+
     removed = []
     folder = Path(folder)
     if not folder.is_dir():
         return removed
     for p in folder.glob(TMP_PREFIX + "*"):
         with contextlib.suppress(OSError):
-            p.unlink()
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
             removed.append(p)
     return removed
 

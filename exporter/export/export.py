@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from exporter.core.config import (
     DEFAULT_OPSET,
@@ -36,11 +36,16 @@ from exporter.core.runlock import locks_run
 from exporter.export.common import ExportContext, FormatResult, StepFn
 from exporter.export.onnx_export import export_onnx, onnx_name
 from exporter.export.torch_export import PT2_NAME, TORCHSCRIPT_NAME, export_pt2, export_torchscript
+from exporter.export.triton import TRITON_DIR, TritonResult, export_triton, validate_triton
+
+if TYPE_CHECKING:
+    from exporter.core.runfolder import RunInfo
 
 EXPORT_REPORT = "export.json"
 REPORT_SCHEMA_VERSION = 1
 PRECISIONS = ("fp32", "fp16")
 EXPORTER_CHOICES = ("dynamo", "legacy")
+TRITON = "triton"  # not an exporter: it packages an artifact the others (or optimize) made
 
 # The registry: one function per format, each ``(ctx, progress) -> FormatResult``.
 EXPORTERS: dict[str, Callable[[ExportContext, StepFn | None], FormatResult]] = {
@@ -61,6 +66,7 @@ class ExportResult:
         report_path: ``RUN/export.json``.
         dropped: manifest entries removed because ``model.safetensors`` changed since.
         opset: the ONNX opset in effect (also when ONNX was not requested).
+        triton: the Triton model repository, when ``triton`` was requested.
     """
 
     run_dir: Path
@@ -69,6 +75,7 @@ class ExportResult:
     report_path: Path
     dropped: list[str] = field(default_factory=list)
     opset: int = DEFAULT_OPSET
+    triton: TritonResult | None = None
 
 
 def parse_formats(spec: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
@@ -82,15 +89,17 @@ def parse_formats(spec: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
     for item in items:
         names.extend(p.strip().lower() for p in str(item).split(",") if p.strip())
     if not names:
-        raise UsageError("--format: give at least one of onnx, torchscript, pt2 or all")
-    if "all" in names:
-        return EXPORT_FORMATS
-    unknown = [n for n in names if n not in EXPORTERS]
+        raise UsageError("--format: give at least one of onnx, torchscript, pt2, triton or all")
+    known = (*EXPORTERS, TRITON)
+    unknown = [n for n in names if n not in (*known, "all")]
     if unknown:
         raise UsageError(
-            f"--format {unknown[0]!r} is unknown; choose from {', '.join(EXPORTERS)} or all"
+            f"--format {unknown[0]!r} is unknown; choose from {', '.join(known)} or all"
         )
-    return tuple(f for f in EXPORTERS if f in names)
+    # "all" is the three model formats; triton ships one of them, so it comes last.
+    chosen = set(EXPORT_FORMATS) if "all" in names else set()
+    chosen.update(names)
+    return tuple(f for f in known if f in chosen)
 
 
 def resolve_opset(cfg: ExportConfig) -> int:
@@ -118,6 +127,8 @@ def validate_config(cfg: ExportConfig) -> ExportConfig:
     from dataclasses import replace
 
     formats = parse_formats(cfg.formats)
+    if TRITON in formats:
+        validate_triton(cfg.triton)
     if cfg.precision not in PRECISIONS:
         raise UsageError(f"--precision {cfg.precision!r}: choose from {', '.join(PRECISIONS)}")
     if cfg.exporter not in EXPORTER_CHOICES:
@@ -132,7 +143,7 @@ def validate_config(cfg: ExportConfig) -> ExportConfig:
 def artifact_names(cfg: ExportConfig) -> dict[str, str]:
     """Format → the file it writes in the run folder."""
     names = {"onnx": onnx_name(cfg.precision), "torchscript": TORCHSCRIPT_NAME, "pt2": PT2_NAME}
-    return {f: names[f] for f in cfg.formats}
+    return {f: names[f] for f in cfg.formats if f in names}
 
 
 @locks_run("export")
@@ -153,55 +164,127 @@ def export_run(
         GateFailed: an artifact fails its check (it is then not written; earlier formats
             of the same call stay written and listed).
     """
-    from exporter.core.envinfo import environment
-    from exporter.core.metadata import shared_metadata, utc_now
     from exporter.core.runfolder import open_run
-    from exporter.model.vgg import load_reference_model
 
     cfg = validate_config(cfg or ExportConfig())
     opset = resolve_opset(cfg)
     info = open_run(run_dir)
     run = info.run_dir
-    steps, done = 2 + len(cfg.formats), 0
+    model_formats = [f for f in cfg.formats if f in EXPORTERS]
+    steps = 2 + len(cfg.formats)
+    done = [0]
 
     def say(description: str) -> None:
         if progress:
-            progress(description, done, steps)
+            progress(description, done[0], steps)
 
-    names = artifact_names(cfg)
-    if not cfg.force:
-        for name in names.values():
-            if (run / name).exists() or (run / name).is_symlink():
-                raise InputFileError(f"{run / name} already exists; pass --force to overwrite it")
-    _require_resources(info, cfg, names)
+    _refuse_existing(run, cfg)
+    _require_resources(info, cfg, artifact_names(cfg))
     clean_stale_temps(run)  # leftovers of a killed earlier export
 
     say("hashing model.safetensors")
     source = FileRecord.of(run, info.weights_path.name)
     manifest, dropped = _load_or_new_manifest(run, source=source, force=cfg.force)
-
-    done += 1
-    say("loading the trained model")
-    model = load_reference_model(info)
-    shared = shared_metadata(info, source_sha256=source.sha256)
-    ctx = ExportContext(run_dir=run, info=info, model=model, cfg=cfg, shared=shared, opset=opset)
-    done += 1
-
+    done[0] += 1
     results: dict[str, FormatResult] = {}
-    manifest.metadata = shared
-    for fmt in cfg.formats:
-        result = EXPORTERS[fmt](ctx, say)
-        results[fmt] = result
-        manifest.artifacts[result.name] = result.entry
-        # Save after each format: a later failure must not unlist a file already written.
-        save_manifest(run, manifest)
-        done += 1
-
+    if model_formats:
+        results = _export_formats(info, manifest, cfg, opset, model_formats, say, done)
+    triton = None
+    if TRITON in cfg.formats:
+        triton = _export_triton(info, manifest, cfg, say)
+    done[0] = steps
     # The weights must not have changed while we exported from them.
     if sha256_file(info.weights_path) != source.sha256:
         raise InputFileError(
             f"{info.weights_path} changed during the export; run `tlx export {run} --force` again"
         )
+    report_path = _write_report(run, cfg, opset, source, dropped, results, triton)
+    return ExportResult(
+        run_dir=run,
+        formats=results,
+        manifest_path=manifest_path(run),
+        report_path=report_path,
+        dropped=dropped,
+        opset=opset,
+        triton=triton,
+    )
+
+
+def _refuse_existing(run: Path, cfg: ExportConfig) -> None:
+    """Without ``force``, an artifact that already exists is an error (before any work)."""
+    if cfg.force:
+        return
+    for name in artifact_names(cfg).values():
+        if (run / name).exists() or (run / name).is_symlink():
+            raise InputFileError(f"{run / name} already exists; pass --force to overwrite it")
+    if TRITON in cfg.formats:
+        dest = run / TRITON_DIR / cfg.triton.model_name
+        if dest.exists() or dest.is_symlink():
+            raise InputFileError(f"{dest} already exists; pass --force to overwrite it")
+
+
+def _export_formats(
+    info: RunInfo,
+    manifest: Manifest,
+    cfg: ExportConfig,
+    opset: int,
+    formats: list[str],
+    say: StepFn,
+    done: list[int],
+) -> dict[str, FormatResult]:
+    """Rebuild the eager model once and run each format's exporter; list each as it lands."""
+    from exporter.core.metadata import shared_metadata
+    from exporter.model.vgg import load_reference_model
+
+    run = info.run_dir
+    say("loading the trained model")
+    model = load_reference_model(info)
+    shared = shared_metadata(info, source_sha256=manifest.source.sha256)
+    ctx = ExportContext(run_dir=run, info=info, model=model, cfg=cfg, shared=shared, opset=opset)
+    done[0] += 1
+    results: dict[str, FormatResult] = {}
+    manifest.metadata = shared
+    for fmt in formats:
+        result = EXPORTERS[fmt](ctx, say)
+        results[fmt] = result
+        manifest.artifacts[result.name] = result.entry
+        # Save after each format: a later failure must not unlist a file already written.
+        save_manifest(run, manifest)
+        done[0] += 1
+    return results
+
+
+def _export_triton(
+    info: RunInfo, manifest: Manifest, cfg: ExportConfig, say: StepFn
+) -> TritonResult:
+    """The Triton repository from an artifact already in the (saved) manifest."""
+    from exporter.core.metadata import shared_metadata
+
+    if not manifest.artifacts:
+        raise InputFileError(
+            f"{info.run_dir} has no exported artifact to serve: run `tlx export "
+            f"{info.run_dir} --format onnx` (and optionally `tlx optimize`) first"
+        )
+    if not manifest.metadata:
+        manifest.metadata = shared_metadata(info, source_sha256=manifest.source.sha256)
+    save_manifest(info.run_dir, manifest)  # the choice reads the manifest from disk
+    result = export_triton(info, cfg.triton, force=cfg.force, say=say)
+    manifest.artifacts[result.entry.name] = result.entry
+    save_manifest(info.run_dir, manifest)
+    return result
+
+
+def _write_report(
+    run: Path,
+    cfg: ExportConfig,
+    opset: int,
+    source: FileRecord,
+    dropped: list[str],
+    results: dict[str, FormatResult],
+    triton: TritonResult | None,
+) -> Path:
+    from exporter.core.envinfo import environment
+    from exporter.core.metadata import utc_now
 
     report = {
         "schema_version": REPORT_SCHEMA_VERSION,
@@ -214,16 +297,11 @@ def export_run(
         "dropped_stale_artifacts": dropped,
         "results": {fmt: r.to_dict() for fmt, r in results.items()},
     }
+    if triton is not None:
+        report["results"][TRITON] = triton.to_dict()
     report_path = run / EXPORT_REPORT
     write_json(report_path, report)
-    return ExportResult(
-        run_dir=run,
-        formats=results,
-        manifest_path=manifest_path(run),
-        report_path=report_path,
-        dropped=dropped,
-        opset=opset,
-    )
+    return report_path
 
 
 def _require_resources(info: Any, cfg: ExportConfig, names: dict[str, str]) -> None:
@@ -233,7 +311,10 @@ def _require_resources(info: Any, cfg: ExportConfig, names: dict[str, str]) -> N
         size=info.preprocessing.image_size,
         batch=cfg.batch_size,
         num_classes=info.num_classes,
-        files={n: 2 if n == fp16 else 4 for n in names.values()},  # bytes per parameter
+        files={
+            **{n: 2 if n == fp16 else 4 for n in names.values()},  # bytes per parameter
+            **({TRITON: 4} if TRITON in cfg.formats else {}),  # the repository's copy
+        },
         folder=info.run_dir,
     )
     require(need)

@@ -67,60 +67,28 @@ def export_onnx(ctx: ExportContext, progress: StepFn | None = None) -> FormatRes
         GateFailed: the file fails ``onnx.checker`` or its logits differ from eager.
     """
     cfg = ctx.cfg
-    fp16 = cfg.precision == "fp16"
     name = onnx_name(cfg.precision)
     dest = ctx.run_dir / name
     say = progress or (lambda _msg: None)
-
-    say(f"{name}: exporting ({cfg.exporter} exporter, opset {ctx.opset})")
-    t0 = time.perf_counter()
-    proto = _export_legacy(ctx) if cfg.exporter == "legacy" else _export_dynamo(ctx)
-    if fp16:
-        say(f"{name}: converting to fp16")
-        proto = convert_to_fp16(proto)
-    inputs, outputs = signature(ctx.info, batch=None if ctx.dynamic_batch else cfg.batch_size)
-    meta = artifact_metadata(
-        ctx.shared,
-        fmt="onnx",
-        precision=cfg.precision,
-        inputs=inputs,
-        outputs=outputs,
-        exporter=exporter_label(cfg.exporter),
-        opset=ctx.opset,
-    )
-    _set_metadata(proto, meta)
-    export_time = time.perf_counter() - t0
-
-    import onnx
-
-    precision = "fp16" if fp16 else "fp32"
+    proto, meta, export_time = _build(ctx, name, say)
+    precision = "fp16" if cfg.precision == "fp16" else "fp32"
     atol = profile_for(precision).atol
     with atomic_path(dest) as tmp:
-        t1 = time.perf_counter()
-        # One self-contained file: VGG16 is far below protobuf's 2 GB message limit.
-        onnx.save_model(proto, str(tmp), save_as_external_data=False)
-        export_time += time.perf_counter() - t1
+        save_time = _save(proto, tmp)
         del proto  # ~540 MB; the checks below reload from the file
         say(f"{name}: checking (onnx.checker, ORT CPU vs eager)")
-        t2 = time.perf_counter()
-        check_onnx_file(tmp)
-        try:
-            onnx.checker.check_model(str(tmp), full_check=True)
-        except Exception as exc:  # checker raises ValidationError / InferenceError
-            raise GateFailed(
-                f"{name}: onnx.checker rejected the exported model ({first_line(exc)}); "
-                "the file was not written"
-            ) from exc
-        max_diff = _check_with_ort(ctx, tmp, name=name, precision=precision)
-        check_time = time.perf_counter() - t2
+        t0 = time.perf_counter()
+        max_diff = _check_file(ctx, tmp, name=name, precision=precision)
+        check_time = time.perf_counter() - t0
+    export_time += save_time
     record = FileRecord.of(ctx.run_dir, name)
     entry = ArtifactEntry(
         name=name,
         format="onnx",
         files=[record],
         precision=cfg.precision,
-        inputs=inputs,
-        outputs=outputs,
+        inputs=meta["inputs"],
+        outputs=meta["outputs"],
         extra={
             "opset": ctx.opset,
             "exporter": meta["exporter"],
@@ -145,6 +113,53 @@ def export_onnx(ctx: ExportContext, progress: StepFn | None = None) -> FormatRes
         metadata=meta,
         entry=entry,
     )
+
+
+def _build(ctx: ExportContext, name: str, say: StepFn) -> tuple[onnx.ModelProto, dict, float]:
+    """The in-memory proto (fp16-converted if asked) with its metadata, and the seconds spent."""
+    cfg = ctx.cfg
+    say(f"{name}: exporting ({cfg.exporter} exporter, opset {ctx.opset})")
+    t0 = time.perf_counter()
+    proto = _export_legacy(ctx) if cfg.exporter == "legacy" else _export_dynamo(ctx)
+    if cfg.precision == "fp16":
+        say(f"{name}: converting to fp16")
+        proto = convert_to_fp16(proto)
+    inputs, outputs = signature(ctx.info, batch=None if ctx.dynamic_batch else cfg.batch_size)
+    meta = artifact_metadata(
+        ctx.shared,
+        fmt="onnx",
+        precision=cfg.precision,
+        inputs=inputs,
+        outputs=outputs,
+        exporter=exporter_label(cfg.exporter),
+        opset=ctx.opset,
+    )
+    _set_metadata(proto, meta)
+    return proto, meta, time.perf_counter() - t0
+
+
+def _save(proto: onnx.ModelProto, path: Path) -> float:
+    """Write one self-contained file (VGG16 is far below protobuf's 2 GB message limit)."""
+    import onnx
+
+    t0 = time.perf_counter()
+    onnx.save_model(proto, str(path), save_as_external_data=False)
+    return time.perf_counter() - t0
+
+
+def _check_file(ctx: ExportContext, path: Path, *, name: str, precision: str) -> float:
+    """Structure, ``onnx.checker`` (full) and ORT CPU vs eager; the largest logit difference."""
+    import onnx
+
+    check_onnx_file(path)
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except Exception as exc:  # checker raises ValidationError / InferenceError
+        raise GateFailed(
+            f"{name}: onnx.checker rejected the exported model ({first_line(exc)}); "
+            "the file was not written"
+        ) from exc
+    return _check_with_ort(ctx, path, name=name, precision=precision)
 
 
 def dynamo_export(

@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from exporter.core.errors import UsageError
+from exporter.runtimes.cuda_math import fp32_label
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 
@@ -148,12 +149,28 @@ class Runtime(ABC):
     def synchronize(self) -> None:  # noqa: B027 - a no-op is the right default on CPU
         """Wait for queued device work (CUDA); no-op on CPU."""
 
+    def _tf32(self) -> bool:
+        """Whether the caller allowed TF32 for fp32 math (option ``tf32``; CUDA only)."""
+        return bool(self.options.get("tf32", False)) and self.device.startswith("cuda")
+
+    def effective_precision(self) -> str:
+        """The math this runtime really runs, which the reports print as its precision.
+
+        The artifact's own precision unless a runtime casts (eager/compile autocast): a
+        TorchScript or ONNX fp32 file asked for bf16 still runs fp32 and says so. fp32 on
+        CUDA with TF32 allowed is named ``tf32``.
+        """
+        precision = self.artifact.precision
+        return fp32_label(self.device, self._tf32()) if precision == "fp32" else precision
+
     def describe(self) -> dict[str, Any]:
         """What is actually in use: providers, precision, threads, device."""
         return {
             "runtime": self.name,
             "device": self.device,
-            "precision": self.precision,
+            "precision": self.effective_precision(),
+            "precision_requested": self.precision,
+            "tf32": self._tf32() if self.device.startswith("cuda") else None,
             "artifact": self.artifact.name,
             "threads": self.threads,
         }

@@ -17,6 +17,7 @@ from exporter.core.errors import RuntimeUnavailable
 from exporter.runtimes.base import Runtime, register
 from exporter.runtimes.eager import load_eager_model
 from exporter.runtimes.torch_common import (
+    TORCH_DTYPES,
     autocast_context,
     check_device,
     cuda_sync,
@@ -90,6 +91,10 @@ class CompileRuntime(Runtime):
 
     def to_numpy(self, output: Any) -> np.ndarray:
         return tensor_to_numpy(output)
+
+    def effective_precision(self) -> str:
+        # fp16/bf16 run under autocast (matmuls and convolutions in that dtype).
+        return self.precision if self.precision in TORCH_DTYPES else super().effective_precision()
 
     def synchronize(self) -> None:
         cuda_sync(self.device)

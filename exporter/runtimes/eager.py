@@ -11,6 +11,7 @@ from exporter.core.runfolder import open_run
 from exporter.model.vgg import load_reference_model
 from exporter.runtimes.base import Artifact, Runtime, register
 from exporter.runtimes.torch_common import (
+    TORCH_DTYPES,
     autocast_context,
     check_device,
     cuda_sync,
@@ -58,6 +59,10 @@ class EagerRuntime(Runtime):
 
     def to_numpy(self, output: Any) -> np.ndarray:
         return tensor_to_numpy(output)
+
+    def effective_precision(self) -> str:
+        # fp16/bf16 run under autocast (matmuls and convolutions in that dtype).
+        return self.precision if self.precision in TORCH_DTYPES else super().effective_precision()
 
     def synchronize(self) -> None:
         cuda_sync(self.device)

@@ -48,8 +48,7 @@ def restore_rng(rng: dict[str, Any]) -> None:
     import torch
 
     torch.set_rng_state(rng["torch"])
-    if rng.get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["cuda"])
+    restore_cuda_rng(rng.get("cuda"))
     n = rng["numpy"]
     np.random.set_state(
         (
@@ -62,6 +61,36 @@ def restore_rng(rng: dict[str, Any]) -> None:
     )
     version, internal, gauss = rng["python"]
     random.setstate((version, tuple(internal), gauss))
+
+
+def restore_cuda_rng(states: list[Any] | None) -> int:
+    """Restore the saved CUDA generators onto the GPUs this machine has; returns how many.
+
+    A checkpoint saved with more GPUs than are visible now (or on a CUDA machine, resumed on
+    a CPU one) restores the states that have a device and drops the rest:
+    ``set_rng_state_all`` would index past the last device.
+    """
+    import torch
+
+    if not states or not torch.cuda.is_available():
+        return 0
+    n = min(len(states), torch.cuda.device_count())
+    for index in range(n):
+        torch.cuda.set_rng_state(states[index], index)
+    return n
+
+
+def restore_scaler(scaler: Any, state: dict[str, Any] | None) -> bool:
+    """Load a saved GradScaler state when there is one and the scaler is in use.
+
+    A CPU or bf16 run saves a disabled scaler's empty state (``{}``), which an enabled one
+    (fp16 on CUDA after a resume across devices) refuses to load: it then starts fresh, as
+    a new fp16 run would. Returns whether a state was loaded.
+    """
+    if not state or not scaler.is_enabled():
+        return False
+    scaler.load_state_dict(state)
+    return True
 
 
 def checkpoint_dir(run_dir: Path) -> Path:

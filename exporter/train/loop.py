@@ -35,6 +35,7 @@ from exporter.train.common import (
     resolve_device,
     validate,
 )
+from exporter.train.device_setup import EpochBatches, amp_dtype, determinism, make_head
 from exporter.train.recipe import phase_lr_factor, plan_phases, unfreeze_epoch
 
 if TYPE_CHECKING:
@@ -99,12 +100,6 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed % 2**32)
         random.seed(cfg.seed)
-        if cfg.deterministic:
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-            torch.use_deterministic_algorithms(True)
-            torch.backends.cudnn.benchmark = False
-        elif self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True
         self.bundle = build_datasets(cfg.data)
         weights = "none" if self.resume else cfg.weights  # resume loads its own weights
         self.model = build_vgg16(num_classes=self.bundle.num_classes, weights=weights)
@@ -112,10 +107,7 @@ class Trainer:
         self.model.to(self.device)
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        self.amp_dtype = None
-        if self.device.type == "cuda" and cfg.amp:
-            bf16 = torch.cuda.is_bf16_supported()
-            self.amp_dtype = torch.bfloat16 if bf16 else torch.float16
+        self.amp_dtype = amp_dtype(self.device.type, cfg.amp, device_index=self.device.index)
         self.scaler = torch.amp.GradScaler(
             self.device.type, enabled=self.amp_dtype == torch.float16
         )
@@ -148,7 +140,12 @@ class Trainer:
         self.steps_per_epoch = math.ceil(n / cfg.batch_size)
         self.total_steps = cfg.epochs * self.steps_per_epoch
         self.phases = plan_phases(cfg, self.steps_per_epoch)
-        self.forward = torch.compile(self.model) if cfg.compile else self.model
+        # Trunk and head compiled apart, so --compile also speeds up phase 1 (frozen trunk).
+        self.trunk, self.head = self.model.features, make_head(self.model)
+        if cfg.compile:
+            self.trunk, self.head = torch.compile(self.trunk), torch.compile(self.head)
+        self._loaders: dict[str, Any] = {}
+        self._epoch_batches = EpochBatches()
         self.train_cache = self.val_cache = None
         if self.resume:
             self._load_checkpoint()
@@ -208,7 +205,7 @@ class Trainer:
         save_checkpoint(self.run_dir, self._state(), meta)
 
     def _load_checkpoint(self) -> None:
-        from exporter.train.checkpoint import load_checkpoint, restore_rng
+        from exporter.train.checkpoint import load_checkpoint, restore_rng, restore_scaler
 
         state = load_checkpoint(self.run_dir)
         loop = state["loop"]
@@ -218,7 +215,7 @@ class Trainer:
             self.unfreeze()
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
+        restore_scaler(self.scaler, state["scaler"])
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
         self.global_step = int(state["scheduler"]["global_step"])
         self.sums = dict(loop["sums"])
@@ -264,7 +261,7 @@ class Trainer:
         clean_stale_temps(self.run_dir)
         clean_stale_temps(self.run_dir / CHECKPOINT_DIR)
         t0 = time.perf_counter()
-        with self._signals():
+        with self._signals(), determinism(self.cfg.deterministic, self.device.type):
             try:
                 self._setup()
             except BaseException:
@@ -317,6 +314,7 @@ class Trainer:
         return mode == "on" or not self.augment
 
     def _free_cache(self) -> None:
+        getattr(self, "_loaders", {}).clear()  # persistent workers end with their loader
         for c in (self.train_cache, self.val_cache):
             if c is not None:
                 c.close()
@@ -417,10 +415,7 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     def _head(self, f: torch.Tensor) -> torch.Tensor:
-        import torch
-
-        m = self.model
-        return m.classifier(torch.flatten(m.avgpool(f), 1))
+        return self.head(f)
 
     def _batches(self, epoch: int, cached: bool) -> Iterator[tuple[Any, Any]]:
         """This epoch's batches from ``self.step`` on; the shuffle depends only on (seed, epoch)."""
@@ -436,14 +431,17 @@ class Trainer:
             for idx in index_batches:
                 yield self.train_cache.batch(idx)
             return
-        loader = DataLoader(
-            self.bundle.train,
-            batch_sampler=[b.tolist() for b in index_batches],
-            num_workers=self.workers,
-            pin_memory=self.device.type == "cuda",
-            generator=torch.Generator().manual_seed(self.cfg.seed + epoch),
-        )
-        yield from loader
+        self._epoch_batches.set(index_batches)
+        if "train" not in self._loaders:  # one loader: its workers live across epochs
+            self._loaders["train"] = DataLoader(
+                self.bundle.train,
+                batch_sampler=self._epoch_batches,
+                num_workers=self.workers,
+                pin_memory=self.device.type == "cuda",
+                persistent_workers=self.workers > 0,
+                generator=torch.Generator().manual_seed(self.cfg.seed + epoch),
+            )
+        yield from self._loaders["train"]
 
     def _run_epoch(self) -> None:
         import torch
@@ -475,10 +473,10 @@ class Trainer:
                     logits = self._head(x)
                 elif trunk_frozen:
                     with torch.no_grad():  # nothing to learn there: skip its autograd graph
-                        f = self.model.features(x)
+                        f = self.trunk(x)
                     logits = self._head(f)
                 else:
-                    logits = self.forward(x)
+                    logits = self._head(self.trunk(x))
                 loss = self.criterion(logits.float(), y)
             loss_v = float(loss.item())
             _check_finite(loss_v, epoch, self.step + 1, self.optimizer, self.run_dir)
@@ -557,12 +555,16 @@ class Trainer:
             bs = self.cfg.batch_size
             batches = (self.val_cache.batch(np.arange(i, min(n, i + bs))) for i in range(0, n, bs))
         else:
-            batches = DataLoader(
-                self.bundle.val,
-                batch_size=self.cfg.batch_size,
-                num_workers=self.workers,
-                pin_memory=self.device.type == "cuda",
-                generator=torch.Generator().manual_seed(0),
+            batches = self._loaders.setdefault(
+                "val",
+                DataLoader(
+                    self.bundle.val,
+                    batch_size=self.cfg.batch_size,
+                    num_workers=self.workers,
+                    pin_memory=self.device.type == "cuda",
+                    persistent_workers=self.workers > 0,
+                    generator=torch.Generator().manual_seed(0),
+                ),
             )
         with torch.no_grad():
             for x, y in batches:

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-__all__ = ["LRFinderResult", "find_lr", "plot_lr_find", "valley"]
+__all__ = ["LRFinderResult", "choose_lr", "find_lr", "plot_lr_find", "valley"]
 
 
 START_LR = 1e-7
@@ -52,6 +52,7 @@ class LRFinderResult:
     seconds: float = 0.0
     images: int = 0
     stopped: str = "end"  # "end" (swept to end_lr) | "diverged"
+    warning: str | None = None  # why the rule fell back, for train.json and the log
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -165,17 +166,40 @@ def find_lr(
             break
     if len(losses) < 3:
         raise ValueError(f"the LR range test diverged after {len(losses)} steps")
-    min_loss_lr = float(lrs[losses.index(min(losses))])
+    chosen, rule, warning = choose_lr(lrs, losses, stopped)
     return LRFinderResult(
         lrs=lrs,
         losses=losses,
-        chosen_lr=max(lrs[0], min_loss_lr / 10),
-        min_loss_lr=min_loss_lr,
+        chosen_lr=chosen,
+        rule=rule,
+        min_loss_lr=float(lrs[losses.index(min(losses))]),
         valley_lr=valley(lrs, losses),
         seconds=round(time.perf_counter() - t0, 3),
         images=n,
         stopped=stopped,
+        warning=warning,
     )
+
+
+def choose_lr(lrs: list[float], losses: list[float], stopped: str) -> tuple[float, str, str | None]:
+    """The LR to train with, the rule that chose it, and a warning when the rule fell back.
+
+    Smith's ``minimum/10`` assumes the sweep saw the loss turn up: the minimum then marks the
+    edge of stability and one decade below it is safe. When the loss was still falling at the
+    end of the sweep (an easy, separable problem), the minimum sits at ``end_lr`` only because
+    the sweep stopped there, and a tenth of it (1.0) would wreck the pretrained head; the
+    ``valley`` of the falling curve is then the better-founded choice.
+    """
+    best = losses.index(min(losses))
+    tail = max(3, len(losses) // 10)
+    if stopped == "end" and best >= len(losses) - tail:
+        chosen = valley(lrs, losses)
+        warning = (
+            f"the loss was still falling at the sweep's last LR ({lrs[-1]:.2g}): no divergence "
+            f"seen, so minimum/10 is not defined; used the valley rule ({chosen:.2e})"
+        )
+        return chosen, "valley (no divergence)", warning
+    return max(lrs[0], lrs[best] / 10), "minimum/10", None
 
 
 def plot_lr_find(result: LRFinderResult, dest: Path) -> None:

@@ -10,8 +10,10 @@ The reference's intermediate activations come from forward hooks on ``features.N
 * TorchScript: the traced submodules are called one by one in VGG16's forward order.
 * .pt2: ``torch.export.unflatten`` restores the module tree, then the same hooks as eager.
 
-Runs on the CPU in fp32 inputs; the first layer with
-``max|c - r| > atol + rtol * max|r|`` (the artifact's tolerance profile) is reported.
+The reference runs on the CPU; the candidate runs on the device that verify checked it on
+(``device``: a CUDA-only divergence must show up where it happens), fed fp32 inputs. The
+first layer with ``max|c - r| > atol + rtol * max|r|`` (the artifact's tolerance profile) is
+reported.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ def layer_order(model: Any) -> list[str]:
 
 
 def _hooked_activations(
-    model: Any, x: np.ndarray, names: list[str] | None = None
+    model: Any, x: np.ndarray, names: list[str] | None = None, device: str = "cpu"
 ) -> dict[str, np.ndarray]:
     import torch
 
@@ -60,7 +62,7 @@ def _hooked_activations(
         handles.append(module.register_forward_hook(hook))
     try:
         with torch.inference_mode():
-            model(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
+            model(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device))
     finally:
         for h in handles:
             h.remove()
@@ -87,7 +89,23 @@ def _onnx_layer_outputs(model_proto: Any) -> dict[str, str]:
     return last
 
 
-def _onnx_activations(path: Path, x: np.ndarray) -> dict[str, np.ndarray]:
+def _probe_session(path: Path, device: str) -> Any:
+    """An unoptimised session on ``device`` (optimisations may fuse away the values read)."""
+    if not device.startswith("cuda"):
+        return cpu_session(path, optimize=False)
+    import onnxruntime as ort
+
+    from exporter.core.errors import RuntimeUnavailable
+    from exporter.runtimes.ort import session_options
+
+    providers = [("CUDAExecutionProvider", {"use_tf32": 0}), "CPUExecutionProvider"]
+    session = ort.InferenceSession(str(path), session_options(optimize=False), providers=providers)
+    if session.get_providers()[0] != "CUDAExecutionProvider":
+        raise RuntimeUnavailable("localize on cuda: ONNX Runtime fell back to the CPU provider")
+    return session
+
+
+def _onnx_activations(path: Path, x: np.ndarray, device: str = "cpu") -> dict[str, np.ndarray]:
     import onnx
 
     proto = onnx.load(str(path))
@@ -102,8 +120,7 @@ def _onnx_activations(path: Path, x: np.ndarray) -> dict[str, np.ndarray]:
     with tempfile.TemporaryDirectory(prefix="tlx-localize-") as tmp:
         tmp_path = Path(tmp) / "model.onnx"
         onnx.save(proto, str(tmp_path))
-        # Optimisations may fuse away the very values we want to read.
-        session = cpu_session(tmp_path, optimize=False)
+        session = _probe_session(tmp_path, device)
         feed_type = session.get_inputs()[0].type
         dtype = np.float16 if feed_type == "tensor(float16)" else np.float32
         names = list(outputs)
@@ -114,41 +131,43 @@ def _onnx_activations(path: Path, x: np.ndarray) -> dict[str, np.ndarray]:
     return {n: np.asarray(v, dtype=np.float32) for n, v in zip(names, values, strict=True)}
 
 
-def _replayed_activations(module: Any, x: np.ndarray) -> dict[str, np.ndarray]:
+def _replayed_activations(module: Any, x: np.ndarray, device: str = "cpu") -> dict[str, np.ndarray]:
     """A TorchScript VGG16's activations: its submodules called one by one in forward order."""
     import torch
 
     acts: dict[str, np.ndarray] = {}
-    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device)
     dtype = next(module.parameters()).dtype
     t = t.to(dtype)
     with torch.inference_mode():
         # VGG.forward: features → avgpool → flatten → classifier, replayed module by module.
         for i, child in enumerate(module.features.children()):
             t = child(t)
-            acts[f"features.{i}"] = t.float().clone().numpy()
+            acts[f"features.{i}"] = t.float().clone().cpu().numpy()
         t = module.avgpool(t)
-        acts["avgpool"] = t.float().clone().numpy()
+        acts["avgpool"] = t.float().clone().cpu().numpy()
         t = torch.flatten(t, 1)
         for i, child in enumerate(module.classifier.children()):
             t = child(t)
-            acts[f"classifier.{i}"] = t.float().clone().numpy()
+            acts[f"classifier.{i}"] = t.float().clone().cpu().numpy()
     return acts
 
 
-def _module_runtime(artifact: Any) -> Any:
-    """The registered CPU runtime that loads ``artifact`` as a torch module, loaded."""
+def _module_runtime(artifact: Any, device: str = "cpu") -> Any:
+    """The registered runtime that loads ``artifact`` as a torch module on ``device``, loaded."""
     from exporter.runtimes import load_all
 
     for cls in load_all().values():
-        if hasattr(cls, "load_module") and cls.supports(artifact, "cpu"):
-            runtime = cls(artifact, "cpu")
+        if hasattr(cls, "load_module") and cls.supports(artifact, device):
+            runtime = cls(artifact, device)
             runtime.load()  # the manifest hash check comes first, as for verify and bench
             return runtime
     raise ValueError(f"cannot localize artifacts of format {artifact.format!r}")
 
 
-def candidate_activations(artifact: Any, x: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
+def candidate_activations(
+    artifact: Any, x: np.ndarray, names: list[str], device: str = "cpu"
+) -> dict[str, np.ndarray]:
     """Per-layer activations of an artifact (hash-checked before loading).
 
     ONNX is read from a probe copy with extra graph outputs; torch formats are loaded by
@@ -158,26 +177,38 @@ def candidate_activations(artifact: Any, x: np.ndarray, names: list[str]) -> dic
         artifact: the candidate.
         x: float32 NCHW input.
         names: the reference's layer names in forward order.
+        device: where the candidate runs (``cpu`` or ``cuda``).
     """
     if artifact.format == "onnx":
         # verified_path includes the ONNX structure/external-data check.
-        return _onnx_activations(artifact.verified_path(), x)
-    runtime = _module_runtime(artifact)
+        return _onnx_activations(artifact.verified_path(), x, device)
+    runtime = _module_runtime(artifact, device)
     try:
         program = getattr(runtime, "program", None)
         if program is not None:  # .pt2: unflatten restores the module tree for the hooks
             import torch
 
-            return _hooked_activations(torch.export.unflatten(program), x, names)
-        return _replayed_activations(runtime.module, x)
+            return _hooked_activations(torch.export.unflatten(program), x, names, device)
+        return _replayed_activations(runtime.module, x, device)
     finally:
         runtime.close()
 
 
+def _strict_fp32(device: str) -> Any:
+    import contextlib
+
+    from exporter.runtimes.cuda_math import tf32_mode
+
+    return tf32_mode(False) if device.startswith("cuda") else contextlib.nullcontext()
+
+
 def localize_divergence(
-    reference: Any, artifact: Any, x: np.ndarray, tol: Tolerance
+    reference: Any, artifact: Any, x: np.ndarray, tol: Tolerance, *, device: str = "cpu"
 ) -> dict[str, Any]:
     """Compare activations layer by layer; return the first diverging layer and the figures.
+
+    The reference runs on the CPU, the candidate on ``device`` (fp32 there with TF32 off, as
+    verify ran it).
 
     Returns:
         ``{"layer": name or None, "layers": [{layer, max_abs_error, scale, limit,
@@ -185,7 +216,8 @@ def localize_divergence(
         none diverges (then the difference arises after the last comparable layer).
     """
     ref_acts = _hooked_activations(reference, x)
-    cand_acts = candidate_activations(artifact, x, layer_order(reference))
+    with _strict_fp32(device):
+        cand_acts = candidate_activations(artifact, x, layer_order(reference), device)
     rtol = tol.rtol if tol.rtol is not None else FALLBACK_RTOL
     rows = []
     first = None

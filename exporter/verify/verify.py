@@ -4,12 +4,19 @@ The reference is the trained model rebuilt from ``model.safetensors`` (hash-chec
 the manifest), never an exported file, and it always runs in fp32 on the CPU. Every
 candidate gets the same inputs: seeded random batches and real held-out images. All
 failures are collected before the verdict; a runtime that errors gets an ``error`` and
-the others continue.
+the others continue; one that cannot load here (RuntimeUnavailable) is listed under
+``skipped`` with the reason, and only when no candidate at all could run is it exit 3.
+
+On CUDA the candidates run with TF32 off (torch's flags for the command, restored after;
+ONNX Runtime's ``use_tf32: 0``; TensorRT builds under ``NVIDIA_TF32_OVERRIDE=0``): fp32 is
+judged as fp32, against the CUDA fp32 profile (see ``tolerance.profile_for``). The flags
+are recorded in verify.json's ``math``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,6 +60,9 @@ class CandidateResult:
     # False when the profile's verdict rests on held-out images (int8) and there were none
     # (--samples 0): the pass then covers random inputs only, and says so.
     task_checked: bool = True
+    # The file's manifest hash: a later consumer (predict, the Triton export) can tell a
+    # verdict about this file from one about a file re-exported since.
+    sha256: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -69,6 +79,7 @@ class ParityReport:
     candidates: list[CandidateResult]
     skipped: list[dict[str, Any]]
     notes: list[str] = field(default_factory=list)
+    math: dict[str, Any] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -95,6 +106,7 @@ class ParityReport:
             "config": self.config,
             "environment": self.environment,
             "reference": {"runtime": "eager", "artifact": "model.safetensors", "device": "cpu"},
+            "math": self.math,
             "inputs": self.inputs,
             "candidates": [c.to_dict() for c in self.candidates],
             "skipped": self.skipped,
@@ -185,7 +197,9 @@ def verify_run(
         InputFileError / IntegrityError: bad run folder or manifest, or a file's hash does
             not match (checked for every planned artifact before anything is loaded).
         UsageError: bad config (unknown runtime, bad batch sizes).
-        RuntimeUnavailable: a runtime named in ``cfg.runtimes`` cannot run here.
+        RuntimeUnavailable: a runtime named in ``cfg.runtimes`` is known unavailable on this
+            device before loading, or no candidate at all could load (the others are
+            listed under ``skipped`` with their reasons).
     """
     from exporter.core.envinfo import environment
     from exporter.core.manifest import load_manifest
@@ -222,26 +236,11 @@ def verify_run(
     )
     if labels is not None:
         report.inputs[HELDOUT].update(split="val", labels_n=len(labels))
-    total = len(the_plan.pairs)
-    for i, (cls, art) in enumerate(the_plan.pairs):
-        if progress:
-            progress(f"{cls.name} · {art.name}", i, total)
-        tol = profile_for(art.precision, atol=cfg.atol, rtol=cfg.rtol, min_top1=cfg.min_top1)
-        try:
-            result, worst = _check_candidate(
-                cls, art, cfg=cfg, tol=tol, inputs=inputs, ref_out=ref_out, labels=labels
-            )
-        except RuntimeUnavailable as exc:
-            if the_plan.explicit:
-                raise
-            report.skipped.append({"runtime": cls.name, "artifact": art.name, "reason": str(exc)})
-            continue
-        if cfg.localize and not result.passed and result.error is None:
-            key = worst or next(iter(inputs))
-            result.localization = _localize(reference, art, cls.name, inputs[key], key, tol)
-        report.candidates.append(result)
+    with _candidate_math(cfg.device) as math:
+        report.math = math
+        _check_all(the_plan.pairs, report, cfg, reference, inputs, ref_out, labels, progress)
     if progress:
-        progress("done", total, total)
+        progress("done", len(the_plan.pairs), len(the_plan.pairs))
     for c in report.candidates:
         if not c.task_checked:
             report.notes.append(
@@ -267,6 +266,54 @@ def _require_resources(info: Any, cfg: VerifyConfig) -> None:
         folder=info.run_dir,
     )
     require(need)
+
+
+@contextlib.contextmanager
+def _candidate_math(device: str) -> Iterator[dict[str, Any]]:
+    """TF32 off for the candidates on CUDA (restored after); what was in force, for the report."""
+    if not device.startswith("cuda"):
+        yield {"device": device, "tf32": None}
+        return
+    from exporter.runtimes.cuda_math import tf32_mode
+
+    with tf32_mode(False) as flags:
+        yield {"device": device, "tf32": False, "tf32_flags": flags, "ort_cuda_use_tf32": 0}
+
+
+def _check_all(
+    pairs: list[tuple[type[Runtime], Artifact]],
+    report: ParityReport,
+    cfg: VerifyConfig,
+    reference: Any,
+    inputs: dict[str, np.ndarray],
+    ref_out: dict[str, np.ndarray],
+    labels: np.ndarray | None,
+    progress: Progress | None,
+) -> None:
+    """Check every candidate; unloadable ones go to ``report.skipped`` and the rest go on."""
+    for i, (cls, art) in enumerate(pairs):
+        if progress:
+            progress(f"{cls.name} · {art.name}", i, len(pairs))
+        tol = profile_for(
+            art.precision,
+            atol=cfg.atol,
+            rtol=cfg.rtol,
+            min_top1=cfg.min_top1,
+            device=cfg.device,
+        )
+        try:
+            result, worst = _check_candidate(
+                cls, art, cfg=cfg, tol=tol, inputs=inputs, ref_out=ref_out, labels=labels
+            )
+        except RuntimeUnavailable as exc:
+            report.skipped.append({"runtime": cls.name, "artifact": art.name, "reason": str(exc)})
+            continue
+        if cfg.localize and not result.passed and result.error is None:
+            key = worst or next(iter(inputs))
+            result.localization = _localize(
+                reference, art, cls.name, inputs[key], key, tol, cfg.device
+            )
+        report.candidates.append(result)
 
 
 def _infer_reference(model: Any, x: np.ndarray, batch: int) -> np.ndarray:
@@ -296,8 +343,10 @@ def _check_candidate(
         format=art.format,
         precision=art.precision,
         tolerance=tol.to_dict(),
+        sha256=art.sha256,
     )
-    runtime = cls(art, cfg.device, precision=art.precision, threads=cfg.threads)
+    options = {"tf32": False, "batch_sizes": (*cfg.batch_sizes, max(cfg.batch_sizes))}
+    runtime = cls(art, cfg.device, precision=art.precision, threads=cfg.threads, options=options)
     try:
         runtime.load()
         result.runtime_info = _json_safe(runtime.describe())
@@ -311,6 +360,22 @@ def _check_candidate(
         return result, None
     finally:
         runtime.close()
+    return result, judge_outputs(result, outs, ref_out=ref_out, labels=labels, tol=tol)
+
+
+def judge_outputs(
+    result: CandidateResult,
+    outs: dict[str, np.ndarray],
+    *,
+    ref_out: dict[str, np.ndarray],
+    labels: np.ndarray | None,
+    tol: Tolerance,
+) -> str | None:
+    """Fill ``result``'s figures and verdict from a candidate's outputs; return the worst input.
+
+    The one place a candidate's outputs are judged, whether a local runtime or a server
+    (``tlx verify --server``) produced them.
+    """
     for key, out in outs.items():
         result.per_input[key] = _json_safe(_figures(compare(ref_out[key], out, tol)))
     keys = list(outs)
@@ -344,8 +409,7 @@ def _check_candidate(
     top1 = None if top1_cmp is None else top1_cmp.top1_agreement
     result.failures.extend(gate(overall, tol, top1=top1, accuracy_drop_points=drop).failures)
     result.passed = not result.failures
-    worst = max(keys, key=lambda k: result.per_input[k]["max_abs_error"] or float("inf"))
-    return result, worst
+    return max(keys, key=lambda k: result.per_input[k]["max_abs_error"] or float("inf"))
 
 
 def _localize(
@@ -355,14 +419,17 @@ def _localize(
     x: np.ndarray,
     key: str,
     tol: Tolerance,
+    device: str,
 ) -> dict[str, Any]:
     from exporter.verify.localize import localize_divergence
 
     try:
         # A few images are enough to see where activations part ways, and keep it fast.
-        found = localize_divergence(reference, art, x[:8], tol)
+        # The candidate runs where verify ran it, so a CUDA-only divergence is found.
+        found = localize_divergence(reference, art, x[:8], tol, device=device)
     except Exception as exc:  # localization is a diagnosis aid; it never hides the verdict
         return {"layer": None, "error": _error_text(exc), "input": key}
     found["input"] = key
     found["runtime"] = runtime_name
+    found["device"] = device
     return _json_safe(found)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -411,6 +412,48 @@ def test_suite_markdown_combines_reports(eager_report: BenchReport) -> None:
     assert md.count("| 1.00x |") == 2  # eager against itself at both batch sizes
 
 
+def test_named_runtime_that_cannot_load_is_skipped_and_the_others_are_timed(
+    registry: dict, run_folder: Path
+) -> None:
+    # ORT lists TensorRT without libnvinfer: its load failure must not sink eager's numbers.
+    registry.update(
+        {
+            "fake": fake("fake"),
+            "broken-provider": fake("broken-provider", load_exc=RuntimeUnavailable("no nvinfer")),
+        }
+    )
+    report = bench_run(run_folder, small_cfg(runtimes=("fake", "broken-provider")))
+    assert [r.runtime for r in report.results] == ["fake"]
+    assert all(c.status == "ok" and c.samples_ms for c in report.results[0].cells)
+    assert report.skipped == [
+        {"runtime": "broken-provider", "artifact": "model.safetensors", "reason": "no nvinfer"}
+    ]
+    saved = json.loads((run_folder / BENCH_JSON).read_text())
+    assert saved["skipped"][0]["reason"] == "no nvinfer"
+
+
+def test_precision_label_says_what_ran(registry: dict, run_folder: Path) -> None:
+    # The fake runtime does not autocast: bf16 asked of an fp32 artifact runs fp32.
+    registry.update({"fake": fake("fake")})
+    report = bench_run(run_folder, small_cfg(batch_sizes=(1,), precision="bf16"))
+    row = report.rows()[0]
+    assert row["precision"] == "fp32"
+    assert report.results[0].describe["precision_requested"] == "bf16"
+    assert report.setup["tf32"] is None and report.setup["tf32_flags"] is None  # CPU
+
+
+def test_runtime_peak_memory_counts_its_own_weights_only() -> None:
+    from exporter.bench.measure import DeviceMemory, runtime_peak_mb
+
+    # 500 MiB of weights loaded by this runtime + 120 MiB of activations over the baseline
+    # (the baseline holds every other runtime's weights and is not counted).
+    assert runtime_peak_mb(500.0, 120.0) == 620.0
+    assert runtime_peak_mb(None, 120.0) == 120.0
+    assert runtime_peak_mb(500.0, None) is None
+    cpu = DeviceMemory("cpu")
+    assert cpu.used_mb() is None and cpu.peak_over(cpu.reset_peak()) is None
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA degradation")
 def test_gpu_suite_degrades_to_the_cpu_subset(tmp_path: Path) -> None:
@@ -419,20 +462,33 @@ def test_gpu_suite_degrades_to_the_cpu_subset(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "OUT": str(tmp_path), "PYTHON": sys.executable, "ITERS_CPU": "2"}
     proc = subprocess.run(
         ["bash", str(root / "benchmarks" / "gpu_suite.sh")],
         capture_output=True,
         text=True,
         env=env,
-        timeout=900,
+        timeout=540,  # the device call's bar; the script's own deadline is 510 s
         check=False,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "NO CUDA" in proc.stderr and "NO CUDA" in proc.stdout
-    res = tmp_path / "gpu_suite"
-    report = json.loads((res / "cpu-32px-fp32" / BENCH_JSON).read_text())
+    # What comes back from the device call: one archive and <= 8 files, <= 2 folders deep.
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert {p.name for p in files} == {
+        "gpu_suite.tar.gz",
+        "summary.md",
+        "summary.csv",
+        "steps.tsv",
+    }
+    assert all(len(p.relative_to(tmp_path).parts) <= 3 for p in files)
+    steps = (tmp_path / "steps.tsv").read_text()
+    assert "pytest -m gpu\tskipped: no CUDA" in steps
+    assert "bench cpu-32px-fp32\tok" in steps
+    with tarfile.open(tmp_path / "gpu_suite.tar.gz") as tar:
+        member = tar.extractfile("gpu_suite/cpu-32px-fp32/bench.json")
+        assert member is not None
+        report = json.loads(member.read())
     assert {r["runtime"] for r in report["rows"]} == {"eager", "ort-cpu"}
-    assert (res / "summary.md").is_file()
     assert proc.stdout.strip().splitlines()[-1].startswith("full results:")

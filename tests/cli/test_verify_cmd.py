@@ -34,6 +34,8 @@ def test_verify_passes_and_writes_reports(run_dir: Path, tmp_path: Path, copy_ru
     assert report["environment"]["onnxruntime"]
     cand = report["candidates"][1]
     assert cand["runtime"] == "ort-cpu" and cand["overall"]["max_abs_error"] < 1e-4
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert cand["sha256"] == manifest["artifacts"]["model.onnx"]["files"][0]["sha256"]
     assert cand["tolerance"]["atol"] == 1e-4
     assert (run / "verify.md").read_text().startswith("# tlx verify: PASS")
 

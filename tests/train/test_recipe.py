@@ -8,7 +8,7 @@ import pytest
 
 from exporter.core.config import DataConfig, TrainConfig
 from exporter.data.augment import resolve_augment
-from exporter.train.lr_finder import find_lr, valley
+from exporter.train.lr_finder import choose_lr, find_lr, valley
 from exporter.train.recipe import phase_lr_factor, plan_phases, unfreeze_epoch
 
 
@@ -176,3 +176,16 @@ def test_lr_auto_and_recipe_land_in_train_json_and_survive_resume(tmp_path) -> N
     again = fit(replace(resumed_cfg, epochs=3), resume=True).record
     assert again["recipe"]["peak_lr"] == finder["chosen_lr"]
     assert json.loads((tmp_path / "r" / "train.json").read_text())["epochs"][-1]["epoch"] == 3
+
+
+def test_lr_finder_falls_back_to_valley_when_the_sweep_never_diverges() -> None:
+    lrs = [10 ** (-7 + 0.08 * i) for i in range(101)]  # 1e-7 .. 10
+    falling = [2.3 - 0.02 * i for i in range(101)]  # still falling at end_lr
+    lr, rule, warning = choose_lr(lrs, falling, "end")
+    assert rule.startswith("valley") and warning is not None and "still falling" in warning
+    assert lr == valley(lrs, falling) and lr < 1e-1  # not minimum/10 == 1.0
+    # A curve that turns up keeps Smith's rule and no warning.
+    turned = [2.3 - 0.02 * i for i in range(70)] + [0.9 + 0.1 * i for i in range(31)]
+    lr, rule, warning = choose_lr(lrs, turned, "end")
+    assert (rule, warning) == ("minimum/10", None)
+    assert lr == pytest.approx(lrs[70] / 10)  # the lowest point, 0.9 at index 70

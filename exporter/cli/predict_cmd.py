@@ -1,0 +1,118 @@
+"""``tlx predict RUN IMAGES...``: class names and probabilities from a run's verified artifact."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from exporter.cli.app import app, cli_errors, console, err_console, fail, progress_bar
+from exporter.core.config import PREDICT_OUTPUTS, PredictConfig
+from exporter.core.errors import EXIT_USAGE
+
+if TYPE_CHECKING:
+    from exporter.serve.images import BadImage
+    from exporter.serve.predict import PredictResult
+
+_DEFAULTS = PredictConfig()
+
+
+def _printable(text: str) -> str:
+    # A file name may hold newlines or terminal escapes; a message stays one plain line.
+    return text if text.isprintable() else repr(text)
+
+
+def predict_table(result: PredictResult) -> Table:
+    # Text cells: names from the run or the file system are never read as rich markup.
+    table = Table(title=Text(f"tlx predict · {result.artifact} on {result.runtime}"))
+    for col in ("image", "class", "probability", "next"):
+        table.add_column(col, justify="right" if col == "probability" else "left")
+    for p in result.predictions:
+        (best, prob), rest = p.top[0], p.top[1:]
+        table.add_row(
+            Text(_printable(p.source)),
+            Text(best),
+            f"{prob:.4f}",
+            Text(", ".join(f"{c} {q:.3f}" for c, q in rest)),
+        )
+    return table
+
+
+@app.command("predict")
+def predict_command(
+    run: Annotated[Path, typer.Argument(help="The run folder (with manifest.json).")],
+    images: Annotated[
+        list[str],
+        typer.Argument(help="Image files, folders (searched recursively) or glob patterns."),
+    ],
+    runtime: Annotated[
+        str | None,
+        typer.Option(help="Runtime (default: the one verify used, or the format's own)."),
+    ] = _DEFAULTS.runtime,
+    variant: Annotated[
+        str | None,
+        typer.Option(
+            help="Variant or artifact name (fold-int8, model.onnx, eager); default: bench's "
+            "recommendation, else the preferred variant that passed verify, else model.onnx."
+        ),
+    ] = _DEFAULTS.variant,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = _DEFAULTS.device,
+    top_k: Annotated[int, typer.Option("--top-k", help="Classes per image.")] = _DEFAULTS.top_k,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", help="Images per runtime call.")
+    ] = _DEFAULTS.batch_size,
+    output: Annotated[
+        str, typer.Option("--format", help=f"Output on stdout: {', '.join(PREDICT_OUTPUTS)}.")
+    ] = _DEFAULTS.output,
+    skip_bad: Annotated[
+        bool,
+        typer.Option("--skip-bad", help="Skip unreadable images (exit 0) instead of exit 2."),
+    ] = _DEFAULTS.skip_bad,
+    threads: Annotated[
+        int | None, typer.Option(help="Runtime intra-op threads (default: its own).")
+    ] = _DEFAULTS.threads,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Classify images with the run's verified artifact (the preprocessing recorded at export).
+
+    An unreadable image is one line on stderr naming it; the others are still predicted and
+    the exit code is 2 at the end (0 with --skip-bad). Exit codes: 0 ok, 2 bad input,
+    3 runtime unavailable.
+    """
+    with cli_errors():
+        from exporter.serve.predict import predict_images, render_csv, render_json
+
+        cfg = PredictConfig(
+            runtime=runtime,
+            variant=variant,
+            device=device,
+            top_k=top_k,
+            batch_size=batch_size,
+            output=output,
+            skip_bad=skip_bad,
+            threads=threads,
+        )
+
+        def report_bad(bad: BadImage) -> None:
+            line = f"{_printable(bad.source)}: {bad.reason}"
+            if skip_bad:
+                err_console.print(f"skipped {line}", markup=False, soft_wrap=True)
+            else:
+                err_console.print(f"error: {line}", markup=False, soft_wrap=True)
+
+        with progress_bar(quiet=quiet) as progress:
+            result = predict_images(run, images, cfg, on_error=report_bad, progress=progress)
+        if cfg.output == "json":
+            typer.echo(render_json(result), nl=False)
+            typer.echo()
+        elif cfg.output == "csv":
+            typer.echo(render_csv(result), nl=False)
+        elif result.predictions:
+            console.print(predict_table(result))
+    if result.bad and not skip_bad:
+        raise typer.Exit(EXIT_USAGE)  # each unreadable image already had its error line
+    if not result.predictions:
+        raise fail(f"--skip-bad: none of the {result.images_n} images could be read", EXIT_USAGE)

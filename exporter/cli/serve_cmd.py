@@ -1,0 +1,112 @@
+"""``tlx serve``: the run's chosen artifact behind a real Triton Inference Server."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from exporter.cli.app import Device, app, cli_errors, console, err_console
+from exporter.core.config import ServeConfig
+
+_DEFAULTS = ServeConfig()
+
+
+class StopRequest(threading.Event):
+    """Set by SIGINT/SIGTERM; remembers which signal asked."""
+
+    signum: int = signal.SIGTERM
+
+
+def _on_signals(stop: StopRequest) -> None:
+    def handler(signum: int, _frame: Any) -> None:
+        stop.signum = signum
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, handler)
+
+
+@app.command("serve")
+def serve_command(
+    run: Annotated[Path, typer.Argument(help="The run folder (with manifest.json from export).")],
+    variant: Annotated[
+        str | None,
+        typer.Option(
+            help="Artifact to serve, e.g. fold-int8 (default: the run's recommended one)."
+        ),
+    ] = _DEFAULTS.variant,
+    runtime: Annotated[
+        str | None, typer.Option(help="Runtime that runs it (default: ort-cpu / ort-cuda).")
+    ] = _DEFAULTS.runtime,
+    device: Annotated[Device, typer.Option(help="Where the model runs.")] = Device(
+        _DEFAULTS.device
+    ),
+    host: Annotated[
+        str, typer.Option(help="Address to bind every endpoint to (default: loopback only).")
+    ] = _DEFAULTS.host,
+    http_port: Annotated[int, typer.Option(help="KServe v2 HTTP port.")] = _DEFAULTS.http_port,
+    grpc_port: Annotated[int, typer.Option(help="KServe v2 gRPC port.")] = _DEFAULTS.grpc_port,
+    metrics_port: Annotated[
+        int, typer.Option(help="Prometheus metrics port.")
+    ] = _DEFAULTS.metrics_port,
+    model_name: Annotated[
+        str, typer.Option(help="Name clients address the model by.")
+    ] = _DEFAULTS.model_name,
+    max_batch: Annotated[
+        int, typer.Option(help="Largest batch the dynamic batcher forms.")
+    ] = _DEFAULTS.max_batch,
+    max_queue_delay_us: Annotated[
+        int, typer.Option(help="How long a request may wait for others to fill a batch (us).")
+    ] = _DEFAULTS.max_queue_delay_us,
+    instances: Annotated[
+        int, typer.Option(help="Model instances (each its own session), run in parallel.")
+    ] = _DEFAULTS.instances,
+    threads: Annotated[
+        int | None, typer.Option(help="Intra-op threads per instance (default: the runtime's).")
+    ] = _DEFAULTS.threads,
+    drain_timeout: Annotated[
+        int, typer.Option(help="On SIGINT/SIGTERM, seconds in-flight requests may take.")
+    ] = _DEFAULTS.drain_timeout_s,
+) -> None:
+    """Serve the run's artifact over HTTP and gRPC (KServe v2) until SIGINT/SIGTERM.
+
+    Prints one `ready` line once the model is warm and answered a request through the server.
+    Exit codes: 0 stopped cleanly by a signal, 2 bad option or run, 3 the server cannot start
+    here (nvidia-pytriton missing, a port in use) or stopped by itself.
+    """
+    stop = StopRequest()
+    _on_signals(stop)
+    with cli_errors():
+        from exporter.serve.server import start_server, wait_until_stopped
+
+        cfg = ServeConfig(
+            variant=variant,
+            runtime=runtime,
+            device=device.value,
+            host=host,
+            http_port=http_port,
+            grpc_port=grpc_port,
+            metrics_port=metrics_port,
+            model_name=model_name,
+            max_batch=max_batch,
+            max_queue_delay_us=max_queue_delay_us,
+            instances=instances,
+            threads=threads,
+            drain_timeout_s=drain_timeout,
+        )
+        server = start_server(run, cfg, stop=stop)
+        d = server.describe()
+        console.print(
+            f"ready: model {d['model_name']!r} = {d['artifact']} on {d['runtime']} "
+            f"(x{d['instances']}, max batch {d['max_batch']}, queue delay "
+            f"{d['max_queue_delay_us']} us); HTTP {d['http']}, gRPC {d['grpc']}, "
+            f"metrics {d['metrics']}; served == in-process (max abs {d['self_check_max_abs']:g})",
+            markup=False,
+            soft_wrap=True,
+        )
+        wait_until_stopped(server, stop)
+        err_console.print(f"stopped ({signal.Signals(stop.signum).name}), drained", markup=False)

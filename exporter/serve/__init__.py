@@ -1,0 +1,1 @@
+"""Serving: the predictor behind ``tlx predict`` and ``exporter.load``; the artifact choice."""

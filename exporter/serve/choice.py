@@ -1,0 +1,297 @@
+"""Which artifact of a run to serve, and with which runtime.
+
+Shared by ``tlx predict``, ``tlx serve`` and ``tlx export --format triton``, so all three
+ship the same file. Only files listed in ``manifest.json`` are candidates (every one is
+hash-checked again before a runtime loads it). Default order:
+
+1. ``bench.json``'s recommendation for the device (measured fastest, verified), if the
+   artifact is still in the manifest with the same file and hash;
+2. else the preferred variant that passed ``tlx verify`` on the device (``verify.json``),
+   for the file the manifest lists now;
+3. else ``model.onnx`` on ONNX Runtime (checked against eager when it was exported).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from exporter.core.errors import UsageError
+from exporter.runtimes import load_all
+from exporter.runtimes.base import Artifact, Runtime, get_runtime
+
+BENCH_JSON = "bench.json"
+VERIFY_JSON = "verify.json"
+ONNX_DEFAULT = "model.onnx"
+EAGER_NAMES = ("eager", "safetensors", "model.safetensors")
+# When nothing was benched: int8 and the pooling fold win on CPUs, fp16 on GPUs (an
+# int8 QDQ graph runs partly in fp32 on ORT's CUDA provider). Unlisted variants rank last.
+PREFERENCE = {
+    "cpu": ("fold-int8", "int8", "int8-dynamic", "fold", None, "fp16"),
+    "cuda": ("fp16", "fold", None, "fold-int8", "int8", "int8-dynamic"),
+}
+# The runtime a format runs on when none is named.
+DEFAULT_RUNTIME = {
+    ("onnx", "cpu"): "ort-cpu",
+    ("onnx", "cuda"): "ort-cuda",
+    ("torchscript", "cpu"): "torchscript",
+    ("torchscript", "cuda"): "torchscript",
+    ("pt2", "cpu"): "pt2",
+    ("pt2", "cuda"): "pt2",
+    ("safetensors", "cpu"): "eager",
+    ("safetensors", "cuda"): "eager",
+}
+
+
+def shown(value: str, limit: int = 60) -> str:
+    """A user-supplied name made safe for a one-line message (repr, truncated)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 4] + "...'"
+
+
+def device_kind(device: str) -> str:
+    """``cpu`` or ``cuda`` (``cuda:1`` counts as cuda); anything else is a usage error."""
+    if device == "cpu":
+        return "cpu"
+    if device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit()):
+        return "cuda"
+    raise UsageError(f"--device {shown(device)}: choose cpu or cuda")
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The artifact to run, the runtime's name, and why this one (for reports)."""
+
+    artifact: Artifact
+    runtime: str
+    reason: str
+
+
+def choose_artifact(
+    run: str | Path,
+    *,
+    device: str = "cpu",
+    variant: str | None = None,
+    runtime: str | None = None,
+    formats: Iterable[str] | None = None,
+) -> tuple[Artifact, str]:
+    """The artifact to run and the runtime's name; see :func:`choose`."""
+    choice = choose(run, device=device, variant=variant, runtime=runtime, formats=formats)
+    return choice.artifact, choice.runtime
+
+
+def choose(
+    run: str | Path,
+    *,
+    device: str = "cpu",
+    variant: str | None = None,
+    runtime: str | None = None,
+    formats: Iterable[str] | None = None,
+    check_available: bool = True,
+) -> Choice:
+    """Choose the artifact (and runtime) to run on ``device``.
+
+    Args:
+        run: the run folder (must have ``manifest.json``).
+        device: ``cpu`` or ``cuda``.
+        variant: a variant name (``fold-int8``) or manifest artifact name (``model.onnx``,
+            ``model.safetensors`` for the eager weights); None = the default order above.
+        runtime: a registered runtime name; None = the one recorded or the format's default.
+        formats: only artifacts of these formats (the Triton export takes ``onnx`` only).
+        check_available: False when the artifact is shipped elsewhere rather than run here
+            (the Triton export for a GPU server, made on a CPU machine).
+
+    Raises:
+        UsageError: unknown runtime or variant, or the runtime cannot run the artifact.
+        InputFileError: bad run folder or manifest (or none: run ``tlx export`` first).
+        RuntimeUnavailable: the runtime cannot run on ``device`` here (exit 3).
+    """
+    from exporter.runtimes.selection import artifacts_of_run
+
+    kind = device_kind(device)
+    cls = get_runtime(runtime) if runtime is not None else None
+    arts = artifacts_of_run(run)  # the weights (hash from the manifest) + every manifest entry
+    runnable = {f for c in load_all().values() for f in c.formats}
+    allowed = set(formats) if formats is not None else runnable
+    arts = [a for a in arts if a.format in allowed]
+    if variant is not None:
+        art = _named(arts, variant, allowed if formats is not None else None)
+        name = cls.name if cls else _recorded_runtime(art, kind) or _default_runtime(art, kind)
+        _check_pair(get_runtime(name), art, kind, check_available)
+        return Choice(art, name, "--variant")
+    if cls is not None:
+        if kind not in cls.devices:
+            raise UsageError(
+                f"--runtime {cls.name} runs on {'/'.join(cls.devices)} only, not {kind}: "
+                "pass --device to match"
+            )
+        arts = [a for a in arts if cls.supports(a, kind)]
+        if not arts:
+            raise UsageError(
+                f"--runtime {cls.name}: the run has no {'/'.join(cls.formats)} artifact "
+                f"for {kind} (run `tlx export` with that format)"
+            )
+    choice = _default_choice(arts, kind, cls, check_available)
+    _check_pair(get_runtime(choice.runtime), choice.artifact, kind, check_available)
+    return choice
+
+
+def _named(arts: list[Artifact], variant: str, allowed: set[str] | None) -> Artifact:
+    """The artifact ``variant`` names (variant name, manifest name, or the eager weights)."""
+    for art in arts:
+        if variant in (art.name, art.metadata.get("variant")) or (
+            art.format == "safetensors" and variant in EAGER_NAMES
+        ):
+            return art
+    choices = sorted({a.metadata.get("variant") or a.name for a in arts})
+    only = f" ({'/'.join(sorted(allowed))} only)" if allowed else ""
+    raise UsageError(
+        f"--variant {shown(variant)}: the run has no such artifact{only}; choose from: "
+        f"{', '.join(choices) or 'none (run `tlx export` / `tlx optimize` first)'}"
+    )
+
+
+def _check_pair(cls: type[Runtime], art: Artifact, kind: str, check_available: bool) -> None:
+    from exporter.core.errors import RuntimeUnavailable
+
+    if art.format not in cls.formats:
+        raise UsageError(
+            f"--runtime {cls.name} runs {'/'.join(cls.formats)} files, not {art.name} "
+            f"({art.format})"
+        )
+    if kind not in cls.devices:
+        raise UsageError(
+            f"--runtime {cls.name} runs on {'/'.join(cls.devices)} only, not {kind}: "
+            "pass --device to match"
+        )
+    reason = cls.unavailable_reason(kind) if check_available else None
+    if reason:
+        raise RuntimeUnavailable(f"--runtime {cls.name}: {reason}")
+
+
+def _default_runtime(art: Artifact, kind: str) -> str:
+    return DEFAULT_RUNTIME.get((art.format, kind), "ort-cpu")
+
+
+def _recorded_runtime(art: Artifact, kind: str) -> str | None:
+    """The runtime a passing verify candidate used for ``art`` on this device, if any."""
+    for cand in _passed_candidates(art.run_dir, kind):
+        if cand.get("artifact") == art.name and _same_file(cand, art):
+            return str(cand.get("runtime"))
+    return None
+
+
+def _usable(runtime: str, art: Artifact, kind: str, check_available: bool) -> bool:
+    """A runtime named in a report is registered here, runs the artifact, and (when asked) can
+    run on this machine: a report from another machine must not stop the choice."""
+    cls = load_all().get(runtime)
+    if cls is None or not cls.supports(art, kind):
+        return False
+    return not check_available or cls.unavailable_reason(kind) is None
+
+
+def _default_choice(
+    arts: list[Artifact], kind: str, cls: type[Runtime] | None, check_available: bool
+) -> Choice:
+    by_name = {a.name: a for a in arts}
+    run_dir = arts[0].run_dir if arts else None
+    if run_dir is not None:
+        for rec in _recommendations(run_dir, kind):
+            art = by_name.get(str(rec.get("artifact")))
+            rt = str(rec.get("runtime") or "")
+            if art is None or (cls is not None and rt != cls.name):
+                continue
+            if rec.get("file") not in (None, art.path.relative_to(art.run_dir).as_posix()):
+                continue
+            if _same_file(rec, art) and _usable(rt, art, kind, check_available):
+                return Choice(art, rt, f"bench.json recommendation for {kind}")
+        passed = [
+            (c, by_name[str(c.get("artifact"))])
+            for c in _passed_candidates(run_dir, kind)
+            if str(c.get("artifact")) in by_name
+            and _same_file(c, by_name[str(c.get("artifact"))])
+            and (cls is None or c.get("runtime") == cls.name)
+            and _usable(
+                str(c.get("runtime")), by_name[str(c.get("artifact"))], kind, check_available
+            )
+        ]
+        if passed:
+            cand, art = min(passed, key=lambda p: _rank(p[1], kind))
+            return Choice(art, str(cand.get("runtime")), f"passed tlx verify on {kind}")
+    onnx = by_name.get(ONNX_DEFAULT)
+    if onnx is not None and (cls is None or cls.supports(onnx, kind)):
+        why = "no variant passed tlx verify here: checked against eager at export"
+        return Choice(onnx, cls.name if cls else _default_runtime(onnx, kind), why)
+    if not arts:
+        raise UsageError("the run has no artifact to run: run `tlx export RUN` first")
+    art = min(arts, key=lambda a: _rank(a, kind))
+    return Choice(art, cls.name if cls else _default_runtime(art, kind), "preferred format")
+
+
+def _rank(art: Artifact, kind: str) -> tuple[int, str]:
+    order = PREFERENCE[kind]
+    variant = art.metadata.get("variant")
+    if art.format == "safetensors":
+        return (len(order) + 2, art.name)  # the eager weights: the last resort
+    if art.format != "onnx":
+        return (len(order) + 1, art.name)
+    return (order.index(variant) if variant in order else len(order), art.name)
+
+
+def _same_file(record: dict[str, Any], art: Artifact) -> bool:
+    """A report row is about this file unless it records a different sha256."""
+    sha = record.get("sha256")
+    return sha is None or sha == art.sha256
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    """A report file's object, or {} when it is absent or unreadable (reports are advisory)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _recommendations(run_dir: Path, kind: str) -> list[dict[str, Any]]:
+    """bench.json's verified recommendations for ``kind``, largest batch first."""
+    recs = _read_json(run_dir / BENCH_JSON).get("recommendations")
+    if not isinstance(recs, list):
+        return []
+    mine = [
+        r
+        for r in recs
+        if isinstance(r, dict)
+        and r.get("verified") is True
+        and device_kind_or_none(str(r.get("device"))) == kind
+    ]
+    return sorted(mine, key=lambda r: -_as_int(r.get("batch_size")))
+
+
+def _passed_candidates(run_dir: Path, kind: str) -> list[dict[str, Any]]:
+    """verify.json's passing candidates when it ran on ``kind``."""
+    report = _read_json(run_dir / VERIFY_JSON)
+    config = report.get("config")
+    if not isinstance(config, dict) or device_kind_or_none(str(config.get("device"))) != kind:
+        return []
+    cands = report.get("candidates")
+    if not isinstance(cands, list):
+        return []
+    return [c for c in cands if isinstance(c, dict) and c.get("passed") is True]
+
+
+def device_kind_or_none(device: str) -> str | None:
+    try:
+        return device_kind(device)
+    except UsageError:
+        return None
+
+
+def _as_int(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0

@@ -1,0 +1,246 @@
+"""Starting tritonserver through nvidia-pytriton, and the quirks of doing so.
+
+PyTriton 0.7 bundles tritonserver 2.51 with only the Python backend: the model runs in this
+process, in a callable bound per instance (:func:`bind`). What needs care, each handled here:
+the stub's libpython (:func:`libpython_on_library_path`), the thread that starts the server
+(:class:`Launcher`), where the server's log goes, and the model config's ``parameters``
+that name the served file (:func:`_name_artifact`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import sys
+import sysconfig
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from exporter.core.config import ServeConfig
+from exporter.core.errors import EnvironmentUnavailable, Interrupted
+from exporter.serve.client import (
+    INPUT_NAME,
+    OUTPUT_NAME,
+    PARAM_ARTIFACT,
+    PARAM_PRECISION,
+    PARAM_RUNTIME,
+    PARAM_SHA256,
+)
+
+if TYPE_CHECKING:
+    from exporter.serve.predictor import Predictor
+
+STARTUP_TIMEOUT_S = 180.0
+LOG_NAME = "tritonserver.log"
+PYTRITON_FIX = "install it with: pip install 'tlx[serve]' (nvidia-pytriton, Linux only)"
+
+
+def import_pytriton() -> Any:
+    if not sys.platform.startswith("linux"):
+        raise EnvironmentUnavailable(
+            f"tlx serve needs Linux: nvidia-pytriton ships tritonserver for Linux only "
+            f"(this is {sys.platform}); use the Triton container with `tlx export --format triton`"
+        )
+    try:
+        import pytriton.triton as triton_mod
+    except ImportError as exc:
+        raise EnvironmentUnavailable(
+            f"tlx serve needs nvidia-pytriton ({exc}); {PYTRITON_FIX}"
+        ) from exc
+    return triton_mod
+
+
+@contextlib.contextmanager
+def libpython_on_library_path() -> Iterator[None]:
+    """Put this interpreter's libpython first on the server's library path.
+
+    PyTriton's Python-backend stub links ``libpython3.X.so.1.0`` dynamically. Without this, a
+    pyenv/conda interpreter's stub picks up the system's libpython of the same minor version
+    and fails in model init ("'_thread.RLock' object has no attribute '_recursion_count'").
+    tritonserver copies the environment when it starts, so the change is undone afterwards.
+    """
+    libdir = sysconfig.get_config_var("LIBDIR")
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    if not libdir or not (Path(libdir) / f"libpython{version}.so.1.0").exists():
+        yield  # a static interpreter: the stub's own lookup is all there is
+        return
+    old = os.environ.get("LD_LIBRARY_PATH")
+    os.environ["LD_LIBRARY_PATH"] = libdir + (os.pathsep + old if old else "")
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("LD_LIBRARY_PATH", None)
+        else:
+            os.environ["LD_LIBRARY_PATH"] = old
+
+
+def _infer_function(predictor: Predictor) -> Callable[..., dict[str, np.ndarray]]:
+    from pytriton.decorators import batch
+
+    @batch
+    def infer(**inputs: np.ndarray) -> dict[str, np.ndarray]:
+        return {OUTPUT_NAME: predictor.logits(inputs[INPUT_NAME])}
+
+    return infer
+
+
+def bind(triton_mod: Any, predictors: list[Predictor], cfg: ServeConfig) -> Any:
+    """A configured (not yet started) ``pytriton.triton.Triton`` with the model bound.
+
+    Its log goes to ``<log_dir>/tritonserver.log`` (``triton.tlx_log_dir``), so stdout stays
+    for the ``ready`` line and a failure can quote the server's own reason.
+    """
+    log_dir = Path(tempfile.mkdtemp(prefix="tlx-serve-"))
+    from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
+
+    first = predictors[0]
+    size = first.image_size
+    config = triton_mod.TritonConfig(
+        http_address=cfg.host,
+        http_port=cfg.http_port,
+        grpc_address=cfg.host,
+        grpc_port=cfg.grpc_port,
+        metrics_address=cfg.host,
+        metrics_port=cfg.metrics_port,
+        exit_timeout_secs=cfg.drain_timeout_s,
+        log_file=log_dir / LOG_NAME,
+        allow_gpu_metrics=cfg.device != "cpu",
+    )
+    # PyTriton guards these endpoints with a token; statistics stay open because the load
+    # test reads the batcher's figures from them (they reveal counts and times, nothing else).
+    restricted = [e for e in triton_mod.DEFAULT_PROTECTED_ENDPOINTS if e != "statistics"]
+    triton = triton_mod.Triton(
+        config=config,
+        security_config=triton_mod.TritonSecurityConfig(restricted_endpoints=restricted),
+    )
+    triton.bind(
+        model_name=cfg.model_name,
+        infer_func=[_infer_function(p) for p in predictors],
+        inputs=[Tensor(name=INPUT_NAME, dtype=np.float32, shape=(3, size, size))],
+        outputs=[Tensor(name=OUTPUT_NAME, dtype=np.float32, shape=(len(first.classes),))],
+        config=ModelConfig(
+            max_batch_size=cfg.max_batch,
+            batcher=DynamicBatcher(max_queue_delay_microseconds=cfg.max_queue_delay_us),
+        ),
+        strict=True,
+    )
+    _name_artifact(triton, cfg.model_name, first)
+    triton.tlx_log_dir = log_dir
+    return triton
+
+
+def _name_artifact(triton: Any, model_name: str, predictor: Predictor) -> None:
+    """Put the artifact's name and hash into the model config's ``parameters``.
+
+    PyTriton's public ModelConfig has no ``parameters``; its generated config carries the
+    backend parameters of the model, which Triton reports at ``/v2/models/<m>/config``.
+    Clients use them to refuse comparing against a different file.
+    """
+    art = predictor.artifact
+    params = {
+        PARAM_ARTIFACT: art.name,
+        PARAM_SHA256: art.sha256 or "",
+        PARAM_PRECISION: art.precision,
+        PARAM_RUNTIME: predictor.runtime_name,
+    }
+    for model in triton._model_manager.models:  # PyTriton 0.7's model registry
+        if model.model_name == model_name:
+            model._get_triton_model_config().backend_parameters.update(params)
+
+
+class Launcher:
+    """Starts tritonserver on its own thread, which then lives as long as the server.
+
+    PyTriton starts tritonserver with ``PR_SET_PDEATHSIG``, which fires when the *thread* that
+    forked it ends: a thread that returned after start-up would take the server down with it
+    (and the main thread is busy watching for a dead server and for signals meanwhile).
+    Because the launcher thread lives until :meth:`release`, a crash of this process still
+    stops tritonserver, so no server outlives tlx.
+    """
+
+    def __init__(self, triton: Any) -> None:
+        self.triton = triton
+        self.log_dir: Path | None = getattr(triton, "tlx_log_dir", None)
+        self.error: BaseException | None = None
+        self.started = threading.Event()
+        self._release = threading.Event()
+        self._thread = threading.Thread(target=self._main, name="tlx-triton", daemon=True)
+
+    def _main(self) -> None:
+        try:
+            self.triton.run()
+        except BaseException as exc:  # handed to the main thread
+            self.error = exc
+        finally:
+            self.started.set()
+        self._release.wait()
+
+    def start(self, stop: threading.Event) -> None:
+        """Start the server and load the model; fail fast when the server process dies."""
+        self._thread.start()
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while not self.started.wait(0.2):
+            if stop.is_set():
+                signum = int(getattr(stop, "signum", 15))
+                raise Interrupted("tlx serve was stopped during start-up", signum=signum)
+            if _server_exited(self.triton):
+                raise EnvironmentUnavailable(f"tritonserver exited at start-up: {self.log_tail()}")
+            if time.monotonic() > deadline:
+                raise EnvironmentUnavailable(
+                    f"the Triton server was not ready after {STARTUP_TIMEOUT_S:.0f} s: "
+                    f"{self.log_tail() or 'no log'}"
+                )
+        if self.error is not None:
+            raise EnvironmentUnavailable(
+                _startup_reason(self.error, self.log_tail())
+            ) from self.error
+
+    def log_tail(self, lines: int = 3) -> str:
+        """The server's last error lines (Triton prefixes them with ``E``), else its last lines."""
+        log = self.log_dir / LOG_NAME if self.log_dir else None
+        try:
+            text = log.read_text(encoding="utf-8", errors="replace")[-65536:] if log else ""
+        except OSError:
+            text = ""
+        all_lines = [line.strip() for line in text.splitlines() if line.strip()]
+        errors = [line for line in all_lines if line.startswith("E")]
+        return " | ".join((errors or all_lines)[-lines:])
+
+    def stop(self) -> None:
+        """Stop tritonserver (Triton drains in-flight requests first), then end the thread."""
+        try:
+            with contextlib.suppress(Exception):
+                self.triton.stop()
+        finally:
+            self._release.set()
+            self._thread.join(timeout=5)
+            if self.log_dir is not None:
+                shutil.rmtree(self.log_dir, ignore_errors=True)
+
+
+def _startup_reason(error: BaseException, log_tail: str) -> str:
+    text = " ".join(str(error).split())
+    if "_recursion_count" in text:
+        libdir = sysconfig.get_config_var("LIBDIR")
+        return (
+            "the model failed to initialise in Triton's Python-backend stub: it loaded a libpython "
+            f"other than this interpreter's ({sys.executable}, {libdir}); use a Python built "
+            "with --enable-shared whose LIBDIR holds libpython"
+        )
+    return f"the Triton server failed to start: {error.__class__.__name__}: {text[:400]}" + (
+        f" (server log: {log_tail})" if log_tail else ""
+    )
+
+
+def _server_exited(triton: Any) -> bool:
+    server = getattr(triton, "_triton_server", None)  # PyTriton 0.7's process wrapper
+    running = getattr(server, "_tritonserver_running_cmd", None)
+    return running is not None and not server.is_alive()

@@ -1,0 +1,131 @@
+"""``tlx predict``: classify image files with a run's artifact; JSON and CSV renderings.
+
+Unreadable images are collected, not raised: the others are still predicted and the CLI
+decides the exit code (2 unless ``skip_bad``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from exporter.core.config import PREDICT_OUTPUTS, PredictConfig
+from exporter.core.errors import UsageError
+from exporter.core.report import Progress
+from exporter.serve.images import BadImage, expand_inputs
+from exporter.serve.predictor import MAX_BATCH, MAX_TOP_K, Prediction, check_int, load
+
+
+@dataclass
+class PredictResult:
+    """What ``predict_images`` did: predictions in input order and the files it could not use."""
+
+    run_dir: Path
+    artifact: str
+    runtime: str
+    device: str
+    predictions: list[Prediction]
+    bad: list[BadImage] = field(default_factory=list)
+
+    @property
+    def images_n(self) -> int:
+        return len(self.predictions) + len(self.bad)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_dir": str(self.run_dir),
+            "artifact": self.artifact,
+            "runtime": self.runtime,
+            "device": self.device,
+            "predictions": [p.to_dict() for p in self.predictions],
+            "unreadable": [{"source": b.source, "reason": b.reason} for b in self.bad],
+        }
+
+
+def validate(cfg: PredictConfig) -> None:
+    """Cheap option checks, before any file is read.
+
+    Raises:
+        UsageError: naming the option and the valid values.
+    """
+    check_int("--top-k", cfg.top_k, MAX_TOP_K)
+    check_int("--batch-size", cfg.batch_size, MAX_BATCH)
+    if cfg.output not in PREDICT_OUTPUTS:
+        raise UsageError(f"--format {cfg.output!r}: choose from {', '.join(PREDICT_OUTPUTS)}")
+    if cfg.threads is not None:
+        check_int("--threads", cfg.threads, 1024)
+
+
+def predict_images(
+    run: str | Path,
+    inputs: Sequence[str | Path],
+    cfg: PredictConfig | None = None,
+    *,
+    on_error: Callable[[BadImage], None] | None = None,
+    progress: Progress | None = None,
+) -> PredictResult:
+    """Expand ``inputs`` (files, folders, globs), load the run's artifact, predict every image.
+
+    Args:
+        run: the run folder (with ``manifest.json``).
+        inputs: image files, folders (searched recursively) and glob patterns.
+        cfg: settings (default :class:`PredictConfig`).
+        on_error: also called for each unreadable image as it is met.
+        progress: ``(description, done, total)`` after each batch.
+
+    Raises:
+        UsageError: bad options, an input that matches nothing, unknown variant or runtime.
+        InputFileError / IntegrityError: bad run folder or manifest; a changed artifact.
+        RuntimeUnavailable: the runtime cannot run on the device here (exit 3).
+    """
+    cfg = cfg or PredictConfig()
+    validate(cfg)
+    paths = expand_inputs(inputs)
+    bad: list[BadImage] = []
+
+    def record(item: BadImage) -> None:
+        bad.append(item)
+        if on_error is not None:
+            on_error(item)
+
+    with load(
+        run, runtime=cfg.runtime, variant=cfg.variant, device=cfg.device, threads=cfg.threads
+    ) as predictor:
+        preds = predictor.predict(
+            paths,
+            top_k=cfg.top_k,
+            batch_size=cfg.batch_size,
+            progress=progress,
+            on_error=record,
+        )
+        return PredictResult(
+            run_dir=predictor.artifact.run_dir,
+            artifact=predictor.artifact.name,
+            runtime=predictor.runtime_name,
+            device=cfg.device,
+            predictions=preds,
+            bad=bad,
+        )
+
+
+def render_json(result: PredictResult) -> str:
+    return json.dumps(result.to_dict(), indent=2, allow_nan=False)
+
+
+CSV_COLUMNS = ("source", "rank", "class", "probability")
+
+
+def render_csv(result: PredictResult) -> str:
+    """One row per image × rank (long format: the same columns for any ``--top-k``)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for p in result.predictions:
+        for rank, (name, prob) in enumerate(p.top, start=1):
+            writer.writerow([p.source, rank, name, f"{prob:.6f}"])
+    return buf.getvalue()

@@ -1,0 +1,267 @@
+"""``tlx serve``: a real Triton Inference Server in front of the run's predictor.
+
+The ``nvidia-pytriton`` package bundles tritonserver with only the Python backend, so the
+model runs in this process: Triton does HTTP/gRPC (KServe v2), validation of every request
+against the model config (name, datatype, shape: a bad request is a 400 that never reaches
+the model), dynamic batching, statistics and metrics, and hands each formed batch to a bound
+callable that calls :meth:`Predictor.logits` (the runtime registry's ``Runtime.infer``).
+
+Order of start-up, so that a served model is a warm one: ports checked free, one predictor
+per instance loaded and warmed at batch 1 and ``max_batch``, tritonserver started, the
+model bound; then one request through the server must give the in-process logits before
+:func:`start_server` returns.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from exporter.core.config import ServeConfig
+from exporter.core.errors import EnvironmentUnavailable, GateFailed, UsageError
+from exporter.serve.client import TritonHttpClient
+from exporter.serve.launch import Launcher, bind, import_pytriton, libpython_on_library_path
+
+if TYPE_CHECKING:
+    from exporter.serve.predictor import Predictor
+
+# With several instances, PyTriton's stubs start in parallel and every instance but the first
+# waits only 1 s for the first one's handshake socket (pytriton #109): on a busy machine the
+# load fails with this message. A fresh start usually wins the race.
+INSTANCE_HANDSHAKE_RACE = "Timeout occurred while waiting for config file"
+STARTUP_ATTEMPTS = 3
+WARMUP_MAX_BATCH = 64
+
+
+@dataclass
+class RunningServer:
+    """A started server: its endpoints, what it serves, and how to stop it."""
+
+    launcher: Launcher
+    predictors: list[Predictor]
+    config: ServeConfig
+    self_check_max_abs: float = float("nan")
+    _stopped: bool = False
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{_url_host(self.config.host)}:{self.config.http_port}"
+
+    @property
+    def grpc_address(self) -> str:
+        return f"{_url_host(self.config.host)}:{self.config.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{_url_host(self.config.host)}:{self.config.metrics_port}/metrics"
+
+    def describe(self) -> dict[str, Any]:
+        p = self.predictors[0]
+        return {
+            "model_name": self.config.model_name,
+            "artifact": p.artifact.name,
+            "sha256": p.artifact.sha256,
+            "precision": p.artifact.precision,
+            "runtime": p.runtime_name,
+            "image_size": p.image_size,
+            "classes": len(p.classes),
+            "instances": len(self.predictors),
+            "max_batch": self.config.max_batch,
+            "max_queue_delay_us": self.config.max_queue_delay_us,
+            "http": self.http_url,
+            "grpc": self.grpc_address,
+            "metrics": self.metrics_url,
+            "self_check_max_abs": self.self_check_max_abs,
+        }
+
+    def alive(self) -> bool:
+        return not self._stopped and bool(self.launcher.triton.is_alive())
+
+    def failure(self) -> str:
+        """Why the server is no longer alive, from the tail of its log."""
+        return self.launcher.log_tail() or "tritonserver exited"
+
+    def stop(self) -> None:
+        """Drain in-flight requests (up to ``drain_timeout_s``), stop tritonserver, clean up."""
+        if self._stopped:
+            return
+        self._stopped = True
+        try:
+            self.launcher.stop()
+        finally:
+            for p in self.predictors:
+                p.close()
+
+
+def start_server(
+    run: str | Path, cfg: ServeConfig, *, stop: threading.Event | None = None
+) -> RunningServer:
+    """Load, warm up and serve the run's chosen artifact; return once it answers correctly.
+
+    Args:
+        run: the run folder.
+        cfg: what to serve and where.
+        stop: set it (e.g. from a signal handler) to abandon a start-up in progress.
+
+    Raises:
+        EnvironmentUnavailable: nvidia-pytriton missing, a port in use, tritonserver or the
+            model failed to start (exit 3; the message carries the server's reason).
+        UsageError / InputFileError / RuntimeUnavailable: from choosing or loading the artifact.
+        GateFailed: the server's answer differs from the in-process logits beyond the
+            artifact's tolerance profile.
+    """
+    from exporter.core.runfolder import open_run
+
+    open_run(run)  # a bad run folder is exit 2 before any environment check
+    triton_mod = import_pytriton()
+    check_ports(cfg)
+    predictors = _load_predictors(run, cfg)
+    launcher = None
+    try:
+        for attempt in range(1, STARTUP_ATTEMPTS + 1):
+            launcher = Launcher(bind(triton_mod, predictors, cfg))
+            try:
+                with libpython_on_library_path():
+                    launcher.start(stop or threading.Event())
+                break
+            except EnvironmentUnavailable as exc:
+                launcher.stop()
+                launcher = None
+                if attempt == STARTUP_ATTEMPTS or INSTANCE_HANDSHAKE_RACE not in str(exc):
+                    raise
+        server = RunningServer(launcher, predictors, cfg)
+        server.self_check_max_abs = _self_check(server)
+        return server
+    except BaseException:
+        if launcher is not None:
+            launcher.stop()
+        for p in predictors:
+            p.close()
+        raise
+
+
+def wait_until_stopped(
+    server: RunningServer, stop: threading.Event, *, poll_s: float = 0.5
+) -> None:
+    """Block until ``stop`` is set (then drain and stop) or the server dies.
+
+    Raises:
+        EnvironmentUnavailable: tritonserver or the model's proxy exited on its own.
+    """
+    while not stop.wait(poll_s):
+        if not server.alive():
+            reason = server.failure()
+            server.stop()
+            raise EnvironmentUnavailable(f"the Triton server stopped by itself: {reason}")
+    server.stop()
+
+
+# --- checks before anything starts --------------------------------------------------------
+
+
+def check_ports(cfg: ServeConfig) -> None:
+    """Every port must be free on ``cfg.host`` (tritonserver would otherwise die at start-up).
+
+    Raises:
+        EnvironmentUnavailable: a port is taken or not allowed (exit 3).
+        UsageError: the host is not an address of this machine.
+    """
+    for flag, port in (
+        ("--http-port", cfg.http_port),
+        ("--grpc-port", cfg.grpc_port),
+        ("--metrics-port", cfg.metrics_port),
+    ):
+        try:
+            infos = socket.getaddrinfo(cfg.host, port, type=socket.SOCK_STREAM)
+        except socket.gaierror as exc:
+            raise UsageError(f"--host {cfg.host!r}: not a resolvable address ({exc})") from exc
+        family, _, _, _, addr = infos[0]
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            # As tritonserver binds: a port whose old connections linger in TIME_WAIT is free;
+            # one with a listener is not.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(addr)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise EnvironmentUnavailable(
+                        f"{flag} {port}: {cfg.host}:{port} is already in use (another server?); "
+                        f"stop it or pick another port with {flag}"
+                    ) from exc
+                if exc.errno == errno.EACCES:
+                    raise EnvironmentUnavailable(
+                        f"{flag} {port}: binding {cfg.host}:{port} is not permitted (ports below "
+                        f"1024 need privileges); pick another port with {flag}"
+                    ) from exc
+                raise UsageError(
+                    f"--host {cfg.host!r}: cannot bind {cfg.host}:{port} ({exc.strerror}); "
+                    "give an address of this machine"
+                ) from exc
+
+
+# --- the model ----------------------------------------------------------------------------
+
+
+def _load_predictors(run: str | Path, cfg: ServeConfig) -> list[Predictor]:
+    """One predictor (own session) per instance, each warmed at batch 1 and ``max_batch``.
+
+    (At most :data:`WARMUP_MAX_BATCH`: ORT has no per-shape compilation to warm, and a
+    65,536-image warm-up would only exhaust memory.)
+    """
+    from exporter.serve.predictor import load
+
+    predictors: list[Predictor] = []
+    try:
+        for _ in range(cfg.instances):
+            p = load(
+                run,
+                runtime=cfg.runtime,
+                variant=cfg.variant,
+                device=cfg.device,
+                threads=cfg.threads,
+            )
+            predictors.append(p)
+            for b in sorted({1, min(cfg.max_batch, WARMUP_MAX_BATCH)}):
+                p.logits(np.zeros((b, 3, p.image_size, p.image_size), dtype=np.float32))
+    except BaseException:
+        for p in predictors:
+            p.close()
+        raise
+    return predictors
+
+
+def _self_check(server: RunningServer) -> float:
+    """One request through the server must give the in-process logits (profile-judged)."""
+    from exporter.verify.tolerance import compare, gate, profile_for
+
+    p = server.predictors[0]
+    x = np.random.default_rng(0).standard_normal((2, 3, p.image_size, p.image_size), np.float32)
+    with TritonHttpClient(server.http_url) as client:
+        try:
+            served = client.infer(server.config.model_name, x)
+        except Exception as exc:
+            raise EnvironmentUnavailable(
+                f"the Triton server started but its first request failed: {exc}"
+            ) from exc
+    local = p.logits(x)
+    max_abs = float(np.max(np.abs(served - local)))
+    tol = profile_for(p.artifact.precision)
+    verdict = gate(compare(local, served, tol), tol)
+    if not verdict.passed:
+        raise GateFailed(
+            f"served logits differ from in-process {p.runtime_name} on {p.artifact.name}: "
+            f"{'; '.join(verdict.failures)}"
+        )
+    return max_abs
+
+
+def _url_host(host: str) -> str:
+    # A wildcard bind is reached through loopback from this machine.
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    return f"[{host}]" if ":" in host else host

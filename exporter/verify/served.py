@@ -1,0 +1,130 @@
+"""``tlx verify RUN --server URL``: parity of a running server against the eager reference.
+
+The server is one more candidate: the same seeded random batches and held-out images as
+``tlx verify`` go through it (KServe v2 over HTTP), and :func:`judge_outputs` judges its
+answers under the profile of the precision the server says it serves. The report goes to
+``verify-server.json`` / ``.md``, beside (not over) the run's own ``verify.json``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from exporter.core.config import VerifyConfig, to_dict
+from exporter.core.errors import UsageError
+from exporter.core.report import Progress
+from exporter.verify.tolerance import PROFILES, profile_for
+from exporter.verify.verify import (
+    HELDOUT,
+    CandidateResult,
+    ParityReport,
+    _error_text,
+    _infer_reference,
+    _run_batched,
+    build_inputs,
+    judge_outputs,
+)
+
+VERIFY_SERVER_JSON = "verify-server.json"
+VERIFY_SERVER_MD = "verify-server.md"
+RUNTIME_NAME = "triton-http"
+
+
+def verify_server(
+    run_dir: str | Path,
+    cfg: VerifyConfig,
+    *,
+    server: str,
+    model_name: str,
+    progress: Progress | None = None,
+) -> ParityReport:
+    """Send the verify inputs through ``server`` and judge its logits against eager.
+
+    Raises:
+        InputFileError / IntegrityError: bad run folder, manifest or weights.
+        UsageError: the server serves another run's model, or a bad option.
+        EnvironmentUnavailable: nothing answers at ``server`` (exit 3).
+    """
+    from exporter.core.envinfo import environment
+    from exporter.core.manifest import load_manifest
+    from exporter.core.runfolder import open_run
+    from exporter.model.vgg import load_reference_model
+    from exporter.serve.client import TritonHttpClient, check_served_model
+
+    if not cfg.batch_sizes or any(b < 1 for b in cfg.batch_sizes):
+        raise UsageError(f"--batch-sizes must be positive integers, got {cfg.batch_sizes}")
+    info = open_run(run_dir)
+    manifest = load_manifest(info.run_dir)
+    with TritonHttpClient(server) as client:
+        served = client.model(model_name)
+        notes = check_served_model(info, served)
+        if max(cfg.batch_sizes) > served.max_batch_size > 0:
+            raise UsageError(
+                f"--batch-sizes {max(cfg.batch_sizes)}: the server takes at most "
+                f"{served.max_batch_size} images per request"
+            )
+        precision = served.precision
+        if precision not in PROFILES:
+            notes.append("the server does not say its precision: judged under the fp32 profile")
+            precision = "fp32"
+        tol = profile_for(precision, atol=cfg.atol, rtol=cfg.rtol, min_top1=cfg.min_top1)
+        reference = load_reference_model(info, expected=manifest.source)
+        inputs, labels = build_inputs(info, cfg, notes)
+        largest = max(cfg.batch_sizes)
+        if progress:
+            progress("eager reference", 0, 2)
+        ref_out = {k: _infer_reference(reference, x, largest) for k, x in inputs.items()}
+        if progress:
+            progress(f"{RUNTIME_NAME} · {served.artifact or model_name}", 1, 2)
+        result = CandidateResult(
+            runtime=RUNTIME_NAME,
+            artifact=served.artifact or model_name,
+            format="server",
+            precision=precision,
+            tolerance=tol.to_dict(),
+            sha256=served.sha256,
+            runtime_info={"server": server, **served.to_dict()},
+        )
+
+        def infer(x: np.ndarray) -> np.ndarray:
+            return client.infer(
+                model_name, x, input_name=served.input_name, output_name=served.output_name
+            )
+
+        try:
+            outs = {k: _run_batched(infer, x, largest) for k, x in inputs.items()}
+        except Exception as exc:  # the verdict records why the server failed
+            result.error = _error_text(exc)
+            result.failures.append(f"error: {result.error}")
+        else:
+            judge_outputs(result, outs, ref_out=ref_out, labels=labels, tol=tol)
+    if progress:
+        progress("done", 2, 2)
+    report = ParityReport(
+        run_dir=info.run_dir,
+        config={**to_dict(cfg), "server": server, "model_name": model_name},
+        environment=environment("cpu"),
+        inputs={k: {"shape": list(v.shape)} for k, v in inputs.items()},
+        candidates=[result],
+        skipped=[],
+        notes=notes,
+    )
+    if labels is not None:
+        report.inputs[HELDOUT].update(split="val", labels_n=len(labels))
+    return report
+
+
+def write_server_reports(report: ParityReport) -> tuple[Path, Path]:
+    """Write ``verify-server.json`` and ``verify-server.md`` into the run folder, atomically."""
+    from exporter.core.report import write_markdown, write_report_json
+    from exporter.verify.report import render_markdown
+
+    json_path = report.run_dir / VERIFY_SERVER_JSON
+    md_path = report.run_dir / VERIFY_SERVER_MD
+    data: dict[str, Any] = {**report.to_dict(), "command": "verify --server"}
+    write_report_json(json_path, data)
+    write_markdown(md_path, render_markdown(report))
+    return json_path, md_path
