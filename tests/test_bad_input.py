@@ -230,6 +230,55 @@ def _weights_not_vgg(run: Path, tmp: Path) -> None:
     torch.save({"fc.weight": torch.zeros(2, 2)}, tmp / "resnet.pth")
 
 
+def _one_class(run: Path, tmp: Path) -> None:
+    img = Image.new("RGB", (8, 8), "red")
+    _imagefolder(tmp, {"train/cat/0.png": img, "val/cat/0.png": img})
+
+
+def _class_without_training_images(run: Path, tmp: Path) -> None:
+    img = Image.new("RGB", (8, 8), "red")
+    _imagefolder(tmp, {"train/cat/0.png": img, "val/cat/0.png": img, "val/dog/0.png": img})
+    (tmp / "images" / "train" / "dog").mkdir()
+
+
+def _classes_differing_in_case(run: Path, tmp: Path) -> None:
+    img = Image.new("RGB", (8, 8), "red")
+    _imagefolder(tmp, {f"{s}/{c}/0.png": img for s in ("train", "val") for c in ("Dog", "dog")})
+
+
+def _val_unreadable(run: Path, tmp: Path) -> None:
+    img = Image.new("RGB", (8, 8), "red")
+    files: dict[str, bytes | Image.Image] = {"train/a/0.png": img, "train/b/0.png": img}
+    files |= {"val/a/0.png": b"\x89PNG broken", "val/b/0.png": b""}
+    _imagefolder(tmp, files)
+
+
+def _run_image_size_8(run: Path, tmp: Path) -> None:
+    record = json.loads((run / "train.json").read_text())
+    record["preprocessing"]["image_size"] = record["preprocessing"]["resize_size"] = 8
+    (run / "train.json").write_text(json.dumps(record))
+
+
+_LOCK_FDS: list[int] = []  # held by a case's setup until the case ends
+
+
+def _new_run_locked_by_another_train(run: Path, tmp: Path) -> None:
+    (run / "sub").mkdir()
+    _run_locked_by_another_command(run / "sub", tmp)
+
+
+def _run_locked_by_another_command(run: Path, tmp: Path) -> None:
+    import fcntl
+
+    from exporter.core.runlock import LOCK_NAME
+
+    # A second open file description conflicts like another process's lock would.
+    fd = os.open(run / LOCK_NAME, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.write(fd, b"pid 4242: export (tlx export run --format pt2)\n")
+    _LOCK_FDS.append(fd)
+
+
 def _predict_images(run: Path, tmp: Path) -> None:
     _imagefolder(tmp, {"good.png": Image.new("RGB", (40, 40), "red"), "bad.png": b"\x89PNG no"})
 
@@ -254,8 +303,9 @@ def _tampered_onnx_and_images(run: Path, tmp: Path) -> None:
 
 
 IMG = "{tmp}/images"
+SYN = ("train", "--data", "synthetic", "--weights", "none", "--out", "{tmp}/out")
 CASES = [
-    # --- CLI options -------------------------------------------------------------------
+    # --- CLI options (train cases that pass the memory check use 32 px: any machine has it)
     Case("train-batch-0", ("train", "--data", "synthetic", "--batch-size", "0"), 2, "batch-size"),
     Case(
         "train-batch-neg", ("train", "--data", "synthetic", "--batch-size", "-1"), 2, "batch-size"
@@ -449,6 +499,8 @@ CASES = [
             "none",
             "--out",
             "{tmp}/out",
+            "--image-size",
+            "32",
         ),
         2,
         "images",
@@ -456,20 +508,40 @@ CASES = [
     ),
     Case(
         "train-weights-missing",
-        ("train", "--data", "synthetic", "--weights", "{tmp}/w.pth"),
+        ("train", "--data", "synthetic", "--weights", "{tmp}/w.pth", "--image-size", "32"),
         2,
         "w.pth",
     ),
     Case(
         "train-weights-code-pickle",
-        ("train", "--data", "synthetic", "--weights", "{tmp}/evil.pth", "--out", "{tmp}/out"),
+        (
+            "train",
+            "--data",
+            "synthetic",
+            "--weights",
+            "{tmp}/evil.pth",
+            "--out",
+            "{tmp}/out",
+            "--image-size",
+            "32",
+        ),
         2,
         "evil.pth",
         _evil_pickle,
     ),
     Case(
         "train-weights-not-vgg",
-        ("train", "--data", "synthetic", "--weights", "{tmp}/resnet.pth", "--out", "{tmp}/out"),
+        (
+            "train",
+            "--data",
+            "synthetic",
+            "--weights",
+            "{tmp}/resnet.pth",
+            "--out",
+            "{tmp}/out",
+            "--image-size",
+            "32",
+        ),
         2,
         "resnet.pth",
         _weights_not_vgg,
@@ -499,6 +571,91 @@ CASES = [
         _garbage_onnx_hashed,
     ),
     Case("bench-cuda-on-cpu", ("bench", RUN, "--device", "cuda", "--runtimes", "eager"), 3, "cuda"),
+    # --- resources and concurrency (issue 16) ----------------------------------------------
+    Case("train-image-size-8", (*SYN, "--image-size", "8"), 2, "at least 32 px"),
+    Case("train-image-size-huge", (*SYN, "--image-size", "100000"), 2, "largest supported"),
+    Case(
+        "train-batch-beyond-memory",
+        (*SYN, "--image-size", "1024", "--batch-size", "8192"),
+        3,
+        "memory",
+    ),
+    Case(
+        "export-run-image-size-8",
+        ("export", RUN, "--format", "onnx"),
+        2,
+        "image size (train.json",
+        _run_image_size_8,
+    ),
+    Case(
+        "bench-batch-beyond-memory",
+        ("bench", RUN, "--runtimes", "eager", "--batch-sizes", "65536"),
+        3,
+        "memory",
+    ),
+    Case(
+        "export-run-busy-no-wait",
+        ("export", RUN, "--format", "onnx", "--no-wait"),
+        3,
+        "pid 4242",
+        _run_locked_by_another_command,
+    ),
+    Case(
+        "train-run-busy-no-wait",
+        (*SYN[:-1], "{run}/sub", "--image-size", "32", "--no-wait"),
+        3,
+        "pid 4242",
+        _new_run_locked_by_another_train,
+    ),
+    # --- degenerate data ---------------------------------------------------------------------
+    Case(
+        "train-imagefolder-one-class",
+        ("train", "--data", "imagefolder", "--data-dir", IMG, "--weights", "none"),
+        2,
+        "at least 2 classes",
+        _one_class,
+    ),
+    Case(
+        "train-imagefolder-class-without-images",
+        (
+            "train",
+            "--data",
+            "imagefolder",
+            "--data-dir",
+            IMG,
+            "--weights",
+            "none",
+            "--image-size",
+            "32",
+        ),
+        2,
+        "train/dog",
+        _class_without_training_images,
+    ),
+    Case(
+        "train-imagefolder-classes-differ-in-case",
+        ("train", "--data", "imagefolder", "--data-dir", IMG, "--weights", "none"),
+        2,
+        "differ only in case",
+        _classes_differing_in_case,
+    ),
+    Case(
+        "train-imagefolder-val-unreadable",
+        (
+            "train",
+            "--data",
+            "imagefolder",
+            "--data-dir",
+            IMG,
+            "--weights",
+            "none",
+            "--image-size",
+            "32",
+        ),
+        2,
+        "val has no readable images",
+        _val_unreadable,
+    ),
     # --- predict and the Triton export ---------------------------------------------------
     Case("predict-no-manifest", ("predict", RUN, IMG), 2, "manifest.json", _predict_images),
     Case("predict-nothing-matched", ("predict", RUN, "{tmp}/nothing/*.png"), 2, "nothing"),
@@ -585,7 +742,11 @@ def test_bad_input(case: Case, pristine_run: Path, tmp_path: Path) -> None:
     if case.setup is not None:
         case.setup(run, tmp_path)
     argv = [a.replace("{run}", str(run)).replace("{tmp}", str(tmp_path)) for a in case.argv]
-    result = CliRunner().invoke(app, argv)
+    try:
+        result = CliRunner().invoke(app, argv)
+    finally:
+        while _LOCK_FDS:
+            os.close(_LOCK_FDS.pop())
     stderr = result.stderr
     assert result.exit_code == case.code, (result.exit_code, stderr, result.stdout[-500:])
     assert "Traceback" not in stderr and "Traceback" not in result.stdout
@@ -598,3 +759,32 @@ def test_bad_input(case: Case, pristine_run: Path, tmp_path: Path) -> None:
         assert len(errors) == 1, stderr  # exactly one error line
     assert not (tmp_path / "canary").exists()
     assert not (tmp_path / "out").exists(), "a failed train left a run folder behind"
+
+
+def test_disk_full_is_exit_3_and_keeps_the_previous_file(
+    pristine_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write that fails for space: exit 3 with needed vs free bytes, the old file intact."""
+    import errno
+
+    from exporter.core import fsio
+
+    run = tmp_path / "run"
+    shutil.copytree(pristine_run, run, copy_function=_link_weights_copy_rest)
+    before = (run / "train.json").read_bytes()
+
+    def full_disk(path: Path, data: bytes) -> None:
+        with open(path, "wb") as fh:
+            fh.write(data[: len(data) // 3])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(fsio, "_write_file", full_disk)
+    # The manifest is the first plain write of `tlx export` (after the TorchScript file).
+    result = CliRunner().invoke(app, ["export", str(run), "--format", "torchscript"])
+    assert result.exit_code == 3, (result.exit_code, result.stderr)
+    errors = [ln for ln in result.stderr.splitlines() if ln.lower().startswith("error")]
+    assert len(errors) == 1 and "Traceback" not in result.stderr
+    assert "manifest.json" in errors[0] and "bytes are free" in errors[0], errors
+    assert (run / "train.json").read_bytes() == before
+    assert not (run / "manifest.json").exists()  # never half-written
+    assert not list(run.glob(fsio.TMP_PREFIX + "*"))

@@ -60,6 +60,8 @@ from exporter.core.errors import (
 )
 from exporter.core.manifest import hash_once
 from exporter.core.report import Progress
+from exporter.core.resources import bench_need, require
+from exporter.core.runlock import locks_run
 
 __all__ = ["bench_run", "is_oom", "make_inputs"]
 
@@ -95,6 +97,7 @@ def make_inputs(
 # --- the harness --------------------------------------------------------------------------
 
 
+@locks_run("bench")
 @hash_once()
 def bench_run(
     run_dir: str | Path,
@@ -133,6 +136,7 @@ def bench_run(
     threads = cfg.threads or torch.get_num_threads()
     torch.set_num_threads(threads)  # runtimes get the same number for their own pools
     pairs, skipped = _plan(run_dir, cfg)
+    _require_resources(info, cfg, pairs)
     inputs = make_inputs(cfg.batch_sizes, image_size=info.preprocessing.image_size, seed=cfg.seed)
     # torch's TF32 flags are process-global: set for this run only, restored after.
     with tf32_mode(cfg.tf32) if cuda else contextlib.nullcontext() as flags:
@@ -156,6 +160,19 @@ def bench_run(
         report.comparison["baseline"] = str(cfg.compare)
     write_bench_reports(report, Path(cfg.out_dir) if cfg.out_dir else run_dir)
     return report
+
+
+def _require_resources(info: Any, cfg: BenchConfig, pairs: list[tuple[type, Any]]) -> None:
+    """Exit 3 before loading anything when memory cannot hold every planned runtime."""
+    need = bench_need(
+        size=info.preprocessing.image_size,
+        batches=tuple(cfg.batch_sizes),
+        runtimes=len(pairs),
+        arenas=sum(cls.name.startswith("ort") for cls, _ in pairs),
+        num_classes=info.num_classes,
+        folder=Path(cfg.out_dir) if cfg.out_dir else info.run_dir,
+    )
+    require(need)
 
 
 def _environment(cfg: BenchConfig) -> dict[str, Any]:

@@ -142,13 +142,16 @@ def plot_loadtest(report: LoadtestReport, dest: Path) -> None:
 def write_loadtest_reports(report: LoadtestReport, out_dir: Path) -> dict[str, str]:
     """Write loadtest.csv, .md, .png and (last, listing them) loadtest.json."""
     from exporter.core.report import write_csv, write_markdown, write_report_json
+    from exporter.core.runlock import run_lock
 
     out_dir.mkdir(parents=True, exist_ok=True)
     names = (LOADTEST_CSV, LOADTEST_MD, LOADTEST_PNG, LOADTEST_JSON)
     paths = {name: out_dir / name for name in names}
     report.files = {name: str(p) for name, p in paths.items()}
-    write_csv(paths[LOADTEST_CSV], report.rows())
-    write_markdown(paths[LOADTEST_MD], markdown_summary(report))
-    plot_loadtest(report, paths[LOADTEST_PNG])
-    write_report_json(paths[LOADTEST_JSON], report.to_dict())
+    # The set under the run's lock: a concurrent loadtest's files never interleave with ours.
+    with run_lock(out_dir, "loadtest"):
+        write_csv(paths[LOADTEST_CSV], report.rows())
+        write_markdown(paths[LOADTEST_MD], markdown_summary(report))
+        plot_loadtest(report, paths[LOADTEST_PNG])
+        write_report_json(paths[LOADTEST_JSON], report.to_dict())
     return report.files

@@ -93,6 +93,23 @@ def cli_errors() -> Iterator[None]:
         ) from None
 
 
+NO_WAIT_HELP = (
+    "If another tlx command is changing this run, exit 3 naming its pid instead of waiting."
+)
+
+
+@contextlib.contextmanager
+def run_lock_policy(no_wait: bool) -> Iterator[None]:
+    """The run lock's behaviour for one command: wait with one line on stderr, or exit 3."""
+    from exporter.core.runlock import lock_policy
+
+    def say(message: str) -> None:
+        err_console.print(f"note: {message} (--no-wait exits instead)", markup=False)
+
+    with lock_policy(wait=not no_wait, notify=say):
+        yield
+
+
 def parse_batch_sizes(
     text: str, *, option: str = "--batch-sizes", example: str = "1,8,32"
 ) -> tuple[int, ...]:

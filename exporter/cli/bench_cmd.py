@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from exporter.cli.app import (
+    NO_WAIT_HELP,
     Device,
     app,
     cli_errors,
@@ -17,6 +18,7 @@ from exporter.cli.app import (
     exit_if_failed,
     parse_batch_sizes,
     progress_bar,
+    run_lock_policy,
 )
 from exporter.core.config import BenchConfig
 
@@ -105,6 +107,7 @@ def bench_command(
         Path | None,
         typer.Option(help="Folder for bench.json/.md/.csv/.png (default: the run folder)."),
     ] = None,
+    no_wait: Annotated[bool, typer.Option("--no-wait", help=NO_WAIT_HELP)] = False,
     tf32: Annotated[
         bool,
         typer.Option(
@@ -132,7 +135,7 @@ def bench_command(
             cfg = LoadtestConfig(server=server, out_dir=str(out) if out else None)
             run_and_print(run, cfg, quiet=quiet)
         return
-    with cli_errors():
+    with cli_errors(), run_lock_policy(no_wait):
         from exporter.bench.bench import bench_run
         from exporter.runtimes.selection import ALL, parse_runtimes
 

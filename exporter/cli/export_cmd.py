@@ -9,7 +9,15 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from exporter.cli.app import app, cli_errors, console, err_console, progress_bar
+from exporter.cli.app import (
+    NO_WAIT_HELP,
+    app,
+    cli_errors,
+    console,
+    err_console,
+    progress_bar,
+    run_lock_policy,
+)
 from exporter.core.config import EXPORT_FORMATS, ExportConfig, TritonConfig
 
 if TYPE_CHECKING:
@@ -89,6 +97,7 @@ def export_command(
     force: Annotated[
         bool, typer.Option("--force", help="Overwrite artifacts that already exist.")
     ] = _DEFAULTS.force,
+    no_wait: Annotated[bool, typer.Option("--no-wait", help=NO_WAIT_HELP)] = False,
     variant: Annotated[
         str | None,
         typer.Option(help="triton: ship this variant or artifact (fold-int8, model.onnx)."),
@@ -112,7 +121,7 @@ def export_command(
 ) -> None:
     """Export a trained run to TorchScript, ONNX and .pt2; each file is checked against eager
     before it is written, and listed with its sha256 in RUN/manifest.json."""
-    with cli_errors():
+    with cli_errors(), run_lock_policy(no_wait):
         from exporter.export.export import export_run
 
         cfg = ExportConfig(

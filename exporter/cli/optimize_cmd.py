@@ -9,12 +9,14 @@ import typer
 from rich.table import Table
 
 from exporter.cli.app import (
+    NO_WAIT_HELP,
     app,
     cli_errors,
     console,
     err_console,
     exit_if_failed,
     progress_bar,
+    run_lock_policy,
 )
 from exporter.core.config import DEFAULT_OPTIMIZE_VARIANTS, OPTIMIZE_VARIANTS, OptimizeConfig
 
@@ -64,11 +66,12 @@ def optimize_command(
     force: Annotated[
         bool, typer.Option("--force", help="Rebuild variants that already exist.")
     ] = _DEFAULTS.force,
+    no_wait: Annotated[bool, typer.Option("--no-wait", help=NO_WAIT_HELP)] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or table.")] = False,
 ) -> None:
     """Build faster ONNX variants of a run, gate each on held-out images against eager, and list
     the ones that pass in RUN/manifest.json (failures go to RUN/rejected/; exit code 1)."""
-    with cli_errors():
+    with cli_errors(), run_lock_policy(no_wait):
         from exporter.optimize.optimize import optimize_run
 
         cfg = OptimizeConfig(

@@ -17,7 +17,16 @@ from typing import Annotated, Any
 
 import typer
 
-from exporter.cli.app import app, cli_errors, console, debug_enabled, err_console, is_interactive
+from exporter.cli.app import (
+    NO_WAIT_HELP,
+    app,
+    cli_errors,
+    console,
+    debug_enabled,
+    err_console,
+    is_interactive,
+    run_lock_policy,
+)
 from exporter.cli.train_options import resolve_config, worker_args
 from exporter.cli.train_view import TrainProgress, fmt, summary_table
 from exporter.core.config import AUGMENT_MIN_SIZE, DataConfig, TrainConfig
@@ -229,6 +238,7 @@ def train_command(
         int | None,
         typer.Option("--limit-val", min=1, help="Validate on a seeded random subset of N images."),
     ] = _D.limit_val,
+    no_wait: Annotated[bool, typer.Option("--no-wait", help=NO_WAIT_HELP)] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
     nproc: Annotated[
         int | None,
@@ -258,7 +268,7 @@ def train_command(
     ] = 0,
 ) -> None:
     """Train VGG16's head (and optionally the top of the trunk) and write a run folder."""
-    with cli_errors(), _worker_errors():
+    with cli_errors(), _worker_errors(), run_lock_policy(no_wait):
         if any(_given(ctx, name) for name in LAUNCHER_PARAMS):
             from exporter.train.launch import LaunchSpec
 

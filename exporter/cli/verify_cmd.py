@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from exporter.cli.app import (
+    NO_WAIT_HELP,
     Device,
     app,
     cli_errors,
@@ -17,6 +18,7 @@ from exporter.cli.app import (
     exit_if_failed,
     parse_batch_sizes,
     progress_bar,
+    run_lock_policy,
 )
 from exporter.core.config import DEFAULT_MODEL_NAME, VerifyConfig
 
@@ -99,6 +101,7 @@ def verify_command(
         bool,
         typer.Option(help="For a failing artifact, find the first layer that diverges."),
     ] = _DEFAULTS.localize,
+    no_wait: Annotated[bool, typer.Option("--no-wait", help=NO_WAIT_HELP)] = False,
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No progress bar and no table.")
     ] = False,
@@ -120,7 +123,7 @@ def verify_command(
     candidate failed, 2 bad input (including a hash mismatch), 3 a named runtime or the
     device is unavailable here (or fell back).
     """
-    with cli_errors():
+    with cli_errors(), run_lock_policy(no_wait):
         from exporter.runtimes.selection import ALL, parse_runtimes
         from exporter.verify.report import write_reports
         from exporter.verify.verify import verify_run
@@ -138,21 +141,20 @@ def verify_command(
             localize=localize,
             threads=threads,
         )
-        with progress_bar(quiet=quiet) as update:
+        from exporter.core.runlock import run_lock
+
+        # One lock for checking and reporting: no export may change the run in between.
+        with run_lock(run, "verify"), progress_bar(quiet=quiet) as update:
             if server is None:
                 report = verify_run(run, cfg, progress=update)
+                json_path, md_path = write_reports(report)
             else:
-                from exporter.verify.served import verify_server
+                from exporter.verify.served import verify_server, write_server_reports
 
                 report = verify_server(
                     run, cfg, server=server, model_name=model_name, progress=update
                 )
-        if server is None:
-            json_path, md_path = write_reports(report)
-        else:
-            from exporter.verify.served import write_server_reports
-
-            json_path, md_path = write_server_reports(report)
+                json_path, md_path = write_server_reports(report)
         if not quiet:
             console.print(verify_table(report))
             for s in report.skipped:
@@ -162,11 +164,13 @@ def verify_command(
             console.print(f"wrote {json_path} and {md_path}", markup=False)
         # One unwrapped line per candidate: the table folds long names on narrow terminals.
         for c in report.candidates:
-            if c.passed and quiet:
+            if c.passed and c.task_checked and quiet:
                 continue
             line = f"{'pass' if c.passed else 'FAIL'} {c.runtime}/{c.artifact}"
             if c.failures:
                 line += ": " + "; ".join(c.failures)
+            if not c.task_checked:
+                line += " (NOT task-checked: no held-out images, --samples 0)"
             if c.localization is not None:
                 layer = c.localization.get("layer")
                 line += f" [first diverging layer: {layer or c.localization.get('reason')}]"

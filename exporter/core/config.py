@@ -28,6 +28,12 @@ AUGMENT_MODES = ("auto", "on", "off")
 # (benchmarks/RESULTS.md, "Real transfer"); a 4 px shift of a 32 px image moves the object by
 # an eighth of its width, and the frozen trunk cannot learn to ignore it.
 AUGMENT_MIN_SIZE = 64
+# --image-size bounds. Below 32 px VGG16's five 2×2 pools leave no pixel. Above 1024 px
+# (4.6× the 224 px its ImageNet weights were trained at) one image needs ~0.8 GiB of
+# activations to run and ~2.2 GiB to train on, so batches no longer fit common machines
+# (core/resources.py has the arithmetic).
+MIN_IMAGE_SIZE = 32
+MAX_IMAGE_SIZE = 1024
 SYNTHETIC_TRAIN_SIZE = 2000
 SYNTHETIC_VAL_SIZE = 500
 

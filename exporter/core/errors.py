@@ -46,6 +46,10 @@ class EnvironmentUnavailable(TlxError):
     exit_code = EXIT_ENV
 
 
+class DiskFull(EnvironmentUnavailable):
+    """A write ran out of disk space (exit 3); the previous file, if any, is left intact."""
+
+
 class RuntimeUnavailable(EnvironmentUnavailable):
     """A runtime cannot run on this machine (missing package, no CUDA, provider fell back)."""
 

@@ -10,27 +10,42 @@ artifacts are shipped to servers that read them as another user.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from exporter.core.errors import DiskFull, TlxError
+
 TMP_PREFIX = ".tlx-tmp-"
+# A writer that fails (torch.save and onnx.save report ENOSPC without an errno) while the disk
+# has less than this free is reported as a full disk.
+NEARLY_FULL_BYTES = 1 << 20
+_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 
 @contextlib.contextmanager
-def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_path(dest: str | os.PathLike[str], *, size_hint: int | None = None) -> Iterator[Path]:
     """Yield a temp path beside ``dest``; on success it replaces ``dest`` atomically.
 
     The caller writes the temp path by any means (a library's ``save(path)``). On any
-    exception the temp file is removed and ``dest`` is left as it was.
+    exception the temp file is removed and ``dest`` is left as it was; a failure for lack of
+    space becomes :class:`~exporter.core.errors.DiskFull` (exit 3) with the bytes needed
+    (``size_hint``, or at least what was written) and the bytes free.
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=dest.suffix, dir=dest.parent)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=dest.suffix, dir=dest.parent)
+    except OSError as exc:
+        if exc.errno in _SPACE_ERRNOS:
+            raise _disk_full(dest, size_hint, exc, written=0) from exc
+        raise
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -40,10 +55,50 @@ def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, dest)
         _fsync_dir(dest.parent)
-    except BaseException:
+    except BaseException as exc:
+        written = _size(tmp)
+        full = _is_disk_full(exc, dest.parent)
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        if full:
+            raise _disk_full(dest, size_hint, exc, written=written) from exc
         raise
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _is_disk_full(exc: BaseException, folder: Path) -> bool:
+    """ENOSPC/EDQUOT anywhere in the exception's chain, or any failure on a full disk."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in _SPACE_ERRNOS:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    if isinstance(exc, (KeyboardInterrupt, SystemExit, TlxError)):
+        return False  # a deliberate stop (a failed check, a signal) is not about space
+    try:
+        return shutil.disk_usage(folder).free < NEARLY_FULL_BYTES
+    except OSError:
+        return False
+
+
+def _disk_full(dest: Path, size_hint: int | None, exc: BaseException, *, written: int) -> DiskFull:
+    try:
+        free = shutil.disk_usage(dest.parent).free
+    except OSError:
+        free = 0
+    # Without a hint, what the writer got out before failing is a lower bound.
+    needed = f"{size_hint}" if size_hint is not None else f"at least {written}"
+    return DiskFull(
+        f"no space left to write {dest}: it needs {needed} bytes "
+        f"and {free} bytes are free on that disk ({exc.__class__.__name__}); the previous "
+        f"{dest.name}, if any, was kept. Free some space and run the command again"
+    )
 
 
 def _umask() -> int:
@@ -69,8 +124,14 @@ def _fsync_dir(folder: Path) -> None:
 
 def write_bytes(dest: str | os.PathLike[str], data: bytes) -> None:
     """Atomically write ``data`` to ``dest``."""
-    with atomic_path(dest) as tmp:
-        tmp.write_bytes(data)
+    with atomic_path(dest, size_hint=len(data)) as tmp:
+        _write_file(tmp, data)
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    # The one place plain bytes hit the disk (tests replace it to simulate a full disk).
+    with open(path, "wb") as fh:
+        fh.write(data)
 
 
 def write_text(dest: str | os.PathLike[str], text: str) -> None:
@@ -85,9 +146,12 @@ def write_json(dest: str | os.PathLike[str], obj: Any) -> None:
     )
 
 
-def write_with(dest: str | os.PathLike[str], writer: Callable[[Path], None]) -> None:
-    """Atomically produce ``dest`` by calling ``writer(tmp_path)``."""
-    with atomic_path(dest) as tmp:
+def write_with(
+    dest: str | os.PathLike[str], writer: Callable[[Path], None], *, size_hint: int | None = None
+) -> None:
+    """Atomically produce ``dest`` by calling ``writer(tmp_path)`` (``size_hint``: the bytes
+    it is expected to take, for the message if the disk fills)."""
+    with atomic_path(dest, size_hint=size_hint) as tmp:
         writer(tmp)
 
 

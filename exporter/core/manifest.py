@@ -34,6 +34,7 @@ from typing import Any
 
 from exporter.core.errors import InputFileError, IntegrityError
 from exporter.core.fsio import sha256_file, write_json
+from exporter.core.runlock import run_lock
 
 MANIFEST_NAME = "manifest.json"
 # Files matched inside a `hash_once()` block: (path, inode, size, mtime_ns, sha256).
@@ -189,10 +190,31 @@ def load_manifest(run_dir: Path) -> Manifest:
 
 
 def save_manifest(run_dir: Path, manifest: Manifest) -> Path:
-    """Atomically write ``RUN/manifest.json``."""
+    """Atomically write ``RUN/manifest.json`` under the run's lock.
+
+    The lock is re-entrant: a command that holds it for its whole read-modify-write (export,
+    optimize) saves without waiting; a caller that did not take it still cannot interleave
+    with a locked command's save. For a read-modify-write of your own, use
+    :func:`edit_manifest`.
+    """
     path = manifest_path(run_dir)
-    write_json(path, manifest.to_dict())
+    with run_lock(run_dir, "manifest"):
+        write_json(path, manifest.to_dict())
     return path
+
+
+@contextlib.contextmanager
+def edit_manifest(run_dir: Path, *, new: Manifest | None = None) -> Iterator[Manifest]:
+    """Lock the run, read its manifest (``new`` if there is none), yield it, save it.
+
+    Nothing is saved when the block raises. The read happens under the lock, so an update a
+    concurrent command saved a moment ago is in what you change, not lost.
+    """
+    with run_lock(run_dir, "manifest"):
+        exists = manifest_path(run_dir).exists()
+        manifest = load_manifest(run_dir) if exists or new is None else new
+        yield manifest
+        save_manifest(run_dir, manifest)
 
 
 @contextlib.contextmanager

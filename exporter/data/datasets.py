@@ -9,7 +9,6 @@ warning each) for the CLI to show and ``train.json`` to count.
 from __future__ import annotations
 
 import os
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,19 +18,22 @@ import numpy as np
 from exporter.core.config import DATA_SOURCES, DataConfig
 from exporter.core.errors import EnvironmentUnavailable, InputFileError, UsageError
 from exporter.core.preprocess import Preprocessing
+from exporter.core.resources import check_image_size
 from exporter.data.augment import resolve_augment
+from exporter.data.imagefolder import (
+    IMG_EXTENSIONS,
+    SPLITS,
+    FileDataset,
+    SkippedImageWarning,
+    imagefolder_classes,
+    imagefolder_root,
+    imagefolder_split,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from exporter.core.runfolder import RunInfo
-
-IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
-SPLITS = ("train", "val")
-
-
-class SkippedImageWarning(UserWarning):
-    """An unreadable image was left out of the dataset (strict mode turns it into an error)."""
 
 
 @dataclass
@@ -49,22 +51,6 @@ class ArrayDataset:
         from PIL import Image
 
         img = Image.fromarray(self.images[i])  # HWC uint8 -> RGB
-        return (self.transform(img) if self.transform else img), int(self.labels[i])
-
-
-@dataclass
-class FileDataset:
-    """Images read from files on demand (imagefolder); only files that decoded are listed."""
-
-    paths: list[Path]
-    labels: np.ndarray
-    transform: Callable[[Any], Any] | None = None
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int) -> tuple[Any, int]:
-        img = _open_rgb(self.paths[i])
         return (self.transform(img) if self.transform else img), int(self.labels[i])
 
 
@@ -164,7 +150,7 @@ def build_datasets(cfg: DataConfig) -> DataBundle:
 
 
 def _build_full(cfg: DataConfig) -> DataBundle:
-    _check_config(cfg)
+    check_config(cfg)
     pre = Preprocessing(image_size=cfg.image_size)
     train_tf = pre.train_transform(augment=resolve_augment(cfg)[0])
     eval_tf = pre.eval_transform()
@@ -186,11 +172,11 @@ def _build_full(cfg: DataConfig) -> DataBundle:
             list(train_base.classes),
             pre,
         )
-    root = _imagefolder_root(cfg)
-    classes = _imagefolder_classes(root)
+    root = imagefolder_root(str(cfg.data_dir))
+    classes = imagefolder_classes(root)
     skipped: list[dict[str, str]] = []
-    train = _imagefolder_split(root / "train", classes, strict=cfg.strict, skipped=skipped)
-    val = _imagefolder_split(root / "val", classes, strict=cfg.strict, skipped=skipped)
+    train = imagefolder_split(root / "train", classes, strict=cfg.strict, skipped=skipped)
+    val = imagefolder_split(root / "val", classes, strict=cfg.strict, skipped=skipped)
     train.transform, val.transform = train_tf, eval_tf
     return DataBundle(root.name or "imagefolder", train, val, classes, pre, skipped)
 
@@ -253,21 +239,22 @@ def _raw_split(cfg: DataConfig, split: str) -> Any:
 
 
 def _raw_full_split(cfg: DataConfig, split: str) -> Any:
-    _check_config(cfg)
+    check_config(cfg)
     if cfg.source == "synthetic":
         return _synthetic_split(cfg, split)
     if cfg.source == "cifar10":
         return TorchvisionDataset(_cifar10_split(cifar10_dir(cfg), train=split == "train"))
-    root = _imagefolder_root(cfg)
-    classes = _imagefolder_classes(root)
-    return _imagefolder_split(root / split, classes, strict=cfg.strict, skipped=[])
+    root = imagefolder_root(str(cfg.data_dir))
+    classes = imagefolder_classes(root)
+    return imagefolder_split(root / split, classes, strict=cfg.strict, skipped=[])
 
 
-def _check_config(cfg: DataConfig) -> None:
+def check_config(cfg: DataConfig) -> None:
+    """The cheap checks of a data config (options, and the image folder's layout), run
+    before any heavy work; :func:`build_datasets` runs them too."""
     if cfg.source not in DATA_SOURCES:
         raise UsageError(f"--data {cfg.source!r}: expected one of {', '.join(DATA_SOURCES)}")
-    if cfg.image_size < 8:
-        raise UsageError(f"--image-size must be >= 8 pixels, got {cfg.image_size}")
+    check_image_size(cfg.image_size)
     if cfg.source == "synthetic" and (cfg.train_size < 1 or cfg.val_size < 1):
         raise UsageError(
             f"--train-size and --val-size must be >= 1, got {cfg.train_size} / {cfg.val_size}"
@@ -282,6 +269,8 @@ def _check_config(cfg: DataConfig) -> None:
             "--data imagefolder needs --data-dir PATH (a folder with train/<class>/* and "
             "val/<class>/*)"
         )
+    if cfg.source == "imagefolder":
+        imagefolder_classes(imagefolder_root(str(cfg.data_dir)))
 
 
 # --- synthetic --------------------------------------------------------------------------
@@ -340,116 +329,15 @@ def _cifar10_split(root: Path, *, train: bool) -> Any:
         ) from exc
 
 
-# --- imagefolder ------------------------------------------------------------------------
-
-
-def _imagefolder_root(cfg: DataConfig) -> Path:
-    root = Path(str(cfg.data_dir)).expanduser()
-    if not root.is_dir():
-        raise InputFileError(f"--data-dir {root} does not exist or is not a folder")
-    for split in SPLITS:
-        if not (root / split).is_dir():
-            raise InputFileError(
-                f"--data-dir {root} has no {split}/ folder: expected {root}/train/<class>/* "
-                f"and {root}/val/<class>/*"
-            )
-    return root
-
-
-def _class_dirs(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
-def _imagefolder_classes(root: Path) -> list[str]:
-    train, val = _class_dirs(root / "train"), _class_dirs(root / "val")
-    if not train:
-        raise UsageError(
-            f"{root / 'train'} has no class folders: put images in {root}/train/<class>/"
-        )
-    if train != val:
-        only_train = sorted(set(train) - set(val))[:5]
-        only_val = sorted(set(val) - set(train))[:5]
-        raise UsageError(
-            f"{root}: train/ and val/ must have the same class folders (only in train: "
-            f"{only_train}, only in val: {only_val})"
-        )
-    return train
-
-
-def _imagefolder_split(
-    folder: Path, classes: list[str], *, strict: bool, skipped: list[dict[str, str]]
-) -> FileDataset:
-    paths: list[Path] = []
-    labels: list[int] = []
-    for label, name in enumerate(classes):
-        for path in _image_files(folder / name):
-            reason = _check_image(path)
-            if reason is not None:
-                if strict:
-                    raise InputFileError(
-                        f"unreadable image {path}: {reason} (remove it, or drop --strict to "
-                        "skip such files with a warning)"
-                    )
-                skipped.append({"path": str(path), "reason": reason})
-                warnings.warn(
-                    f"skipped unreadable image {path}: {reason}", SkippedImageWarning, stacklevel=3
-                )
-                continue
-            paths.append(path)
-            labels.append(label)
-    if not paths:
-        raise UsageError(
-            f"{folder} has no readable images (extensions {', '.join(IMG_EXTENSIONS)}) in its "
-            "class folders"
-        )
-    return FileDataset(paths, np.asarray(labels, dtype=np.int64))
-
-
-def _image_files(class_dir: Path) -> list[Path]:
-    """Image files under one class folder, subfolders included (as torchvision's ImageFolder),
-    hidden files and folders skipped, in a stable sorted order. Symlinked folders are not
-    followed (a link cycle would never end); symlinked files are."""
-    found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(class_dir):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        for fname in filenames:
-            path = Path(dirpath) / fname
-            wanted = not fname.startswith(".") and path.suffix.lower() in IMG_EXTENSIONS
-            if wanted and path.is_file():  # is_file: a dangling symlink is not an image
-                found.append(path)
-    return sorted(found)
-
-
-def _check_image(path: Path) -> str | None:
-    """Fully decode ``path``; return why it cannot be used, or None if it is fine."""
-    try:
-        if path.stat().st_size == 0:
-            return "empty file (0 bytes)"
-        _open_rgb(path)
-    except InputFileError as exc:
-        return str(exc.__cause__ or exc)
-    except OSError as exc:
-        return f"{exc.__class__.__name__}: {exc}"
-    return None
-
-
-def _open_rgb(path: Path) -> Any:
-    """Decode an image file to RGB; a corrupt, truncated or decompression-bomb file raises.
-
-    Pillow's bomb limit stays on: its warning (over the limit) is raised as an error too,
-    so such a file is handled like any other unreadable image.
-    """
-    from PIL import Image
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                im.load()
-                if im.mode in ("P", "PA") and "transparency" in im.info:
-                    im = im.convert("RGBA")
-                return im.convert("RGB")
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise InputFileError(f"cannot decode image {path}: {exc}") from exc
-    except Image.DecompressionBombWarning as exc:
-        raise InputFileError(f"cannot decode image {path}: {exc}") from exc
+__all__ = [
+    "IMG_EXTENSIONS",
+    "ArrayDataset",
+    "DataBundle",
+    "FileDataset",
+    "SkippedImageWarning",
+    "build_datasets",
+    "check_config",
+    "cifar10_dir",
+    "limit_split",
+    "load_eval_images",
+]

@@ -31,6 +31,8 @@ from exporter.core.manifest import (
     save_manifest,
 )
 from exporter.core.report import Progress
+from exporter.core.resources import export_need, require
+from exporter.core.runlock import locks_run
 from exporter.export.common import ExportContext, FormatResult, StepFn
 from exporter.export.onnx_export import export_onnx, onnx_name
 from exporter.export.torch_export import PT2_NAME, TORCHSCRIPT_NAME, export_pt2, export_torchscript
@@ -144,6 +146,7 @@ def artifact_names(cfg: ExportConfig) -> dict[str, str]:
     return {f: names[f] for f in cfg.formats if f in names}
 
 
+@locks_run("export")
 def export_run(
     run_dir: str | Path, cfg: ExportConfig | None = None, *, progress: Progress | None = None
 ) -> ExportResult:
@@ -176,6 +179,7 @@ def export_run(
             progress(description, done[0], steps)
 
     _refuse_existing(run, cfg)
+    _require_resources(info, cfg, artifact_names(cfg))
     clean_stale_temps(run)  # leftovers of a killed earlier export
 
     say("hashing model.safetensors")
@@ -298,6 +302,22 @@ def _write_report(
     report_path = run / EXPORT_REPORT
     write_json(report_path, report)
     return report_path
+
+
+def _require_resources(info: Any, cfg: ExportConfig, names: dict[str, str]) -> None:
+    """Exit 3 before loading anything when memory or disk cannot hold the export."""
+    fp16 = onnx_name("fp16")
+    need = export_need(
+        size=info.preprocessing.image_size,
+        batch=cfg.batch_size,
+        num_classes=info.num_classes,
+        files={
+            **{n: 2 if n == fp16 else 4 for n in names.values()},  # bytes per parameter
+            **({TRITON: 4} if TRITON in cfg.formats else {}),  # the repository's copy
+        },
+        folder=info.run_dir,
+    )
+    require(need)
 
 
 def _load_or_new_manifest(

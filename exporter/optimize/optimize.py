@@ -39,6 +39,7 @@ from exporter.core.manifest import (
     save_manifest,
 )
 from exporter.core.report import Progress
+from exporter.core.runlock import locks_run
 from exporter.optimize.quantize import (
     GateResult,
     gate_logits,
@@ -55,6 +56,7 @@ from exporter.optimize.ship import (
     load_or_create_manifest,
     place,
     refuse_existing,
+    require_resources,
     stamp_metadata,
 )
 from exporter.runtimes.ort import cpu_logits
@@ -93,6 +95,7 @@ class OptimizeResult:
         return [f"{v.variant} ({v.reason}), kept aside in rejected/" for v in self.rejected]
 
 
+@locks_run("optimize")
 def optimize_run(
     run_dir: str | os.PathLike[str],
     cfg: OptimizeConfig,
@@ -117,6 +120,7 @@ def optimize_run(
 
     info = open_run(run_dir)
     run = info.run_dir
+    require_resources(info, cfg, eval_batch=EVAL_BATCH)  # before any slow work
     clean_stale_temps(run)
     for stale in run.glob(WORK_PREFIX + "*"):  # scratch of a killed earlier optimize
         shutil.rmtree(stale, ignore_errors=True)

@@ -129,6 +129,23 @@ def load_or_create_manifest(info: RunInfo) -> Manifest:
     return Manifest(source=source, metadata=shared_metadata(info, source_sha256=source.sha256))
 
 
+def require_resources(info: RunInfo, cfg: OptimizeConfig, *, eval_batch: int) -> None:
+    """Exit 3 up front when memory or disk cannot hold the requested variants."""
+    from exporter.core.resources import optimize_need, require
+
+    # Bytes per parameter of each file: an upper bound (a folded file is smaller still).
+    per_param = {"int8": 1, "fp16": 2}
+    need = optimize_need(
+        size=info.preprocessing.image_size,
+        images=cfg.eval_samples + cfg.calib_samples,
+        eval_batch=eval_batch,
+        num_classes=info.num_classes,
+        files={v: per_param.get(VARIANT_PRECISION[v], 4) for v in cfg.variants},
+        folder=info.run_dir,
+    )
+    require(need)
+
+
 def refuse_existing(run: Path, manifest: Manifest, cfg: OptimizeConfig) -> None:
     if cfg.force:
         return

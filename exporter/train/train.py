@@ -18,12 +18,17 @@ the process group from torchrun's environment, and leaves it when done.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from exporter.core.allocator import reuse_freed_memory
 from exporter.core.config import TrainConfig
+from exporter.core.errors import UsageError
+from exporter.core.resources import require, train_need
+from exporter.core.runfolder import CHECKPOINT_DIR, TRAIN_JSON
+from exporter.core.runlock import run_lock
 from exporter.train.checkpoint import load_checkpoint
 from exporter.train.common import ProgressFn
 from exporter.train.distributed import DistContext, init_distributed
@@ -75,12 +80,32 @@ def fit(
         EnvironmentUnavailable: CUDA asked for but absent, dataset or weights not available.
         GateFailed: the loss became NaN/Inf (the last good checkpoint is kept).
         Interrupted: SIGINT/SIGTERM; a resumable checkpoint was saved first.
+        RunBusy: another command holds the run folder's lock under ``lock_policy(wait=False)``.
     """
     dist = init_distributed(cfg.device, cfg.batch_size)
     try:
         with reuse_freed_memory():  # ~30% of a CPU step was page faults on re-mmapped buffers
             trainer = Trainer(cfg, progress=progress, resume=resume, dist=dist)
-            return TrainResult(trainer.run_dir, trainer.run())
+            # Each process holds its share of the global batch.
+            _check_resources(trainer.cfg, trainer.device.type, dist.world_size)
+            # Rank 0 alone writes the run folder, so it alone takes the run's lock (the others
+            # waiting on it would never reach the collectives rank 0 waits for).
+            lock = (
+                run_lock(trainer.run_dir, "train", create=True)
+                if dist.is_main
+                else contextlib.nullcontext()
+            )
+            with lock:
+                # Checked again under the lock: two trains into one new --out both passed the
+                # first check; the second must not write over the first's run.
+                run = trainer.run_dir
+                exists = (run / TRAIN_JSON).exists() or (run / CHECKPOINT_DIR).exists()
+                if dist.is_main and not resume and exists:
+                    raise UsageError(
+                        f"--out {run} already holds a run (another tlx train just wrote it); "
+                        f"choose another --out, or continue it with --resume {run}"
+                    )
+                return TrainResult(trainer.run_dir, trainer.run())
     except Exception as exc:
         mapped = _lost_peer(exc, dist)
         if mapped is exc:
@@ -107,3 +132,26 @@ def _lost_peer(exc: Exception, dist: DistContext) -> Exception:
             "checkpoint in the run folder is intact: continue with tlx train --resume RUN"
         )
     return exc
+
+
+def _check_resources(cfg: TrainConfig, device: str, world_size: int = 1) -> None:
+    """Exit 2 for bad data options or an image size VGG16 cannot take, 3 when memory or disk
+    is short (data options first: a missing --data-dir is the message, not the memory)."""
+    from exporter.data.datasets import check_config
+    from exporter.model.vgg import parse_unfreeze_from
+    from exporter.train.recipe import unfreeze_epoch
+
+    check_config(cfg.data)
+    first = parse_unfreeze_from(cfg.unfreeze_from) if unfreeze_epoch(cfg) is not None else None
+    out = Path(cfg.out) if cfg.out else Path.cwd()
+    # Ten classes for the estimate: the head grows by 16 kB per class, noise beside 0.5 GB.
+    need = train_need(
+        size=cfg.data.image_size,
+        batch=max(1, cfg.batch_size // world_size),
+        num_classes=10,
+        first_trainable=first,
+        optimizer=cfg.optimizer,
+        device=device,
+        folder=out,
+    )
+    require(need)

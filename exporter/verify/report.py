@@ -14,11 +14,13 @@ VERIFY_MD = "verify.md"
 def write_reports(report: ParityReport) -> tuple[Path, Path]:
     """Write ``verify.json`` and ``verify.md`` into the run folder, atomically."""
     from exporter.core.report import write_markdown, write_report_json
+    from exporter.core.runlock import run_lock
 
     json_path = report.run_dir / VERIFY_JSON
     md_path = report.run_dir / VERIFY_MD
-    write_report_json(json_path, report.to_dict())
-    write_markdown(md_path, render_markdown(report))
+    with run_lock(report.run_dir, "verify"):  # a pair: no other verify's file in between
+        write_report_json(json_path, report.to_dict())
+        write_markdown(md_path, render_markdown(report))
     return json_path, md_path
 
 
@@ -39,7 +41,8 @@ def summary_rows(report: ParityReport) -> list[dict[str, Any]]:
                 "accuracy_candidate_pct": c.accuracy_candidate_pct,
                 "nonfinite_n": o.get("nonfinite_n"),
                 "result": "pass" if c.passed else ("error" if c.error else "FAIL"),
-                "why": "; ".join(c.failures),
+                "why": "; ".join(c.failures)
+                or ("" if c.task_checked else "not task-checked (--samples 0)"),
                 "first_diverging_layer": (c.localization or {}).get("layer"),
             }
         )

@@ -27,6 +27,8 @@ from exporter.core.config import VerifyConfig, to_dict
 from exporter.core.errors import EnvironmentUnavailable, RuntimeUnavailable, UsageError
 from exporter.core.manifest import hash_once
 from exporter.core.report import Progress
+from exporter.core.resources import require, verify_need
+from exporter.core.runlock import locks_run
 from exporter.verify.tolerance import Comparison, Tolerance, compare, gate, profile_for
 
 if TYPE_CHECKING:
@@ -55,6 +57,9 @@ class CandidateResult:
     accuracy_change_points: float | None = None
     runtime_info: dict[str, Any] = field(default_factory=dict)
     localization: dict[str, Any] | None = None
+    # False when the profile's verdict rests on held-out images (int8) and there were none
+    # (--samples 0): the pass then covers random inputs only, and says so.
+    task_checked: bool = True
     # The file's manifest hash: a later consumer (predict, the Triton export) can tell a
     # verdict about this file from one about a file re-exported since.
     sha256: str | None = None
@@ -109,6 +114,9 @@ class ParityReport:
             "verdict": self.verdict,
             "failed_n": sum(not c.passed for c in self.candidates),
             "passed_n": sum(c.passed for c in self.candidates),
+            "not_task_checked": [
+                f"{c.runtime}/{c.artifact}" for c in self.candidates if not c.task_checked
+            ],
         }
 
 
@@ -178,6 +186,7 @@ def _error_text(exc: BaseException) -> str:
     return f"{exc.__class__.__name__}: {text[:500]}"
 
 
+@locks_run("verify")
 @hash_once()
 def verify_run(
     run_dir: str | Path, cfg: VerifyConfig, *, progress: Progress | None = None
@@ -203,6 +212,7 @@ def verify_run(
     if cfg.samples < 0:
         raise UsageError(f"--samples must be >= 0, got {cfg.samples}")
     info = open_run(run_dir)
+    _require_resources(info, cfg)
     manifest = load_manifest(info.run_dir)
     artifacts = artifacts_of_run(info.run_dir)
     the_plan = plan(info.run_dir, parse_runtimes(cfg.runtimes), cfg.device, artifacts=artifacts)
@@ -231,12 +241,31 @@ def verify_run(
         _check_all(the_plan.pairs, report, cfg, reference, inputs, ref_out, labels, progress)
     if progress:
         progress("done", len(the_plan.pairs), len(the_plan.pairs))
+    for c in report.candidates:
+        if not c.task_checked:
+            report.notes.append(
+                f"{c.runtime}/{c.artifact} ({c.precision}) was NOT task-checked: --samples 0 "
+                "measured no held-out top-1 agreement or accuracy change, which its profile "
+                "judges; its result covers random inputs only (pass --samples 256 to check it)"
+            )
     if not report.candidates:
         reasons = "; ".join(f"{s['runtime']}: {s['reason']}" for s in report.skipped)
         raise RuntimeUnavailable(
             f"nothing could be verified on --device {cfg.device}: {reasons or 'no runtimes'}"
         )
     return report
+
+
+def _require_resources(info: Any, cfg: VerifyConfig) -> None:
+    """Exit 3 before loading anything when memory cannot hold the reference and a candidate."""
+    need = verify_need(
+        size=info.preprocessing.image_size,
+        batches=tuple(cfg.batch_sizes),
+        samples=cfg.samples,
+        num_classes=info.num_classes,
+        folder=info.run_dir,
+    )
+    require(need)
 
 
 @contextlib.contextmanager
@@ -371,6 +400,11 @@ def judge_outputs(
     if tol.atol is None and HELDOUT in outs:
         top1_cmp = compare(ref_out[HELDOUT], outs[HELDOUT], tol)
         result.overall["top1_agreement_basis"] = HELDOUT
+    elif tol.atol is None:
+        # --samples 0 (verify without the data): kept usable offline rather than refused,
+        # but the verdict must not read as the task-level check the profile stands for.
+        result.task_checked = False
+        result.overall["top1_agreement_basis"] = "random inputs (not task-checked)"
     drop = None if result.accuracy_change_points is None else -result.accuracy_change_points
     top1 = None if top1_cmp is None else top1_cmp.top1_agreement
     result.failures.extend(gate(overall, tol, top1=top1, accuracy_drop_points=drop).failures)

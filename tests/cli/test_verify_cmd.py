@@ -125,3 +125,27 @@ def test_device_cuda_without_gpu_exits_3_even_with_all(run_dir: Path) -> None:
     )  # fmt: skip
     assert result.exit_code == EXIT_ENV, result.output
     assert "nothing could be verified on --device cuda" in result.output
+
+
+def test_int8_without_heldout_images_says_it_was_not_task_checked(
+    run_dir: Path, tmp_path: Path, copy_run
+) -> None:
+    # The int8 profile judges top-1 and accuracy on held-out images; --samples 0 has none.
+    run = copy_run(run_dir, tmp_path / "run", ("model.onnx",))
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["artifacts"]["model.onnx"]["precision"] = "int8"
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    result = invoke(str(run), "--runtimes", "ort-cpu", "--samples", "0", "--batch-sizes", "2")
+    assert result.exit_code == EXIT_OK, result.output
+    line = next(ln for ln in result.output.splitlines() if ln.startswith("pass ort-cpu"))
+    assert "NOT task-checked" in line
+    report = json.loads((run / "verify.json").read_text())
+    assert report["not_task_checked"] == ["ort-cpu/model.onnx"]
+    assert report["candidates"][0]["task_checked"] is False
+    assert any("NOT task-checked" in n for n in report["notes"])
+    assert "not task-checked" in (run / "verify.md").read_text()
+
+    result = invoke(str(run), "--runtimes", "ort-cpu", "--samples", "8", "--batch-sizes", "2")
+    assert result.exit_code == EXIT_OK, result.output
+    report = json.loads((run / "verify.json").read_text())
+    assert report["not_task_checked"] == [] and report["candidates"][0]["task_checked"]

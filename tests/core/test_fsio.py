@@ -34,3 +34,52 @@ def test_written_files_get_the_mode_the_umask_gives(tmp_path: Path, umask: int) 
         os.umask(old)
     for name in ("a.json", "b.bin", "c.txt"):
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
+
+
+def test_disk_full_keeps_the_old_file_and_says_needed_vs_free(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from exporter.core import fsio
+    from exporter.core.errors import DiskFull
+
+    dest = tmp_path / "manifest.json"
+    write_json(dest, {"old": True})
+    before = dest.read_bytes()
+
+    def full_disk(path: Path, data: bytes) -> None:
+        with open(path, "wb") as fh:
+            fh.write(data[: len(data) // 2])  # half of it fit
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(fsio, "_write_file", full_disk)
+    payload = {"new": "x" * 10_000}
+    with pytest.raises(DiskFull) as err:
+        write_json(dest, payload)
+    needed = len((json.dumps(payload, indent=2) + "\n").encode())
+    assert f"needs {needed} bytes" in str(err.value) and "bytes are free" in str(err.value)
+    assert err.value.exit_code == 3
+    assert dest.read_bytes() == before  # the previous complete file
+    assert not list(tmp_path.glob(TMP_PREFIX + "*"))  # nothing half-written
+
+
+def test_a_writer_failing_on_a_full_disk_without_errno_is_disk_full(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # torch.save/onnx.save report ENOSPC as a RuntimeError without errno.
+    import shutil
+    from collections import namedtuple
+
+    from exporter.core.errors import DiskFull
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10, 10, 0))
+
+    def writer(p: Path) -> None:
+        p.write_bytes(b"abc")
+        raise RuntimeError("PytorchStreamWriter failed writing file data/0: file write failed")
+
+    with pytest.raises(DiskFull, match="needs at least 3 bytes and 0 bytes are free"):
+        write_with(tmp_path / "w.pt", writer)
+    assert not list(tmp_path.iterdir())

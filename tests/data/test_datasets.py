@@ -189,6 +189,10 @@ def test_imagefolder_bad_layouts(tmp_path: Path) -> None:
         build_datasets(DataConfig(source="imagefolder", data_dir=str(tmp_path)))
     (tmp_path / "val/b").rmdir()
     (tmp_path / "val/a").mkdir()
+    with pytest.raises(UsageError, match="at least 2 classes"):
+        build_datasets(DataConfig(source="imagefolder", data_dir=str(tmp_path)))
+    (tmp_path / "train/b").mkdir()
+    (tmp_path / "val/b").mkdir()
     with pytest.raises(UsageError, match="no readable images"):
         build_datasets(DataConfig(source="imagefolder", data_dir=str(tmp_path)))
 

@@ -1,0 +1,167 @@
+"""The resource estimator: VGG16 arithmetic, a measured peak, and the refusals it makes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from exporter.core import resources
+from exporter.core.errors import UsageError
+from exporter.core.resources import (
+    Need,
+    NotEnoughResources,
+    feature_outputs,
+    inference_activation_bytes,
+    model_params,
+    require,
+    train_activation_bytes,
+    train_need,
+)
+
+
+def test_arithmetic_matches_torchvision_vgg16() -> None:
+    import torch
+    from torchvision.models import vgg16
+
+    with torch.device("meta"):  # shapes only: no 134M random numbers drawn
+        model = vgg16(num_classes=10)
+    assert model_params(10) == sum(p.numel() for p in model.parameters())
+    for size in (32, 37, 64):
+        x, sizes = torch.zeros(1, 3, size, size, device="meta"), []
+        with torch.no_grad():
+            for module in model.features:
+                x = module(x)
+                sizes.append(x.numel())
+        assert sizes == feature_outputs(size), size
+
+
+_MEASURE = textwrap.dedent(
+    """
+    import gc, sys, threading, torch
+    from torchvision.models.vgg import cfgs, make_layers
+    size, batch, mode = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+    torch.set_num_threads(1)
+    # The trunk alone (the classifier's activations are a few kB): every activation of it
+    # is kept for backward when it trains.
+    trunk = make_layers(cfgs["D"])
+    x = torch.randn(batch, 3, size, size)
+    def step(inp):
+        if mode == "infer":
+            with torch.no_grad():
+                trunk.eval()(inp)
+        else:
+            trunk(inp).sum().backward()
+    def anon():
+        # Anonymous memory only: the kernel may drop file-backed pages (libtorch's code)
+        # from RSS at any moment on a busy machine, which would hide the step's growth.
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("RssAnon:"):
+                    return int(line.split()[1]) * 1024
+    step(x[:1])  # one-off allocations (weights' grads, kernels) before the baseline
+    gc.collect()
+    base, peak, done = anon(), [0], threading.Event()
+    def watch():
+        while not done.is_set():
+            peak[0] = max(peak[0], anon())
+            done.wait(0.0005)
+    t = threading.Thread(target=watch)
+    t.start()
+    step(x)
+    done.set()
+    t.join()
+    print(peak[0] - base)
+    """
+)
+
+
+@pytest.mark.parametrize("mode", ["infer", "train"])
+def test_activation_estimate_bounds_a_measured_peak(mode: str) -> None:
+    # A fresh process: its peak RSS growth over one step is the step's activation memory.
+    size, batch = 128, 8  # activations well above the allocator's noise (~10 MB)
+    out = subprocess.run(
+        [sys.executable, "-c", _MEASURE, str(size), str(batch), mode],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    )
+    measured = int(out.stdout.split()[-1])
+    if mode == "infer":
+        estimate = inference_activation_bytes(size, batch)
+    else:
+        estimate = train_activation_bytes(size, batch, first_trainable=0)
+    # An upper bound once require()'s margin is on (measured: ~0.99x inference, 0.6-0.8x
+    # train), yet not a wild one.
+    assert measured <= estimate * resources.ESTIMATE_MARGIN, (measured, estimate)
+    assert estimate <= 3 * measured, (measured, estimate)
+
+
+def test_frozen_trunk_needs_far_less_than_a_trainable_one() -> None:
+    frozen = train_activation_bytes(224, 64, None)
+    top_two_blocks = train_activation_bytes(224, 64, 17)
+    everything = train_activation_bytes(224, 64, 0)
+    assert frozen < top_two_blocks < everything
+
+
+@pytest.mark.parametrize("size", [0, 8, 31, 1025, 100000])
+def test_image_size_outside_the_bounds_is_a_usage_error(size: int, tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match=f"--image-size {size}"):
+        train_need(
+            size=size,
+            batch=1,
+            num_classes=10,
+            first_trainable=None,
+            optimizer="adamw",
+            device="cpu",
+            folder=tmp_path,
+        )
+
+
+def test_huge_size_message_names_the_memory_it_would_need(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match=r"100000 px image alone needs [\d.]+ GiB"):
+        resources.check_image_size(100000)
+
+
+def test_not_enough_memory_is_exit_3_with_the_numbers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(resources, "available_memory", lambda: (1 << 30, "MemAvailable"))
+    need = train_need(
+        size=224,
+        batch=64,
+        num_classes=10,
+        first_trainable=0,
+        optimizer="adamw",
+        device="cpu",
+        folder=tmp_path,
+    )
+    with pytest.raises(NotEnoughResources, match=r"needs about [\d.]+ GiB.*only 1.0 GiB") as e:
+        require(need)
+    assert e.value.exit_code == 3
+    monkeypatch.setenv(resources.SKIP_ENV, "1")
+    require(need)  # the escape hatch
+
+
+def test_not_enough_disk_is_exit_3_with_the_numbers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(resources, "free_disk", lambda folder: 100 << 20)
+    with pytest.raises(NotEnoughResources, match=r"write about 2.0 GiB .* only 100 MiB is free"):
+        require(Need("tlx export", memory=0, disk=2 << 30, folder=tmp_path))
+
+
+def test_cgroup_limit_lowers_available_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "memory.max").write_text(str(3 << 30))
+    (tmp_path / "memory.current").write_text(str(1 << 30))
+    monkeypatch.setenv("TLX_CGROUP_ROOT", str(tmp_path))
+    monkeypatch.setattr(resources, "_meminfo_available", lambda: 16 << 30)
+    assert resources.available_memory() == (2 << 30, "the cgroup memory limit")
+    (tmp_path / "memory.max").write_text("max\n")
+    assert resources.available_memory() == (16 << 30, "MemAvailable")
