@@ -75,9 +75,11 @@ def test_static_int8_is_qdq_per_channel_with_an_fp32_head(
 ) -> None:
     src, model = tiny
     dest = tmp_path / "int8.onnx"
-    settings = quantize_static_int8(src, dest, calibration_images=_images(16, 1))
+    # 64 calibration images: with 16, the activation ranges of this toy net's noise inputs
+    # sit at the edge of the 10% bound below (0.110 of max |logit| measured, 0.083 with 64).
+    settings = quantize_static_int8(src, dest, calibration_images=_images(64, 1))
     assert settings["format"] == "QDQ" and settings["per_channel"] is True
-    assert settings["calibration_images"] == 16 and len(settings["fp32_nodes"]) == 1
+    assert settings["calibration_images"] == 64 and len(settings["fp32_nodes"]) == 1
     model_q = onnx.load(str(dest))
     ops = [n.op_type for n in model_q.graph.node]
     assert ops.count("QuantizeLinear") > 0 and ops.count("DequantizeLinear") > 0
