@@ -198,7 +198,7 @@ def loadtest(run: Path, url: str, out: Path, args: argparse.Namespace) -> dict[s
 
     cfg = LoadtestConfig(
         server=url,
-        concurrency=(1, 4, 16) if args.tiny else (1, 2, 4, 8, 16, 32),
+        concurrency=(1, 4, 16) if args.tiny else args.concurrency,
         request_batch=args.request_batch,
         window_s=0.5 if args.tiny else 5.0,
         warmup_s=0.3 if args.tiny else 2.0,
@@ -266,6 +266,12 @@ def main() -> None:
     ap.add_argument("--instances", type=int, default=1)
     ap.add_argument("--queue-delay-us", type=int, default=1000)
     ap.add_argument("--request-batch", type=int, default=1)
+    ap.add_argument(
+        "--concurrency",
+        type=lambda s: tuple(int(c) for c in s.split(",")),
+        default=(1, 2, 4, 8, 16, 32),
+        help="closed-loop levels, comma-separated (default 1,2,4,8,16,32)",
+    )
     args = ap.parse_args()
     from datetime import datetime, timezone
 
