@@ -74,7 +74,7 @@ class Preprocessing:
 
         return T.Compose(
             [
-                T.Lambda(_to_rgb),
+                T.Lambda(to_rgb),
                 T.Resize(self.resize_size or self.image_size, antialias=True),
                 T.CenterCrop(self.image_size),
                 T.ToTensor(),
@@ -91,7 +91,7 @@ class Preprocessing:
         pad = max(1, self.image_size // 8)  # CIFAR's classic 4 px at 32 px
         return T.Compose(
             [
-                T.Lambda(_to_rgb),
+                T.Lambda(to_rgb),
                 T.Resize(self.resize_size or self.image_size, antialias=True),
                 T.CenterCrop(self.image_size),
                 T.RandomCrop(self.image_size, padding=pad, padding_mode="reflect"),
@@ -102,6 +102,40 @@ class Preprocessing:
         )
 
 
-def _to_rgb(img: Any) -> Any:
-    # Grayscale, palette, CMYK and RGBA images all become 3-channel RGB (alpha dropped).
-    return img if img.mode == "RGB" else img.convert("RGB")
+# Pillow's modes for one channel wider than 8 bits: 16-bit PNG/TIFF open as "I;16*" (or "I"
+# in older Pillow), float TIFFs as "F". Pillow's own convert("RGB") clips them at 255, so a
+# 16-bit image became almost white (python-pillow/Pillow #2574, #1108); these are rescaled instead.
+_WIDE_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+
+
+def to_rgb(img: Any) -> Any:
+    """Any decoded PIL image as 8-bit RGB: the one conversion training and deployment share.
+
+    Grayscale, palette (transparent pixels composited as RGBA first), CMYK and RGBA become
+    3-channel RGB (alpha dropped). 16-bit images are scaled by 255/65535; 32-bit integer
+    images whose values fit 16 bits likewise (wider ones by their own maximum); float images
+    in [0, 1] by 255, others clipped to [0, 255].
+    """
+    if img.mode == "RGB":
+        return img
+    if img.mode in _WIDE_MODES:
+        return _wide_to_rgb(img)
+    if img.mode in ("P", "PA") and "transparency" in img.info:
+        img = img.convert("RGBA")
+    return img.convert("RGB")
+
+
+def _wide_to_rgb(img: Any) -> Any:
+    import numpy as np
+    from PIL import Image
+
+    values = np.asarray(img, dtype=np.float64)
+    top = float(values.max()) if values.size else 0.0
+    if img.mode == "F":
+        scale = 255.0 if top <= 1.0 else 1.0
+    elif img.mode.startswith("I;16") or top <= 65535:
+        scale = 255.0 / 65535.0 if img.mode.startswith("I;16") or top > 255 else 1.0
+    else:
+        scale = 255.0 / top
+    gray = np.clip(np.rint(values * scale), 0, 255).astype(np.uint8)
+    return Image.fromarray(gray, mode="L").convert("RGB")

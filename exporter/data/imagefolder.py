@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from exporter.core.errors import InputFileError, UsageError
+from exporter.core.preprocess import to_rgb
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 SPLITS = ("train", "val")
@@ -192,9 +193,7 @@ def open_rgb(path: Path) -> Any:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as im:
                 im.load()
-                if im.mode in ("P", "PA") and "transparency" in im.info:
-                    im = im.convert("RGBA")
-                return im.convert("RGB")
+                return to_rgb(im)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise InputFileError(f"cannot decode image {path}: {exc}") from exc
     except Image.DecompressionBombWarning as exc:
