@@ -105,7 +105,5 @@ def test_bad_arguments_are_a_usage_error(
 ) -> None:
     log: list[tuple[str, str]] = []
     with pytest.raises(UsageError, match=match):
-        time_runtimes(
-            _runtimes(labels, log), X, rounds=rounds, per_round=per_round, warmup=warmup
-        )
+        time_runtimes(_runtimes(labels, log), X, rounds=rounds, per_round=per_round, warmup=warmup)
     assert log == []  # nothing ran
