@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -72,7 +72,7 @@ def time_runtimes(
         )
     labels = list(runtimes)
     timers = {label: Timer(rt.device) for label, rt in runtimes.items()}
-    prepared = {}
+    prepared: dict[str, Any] = {}
     for label in labels:
         with _naming(label):
             prepared[label] = runtimes[label].prepare(x)
