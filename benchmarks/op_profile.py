@@ -3,7 +3,7 @@
 ONNX Runtime's own profiler (``SessionOptions.enable_profiling``: one JSON event per node
 run) and OpenVINO's performance counters (``PERF_COUNT``: per compiled node, with the kernel
 it chose, e.g. ``jit_avx2_I8`` vs ``jit_avx2_FP32``) are summed per operator type over the
-timed runs, with the same session settings tlx uses (exporter.runtimes.ort.session_options;
+timed runs, with the same session settings tlx uses (exporter.runtimes.ort.cpu_session;
 the openvino runtime's hints). Shares are of each runtime's own total, so the profile is
 meaningful on a busy machine too; absolute times are not.
 
@@ -41,16 +41,11 @@ def input_of(path: Path, batch: int) -> np.ndarray:
 
 def ort_profile(path: Path, x: np.ndarray, *, runs: int, threads: int) -> dict[str, Any]:
     """Per-op-type time of ORT's CPU provider over ``runs`` runs (after 3 warm-ups)."""
-    import onnxruntime as ort
-
-    from exporter.runtimes.ort import session_options
+    from exporter.runtimes.ort import cpu_session
 
     warmup = 3
     with tempfile.TemporaryDirectory() as tmp:
-        so = session_options(threads=threads)
-        so.enable_profiling = True
-        so.profile_file_prefix = os.path.join(tmp, "ort")
-        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        sess = cpu_session(path, threads=threads, profile_prefix=os.path.join(tmp, "ort"))
         name = sess.get_inputs()[0].name
         for _ in range(warmup + runs):
             sess.run(None, {name: x})

@@ -9,10 +9,19 @@ Usage::
    trained with ``exporter.train.fit`` and the demo's recipe (feature cache, 400 images).
 2. ``optimize_run`` builds and gates the variants on held-out images (the gate's top-1
    agreement and accuracy are the numbers in the table).
-3. Every variant and eager are timed in interleaved rounds (rounds × runtimes, so machine
-   drift hits all of them alike); medians and p99 of the per-call latencies are reported.
+3. Every variant (``ort-cpu``) and eager (``eager``), both from the runtime registry, are
+   timed by ``exporter.bench.rounds.time_runtimes``: interleaved rounds (rounds × runtimes,
+   the start rotating, so machine drift hits all of them alike); medians and p99 of the
+   per-call latencies are reported.
 
-Writes ``<out>/optimize_bench.json`` and ``benchmarks/pareto.png``; prints a Markdown table.
+Writes ``<out>/optimize_bench.json`` and ``--plot`` (``benchmarks/pareto.png``); prints a
+Markdown table.
+
+Smoke run (numbers meaningless; an optimized 32 px run copied to ``<out>/synthetic32``, e.g.
+one made by ``benchmarks/speed_bars.py``)::
+
+    .venv/bin/python benchmarks/optimize_bench.py --out /tmp/ob --sizes 32 --skip-build \
+        --rounds 1 --plot /tmp/ob/pareto.png
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -31,9 +41,15 @@ sys.path.insert(0, str(ROOT))
 
 THREADS = 2
 
+if TYPE_CHECKING:
+    from exporter.runtimes import Artifact, Runtime
 
-def make_runs(out: Path, *, steps: int) -> tuple[Path, Path]:
-    """A head-trained 32 px synthetic run and a head-trained 224 px run.
+
+def make_runs(
+    out: Path, *, steps: int, sizes: tuple[str, ...] | list[str] = ("32", "224")
+) -> tuple[Path, Path]:
+    """A head-trained 32 px synthetic run and a head-trained 224 px run (made if missing and
+    in ``sizes``; both paths are returned).
 
     ``exporter.train.fit`` exists, but 2 epochs of it from random weights reached only 22%
     val accuracy with near-flat logits, so the 32 px run trains the head directly (Adam on the
@@ -43,11 +59,11 @@ def make_runs(out: Path, *, steps: int) -> tuple[Path, Path]:
     from conftest import _make_run_folder as make_run_folder
 
     run32 = out / "synthetic32"
-    if not (run32 / "model.safetensors").exists():
+    if "32" in sizes and not (run32 / "model.safetensors").exists():
         make_run_folder(run32, image_size=32, train_size=1000, val_size=500, seed=1)
         train_head(run32, n_train=1000, steps=steps)
     run224 = out / "trained224"
-    if not (run224 / "model.safetensors").exists():
+    if "224" in sizes and not (run224 / "model.safetensors").exists():
         train_224(run224)
     return run32, run224
 
@@ -114,39 +130,62 @@ def optimize(run: Path, variants: tuple[str, ...], *, eval_samples: int) -> dict
     return {v.variant: v.to_dict() for v in result.variants}
 
 
-def sessions(run: Path, names: list[str]) -> dict:
-    import torch
+def load_runtimes(run: Path, variants: list[dict]) -> dict[str, Runtime]:
+    """Eager fp32 and every built variant, loaded from the runtime registry (eager, ort-cpu).
 
+    Shipped variants come from the manifest (hash-checked as ``tlx bench`` checks them);
+    rejected ones are not listed there, so their file under ``rejected/`` is hashed here.
+    """
+    from exporter.runtimes import get_runtime
+    from exporter.runtimes.selection import artifacts_of_run
+
+    listed = {a.name: a for a in artifacts_of_run(run)}
+    arts = {"eager fp32": listed["model.safetensors"]}
+    for v in variants:
+        arts[v["path"]] = listed.get(v["path"]) or _kept_aside(run, v["path"], v["precision"])
+    loaded: dict[str, Runtime] = {}
+    try:
+        for label, art in arts.items():
+            runtime = "eager" if art.format == "safetensors" else "ort-cpu"
+            loaded[label] = get_runtime(runtime)(art, "cpu", threads=THREADS)
+            loaded[label].load()
+    except BaseException:
+        close_all(loaded)
+        raise
+    return loaded
+
+
+def _kept_aside(run: Path, rel: str, precision: str) -> Artifact:
+    """A variant ``tlx optimize`` kept in ``rejected/``: the artifact of the file as it is now."""
+    from exporter.core.manifest import FileRecord
     from exporter.core.runfolder import open_run
-    from exporter.model.vgg import load_reference_model
-    from exporter.runtimes.ort import cpu_session
+    from exporter.runtimes import Artifact
 
-    torch.set_num_threads(THREADS)
-    model = load_reference_model(open_run(run))
-    fns = {}
-
-    def eager(x: np.ndarray) -> None:
-        with torch.inference_mode():
-            model(torch.from_numpy(x))
-
-    fns["eager fp32"] = eager
-    for name in names:
-        s = cpu_session(run / name, threads=THREADS)
-        fns[name] = lambda x, s=s: s.run(None, {"input": x})
-    return fns
+    info, rec = open_run(run), FileRecord.of(run, rel)
+    return Artifact(
+        run_dir=info.run_dir,
+        name=rel,
+        format="onnx",
+        precision=precision,
+        num_classes=info.num_classes,
+        image_size=info.preprocessing.image_size,
+        sha256=rec.sha256,
+        files=((rec.path, rec.sha256, rec.bytes),),
+    )
 
 
-def time_interleaved(fns: dict, x: np.ndarray, *, rounds: int, per_round: int) -> dict:
-    samples: dict[str, list[float]] = {k: [] for k in fns}
-    for fn in fns.values():  # warm-up, untimed
-        fn(x)
-        fn(x)
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            for _ in range(per_round):
-                t0 = time.perf_counter()
-                fn(x)
-                samples[name].append(1e3 * (time.perf_counter() - t0))
+def close_all(runtimes: dict[str, Runtime]) -> None:
+    for runtime in runtimes.values():
+        runtime.close()
+
+
+def time_interleaved(
+    runtimes: dict[str, Runtime], x: np.ndarray, *, rounds: int, per_round: int
+) -> dict:
+    """Latency statistics per runtime, timed by ``exporter.bench`` (2 warm-up calls each)."""
+    from exporter.bench.rounds import time_runtimes
+
+    samples = time_runtimes(runtimes, x, rounds=rounds, per_round=per_round, warmup=2)
     out = {}
     for name, ms in samples.items():
         p50 = float(np.median(ms))
@@ -159,61 +198,94 @@ def time_interleaved(fns: dict, x: np.ndarray, *, rounds: int, per_round: int) -
     return out
 
 
+# size -> (variants built, held-out images of the gate, batch sizes timed)
+SIZES = {
+    "32": (("fold", "int8", "int8-dynamic", "fold-int8"), 500, (1, 64)),
+    "224": (("fold", "int8"), 256, (1,)),
+}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "optimize_runs")
     ap.add_argument("--steps", type=int, default=100, help="Adam steps training the head")
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--skip-build", action="store_true", help="reuse variants already built")
+    ap.add_argument("--sizes", default=",".join(SIZES), help=f"any of {','.join(SIZES)}")
+    ap.add_argument("--plot", type=Path, default=ROOT / "benchmarks" / "pareto.png")
     ap.add_argument(
-        "--plot-only", type=Path, metavar="JSON", help="redraw pareto.png from a saved report"
+        "--plot-only", type=Path, metavar="JSON", help="redraw the plot from a saved report"
     )
     args = ap.parse_args()
     if args.plot_only:
-        plot(json.loads(args.plot_only.read_text()), ROOT / "benchmarks" / "pareto.png")
+        plot(json.loads(args.plot_only.read_text()), args.plot)
         return
+    sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
+    if not sizes or any(s not in SIZES for s in sizes):
+        ap.error(f"--sizes {args.sizes!r}: choose from {', '.join(SIZES)}")
     args.out.mkdir(parents=True, exist_ok=True)
     from exporter.core.envinfo import environment
 
-    run32, run224 = make_runs(args.out, steps=args.steps)
+    runs = dict(zip(SIZES, make_runs(args.out, steps=args.steps, sizes=sizes), strict=True))
     report_path = args.out / "optimize_bench.json"
-    built = json.loads(report_path.read_text())["built"] if args.skip_build else {}
-    if not args.skip_build:
-        print("optimize 32 px", file=sys.stderr)
-        built["32"] = optimize(
-            run32, ("fold", "int8", "int8-dynamic", "fold-int8"), eval_samples=500
-        )
-        print("optimize 224 px", file=sys.stderr)
-        built["224"] = optimize(run224, ("fold", "int8"), eval_samples=256)
-
-    results = {}
-    rng = np.random.default_rng(0)
-    for size, run, batches in (("32", run32, (1, 64)), ("224", run224, (1,))):
-        # Rejected variants are timed too (from rejected/), so the table shows what was lost.
-        names = [v["path"] for v in built[size].values() if v["status"] != "skipped"]
-        fns = sessions(run, names)
-        for batch in batches:
-            x = rng.standard_normal((batch, 3, int(size), int(size))).astype(np.float32)
-            per_round = 20 if batch == 1 and size == "32" else 3
-            print(f"timing {size} px batch {batch}", file=sys.stderr)
-            cell = time_interleaved(fns, x, rounds=args.rounds, per_round=per_round)
-            base = cell["eager fp32"]
-            for c in cell.values():
-                c["speedup_p50_vs_eager"] = base["latency_ms_p50"] / c["latency_ms_p50"]
-                c["throughput_ratio_vs_eager"] = c["throughput_img_s"] / base["throughput_img_s"]
-            results[f"{size}px_b{batch}"] = cell
-        del fns
+    built = built_variants(report_path, runs, sizes, reuse=args.skip_build)
     report = {
         "schema_version": 1,
         "command": " ".join(sys.argv),
         "environment": environment("cpu"),
         "threads": THREADS,
         "built": built,
-        "timing": results,
+        "timing": time_sizes(runs, built, sizes, rounds=args.rounds),
     }
     report_path.write_text(json.dumps(report, indent=2, default=str) + "\n")
     print_table(report)
-    plot(report, ROOT / "benchmarks" / "pareto.png")
+    plot(report, args.plot)
+
+
+def built_variants(
+    report_path: Path, runs: dict[str, Path], sizes: list[str], *, reuse: bool
+) -> dict:
+    """Each size's variants: optimized now, or (``--skip-build``) as the last report or the
+    run's own ``optimize.json`` recorded them."""
+    if not reuse:
+        built = {}
+        for size in sizes:
+            variants, eval_samples, _ = SIZES[size]
+            print(f"optimize {size} px", file=sys.stderr)
+            built[size] = optimize(runs[size], variants, eval_samples=eval_samples)
+        return built
+    saved = json.loads(report_path.read_text())["built"] if report_path.is_file() else {}
+    for size in sizes:
+        if size not in saved:
+            made = json.loads((runs[size] / "optimize.json").read_text())["variants"]
+            saved[size] = {v["variant"]: v for v in made}
+    return {size: saved[size] for size in sizes}
+
+
+def time_sizes(runs: dict[str, Path], built: dict, sizes: list[str], *, rounds: int) -> dict:
+    """Every (size, batch) cell: eager and each built variant, interleaved, vs eager."""
+    results = {}
+    rng = np.random.default_rng(0)
+    for size in sizes:
+        # Rejected variants are timed too (from rejected/), so the table shows what was lost.
+        variants = [v for v in built[size].values() if v["status"] != "skipped"]
+        runtimes = load_runtimes(runs[size], variants)
+        try:
+            for batch in SIZES[size][2]:
+                x = rng.standard_normal((batch, 3, int(size), int(size))).astype(np.float32)
+                per_round = 20 if batch == 1 and size == "32" else 3
+                print(f"timing {size} px batch {batch}", file=sys.stderr)
+                cell = time_interleaved(runtimes, x, rounds=rounds, per_round=per_round)
+                base = cell["eager fp32"]
+                for c in cell.values():
+                    c["speedup_p50_vs_eager"] = base["latency_ms_p50"] / c["latency_ms_p50"]
+                    c["throughput_ratio_vs_eager"] = (
+                        c["throughput_img_s"] / base["throughput_img_s"]
+                    )
+                results[f"{size}px_b{batch}"] = cell
+        finally:
+            close_all(runtimes)
+    return results
 
 
 def _variant_rows(report: dict) -> list[dict]:

@@ -9,9 +9,10 @@ Cells (CPU, ``--threads`` threads, inputs of the run's size):
   ``manifest.json``) and ``model.onnx`` on ONNX Runtime, on any tlx runtime (``ort-cpu``,
   ``openvino``); eager = PyTorch fp32 from ``model.safetensors``. Every candidate runs through
   the runtime registry, i.e. exactly what ``tlx bench`` and ``tlx serve`` run.
-- Timing: every candidate of a cell is loaded and warmed up, then timed in rounds (each round
-  visits every candidate for a few calls, starting one candidate later each round), so machine
-  drift hits all alike; medians of the per-call latencies, ratios of medians.
+- Timing (``exporter.bench.rounds.time_runtimes``, the timer of ``tlx bench``): every
+  candidate of a cell is loaded and warmed up, then timed in rounds (each round visits every
+  candidate for a few calls, starting one candidate later each round), so machine drift hits
+  all alike; medians of the per-call latencies, ratios of medians.
 - Feature cache: head training at 224 px for 5 epochs with the cache on vs off, end to end
   (``benchmarks/train_bench.py``'s ``run_once``; bar ≥ 4×). Skipped with ``--no-train-bar``.
 
@@ -35,7 +36,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,21 +96,13 @@ def load(cands: list[Candidate], run: Path, threads: int) -> None:
 def time_cell(
     cands: list[Candidate], x: np.ndarray, *, rounds: int, per_round: int, warmup: int
 ) -> None:
-    """Interleaved timing: rounds × candidates, the start rotating by one each round."""
-    prepared = [c.rt.prepare(x) for c in cands]
-    for c, p in zip(cands, prepared, strict=True):
-        for _ in range(warmup):
-            c.rt.run(p)
-    order = list(range(len(cands)))
-    for r in range(rounds):
-        shift = r % len(order)
-        for i in order[shift:] + order[:shift]:
-            c, p = cands[i], prepared[i]
-            for _ in range(per_round):
-                t0 = time.perf_counter()
-                c.rt.run(p)
-                c.rt.synchronize()
-                c.samples_ms.append(1e3 * (time.perf_counter() - t0))
+    """Interleaved timing by ``exporter.bench``: rounds × candidates, the start rotating."""
+    from exporter.bench.rounds import time_runtimes
+
+    runtimes = {c.label: c.rt for c in cands}
+    samples = time_runtimes(runtimes, x, rounds=rounds, per_round=per_round, warmup=warmup)
+    for c in cands:
+        c.samples_ms = samples[c.label]
 
 
 def cell_report(name: str, cands: list[Candidate]) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from exporter.bench.result import (
     CellResult,
     RuntimeResult,
 )
+from exporter.bench.rounds import rotated
 from exporter.core.config import BenchConfig
 from exporter.core.errors import InputFileError, RuntimeUnavailable
 from exporter.core.report import Progress
@@ -219,8 +220,7 @@ def _timed_rounds(live: list[_Live], cfg: BenchConfig, *, timer: Timer, progress
     all_cells = [cell for _, cell in active]
     round_no = 0
     while active:
-        shift = round_no % len(active)  # rotate who goes first: no runtime always follows another
-        for item, cell in active[shift:] + active[:shift]:
+        for item, cell in rotated(active, round_no):  # no runtime always follows another
             want = cfg.iters_per_round
             if cfg.min_time_s is None:
                 want = min(want, cfg.iters - len(cell.samples_ms))

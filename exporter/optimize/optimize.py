@@ -40,15 +40,14 @@ from exporter.core.manifest import (
 )
 from exporter.core.report import Progress
 from exporter.core.runlock import locks_run
-from exporter.optimize.quantize import (
-    GateResult,
-    gate_logits,
-    quantize_dynamic_int8,
-    quantize_static_int8,
+from exporter.optimize.build import (
+    EVAL_BATCH,
+    build_variant,
+    evaluate_onnx,
+    skipped_fold,
 )
 from exporter.optimize.ship import (
     FOLDED,
-    OPSET,
     REJECTED_DIR,
     VARIANT_FILES,
     VARIANT_PRECISION,
@@ -59,17 +58,16 @@ from exporter.optimize.ship import (
     require_resources,
     stamp_metadata,
 )
-from exporter.runtimes.ort import cpu_logits
 
 if TYPE_CHECKING:
     from torch import nn
 
     from exporter.core.runfolder import RunInfo
+    from exporter.optimize.fold import FoldPlan
 
 SCHEMA_VERSION = 1
 REPORT_NAME = "optimize.json"
 WORK_PREFIX = ".tlx-optimize-"  # scratch folder inside the run (same filesystem: atomic moves)
-EVAL_BATCH = 32
 
 
 @dataclass
@@ -116,14 +114,10 @@ def optimize_run(
         UsageError / InputFileError: bad run folder, existing variants without ``force``.
     """
     from exporter.core.runfolder import open_run
-    from exporter.model.vgg import load_reference_model
 
     info = open_run(run_dir)
     run = info.run_dir
-    require_resources(info, cfg, eval_batch=EVAL_BATCH)  # before any slow work
-    clean_stale_temps(run)
-    for stale in run.glob(WORK_PREFIX + "*"):  # scratch of a killed earlier optimize
-        shutil.rmtree(stale, ignore_errors=True)
+    _clear_for_work(info, cfg)
     report = _Progress(progress, total=2 + len(cfg.variants))
     results: dict[str, VariantResult] = {}
 
@@ -135,30 +129,92 @@ def optimize_run(
 
     manifest = load_or_create_manifest(info)  # re-read: tlx export may have just changed it
     report.step("loading the model and held-out images")
+    inputs = _load_inputs(info, manifest, cfg)
+    results.update(_build_variants(info, manifest, inputs, cfg=cfg, report=report))
+    if "fp16" in results:
+        _gate_fp16(
+            run,
+            manifest,
+            results["fp16"],
+            images=inputs.images,
+            labels=inputs.labels,
+            reference=inputs.reference,
+            cfg=cfg,
+        )
+
+    ordered = [results[v] for v in cfg.variants]
+    report_path = run / REPORT_NAME
+    plan = inputs.plan.to_dict()
+    write_json(report_path, _report(info, cfg, ordered, plan, len(inputs.labels)))
+    return OptimizeResult(run, ordered, report_path, manifest_path(run))
+
+
+def _clear_for_work(info: RunInfo, cfg: OptimizeConfig) -> None:
+    """Check memory and disk (before any slow work), then drop a killed run's leftovers."""
+    run = info.run_dir
+    require_resources(info, cfg, eval_batch=EVAL_BATCH)
+    clean_stale_temps(run)
+    for stale in run.glob(WORK_PREFIX + "*"):  # scratch of a killed earlier optimize
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+@dataclass
+class _Inputs:
+    """What every variant is built from and judged against."""
+
+    model: nn.Module
+    images: np.ndarray  # held-out validation images
+    labels: np.ndarray
+    reference: np.ndarray  # the eager model's logits on them
+    calibration: np.ndarray | None  # training images, for the static int8 variants
+    plan: FoldPlan
+
+
+def _load_inputs(info: RunInfo, manifest: Manifest, cfg: OptimizeConfig) -> _Inputs:
+    """The eager model (hash-checked), held-out images and their logits, calibration images."""
+    from exporter.model.vgg import load_reference_model
+    from exporter.optimize.fold import plan_fold
+
     model = load_reference_model(info, expected=manifest.source)
-    image_size = info.preprocessing.image_size
     x_val, y_val = _load_images(info, cfg.eval_samples, split="val", seed=cfg.seed)
     ref_logits = _eager_logits(model, x_val)
     x_cal = None
     if any(v in cfg.variants for v in ("int8", "fold-int8")):
         x_cal, _ = _load_images(info, cfg.calib_samples, split="train", seed=cfg.seed)
+    plan = plan_fold(model, info.preprocessing.image_size)
+    return _Inputs(model, x_val, y_val, ref_logits, x_cal, plan)
 
-    from exporter.optimize.fold import plan_fold
 
-    plan = plan_fold(model, image_size)
+def _build_variants(
+    info: RunInfo,
+    manifest: Manifest,
+    inputs: _Inputs,
+    *,
+    cfg: OptimizeConfig,
+    report: _Progress,
+) -> dict[str, VariantResult]:
+    """Build and gate every ONNX variant in a scratch folder; ship each or keep it aside."""
+    run, image_size = info.run_dir, info.preprocessing.image_size
+    results: dict[str, VariantResult] = {}
     with tempfile.TemporaryDirectory(prefix=WORK_PREFIX, dir=run) as tmp:
-        work = Path(tmp)
         for variant in (v for v in cfg.variants if v != "fp16"):
             name = VARIANT_FILES[variant]
             report.step(f"{variant}: building {name}")
-            if variant in FOLDED and not plan.saves_parameters:
-                results[variant] = _skipped_fold(variant, plan.to_dict(), image_size)
+            if variant in FOLDED and not inputs.plan.saves_parameters:
+                results[variant] = skipped_fold(variant, inputs.plan.to_dict(), image_size)
                 continue
             t0 = time.perf_counter()
-            built, details = _build(
-                variant, model, work, plan=plan, calibration=x_cal, size=image_size
+            built, details = build_variant(
+                variant,
+                inputs.model,
+                Path(tmp),
+                plan=inputs.plan,
+                calibration=inputs.calibration,
+                size=image_size,
             )
-            gate = evaluate_onnx(built, x_val, y_val, ref_logits, cfg=cfg, variant=variant)
+            gate = evaluate_onnx(
+                built, inputs.images, inputs.labels, inputs.reference, cfg=cfg, variant=variant
+            )
             result = VariantResult(
                 variant=variant,
                 artifact=name,
@@ -172,91 +228,7 @@ def optimize_run(
             stamp_metadata(built, info, variant=variant, source_sha256=manifest.source.sha256)
             place(run, manifest, built, result, info=info)
             results[variant] = result
-    if "fp16" in results:
-        _gate_fp16(
-            run,
-            manifest,
-            results["fp16"],
-            images=x_val,
-            labels=y_val,
-            reference=ref_logits,
-            cfg=cfg,
-        )
-
-    ordered = [results[v] for v in cfg.variants]
-    report_path = run / REPORT_NAME
-    write_json(report_path, _report(info, cfg, ordered, plan.to_dict(), len(y_val)))
-    return OptimizeResult(run, ordered, report_path, manifest_path(run))
-
-
-# --- building ---------------------------------------------------------------------------
-
-
-def _build(
-    variant: str,
-    model: nn.Module,
-    work: Path,
-    *,
-    plan: Any,
-    calibration: np.ndarray | None,
-    size: int,
-) -> tuple[Path, dict[str, Any]]:
-    """Build ``variant`` in ``work``; the fp32 ONNX it starts from is exported once per run."""
-    from exporter.optimize.fold import fold_vgg16
-
-    details: dict[str, Any] = {}
-    if variant in FOLDED:
-        src = work / "folded.onnx"
-        if not src.exists():
-            export_onnx(fold_vgg16(model, size), src, image_size=size)
-        details["fold"] = plan.to_dict()
-    else:
-        src = work / "base.onnx"
-        if not src.exists():
-            export_onnx(model, src, image_size=size)
-    built = work / VARIANT_FILES[variant]
-    if variant == "fold":
-        shutil.copyfile(src, built)  # folded.onnx stays the source of fold-int8
-    elif variant in ("int8", "fold-int8"):
-        details["quantization"] = quantize_static_int8(src, built, calibration_images=calibration)
-    else:  # int8-dynamic
-        details["quantization"] = quantize_dynamic_int8(src, built)
-    return built, details
-
-
-def export_onnx(module: nn.Module, dest: Path, *, image_size: int) -> None:
-    """Export ``module`` to a self-contained ONNX file with a dynamic batch and fixed H×W.
-
-    The export stage's dynamo export (the legacy exporter fails on VGG16 at 32 px), with its
-    example batch (a batch of 1 gets specialised, pytorch #157621).
-    """
-    import onnx
-    import torch
-
-    from exporter.export.common import EXAMPLE_BATCH
-    from exporter.export.onnx_export import dynamo_export
-
-    example = torch.zeros(EXAMPLE_BATCH, 3, image_size, image_size)
-    with torch.no_grad():
-        proto = dynamo_export(module.eval(), example, opset=OPSET)
-    onnx.save_model(proto, str(dest), save_as_external_data=False)
-
-
-def _skipped_fold(variant: str, plan: dict[str, Any], image_size: int) -> VariantResult:
-    why = (
-        "the trunk already outputs 7×7, so pooling is the identity and the fold changes nothing"
-        if plan["pooling_is_identity"]
-        else f"the trunk outputs {plan['trunk_hw']}, so the folded fc1 would not be smaller"
-    )
-    hint = "use int8" if variant == "fold-int8" else "ship model.onnx as is"
-    return VariantResult(
-        variant=variant,
-        artifact=VARIANT_FILES[variant],
-        status="skipped",
-        precision=VARIANT_PRECISION[variant],
-        reason=f"pointless at {image_size} px: {why}; {hint}",
-        details={"fold": plan},
-    )
+    return results
 
 
 # --- evaluation -------------------------------------------------------------------------
@@ -276,28 +248,6 @@ def _eager_logits(model: nn.Module, images: np.ndarray) -> np.ndarray:
         for i in range(0, len(images), EVAL_BATCH):
             outs.append(model(torch.from_numpy(images[i : i + EVAL_BATCH])).float().numpy())
     return np.concatenate(outs)
-
-
-def evaluate_onnx(
-    path: Path,
-    images: np.ndarray,
-    labels: np.ndarray,
-    reference: np.ndarray,
-    *,
-    cfg: OptimizeConfig,
-    variant: str,
-) -> GateResult:
-    """Run ``variant``'s gate on an ONNX file (its precision's profile, as ``tlx verify``)."""
-    precision = VARIANT_PRECISION[variant]
-    return gate_logits(
-        reference,
-        cpu_logits(path, images, batch=EVAL_BATCH),
-        labels,
-        precision=precision,
-        # The fp32 fold must agree exactly (ties aside): keep the fp32 profile's own 100%.
-        min_top1_agreement=None if precision == "fp32" else cfg.min_top1_agreement,
-        max_accuracy_drop_points=cfg.max_accuracy_drop_points,
-    )
 
 
 # --- fp16 (delegated to tlx export) ---------------------------------------------------

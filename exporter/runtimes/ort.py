@@ -45,20 +45,27 @@ def session_options(*, threads: int | None = None, optimize: bool = True) -> Any
     return so
 
 
-def cpu_session(path: str | Path, *, optimize: bool = True, threads: int | None = None) -> Any:
+def cpu_session(
+    path: str | Path,
+    *,
+    optimize: bool = True,
+    threads: int | None = None,
+    profile_prefix: str | None = None,
+) -> Any:
     """An ORT CPU session on a file tlx has just written or already checked.
 
     For files tlx made in this command (export's temp file before it is renamed, optimize's
     variants, the localizer's probe copy); run artifacts are loaded by the registered
-    runtimes, which check the manifest hash first.
+    runtimes, which check the manifest hash first. ``profile_prefix`` turns on ORT's
+    per-node profiler (``end_profiling()`` writes its JSON there; ``benchmarks/op_profile.py``).
     """
     import onnxruntime as ort
 
-    return ort.InferenceSession(
-        str(path),
-        session_options(threads=threads, optimize=optimize),
-        providers=["CPUExecutionProvider"],
-    )
+    options = session_options(threads=threads, optimize=optimize)
+    if profile_prefix is not None:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def cpu_logits(path: str | Path, images: np.ndarray, *, batch: int) -> np.ndarray:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -115,55 +116,18 @@ def find_lr(
     """
     import copy
 
-    import torch
-
     t0 = time.perf_counter()
-    was_training = head.training
-    head.eval()
-    with torch.no_grad():
-        x = torch.flatten(avgpool(trunk_features.float()), 1)
-        penultimate = head[:-1](x)
-    head.train(was_training)
+    penultimate = _penultimate_features(head, trunk_features, avgpool=avgpool)
     layer = copy.deepcopy(head[-1]).float().train()
-    if optimizer == "sgd":
-        opt: torch.optim.Optimizer = torch.optim.SGD(
-            layer.parameters(), lr=start_lr, momentum=momentum, weight_decay=weight_decay
-        )
-    else:
-        opt = torch.optim.AdamW(layer.parameters(), lr=start_lr, weight_decay=weight_decay)
-    n = len(labels)
-    gen = torch.Generator().manual_seed(seed)
-    order = torch.randperm(n, generator=gen)
-    bs = min(batch_size, n)
-    ratio = (end_lr / start_lr) ** (1 / max(1, steps - 1))
-    lrs: list[float] = []
-    losses: list[float] = []
-    avg, best, stopped = 0.0, math.inf, "end"
-    pos = 0
-    for i in range(steps):
-        lr = start_lr * ratio**i
-        if pos + bs > n:  # next pass over the images, freshly shuffled
-            order, pos = torch.randperm(n, generator=gen), 0
-        idx = order[pos : pos + bs]
-        pos += bs
-        for g in opt.param_groups:
-            g["lr"] = lr
-        loss = torch.nn.functional.cross_entropy(layer(penultimate[idx]), labels[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        value = loss.item()
-        if not math.isfinite(value):
-            stopped = "diverged"
-            break
-        avg = SMOOTHING * avg + (1 - SMOOTHING) * value
-        smoothed = avg / (1 - SMOOTHING ** (i + 1))
-        lrs.append(lr)
-        losses.append(smoothed)
-        best = min(best, smoothed)
-        if i > 10 and smoothed > DIVERGE_FACTOR * best:
-            stopped = "diverged"
-            break
+    opt = _optimizer(layer, optimizer, lr=start_lr, momentum=momentum, weight_decay=weight_decay)
+    lrs, losses, stopped = _sweep(
+        layer,
+        opt,
+        _batches(len(labels), batch_size=batch_size, seed=seed),
+        penultimate,
+        labels,
+        lrs=_lr_schedule(start_lr, end_lr, steps),
+    )
     if len(losses) < 3:
         raise ValueError(f"the LR range test diverged after {len(losses)} steps")
     chosen, rule, warning = choose_lr(lrs, losses, stopped)
@@ -175,10 +139,95 @@ def find_lr(
         min_loss_lr=float(lrs[losses.index(min(losses))]),
         valley_lr=valley(lrs, losses),
         seconds=round(time.perf_counter() - t0, 3),
-        images=n,
+        images=len(labels),
         stopped=stopped,
         warning=warning,
     )
+
+
+def _penultimate_features(
+    head: nn.Sequential, trunk_features: torch.Tensor, *, avgpool: nn.Module
+) -> torch.Tensor:
+    """``classifier[:-1]`` applied once in eval mode (dropout off); the head's mode is kept."""
+    import torch
+
+    was_training = head.training
+    head.eval()
+    with torch.no_grad():
+        x = torch.flatten(avgpool(trunk_features.float()), 1)
+        penultimate = head[:-1](x)
+    head.train(was_training)
+    return penultimate
+
+
+def _optimizer(
+    layer: nn.Module, name: str, *, lr: float, momentum: float, weight_decay: float
+) -> torch.optim.Optimizer:
+    """The run's optimizer (``sgd`` or ``adamw``) over the swept layer."""
+    import torch
+
+    if name == "sgd":
+        return torch.optim.SGD(
+            layer.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay
+        )
+    return torch.optim.AdamW(layer.parameters(), lr=lr, weight_decay=weight_decay)
+
+
+def _lr_schedule(start_lr: float, end_lr: float, steps: int) -> Iterator[float]:
+    """``steps`` LRs rising exponentially from ``start_lr`` to ``end_lr``."""
+    ratio = (end_lr / start_lr) ** (1 / max(1, steps - 1))
+    return (start_lr * ratio**i for i in range(steps))
+
+
+def _batches(n: int, *, batch_size: int, seed: int) -> Iterator[torch.Tensor]:
+    """Endless seeded batches of image indices, reshuffled before each new pass."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    order = torch.randperm(n, generator=gen)
+    bs = min(batch_size, n)
+    pos = 0
+    while True:
+        if pos + bs > n:  # next pass over the images, freshly shuffled
+            order, pos = torch.randperm(n, generator=gen), 0
+        yield order[pos : pos + bs]
+        pos += bs
+
+
+def _sweep(
+    layer: nn.Module,
+    opt: torch.optim.Optimizer,
+    batches: Iterator[torch.Tensor],
+    penultimate: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    lrs: Iterator[float],
+) -> tuple[list[float], list[float], str]:
+    """One optimizer step per LR; the LRs tried, their smoothed losses, and why it stopped."""
+    import torch
+
+    tried: list[float] = []
+    losses: list[float] = []
+    avg, best = 0.0, math.inf
+    # The schedule ends the sweep; the batches never end (and are drawn only while it runs).
+    for i, (lr, idx) in enumerate(zip(lrs, batches, strict=False)):
+        for g in opt.param_groups:
+            g["lr"] = lr
+        loss = torch.nn.functional.cross_entropy(layer(penultimate[idx]), labels[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        value = loss.item()
+        if not math.isfinite(value):
+            return tried, losses, "diverged"
+        avg = SMOOTHING * avg + (1 - SMOOTHING) * value
+        smoothed = avg / (1 - SMOOTHING ** (i + 1))
+        tried.append(lr)
+        losses.append(smoothed)
+        best = min(best, smoothed)
+        if i > 10 and smoothed > DIVERGE_FACTOR * best:
+            return tried, losses, "diverged"
+    return tried, losses, "end"
 
 
 def choose_lr(lrs: list[float], losses: list[float], stopped: str) -> tuple[float, str, str | None]:

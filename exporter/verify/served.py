@@ -48,7 +48,6 @@ def verify_server(
         UsageError: the server serves another run's model, or a bad option.
         EnvironmentUnavailable: nothing answers at ``server`` (exit 3).
     """
-    from exporter.core.envinfo import environment
     from exporter.core.manifest import load_manifest
     from exporter.core.runfolder import open_run
     from exporter.model.vgg import load_reference_model
@@ -103,9 +102,25 @@ def verify_server(
             judge_outputs(result, outs, ref_out=ref_out, labels=labels, tol=tol)
     if progress:
         progress("done", 2, 2)
+    config = {**to_dict(cfg), "server": server, "model_name": model_name}
+    return _server_report(info.run_dir, config, inputs, labels, result=result, notes=notes)
+
+
+def _server_report(
+    run_dir: Path,
+    config: dict[str, Any],
+    inputs: dict[str, np.ndarray],
+    labels: np.ndarray | None,
+    *,
+    result: CandidateResult,
+    notes: list[str],
+) -> ParityReport:
+    """The report of one server candidate, laid out as ``tlx verify``'s own."""
+    from exporter.core.envinfo import environment
+
     report = ParityReport(
-        run_dir=info.run_dir,
-        config={**to_dict(cfg), "server": server, "model_name": model_name},
+        run_dir=run_dir,
+        config=config,
         environment=environment("cpu"),
         inputs={k: {"shape": list(v.shape)} for k, v in inputs.items()},
         candidates=[result],

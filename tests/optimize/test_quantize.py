@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from exporter.core.errors import InputFileError, UsageError
-from exporter.optimize.optimize import export_onnx
+from exporter.optimize.build import export_onnx
 from exporter.optimize.quantize import (
     gate_logits,
     prepare_for_quantization,
