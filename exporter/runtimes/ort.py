@@ -68,6 +68,26 @@ def cpu_session(
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
+def cuda_session(path: str | Path, *, optimize: bool = True, device_id: int = 0) -> Any:
+    """An ORT CUDA session (TF32 off, fp32 stays fp32) on a file tlx made or checked.
+
+    Raises:
+        RuntimeUnavailable: ONNX Runtime fell back to the CPU provider (no CUDA build or GPU).
+    """
+    import onnxruntime as ort
+
+    from exporter.core.errors import RuntimeUnavailable
+
+    cuda = {"device_id": device_id, "use_tf32": 0}
+    providers = [("CUDAExecutionProvider", cuda), "CPUExecutionProvider"]
+    session = ort.InferenceSession(
+        str(path), session_options(optimize=optimize), providers=providers
+    )
+    if session.get_providers()[0] != "CUDAExecutionProvider":
+        raise RuntimeUnavailable(f"{path}: ONNX Runtime fell back to the CPU provider on cuda")
+    return session
+
+
 def cpu_logits(path: str | Path, images: np.ndarray, *, batch: int) -> np.ndarray:
     """Logits of an ONNX file on the CPU provider, ``batch`` images at a time."""
     session = cpu_session(path)

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from exporter.runtimes.ort import cpu_session
+from exporter.runtimes.ort import cpu_session, cuda_session
 from exporter.verify.tolerance import Tolerance
 
 LAYER_RE = re.compile(r"^(features|classifier)\.\d+$|^avgpool$")
@@ -93,16 +93,8 @@ def _probe_session(path: Path, device: str) -> Any:
     """An unoptimised session on ``device`` (optimisations may fuse away the values read)."""
     if not device.startswith("cuda"):
         return cpu_session(path, optimize=False)
-    import onnxruntime as ort
-
-    from exporter.core.errors import RuntimeUnavailable
-    from exporter.runtimes.ort import session_options
-
-    providers = [("CUDAExecutionProvider", {"use_tf32": 0}), "CPUExecutionProvider"]
-    session = ort.InferenceSession(str(path), session_options(optimize=False), providers=providers)
-    if session.get_providers()[0] != "CUDAExecutionProvider":
-        raise RuntimeUnavailable("localize on cuda: ONNX Runtime fell back to the CPU provider")
-    return session
+    index = device.partition(":")[2]
+    return cuda_session(path, optimize=False, device_id=int(index) if index.isdigit() else 0)
 
 
 def _onnx_activations(path: Path, x: np.ndarray, device: str = "cpu") -> dict[str, np.ndarray]:

@@ -21,7 +21,8 @@ from exporter.runtimes.cuda_math import (
     tf32_flags,
     tf32_mode,
 )
-from exporter.runtimes.ort import OrtCudaRuntime, OrtTensorRTRuntime
+from exporter.core.errors import RuntimeUnavailable
+from exporter.runtimes.ort import OrtCudaRuntime, OrtTensorRTRuntime, cuda_session
 from exporter.runtimes.selection import artifacts_of_run
 
 
@@ -137,6 +138,12 @@ def test_tensorrt_gets_profile_shapes_and_a_cache_in_the_run_folder(exported_run
 
 # --- on a CUDA device ---------------------------------------------------------------------
 
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the fallback of a CPU-only host")
+def test_cuda_session_refuses_a_silent_cpu_fallback(exported_run: Path) -> None:
+    # onnxruntime-gpu without a GPU quietly runs on its CPU provider; a "cuda" probe must not.
+    with pytest.raises(RuntimeUnavailable, match="fell back to the CPU provider"):
+        cuda_session(exported_run / "model.onnx", optimize=False)
 
 @pytest.mark.gpu
 def test_tf32_off_makes_cuda_conv_match_the_cpu() -> None:
