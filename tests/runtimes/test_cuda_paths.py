@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from exporter.core.errors import RuntimeUnavailable
 from exporter.runtimes import REGISTRY, load_all
 from exporter.runtimes.cuda_math import (
     TF32_OVERRIDE_ENV,
@@ -21,7 +22,6 @@ from exporter.runtimes.cuda_math import (
     tf32_flags,
     tf32_mode,
 )
-from exporter.core.errors import RuntimeUnavailable
 from exporter.runtimes.ort import OrtCudaRuntime, OrtTensorRTRuntime, cuda_session
 from exporter.runtimes.selection import artifacts_of_run
 
