@@ -145,6 +145,7 @@ def test_cuda_session_refuses_a_silent_cpu_fallback(exported_run: Path) -> None:
     with pytest.raises(RuntimeUnavailable, match="fell back to the CPU provider"):
         cuda_session(exported_run / "model.onnx", optimize=False)
 
+
 @pytest.mark.gpu
 def test_tf32_off_makes_cuda_conv_match_the_cpu() -> None:
     torch.manual_seed(0)
