@@ -18,7 +18,7 @@ demo: install
 
 # pytest's exit 5 ("no tests collected") counts as a failure, not a pass.
 test: install
-	$(BIN)/python -m pytest -q; rc=$$?; \
+	$(BIN)/python -m pytest -q --durations=25; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 test-all: install
