@@ -6,6 +6,7 @@ Decoding errors are values, not exceptions, so one unreadable file never stops t
 from __future__ import annotations
 
 import glob
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -36,7 +37,8 @@ class BadImage:
 
 
 def expand_inputs(specs: Iterable[str | Path]) -> list[Path]:
-    """Files, folders (recursively, image suffixes only) and globs → paths, in order, once.
+    """Files, folders (recursively, image suffixes only) and globs → paths, in order, each
+    file once (by its real path).
 
     A file named explicitly is kept whatever its suffix (its decoding decides); a spec that
     matches nothing is a usage error naming it.
@@ -44,7 +46,7 @@ def expand_inputs(specs: Iterable[str | Path]) -> list[Path]:
     Raises:
         UsageError: a spec matches no file, or nothing was given.
     """
-    out: dict[Path, None] = {}
+    out: dict[str, Path] = {}  # real path -> the first spelling met
     specs = list(specs)
     if not specs:
         raise UsageError("no images given: pass image files, folders or globs")
@@ -69,8 +71,10 @@ def expand_inputs(specs: Iterable[str | Path]) -> list[Path]:
             what = "folder" if path.is_dir() else "pattern"
             raise UsageError(f"{text!r}: the {what} matches no image ({', '.join(IMAGE_SUFFIXES)})")
         for p in found:
-            out.setdefault(p, None)
-    return list(out)
+            # By real path: a glob's "**" follows symlinked folders, so a link back up the
+            # tree (or two spellings of one file) would otherwise classify a file many times.
+            out.setdefault(os.path.realpath(p), p)
+    return list(out.values())
 
 
 def open_image(path: str | Path) -> Image.Image | BadImage:
