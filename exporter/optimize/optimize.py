@@ -131,7 +131,7 @@ def optimize_run(
     if "fp16" in cfg.variants:
         # `tlx export --precision fp16` writes the file and its manifest entry itself.
         report.step("fp16: tlx export --precision fp16")
-        results["fp16"] = _export_fp16(run, cfg)
+        results["fp16"] = _export_fp16(info, cfg)
 
     manifest = load_or_create_manifest(info)  # re-read: tlx export may have just changed it
     report.step("loading the model and held-out images")
@@ -303,7 +303,7 @@ def evaluate_onnx(
 # --- fp16 (delegated to tlx export) ---------------------------------------------------
 
 
-def _export_fp16(run: Path, cfg: OptimizeConfig) -> VariantResult:
+def _export_fp16(run: RunInfo, cfg: OptimizeConfig) -> VariantResult:
     from exporter.core.config import ExportConfig
     from exporter.export.export import export_run
 
