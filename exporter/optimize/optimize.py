@@ -174,7 +174,7 @@ def optimize_run(
             results[variant] = result
     if "fp16" in results:
         _gate_fp16(
-            run,
+            info,
             manifest,
             results["fp16"],
             images=x_val,
@@ -320,7 +320,7 @@ def _export_fp16(run: RunInfo, cfg: OptimizeConfig) -> VariantResult:
 
 
 def _gate_fp16(
-    run: Path,
+    info: RunInfo,
     manifest: Manifest,
     result: VariantResult,
     *,
@@ -330,14 +330,16 @@ def _gate_fp16(
     cfg: OptimizeConfig,
 ) -> None:
     """Gate the fp16 file tlx export wrote; on failure move it to ``rejected/`` and unlist it."""
-    from exporter.core.manifest import check_artifact
+    from exporter.core.runfolder import open_run
 
     entry = manifest.artifacts.get(result.artifact)
     if entry is None:
         raise InputFileError(
             f"tlx export --precision fp16 did not list {result.artifact} in manifest.json"
         )
-    path = check_artifact(run, entry)
+    run = info.run_dir
+    path = run / entry.path
+    open_run(info).check_files(entry.files)  # the opened run: tlx export hashed it already
     result.gate = evaluate_onnx(path, images, labels, reference, cfg=cfg, variant="fp16")
     result.path = result.artifact
     result.file_bytes = path.stat().st_size
