@@ -82,7 +82,7 @@ def test_manifest_is_read_once_and_again_only_after_a_write(
     run.save_manifest(first)  # its own write: remembered, not read back
     assert run.manifest.metadata == {"saved": 1} and len(loads) == 1
 
-    other = open_run(small_run).manifest  # another command writes the file
+    other = manifest_mod.load_manifest(small_run)  # another command writes the file
     other.metadata = {"other": 2}
     save_manifest(small_run, other)
     assert run.manifest.metadata == {"other": 2} and len(loads) == 2
