@@ -20,6 +20,7 @@ from exporter.core.config import DEFAULT_ARTIFACTS_DIR, DemoConfig, to_dict
 
 if TYPE_CHECKING:
     from exporter.bench.result import BenchReport
+    from exporter.core.runfolder import Run
     from exporter.optimize.optimize import OptimizeResult
     from exporter.verify.verify import ParityReport
 
@@ -141,10 +142,14 @@ def run_demo(cfg: DemoConfig, *, progress: DemoProgress | None = None) -> DemoRe
         return out
 
     trained = step("train", lambda: _train(cfg, run_dir, say))
-    step("export", lambda: _export(cfg, run_dir, say))
-    optimized = step("optimize", lambda: _optimize(cfg, run_dir, say)) if cfg.variants else None
-    parity, verify_files = step("verify", lambda: _verify(cfg, run_dir, say))
-    bench = step("bench", lambda: _bench(cfg, run_dir, say))
+    from exporter.core.runfolder import open_run
+
+    # Opened once for the later stages: train.json is read and the weights hashed once.
+    run = open_run(run_dir)
+    step("export", lambda: _export(cfg, run, say))
+    optimized = step("optimize", lambda: _optimize(cfg, run, say)) if cfg.variants else None
+    parity, verify_files = step("verify", lambda: _verify(cfg, run, say))
+    bench = step("bench", lambda: _bench(cfg, run, say))
     result = DemoResult(
         run_dir=run_dir,
         config=cfg,
@@ -186,35 +191,35 @@ def _train(cfg: DemoConfig, run_dir: Path, say: DemoProgress) -> Any:
     return fit(train_cfg, progress=lambda ev: _train_progress(say, ev))
 
 
-def _export(cfg: DemoConfig, run_dir: Path, say: DemoProgress) -> None:
+def _export(cfg: DemoConfig, run: Run, say: DemoProgress) -> None:
     from exporter.core.config import ExportConfig
     from exporter.export.export import export_run
 
     export_run(
-        run_dir,
+        run,
         ExportConfig(formats=cfg.formats, seed=cfg.seed),
         progress=lambda d, done, total: say(f"export: {d}", done, total),
     )
 
 
-def _optimize(cfg: DemoConfig, run_dir: Path, say: DemoProgress) -> OptimizeResult:
+def _optimize(cfg: DemoConfig, run: Run, say: DemoProgress) -> OptimizeResult:
     from exporter.core.config import OptimizeConfig
     from exporter.optimize.optimize import optimize_run
 
     return optimize_run(
-        run_dir,
+        run,
         OptimizeConfig(variants=cfg.variants, seed=cfg.seed),
         progress=lambda d, done, total: say(f"optimize: {d}", done, total),
     )
 
 
-def _verify(cfg: DemoConfig, run_dir: Path, say: DemoProgress) -> tuple[ParityReport, list[Path]]:
+def _verify(cfg: DemoConfig, run: Run, say: DemoProgress) -> tuple[ParityReport, list[Path]]:
     from exporter.core.config import VerifyConfig
     from exporter.verify.report import write_reports
     from exporter.verify.verify import verify_run
 
     parity = verify_run(
-        run_dir,
+        run,
         VerifyConfig(
             runtimes=cfg.runtimes, samples=min(cfg.verify_samples, cfg.val_size), seed=cfg.seed
         ),
@@ -223,12 +228,12 @@ def _verify(cfg: DemoConfig, run_dir: Path, say: DemoProgress) -> tuple[ParityRe
     return parity, list(write_reports(parity))
 
 
-def _bench(cfg: DemoConfig, run_dir: Path, say: DemoProgress) -> BenchReport:
+def _bench(cfg: DemoConfig, run: Run, say: DemoProgress) -> BenchReport:
     from exporter.bench.bench import bench_run
     from exporter.core.config import BenchConfig
 
     return bench_run(
-        run_dir,
+        run,
         BenchConfig(
             runtimes=cfg.runtimes,
             batch_sizes=cfg.batch_sizes,

@@ -33,7 +33,7 @@ from __future__ import annotations
 import contextlib
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -58,17 +58,19 @@ from exporter.core.config import BenchConfig
 from exporter.core.errors import (
     EnvironmentUnavailable,
 )
-from exporter.core.manifest import hash_once
 from exporter.core.report import Progress
 from exporter.core.resources import bench_need, require
 from exporter.core.runlock import locks_run
+
+if TYPE_CHECKING:
+    from exporter.core.runfolder import Run
 
 __all__ = ["bench_run", "is_oom", "make_inputs"]
 
 # --- planning -----------------------------------------------------------------------------
 
 
-def _plan(run_dir: Path, cfg: BenchConfig) -> tuple[list[tuple[type, Any]], list[dict[str, Any]]]:
+def _plan(run: Run, cfg: BenchConfig) -> tuple[list[tuple[type, Any]], list[dict[str, Any]]]:
     """(runtime class, artifact) pairs to time and the skipped ones with their reason.
 
     A runtime the user named that cannot run here is an environment error (exit 3, raised
@@ -77,9 +79,9 @@ def _plan(run_dir: Path, cfg: BenchConfig) -> tuple[list[tuple[type, Any]], list
     """
     from exporter.runtimes.selection import ALL, artifacts_of_run, plan
 
-    artifacts = artifacts_of_run(run_dir, require_manifest=False)
+    artifacts = artifacts_of_run(run, require_manifest=False)
     names = ALL if cfg.all_runtimes else list(dict.fromkeys(cfg.runtimes))
-    pairs, skipped = plan(run_dir, names, cfg.device, artifacts=artifacts)
+    pairs, skipped = plan(run, names, cfg.device, artifacts=artifacts)
     return list(pairs), [s.to_dict() for s in skipped]
 
 
@@ -98,9 +100,8 @@ def make_inputs(
 
 
 @locks_run("bench")
-@hash_once()
 def bench_run(
-    run_dir: str | Path,
+    run_dir: Run | str | Path,
     cfg: BenchConfig,
     *,
     progress: Progress | None = None,
@@ -108,7 +109,8 @@ def bench_run(
     """Time every planned runtime × batch size of a run and write bench.json/.md/.csv/.png.
 
     Args:
-        run_dir: the run folder (``tlx train`` output; ``tlx export`` adds the artifacts).
+        run_dir: the run folder (``tlx train`` output; ``tlx export`` adds the artifacts), or
+            the opened run: it is passed down, so each file is hashed once per bench.
         cfg: what to time and how.
         progress: called as work advances (see :data:`Progress`).
 
@@ -125,8 +127,8 @@ def bench_run(
     from exporter.core.runfolder import open_run
     from exporter.runtimes.cuda_math import tf32_mode
 
-    run_dir = Path(run_dir)
     info = open_run(run_dir)
+    run_dir = info.run_dir
     baseline = load_baseline(Path(cfg.compare)) if cfg.compare else None  # fail before timing
     cuda = cfg.device.startswith("cuda")
     if cuda and not torch.cuda.is_available():
@@ -135,7 +137,7 @@ def bench_run(
         )
     threads = cfg.threads or torch.get_num_threads()
     torch.set_num_threads(threads)  # runtimes get the same number for their own pools
-    pairs, skipped = _plan(run_dir, cfg)
+    pairs, skipped = _plan(info, cfg)
     _require_resources(info, cfg, pairs)
     inputs = make_inputs(cfg.batch_sizes, image_size=info.preprocessing.image_size, seed=cfg.seed)
     # torch's TF32 flags are process-global: set for this run only, restored after.

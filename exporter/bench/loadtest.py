@@ -19,7 +19,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -44,6 +44,9 @@ from exporter.serve.client import (
     is_loopback,
     parse_url,
 )
+
+if TYPE_CHECKING:
+    from exporter.core.runfolder import Run
 
 
 @dataclass
@@ -78,7 +81,7 @@ class _Record:
 
 
 def run_loadtest(
-    run_dir: str | Path, cfg: LoadtestConfig, *, progress: Progress | None = None
+    run_dir: Run | str | Path, cfg: LoadtestConfig, *, progress: Progress | None = None
 ) -> LoadtestReport:
     """Sweep ``cfg.concurrency`` against ``cfg.server`` and write the loadtest reports.
 

@@ -26,8 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
-from contextvars import ContextVar
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,10 +36,6 @@ from exporter.core.fsio import sha256_file, write_json
 from exporter.core.runlock import run_lock
 
 MANIFEST_NAME = "manifest.json"
-# Files matched inside a `hash_once()` block: (path, inode, size, mtime_ns, sha256).
-_MATCHED: ContextVar[set[tuple[str, int, int, int, str]] | None] = ContextVar(
-    "tlx_matched_files", default=None
-)
 SCHEMA_VERSION = 1
 FORMATS = ("onnx", "torchscript", "pt2")
 
@@ -217,23 +212,14 @@ def edit_manifest(run_dir: Path, *, new: Manifest | None = None) -> Iterator[Man
         save_manifest(run_dir, manifest)
 
 
-@contextlib.contextmanager
-def hash_once() -> Iterator[None]:
-    """Within the block (one command), a file that matched its record is not hashed again.
-
-    A command checks the same file several times (the planned pairs, the reference model,
-    each runtime's load); VGG16's weights are ~0.5 GB. A file whose inode, size or mtime
-    changed since it matched is hashed again.
-    """
-    token = _MATCHED.set(set())
-    try:
-        yield
-    finally:
-        _MATCHED.reset(token)
-
-
-def check_file(run_dir: Path, record: FileRecord) -> Path:
+def check_file(
+    run_dir: Path, record: FileRecord, *, sha256: Callable[[Path], str] | None = None
+) -> Path:
     """Return the file's path after its size and sha256 match ``record``.
+
+    Args:
+        sha256: how to hash the file (default: read it all); an opened run passes its own,
+            which hashes each file once per command (``Run.check_file``).
 
     Raises:
         IntegrityError: the file is missing, a symlink, or its bytes differ from the manifest.
@@ -243,18 +229,12 @@ def check_file(run_dir: Path, record: FileRecord) -> Path:
         raise IntegrityError(f"{path} is a symbolic link; tlx loads only regular files it hashed")
     if not path.is_file():
         raise IntegrityError(f"{path} is listed in the manifest but missing")
-    st = path.stat()
-    matched = _MATCHED.get()
-    key = (str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns, record.sha256)
-    if matched is not None and key in matched:
-        return path
-    if st.st_size != record.bytes or sha256_file(path) != record.sha256:
+    hasher = sha256 if sha256 is not None else sha256_file
+    if path.stat().st_size != record.bytes or hasher(path) != record.sha256:
         raise IntegrityError(
             f"{path} does not match manifest.json (sha256/size differ): the file changed after "
             "export. Re-export with `tlx export RUN --force` or restore the original file."
         )
-    if matched is not None:
-        matched.add(key)
     return path
 
 

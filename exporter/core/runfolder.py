@@ -1,17 +1,38 @@
 """The run folder: one run is one folder, the contract between the commands.
 
-``tlx train`` creates it; ``export``, ``verify`` and ``bench`` read it and add to it.
+``tlx train`` creates it; ``export``, ``verify`` and ``bench`` read it and add to it. A
+command opens it once (:func:`open_run` → :class:`Run`) and passes the object down: the
+object reads ``train.json`` once, the manifest once (again only after a write of its own or
+another process's), and hashes each file once per command.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import json
-from dataclasses import dataclass
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from exporter.core import fsio
 from exporter.core.errors import InputFileError
+from exporter.core.manifest import (
+    FileRecord,
+    Manifest,
+    check_file,
+    load_manifest,
+    manifest_path,
+)
+from exporter.core.manifest import edit_manifest as _edit_manifest
+from exporter.core.manifest import save_manifest as _save_manifest
 from exporter.core.preprocess import Preprocessing
+
+# A file's identity for the caches: replaced (new inode), rewritten (size, mtime) or
+# re-linked/chmod-ed (ctime) files are read again.
+_FileKey = tuple[str, int, int, int, int, int]
 
 WEIGHTS_NAME = "model.safetensors"
 TRAIN_JSON = "train.json"
@@ -48,12 +69,142 @@ class RunInfo:
         return best.get("val_accuracy")
 
 
-def open_run(run_dir: str | Path) -> RunInfo:
+def _file_key(path: Path) -> _FileKey:
+    st = path.stat()
+    return (str(path.resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+@dataclass
+class _RunState:
+    """What one command learned about a run: mutable, so it lives beside the frozen facts."""
+
+    manifest: tuple[_FileKey, Manifest] | None = None
+    hashes: dict[_FileKey, str] = field(default_factory=dict)
+    onnx_checked: set[tuple[_FileKey, ...]] = field(default_factory=set)
+
+
+@dataclass(frozen=True, eq=False)
+class Run(RunInfo):
+    """An opened run for one command: ``train.json``'s facts, the manifest, verified files.
+
+    It is an ``os.PathLike`` of its folder, so code that takes a path (the run lock,
+    ``Path(run)``) takes it too. The caches belong to the object: a new command (a new
+    :func:`open_run`) reads and hashes afresh.
+    """
+
+    _state: _RunState = field(default_factory=_RunState, init=False, repr=False, compare=False)
+
+    def __fspath__(self) -> str:
+        return os.fspath(self.run_dir)
+
+    def __str__(self) -> str:  # messages name the folder, as they did for a path
+        return str(self.run_dir)
+
+    # --- the manifest ---------------------------------------------------------------------
+
+    @property
+    def has_manifest(self) -> bool:
+        return manifest_path(self.run_dir).is_file()
+
+    @property
+    def manifest(self) -> Manifest:
+        """A copy of ``manifest.json`` (parsed once; again only when the file was replaced).
+
+        Raises:
+            InputFileError: missing (run ``tlx export`` first), unreadable, or malformed.
+        """
+        path = manifest_path(self.run_dir)
+        cached = self._state.manifest
+        try:
+            key = _file_key(path)
+        except OSError:
+            key = None
+        if cached is None or key is None or cached[0] != key:
+            self._state.manifest = None
+            manifest = load_manifest(self.run_dir)  # raises the usual message when missing
+            if key is not None:
+                self._state.manifest = (key, manifest)
+            return copy.deepcopy(manifest)
+        return copy.deepcopy(cached[1])
+
+    def save_manifest(self, manifest: Manifest) -> Path:
+        """Write the manifest (under the run's lock) and remember what was written."""
+        path = _save_manifest(self.run_dir, manifest)
+        self._remember(manifest)
+        return path
+
+    @contextlib.contextmanager
+    def edit_manifest(self, *, new: Manifest | None = None) -> Iterator[Manifest]:
+        """:func:`exporter.core.manifest.edit_manifest`, remembering the saved manifest."""
+        self._state.manifest = None
+        with _edit_manifest(self.run_dir, new=new) as manifest:
+            yield manifest
+        self._remember(manifest)
+
+    def _remember(self, manifest: Manifest) -> None:
+        try:
+            self._state.manifest = (_file_key(manifest_path(self.run_dir)), copy.deepcopy(manifest))
+        except OSError:
+            self._state.manifest = None
+
+    # --- hashes -----------------------------------------------------------------------------
+
+    def sha256(self, rel: str) -> str:
+        """The sha256 of a file of the run, hashed once while the file stays the same."""
+        path = self.run_dir / rel
+        key = _file_key(path)
+        digest = self._state.hashes.get(key)
+        if digest is None:
+            digest = fsio.sha256_file(path)
+            self._state.hashes[key] = digest
+        return digest
+
+    def file_record(self, rel: str) -> FileRecord:
+        """A new manifest record (path, sha256, bytes) of a file of the run."""
+        return FileRecord(rel, self.sha256(rel), (self.run_dir / rel).stat().st_size)
+
+    def check_file(self, record: FileRecord) -> Path:
+        """:func:`exporter.core.manifest.check_file`, each file hashed once per command.
+
+        Raises:
+            IntegrityError: the file is missing, a symlink, or its bytes differ from the record.
+        """
+        return check_file(self.run_dir, record, sha256=lambda _: self.sha256(record.path))
+
+    def check_files(self, records: Sequence[FileRecord], *, onnx: Path | None = None) -> None:
+        """Check every file of an artifact; with ``onnx``, that file must also pass
+        :func:`~exporter.core.onnx_safety.check_onnx_file` (parsed once while none of the
+        files changes).
+
+        Raises:
+            IntegrityError: a file is missing, a symlink, or differs from its record.
+            InputFileError: the ONNX file is corrupt or its external data leaves the folder.
+        """
+        for rec in records:
+            self.check_file(rec)
+        if onnx is None:
+            return
+        key = tuple(_file_key(p) for p in (onnx, *(self.run_dir / r.path for r in records)))
+        if key not in self._state.onnx_checked:
+            from exporter.core.onnx_safety import check_onnx_file
+
+            check_onnx_file(onnx)
+            self._state.onnx_checked.add(key)
+
+
+def open_run(run_dir: str | Path | RunInfo) -> Run:
     """Validate a run folder made by ``tlx train`` and read its ``train.json``.
+
+    An already opened :class:`Run` is returned as is (a stage called with one does not
+    open the run again); a bare :class:`RunInfo` is opened afresh from its folder.
 
     Raises:
         InputFileError: the folder, ``train.json`` or ``model.safetensors`` is missing or bad.
     """
+    if isinstance(run_dir, Run):
+        return run_dir
+    if isinstance(run_dir, RunInfo):
+        run_dir = run_dir.run_dir
     run = Path(run_dir)
     if not run.exists():
         raise InputFileError(f"run folder {run} does not exist (create one with `tlx train`)")
@@ -79,4 +230,4 @@ def open_run(run_dir: str | Path) -> RunInfo:
         raise InputFileError(f"{tj} is malformed: {exc}") from exc
     if not (run / WEIGHTS_NAME).is_file():
         raise InputFileError(f"{run / WEIGHTS_NAME} not found: the run has no trained weights")
-    return RunInfo(run, record, class_names, pre)
+    return Run(run, record, class_names, pre)

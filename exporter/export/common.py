@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
     from exporter.core.config import ExportConfig
     from exporter.core.manifest import ArtifactEntry
-    from exporter.core.runfolder import RunInfo
+    from exporter.core.runfolder import Run
 
 # The example batch traced/exported: a batch of 1 gets specialised (pytorch #157621).
 EXAMPLE_BATCH = 2
@@ -49,7 +49,7 @@ class ExportContext:
     """
 
     run_dir: Path
-    info: RunInfo
+    info: Run  # the opened run: a written file's record is hashed into its cache
     model: nn.Module
     cfg: ExportConfig
     shared: dict[str, Any]

@@ -22,14 +22,8 @@ from exporter.core.config import (
     to_dict,
 )
 from exporter.core.errors import InputFileError, UsageError
-from exporter.core.fsio import clean_stale_temps, sha256_file, write_json
-from exporter.core.manifest import (
-    FileRecord,
-    Manifest,
-    load_manifest,
-    manifest_path,
-    save_manifest,
-)
+from exporter.core.fsio import clean_stale_temps, write_json
+from exporter.core.manifest import FileRecord, Manifest, manifest_path
 from exporter.core.report import Progress
 from exporter.core.resources import export_need, require
 from exporter.core.runlock import locks_run
@@ -39,7 +33,7 @@ from exporter.export.torch_export import PT2_NAME, TORCHSCRIPT_NAME, export_pt2,
 from exporter.export.triton import TRITON_DIR, TritonResult, export_triton, validate_triton
 
 if TYPE_CHECKING:
-    from exporter.core.runfolder import RunInfo
+    from exporter.core.runfolder import Run
 
 EXPORT_REPORT = "export.json"
 REPORT_SCHEMA_VERSION = 1
@@ -148,12 +142,13 @@ def artifact_names(cfg: ExportConfig) -> dict[str, str]:
 
 @locks_run("export")
 def export_run(
-    run_dir: str | Path, cfg: ExportConfig | None = None, *, progress: Progress | None = None
+    run_dir: Run | str | Path, cfg: ExportConfig | None = None, *, progress: Progress | None = None
 ) -> ExportResult:
     """Export a trained run to every requested format, check each, update the manifest.
 
     Args:
-        run_dir: a run folder made by ``tlx train``.
+        run_dir: a run folder made by ``tlx train``, or the opened run (whose manifest is
+            then kept up to date with what this export writes).
         cfg: export settings (default: all three formats, fp32, dynamic batch).
         progress: called with a short description before each step (for a progress bar).
 
@@ -183,8 +178,8 @@ def export_run(
     clean_stale_temps(run)  # leftovers of a killed earlier export
 
     say("hashing model.safetensors")
-    source = FileRecord.of(run, info.weights_path.name)
-    manifest, dropped = _load_or_new_manifest(run, source=source, force=cfg.force)
+    source = info.file_record(info.weights_path.name)
+    manifest, dropped = _load_or_new_manifest(info, source=source, force=cfg.force)
     done[0] += 1
     results: dict[str, FormatResult] = {}
     if model_formats:
@@ -193,8 +188,9 @@ def export_run(
     if TRITON in cfg.formats:
         triton = _export_triton(info, manifest, cfg, say)
     done[0] = steps
-    # The weights must not have changed while we exported from them.
-    if sha256_file(info.weights_path) != source.sha256:
+    # The weights must not have changed while we exported from them (a file rewritten or
+    # replaced since it was hashed is hashed again).
+    if info.sha256(info.weights_path.name) != source.sha256:
         raise InputFileError(
             f"{info.weights_path} changed during the export; run `tlx export {run} --force` again"
         )
@@ -224,7 +220,7 @@ def _refuse_existing(run: Path, cfg: ExportConfig) -> None:
 
 
 def _export_formats(
-    info: RunInfo,
+    info: Run,
     manifest: Manifest,
     cfg: ExportConfig,
     opset: int,
@@ -249,14 +245,12 @@ def _export_formats(
         results[fmt] = result
         manifest.artifacts[result.name] = result.entry
         # Save after each format: a later failure must not unlist a file already written.
-        save_manifest(run, manifest)
+        info.save_manifest(manifest)
         done[0] += 1
     return results
 
 
-def _export_triton(
-    info: RunInfo, manifest: Manifest, cfg: ExportConfig, say: StepFn
-) -> TritonResult:
+def _export_triton(info: Run, manifest: Manifest, cfg: ExportConfig, say: StepFn) -> TritonResult:
     """The Triton repository from an artifact already in the (saved) manifest."""
     from exporter.core.metadata import shared_metadata
 
@@ -267,10 +261,10 @@ def _export_triton(
         )
     if not manifest.metadata:
         manifest.metadata = shared_metadata(info, source_sha256=manifest.source.sha256)
-    save_manifest(info.run_dir, manifest)  # the choice reads the manifest from disk
+    info.save_manifest(manifest)  # the choice reads the saved manifest
     result = export_triton(info, cfg.triton, force=cfg.force, say=say)
     manifest.artifacts[result.entry.name] = result.entry
-    save_manifest(info.run_dir, manifest)
+    info.save_manifest(manifest)
     return result
 
 
@@ -321,13 +315,14 @@ def _require_resources(info: Any, cfg: ExportConfig, names: dict[str, str]) -> N
 
 
 def _load_or_new_manifest(
-    run: Path, *, source: FileRecord, force: bool
+    info: Run, *, source: FileRecord, force: bool
 ) -> tuple[Manifest, list[str]]:
     """The existing manifest to merge into, minus entries exported from other weights."""
+    run = info.run_dir
     if not manifest_path(run).exists():
         return Manifest(source=source, metadata={}), []
     try:
-        manifest = load_manifest(run)
+        manifest = info.manifest
     except InputFileError:
         if not force:
             raise InputFileError(

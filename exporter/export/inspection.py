@@ -19,13 +19,14 @@ from exporter.core.manifest import (
     MANIFEST_NAME,
     ArtifactEntry,
     check_artifact,
-    check_file,
     load_manifest,
 )
 from exporter.core.metadata import METADATA_FILE, from_onnx_props
 
 if TYPE_CHECKING:
     from rich.console import Console
+
+    from exporter.core.runfolder import Run
 
 # Shown first, in this order; everything else in the metadata follows alphabetically.
 _META_ORDER = (
@@ -213,8 +214,10 @@ def inspect_artifact(path: Path, *, console: Console) -> dict[str, Any]:
     return info
 
 
-def inspect_run(run: Path, *, console: Console) -> dict[str, Any]:
+def inspect_run(run: Run | str | Path, *, console: Console) -> dict[str, Any]:
     """Print a run's training summary and a table of every artifact with its hash status.
+
+    ``run`` is the folder or the opened run (then nothing is read or hashed twice).
 
     Raises:
         IntegrityError: after printing, when any listed file differs from the manifest.
@@ -222,6 +225,7 @@ def inspect_run(run: Path, *, console: Console) -> dict[str, Any]:
     from exporter.core.runfolder import open_run
 
     info = open_run(run)
+    run = info.run_dir  # the folder as given: messages name it as before
     dataset = (info.record.get("dataset") or {}).get("name")
     console.print(f"[bold]run {run}[/]", markup=True)
     console.print(_training_table(info, dataset))
@@ -231,16 +235,16 @@ def inspect_run(run: Path, *, console: Console) -> dict[str, Any]:
         "best_val_accuracy": info.best_val_accuracy,
         "artifacts": {},
     }
-    if not (run / MANIFEST_NAME).is_file():
+    if not info.has_manifest:
         console.print(f"no {MANIFEST_NAME} yet: run `tlx export {run}`", markup=False)
         return result
-    manifest = load_manifest(run)
+    manifest = info.manifest
     try:
-        check_file(run, manifest.source)
+        info.check_file(manifest.source)
         source_ok = True
     except IntegrityError:
         source_ok = False
-    table, result["artifacts"] = _artifact_table(run, manifest)
+    table, result["artifacts"] = _artifact_table(info, manifest)
     console.print(table)
     if not source_ok:
         console.print(
@@ -271,7 +275,7 @@ def _training_table(info: Any, dataset: str | None) -> Any:
     return summary
 
 
-def _artifact_table(run: Path, manifest: Any) -> tuple[Any, dict[str, dict[str, Any]]]:
+def _artifact_table(run: Run, manifest: Any) -> tuple[Any, dict[str, dict[str, Any]]]:
     """The manifest's artifacts with their hash status (``ok`` or ``MISMATCH``)."""
     from rich.table import Table
 
@@ -288,7 +292,7 @@ def _artifact_table(run: Path, manifest: Any) -> tuple[Any, dict[str, dict[str, 
     found: dict[str, dict[str, Any]] = {}
     for name, entry in manifest.artifacts.items():
         try:
-            check_artifact(run, entry)
+            run.check_files(entry.files)
             status = "ok"
         except IntegrityError:
             status = "MISMATCH"

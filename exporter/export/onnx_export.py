@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from exporter.core.errors import GateFailed, UsageError
 from exporter.core.fsio import atomic_path
-from exporter.core.manifest import ArtifactEntry, FileRecord
+from exporter.core.manifest import ArtifactEntry
 from exporter.core.metadata import (
     BATCH_DIM,
     INPUT_NAME,
@@ -81,7 +81,7 @@ def export_onnx(ctx: ExportContext, progress: StepFn | None = None) -> FormatRes
         max_diff = _check_file(ctx, tmp, name=name, precision=precision)
         check_time = time.perf_counter() - t0
     export_time += save_time
-    record = FileRecord.of(ctx.run_dir, name)
+    record = ctx.info.file_record(name)  # hashed once for the whole command
     entry = ArtifactEntry(
         name=name,
         format="onnx",

@@ -15,7 +15,7 @@ from typing import Any
 
 from exporter.core.errors import GateFailed
 from exporter.core.fsio import atomic_path
-from exporter.core.manifest import ArtifactEntry, FileRecord
+from exporter.core.manifest import ArtifactEntry
 from exporter.core.metadata import BATCH_DIM, METADATA_FILE, artifact_metadata, signature, to_json
 from exporter.export.common import (
     ExportContext,
@@ -159,7 +159,7 @@ def _write_checked(
             max_diff = max(max_diff, check_logits(name, got=got, ref=ref, precision="fp32"))
         check_time = time.perf_counter() - t1
         del module
-    record = FileRecord.of(ctx.run_dir, name)
+    record = ctx.info.file_record(name)  # hashed once for the whole command
     entry = ArtifactEntry(
         name=name,
         format=fmt,

@@ -138,8 +138,8 @@ def export_triton(
     if (dest.exists() or dest.is_symlink()) and not force:
         raise InputFileError(f"{dest} already exists; pass --force to overwrite it")
     clean_stale_temps(repo)
-    choice = choose(
-        run, device=cfg.device, variant=cfg.variant, formats=("onnx",), check_available=False
+    choice = choose(  # the opened run: its manifest and hashes are reused
+        info, device=cfg.device, variant=cfg.variant, formats=("onnx",), check_available=False
     )
     art = choice.artifact
     step(f"triton: {art.name} ({choice.reason})")

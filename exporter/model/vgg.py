@@ -278,12 +278,18 @@ def load_reference_model(info: RunInfo, *, expected: FileRecord | None = None) -
     """The trained eager fp32 model, rebuilt from ``model.safetensors`` (eval mode, CPU).
 
     Args:
-        info: the opened run.
+        info: the opened run (a :class:`~exporter.core.runfolder.Run` hashes the weights
+            once per command).
         expected: when given (the manifest's ``source`` record), the weights file must match
             its size and sha256.
     """
     if expected is not None:
-        check_file(info.run_dir, expected)
+        from exporter.core.runfolder import Run
+
+        if isinstance(info, Run):
+            info.check_file(expected)
+        else:
+            check_file(info.run_dir, expected)
     model = build_for_state(info.num_classes)
     load_trained_weights(model, info.weights_path)
     return model.eval()

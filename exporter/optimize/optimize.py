@@ -125,7 +125,7 @@ def optimize_run(
     if "fp16" in cfg.variants:
         # `tlx export --precision fp16` writes the file and its manifest entry itself.
         report.step("fp16: tlx export --precision fp16")
-        results["fp16"] = _export_fp16(run, cfg)
+        results["fp16"] = _export_fp16(info, cfg)
 
     manifest = load_or_create_manifest(info)  # re-read: tlx export may have just changed it
     report.step("loading the model and held-out images")
@@ -133,7 +133,7 @@ def optimize_run(
     results.update(_build_variants(info, manifest, inputs, cfg=cfg, report=report))
     if "fp16" in results:
         _gate_fp16(
-            run,
+            info,
             manifest,
             results["fp16"],
             images=inputs.images,
@@ -253,7 +253,7 @@ def _eager_logits(model: nn.Module, images: np.ndarray) -> np.ndarray:
 # --- fp16 (delegated to tlx export) ---------------------------------------------------
 
 
-def _export_fp16(run: Path, cfg: OptimizeConfig) -> VariantResult:
+def _export_fp16(run: RunInfo, cfg: OptimizeConfig) -> VariantResult:
     from exporter.core.config import ExportConfig
     from exporter.export.export import export_run
 
@@ -270,7 +270,7 @@ def _export_fp16(run: Path, cfg: OptimizeConfig) -> VariantResult:
 
 
 def _gate_fp16(
-    run: Path,
+    info: RunInfo,
     manifest: Manifest,
     result: VariantResult,
     *,
@@ -280,14 +280,16 @@ def _gate_fp16(
     cfg: OptimizeConfig,
 ) -> None:
     """Gate the fp16 file tlx export wrote; on failure move it to ``rejected/`` and unlist it."""
-    from exporter.core.manifest import check_artifact
+    from exporter.core.runfolder import open_run
 
     entry = manifest.artifacts.get(result.artifact)
     if entry is None:
         raise InputFileError(
             f"tlx export --precision fp16 did not list {result.artifact} in manifest.json"
         )
-    path = check_artifact(run, entry)
+    run = info.run_dir
+    path = run / entry.path
+    open_run(info).check_files(entry.files)  # the opened run: tlx export hashed it already
     result.gate = evaluate_onnx(path, images, labels, reference, cfg=cfg, variant="fp16")
     result.path = result.artifact
     result.file_bytes = path.stat().st_size

@@ -14,12 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 from exporter.core.config import OptimizeConfig
 from exporter.core.errors import InputFileError, UsageError
-from exporter.core.fsio import atomic_path, sha256_file
+from exporter.core.fsio import atomic_path
 from exporter.core.manifest import (
     ArtifactEntry,
     FileRecord,
     Manifest,
-    load_manifest,
     manifest_path,
     save_manifest,
 )
@@ -111,12 +110,19 @@ def stamp_metadata(path: Path, info: RunInfo, *, variant: str, source_sha256: st
 
 
 def load_or_create_manifest(info: RunInfo) -> Manifest:
-    """The run's manifest, or a new one (source hash + metadata) when nothing was exported."""
-    run = info.run_dir
-    if manifest_path(run).is_file():
-        manifest = load_manifest(run)
-        weights = info.weights_path
-        if manifest.source.sha256 != sha256_file(weights):
+    """The run's manifest, or a new one (source hash + metadata) when nothing was exported.
+
+    An opened run (:class:`~exporter.core.runfolder.Run`) reads the manifest and hashes the
+    weights once however often this is called in one command.
+    """
+    from exporter.core.runfolder import open_run
+
+    opened = open_run(info)
+    run = opened.run_dir
+    if opened.has_manifest:
+        manifest = opened.manifest
+        weights = opened.weights_path
+        if manifest.source.sha256 != opened.sha256(weights.name):
             raise InputFileError(
                 f"{manifest_path(run)} was made from different weights than {weights}: "
                 f"re-export with `tlx export {run} --force` first"
@@ -125,7 +131,7 @@ def load_or_create_manifest(info: RunInfo) -> Manifest:
     # Nothing exported yet: the same source record and metadata `tlx export` would write.
     from exporter.core.metadata import shared_metadata
 
-    source = FileRecord.of(run, info.weights_path.name)
+    source = opened.file_record(opened.weights_path.name)
     return Manifest(source=source, metadata=shared_metadata(info, source_sha256=source.sha256))
 
 

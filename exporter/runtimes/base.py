@@ -9,12 +9,15 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from exporter.core.errors import UsageError
 from exporter.runtimes.cuda_math import fp32_label
+
+if TYPE_CHECKING:
+    from exporter.core.runfolder import Run
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 
@@ -35,6 +38,8 @@ class Artifact:
         sha256: expected hash of the main file (checked before any load).
         files: every (relative path, sha256, bytes) of the artifact, checked before load.
         metadata: the manifest's entry and shared metadata, for ``describe``.
+        run: the opened run it came from (its hashes and ``train.json`` are reused by
+            :meth:`verified_path` and the eager runtime); None for a hand-made artifact.
     """
 
     run_dir: Path
@@ -47,6 +52,7 @@ class Artifact:
     sha256: str | None = None
     files: tuple[tuple[str, str, int], ...] = ()
     metadata: dict[str, Any] = field(default_factory=dict, compare=False)
+    run: Run | None = field(default=None, compare=False, repr=False)
 
     @property
     def path(self) -> Path:
@@ -61,20 +67,24 @@ class Artifact:
         """
         from exporter.core.errors import IntegrityError
         from exporter.core.manifest import FileRecord, check_file
+        from exporter.core.onnx_safety import check_onnx_file
 
         if not self.files:
             raise IntegrityError(
                 f"{self.path} has no sha256 in manifest.json; tlx loads only files it hashed "
                 "(re-export with `tlx export RUN --force`)"
             )
-        for rel, sha, size in self.files:
-            check_file(self.run_dir, FileRecord(rel, sha, size))
-        if self.format == "onnx":
-            # A hashed file can still be hostile (a manifest can be rewritten too): ONNX must
-            # parse, and its external data must stay inside the run folder, before any load.
-            from exporter.core.onnx_safety import check_onnx_file
-
-            check_onnx_file(self.path)
+        records = [FileRecord(*f) for f in self.files]
+        # A hashed file can still be hostile (a manifest can be rewritten too): ONNX must
+        # parse, and its external data must stay inside the run folder, before any load.
+        onnx = self.path if self.format == "onnx" else None
+        if self.run is not None:  # the opened run hashes and parses each file once
+            self.run.check_files(records, onnx=onnx)
+            return self.path
+        for rec in records:
+            check_file(self.run_dir, rec)
+        if onnx is not None:
+            check_onnx_file(onnx)
         return self.path
 
     def accepts_hw(self, height: int, width: int) -> bool:

@@ -22,7 +22,8 @@ from exporter.runtimes.torch_common import (
 
 def load_eager_model(artifact: Artifact, device: str) -> Any:
     """The trained model from ``model.safetensors`` after its hash check, on ``device``."""
-    info = open_run(artifact.run_dir)
+    # An artifact from an opened run reuses it (train.json read once, the hash checked once).
+    info = artifact.run if artifact.run is not None else open_run(artifact.run_dir)
     expected = FileRecord(*artifact.files[0]) if artifact.files else None
     model = load_reference_model(info, expected=expected)
     return model.to(device).eval()

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from exporter.core.errors import RuntimeUnavailable, UsageError
-from exporter.core.manifest import ArtifactEntry, Manifest, load_manifest, manifest_path
-from exporter.core.runfolder import RunInfo, open_run
+from exporter.core.manifest import ArtifactEntry, Manifest
+from exporter.core.runfolder import Run, RunInfo, open_run
 from exporter.runtimes.base import Artifact, Runtime, get_runtime
 
 SAFETENSORS = "safetensors"
@@ -59,6 +59,7 @@ def reference_artifact(info: RunInfo, manifest: Manifest | None) -> Artifact:
         sha256=src.sha256 if src else None,
         files=((src.path, src.sha256, src.bytes),) if src else (),
         metadata={"source": "model.safetensors"},
+        run=info if isinstance(info, Run) else None,
     )
 
 
@@ -84,14 +85,17 @@ def artifact_from_entry(info: RunInfo, entry: ArtifactEntry, metadata: dict) -> 
         sha256=entry.files[0].sha256,
         files=tuple((f.path, f.sha256, f.bytes) for f in entry.files),
         metadata={"entry": entry.to_dict(), "variant": entry.variant, "shared": metadata},
+        run=info if isinstance(info, Run) else None,
     )
 
 
-def artifacts_of_run(run_dir: str | Path, *, require_manifest: bool = True) -> list[Artifact]:
+def artifacts_of_run(run_dir: Run | str | Path, *, require_manifest: bool = True) -> list[Artifact]:
     """The reference weights plus every artifact listed in the run's manifest.
 
+    Each artifact keeps the opened run, so its hash is checked once however often it loads.
+
     Args:
-        run_dir: the run folder.
+        run_dir: the opened run, or its folder.
         require_manifest: if False and there is no manifest.json, return only the weights
             (unhashed; eager then loads them without a hash check).
 
@@ -99,9 +103,9 @@ def artifacts_of_run(run_dir: str | Path, *, require_manifest: bool = True) -> l
         InputFileError: bad run folder or malformed manifest (or missing, when required).
     """
     info = open_run(run_dir)
-    if not require_manifest and not manifest_path(info.run_dir).is_file():
+    if not require_manifest and not info.has_manifest:
         return [reference_artifact(info, None)]
-    manifest = load_manifest(info.run_dir)
+    manifest = info.manifest
     arts = [reference_artifact(info, manifest)]
     arts.extend(
         artifact_from_entry(info, entry, manifest.metadata) for entry in manifest.artifacts.values()
@@ -124,7 +128,7 @@ def parse_runtimes(spec: str | list[str] | tuple[str, ...]) -> list[str] | str:
 
 
 def plan(
-    run_dir: str | Path,
+    run_dir: Run | str | Path,
     runtimes: list[str] | str,
     device: str,
     *,
@@ -133,7 +137,7 @@ def plan(
     """Pair every selected runtime with every artifact it can run on ``device``.
 
     Args:
-        run_dir: the run folder.
+        run_dir: the opened run, or its folder.
         runtimes: names, or ``"all"`` for every registered runtime.
         device: ``cpu`` or ``cuda``.
         artifacts: the run's artifacts if already built (default: :func:`artifacts_of_run`).

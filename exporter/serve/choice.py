@@ -17,11 +17,14 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from exporter.core.errors import UsageError
 from exporter.runtimes import load_all
 from exporter.runtimes.base import Artifact, Runtime, get_runtime
+
+if TYPE_CHECKING:
+    from exporter.core.runfolder import Run
 
 BENCH_JSON = "bench.json"
 VERIFY_JSON = "verify.json"
@@ -71,7 +74,7 @@ class Choice:
 
 
 def choose_artifact(
-    run: str | Path,
+    run: Run | str | Path,
     *,
     device: str = "cpu",
     variant: str | None = None,
@@ -84,7 +87,7 @@ def choose_artifact(
 
 
 def choose(
-    run: str | Path,
+    run: Run | str | Path,
     *,
     device: str = "cpu",
     variant: str | None = None,
@@ -95,7 +98,7 @@ def choose(
     """Choose the artifact (and runtime) to run on ``device``.
 
     Args:
-        run: the run folder (must have ``manifest.json``).
+        run: the run folder (must have ``manifest.json``), or the opened run.
         device: ``cpu`` or ``cuda``.
         variant: a variant name (``fold-int8``) or manifest artifact name (``model.onnx``,
             ``model.safetensors`` for the eager weights); None = the default order above.

@@ -253,6 +253,7 @@ def check_served_model(info: Any, served: ServedModel) -> list[str]:
         UsageError: another input size, class count or file than the run's.
     """
     from exporter.core.manifest import load_manifest
+    from exporter.core.runfolder import Run
 
     size = info.preprocessing.image_size
     dims = tuple(served.input_dims)
@@ -273,7 +274,8 @@ def check_served_model(info: Any, served: ServedModel) -> list[str]:
         )
     if not served.sha256:
         return [f"the server does not name the file it serves; assumed to be {info.run_dir}'s"]
-    manifest = load_manifest(info.run_dir)
+    # An opened run has read the manifest already.
+    manifest = info.manifest if isinstance(info, Run) else load_manifest(info.run_dir)
     for entry in manifest.artifacts.values():
         if entry.files and entry.files[0].sha256 == served.sha256:
             return []

@@ -24,6 +24,8 @@ from exporter.serve.images import BadImage, open_image
 if TYPE_CHECKING:
     from PIL import Image
 
+    from exporter.core.runfolder import Run
+
     ImageInput = str | Path | Image.Image | np.ndarray
 
 MAX_TOP_K = 1000
@@ -226,7 +228,7 @@ def _from_array(array: np.ndarray, source: str) -> Image.Image | BadImage:
 
 
 def load(
-    run: str | Path,
+    run: Run | str | Path,
     *,
     runtime: str | None = None,
     variant: str | None = None,
@@ -240,13 +242,12 @@ def load(
         UsageError: unknown runtime or variant.
         RuntimeUnavailable: the runtime cannot run on ``device`` here (exit 3).
     """
-    from exporter.core.manifest import load_manifest
     from exporter.core.runfolder import open_run
 
     device_kind(device)
     art, runtime_name = choose_artifact(run, device=device, variant=variant, runtime=runtime)
-    info = open_run(run)
-    shared = load_manifest(info.run_dir).metadata
+    info = art.run if art.run is not None else open_run(run)  # the run the choice opened
+    shared = info.manifest.metadata
     classes, pre = _recorded(shared, info.class_names, info.preprocessing)
     if len(classes) != art.num_classes:
         raise InputFileError(

@@ -29,6 +29,7 @@ from exporter.serve.client import TritonHttpClient
 from exporter.serve.launch import Launcher, bind, import_pytriton, libpython_on_library_path
 
 if TYPE_CHECKING:
+    from exporter.core.runfolder import Run
     from exporter.serve.predictor import Predictor
 
 # With several instances, PyTriton's stubs start in parallel and every instance but the first
@@ -100,12 +101,12 @@ class RunningServer:
 
 
 def start_server(
-    run: str | Path, cfg: ServeConfig, *, stop: threading.Event | None = None
+    run: Run | str | Path, cfg: ServeConfig, *, stop: threading.Event | None = None
 ) -> RunningServer:
     """Load, warm up and serve the run's chosen artifact; return once it answers correctly.
 
     Args:
-        run: the run folder.
+        run: the run folder, or the opened run (every instance's predictor shares it).
         cfg: what to serve and where.
         stop: set it (e.g. from a signal handler) to abandon a start-up in progress.
 
@@ -118,7 +119,7 @@ def start_server(
     """
     from exporter.core.runfolder import open_run
 
-    open_run(run)  # a bad run folder is exit 2 before any environment check
+    run = open_run(run)  # a bad run folder is exit 2 before any environment check
     triton_mod = import_pytriton()
     check_ports(cfg)
     predictors = _load_predictors(run, cfg)
@@ -208,7 +209,7 @@ def check_ports(cfg: ServeConfig) -> None:
 # --- the model ----------------------------------------------------------------------------
 
 
-def _load_predictors(run: str | Path, cfg: ServeConfig) -> list[Predictor]:
+def _load_predictors(run: Run, cfg: ServeConfig) -> list[Predictor]:
     """One predictor (own session) per instance, each warmed at batch 1 and ``max_batch``.
 
     (At most :data:`WARMUP_MAX_BATCH`: ORT has no per-shape compilation to warm, and a

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from exporter.verify.verify import ParityReport
+from exporter.verify.result import ParityReport
 
 VERIFY_JSON = "verify.json"
 VERIFY_MD = "verify.md"

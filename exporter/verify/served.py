@@ -9,24 +9,26 @@ answers under the profile of the precision the server says it serves. The report
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from exporter.core.config import VerifyConfig, to_dict
 from exporter.core.errors import UsageError
 from exporter.core.report import Progress
-from exporter.verify.tolerance import PROFILES, profile_for
-from exporter.verify.verify import (
-    HELDOUT,
-    CandidateResult,
-    ParityReport,
-    _error_text,
-    _infer_reference,
-    _run_batched,
+from exporter.verify.judge import (
     build_inputs,
+    error_text,
+    infer_reference,
     judge_outputs,
+    run_batched,
 )
+from exporter.verify.result import HELDOUT, CandidateResult, ParityReport
+from exporter.verify.tolerance import PROFILES, Tolerance, profile_for
+
+if TYPE_CHECKING:
+    from exporter.core.runfolder import Run
+    from exporter.serve.client import ServedModel
 
 VERIFY_SERVER_JSON = "verify-server.json"
 VERIFY_SERVER_MD = "verify-server.md"
@@ -34,7 +36,7 @@ RUNTIME_NAME = "triton-http"
 
 
 def verify_server(
-    run_dir: str | Path,
+    run_dir: Run | str | Path,
     cfg: VerifyConfig,
     *,
     server: str,
@@ -48,7 +50,7 @@ def verify_server(
         UsageError: the server serves another run's model, or a bad option.
         EnvironmentUnavailable: nothing answers at ``server`` (exit 3).
     """
-    from exporter.core.manifest import load_manifest
+    from exporter.core.envinfo import environment
     from exporter.core.runfolder import open_run
     from exporter.model.vgg import load_reference_model
     from exporter.serve.client import TritonHttpClient, check_served_model
@@ -56,33 +58,24 @@ def verify_server(
     if not cfg.batch_sizes or any(b < 1 for b in cfg.batch_sizes):
         raise UsageError(f"--batch-sizes must be positive integers, got {cfg.batch_sizes}")
     info = open_run(run_dir)
-    manifest = load_manifest(info.run_dir)
+    source = info.manifest.source
     with TritonHttpClient(server) as client:
         served = client.model(model_name)
         notes = check_served_model(info, served)
-        if max(cfg.batch_sizes) > served.max_batch_size > 0:
-            raise UsageError(
-                f"--batch-sizes {max(cfg.batch_sizes)}: the server takes at most "
-                f"{served.max_batch_size} images per request"
-            )
-        precision = served.precision
-        if precision not in PROFILES:
-            notes.append("the server does not say its precision: judged under the fp32 profile")
-            precision = "fp32"
-        tol = profile_for(precision, atol=cfg.atol, rtol=cfg.rtol, min_top1=cfg.min_top1)
-        reference = load_reference_model(info, expected=manifest.source)
+        tol = _server_profile(served, cfg, notes)
+        reference = load_reference_model(info, expected=source)
         inputs, labels = build_inputs(info, cfg, notes)
         largest = max(cfg.batch_sizes)
         if progress:
             progress("eager reference", 0, 2)
-        ref_out = {k: _infer_reference(reference, x, largest) for k, x in inputs.items()}
+        ref_out = {k: infer_reference(reference, x, largest) for k, x in inputs.items()}
         if progress:
             progress(f"{RUNTIME_NAME} · {served.artifact or model_name}", 1, 2)
         result = CandidateResult(
             runtime=RUNTIME_NAME,
             artifact=served.artifact or model_name,
             format="server",
-            precision=precision,
+            precision=tol.precision,
             tolerance=tol.to_dict(),
             sha256=served.sha256,
             runtime_info={"server": server, **served.to_dict()},
@@ -94,33 +87,17 @@ def verify_server(
             )
 
         try:
-            outs = {k: _run_batched(infer, x, largest) for k, x in inputs.items()}
+            outs = {k: run_batched(infer, x, largest) for k, x in inputs.items()}
         except Exception as exc:  # the verdict records why the server failed
-            result.error = _error_text(exc)
+            result.error = error_text(exc)
             result.failures.append(f"error: {result.error}")
         else:
             judge_outputs(result, outs, ref_out=ref_out, labels=labels, tol=tol)
     if progress:
         progress("done", 2, 2)
-    config = {**to_dict(cfg), "server": server, "model_name": model_name}
-    return _server_report(info.run_dir, config, inputs, labels, result=result, notes=notes)
-
-
-def _server_report(
-    run_dir: Path,
-    config: dict[str, Any],
-    inputs: dict[str, np.ndarray],
-    labels: np.ndarray | None,
-    *,
-    result: CandidateResult,
-    notes: list[str],
-) -> ParityReport:
-    """The report of one server candidate, laid out as ``tlx verify``'s own."""
-    from exporter.core.envinfo import environment
-
     report = ParityReport(
-        run_dir=run_dir,
-        config=config,
+        run_dir=info.run_dir,
+        config={**to_dict(cfg), "server": server, "model_name": model_name},
         environment=environment("cpu"),
         inputs={k: {"shape": list(v.shape)} for k, v in inputs.items()},
         candidates=[result],
@@ -130,6 +107,20 @@ def _server_report(
     if labels is not None:
         report.inputs[HELDOUT].update(split="val", labels_n=len(labels))
     return report
+
+
+def _server_profile(served: ServedModel, cfg: VerifyConfig, notes: list[str]) -> Tolerance:
+    """The profile of the precision the server says it serves (fp32 when it does not say)."""
+    if max(cfg.batch_sizes) > served.max_batch_size > 0:
+        raise UsageError(
+            f"--batch-sizes {max(cfg.batch_sizes)}: the server takes at most "
+            f"{served.max_batch_size} images per request"
+        )
+    precision = served.precision
+    if precision not in PROFILES:
+        notes.append("the server does not say its precision: judged under the fp32 profile")
+        precision = "fp32"
+    return profile_for(precision, atol=cfg.atol, rtol=cfg.rtol, min_top1=cfg.min_top1)
 
 
 def write_server_reports(report: ParityReport) -> tuple[Path, Path]:

@@ -67,18 +67,38 @@ CPU_NAMES = ("eager", "torchscript", "pt2", "ort-cpu")
 def test_fresh_export_passes_on_every_cpu_runtime(
     run_dir: Path, tmp_path: Path, copy_run, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import exporter.core.fsio as fsio
     import exporter.core.manifest as manifest
+    import exporter.core.onnx_safety as onnx_safety
 
     run = copy_run(run_dir, tmp_path / "run", ("model.onnx", "model.ts", "model.pt2"))
     hashed: list[str] = []
-    real_sha256 = manifest.sha256_file
+    real_sha256 = fsio.sha256_file
+
+    def counting_sha256(p: Path, **kwargs: int) -> str:
+        hashed.append(Path(p).name)
+        return real_sha256(p, **kwargs)
+
+    read: list[str] = []
+    real_read_text = Path.read_text
+    parsed: list[str] = []
+    real_parse = onnx_safety.load_onnx_graph
+    monkeypatch.setattr(fsio, "sha256_file", counting_sha256)
+    monkeypatch.setattr(manifest, "sha256_file", counting_sha256)
     monkeypatch.setattr(
-        manifest, "sha256_file", lambda p: hashed.append(Path(p).name) or real_sha256(p)
+        Path, "read_text", lambda p, *a, **k: read.append(p.name) or real_read_text(p, *a, **k)
+    )
+    monkeypatch.setattr(
+        onnx_safety, "load_onnx_graph", lambda p: parsed.append(Path(p).name) or real_parse(p)
     )
     cfg = VerifyConfig(runtimes=CPU_NAMES, samples=8, batch_sizes=(1, 3, 4))
     report = verify_run(run, cfg)
-    # Each file is hashed once per command, however many runtimes load it.
+    # The run is opened once and passed down: each file is hashed once, train.json and the
+    # manifest are read once and the ONNX file is parsed once, however many runtimes (and
+    # the reference, and the eager candidate's load) use them.
     assert sorted(hashed) == ["model.onnx", "model.pt2", "model.safetensors", "model.ts"]
+    assert read.count("train.json") == 1 and read.count("manifest.json") == 1
+    assert parsed == ["model.onnx"]
     assert [c.runtime for c in report.candidates] == list(CPU_NAMES)
     for c in report.candidates:
         assert c.passed, (c.runtime, c.failures)
