@@ -41,7 +41,7 @@ def input_of(path: Path, batch: int) -> np.ndarray:
 
 def ort_profile(path: Path, x: np.ndarray, *, runs: int, threads: int) -> dict[str, Any]:
     """Per-op-type time of ORT's CPU provider over ``runs`` runs (after 3 warm-ups)."""
-    from exporter.runtimes.ort import cpu_session
+    from exporter.runtimes.ort_sessions import cpu_session
 
     warmup = 3
     with tempfile.TemporaryDirectory() as tmp:

@@ -32,7 +32,7 @@ from exporter.export.common import (
     first_line,
     quiet_export,
 )
-from exporter.runtimes.ort import cpu_session
+from exporter.runtimes.ort_sessions import cpu_session
 from exporter.verify.tolerance import profile_for
 
 if TYPE_CHECKING:

@@ -215,7 +215,7 @@ def _labels(info: RunInfo, num_classes: int) -> str:
 def _check_model(path: Path, spec: ModelSpec, num_classes: int) -> None:
     """The copy loads on ORT CPU with the config's names and shapes and gives finite logits."""
     from exporter.export.common import first_line
-    from exporter.runtimes.ort import cpu_session
+    from exporter.runtimes.ort_sessions import cpu_session
 
     try:
         session = cpu_session(path)

@@ -21,7 +21,7 @@ from exporter.optimize.quantize import (
     quantize_static_int8,
 )
 from exporter.optimize.ship import FOLDED, OPSET, VARIANT_FILES, VARIANT_PRECISION, VariantResult
-from exporter.runtimes.ort import cpu_logits
+from exporter.runtimes.ort_sessions import cpu_logits
 
 if TYPE_CHECKING:
     from torch import nn

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from exporter.runtimes.ort import cpu_session, cuda_session
+from exporter.runtimes.ort_sessions import cpu_session, cuda_session
 from exporter.verify.tolerance import Tolerance
 
 LAYER_RE = re.compile(r"^(features|classifier)\.\d+$|^avgpool$")

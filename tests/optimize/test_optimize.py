@@ -22,7 +22,7 @@ from exporter.core.errors import InputFileError, UsageError
 from exporter.core.fsio import sha256_file
 from exporter.core.manifest import load_manifest
 from exporter.optimize.optimize import REJECTED_DIR, optimize_run
-from exporter.runtimes.ort import cpu_logits
+from exporter.runtimes.ort_sessions import cpu_logits
 
 TRAIN, VAL = 200, 200
 

@@ -22,7 +22,7 @@ from exporter.optimize.quantize import (
     quantize_dynamic_int8,
     quantize_static_int8,
 )
-from exporter.runtimes.ort import cpu_logits
+from exporter.runtimes.ort_sessions import cpu_logits
 
 SIZE = 16
 

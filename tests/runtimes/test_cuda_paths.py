@@ -22,7 +22,8 @@ from exporter.runtimes.cuda_math import (
     tf32_flags,
     tf32_mode,
 )
-from exporter.runtimes.ort import OrtCudaRuntime, OrtTensorRTRuntime, cuda_session
+from exporter.runtimes.ort import OrtCudaRuntime, OrtTensorRTRuntime
+from exporter.runtimes.ort_sessions import cuda_session
 from exporter.runtimes.selection import artifacts_of_run
 
 
@@ -93,7 +94,7 @@ class _CpuBoundOrt(OrtCudaRuntime):
 
 
 def test_ort_io_binding_is_built_once_outside_the_timed_call(exported_run: Path) -> None:
-    from exporter.runtimes.ort import cpu_logits
+    from exporter.runtimes.ort_sessions import cpu_logits
 
     art = _artifact(exported_run, "onnx")
     runtime = _CpuBoundOrt(art, "cpu")

@@ -38,7 +38,7 @@ def test_exporter_load_is_the_predictor_loader(onnx_run: Path) -> None:
 
 
 def test_logits_equal_in_process_ort_on_the_same_file(predictor: Predictor, onnx_run: Path) -> None:
-    from exporter.runtimes.ort import cpu_session
+    from exporter.runtimes.ort_sessions import cpu_session
 
     x = predictor.preprocess(_images(5))
     assert x.shape == (5, 3, 32, 32) and x.dtype == np.float32
