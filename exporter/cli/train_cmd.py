@@ -11,7 +11,6 @@ import contextlib
 import os
 import warnings
 from collections.abc import Iterator
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,6 +19,7 @@ import typer
 from exporter.cli.app import (
     NO_WAIT_HELP,
     app,
+    choice_enum,
     cli_errors,
     console,
     debug_enabled,
@@ -29,43 +29,27 @@ from exporter.cli.app import (
 )
 from exporter.cli.train_options import resolve_config, worker_args
 from exporter.cli.train_view import TrainProgress, fmt, summary_table
-from exporter.core.config import AUGMENT_MIN_SIZE, DataConfig, TrainConfig
+from exporter.core.choices import TRAIN_DEVICES
+from exporter.core.config import (
+    AUGMENT_MIN_SIZE,
+    AUGMENT_MODES,
+    CACHE_MODES,
+    DATA_SOURCES,
+    OPTIMIZERS,
+    RECIPES,
+    DataConfig,
+    TrainConfig,
+)
 
 _D, _T = DataConfig(), TrainConfig()
 
 
-class DataSource(str, Enum):
-    synthetic = "synthetic"
-    cifar10 = "cifar10"
-    imagefolder = "imagefolder"
-
-
-class RecipeName(str, Enum):
-    head = "head"
-    finetune = "finetune"
-
-
-class AugmentMode(str, Enum):
-    auto = "auto"
-    on = "on"
-    off = "off"
-
-
-class OptimizerName(str, Enum):
-    sgd = "sgd"
-    adamw = "adamw"
-
-
-class CacheMode(str, Enum):
-    auto = "auto"
-    on = "on"
-    off = "off"
-
-
-class DeviceName(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
+DataSource = choice_enum("DataSource", DATA_SOURCES)
+RecipeName = choice_enum("RecipeName", RECIPES)
+AugmentMode = choice_enum("AugmentMode", AUGMENT_MODES)
+OptimizerName = choice_enum("OptimizerName", OPTIMIZERS)
+CacheMode = choice_enum("CacheMode", CACHE_MODES)
+DeviceName = choice_enum("DeviceName", TRAIN_DEVICES)
 
 
 @app.command("train")

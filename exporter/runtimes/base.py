@@ -16,8 +16,6 @@ import numpy as np
 from exporter.core.errors import UsageError
 from exporter.runtimes.cuda_math import fp32_label
 
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
-
 
 @dataclass(frozen=True)
 class Artifact:

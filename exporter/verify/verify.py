@@ -207,10 +207,6 @@ def verify_run(
     from exporter.model.vgg import load_reference_model
     from exporter.runtimes.selection import artifacts_of_run, parse_runtimes, plan
 
-    if not cfg.batch_sizes or any(b < 1 for b in cfg.batch_sizes):
-        raise UsageError(f"--batch-sizes must be positive integers, got {cfg.batch_sizes}")
-    if cfg.samples < 0:
-        raise UsageError(f"--samples must be >= 0, got {cfg.samples}")
     info = open_run(run_dir)
     _require_resources(info, cfg)
     manifest = load_manifest(info.run_dir)

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from exporter.core.choices import ALL, BENCH_PRECISIONS, DEVICES
 from exporter.core.config.common import MAX_BATCH_SIZE
-
-BENCH_ALL = "all"
-BENCH_DEVICES = ("cpu", "cuda")
-BENCH_PRECISIONS = ("fp32", "fp16", "bf16")
+from exporter.core.errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -36,7 +34,7 @@ class BenchConfig:
             False times IEEE fp32.
     """
 
-    runtimes: tuple[str, ...] = (BENCH_ALL,)
+    runtimes: tuple[str, ...] = (ALL,)
     device: str = "cpu"
     batch_sizes: tuple[int, ...] = (1, 8, 32)
     precision: str = "fp32"
@@ -53,12 +51,10 @@ class BenchConfig:
     tf32: bool = False
 
     def __post_init__(self) -> None:
-        from exporter.core.errors import UsageError
-
         if not self.runtimes or any(not r.strip() for r in self.runtimes):
             raise UsageError("--runtimes: give a comma-separated list of runtimes, or 'all'")
-        if self.device not in BENCH_DEVICES:
-            raise UsageError(f"--device {self.device!r}: choose one of {', '.join(BENCH_DEVICES)}")
+        if self.device not in DEVICES:
+            raise UsageError(f"--device {self.device!r}: choose one of {', '.join(DEVICES)}")
         if self.precision not in BENCH_PRECISIONS:
             raise UsageError(
                 f"--precision {self.precision!r}: choose one of {', '.join(BENCH_PRECISIONS)}"
@@ -85,4 +81,4 @@ class BenchConfig:
     @property
     def all_runtimes(self) -> bool:
         """True when the user asked for every runtime (unavailable ones are then skipped)."""
-        return BENCH_ALL in self.runtimes
+        return ALL in self.runtimes

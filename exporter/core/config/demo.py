@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from exporter.core.config.bench import BENCH_ALL
+from exporter.core.choices import ALL
+from exporter.core.config.export import EXPORT_FORMATS
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ class DemoConfig:
     warmup: int = 1
     iters: int = 8
     seed: int = 0
-    formats: tuple[str, ...] = ("onnx", "torchscript", "pt2")
+    formats: tuple[str, ...] = EXPORT_FORMATS
     variants: tuple[str, ...] = ("fold", "fold-int8")
     verify_samples: int = 256
-    runtimes: tuple[str, ...] = (BENCH_ALL,)
+    runtimes: tuple[str, ...] = (ALL,)

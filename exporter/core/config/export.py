@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from typing import Any
 
+from exporter.core.choices import ALL, EXPORT_PRECISIONS, device_kind
+from exporter.core.config.common import MAX_BATCH_SIZE
+from exporter.core.errors import UsageError, shown
+
+# The model formats, in the order they are exported (``--format all``: these three).
 EXPORT_FORMATS = ("onnx", "torchscript", "pt2")
+TRITON = "triton"  # not a model format: it packages an artifact the others (or optimize) made
+EXPORTER_CHOICES = ("dynamo", "legacy")
 # Newest opset torch.onnx can emit (torch.onnx._constants.ONNX_MAX_OPSET in torch 2.10-2.14);
 # the dynamo exporter authors at opset 18 and up-converts, checked to round-trip VGG16 on ORT.
 DEFAULT_OPSET = 23
@@ -12,6 +21,10 @@ DEFAULT_OPSET = 23
 MIN_DYNAMO_OPSET = 18
 # The TorchScript-based exporter stops at opset 20 (ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET).
 MAX_LEGACY_OPSET = 20
+# Triton's bounds: a model name is a folder on the server.
+MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+MAX_INSTANCES = 64
+MAX_QUEUE_DELAY_US = 10_000_000
 
 
 @dataclass(frozen=True)
@@ -35,6 +48,24 @@ class TritonConfig:
     max_batch_size: int = 32
     max_queue_delay_us: int = 100
     instances: int = 1
+
+    def __post_init__(self) -> None:
+        if not MODEL_NAME_RE.match(self.model_name):
+            raise UsageError(
+                f"--model-name {shown(self.model_name)}: use 1-64 letters, digits, '_', '.', '-' "
+                "(it names a folder on the server)"
+            )
+        device_kind(self.device)
+        for option, value, top in (
+            ("--max-batch", self.max_batch_size, MAX_BATCH_SIZE),
+            ("--instances", self.instances, MAX_INSTANCES),
+        ):
+            if not 1 <= value <= top:
+                raise UsageError(f"{option} {value}: give an integer from 1 to {top}")
+        if not 0 <= self.max_queue_delay_us <= MAX_QUEUE_DELAY_US:
+            raise UsageError(
+                f"--max-queue-delay-us {self.max_queue_delay_us}: give 0 to {MAX_QUEUE_DELAY_US}"
+            )
 
 
 @dataclass(frozen=True)
@@ -65,3 +96,45 @@ class ExportConfig:
     force: bool = False
     seed: int = 0
     triton: TritonConfig = field(default_factory=TritonConfig)
+
+    def __post_init__(self) -> None:
+        # Normalised here ("all", "onnx,pt2", any order → known formats in export order), so
+        # the report and every stage see the same tuple.
+        formats = parse_formats(self.formats)
+        object.__setattr__(self, "formats", formats)
+        if self.precision not in EXPORT_PRECISIONS:
+            raise UsageError(
+                f"--precision {self.precision!r}: choose from {', '.join(EXPORT_PRECISIONS)}"
+            )
+        if self.exporter not in EXPORTER_CHOICES:
+            raise UsageError(
+                f"--exporter {self.exporter!r}: choose from {', '.join(EXPORTER_CHOICES)}"
+            )
+        if self.batch_size < 1:
+            raise UsageError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.precision == "fp16" and "onnx" not in formats:
+            raise UsageError("--precision fp16 applies to ONNX only: add --format onnx (or all)")
+
+
+def parse_formats(spec: str | tuple[str, ...] | list[str] | Any) -> tuple[str, ...]:
+    """``"all"``, ``"onnx,pt2"`` or a sequence → a tuple of known formats in export order.
+
+    Raises:
+        UsageError: an unknown or empty format.
+    """
+    items = [spec] if isinstance(spec, str) else list(spec)
+    names: list[str] = []
+    for item in items:
+        names.extend(p.strip().lower() for p in str(item).split(",") if p.strip())
+    if not names:
+        raise UsageError("--format: give at least one of onnx, torchscript, pt2, triton or all")
+    known = (*EXPORT_FORMATS, TRITON)
+    unknown = [n for n in names if n not in (*known, ALL)]
+    if unknown:
+        raise UsageError(
+            f"--format {unknown[0]!r} is unknown; choose from {', '.join(known)} or all"
+        )
+    # "all" is the three model formats; triton ships one of them, so it comes last.
+    chosen = set(EXPORT_FORMATS) if ALL in names else set()
+    chosen.update(names)
+    return tuple(f for f in known if f in chosen)

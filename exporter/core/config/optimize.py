@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from exporter.core.errors import UsageError
+
 OPTIMIZE_VARIANTS = ("fold", "int8", "int8-dynamic", "fold-int8", "fp16")
 # The fast variants worth shipping by default (dynamic int8 is slower at batch 64:
 # benchmarks/RESULTS.md, "tlx optimize").
@@ -34,8 +36,6 @@ class OptimizeConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        from exporter.core.errors import UsageError
-
         unknown = [v for v in self.variants if v not in OPTIMIZE_VARIANTS]
         if not self.variants or unknown:
             raise UsageError(

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from exporter.core.choices import device_kind
+from exporter.core.config.common import check_int
+from exporter.core.errors import UsageError
+
 PREDICT_OUTPUTS = ("table", "json", "csv")
+# Bounds of --top-k and --batch-size (also of Predictor.predict's arguments).
+MAX_TOP_K = 1000
+MAX_BATCH = 1024
 
 
 @dataclass(frozen=True)
@@ -31,3 +38,12 @@ class PredictConfig:
     output: str = "table"
     skip_bad: bool = False
     threads: int | None = None
+
+    def __post_init__(self) -> None:
+        check_int("--top-k", self.top_k, MAX_TOP_K)
+        check_int("--batch-size", self.batch_size, MAX_BATCH)
+        if self.output not in PREDICT_OUTPUTS:
+            raise UsageError(f"--format {self.output!r}: choose from {', '.join(PREDICT_OUTPUTS)}")
+        if self.threads is not None:
+            check_int("--threads", self.threads, 1024)
+        device_kind(self.device)

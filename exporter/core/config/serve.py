@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
+from exporter.core.choices import CUDA, DEVICES
 from exporter.core.config.common import MAX_BATCH_SIZE
+from exporter.core.errors import UsageError
 
-SERVE_DEVICES = ("cpu", "cuda")
 # Triton's own default ports (HTTP, gRPC, metrics), so clients configured for Triton just work.
 DEFAULT_HTTP_PORT = 8000
 DEFAULT_GRPC_PORT = 8001
@@ -48,11 +50,7 @@ class ServeConfig:
     drain_timeout_s: int = 30
 
     def __post_init__(self) -> None:
-        import re
-
-        from exporter.core.errors import UsageError
-
-        if self.device not in SERVE_DEVICES and not self.device.startswith("cuda:"):
+        if self.device not in DEVICES and not self.device.startswith(f"{CUDA}:"):
             raise UsageError(f"--device {self.device!r}: choose cpu or cuda")
         ports = {"--http-port": self.http_port, "--grpc-port": self.grpc_port}
         ports["--metrics-port"] = self.metrics_port
@@ -121,8 +119,6 @@ class LoadtestConfig:
     out_dir: str | None = None
 
     def __post_init__(self) -> None:
-        from exporter.core.errors import UsageError
-
         if not self.concurrency or any(not 1 <= int(c) <= 1024 for c in self.concurrency):
             raise UsageError("--concurrency: give integers from 1 to 1024, e.g. 1,2,4,8,16")
         if len(set(self.concurrency)) != len(self.concurrency):

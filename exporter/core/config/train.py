@@ -1,23 +1,27 @@
-"""Settings of ``tlx train``: the data (``DataConfig``) and the training run (``TrainConfig``)."""
+"""Settings of ``tlx train``: the data (``DataConfig``) and the training run (``TrainConfig``).
+
+Both check their own values on construction (also when rebuilt from a run's ``train.json``);
+whether the data is there (an image folder's layout) is checked when training starts.
+"""
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from exporter.core.choices import AUTO, AUTO_ON_OFF, TRAIN_DEVICES
+from exporter.core.errors import UsageError
+from exporter.core.resources import check_image_size
+
 DATA_SOURCES = ("synthetic", "cifar10", "imagefolder")
-AUGMENT_MODES = ("auto", "on", "off")
+AUGMENT_MODES = AUTO_ON_OFF
 # Below this input side, `--augment auto` trains on un-augmented images: on a real pretrained
 # trunk at 32 px, reflect-padded random crop + flip took a 3-epoch head from 0.45 to 0.24
 # (benchmarks/RESULTS.md, "Real transfer"); a 4 px shift of a 32 px image moves the object by
 # an eighth of its width, and the frozen trunk cannot learn to ignore it.
 AUGMENT_MIN_SIZE = 64
-# --image-size bounds. Below 32 px VGG16's five 2×2 pools leave no pixel. Above 1024 px
-# (4.6× the 224 px its ImageNet weights were trained at) one image needs ~0.8 GiB of
-# activations to run and ~2.2 GiB to train on, so batches no longer fit common machines
-# (core/resources.py has the arithmetic).
-MIN_IMAGE_SIZE = 32
-MAX_IMAGE_SIZE = 1024
 SYNTHETIC_TRAIN_SIZE = 2000
 SYNTHETIC_VAL_SIZE = 500
 
@@ -46,6 +50,25 @@ class DataConfig:
         # Older train.json files and API callers say augment=True/False.
         if isinstance(self.augment, bool):
             object.__setattr__(self, "augment", "on" if self.augment else "off")
+        if self.source not in DATA_SOURCES:
+            raise UsageError(f"--data {self.source!r}: expected one of {', '.join(DATA_SOURCES)}")
+        check_image_size(self.image_size)
+        if self.source == "synthetic" and (self.train_size < 1 or self.val_size < 1):
+            raise UsageError(
+                f"--train-size and --val-size must be >= 1, got {self.train_size} / {self.val_size}"
+            )
+        for name, limit in (("--limit-train", self.limit_train), ("--limit-val", self.limit_val)):
+            if limit is not None and (
+                isinstance(limit, bool) or not isinstance(limit, int) or limit < 1
+            ):
+                raise UsageError(f"{name} must be a whole number >= 1, got {limit!r}")
+        if self.source == "imagefolder" and not self.data_dir:
+            raise UsageError(
+                "--data imagefolder needs --data-dir PATH (a folder with train/<class>/* and "
+                "val/<class>/*)"
+            )
+        if self.augment not in AUGMENT_MODES:
+            raise UsageError(f"--augment must be one of {AUGMENT_MODES}, got {self.augment!r}")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DataConfig:
@@ -55,7 +78,9 @@ class DataConfig:
 
 
 RECIPES = ("head", "finetune")
-LR_AUTO = "auto"
+OPTIMIZERS = ("sgd", "adamw")
+CACHE_MODES = AUTO_ON_OFF
+LR_AUTO = AUTO  # --lr auto: an LR range test picks it
 # Linear warm-up at the start of each phase, as a fraction of that phase's steps (at least one
 # step): relative, so a 48-step run and a 5,000-step run both warm up for 10% of their steps.
 DEFAULT_WARMUP_FRACTION = 0.1
@@ -105,6 +130,54 @@ class TrainConfig:
     out: str | None = None  # default artifacts/<dataset>-<UTC time>
     quiet: bool = False
 
+    def __post_init__(self) -> None:
+        checks = [
+            (self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}"),
+            (self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}"),
+            (_valid_lr(self.lr), f"--lr must be a positive number or 'auto', got {self.lr}"),
+            (self.recipe in RECIPES, f"--recipe must be one of {RECIPES}, got {self.recipe!r}"),
+            (
+                self.recipe != "finetune" or self.epochs >= 2 or self.unfreeze_at is not None,
+                "--recipe finetune needs --epochs >= 2 (head epochs, then unfrozen epochs)",
+            ),
+            (
+                self.freeze_epochs is None or 1 <= self.freeze_epochs < self.epochs,
+                f"--freeze-epochs must be in 1..{self.epochs - 1} (fewer than --epochs), "
+                f"got {self.freeze_epochs}",
+            ),
+            (
+                self.freeze_epochs is None or self.recipe == "finetune",
+                "--freeze-epochs applies to --recipe finetune only",
+            ),
+            (self.optimizer in OPTIMIZERS, f"--optimizer must be one of {OPTIMIZERS}"),
+            (
+                self.cache_features in CACHE_MODES,
+                f"--cache-features must be one of {CACHE_MODES}",
+            ),
+            (self.device in TRAIN_DEVICES, f"--device must be one of {TRAIN_DEVICES}"),
+            (self.weight_decay >= 0, "--weight-decay must be >= 0"),
+            (0 <= self.label_smoothing < 1, "--label-smoothing must be in [0, 1)"),
+            (
+                self.warmup_epochs is None or self.warmup_epochs >= 0,
+                "--warmup-epochs must be >= 0",
+            ),
+            (self.grad_clip is None or self.grad_clip > 0, "--grad-clip must be > 0"),
+            (self.backbone_lr_mult > 0, "--backbone-lr-mult must be > 0"),
+            (self.save_every >= 1, f"--save-every must be >= 1, got {self.save_every}"),
+            (self.patience is None or self.patience >= 1, "--patience must be >= 1"),
+            (self.workers is None or self.workers >= 0, "--workers must be >= 0"),
+            (
+                self.unfreeze_at is None or 1 <= self.unfreeze_at <= self.epochs,
+                f"--unfreeze-at must be an epoch in 1..{self.epochs}, got {self.unfreeze_at}",
+            ),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UsageError(message)
+        # Parsed whenever a phase 2 will unfreeze something (recipe/unfreeze_epoch's rule).
+        if self.unfreeze_at is not None or self.recipe == "finetune":
+            parse_unfreeze_from(self.unfreeze_from)
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         return d
@@ -116,3 +189,38 @@ class TrainConfig:
         kw = {k: v for k, v in d.items() if k in known}
         kw["data"] = DataConfig.from_dict(dict(d.get("data") or {}))
         return cls(**kw)
+
+
+def _valid_lr(lr: float | str) -> bool:
+    if lr == LR_AUTO:
+        return True
+    return isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)
+
+
+# Indices of the last module of each of VGG16's five conv blocks (the MaxPool2d layers).
+VGG16_BLOCK_ENDS = (4, 9, 16, 23, 30)
+
+
+def parse_unfreeze_from(spec: str | int) -> int:
+    """Turn ``features.N`` or a number of conv blocks (1-5, counted from the top) into an index.
+
+    Returns the index of the first ``features`` module to unfreeze.
+    """
+    text = str(spec).strip()
+    m = re.fullmatch(r"features\.(\d+)", text)
+    if m:
+        idx = int(m.group(1))
+        if not 0 <= idx <= VGG16_BLOCK_ENDS[-1]:
+            raise UsageError(f"--unfreeze-from {text}: VGG16 features has modules 0..30")
+        return idx
+    if text.isdigit():
+        blocks = int(text)
+        if not 1 <= blocks <= len(VGG16_BLOCK_ENDS):
+            raise UsageError(f"--unfreeze-from {text}: number of conv blocks must be 1..5")
+        if blocks == len(VGG16_BLOCK_ENDS):
+            return 0
+        return VGG16_BLOCK_ENDS[-blocks - 1] + 1
+    raise UsageError(
+        f"--unfreeze-from {text!r}: expected 'features.N' (e.g. features.24) or a number of "
+        "conv blocks 1..5"
+    )

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+
+from exporter.core.choices import ALL, CPU, CUDA
+from exporter.core.errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -23,7 +27,7 @@ class VerifyConfig:
         threads: intra-op threads for the runtimes (None = library default).
     """
 
-    runtimes: tuple[str, ...] = ("all",)
+    runtimes: tuple[str, ...] = (ALL,)
     device: str = "cpu"
     # 256 held-out images: enough that one flip (0.39 points) stays inside the int8
     # profile's 0.5-point accuracy limit; the same count `tlx optimize` gates on.
@@ -35,3 +39,23 @@ class VerifyConfig:
     min_top1: float | None = None
     localize: bool = False
     threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):
+            raise UsageError(f"--batch-sizes must be positive integers, got {self.batch_sizes}")
+        if self.samples < 0:
+            raise UsageError(f"--samples must be >= 0, got {self.samples}")
+        if self.device != CPU and not self.device.startswith(CUDA):
+            raise UsageError(f"--device {self.device!r}: choose cpu or cuda")
+        check_tolerance_overrides(self.atol, self.rtol, self.min_top1)
+
+
+def check_tolerance_overrides(
+    atol: float | None, rtol: float | None, min_top1: float | None
+) -> None:
+    """``--atol``/``--rtol``/``--min-top1``: None keeps the profile's value; else in range."""
+    for flag, value in (("--atol", atol), ("--rtol", rtol)):
+        if value is not None and not (value >= 0 and math.isfinite(value)):
+            raise UsageError(f"{flag} must be a finite number >= 0, got {value}")
+    if min_top1 is not None and not 0.0 <= min_top1 <= 1.0:
+        raise UsageError(f"--min-top1 must be in [0, 1] (a fraction), got {min_top1}")
