@@ -12,7 +12,7 @@ import os
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -254,12 +254,7 @@ def train_command(
     """Train VGG16's head (and optionally the top of the trunk) and write a run folder."""
     with cli_errors(), _worker_errors(), run_lock_policy(no_wait):
         if any(_given(ctx, name) for name in LAUNCHER_PARAMS):
-            from exporter.train.launch import LaunchSpec
-
-            spec = LaunchSpec(
-                1 if nproc is None else nproc, nnodes, rdzv_endpoint, rdzv_id, max_restarts
-            )
-            _launch(ctx, spec)
+            _launch(ctx)
             return
         cfg, resuming = resolve_config(ctx.params)
         _train_and_report(cfg, resume=resuming, quiet=quiet)
@@ -326,15 +321,17 @@ def _train_and_report(cfg: TrainConfig, *, resume: bool, quiet: bool) -> None:
     )
 
 
-def _launch(ctx: typer.Context, spec: Any) -> None:
+def _launch(ctx: typer.Context) -> None:
     """``--nproc``/``--nnodes``: the same command on every worker, through torchrun."""
     from exporter.core.errors import UsageError
     from exporter.train.common import default_run_dir
-    from exporter.train.launch import WorkerFailed, launch
+    from exporter.train.launch import LaunchSpec, WorkerFailed, launch
 
     if "TORCHELASTIC_RUN_ID" in os.environ:
         raise UsageError("--nproc/--nnodes launch torchrun; under torchrun already, drop them")
-    spec.check()
+    p = ctx.params
+    nproc = 1 if p["nproc"] is None else p["nproc"]
+    spec = LaunchSpec(nproc, p["nnodes"], p["rdzv_endpoint"], p["rdzv_id"], p["max_restarts"])
     world = spec.nproc * spec.nnodes
     batch = ctx.params["batch_size"]
     if ctx.params["resume"] is None and batch % world:

@@ -31,7 +31,8 @@ WORKER_CODES = (1, 2, 3, 130, 143)  # TlxError exit codes: the worker printed wh
 
 @dataclass(frozen=True)
 class LaunchSpec:
-    """Where and how many workers run (torchrun's options of the same names)."""
+    """Where and how many workers run (torchrun's options of the same names; checked on
+    construction)."""
 
     nproc: int
     nnodes: int = 1
@@ -39,7 +40,7 @@ class LaunchSpec:
     rdzv_id: str = "tlx"
     max_restarts: int = 0
 
-    def check(self) -> None:
+    def __post_init__(self) -> None:
         if self.nproc < 1:
             raise UsageError(f"--nproc must be >= 1, got {self.nproc}")
         if self.nnodes < 1:
@@ -75,11 +76,9 @@ def launch(spec: LaunchSpec, worker_args: list[str]) -> None:
     """Run the workers to the end under torchrun's agent.
 
     Raises:
-        UsageError: bad launcher options.
         TlxError: a worker failed; ``exit_code`` is that worker's exit status.
         Interrupted: this process got SIGTERM/SIGINT (the workers were told to checkpoint).
     """
-    spec.check()
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.elastic.rendezvous.api import RendezvousError
