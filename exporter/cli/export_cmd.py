@@ -20,8 +20,10 @@ from exporter.cli.app import (
 )
 from exporter.core.choices import ALL, EXPORT_PRECISIONS
 from exporter.core.config import (
+    DEFAULT_OPSET,
     EXPORT_FORMATS,
     EXPORTER_CHOICES,
+    MAX_LEGACY_OPSET,
     TRITON,
     ExportConfig,
     TritonConfig,
@@ -56,7 +58,9 @@ def export_command(
     opset: Annotated[
         int | None,
         typer.Option(
-            "--opset", help="ONNX opset (default: 23 for dynamo, 20 for the legacy exporter)."
+            "--opset",
+            help=f"ONNX opset (default: {DEFAULT_OPSET} for dynamo, {MAX_LEGACY_OPSET} for the "
+            "legacy exporter).",
         ),
     ] = _DEFAULTS.opset,
     batch_size: Annotated[

@@ -38,10 +38,11 @@ from exporter.core.config import (
     OPTIMIZERS,
     RECIPES,
     DataConfig,
+    LaunchSpec,
     TrainConfig,
 )
 
-_D, _T = DataConfig(), TrainConfig()
+_D, _T, _L = DataConfig(), TrainConfig(), LaunchSpec()
 
 
 DataSource = choice_enum("DataSource", DATA_SOURCES)
@@ -234,14 +235,14 @@ def train_command(
     ] = None,
     nnodes: Annotated[
         int, typer.Option("--nnodes", help="Nodes in the job (with --nproc; same command on each).")
-    ] = 1,
+    ] = _L.nnodes,
     rdzv_endpoint: Annotated[
         str | None,
         typer.Option("--rdzv-endpoint", help="HOST:PORT every node can reach (--nnodes > 1)."),
-    ] = None,
+    ] = _L.rdzv_endpoint,
     rdzv_id: Annotated[
         str, typer.Option("--rdzv-id", help="Job id shared by the nodes of one job.")
-    ] = "tlx",
+    ] = _L.rdzv_id,
     max_restarts: Annotated[
         int,
         typer.Option(
@@ -249,7 +250,7 @@ def train_command(
             help="Restart all processes up to N times after a failure; each restart resumes "
             "from the last checkpoint.",
         ),
-    ] = 0,
+    ] = _L.max_restarts,
 ) -> None:
     """Train VGG16's head (and optionally the top of the trunk) and write a run folder."""
     with cli_errors(), _worker_errors(), run_lock_policy(no_wait):
@@ -325,12 +326,12 @@ def _launch(ctx: typer.Context) -> None:
     """``--nproc``/``--nnodes``: the same command on every worker, through torchrun."""
     from exporter.core.errors import UsageError
     from exporter.train.common import default_run_dir
-    from exporter.train.launch import LaunchSpec, WorkerFailed, launch
+    from exporter.train.launch import WorkerFailed, launch
 
     if "TORCHELASTIC_RUN_ID" in os.environ:
         raise UsageError("--nproc/--nnodes launch torchrun; under torchrun already, drop them")
     p = ctx.params
-    nproc = 1 if p["nproc"] is None else p["nproc"]
+    nproc = _L.nproc if p["nproc"] is None else p["nproc"]
     spec = LaunchSpec(nproc, p["nnodes"], p["rdzv_endpoint"], p["rdzv_id"], p["max_restarts"])
     world = spec.nproc * spec.nnodes
     batch = ctx.params["batch_size"]

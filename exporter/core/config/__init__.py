@@ -63,6 +63,7 @@ from exporter.core.config.train import (
     SYNTHETIC_VAL_SIZE,
     VGG16_BLOCK_ENDS,
     DataConfig,
+    LaunchSpec,
     TrainConfig,
     parse_unfreeze_from,
 )
@@ -115,6 +116,7 @@ __all__ = [
     "DataConfig",
     "DemoConfig",
     "ExportConfig",
+    "LaunchSpec",
     "LoadtestConfig",
     "OptimizeConfig",
     "PredictConfig",

@@ -224,3 +224,28 @@ def parse_unfreeze_from(spec: str | int) -> int:
         f"--unfreeze-from {text!r}: expected 'features.N' (e.g. features.24) or a number of "
         "conv blocks 1..5"
     )
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """``tlx train --nproc``: where and how many workers run (torchrun's options of the same
+    names; ``train/launch.py`` starts them)."""
+
+    nproc: int = 1
+    nnodes: int = 1
+    rdzv_endpoint: str | None = None
+    rdzv_id: str = "tlx"
+    max_restarts: int = 0
+
+    def __post_init__(self) -> None:
+        if self.nproc < 1:
+            raise UsageError(f"--nproc must be >= 1, got {self.nproc}")
+        if self.nnodes < 1:
+            raise UsageError(f"--nnodes must be >= 1, got {self.nnodes}")
+        if self.max_restarts < 0:
+            raise UsageError(f"--max-restarts must be >= 0, got {self.max_restarts}")
+        if self.nnodes > 1 and not self.rdzv_endpoint:
+            raise UsageError(
+                "--nnodes > 1 needs --rdzv-endpoint HOST:PORT (a host every node can reach, "
+                "e.g. the first node's address and a free port such as 29400)"
+            )
