@@ -239,7 +239,7 @@ def _bench(cfg: DemoConfig, run: Run, say: DemoProgress) -> BenchReport:
             batch_sizes=cfg.batch_sizes,
             warmup=cfg.warmup,
             iters=cfg.iters,
-            iters_per_round=min(5, cfg.iters),
+            iters_per_round=min(BenchConfig.iters_per_round, cfg.iters),
             seed=cfg.seed,
         ),
         progress=lambda d, done, total: say(f"bench: {d}", done, total),

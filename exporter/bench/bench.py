@@ -54,6 +54,7 @@ from exporter.bench.result import (
     THROUGHPUT_BASIS,
     BenchReport,
 )
+from exporter.core.choices import ALL
 from exporter.core.config import BenchConfig
 from exporter.core.errors import (
     EnvironmentUnavailable,
@@ -77,7 +78,7 @@ def _plan(run: Run, cfg: BenchConfig) -> tuple[list[tuple[type, Any]], list[dict
     by ``select.plan``); with ``all`` it is skipped with the reason. A run without
     ``manifest.json`` (not exported yet) still benches the reference weights.
     """
-    from exporter.runtimes.selection import ALL, artifacts_of_run, plan
+    from exporter.runtimes.selection import artifacts_of_run, plan
 
     artifacts = artifacts_of_run(run, require_manifest=False)
     names = ALL if cfg.all_runtimes else list(dict.fromkeys(cfg.runtimes))

@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 
 from exporter import __version__
+from exporter.core.choices import DEVICES
 from exporter.core.errors import EXIT_GATE, EXIT_SIGINT, TlxError
 from exporter.core.report import Progress
 
@@ -31,11 +32,13 @@ console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
 
 
-class Device(str, Enum):
-    """Where verify and bench run their candidates (train adds "auto")."""
+def choice_enum(name: str, values: tuple[str, ...]) -> type[Enum]:
+    """A str Enum of ``values`` (declared in core), which Typer shows and checks as choices."""
+    return Enum(name, [(v, v) for v in values], type=str)
 
-    cpu = "cpu"
-    cuda = "cuda"
+
+# Where verify, bench and serve run the model (train's own adds "auto").
+Device = choice_enum("Device", DEVICES)
 
 
 def debug_enabled() -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -13,6 +12,7 @@ from exporter.cli.app import (
     NO_WAIT_HELP,
     Device,
     app,
+    choice_enum,
     cli_errors,
     console,
     exit_if_failed,
@@ -20,6 +20,7 @@ from exporter.cli.app import (
     progress_bar,
     run_lock_policy,
 )
+from exporter.core.choices import ALL, BENCH_PRECISIONS
 from exporter.core.config import BenchConfig
 
 if TYPE_CHECKING:
@@ -28,10 +29,7 @@ if TYPE_CHECKING:
 _DEFAULTS = BenchConfig()
 
 
-class Precision(str, Enum):
-    fp32 = "fp32"
-    fp16 = "fp16"
-    bf16 = "bf16"
+Precision = choice_enum("Precision", BENCH_PRECISIONS)
 
 
 def bench_table(report: BenchReport) -> Table:
@@ -137,7 +135,7 @@ def bench_command(
         return
     with cli_errors(), run_lock_policy(no_wait):
         from exporter.bench.bench import bench_run
-        from exporter.runtimes.selection import ALL, parse_runtimes
+        from exporter.runtimes.selection import parse_runtimes
 
         names = parse_runtimes(runtimes)
         cfg = BenchConfig(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -12,13 +11,23 @@ from rich.table import Table
 from exporter.cli.app import (
     NO_WAIT_HELP,
     app,
+    choice_enum,
     cli_errors,
     console,
     err_console,
     progress_bar,
     run_lock_policy,
 )
-from exporter.core.config import EXPORT_FORMATS, ExportConfig, TritonConfig
+from exporter.core.choices import ALL, EXPORT_PRECISIONS
+from exporter.core.config import (
+    DEFAULT_OPSET,
+    EXPORT_FORMATS,
+    EXPORTER_CHOICES,
+    MAX_LEGACY_OPSET,
+    TRITON,
+    ExportConfig,
+    TritonConfig,
+)
 
 if TYPE_CHECKING:
     from exporter.export.export import ExportResult
@@ -27,22 +36,9 @@ _DEFAULTS = ExportConfig()
 _TRITON = TritonConfig()
 
 
-class FormatChoice(str, Enum):
-    onnx = "onnx"
-    torchscript = "torchscript"
-    pt2 = "pt2"
-    triton = "triton"
-    all = "all"
-
-
-class PrecisionChoice(str, Enum):
-    fp32 = "fp32"
-    fp16 = "fp16"
-
-
-class ExporterChoice(str, Enum):
-    dynamo = "dynamo"
-    legacy = "legacy"
+FormatChoice = choice_enum("FormatChoice", (*EXPORT_FORMATS, TRITON, ALL))
+PrecisionChoice = choice_enum("PrecisionChoice", EXPORT_PRECISIONS)
+ExporterChoice = choice_enum("ExporterChoice", EXPORTER_CHOICES)
 
 
 @app.command("export")
@@ -62,7 +58,9 @@ def export_command(
     opset: Annotated[
         int | None,
         typer.Option(
-            "--opset", help="ONNX opset (default: 23 for dynamo, 20 for the legacy exporter)."
+            "--opset",
+            help=f"ONNX opset (default: {DEFAULT_OPSET} for dynamo, {MAX_LEGACY_OPSET} for the "
+            "legacy exporter).",
         ),
     ] = _DEFAULTS.opset,
     batch_size: Annotated[
@@ -124,22 +122,27 @@ def export_command(
     with cli_errors(), run_lock_policy(no_wait):
         from exporter.export.export import export_run
 
-        cfg = ExportConfig(
-            formats=tuple(f.value for f in (formats or [FormatChoice.all])),
-            opset=opset,
-            batch_size=batch_size,
-            static_batch=static_batch,
-            precision=precision.value,
-            exporter=exporter.value,
-            force=force,
-            triton=TritonConfig(
+        chosen = tuple(f.value for f in (formats or [FormatChoice(ALL)]))
+        # The triton options apply to --format triton alone; other formats ignore them.
+        triton = TritonConfig()
+        if TRITON in chosen:
+            triton = TritonConfig(
                 model_name=model_name,
                 device=device,
                 variant=variant,
                 max_batch_size=max_batch,
                 max_queue_delay_us=max_queue_delay_us,
                 instances=instances,
-            ),
+            )
+        cfg = ExportConfig(
+            formats=chosen,
+            opset=opset,
+            batch_size=batch_size,
+            static_batch=static_batch,
+            precision=precision.value,
+            exporter=exporter.value,
+            force=force,
+            triton=triton,
         )
         with progress_bar(quiet=quiet) as progress:
             result = export_run(run, cfg, progress=progress)

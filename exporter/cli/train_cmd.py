@@ -11,15 +11,15 @@ import contextlib
 import os
 import warnings
 from collections.abc import Iterator
-from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from exporter.cli.app import (
     NO_WAIT_HELP,
     app,
+    choice_enum,
     cli_errors,
     console,
     debug_enabled,
@@ -29,43 +29,28 @@ from exporter.cli.app import (
 )
 from exporter.cli.train_options import resolve_config, worker_args
 from exporter.cli.train_view import TrainProgress, fmt, summary_table
-from exporter.core.config import AUGMENT_MIN_SIZE, DataConfig, TrainConfig
+from exporter.core.choices import TRAIN_DEVICES
+from exporter.core.config import (
+    AUGMENT_MIN_SIZE,
+    AUGMENT_MODES,
+    CACHE_MODES,
+    DATA_SOURCES,
+    OPTIMIZERS,
+    RECIPES,
+    DataConfig,
+    LaunchSpec,
+    TrainConfig,
+)
 
-_D, _T = DataConfig(), TrainConfig()
-
-
-class DataSource(str, Enum):
-    synthetic = "synthetic"
-    cifar10 = "cifar10"
-    imagefolder = "imagefolder"
-
-
-class RecipeName(str, Enum):
-    head = "head"
-    finetune = "finetune"
-
-
-class AugmentMode(str, Enum):
-    auto = "auto"
-    on = "on"
-    off = "off"
+_D, _T, _L = DataConfig(), TrainConfig(), LaunchSpec()
 
 
-class OptimizerName(str, Enum):
-    sgd = "sgd"
-    adamw = "adamw"
-
-
-class CacheMode(str, Enum):
-    auto = "auto"
-    on = "on"
-    off = "off"
-
-
-class DeviceName(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
+DataSource = choice_enum("DataSource", DATA_SOURCES)
+RecipeName = choice_enum("RecipeName", RECIPES)
+AugmentMode = choice_enum("AugmentMode", AUGMENT_MODES)
+OptimizerName = choice_enum("OptimizerName", OPTIMIZERS)
+CacheMode = choice_enum("CacheMode", CACHE_MODES)
+DeviceName = choice_enum("DeviceName", TRAIN_DEVICES)
 
 
 @app.command("train")
@@ -250,14 +235,14 @@ def train_command(
     ] = None,
     nnodes: Annotated[
         int, typer.Option("--nnodes", help="Nodes in the job (with --nproc; same command on each).")
-    ] = 1,
+    ] = _L.nnodes,
     rdzv_endpoint: Annotated[
         str | None,
         typer.Option("--rdzv-endpoint", help="HOST:PORT every node can reach (--nnodes > 1)."),
-    ] = None,
+    ] = _L.rdzv_endpoint,
     rdzv_id: Annotated[
         str, typer.Option("--rdzv-id", help="Job id shared by the nodes of one job.")
-    ] = "tlx",
+    ] = _L.rdzv_id,
     max_restarts: Annotated[
         int,
         typer.Option(
@@ -265,17 +250,12 @@ def train_command(
             help="Restart all processes up to N times after a failure; each restart resumes "
             "from the last checkpoint.",
         ),
-    ] = 0,
+    ] = _L.max_restarts,
 ) -> None:
     """Train VGG16's head (and optionally the top of the trunk) and write a run folder."""
     with cli_errors(), _worker_errors(), run_lock_policy(no_wait):
         if any(_given(ctx, name) for name in LAUNCHER_PARAMS):
-            from exporter.train.launch import LaunchSpec
-
-            spec = LaunchSpec(
-                1 if nproc is None else nproc, nnodes, rdzv_endpoint, rdzv_id, max_restarts
-            )
-            _launch(ctx, spec)
+            _launch(ctx)
             return
         cfg, resuming = resolve_config(ctx.params)
         _train_and_report(cfg, resume=resuming, quiet=quiet)
@@ -342,7 +322,7 @@ def _train_and_report(cfg: TrainConfig, *, resume: bool, quiet: bool) -> None:
     )
 
 
-def _launch(ctx: typer.Context, spec: Any) -> None:
+def _launch(ctx: typer.Context) -> None:
     """``--nproc``/``--nnodes``: the same command on every worker, through torchrun."""
     from exporter.core.errors import UsageError
     from exporter.train.common import default_run_dir
@@ -350,7 +330,9 @@ def _launch(ctx: typer.Context, spec: Any) -> None:
 
     if "TORCHELASTIC_RUN_ID" in os.environ:
         raise UsageError("--nproc/--nnodes launch torchrun; under torchrun already, drop them")
-    spec.check()
+    p = ctx.params
+    nproc = _L.nproc if p["nproc"] is None else p["nproc"]
+    spec = LaunchSpec(nproc, p["nnodes"], p["rdzv_endpoint"], p["rdzv_id"], p["max_restarts"])
     world = spec.nproc * spec.nnodes
     batch = ctx.params["batch_size"]
     if ctx.params["resume"] is None and batch % world:

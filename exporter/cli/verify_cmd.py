@@ -20,6 +20,7 @@ from exporter.cli.app import (
     progress_bar,
     run_lock_policy,
 )
+from exporter.core.choices import ALL
 from exporter.core.config import DEFAULT_MODEL_NAME, VerifyConfig
 
 if TYPE_CHECKING:
@@ -124,7 +125,7 @@ def verify_command(
     device is unavailable here (or fell back).
     """
     with cli_errors(), run_lock_policy(no_wait):
-        from exporter.runtimes.selection import ALL, parse_runtimes
+        from exporter.runtimes.selection import parse_runtimes
         from exporter.verify.report import write_reports
         from exporter.verify.verify import verify_run
 

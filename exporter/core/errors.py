@@ -61,3 +61,9 @@ class Interrupted(TlxError):
         super().__init__(message)
         self.signum = signum
         self.exit_code = EXIT_SIGTERM if signum == 15 else EXIT_SIGINT
+
+
+def shown(value: str, limit: int = 60) -> str:
+    """A user-supplied name made safe for a one-line message (repr, truncated)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 4] + "...'"

@@ -25,8 +25,14 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from exporter.core.config import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
 from exporter.core.errors import EnvironmentUnavailable, UsageError
+
+# --image-size bounds (here, not in core/config, because this arithmetic sets them). Below
+# 32 px VGG16's five 2×2 pools leave no pixel. Above 1024 px (4.6× the 224 px its ImageNet
+# weights were trained at) one image needs ~0.8 GiB of activations to run and ~2.2 GiB to
+# train on, so batches no longer fit common machines.
+MIN_IMAGE_SIZE = 32
+MAX_IMAGE_SIZE = 1024
 
 F32 = 4
 GIB = 1 << 30

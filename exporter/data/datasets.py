@@ -15,10 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from exporter.core.config import DATA_SOURCES, DataConfig
+from exporter.core.config import DataConfig
 from exporter.core.errors import EnvironmentUnavailable, InputFileError, UsageError
 from exporter.core.preprocess import Preprocessing
-from exporter.core.resources import check_image_size
 from exporter.data.augment import resolve_augment
 from exporter.data.imagefolder import (
     IMG_EXTENSIONS,
@@ -139,7 +138,8 @@ def build_datasets(cfg: DataConfig) -> DataBundle:
     :func:`~exporter.data.augment.resolve_augment` decides; val images the eval transform.
 
     Raises:
-        UsageError: unknown source, bad sizes, or an empty / mis-shaped image folder.
+        UsageError: an empty or mis-shaped image folder (bad values are refused by
+            :class:`DataConfig` itself).
         InputFileError: a missing folder, or an unreadable image with ``strict=True``.
         EnvironmentUnavailable: CIFAR-10 is not on disk and cannot be downloaded.
     """
@@ -150,7 +150,7 @@ def build_datasets(cfg: DataConfig) -> DataBundle:
 
 
 def _build_full(cfg: DataConfig) -> DataBundle:
-    check_config(cfg)
+    check_data_dir(cfg)
     pre = Preprocessing(image_size=cfg.image_size)
     train_tf = pre.train_transform(augment=resolve_augment(cfg)[0])
     eval_tf = pre.eval_transform()
@@ -239,7 +239,7 @@ def _raw_split(cfg: DataConfig, split: str) -> Any:
 
 
 def _raw_full_split(cfg: DataConfig, split: str) -> Any:
-    check_config(cfg)
+    check_data_dir(cfg)
     if cfg.source == "synthetic":
         return _synthetic_split(cfg, split)
     if cfg.source == "cifar10":
@@ -249,26 +249,9 @@ def _raw_full_split(cfg: DataConfig, split: str) -> Any:
     return imagefolder_split(root / split, classes, strict=cfg.strict, skipped=[])
 
 
-def check_config(cfg: DataConfig) -> None:
-    """The cheap checks of a data config (options, and the image folder's layout), run
-    before any heavy work; :func:`build_datasets` runs them too."""
-    if cfg.source not in DATA_SOURCES:
-        raise UsageError(f"--data {cfg.source!r}: expected one of {', '.join(DATA_SOURCES)}")
-    check_image_size(cfg.image_size)
-    if cfg.source == "synthetic" and (cfg.train_size < 1 or cfg.val_size < 1):
-        raise UsageError(
-            f"--train-size and --val-size must be >= 1, got {cfg.train_size} / {cfg.val_size}"
-        )
-    for name, limit in (("--limit-train", cfg.limit_train), ("--limit-val", cfg.limit_val)):
-        if limit is not None and (
-            isinstance(limit, bool) or not isinstance(limit, int) or limit < 1
-        ):
-            raise UsageError(f"{name} must be a whole number >= 1, got {limit!r}")
-    if cfg.source == "imagefolder" and not cfg.data_dir:
-        raise UsageError(
-            "--data imagefolder needs --data-dir PATH (a folder with train/<class>/* and "
-            "val/<class>/*)"
-        )
+def check_data_dir(cfg: DataConfig) -> None:
+    """The environment check of a data config, before any heavy work: an image folder exists
+    with train/ and val/ class folders (its values were checked by DataConfig itself)."""
     if cfg.source == "imagefolder":
         imagefolder_classes(imagefolder_root(str(cfg.data_dir)))
 
@@ -336,7 +319,7 @@ __all__ = [
     "FileDataset",
     "SkippedImageWarning",
     "build_datasets",
-    "check_config",
+    "check_data_dir",
     "cifar10_dir",
     "limit_split",
     "load_eval_images",

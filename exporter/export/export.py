@@ -1,8 +1,9 @@
 """``tlx export``: the exporter registry and the orchestration around it.
 
-``export_run`` validates the settings, refuses to overwrite without ``force``, rebuilds the
-eager reference from ``model.safetensors``, runs each exporter (each writes its file only
-after its own check passed), merges the results into ``manifest.json`` and writes
+``export_run`` takes settings that checked themselves (``ExportConfig``), checks what they
+need here (tritonclient, the opset torch can emit), refuses to overwrite without ``force``,
+rebuilds the eager reference from ``model.safetensors``, runs each exporter (each writes its
+file only after its own check passed), merges the results into ``manifest.json`` and writes
 ``export.json``. Manifest entries exported from different weights are dropped.
 """
 
@@ -15,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 from exporter.core.config import (
     DEFAULT_OPSET,
-    EXPORT_FORMATS,
     MAX_LEGACY_OPSET,
     MIN_DYNAMO_OPSET,
+    TRITON,
     ExportConfig,
     to_dict,
 )
@@ -30,18 +31,15 @@ from exporter.core.runlock import locks_run
 from exporter.export.common import ExportContext, FormatResult, StepFn
 from exporter.export.onnx_export import export_onnx, onnx_name
 from exporter.export.torch_export import PT2_NAME, TORCHSCRIPT_NAME, export_pt2, export_torchscript
-from exporter.export.triton import TRITON_DIR, TritonResult, export_triton, validate_triton
+from exporter.export.triton import TRITON_DIR, TritonResult, export_triton, require_tritonclient
 
 if TYPE_CHECKING:
     from exporter.core.runfolder import Run
 
 EXPORT_REPORT = "export.json"
 REPORT_SCHEMA_VERSION = 1
-PRECISIONS = ("fp32", "fp16")
-EXPORTER_CHOICES = ("dynamo", "legacy")
-TRITON = "triton"  # not an exporter: it packages an artifact the others (or optimize) made
-
-# The registry: one function per format, each ``(ctx, progress) -> FormatResult``.
+# The registry: one function per name in EXPORT_FORMATS (core/config), in that order, each
+# ``(ctx, progress) -> FormatResult``.
 EXPORTERS: dict[str, Callable[[ExportContext, StepFn | None], FormatResult]] = {
     "onnx": export_onnx,
     "torchscript": export_torchscript,
@@ -72,30 +70,6 @@ class ExportResult:
     triton: TritonResult | None = None
 
 
-def parse_formats(spec: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
-    """``"all"``, ``"onnx,pt2"`` or a sequence → a tuple of known formats in registry order.
-
-    Raises:
-        UsageError: an unknown or empty format.
-    """
-    items = [spec] if isinstance(spec, str) else list(spec)
-    names: list[str] = []
-    for item in items:
-        names.extend(p.strip().lower() for p in str(item).split(",") if p.strip())
-    if not names:
-        raise UsageError("--format: give at least one of onnx, torchscript, pt2, triton or all")
-    known = (*EXPORTERS, TRITON)
-    unknown = [n for n in names if n not in (*known, "all")]
-    if unknown:
-        raise UsageError(
-            f"--format {unknown[0]!r} is unknown; choose from {', '.join(known)} or all"
-        )
-    # "all" is the three model formats; triton ships one of them, so it comes last.
-    chosen = set(EXPORT_FORMATS) if "all" in names else set()
-    chosen.update(names)
-    return tuple(f for f in known if f in chosen)
-
-
 def resolve_opset(cfg: ExportConfig) -> int:
     """The opset in effect; out-of-range values are a usage error naming the valid range."""
     import torch.onnx._constants as onnx_constants  # private, but the only source of truth
@@ -110,28 +84,6 @@ def resolve_opset(cfg: ExportConfig) -> int:
     if not lo <= opset <= hi:
         raise UsageError(f"--opset {opset}: the {cfg.exporter} exporter supports opsets {lo}..{hi}")
     return opset
-
-
-def validate_config(cfg: ExportConfig) -> ExportConfig:
-    """Check every field; return the config with ``formats`` normalised.
-
-    Raises:
-        UsageError: naming the option and the valid values.
-    """
-    from dataclasses import replace
-
-    formats = parse_formats(cfg.formats)
-    if TRITON in formats:
-        validate_triton(cfg.triton)
-    if cfg.precision not in PRECISIONS:
-        raise UsageError(f"--precision {cfg.precision!r}: choose from {', '.join(PRECISIONS)}")
-    if cfg.exporter not in EXPORTER_CHOICES:
-        raise UsageError(f"--exporter {cfg.exporter!r}: choose from {', '.join(EXPORTER_CHOICES)}")
-    if cfg.batch_size < 1:
-        raise UsageError(f"--batch-size must be >= 1, got {cfg.batch_size}")
-    if cfg.precision == "fp16" and "onnx" not in formats:
-        raise UsageError("--precision fp16 applies to ONNX only: add --format onnx (or all)")
-    return replace(cfg, formats=formats)
 
 
 def artifact_names(cfg: ExportConfig) -> dict[str, str]:
@@ -161,7 +113,9 @@ def export_run(
     """
     from exporter.core.runfolder import open_run
 
-    cfg = validate_config(cfg or ExportConfig())
+    cfg = cfg or ExportConfig()  # its values were checked when it was built
+    if TRITON in cfg.formats:
+        require_tritonclient()
     opset = resolve_opset(cfg)
     info = open_run(run_dir)
     run = info.run_dir

@@ -16,7 +16,6 @@ config's input names and shapes, and every file is listed in ``manifest.json``.
 
 from __future__ import annotations
 
-import re
 import shlex
 import shutil
 import time
@@ -26,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from exporter.core.config import MAX_BATCH_SIZE, TritonConfig
-from exporter.core.errors import GateFailed, InputFileError, UsageError
+from exporter.core.config import TRITON, TritonConfig
+from exporter.core.errors import GateFailed, InputFileError
 from exporter.core.fsio import atomic_dir, clean_stale_temps, sha256_file, write_text
 from exporter.core.manifest import ArtifactEntry, FileRecord
 from exporter.export.triton_config import (
@@ -49,12 +48,8 @@ if TYPE_CHECKING:
     from exporter.runtimes.base import Artifact
 
 TRITON_DIR = "triton"
-TRITON_FORMAT = "triton"
 # The official container; its ONNX Runtime must support the artifact's opset (README).
 TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:25.08-py3"
-MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-MAX_INSTANCES = 64
-MAX_QUEUE_DELAY_US = 10_000_000
 
 
 @dataclass(frozen=True)
@@ -87,31 +82,10 @@ class TritonResult:
         }
 
 
-def validate_triton(cfg: TritonConfig) -> None:
-    """Cheap checks of the Triton settings, before any file is read.
-
-    Raises:
-        UsageError: naming the option and the valid range.
-        EnvironmentUnavailable: tritonclient is missing (exit 3 now, not after the hashing).
-    """
-    from exporter.serve.choice import device_kind, shown
-
-    if not MODEL_NAME_RE.match(cfg.model_name):
-        raise UsageError(
-            f"--model-name {shown(cfg.model_name)}: use 1-64 letters, digits, '_', '.', '-' "
-            "(it names a folder on the server)"
-        )
-    device_kind(cfg.device)
-    for option, value, top in (
-        ("--max-batch", cfg.max_batch_size, MAX_BATCH_SIZE),
-        ("--instances", cfg.instances, MAX_INSTANCES),
-    ):
-        if not 1 <= value <= top:
-            raise UsageError(f"{option} {value}: give an integer from 1 to {top}")
-    if not 0 <= cfg.max_queue_delay_us <= MAX_QUEUE_DELAY_US:
-        raise UsageError(
-            f"--max-queue-delay-us {cfg.max_queue_delay_us}: give 0 to {MAX_QUEUE_DELAY_US}"
-        )
+def require_tritonclient() -> None:
+    """The environment check of the Triton format, before any file is read: tritonclient's
+    model-config schema is importable (exit 3 now, not after the hashing). The settings'
+    values were checked by :class:`TritonConfig` itself."""
     model_config_pb2()
 
 
@@ -131,7 +105,7 @@ def export_triton(
 
     step = say or (lambda _msg: None)
     t0 = time.perf_counter()
-    validate_triton(cfg)
+    require_tritonclient()
     run = info.run_dir
     repo = run / TRITON_DIR
     dest = repo / cfg.model_name
@@ -317,7 +291,7 @@ def _entry(run: Path, dest: Path, art: Artifact, cfg: TritonConfig, reason: str)
     entry = art.metadata.get("entry") or {}
     return ArtifactEntry(
         name=str(rel.as_posix()),
-        format=TRITON_FORMAT,
+        format=TRITON,
         files=[FileRecord.of(run, f) for f in files],
         precision=art.precision,
         variant=art.metadata.get("variant"),

@@ -25,8 +25,6 @@ IMAGENET = "imagenet"
 NO_WEIGHTS = "none"
 HEAD_NAME = "classifier.6"
 FC_FEATURES = 4096
-# Indices of the last module of each of VGG16's five conv blocks (the MaxPool2d layers).
-VGG16_BLOCK_ENDS = (4, 9, 16, 23, 30)
 
 
 def build_vgg16(*, num_classes: int, weights: str | os.PathLike[str] = IMAGENET) -> nn.Module:
@@ -172,31 +170,6 @@ def replace_head(model: nn.Module, num_classes: int) -> None:
     from torch import nn
 
     model.classifier[6] = nn.Linear(FC_FEATURES, num_classes)
-
-
-def parse_unfreeze_from(spec: str | int) -> int:
-    """Turn ``features.N`` or a number of conv blocks (1-5, counted from the top) into an index.
-
-    Returns the index of the first ``features`` module to unfreeze.
-    """
-    text = str(spec).strip()
-    m = re.fullmatch(r"features\.(\d+)", text)
-    if m:
-        idx = int(m.group(1))
-        if not 0 <= idx <= VGG16_BLOCK_ENDS[-1]:
-            raise UsageError(f"--unfreeze-from {text}: VGG16 features has modules 0..30")
-        return idx
-    if text.isdigit():
-        blocks = int(text)
-        if not 1 <= blocks <= len(VGG16_BLOCK_ENDS):
-            raise UsageError(f"--unfreeze-from {text}: number of conv blocks must be 1..5")
-        if blocks == len(VGG16_BLOCK_ENDS):
-            return 0
-        return VGG16_BLOCK_ENDS[-blocks - 1] + 1
-    raise UsageError(
-        f"--unfreeze-from {text!r}: expected 'features.N' (e.g. features.24) or a number of "
-        "conv blocks 1..5"
-    )
 
 
 def unfreeze_from(model: nn.Module, start: int) -> list[str]:

@@ -19,8 +19,6 @@ from exporter.runtimes.cuda_math import fp32_label
 if TYPE_CHECKING:
     from exporter.core.runfolder import Run
 
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
-
 
 @dataclass(frozen=True)
 class Artifact:

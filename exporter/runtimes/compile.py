@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from exporter.core.choices import DEVICES
 from exporter.core.errors import RuntimeUnavailable
 from exporter.runtimes.base import Runtime, register
 from exporter.runtimes.eager import load_eager_model
@@ -36,7 +37,7 @@ class CompileRuntime(Runtime):
 
     name = "compile"
     formats = ("safetensors",)
-    devices = ("cpu", "cuda")
+    devices = DEVICES
 
     def load(self) -> None:
         import torch

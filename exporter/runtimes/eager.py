@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from exporter.core.choices import DEVICES
 from exporter.core.manifest import FileRecord
 from exporter.core.runfolder import open_run
 from exporter.model.vgg import load_reference_model
@@ -35,7 +36,7 @@ class EagerRuntime(Runtime):
 
     name = "eager"
     formats = ("safetensors",)
-    devices = ("cpu", "cuda")
+    devices = DEVICES
 
     def load(self) -> None:
         import torch

@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from exporter.core.choices import ALL
 from exporter.core.errors import RuntimeUnavailable, UsageError
 from exporter.core.manifest import ArtifactEntry, Manifest
 from exporter.core.runfolder import Run, RunInfo, open_run
 from exporter.runtimes.base import Artifact, Runtime, get_runtime
 
 SAFETENSORS = "safetensors"
-ALL = "all"
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from exporter.core.choices import DEVICES
 from exporter.core.errors import InputFileError, RuntimeUnavailable
 from exporter.runtimes.base import Runtime
 
@@ -70,7 +71,7 @@ class SerializedModuleRuntime(Runtime):
     the hash gate, the error for a corrupt file, and the run loop are shared.
     """
 
-    devices = ("cpu", "cuda")
+    devices = DEVICES
     kind: str  # what the file is, for messages ("TorchScript file")
     export_format: str  # the `tlx export --format` value that re-creates it
 

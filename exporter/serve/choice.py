@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from exporter.core.errors import UsageError
+from exporter.core.choices import device_kind
+from exporter.core.errors import UsageError, shown
 from exporter.runtimes import load_all
 from exporter.runtimes.base import Artifact, Runtime, get_runtime
 
@@ -47,21 +48,6 @@ DEFAULT_RUNTIME = {
     ("safetensors", "cpu"): "eager",
     ("safetensors", "cuda"): "eager",
 }
-
-
-def shown(value: str, limit: int = 60) -> str:
-    """A user-supplied name made safe for a one-line message (repr, truncated)."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 4] + "...'"
-
-
-def device_kind(device: str) -> str:
-    """``cpu`` or ``cuda`` (``cuda:1`` counts as cuda); anything else is a usage error."""
-    if device == "cpu":
-        return "cpu"
-    if device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit()):
-        return "cuda"
-    raise UsageError(f"--device {shown(device)}: choose cpu or cuda")
 
 
 @dataclass(frozen=True)

@@ -14,11 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from exporter.core.config import PREDICT_OUTPUTS, PredictConfig
-from exporter.core.errors import UsageError
+from exporter.core.config import PredictConfig
 from exporter.core.report import Progress
 from exporter.serve.images import BadImage, expand_inputs
-from exporter.serve.predictor import MAX_BATCH, MAX_TOP_K, Prediction, check_int, load
+from exporter.serve.predictor import Prediction, load
 
 
 @dataclass
@@ -47,20 +46,6 @@ class PredictResult:
         }
 
 
-def validate(cfg: PredictConfig) -> None:
-    """Cheap option checks, before any file is read.
-
-    Raises:
-        UsageError: naming the option and the valid values.
-    """
-    check_int("--top-k", cfg.top_k, MAX_TOP_K)
-    check_int("--batch-size", cfg.batch_size, MAX_BATCH)
-    if cfg.output not in PREDICT_OUTPUTS:
-        raise UsageError(f"--format {cfg.output!r}: choose from {', '.join(PREDICT_OUTPUTS)}")
-    if cfg.threads is not None:
-        check_int("--threads", cfg.threads, 1024)
-
-
 def predict_images(
     run: str | Path,
     inputs: Sequence[str | Path],
@@ -83,8 +68,7 @@ def predict_images(
         InputFileError / IntegrityError: bad run folder or manifest; a changed artifact.
         RuntimeUnavailable: the runtime cannot run on the device here (exit 3).
     """
-    cfg = cfg or PredictConfig()
-    validate(cfg)
+    cfg = cfg or PredictConfig()  # its values were checked when it was built
     paths = expand_inputs(inputs)
     bad: list[BadImage] = []
 

@@ -15,10 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from exporter.core.choices import device_kind
+from exporter.core.config import MAX_BATCH, MAX_TOP_K, PredictConfig, check_int
 from exporter.core.errors import GateFailed, InputFileError, UsageError
 from exporter.core.preprocess import Preprocessing
 from exporter.runtimes.base import Artifact, Runtime, get_runtime
-from exporter.serve.choice import choose_artifact, device_kind
+from exporter.serve.choice import choose_artifact
 from exporter.serve.images import BadImage, open_image
 
 if TYPE_CHECKING:
@@ -27,9 +29,6 @@ if TYPE_CHECKING:
     from exporter.core.runfolder import Run
 
     ImageInput = str | Path | Image.Image | np.ndarray
-
-MAX_TOP_K = 1000
-MAX_BATCH = 1024
 
 
 @dataclass(frozen=True)
@@ -128,8 +127,8 @@ class Predictor:
         self,
         images: Sequence[ImageInput],
         *,
-        top_k: int = 5,
-        batch_size: int = 32,
+        top_k: int = PredictConfig.top_k,
+        batch_size: int = PredictConfig.batch_size,
         progress: Callable[[str, float, float], None] | None = None,
         on_error: Callable[[BadImage], None] | None = None,
         keep_logits: bool = False,
@@ -182,12 +181,6 @@ class Predictor:
         self.close()
 
 
-def check_int(option: str, value: int, limit: int) -> None:
-    """A positive int no larger than ``limit`` (bools are refused too)."""
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit:
-        raise UsageError(f"{option} {value!r}: give an integer from 1 to {limit}")
-
-
 def _decode(
     chunk: Sequence[ImageInput], on_error: Callable[[BadImage], None] | None, *, start: int = 0
 ) -> tuple[list[Any], list[str]]:
@@ -232,7 +225,7 @@ def load(
     *,
     runtime: str | None = None,
     variant: str | None = None,
-    device: str = "cpu",
+    device: str = PredictConfig.device,
     threads: int | None = None,
 ) -> Predictor:
     """A :class:`Predictor` on the run's chosen artifact (see :func:`choose_artifact`).

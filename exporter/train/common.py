@@ -1,4 +1,4 @@
-"""Pieces the training loop and its facade share: events, settings checks, the schedule."""
+"""Pieces the training loop and its facade share: events, the device, the schedule."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ if TYPE_CHECKING:
 
 import numpy as np
 
-from exporter.core.config import AUGMENT_MODES, DEFAULT_ARTIFACTS_DIR, LR_AUTO, RECIPES, TrainConfig
-from exporter.core.errors import EnvironmentUnavailable, GateFailed, UsageError
+from exporter.core.choices import AUTO, CPU, CUDA
+from exporter.core.config import DEFAULT_ARTIFACTS_DIR
+from exporter.core.errors import EnvironmentUnavailable, GateFailed
 
 __all__ = ["TrainEvent", "lr_factor"]
 
@@ -45,76 +46,20 @@ ProgressFn = Callable[[TrainEvent], None]
 
 
 SCHEMA_VERSION = 1
-OPTIMIZERS = ("sgd", "adamw")
-CACHE_MODES = ("auto", "on", "off")
-DEVICES = ("auto", "cpu", "cuda")
-
-
-def validate(cfg: TrainConfig) -> None:
-    """Reject bad settings with a message naming the option (exit 2)."""
-    checks = [
-        (cfg.epochs >= 1, f"--epochs must be >= 1, got {cfg.epochs}"),
-        (cfg.batch_size >= 1, f"--batch-size must be >= 1, got {cfg.batch_size}"),
-        (_valid_lr(cfg.lr), f"--lr must be a positive number or 'auto', got {cfg.lr}"),
-        (cfg.recipe in RECIPES, f"--recipe must be one of {RECIPES}, got {cfg.recipe!r}"),
-        (
-            cfg.data.augment in AUGMENT_MODES,
-            f"--augment must be one of {AUGMENT_MODES}, got {cfg.data.augment!r}",
-        ),
-        (
-            cfg.recipe != "finetune" or cfg.epochs >= 2 or cfg.unfreeze_at is not None,
-            "--recipe finetune needs --epochs >= 2 (head epochs, then unfrozen epochs)",
-        ),
-        (
-            cfg.freeze_epochs is None or 1 <= cfg.freeze_epochs < cfg.epochs,
-            f"--freeze-epochs must be in 1..{cfg.epochs - 1} (fewer than --epochs), "
-            f"got {cfg.freeze_epochs}",
-        ),
-        (
-            cfg.freeze_epochs is None or cfg.recipe == "finetune",
-            "--freeze-epochs applies to --recipe finetune only",
-        ),
-        (cfg.optimizer in OPTIMIZERS, f"--optimizer must be one of {OPTIMIZERS}"),
-        (cfg.cache_features in CACHE_MODES, f"--cache-features must be one of {CACHE_MODES}"),
-        (cfg.device in DEVICES, f"--device must be one of {DEVICES}"),
-        (cfg.weight_decay >= 0, "--weight-decay must be >= 0"),
-        (0 <= cfg.label_smoothing < 1, "--label-smoothing must be in [0, 1)"),
-        (cfg.warmup_epochs is None or cfg.warmup_epochs >= 0, "--warmup-epochs must be >= 0"),
-        (cfg.grad_clip is None or cfg.grad_clip > 0, "--grad-clip must be > 0"),
-        (cfg.backbone_lr_mult > 0, "--backbone-lr-mult must be > 0"),
-        (cfg.save_every >= 1, f"--save-every must be >= 1, got {cfg.save_every}"),
-        (cfg.patience is None or cfg.patience >= 1, "--patience must be >= 1"),
-        (cfg.workers is None or cfg.workers >= 0, "--workers must be >= 0"),
-        (
-            cfg.unfreeze_at is None or 1 <= cfg.unfreeze_at <= cfg.epochs,
-            f"--unfreeze-at must be an epoch in 1..{cfg.epochs}, got {cfg.unfreeze_at}",
-        ),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise UsageError(message)
-    if cfg.unfreeze_at is not None:
-        from exporter.model.vgg import parse_unfreeze_from
-
-        parse_unfreeze_from(cfg.unfreeze_from)
-
-
-def _valid_lr(lr: float | str) -> bool:
-    if lr == LR_AUTO:
-        return True
-    return isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)
 
 
 def resolve_device(spec: str) -> torch.device:
+    """``--device`` on this machine (its value was checked by TrainConfig): exit 3 for
+    ``cuda`` without CUDA; ``auto`` picks CUDA when present."""
     import torch
 
-    if spec == "cuda" and not torch.cuda.is_available():
+    if spec == CUDA and not torch.cuda.is_available():
         raise EnvironmentUnavailable(
             "--device cuda: CUDA is not available on this machine (no GPU or driver, or a CPU "
             "build of torch); use --device cpu or --device auto"
         )
-    if spec == "auto":
-        spec = "cuda" if torch.cuda.is_available() else "cpu"
+    if spec == AUTO:
+        spec = CUDA if torch.cuda.is_available() else CPU
     return torch.device(spec)
 
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 
+from exporter.core.config import LaunchSpec
 from exporter.core.errors import (
     EnvironmentUnavailable,
     Interrupted,
@@ -27,30 +27,6 @@ __all__ = ["LaunchSpec", "WorkerFailed", "launch", "torchrun_args"]
 # own default, 30 s, can be shorter than writing a VGG16 checkpoint to a slow disk).
 SHUTDOWN_TIMEOUT_S = 120
 WORKER_CODES = (1, 2, 3, 130, 143)  # TlxError exit codes: the worker printed why
-
-
-@dataclass(frozen=True)
-class LaunchSpec:
-    """Where and how many workers run (torchrun's options of the same names)."""
-
-    nproc: int
-    nnodes: int = 1
-    rdzv_endpoint: str | None = None
-    rdzv_id: str = "tlx"
-    max_restarts: int = 0
-
-    def check(self) -> None:
-        if self.nproc < 1:
-            raise UsageError(f"--nproc must be >= 1, got {self.nproc}")
-        if self.nnodes < 1:
-            raise UsageError(f"--nnodes must be >= 1, got {self.nnodes}")
-        if self.max_restarts < 0:
-            raise UsageError(f"--max-restarts must be >= 0, got {self.max_restarts}")
-        if self.nnodes > 1 and not self.rdzv_endpoint:
-            raise UsageError(
-                "--nnodes > 1 needs --rdzv-endpoint HOST:PORT (a host every node can reach, "
-                "e.g. the first node's address and a free port such as 29400)"
-            )
 
 
 def torchrun_args(spec: LaunchSpec, worker_args: list[str]) -> list[str]:
@@ -75,11 +51,9 @@ def launch(spec: LaunchSpec, worker_args: list[str]) -> None:
     """Run the workers to the end under torchrun's agent.
 
     Raises:
-        UsageError: bad launcher options.
         TlxError: a worker failed; ``exit_code`` is that worker's exit status.
         Interrupted: this process got SIGTERM/SIGINT (the workers were told to checkpoint).
     """
-    spec.check()
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.elastic.rendezvous.api import RendezvousError

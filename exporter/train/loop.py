@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from exporter.core.config import LR_AUTO, TrainConfig
+from exporter.core.config import LR_AUTO, TrainConfig, parse_unfreeze_from
 from exporter.core.errors import GateFailed, Interrupted, UsageError
 from exporter.core.runfolder import CHECKPOINT_DIR, TRAIN_JSON
 from exporter.data.augment import resolve_augment
-from exporter.train.common import TrainEvent, default_run_dir, resolve_device, validate
+from exporter.train.common import TrainEvent, default_run_dir, resolve_device
 from exporter.train.device_setup import EpochBatches, amp_dtype, determinism
 from exporter.train.distributed import DistContext, restart_count
 from exporter.train.epoch import EpochMixin
@@ -63,7 +63,6 @@ class Trainer(StopMixin, TrunkMixin, EpochMixin, EvalMixin, RecordMixin):
         resume: bool,
         dist: DistContext | None = None,
     ) -> None:
-        validate(cfg)
         self.dist = dist if dist is not None else DistContext(device=resolve_device(cfg.device))
         self.device = self.dist.device
         if resume and not cfg.out:
@@ -198,7 +197,7 @@ class Trainer(StopMixin, TrunkMixin, EpochMixin, EvalMixin, RecordMixin):
 
     def unfreeze(self) -> list[str]:
         """Phase 2: make the top of the trunk trainable in a new param group (lr × mult)."""
-        from exporter.model.vgg import parse_unfreeze_from, unfreeze_from
+        from exporter.model.vgg import unfreeze_from
 
         flipped = unfreeze_from(self.model, parse_unfreeze_from(self.cfg.unfreeze_from))
         named = dict(self.model.named_parameters())

@@ -135,13 +135,13 @@ def _lost_peer(exc: Exception, dist: DistContext) -> Exception:
 
 
 def _check_resources(cfg: TrainConfig, device: str, world_size: int = 1) -> None:
-    """Exit 2 for bad data options or an image size VGG16 cannot take, 3 when memory or disk
-    is short (data options first: a missing --data-dir is the message, not the memory)."""
-    from exporter.data.datasets import check_config
-    from exporter.model.vgg import parse_unfreeze_from
+    """Exit 2 for a missing or mis-shaped image folder, 3 when memory or disk is short (the
+    folder first: a missing --data-dir is the message, not the memory)."""
+    from exporter.core.config import parse_unfreeze_from
+    from exporter.data.datasets import check_data_dir
     from exporter.train.recipe import unfreeze_epoch
 
-    check_config(cfg.data)
+    check_data_dir(cfg.data)
     first = parse_unfreeze_from(cfg.unfreeze_from) if unfreeze_epoch(cfg) is not None else None
     out = Path(cfg.out) if cfg.out else Path.cwd()
     # Ten classes for the estimate: the head grows by 16 kB per class, noise beside 0.5 GB.

@@ -55,8 +55,6 @@ def verify_server(
     from exporter.model.vgg import load_reference_model
     from exporter.serve.client import TritonHttpClient, check_served_model
 
-    if not cfg.batch_sizes or any(b < 1 for b in cfg.batch_sizes):
-        raise UsageError(f"--batch-sizes must be positive integers, got {cfg.batch_sizes}")
     info = open_run(run_dir)
     source = info.manifest.source
     with TritonHttpClient(server) as client:

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from exporter.core.config import check_tolerance_overrides
 from exporter.core.errors import UsageError
 
 
@@ -88,11 +89,7 @@ def profile_for(
         )
     kind = "cuda" if device.startswith("cuda") else device
     tol = DEVICE_PROFILES.get((kind, precision), PROFILES[precision])
-    for flag, value in (("--atol", atol), ("--rtol", rtol)):
-        if value is not None and not (value >= 0 and np.isfinite(value)):
-            raise UsageError(f"{flag} must be a finite number >= 0, got {value}")
-    if min_top1 is not None and not 0.0 <= min_top1 <= 1.0:
-        raise UsageError(f"--min-top1 must be in [0, 1] (a fraction), got {min_top1}")
+    check_tolerance_overrides(atol, rtol, min_top1)  # VerifyConfig's rule, for any caller
     changes: dict[str, Any] = {}
     if atol is not None:
         # An explicit atol is absolute: the user said how many logit units they accept.

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from exporter.core.config import VerifyConfig, to_dict
-from exporter.core.errors import RuntimeUnavailable, UsageError
+from exporter.core.errors import RuntimeUnavailable
 from exporter.core.report import Progress
 from exporter.core.resources import require, verify_need
 from exporter.core.runlock import locks_run
@@ -81,10 +81,6 @@ def verify_run(
     from exporter.model.vgg import load_reference_model
     from exporter.runtimes.selection import artifacts_of_run, parse_runtimes, plan
 
-    if not cfg.batch_sizes or any(b < 1 for b in cfg.batch_sizes):
-        raise UsageError(f"--batch-sizes must be positive integers, got {cfg.batch_sizes}")
-    if cfg.samples < 0:
-        raise UsageError(f"--samples must be >= 0, got {cfg.samples}")
     info = open_run(run_dir)
     _require_resources(info, cfg)
     artifacts = artifacts_of_run(info)

@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from exporter.core.config import ExportConfig
+from exporter.core.config import ExportConfig, parse_formats
 from exporter.core.errors import GateFailed, InputFileError, UsageError
 from exporter.core.fsio import TMP_PREFIX, sha256_file
 from exporter.core.manifest import check_artifact, load_manifest
 from exporter.core.metadata import METADATA_FILE, from_onnx_props
-from exporter.export.export import export_run, parse_formats, resolve_opset
+from exporter.export.export import export_run, resolve_opset
 
 runner = CliRunner()
 

@@ -8,15 +8,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from exporter.core.config import parse_unfreeze_from
 from exporter.core.errors import EnvironmentUnavailable, InputFileError, UsageError
 from exporter.core.runfolder import open_run
-from exporter.model.vgg import (
-    build_vgg16,
-    count_parameters,
-    load_reference_model,
-    parse_unfreeze_from,
-    unfreeze_from,
-)
+from exporter.model.vgg import build_vgg16, count_parameters, load_reference_model, unfreeze_from
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,41 @@
+"""The words commands accept for a device, a precision and a set of runtimes, declared once.
+
+Configs check their fields against these, the CLI builds its option choices from them, and
+runtimes declare their devices with them. A new device or precision is one edit here (plus
+the code that handles it).
+"""
+
+from __future__ import annotations
+
+from exporter.core.errors import UsageError, shown
+
+CPU = "cpu"
+CUDA = "cuda"
+# Where a model runs: verify, bench, serve, predict and the Triton target. ``cuda:N`` picks
+# a GPU where a command says so (see :func:`device_kind`).
+DEVICES = (CPU, CUDA)
+AUTO = "auto"
+# ``tlx train --device``: auto picks CUDA when present.
+TRAIN_DEVICES = (AUTO, *DEVICES)
+# Tri-state switches (``--augment``, ``--cache-features``): auto lets the stage decide.
+AUTO_ON_OFF = (AUTO, "on", "off")
+
+# Every runtime that can run here (``--runtimes all``), or every model format (``--format all``).
+ALL = "all"
+
+# An artifact's precision, and what a runtime may be asked to run in.
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+# ``tlx export --precision``: fp16 ONNX is the only reduced-precision export (int8 and the
+# other variants come from ``tlx optimize``).
+EXPORT_PRECISIONS = ("fp32", "fp16")
+# ``tlx bench --precision``: the compute dtype the torch runtimes cast to (int8 is a file).
+BENCH_PRECISIONS = ("fp32", "fp16", "bf16")
+
+
+def device_kind(device: str) -> str:
+    """``cpu`` or ``cuda`` (``cuda:1`` counts as cuda); anything else is a usage error."""
+    if device == CPU:
+        return CPU
+    if device == CUDA or (device.startswith(f"{CUDA}:") and device[5:].isdigit()):
+        return CUDA
+    raise UsageError(f"--device {shown(device)}: choose cpu or cuda")

@@ -1,0 +1,132 @@
+"""Frozen dataclasses for each command's settings: the single source of defaults.
+
+The CLI reads its option defaults from here; the library takes these objects. One module per
+stage; every public name is re-exported here, so ``from exporter.core.config import X`` is the
+import to use. Each dataclass checks its own values in ``__post_init__`` (ARCHITECTURE.md,
+"Settings and checks"); the words for devices, precisions and ``all`` are in
+``exporter/core/choices.py``.
+"""
+
+from exporter.core.config.bench import BenchConfig
+from exporter.core.config.common import (
+    DEFAULT_ARTIFACTS_DIR,
+    MAX_BATCH_SIZE,
+    check_int,
+    to_dict,
+)
+from exporter.core.config.demo import DemoConfig
+from exporter.core.config.export import (
+    DEFAULT_OPSET,
+    EXPORT_FORMATS,
+    EXPORTER_CHOICES,
+    MAX_INSTANCES,
+    MAX_LEGACY_OPSET,
+    MAX_QUEUE_DELAY_US,
+    MIN_DYNAMO_OPSET,
+    MODEL_NAME_RE,
+    TRITON,
+    ExportConfig,
+    TritonConfig,
+    parse_formats,
+)
+from exporter.core.config.optimize import (
+    DEFAULT_OPTIMIZE_VARIANTS,
+    OPTIMIZE_VARIANTS,
+    OptimizeConfig,
+)
+from exporter.core.config.predict import (
+    MAX_BATCH,
+    MAX_TOP_K,
+    PREDICT_OUTPUTS,
+    PredictConfig,
+)
+from exporter.core.config.serve import (
+    DEFAULT_GRPC_PORT,
+    DEFAULT_HTTP_PORT,
+    DEFAULT_METRICS_PORT,
+    DEFAULT_MODEL_NAME,
+    LOOPBACK,
+    LoadtestConfig,
+    ServeConfig,
+)
+from exporter.core.config.train import (
+    AUGMENT_MIN_SIZE,
+    AUGMENT_MODES,
+    CACHE_MODES,
+    DATA_SOURCES,
+    DEFAULT_WARMUP_FRACTION,
+    FINETUNE_HEAD_SHARE,
+    LR_AUTO,
+    OPTIMIZERS,
+    RECIPES,
+    SYNTHETIC_TRAIN_SIZE,
+    SYNTHETIC_VAL_SIZE,
+    VGG16_BLOCK_ENDS,
+    DataConfig,
+    LaunchSpec,
+    TrainConfig,
+    parse_unfreeze_from,
+)
+from exporter.core.config.verify import (
+    VerifyConfig,
+    check_tolerance_overrides,
+)
+from exporter.core.resources import (
+    MAX_IMAGE_SIZE,
+    MIN_IMAGE_SIZE,
+)
+
+__all__ = [
+    "AUGMENT_MIN_SIZE",
+    "AUGMENT_MODES",
+    "CACHE_MODES",
+    "DATA_SOURCES",
+    "DEFAULT_ARTIFACTS_DIR",
+    "DEFAULT_GRPC_PORT",
+    "DEFAULT_HTTP_PORT",
+    "DEFAULT_METRICS_PORT",
+    "DEFAULT_MODEL_NAME",
+    "DEFAULT_OPSET",
+    "DEFAULT_OPTIMIZE_VARIANTS",
+    "DEFAULT_WARMUP_FRACTION",
+    "EXPORTER_CHOICES",
+    "EXPORT_FORMATS",
+    "FINETUNE_HEAD_SHARE",
+    "LOOPBACK",
+    "LR_AUTO",
+    "MAX_BATCH",
+    "MAX_BATCH_SIZE",
+    "MAX_IMAGE_SIZE",
+    "MAX_INSTANCES",
+    "MAX_LEGACY_OPSET",
+    "MAX_QUEUE_DELAY_US",
+    "MAX_TOP_K",
+    "MIN_DYNAMO_OPSET",
+    "MIN_IMAGE_SIZE",
+    "MODEL_NAME_RE",
+    "OPTIMIZERS",
+    "OPTIMIZE_VARIANTS",
+    "PREDICT_OUTPUTS",
+    "RECIPES",
+    "SYNTHETIC_TRAIN_SIZE",
+    "SYNTHETIC_VAL_SIZE",
+    "TRITON",
+    "VGG16_BLOCK_ENDS",
+    "BenchConfig",
+    "DataConfig",
+    "DemoConfig",
+    "ExportConfig",
+    "LaunchSpec",
+    "LoadtestConfig",
+    "OptimizeConfig",
+    "PredictConfig",
+    "ServeConfig",
+    "TrainConfig",
+    "TritonConfig",
+    "VerifyConfig",
+    "check_int",
+    "check_tolerance_overrides",
+    "parse_formats",
+    "parse_unfreeze_from",
+    "to_dict",
+]

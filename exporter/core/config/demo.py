@@ -1,0 +1,49 @@
+"""Settings of ``tlx demo``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from exporter.core.choices import ALL
+from exporter.core.config.export import EXPORT_FORMATS
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Settings of ``tlx demo``: train → export → verify → bench, offline, in minutes on a CPU.
+
+    Attributes:
+        out_dir: the run folder the demo creates (None = artifacts/demo-<UTC time>).
+        weights: ``none`` (random init) or a local VGG16 state dict.
+        image_size: input size; 32 px keeps the whole demo under three minutes on 2 cores.
+        train_size: synthetic training images.
+        val_size: synthetic validation images.
+        epochs: training epochs of the head (on cached trunk features: cheap at 32 px); every
+            other training setting is ``tlx train``'s default.
+        batch_sizes: bench batch sizes.
+        warmup: bench warm-up iterations per cell.
+        iters: bench timed iterations per cell.
+        seed: seed of data, init and bench inputs.
+        formats: export formats (all three by default).
+        variants: ``tlx optimize`` variants built after export (empty: none). ``fold`` and
+            ``fold-int8`` (the fastest CPU artifact): plain ``int8`` added ~25 s of optimize
+            and verify and took the demo past 3 minutes on 2 cores (185 s measured).
+        verify_samples: held-out images verify compares on (at most ``val_size``): 256, so
+            that one int8 disagreement (0.39 points) stays inside the int8 profile.
+        runtimes: runtimes verified and benched (``all``: whatever runs here).
+    """
+
+    out_dir: str | None = None
+    weights: str = "none"
+    image_size: int = 32
+    train_size: int = 400
+    val_size: int = 256
+    epochs: int = 12
+    batch_sizes: tuple[int, ...] = (1, 8)
+    warmup: int = 1
+    iters: int = 8
+    seed: int = 0
+    formats: tuple[str, ...] = EXPORT_FORMATS
+    variants: tuple[str, ...] = ("fold", "fold-int8")
+    verify_samples: int = 256
+    runtimes: tuple[str, ...] = (ALL,)

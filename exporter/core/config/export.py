@@ -1,0 +1,140 @@
+"""Settings of ``tlx export``, including its ``triton`` format."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from exporter.core.choices import ALL, EXPORT_PRECISIONS, device_kind
+from exporter.core.config.common import MAX_BATCH_SIZE
+from exporter.core.errors import UsageError, shown
+
+# The model formats, in the order they are exported (``--format all``: these three).
+EXPORT_FORMATS = ("onnx", "torchscript", "pt2")
+TRITON = "triton"  # not a model format: it packages an artifact the others (or optimize) made
+EXPORTER_CHOICES = ("dynamo", "legacy")
+# Newest opset torch.onnx can emit (torch.onnx._constants.ONNX_MAX_OPSET in torch 2.10-2.14);
+# the dynamo exporter authors at opset 18 and up-converts, checked to round-trip VGG16 on ORT.
+DEFAULT_OPSET = 23
+# The dynamo exporter's own opset (torchlib); older opsets need a lossy down-conversion.
+MIN_DYNAMO_OPSET = 18
+# The TorchScript-based exporter stops at opset 20 (ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET).
+MAX_LEGACY_OPSET = 20
+# Triton's bounds: a model name is a folder on the server.
+MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+MAX_INSTANCES = 64
+MAX_QUEUE_DELAY_US = 10_000_000
+
+
+@dataclass(frozen=True)
+class TritonConfig:
+    """Settings of ``tlx export --format triton`` (a Triton model repository in RUN/triton).
+
+    Attributes:
+        model_name: the model's folder and name on the server.
+        device: the target: which verify verdict chooses the artifact, and the instance kind
+            of the default ``config.pbtxt`` (``configs/cpu.pbtxt`` and ``configs/gpu.pbtxt``
+            are written either way).
+        variant: ship this variant or artifact instead of the default choice.
+        max_batch_size: the largest batch dynamic batching forms.
+        max_queue_delay_us: how long a request may wait for others to join its batch.
+        instances: model instances (per GPU, or on the CPU).
+    """
+
+    model_name: str = "vgg16"
+    device: str = "cpu"
+    variant: str | None = None
+    max_batch_size: int = 32
+    max_queue_delay_us: int = 100
+    instances: int = 1
+
+    def __post_init__(self) -> None:
+        if not MODEL_NAME_RE.match(self.model_name):
+            raise UsageError(
+                f"--model-name {shown(self.model_name)}: use 1-64 letters, digits, '_', '.', '-' "
+                "(it names a folder on the server)"
+            )
+        device_kind(self.device)
+        for option, value, top in (
+            ("--max-batch", self.max_batch_size, MAX_BATCH_SIZE),
+            ("--instances", self.instances, MAX_INSTANCES),
+        ):
+            if not 1 <= value <= top:
+                raise UsageError(f"{option} {value}: give an integer from 1 to {top}")
+        if not 0 <= self.max_queue_delay_us <= MAX_QUEUE_DELAY_US:
+            raise UsageError(
+                f"--max-queue-delay-us {self.max_queue_delay_us}: give 0 to {MAX_QUEUE_DELAY_US}"
+            )
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """Settings of ``tlx export``.
+
+    Attributes:
+        formats: any of ``onnx``, ``torchscript``, ``pt2``.
+        opset: ONNX opset (``None``: :data:`DEFAULT_OPSET`, or 20 for the legacy exporter).
+        batch_size: the largest batch the artifact is checked at (and the fixed batch with
+            ``static_batch``).
+        static_batch: export a fixed batch of ``batch_size`` instead of a dynamic one.
+        precision: ``fp32``; ``fp16`` writes ``model.fp16.onnx`` (fp32 inputs/outputs) instead
+            of ``model.onnx``. TorchScript and .pt2 are always fp32.
+        exporter: ``dynamo`` (``torch.onnx.export(dynamo=True)``) or ``legacy``.
+        force: overwrite existing artifact files.
+        seed: seed of the random check inputs.
+        triton: settings of the ``triton`` format (not part of ``all``: it ships an artifact
+            the other formats and ``tlx optimize`` made).
+    """
+
+    formats: tuple[str, ...] = EXPORT_FORMATS
+    opset: int | None = None
+    batch_size: int = 8
+    static_batch: bool = False
+    precision: str = "fp32"
+    exporter: str = "dynamo"
+    force: bool = False
+    seed: int = 0
+    triton: TritonConfig = field(default_factory=TritonConfig)
+
+    def __post_init__(self) -> None:
+        # Normalised here ("all", "onnx,pt2", any order → known formats in export order), so
+        # the report and every stage see the same tuple.
+        formats = parse_formats(self.formats)
+        object.__setattr__(self, "formats", formats)
+        if self.precision not in EXPORT_PRECISIONS:
+            raise UsageError(
+                f"--precision {self.precision!r}: choose from {', '.join(EXPORT_PRECISIONS)}"
+            )
+        if self.exporter not in EXPORTER_CHOICES:
+            raise UsageError(
+                f"--exporter {self.exporter!r}: choose from {', '.join(EXPORTER_CHOICES)}"
+            )
+        if self.batch_size < 1:
+            raise UsageError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.precision == "fp16" and "onnx" not in formats:
+            raise UsageError("--precision fp16 applies to ONNX only: add --format onnx (or all)")
+
+
+def parse_formats(spec: str | tuple[str, ...] | list[str] | Any) -> tuple[str, ...]:
+    """``"all"``, ``"onnx,pt2"`` or a sequence → a tuple of known formats in export order.
+
+    Raises:
+        UsageError: an unknown or empty format.
+    """
+    items = [spec] if isinstance(spec, str) else list(spec)
+    names: list[str] = []
+    for item in items:
+        names.extend(p.strip().lower() for p in str(item).split(",") if p.strip())
+    if not names:
+        raise UsageError("--format: give at least one of onnx, torchscript, pt2, triton or all")
+    known = (*EXPORT_FORMATS, TRITON)
+    unknown = [n for n in names if n not in (*known, ALL)]
+    if unknown:
+        raise UsageError(
+            f"--format {unknown[0]!r} is unknown; choose from {', '.join(known)} or all"
+        )
+    # "all" is the three model formats; triton ships one of them, so it comes last.
+    chosen = set(EXPORT_FORMATS) if ALL in names else set()
+    chosen.update(names)
+    return tuple(f for f in known if f in chosen)

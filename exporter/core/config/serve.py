@@ -1,0 +1,144 @@
+"""Settings of ``tlx serve`` and of the load test against a server (``tlx loadtest``)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from exporter.core.choices import CUDA, DEVICES
+from exporter.core.config.common import MAX_BATCH_SIZE
+from exporter.core.errors import UsageError
+
+# Triton's own default ports (HTTP, gRPC, metrics), so clients configured for Triton just work.
+DEFAULT_HTTP_PORT = 8000
+DEFAULT_GRPC_PORT = 8001
+DEFAULT_METRICS_PORT = 8002
+DEFAULT_MODEL_NAME = "vgg16"
+LOOPBACK = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Settings of ``tlx serve`` (validated on construction; messages name the CLI option).
+
+    Attributes:
+        variant: the artifact variant to serve (None: the run's recommended one).
+        runtime: the runtime that runs it (None: chosen with the artifact).
+        device: ``cpu`` or ``cuda``.
+        host: the address every endpoint binds to; loopback unless asked otherwise.
+        http_port / grpc_port / metrics_port: the KServe v2 HTTP and gRPC ports, Prometheus.
+        model_name: the name clients address the model by.
+        max_batch: largest batch the dynamic batcher forms (and a request may carry).
+        max_queue_delay_us: how long a request may wait for others to fill a batch.
+        instances: model instances, each with its own session, run in parallel.
+        threads: intra-op threads of each instance's runtime (None: the runtime's default).
+        drain_timeout_s: on SIGINT/SIGTERM, how long in-flight requests may take to finish.
+    """
+
+    variant: str | None = None
+    runtime: str | None = None
+    device: str = "cpu"
+    host: str = LOOPBACK
+    http_port: int = DEFAULT_HTTP_PORT
+    grpc_port: int = DEFAULT_GRPC_PORT
+    metrics_port: int = DEFAULT_METRICS_PORT
+    model_name: str = DEFAULT_MODEL_NAME
+    max_batch: int = 64
+    max_queue_delay_us: int = 1000
+    instances: int = 1
+    threads: int | None = None
+    drain_timeout_s: int = 30
+
+    def __post_init__(self) -> None:
+        if self.device not in DEVICES and not self.device.startswith(f"{CUDA}:"):
+            raise UsageError(f"--device {self.device!r}: choose cpu or cuda")
+        ports = {"--http-port": self.http_port, "--grpc-port": self.grpc_port}
+        ports["--metrics-port"] = self.metrics_port
+        for flag, port in ports.items():
+            if not 1 <= int(port) <= 65535:
+                raise UsageError(f"{flag} {port}: give a port from 1 to 65535")
+        if len(set(ports.values())) != len(ports):
+            raise UsageError(f"{', '.join(ports)} must differ, got {list(ports.values())}")
+        if not re.fullmatch(r"[A-Za-z0-9._-]+", self.model_name):
+            raise UsageError(
+                f"--model-name {self.model_name!r}: use letters, digits, '.', '_' or '-'"
+            )
+        if not 1 <= self.max_batch <= MAX_BATCH_SIZE:
+            raise UsageError(f"--max-batch {self.max_batch}: give 1 to {MAX_BATCH_SIZE}")
+        if not 0 <= self.max_queue_delay_us <= 10_000_000:
+            raise UsageError(
+                f"--max-queue-delay-us {self.max_queue_delay_us}: give 0 to 10000000 (10 s)"
+            )
+        if not 1 <= self.instances <= 64:
+            raise UsageError(f"--instances {self.instances}: give 1 to 64")
+        if self.threads is not None and self.threads < 1:
+            raise UsageError(f"--threads {self.threads}: must be >= 1")
+        if self.drain_timeout_s < 1:
+            raise UsageError(f"--drain-timeout {self.drain_timeout_s}: must be >= 1 second")
+
+
+@dataclass(frozen=True)
+class LoadtestConfig:
+    """Settings of ``tlx loadtest`` / ``tlx bench --server`` (a closed-loop concurrency sweep).
+
+    A level counts when ``stable_windows`` consecutive windows agree within
+    ``stability_pct`` percent in throughput and mean latency (perf_analyzer's rule); a level
+    that does not settle within ``max_windows`` (or the request/time bounds) is reported as
+    unstable over its last windows.
+
+    Attributes:
+        server: the server's HTTP URL, e.g. ``http://127.0.0.1:8000``.
+        model_name: the served model's name.
+        concurrency: the closed-loop levels: this many requests in flight at all times.
+        request_batch: images per request (the server's batcher combines requests).
+        window_s: length of one measurement window.
+        stable_windows: how many consecutive windows must agree.
+        stability_pct: how far (max/min - 1, in percent) they may differ.
+        max_windows: windows per level before it is reported as unstable.
+        warmup_s: untimed requests at the start of every level.
+        max_requests: requests per level, at most.
+        max_time_s: the whole sweep's time bound; levels not reached are listed as skipped.
+        allow_remote: permit a server that is not on this machine's loopback interface.
+        seed: seed of the random input images.
+        out_dir: where loadtest.json/.md/.csv/.png go; None = the run folder.
+    """
+
+    server: str = f"http://{LOOPBACK}:{DEFAULT_HTTP_PORT}"
+    model_name: str = DEFAULT_MODEL_NAME
+    concurrency: tuple[int, ...] = (1, 2, 4, 8, 16)
+    request_batch: int = 1
+    window_s: float = 2.0
+    stable_windows: int = 3
+    stability_pct: float = 10.0
+    max_windows: int = 10
+    warmup_s: float = 1.0
+    max_requests: int = 100_000
+    max_time_s: float = 600.0
+    allow_remote: bool = False
+    seed: int = 0
+    out_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.concurrency or any(not 1 <= int(c) <= 1024 for c in self.concurrency):
+            raise UsageError("--concurrency: give integers from 1 to 1024, e.g. 1,2,4,8,16")
+        if len(set(self.concurrency)) != len(self.concurrency):
+            raise UsageError("--concurrency: each level may appear only once")
+        if not 1 <= self.request_batch <= MAX_BATCH_SIZE:
+            raise UsageError(f"--request-batch {self.request_batch}: give 1 to {MAX_BATCH_SIZE}")
+        if not self.window_s > 0:
+            raise UsageError(f"--window {self.window_s}: must be > 0 seconds")
+        if self.stable_windows < 1:
+            raise UsageError(f"stable_windows {self.stable_windows}: must be >= 1")
+        if not self.stability_pct > 0:
+            raise UsageError(f"--stability {self.stability_pct}: must be > 0 percent")
+        if self.max_windows < self.stable_windows:
+            raise UsageError(
+                f"--max-windows {self.max_windows}: must be >= {self.stable_windows} "
+                "(the windows that must agree)"
+            )
+        if self.warmup_s < 0:
+            raise UsageError(f"--warmup {self.warmup_s}: must be >= 0 seconds")
+        if self.max_requests < 1:
+            raise UsageError(f"--max-requests {self.max_requests}: must be >= 1")
+        if not self.max_time_s > 0:
+            raise UsageError(f"--max-time {self.max_time_s}: must be > 0 seconds")
