@@ -145,9 +145,13 @@ def test_perturbed_torchscript_localizes_to_classifier(
 
 
 def test_artifact_from_another_run_fails(
-    run_dir: Path, tmp_path: Path, copy_run, export_artifacts, make_run_folder, rehash
+    run_dir: Path, tmp_path: Path, copy_run, make_run_folder, rehash
 ) -> None:
-    other = export_artifacts(make_run_folder(tmp_path / "other", seed=7))
+    from exporter.core.config import ExportConfig
+    from exporter.export.export import export_run
+
+    other = make_run_folder(tmp_path / "other", seed=7)
+    export_run(other, ExportConfig(formats=("onnx",)))  # only the file swapped in below
     run = copy_run(run_dir, tmp_path / "run", ("model.onnx",))
     (run / "model.onnx").write_bytes((other / "model.onnx").read_bytes())
     rehash(run, "model.onnx")
