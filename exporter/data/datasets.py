@@ -213,7 +213,7 @@ def load_eval_images(
         )
     try:
         cfg = DataConfig.from_dict(raw)
-    except TypeError as exc:
+    except (TypeError, ValueError, UsageError) as exc:  # a hand-edited record: name the file
         raise InputFileError(f"{info.run_dir / 'train.json'}: bad config.data: {exc}") from exc
     dataset = _raw_split(cfg, split)
     total = len(dataset)

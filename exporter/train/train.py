@@ -25,7 +25,7 @@ from typing import Any
 
 from exporter.core.allocator import reuse_freed_memory
 from exporter.core.config import TrainConfig
-from exporter.core.errors import UsageError
+from exporter.core.errors import InputFileError, UsageError
 from exporter.core.resources import require, train_need
 from exporter.core.runfolder import CHECKPOINT_DIR, TRAIN_JSON
 from exporter.core.runlock import run_lock
@@ -60,7 +60,12 @@ class TrainResult:
 def resume_config(run_dir: str | Path) -> TrainConfig:
     """The config a run was started with, read from its checkpoint (``out`` = ``run_dir``)."""
     state = load_checkpoint(Path(run_dir))
-    return replace(TrainConfig.from_dict(state["config"]), out=str(run_dir))
+    try:
+        cfg = TrainConfig.from_dict(state["config"])
+    except (KeyError, TypeError, ValueError, UsageError) as exc:  # name the file, not an option
+        where = Path(run_dir) / CHECKPOINT_DIR
+        raise InputFileError(f"{where}: the checkpoint's training config is bad: {exc}") from exc
+    return replace(cfg, out=str(run_dir))
 
 
 def fit(

@@ -326,3 +326,23 @@ def test_load_eval_images_uses_the_runs_limited_split(run_folder: Path) -> None:
     expected = np.stack([bundle.val[i][0].numpy() for i in range(5)])
     np.testing.assert_array_equal(x, expected)
     assert y.tolist() == [bundle.val[i][1] for i in range(5)]
+
+
+@pytest.mark.parametrize(
+    ("key", "value"), [("image_size", 5), ("source", "mnist"), ("train_size", "many")]
+)
+def test_a_hand_edited_data_record_names_train_json(
+    tmp_path: Path, make_run_folder, key: str, value: object
+) -> None:
+    import json
+
+    from exporter.core.errors import InputFileError
+    from exporter.core.runfolder import open_run
+    from exporter.data.datasets import load_eval_images
+
+    run = make_run_folder(tmp_path / "run")
+    record = json.loads((run / "train.json").read_text())
+    record["config"]["data"][key] = value
+    (run / "train.json").write_text(json.dumps(record))
+    with pytest.raises(InputFileError, match=r"train\.json: bad config\.data"):
+        load_eval_images(open_run(run), 4)
