@@ -149,6 +149,7 @@ def test_bad_recipe_options_are_exit_2_naming_the_option(
     assert not out.exists()  # refused before anything was written
 
 
+@pytest.mark.slow  # 25-47 s on 2 cores: two trainings with the range test (resume included)
 def test_lr_auto_and_recipe_land_in_train_json_and_survive_resume(tmp_path) -> None:
     import json
 
