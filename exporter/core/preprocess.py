@@ -133,8 +133,10 @@ def _wide_to_rgb(img: Any) -> Any:
     top = float(values.max()) if values.size else 0.0
     if img.mode == "F":
         scale = 255.0 if top <= 1.0 else 1.0
-    elif img.mode.startswith("I;16") or top <= 65535:
-        scale = 255.0 / 65535.0 if img.mode.startswith("I;16") or top > 255 else 1.0
+    elif img.mode.startswith("I;16") or 255 < top <= 65535:
+        scale = 255.0 / 65535.0
+    elif top <= 255:
+        scale = 1.0
     else:
         scale = 255.0 / top
     gray = np.clip(np.rint(values * scale), 0, 255).astype(np.uint8)
