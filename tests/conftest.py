@@ -82,6 +82,20 @@ def _free_disk_after_test(request: pytest.FixtureRequest) -> Iterator[None]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+@pytest.fixture(scope="module")
+def module_tmp(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Path]:
+    """A folder for one test module's shared fixtures, deleted when the module ends.
+
+    Module fixtures hold exported runs of 1-3 GB each; left to pytest they would all stay on
+    disk until the session ends (over 20 GB for the suite), which fails on a fuller disk.
+    """
+    path = tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1])
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture
 def run_folder(tmp_path: Path) -> Path:
     """A fresh random-weights run folder at 32 px (function scope: tests may modify it)."""

@@ -722,8 +722,8 @@ def _link_weights_copy_rest(src: str, dst: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def pristine_run(tmp_path_factory: pytest.TempPathFactory, make_run_folder) -> Path:
-    return make_run_folder(tmp_path_factory.mktemp("pristine") / "run")
+def pristine_run(module_tmp: Path, make_run_folder) -> Path:
+    return make_run_folder(module_tmp / "run")
 
 
 # The "-on-cpu" cases ask for CUDA to see it refused: only they need a CPU-only host.

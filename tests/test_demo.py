@@ -15,9 +15,9 @@ from exporter.demo import DEMO_JSON, DemoResult, run_demo
 
 
 @pytest.fixture(scope="module")
-def tiny_demo(tmp_path_factory: pytest.TempPathFactory) -> DemoResult:
+def tiny_demo(module_tmp: Path) -> DemoResult:
     """Every step at its smallest: one format, one variant, three runtimes, one batch size."""
-    out = tmp_path_factory.mktemp("demo") / "run"
+    out = module_tmp / "run"
     cfg = DemoConfig(
         out_dir=str(out),
         train_size=32,

@@ -174,13 +174,13 @@ def test_config_rejects_bad_values() -> None:
 
 
 @pytest.fixture(scope="module")
-def eager_report(tmp_path_factory: pytest.TempPathFactory, shared_run_folder: Path) -> BenchReport:
+def eager_report(module_tmp: Path, shared_run_folder: Path) -> BenchReport:
     load_all()
     saved = dict(REGISTRY)
     REGISTRY.clear()
     REGISTRY.update({"eager": saved["eager"], "fake": fake("fake")})
     try:
-        out = tmp_path_factory.mktemp("bench-out")
+        out = module_tmp / "bench-out"
         return bench_run(shared_run_folder, small_cfg(out_dir=str(out)))
     finally:
         REGISTRY.clear()

@@ -30,8 +30,8 @@ def _cli(*args: str):
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory, make_run_folder):
-    run = make_run_folder(tmp_path_factory.mktemp("export") / "run")
+def exported(module_tmp: Path, make_run_folder):
+    run = make_run_folder(module_tmp / "run")
     result = export_run(run, ExportConfig(formats=("onnx", "torchscript", "pt2")))
     return run, result
 

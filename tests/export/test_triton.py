@@ -51,8 +51,8 @@ def _parse(path: Path):
 
 
 @pytest.fixture(scope="module")
-def repo_run(onnx_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run = _linked_run(onnx_run, tmp_path_factory.mktemp("triton") / "run")
+def repo_run(onnx_run: Path, module_tmp: Path) -> Path:
+    run = _linked_run(onnx_run, module_tmp / "run")
     result = invoke(str(run), "--format", "triton", "--max-batch", "16", "--instances", "2")
     assert result.exit_code == EXIT_OK, result.stderr
     assert "tritonserver --model-repository=" in result.stdout

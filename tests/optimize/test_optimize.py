@@ -65,9 +65,9 @@ def train_head(run_dir: Path, *, steps: int = 100) -> float:
 
 
 @pytest.fixture(scope="module")
-def trained_run(tmp_path_factory: pytest.TempPathFactory, make_run_folder) -> Path:
+def trained_run(module_tmp: Path, make_run_folder) -> Path:
     run = make_run_folder(
-        tmp_path_factory.mktemp("opt") / "run", train_size=TRAIN, val_size=VAL, seed=1
+        module_tmp / "run", train_size=TRAIN, val_size=VAL, seed=1
     )
     acc = train_head(run)
     assert acc > 0.5, f"head training failed to learn the synthetic shapes ({acc:.0%})"

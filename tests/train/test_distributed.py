@@ -115,8 +115,8 @@ def _assert_same_model(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -
 
 
 @pytest.fixture(scope="module")
-def one_process(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run = tmp_path_factory.mktemp("one") / "run"
+def one_process(module_tmp: Path) -> Path:
+    run = module_tmp / "run"
     _run(*TINY, "--out", str(run))
     return run
 

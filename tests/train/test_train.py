@@ -117,9 +117,9 @@ def test_unfreeze_phase_trains_the_trunk_without_cache(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def straight(tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
+def straight(module_tmp: Path) -> TrainResult:
     """Two uninterrupted epochs (feature cache on by auto), shared by the comparisons."""
-    return fit(tiny(tmp_path_factory.mktemp("straight") / "run", epochs=2))
+    return fit(tiny(module_tmp / "run", epochs=2))
 
 
 def test_cache_and_no_cache_give_the_same_weights(tmp_path: Path, straight: TrainResult) -> None:
