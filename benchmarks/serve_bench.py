@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -138,7 +139,11 @@ def start_server(run: Path, args: argparse.Namespace) -> tuple[subprocess.Popen,
     cmd = [sys.executable, "-m", "exporter", "serve", str(run), "--variant", VARIANT]
     cmd += ["--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics)]
     cmd += ["--max-batch", "64", "--max-queue-delay-us", str(args.queue_delay_us)]
-    cmd += ["--threads", str(args.threads), "--instances", str(args.instances)]
+    # Unset: tlx serve's own plan (on the CPU, 2 instances splitting the cores).
+    if args.server_threads:
+        cmd += ["--threads", str(args.server_threads)]
+    if args.instances:
+        cmd += ["--instances", str(args.instances)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     lines: list[str] = []
@@ -227,8 +232,9 @@ def markdown(res: dict[str, Any]) -> str:
         "",
         f"- machine: {res['environment'].get('cpu_model')} "
         f"({res['environment'].get('cpu_count')} CPUs); command: `{res['command']}`",
-        f"- artifact: {res['artifact']} (32 px), ORT CPU, {res['threads']} threads; server: "
-        f"{res['instances']} instance(s), max batch 64, queue delay {res['queue_delay_us']} us; "
+        f"- artifact: {res['artifact']} (32 px), ORT CPU, {res['threads']} threads in-process; "
+        f"server: {res['instances']} instance(s) x {res['server_threads']} threads, max batch 64, "
+        f"queue delay {res['queue_delay_us']} us; "
         f"{res['request_batch']} image(s) per request",
         f"- in-process best: batch {res['in_process']['best_batch']}, "
         f"{res['in_process']['best_throughput_img_s']:.1f} img/s",
@@ -263,7 +269,13 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "artifacts" / "serve-bench")
     ap.add_argument("--tiny", action="store_true", help="a smoke run: small data, short windows")
     ap.add_argument("--threads", type=int, default=2, help="ORT threads, in-process and served")
-    ap.add_argument("--instances", type=int, default=1)
+    ap.add_argument(
+        "--server-threads",
+        type=int,
+        default=None,
+        help="ORT threads per server instance (default: tlx serve's plan); in-process: --threads",
+    )
+    ap.add_argument("--instances", type=int, default=None, help="default: tlx serve's plan")
     ap.add_argument("--queue-delay-us", type=int, default=1000)
     ap.add_argument("--request-batch", type=int, default=1)
     ap.add_argument(
@@ -282,7 +294,9 @@ def main() -> None:
     served_run = only_artifact(run, args.out / "run32-fold-int8", "model.fold.int8.onnx")
     print("in-process ORT ...", file=sys.stderr)
     inproc = in_process(served_run, args.out / "inprocess", threads=args.threads, tiny=args.tiny)
-    proc, url, _ = start_server(served_run, args)
+    proc, url, lines = start_server(served_run, args)
+    # What the server chose (its own plan unless given): "(x2, 1 thread(s) each, ...".
+    plan = re.search(r"\(x(\d+), (\w+) thread", next(x for x in lines if x.startswith("ready:")))
     try:
         print("parity and verify through the server ...", file=sys.stderr)
         par = parity(served_run, url, samples=64 if args.tiny else 256)
@@ -300,7 +314,8 @@ def main() -> None:
         "environment": environment("cpu"),
         "artifact": "model.fold.int8.onnx",
         "threads": args.threads,
-        "instances": args.instances,
+        "server_threads": plan.group(2) if plan else args.server_threads,
+        "instances": int(plan.group(1)) if plan else args.instances,
         "queue_delay_us": args.queue_delay_us,
         "request_batch": args.request_batch,
         "tiny": args.tiny,

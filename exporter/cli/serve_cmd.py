@@ -63,10 +63,18 @@ def serve_command(
         int, typer.Option(help="How long a request may wait for others to fill a batch (us).")
     ] = _DEFAULTS.max_queue_delay_us,
     instances: Annotated[
-        int, typer.Option(help="Model instances (each its own session), run in parallel.")
+        int | None,
+        typer.Option(
+            help="Model instances (each its own session), run in parallel "
+            "(default: 2 on a multi-core CPU, 1 on CUDA)."
+        ),
     ] = _DEFAULTS.instances,
     threads: Annotated[
-        int | None, typer.Option(help="Intra-op threads per instance (default: the runtime's).")
+        int | None,
+        typer.Option(
+            help="Intra-op threads per instance (default on the CPU: the cores split between "
+            "the instances)."
+        ),
     ] = _DEFAULTS.threads,
     drain_timeout: Annotated[
         int, typer.Option(help="On SIGINT/SIGTERM, seconds in-flight requests may take.")
@@ -102,8 +110,9 @@ def serve_command(
         d = server.describe()
         console.print(
             f"ready: model {d['model_name']!r} = {d['artifact']} on {d['runtime']} "
-            f"(x{d['instances']}, max batch {d['max_batch']}, queue delay "
-            f"{d['max_queue_delay_us']} us); HTTP {d['http']}, gRPC {d['grpc']}, "
+            f"(x{d['instances']}, {d['threads'] or 'default'} thread(s) each, "
+            f"max batch {d['max_batch']}, queue delay {d['max_queue_delay_us']} us); "
+            f"HTTP {d['http']}, gRPC {d['grpc']}, "
             f"metrics {d['metrics']}; served == in-process (max abs {d['self_check_max_abs']:g})",
             markup=False,
             soft_wrap=True,

@@ -15,6 +15,7 @@ model bound; then one request through the server must give the in-process logits
 from __future__ import annotations
 
 import errno
+import os
 import socket
 import threading
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from exporter.core.choices import CUDA, device_kind
 from exporter.core.config import ServeConfig
 from exporter.core.errors import EnvironmentUnavailable, GateFailed, UsageError
 from exporter.serve.client import TritonHttpClient
@@ -73,6 +75,7 @@ class RunningServer:
             "image_size": p.image_size,
             "classes": len(p.classes),
             "instances": len(self.predictors),
+            "threads": instance_plan(self.config)[1],
             "max_batch": self.config.max_batch,
             "max_queue_delay_us": self.config.max_queue_delay_us,
             "http": self.http_url,
@@ -209,6 +212,23 @@ def check_ports(cfg: ServeConfig) -> None:
 # --- the model ----------------------------------------------------------------------------
 
 
+def instance_plan(cfg: ServeConfig, cores: int | None = None) -> tuple[int, int | None]:
+    """How many model instances to run and how many intra-op threads each gets.
+
+    On the CPU the default is two instances that split the cores: while one computes a batch,
+    the other's batch crosses Triton's IPC, so the cores never wait for it. Measured on 2 cores
+    with single-image requests (benchmarks/RESULTS.md): 2 instances x 1 thread served 0.83x of
+    in-process ORT where 1 x 2 threads served 0.73-0.76x. Given ``--instances`` alone, the
+    cores are still split, not oversubscribed (ORT's default is every core per session).
+    On CUDA: one instance, the runtime's own threads.
+    """
+    if device_kind(cfg.device) == CUDA:
+        return cfg.instances or 1, cfg.threads
+    cores = cores or len(os.sched_getaffinity(0))
+    instances = cfg.instances or (2 if cores >= 2 else 1)
+    return instances, cfg.threads or max(1, cores // instances)
+
+
 def _load_predictors(run: Run, cfg: ServeConfig) -> list[Predictor]:
     """One predictor (own session) per instance, each warmed at batch 1 and ``max_batch``.
 
@@ -217,15 +237,16 @@ def _load_predictors(run: Run, cfg: ServeConfig) -> list[Predictor]:
     """
     from exporter.serve.predictor import load
 
+    instances, threads = instance_plan(cfg)
     predictors: list[Predictor] = []
     try:
-        for _ in range(cfg.instances):
+        for _ in range(instances):
             p = load(
                 run,
                 runtime=cfg.runtime,
                 variant=cfg.variant,
                 device=cfg.device,
-                threads=cfg.threads,
+                threads=threads,
             )
             predictors.append(p)
             for b in sorted({1, min(cfg.max_batch, WARMUP_MAX_BATCH)}):

@@ -66,9 +66,7 @@ def train_head(run_dir: Path, *, steps: int = 100) -> float:
 
 @pytest.fixture(scope="module")
 def trained_run(module_tmp: Path, make_run_folder) -> Path:
-    run = make_run_folder(
-        module_tmp / "run", train_size=TRAIN, val_size=VAL, seed=1
-    )
+    run = make_run_folder(module_tmp / "run", train_size=TRAIN, val_size=VAL, seed=1)
     acc = train_head(run)
     assert acc > 0.5, f"head training failed to learn the synthetic shapes ({acc:.0%})"
     return run

@@ -18,7 +18,7 @@ from exporter.cli import app
 from exporter.core.config import ServeConfig
 from exporter.core.errors import EnvironmentUnavailable, UsageError
 from exporter.serve.client import TritonHttpClient
-from exporter.serve.server import check_ports
+from exporter.serve.server import check_ports, instance_plan
 
 
 def _stop_and_check_no_orphans(sp, sig: int, process_tree, is_running) -> None:
@@ -153,6 +153,24 @@ def test_unknown_variant_is_exit_2_before_any_server_starts(
     )
     assert result.exit_code == 2, result.output
     assert "nope" in result.output
+
+
+@pytest.mark.parametrize(
+    ("given", "cores", "plan"),
+    [
+        ({}, 2, (2, 1)),  # two instances split the cores (measured faster: RESULTS.md)
+        ({}, 16, (2, 8)),
+        ({}, 1, (1, 1)),
+        ({"instances": 4}, 2, (4, 1)),  # never oversubscribed below one thread each
+        ({"instances": 3}, 12, (3, 4)),
+        ({"threads": 3}, 8, (2, 3)),  # what the user gives is kept
+        ({"instances": 1, "threads": 2}, 8, (1, 2)),
+        ({"device": "cuda"}, 8, (1, None)),  # one instance per GPU, the runtime's threads
+        ({"device": "cuda:1", "instances": 2}, 8, (2, None)),
+    ],
+)
+def test_instance_plan_splits_the_cores_on_cpu(given: dict, cores: int, plan: tuple) -> None:
+    assert instance_plan(ServeConfig(**given), cores) == plan
 
 
 def test_check_ports_refuses_a_foreign_host_address() -> None:

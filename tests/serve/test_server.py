@@ -15,9 +15,11 @@ import pytest
 from typer.testing import CliRunner
 
 from exporter.cli import app
+from exporter.core.config import ServeConfig
 from exporter.core.manifest import load_manifest
 from exporter.serve.client import ServerError, TritonHttpClient
 from exporter.serve.predictor import load
+from exporter.serve.server import instance_plan
 
 MODEL = "vgg16"
 
@@ -45,6 +47,10 @@ def test_ready_only_with_the_warm_model_and_names_the_file(served, onnx_run: Pat
     assert model.dynamic_batching["max_queue_delay_microseconds"] == 5000
     ready = next(line for line in served.stdout if line.startswith("ready:"))
     assert "model.onnx on ort-cpu" in ready and "max abs 0)" in ready
+    # No --instances/--threads: the CPU plan, and the server reports what it runs.
+    instances, threads = instance_plan(ServeConfig())
+    assert f"(x{instances}, {threads} thread(s) each," in ready
+    assert model.instances == instances
 
 
 @pytest.mark.parametrize("n", [1, 3, 16])

@@ -30,8 +30,10 @@ class ServeConfig:
         model_name: the name clients address the model by.
         max_batch: largest batch the dynamic batcher forms (and a request may carry).
         max_queue_delay_us: how long a request may wait for others to fill a batch.
-        instances: model instances, each with its own session, run in parallel.
-        threads: intra-op threads of each instance's runtime (None: the runtime's default).
+        instances: model instances, each with its own session, run in parallel (None: 2 on a
+            CPU with 2 or more cores, else 1; see :func:`exporter.serve.server.instance_plan`).
+        threads: intra-op threads of each instance's runtime (None: on the CPU, the cores
+            split between the instances; on CUDA, the runtime's default).
         drain_timeout_s: on SIGINT/SIGTERM, how long in-flight requests may take to finish.
     """
 
@@ -45,7 +47,7 @@ class ServeConfig:
     model_name: str = DEFAULT_MODEL_NAME
     max_batch: int = 64
     max_queue_delay_us: int = 1000
-    instances: int = 1
+    instances: int | None = None
     threads: int | None = None
     drain_timeout_s: int = 30
 
@@ -69,7 +71,7 @@ class ServeConfig:
             raise UsageError(
                 f"--max-queue-delay-us {self.max_queue_delay_us}: give 0 to 10000000 (10 s)"
             )
-        if not 1 <= self.instances <= 64:
+        if self.instances is not None and not 1 <= self.instances <= 64:
             raise UsageError(f"--instances {self.instances}: give 1 to 64")
         if self.threads is not None and self.threads < 1:
             raise UsageError(f"--threads {self.threads}: must be >= 1")
