@@ -145,6 +145,24 @@ def _copy_run(src: Path, dest: Path, names: tuple[str, ...]) -> Path:
     return dest
 
 
+def _link_run(src: Path, dest: Path) -> Path:
+    """A run sharing src's (never modified) weights and model.onnx by hard link: no 1 GB copy.
+
+    Only model.onnx stays in the manifest. Callers must not write to the linked files.
+    """
+    import os
+
+    dest.mkdir(parents=True)
+    for name in ("model.safetensors", "model.onnx"):
+        os.link(src / name, dest / name)
+    for name in ("train.json", "manifest.json"):
+        shutil.copyfile(src / name, dest / name)
+    manifest = json.loads((dest / "manifest.json").read_text())
+    manifest["artifacts"] = {"model.onnx": manifest["artifacts"]["model.onnx"]}
+    (dest / "manifest.json").write_text(json.dumps(manifest))
+    return dest
+
+
 def _perturb_onnx_weight(run: Path, name: str) -> None:
     import onnx
     from onnx import numpy_helper
@@ -198,6 +216,11 @@ def rehash() -> Callable[[Path, str], None]:
 @pytest.fixture(scope="session")
 def copy_run() -> Callable[..., Path]:
     return _copy_run
+
+
+@pytest.fixture(scope="session")
+def link_run() -> Callable[[Path, Path], Path]:
+    return _link_run
 
 
 @pytest.fixture(scope="session")

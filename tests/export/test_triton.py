@@ -30,29 +30,13 @@ def invoke(*args: str):
     return CliRunner().invoke(app, ["export", *args])
 
 
-def _linked_run(src: Path, dest: Path) -> Path:
-    """A run sharing src's (never modified) weights and model.onnx by hard link: no 1 GB copy."""
-    import os
-    import shutil
-
-    dest.mkdir(parents=True)
-    for name in ("model.safetensors", "model.onnx"):
-        os.link(src / name, dest / name)
-    for name in ("train.json", "manifest.json"):
-        shutil.copyfile(src / name, dest / name)
-    manifest = json.loads((dest / "manifest.json").read_text())
-    manifest["artifacts"] = {"model.onnx": manifest["artifacts"]["model.onnx"]}
-    (dest / "manifest.json").write_text(json.dumps(manifest))
-    return dest
-
-
 def _parse(path: Path):
     return text_format.Parse(path.read_text(), pb2.ModelConfig())
 
 
 @pytest.fixture(scope="module")
-def repo_run(onnx_run: Path, module_tmp: Path) -> Path:
-    run = _linked_run(onnx_run, module_tmp / "run")
+def repo_run(onnx_run: Path, module_tmp: Path, link_run) -> Path:
+    run = link_run(onnx_run, module_tmp / "run")
     result = invoke(str(run), "--format", "triton", "--max-batch", "16", "--instances", "2")
     assert result.exit_code == EXIT_OK, result.stderr
     assert "tritonserver --model-repository=" in result.stdout
@@ -125,13 +109,15 @@ def test_existing_repository_needs_force(repo_run: Path) -> None:
     assert sha256_file(repo_run / "triton" / "vgg16" / "config.pbtxt") == before
 
 
-def test_force_replaces_and_fixed_hw_variant_is_chosen(repo_run: Path, tmp_path: Path) -> None:
+def test_force_replaces_and_fixed_hw_variant_is_chosen(
+    repo_run: Path, tmp_path: Path, link_run
+) -> None:
     """A (copied) fold-int8 entry that passed verify on cpu: shipped with INT8 and fixed H×W."""
     import shutil
 
     from exporter.core.manifest import ArtifactEntry, FileRecord, load_manifest, save_manifest
 
-    run = _linked_run(repo_run, tmp_path / "run")
+    run = link_run(repo_run, tmp_path / "run")
     shutil.copyfile(run / "model.onnx", run / "model.fold.int8.onnx")
     manifest = load_manifest(run)
     base = manifest.artifacts["model.onnx"]
@@ -164,11 +150,11 @@ def test_force_replaces_and_fixed_hw_variant_is_chosen(repo_run: Path, tmp_path:
 
 
 def test_schema_error_is_exit_1_and_nothing_written(
-    onnx_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    onnx_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, link_run
 ) -> None:
     import exporter.export.triton as triton
 
-    run = _linked_run(onnx_run, tmp_path / "run")
+    run = link_run(onnx_run, tmp_path / "run")
     real = triton.render_config
     monkeypatch.setattr(triton, "render_config", lambda spec, kind: real(spec, kind) + "oops {\n")
     result = invoke(str(run), "--format", "triton")
@@ -179,9 +165,9 @@ def test_schema_error_is_exit_1_and_nothing_written(
 
 
 def test_missing_tritonclient_is_exit_3(
-    onnx_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    onnx_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, link_run
 ) -> None:
-    run = _linked_run(onnx_run, tmp_path / "run")
+    run = link_run(onnx_run, tmp_path / "run")
     monkeypatch.setitem(sys.modules, "tritonclient.grpc.model_config_pb2", None)
     monkeypatch.delattr("tritonclient.grpc.model_config_pb2", raising=False)
     result = invoke(str(run), "--format", "triton")
