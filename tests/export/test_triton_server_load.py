@@ -173,18 +173,27 @@ def test_concurrent_requests_are_batched_by_triton(server: str) -> None:
 
     before = stats()
     x = np.zeros((1, 3, 32, 32), dtype=np.float32)
+    errors: list[BaseException] = []
 
     def send() -> None:
-        with TritonHttpClient(server) as c:
-            for _ in range(4):
-                c.infer(MODEL, x)
+        try:
+            with TritonHttpClient(server) as c:
+                for _ in range(4):
+                    c.infer(MODEL, x)
+        except BaseException as exc:  # reported below: a thread's exception would be lost
+            errors.append(exc)
 
     threads = [threading.Thread(target=send) for _ in range(16)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(timeout=120)
-    inferences, executions = (a - b for a, b in zip(stats(), before, strict=True))
+    assert not errors, errors
+    # Triton records an execution's statistics after its responses are sent: wait for them.
+    deadline = time.monotonic() + 30
+    while (now := stats())[0] - before[0] < 64 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    inferences, executions = (a - b for a, b in zip(now, before, strict=True))
     assert inferences == 64
     assert executions < inferences, "no two requests were ever run as one batch"
 
