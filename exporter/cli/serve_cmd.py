@@ -117,5 +117,15 @@ def serve_command(
             markup=False,
             soft_wrap=True,
         )
-        wait_until_stopped(server, stop)
-        err_console.print(f"stopped ({signal.Signals(stop.signum).name}), drained", markup=False)
+        late = wait_until_stopped(server, stop)
+        name = signal.Signals(stop.signum).name
+        if late is None:
+            err_console.print(f"stopped ({name}), drained", markup=False)
+        else:
+            # Triton 2.51 waits for clients to close their HTTP connections, idle ones too.
+            err_console.print(
+                f"stopped ({name}) when the {cfg.drain_timeout_s} s --drain-timeout ran out: "
+                f"{late} (Triton waits for clients to close their connections)",
+                markup=False,
+                soft_wrap=True,
+            )

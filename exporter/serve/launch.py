@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import sys
 import sysconfig
@@ -205,25 +206,57 @@ class Launcher:
 
     def log_tail(self, lines: int = 3) -> str:
         """The server's last error lines (Triton prefixes them with ``E``), else its last lines."""
-        log = self.log_dir / LOG_NAME if self.log_dir else None
-        try:
-            text = log.read_text(encoding="utf-8", errors="replace")[-65536:] if log else ""
-        except OSError:
-            text = ""
+        text = self._log_text()
         all_lines = [line.strip() for line in text.splitlines() if line.strip()]
         errors = [line for line in all_lines if line.startswith("E")]
         return " | ".join((errors or all_lines)[-lines:])
 
-    def stop(self) -> None:
-        """Stop tritonserver (Triton drains in-flight requests first), then end the thread."""
+    def stop(self) -> str | None:
+        """Stop tritonserver (Triton drains in-flight requests first), then end the thread.
+
+        Returns:
+            None when Triton stopped within the drain timeout, else why it did not (from its
+            log): Triton 2.51 also waits for clients to close their HTTP connections, so an
+            idle keep-alive connection holds the stop for the whole ``--drain-timeout``.
+        """
         try:
             with contextlib.suppress(Exception):
                 self.triton.stop()
         finally:
             self._release.set()
             self._thread.join(timeout=5)
+            late = drain_shortfall(self._log_text())
             if self.log_dir is not None:
                 shutil.rmtree(self.log_dir, ignore_errors=True)
+        return late
+
+    def _log_text(self) -> str:
+        log = self.log_dir / LOG_NAME if self.log_dir else None
+        try:
+            return log.read_text(encoding="utf-8", errors="replace")[-65536:] if log else ""
+        except OSError:
+            return ""
+
+
+def drain_shortfall(log: str) -> str | None:
+    """Why Triton's stop hit its exit timeout, from its log; None if it did not.
+
+    Triton logs once a second what it still waits for ("Timeout N: Found K HTTP service
+    connections", "... model versions that have in-flight inferences") and, when time is up,
+    "Exit timeout expired. Exiting immediately."
+    """
+    if "Exit timeout expired" not in log:
+        return None
+    waits = {
+        "client connection(s) still open": r"Found (\d+) \w* ?service connections",
+        "inference(s) still in flight": r"Found (\d+) model versions that have in-flight",
+    }
+    found = []
+    for what, pattern in waits.items():
+        counts = re.findall(pattern, log)
+        if counts and int(counts[-1]):
+            found.append(f"{counts[-1]} {what}")
+    return ", ".join(found) or "Triton's exit timeout expired"
 
 
 def _startup_reason(error: BaseException, log_tail: str) -> str:

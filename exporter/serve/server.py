@@ -91,13 +91,18 @@ class RunningServer:
         """Why the server is no longer alive, from the tail of its log."""
         return self.launcher.log_tail() or "tritonserver exited"
 
-    def stop(self) -> None:
-        """Drain in-flight requests (up to ``drain_timeout_s``), stop tritonserver, clean up."""
+    def stop(self) -> str | None:
+        """Drain in-flight requests (up to ``drain_timeout_s``), stop tritonserver, clean up.
+
+        Returns:
+            None when the drain finished in time, else what was still open when it ran out
+            (see :func:`exporter.serve.launch.drain_shortfall`).
+        """
         if self._stopped:
-            return
+            return None
         self._stopped = True
         try:
-            self.launcher.stop()
+            return self.launcher.stop()
         finally:
             for p in self.predictors:
                 p.close()
@@ -152,8 +157,11 @@ def start_server(
 
 def wait_until_stopped(
     server: RunningServer, stop: threading.Event, *, poll_s: float = 0.5
-) -> None:
+) -> str | None:
     """Block until ``stop`` is set (then drain and stop) or the server dies.
+
+    Returns:
+        What :meth:`RunningServer.stop` returns: None when the drain finished in time.
 
     Raises:
         EnvironmentUnavailable: tritonserver or the model's proxy exited on its own.
@@ -163,7 +171,7 @@ def wait_until_stopped(
             reason = server.failure()
             server.stop()
             raise EnvironmentUnavailable(f"the Triton server stopped by itself: {reason}")
-    server.stop()
+    return server.stop()
 
 
 # --- checks before anything starts --------------------------------------------------------

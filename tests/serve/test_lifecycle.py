@@ -18,6 +18,7 @@ from exporter.cli import app
 from exporter.core.config import ServeConfig
 from exporter.core.errors import EnvironmentUnavailable, UsageError
 from exporter.serve.client import TritonHttpClient
+from exporter.serve.launch import drain_shortfall
 from exporter.serve.server import check_ports, instance_plan
 
 
@@ -72,6 +73,7 @@ def test_sigterm_drains_stops_and_leaves_no_process(
     def read_answer() -> None:
         response = conn.getresponse()
         answers.append((response.status, json.loads(response.read())["outputs"][0]["shape"]))
+        conn.close()  # as a client does when it is done (an open one holds Triton's stop)
 
     reader = threading.Thread(target=read_answer)
     reader.start()
@@ -79,6 +81,38 @@ def test_sigterm_drains_stops_and_leaves_no_process(
     reader.join(timeout=60)
     conn.close()
     assert answers == [(200, [16, 10])]
+
+
+def test_an_idle_client_connection_holds_the_stop_only_until_the_drain_timeout(
+    onnx_run: Path, start_server
+) -> None:
+    sp = start_server(onnx_run, "--drain-timeout", "2", "--instances", "1")
+    sp.wait_ready()
+    idle = TritonHttpClient(sp.url)  # one answered request, then a keep-alive connection
+    idle.model_ready("vgg16")
+    try:
+        began = time.monotonic()
+        assert sp.stop(signal.SIGTERM) == 0, sp.output()
+        took = time.monotonic() - began
+    finally:
+        idle.close()
+    said = "".join(sp.stderr)
+    assert "when the 2 s --drain-timeout ran out: 1 client connection(s) still open" in said
+    assert took < 30, f"the stop took {took:.0f} s with --drain-timeout 2"
+
+
+def test_drain_shortfall_reads_tritons_own_count() -> None:
+    late = (
+        'I1201 server.cc:305] "Timeout 2: Found 1 HTTP service connections"\n'
+        'I1201 http_server.cc:248] "Timeout 1: Found 3 HTTP service connections"\n'
+        'I1201 server.cc:321] "Timeout 0: Found 0 model versions that have in-flight inferences"\n'
+        'E1201 main.cc:535] "failed to stop server: Internal - Exit timeout expired. Exiting '
+        'immediately."\n'
+    )
+    assert drain_shortfall(late) == "3 client connection(s) still open"
+    busy = late.replace("Found 0 model versions", "Found 2 model versions")
+    assert drain_shortfall(busy).endswith("2 inference(s) still in flight")
+    assert drain_shortfall(late.split("E1201")[0]) is None  # stopped in time
 
 
 @pytest.mark.slow
