@@ -135,7 +135,14 @@ def test_cache_and_no_cache_give_the_same_weights(tmp_path: Path, straight: Trai
         assert a["val_accuracy"] == b["val_accuracy"]
 
 
-@pytest.mark.parametrize("stop_at", [("epoch", 1, 0), ("step", 2, 1)], ids=["epoch-end", "mid"])
+@pytest.mark.parametrize(
+    "stop_at",
+    [
+        # Each case writes four 1.5 GB checkpoints (~25 s): the boundary case is slow-marked.
+        pytest.param(("epoch", 1, 0), id="epoch-end", marks=pytest.mark.slow),
+        pytest.param(("step", 2, 1), id="mid"),
+    ],
+)
 def test_interrupt_then_resume_is_bitwise_identical(
     tmp_path: Path, stop_at: tuple[str, int, int], straight: TrainResult
 ) -> None:

@@ -144,16 +144,26 @@ def test_perturbed_torchscript_localizes_to_classifier(
     assert not cand.passed and cand.localization["layer"] == "classifier.3"
 
 
-def test_artifact_from_another_run_fails(
-    run_dir: Path, tmp_path: Path, copy_run, make_run_folder, rehash
-) -> None:
-    from exporter.core.config import ExportConfig
-    from exporter.export.export import export_run
+def test_artifact_from_another_run_fails(run_dir: Path, tmp_path: Path, copy_run, rehash) -> None:
+    import onnx
+    import torch
+    from onnx import numpy_helper
 
-    other = make_run_folder(tmp_path / "other", seed=7)
-    export_run(other, ExportConfig(formats=("onnx",)))  # only the file swapped in below
+    from exporter.model.vgg import build_vgg16
+
+    # Another run's model.onnx: the same graph with another run's (seed 7) weights in it,
+    # what exporting that run would give (its initializers carry the state-dict names).
+    torch.manual_seed(7)
+    other = build_vgg16(num_classes=10, weights="none").state_dict()
     run = copy_run(run_dir, tmp_path / "run", ("model.onnx",))
-    (run / "model.onnx").write_bytes((other / "model.onnx").read_bytes())
+    model = onnx.load(str(run / "model.onnx"))
+    swapped = 0
+    for init in model.graph.initializer:
+        if init.name in other:
+            init.CopyFrom(numpy_helper.from_array(other[init.name].numpy(), init.name))
+            swapped += 1
+    assert swapped >= 16, "the exporter no longer names initializers after the state dict"
+    onnx.save(model, str(run / "model.onnx"))
     rehash(run, "model.onnx")
     report = verify_run(run, VerifyConfig(runtimes=("ort-cpu",), samples=4, batch_sizes=(2,)))
     (cand,) = report.candidates
