@@ -268,7 +268,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=ROOT / "artifacts" / "serve-bench")
     ap.add_argument("--tiny", action="store_true", help="a smoke run: small data, short windows")
-    ap.add_argument("--threads", type=int, default=2, help="ORT threads, in-process and served")
+    ap.add_argument("--threads", type=int, default=2, help="in-process ORT threads")
     ap.add_argument(
         "--server-threads",
         type=int,

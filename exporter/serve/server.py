@@ -224,10 +224,11 @@ def instance_plan(cfg: ServeConfig, cores: int | None = None) -> tuple[int, int 
     """How many model instances to run and how many intra-op threads each gets.
 
     On the CPU the default is two instances that split the cores: while one computes a batch,
-    the other's batch crosses Triton's IPC, so the cores never wait for it. Measured on 2 cores
-    with single-image requests (benchmarks/RESULTS.md): 2 instances x 1 thread served 0.83x of
-    in-process ORT where 1 x 2 threads served 0.73-0.76x. Given ``--instances`` alone, the
-    cores are still split, not oversubscribed (ORT's default is every core per session).
+    the other's batch crosses Triton's IPC, so the cores do not wait for it. Measured on 2 cores
+    with single-image requests, three interleaved rounds (benchmarks/RESULTS.md): 2 instances x
+    1 thread served a median 0.87x of in-process ORT, 1 x 2 threads 0.67x. Each instance holds
+    its own copy of the model (twice the memory). Given ``--instances`` alone, the cores are
+    still split, not oversubscribed (ORT's default is every core per session).
     On CUDA: one instance, the runtime's own threads.
     """
     if device_kind(cfg.device) == CUDA:
