@@ -94,6 +94,7 @@ def _start(triton_bin: Path, repo: Path, backends: Path, log: Path) -> tuple[sub
         "--allow-grpc=false",
         "--allow-metrics=false",
         "--exit-on-error=true",
+        "--exit-timeout-secs=10",  # a client left connected must not hold the teardown 30 s
     ]
     with libpython_on_library_path():
         env = dict(os.environ)
@@ -158,7 +159,10 @@ def test_served_logits_and_classification_match_the_onnx_file(server: str, repo_
     inp = httpclient.InferInput("input", list(x.shape), "FP32")
     inp.set_data_from_numpy(x)
     out = httpclient.InferRequestedOutput("logits", class_count=2)
-    answer = client.infer(MODEL, [inp], outputs=[out]).as_numpy("logits")
+    try:
+        answer = client.infer(MODEL, [inp], outputs=[out]).as_numpy("logits")
+    finally:
+        client.close()
     classes = json.loads((repo_run / "train.json").read_text())["dataset"]["class_names"]
     for row, top in zip(answer, np.argsort(-local, axis=1)[:, :2], strict=True):
         labels = [entry.decode().split(":")[2] for entry in row]
