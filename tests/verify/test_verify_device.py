@@ -4,6 +4,7 @@ candidate's device, and a candidate that cannot load does not stop the others.""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -29,13 +30,22 @@ def test_cuda_fp32_profile_scales_atol_with_the_logits() -> None:
     assert profile_for("fp16", device="cuda") == PROFILES["fp16"]
 
 
+def _link_models_copy_rest(src: str, dst: str) -> None:
+    if Path(src).suffix in {".safetensors", ".onnx", ".ts", ".pt2"}:
+        os.link(src, dst)
+    else:
+        shutil.copy2(src, dst)
+
+
 def test_unloadable_candidate_is_skipped_and_the_others_are_verified(
     exported_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from exporter.runtimes.ort import OrtCpuRuntime
 
     run = tmp_path / "run"
-    shutil.copytree(exported_run, run)
+    # Read-only use: share the 2 GB of weights and artifacts by hard link (tlx replaces files
+    # atomically, so verify's writes never reach the session's folder); the rest is copied.
+    shutil.copytree(exported_run, run, copy_function=_link_models_copy_rest)
 
     def no_provider(self: Any) -> None:
         raise RuntimeUnavailable("provider failed to load")
