@@ -233,7 +233,9 @@ def instance_plan(cfg: ServeConfig, cores: int | None = None) -> tuple[int, int 
     """
     if device_kind(cfg.device) == CUDA:
         return cfg.instances or 1, cfg.threads
-    cores = cores or len(os.sched_getaffinity(0))
+    if cores is None:  # the cores this process may use (a container's cpuset included)
+        affinity = getattr(os, "sched_getaffinity", None)
+        cores = len(affinity(0)) if affinity else (os.cpu_count() or 1)
     instances = cfg.instances or (2 if cores >= 2 else 1)
     return instances, cfg.threads or max(1, cores // instances)
 
