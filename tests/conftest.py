@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -196,6 +197,20 @@ def _write_fake_cifar10(root: Path, *, per_batch: int = 4) -> Path:
     return folder
 
 
+def _free_ports(n: int) -> list[int]:
+    """``n`` distinct ports that were free on 127.0.0.1 a moment ago."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 # Helpers as fixtures: tests ask for them by name instead of importing another test module.
 
 
@@ -217,6 +232,12 @@ def rehash() -> Callable[[Path, str], None]:
 @pytest.fixture(scope="session")
 def copy_run() -> Callable[..., Path]:
     return _copy_run
+
+
+@pytest.fixture(scope="session")
+def ports() -> Callable[[int], list[int]]:
+    """``ports(n)``: n ports that were free on 127.0.0.1 a moment ago."""
+    return _free_ports
 
 
 @pytest.fixture(scope="session")

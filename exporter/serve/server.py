@@ -75,7 +75,7 @@ class RunningServer:
             "image_size": p.image_size,
             "classes": len(p.classes),
             "instances": len(self.predictors),
-            "threads": instance_plan(self.config)[1],
+            "threads": p.runtime.threads,  # what each instance runs with
             "max_batch": self.config.max_batch,
             "max_queue_delay_us": self.config.max_queue_delay_us,
             "http": self.http_url,

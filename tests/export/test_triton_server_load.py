@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -73,18 +72,11 @@ def repo_run(onnx_run: Path, module_tmp: Path, link_run) -> Path:
     return run
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start(triton_bin: Path, repo: Path, backends: Path, log: Path) -> tuple[subprocess.Popen, int]:
+def _start(triton_bin: Path, repo: Path, backends: Path, log: Path, port: int) -> subprocess.Popen:
     from pytriton.utils.distribution import get_libs_path
 
     from exporter.serve.launch import libpython_on_library_path
 
-    port = _free_port()
     cmd = [
         str(triton_bin / "bin" / "tritonserver"),
         f"--model-repository={repo}",
@@ -102,8 +94,7 @@ def _start(triton_bin: Path, repo: Path, backends: Path, log: Path) -> tuple[sub
         p for p in (env.get("LD_LIBRARY_PATH"), str(get_libs_path())) if p
     )
     with open(log, "wb") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
-    return proc, port
+        return subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
 
 
 def _errors(log: Path) -> str:
@@ -111,9 +102,10 @@ def _errors(log: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def server(triton_bin: Path, repo_run: Path, backends: Path) -> Iterator[str]:
+def server(triton_bin: Path, repo_run: Path, backends: Path, ports) -> Iterator[str]:
     log = repo_run.parent / "tritonserver.log"
-    proc, port = _start(triton_bin, repo_run / "triton", backends, log)
+    (port,) = ports(1)
+    proc = _start(triton_bin, repo_run / "triton", backends, log, port)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -203,7 +195,7 @@ def test_concurrent_requests_are_batched_by_triton(server: str) -> None:
 
 
 def test_triton_refuses_a_config_its_schema_allows_but_its_rules_do_not(
-    triton_bin: Path, repo_run: Path, backends: Path, tmp_path: Path
+    triton_bin: Path, repo_run: Path, backends: Path, tmp_path: Path, ports
 ) -> None:
     """The control: the same harness fails on a broken repository, naming Triton's reason."""
     repo = tmp_path / "triton"
@@ -211,6 +203,6 @@ def test_triton_refuses_a_config_its_schema_allows_but_its_rules_do_not(
     config = repo / MODEL / "config.pbtxt"
     config.write_text(config.read_text().replace("dims: [ 3,", "dims: [ -3,", 1))
     log = tmp_path / "tritonserver.log"
-    proc, _ = _start(triton_bin, repo, backends, log)
+    proc = _start(triton_bin, repo, backends, log, *ports(1))
     assert proc.wait(timeout=START_TIMEOUT_S) != 0
     assert "dimension must be integer >= 1" in _errors(log)

@@ -6,9 +6,9 @@ stopped before test_lifecycle.py starts its own.
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -21,20 +21,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 READY_TIMEOUT_S = 180.0
-
-
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct ports that were free on 127.0.0.1 a moment ago."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def descendants(pid: int) -> set[int]:
@@ -111,9 +97,9 @@ def _pump(stream, sink: list[str]) -> None:
         sink.append(line)
 
 
-def start_serve(run: Path, *extra: str) -> ServeProcess:
+def start_serve(run: Path, *extra: str, ports: Callable[[int], list[int]]) -> ServeProcess:
     """Start `tlx serve RUN` on free ports with this checkout's package; not yet ready."""
-    http, grpc, metrics = free_ports(3)
+    http, grpc, metrics = ports(3)
     cmd = [
         sys.executable,
         "-m",
@@ -149,12 +135,6 @@ def serve_available() -> None:
 
 
 @pytest.fixture(scope="session")
-def ports() -> Callable[[int], list[int]]:
-    """``ports(n)``: n ports that were free on 127.0.0.1 a moment ago."""
-    return free_ports
-
-
-@pytest.fixture(scope="session")
 def process_tree() -> Callable[[int], set[int]]:
     """``process_tree(pid)``: every process below pid."""
     return descendants
@@ -167,14 +147,14 @@ def is_running() -> Callable[[int], bool]:
 
 
 @pytest.fixture(scope="session")
-def start_server(serve_available: None) -> Callable[..., ServeProcess]:
-    return start_serve
+def start_server(serve_available: None, ports) -> Callable[..., ServeProcess]:
+    return functools.partial(start_serve, ports=ports)
 
 
 @pytest.fixture(scope="module")
-def served(onnx_run: Path, serve_available: None) -> Iterator[ServeProcess]:
+def served(onnx_run: Path, serve_available: None, ports) -> Iterator[ServeProcess]:
     """One ready server of ``onnx_run`` for a module; a 5 ms queue delay makes batches form."""
-    sp = start_serve(onnx_run, "--max-batch", "16", "--max-queue-delay-us", "5000")
+    sp = start_serve(onnx_run, "--max-batch", "16", "--max-queue-delay-us", "5000", ports=ports)
     sp.wait_ready()
     yield sp
     sp.stop()
