@@ -197,6 +197,44 @@ def _write_fake_cifar10(root: Path, *, per_batch: int = 4) -> Path:
     return folder
 
 
+def _train_head(run_dir: Path, *, train: int, val: int, steps: int = 100) -> float:
+    """Train ``classifier[6]`` on the run's synthetic training split; return val accuracy."""
+    import torch
+    from safetensors.torch import save_file
+
+    from exporter.core.runfolder import open_run
+    from exporter.data.datasets import load_eval_images
+    from exporter.model.vgg import load_reference_model
+
+    info = open_run(run_dir)
+    model = load_reference_model(info)
+    x, y = load_eval_images(info, train, split="train")
+    xv, yv = load_eval_images(info, val, split="val")
+
+    def penultimate(images: np.ndarray) -> torch.Tensor:
+        with torch.no_grad():
+            h = model.avgpool(model.features(torch.from_numpy(images))).flatten(1)
+            return model.classifier[:6](h)
+
+    feats, labels = penultimate(x), torch.from_numpy(y)
+    head = model.classifier[6]
+    opt = torch.optim.Adam(head.parameters(), lr=1e-2)
+    for _ in range(steps):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(head(feats), labels).backward()
+        opt.step()
+    with torch.no_grad():
+        acc = float((head(penultimate(xv)).argmax(1).numpy() == yv).mean())
+    save_file(
+        {k: v.contiguous() for k, v in model.state_dict().items()},
+        str(run_dir / "model.safetensors"),
+    )
+    record = json.loads((run_dir / "train.json").read_text())
+    record["best"] = {"epoch": 1, "val_accuracy": acc}
+    (run_dir / "train.json").write_text(json.dumps(record))
+    return acc
+
+
 def _free_ports(n: int) -> list[int]:
     """``n`` distinct ports that were free on 127.0.0.1 a moment ago."""
     socks = []
@@ -232,6 +270,12 @@ def rehash() -> Callable[[Path, str], None]:
 @pytest.fixture(scope="session")
 def copy_run() -> Callable[..., Path]:
     return _copy_run
+
+
+@pytest.fixture(scope="session")
+def train_head() -> Callable[..., float]:
+    """Train a run's ``classifier[6]`` on its synthetic split (a model with real decisions)."""
+    return _train_head
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,13 @@ from exporter.cli.app import (
     progress_bar,
     run_lock_policy,
 )
-from exporter.core.config import DEFAULT_OPTIMIZE_VARIANTS, OPTIMIZE_VARIANTS, OptimizeConfig
+from exporter.core.config import (
+    AUTO_PRUNE_RATIOS,
+    DEFAULT_OPTIMIZE_VARIANTS,
+    OPTIMIZE_VARIANTS,
+    PRUNED_VARIANTS,
+    OptimizeConfig,
+)
 
 if TYPE_CHECKING:
     from exporter.optimize.optimize import OptimizeResult
@@ -30,14 +36,77 @@ _DEFAULTS = OptimizeConfig()
 def optimize_command(
     run: Annotated[Path, typer.Argument(help="The run folder made by `tlx train`.")],
     variants: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--variants",
             help=f"Comma-separated, from: {', '.join(OPTIMIZE_VARIANTS)}. fold: pool→fc1 folded "
             "(fixed H×W); int8: static QDQ; int8-dynamic: weights-only (slower at large "
-            "batches); fold-int8: both; fp16: `tlx export --precision fp16`.",
+            "batches); fold-int8: both; fp16: `tlx export --precision fp16`. Default: "
+            f"{','.join(DEFAULT_OPTIMIZE_VARIANTS)}, or none of them with --prune.",
+            show_default=False,
         ),
-    ] = ",".join(DEFAULT_OPTIMIZE_VARIANTS),
+    ] = None,
+    prune: Annotated[
+        str | None,
+        typer.Option(
+            "--prune",
+            help="Also build a smaller model: remove this fraction of every convolution's "
+            "channels (0-1, e.g. 0.5; fc layers keep (1-ratio)² of their neurons), distill "
+            "it from the trained model, export it as `pruned` (fp32) and `pruned-int8`, and "
+            f"gate both by --max-drop. 'auto': try {', '.join(map(str, AUTO_PRUNE_RATIOS))} "
+            "and ship the most pruned that passes.",
+        ),
+    ] = None,
+    max_drop: Annotated[
+        float,
+        typer.Option(
+            "--max-drop",
+            help="Pruned variants: the accuracy budget, in points below the trained model "
+            "on the held-out images.",
+        ),
+    ] = _DEFAULTS.max_drop_points,
+    min_agreement: Annotated[
+        float,
+        typer.Option(
+            "--min-agreement",
+            help="Pruned variants: minimum top-1 agreement with the trained model (0-1).",
+        ),
+    ] = _DEFAULTS.min_agreement,
+    distill_epochs: Annotated[
+        int, typer.Option("--distill-epochs", help="Epochs of distillation per pruned model.")
+    ] = _DEFAULTS.distill_epochs,
+    distill_lr: Annotated[
+        float, typer.Option("--distill-lr", help="AdamW learning rate of the distillation.")
+    ] = _DEFAULTS.distill_lr,
+    distill_batch: Annotated[
+        int, typer.Option("--distill-batch", help="Images per distillation step.")
+    ] = _DEFAULTS.distill_batch,
+    distill_samples: Annotated[
+        int | None,
+        typer.Option(
+            "--distill-samples",
+            help="Training images to distill on (default: the whole training split).",
+            show_default=False,
+        ),
+    ] = _DEFAULTS.distill_samples,
+    distill_device: Annotated[
+        str,
+        typer.Option("--distill-device", help="cpu, cuda or auto (CUDA when present)."),
+    ] = _DEFAULTS.distill_device,
+    data_dir: Annotated[
+        str | None,
+        typer.Option(
+            "--data-dir",
+            help="Where the run's training images are now, if they moved since `tlx train`.",
+            show_default=False,
+        ),
+    ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume", help="Continue a distillation that a signal stopped (with --prune)."
+        ),
+    ] = False,
     calib_samples: Annotated[
         int,
         typer.Option("--calib-samples", help="Training images that calibrate int8 activations."),
@@ -75,7 +144,19 @@ def optimize_command(
         from exporter.optimize.optimize import optimize_run
 
         cfg = OptimizeConfig(
-            variants=tuple(v.strip() for v in variants.split(",") if v.strip()),
+            variants=None
+            if variants is None
+            else tuple(v.strip() for v in variants.split(",") if v.strip()),
+            prune=prune,
+            max_drop_points=max_drop,
+            min_agreement=min_agreement,
+            distill_epochs=distill_epochs,
+            distill_lr=distill_lr,
+            distill_batch=distill_batch,
+            distill_samples=distill_samples,
+            distill_device=distill_device,
+            data_dir=data_dir,
+            resume=resume,
             calib_samples=calib_samples,
             eval_samples=eval_samples,
             min_top1_agreement=min_top1,
@@ -96,7 +177,7 @@ def optimize_command(
 
 def _table(result: OptimizeResult) -> Table:
     table = Table(title=f"tlx optimize {result.run_dir}")
-    cols = ("variant", "file", "status", "MB", "top-1 agree", "acc", "Δacc pts", "max |Δ|")
+    cols = ("variant", "file", "status", "MB", "agree", "acc", "Δacc pts", "max |Δ|", "ms b1")
     for col in cols:
         table.add_column(col, justify="left" if col in cols[:3] else "right")
     for v in result.variants:
@@ -109,6 +190,13 @@ def _table(result: OptimizeResult) -> Table:
             f"{g.top1_agreement:.2%}" if g else "-",
             f"{g.accuracy_candidate:.2%}" if g else "-",
             f"{g.accuracy_delta_points:+.2f}" if g else "-",
-            f"{g.max_abs_logit_diff:.2e}" if g else "-",
+            f"{g.max_abs_logit_diff:.2e}" if g and v.variant not in PRUNED_VARIANTS else "-",
+            _latency(result, v.path),
         )
     return table
+
+
+def _latency(result: OptimizeResult, path: str | None) -> str:
+    """ORT CPU batch-1 p50 of a built file, as timed at the end of the command."""
+    ms = result.timing.get("p50_ms", {}).get(path or "", {}).get("ort-cpu")
+    return "-" if ms is None else f"{ms:.2f}"

@@ -182,7 +182,7 @@ def _build_full(cfg: DataConfig) -> DataBundle:
 
 
 def load_eval_images(
-    info: RunInfo, n: int, *, split: str = "val", seed: int = 0
+    info: RunInfo, n: int, *, split: str = "val", seed: int = 0, data_dir: str | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Real held-out images of a run, through the run's recorded eval transform.
 
@@ -194,6 +194,8 @@ def load_eval_images(
         n: how many images; all of the split if it has fewer.
         split: ``"val"`` or ``"train"``.
         seed: chooses which ``n`` images (same seed, same images, in index order).
+        data_dir: where the run's image folder (or CIFAR-10) is now, when it moved since
+            training; None: where train.json says.
 
     Returns:
         ``(images, labels)``: float32 NCHW and int64, ``min(n, len(split))`` of each.
@@ -215,6 +217,10 @@ def load_eval_images(
         cfg = DataConfig.from_dict(raw)
     except (TypeError, ValueError, UsageError) as exc:  # a hand-edited record: name the file
         raise InputFileError(f"{info.run_dir / 'train.json'}: bad config.data: {exc}") from exc
+    if data_dir is not None:
+        from dataclasses import replace
+
+        cfg = replace(cfg, data_dir=data_dir)
     dataset = _raw_split(cfg, split)
     total = len(dataset)
     if n >= total:

@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 _META_ORDER = (
     "format",
     "precision",
+    "variant",
+    "model_shape",
+    "judged_by",
     "exporter",
     "opset",
     "num_classes",
@@ -300,7 +303,7 @@ def _artifact_table(run: Run, manifest: Any) -> tuple[Any, dict[str, dict[str, A
         table.add_row(
             name,
             entry.format,
-            entry.precision,
+            _precision_label(entry),
             f"{size / 1e6:.1f}",
             str(entry.extra.get("opset") or "-"),
             str(entry.extra.get("exporter", "")),
@@ -309,3 +312,15 @@ def _artifact_table(run: Run, manifest: Any) -> tuple[Any, dict[str, dict[str, A
         )
         found[name] = {"format": entry.format, "bytes": size, "hash": status}
     return table, found
+
+
+def _precision_label(entry: Any) -> str:
+    """The precision, plus what a pruned variant kept (``int8, pruned 50%: 1,024 fc``)."""
+    prune = entry.extra.get("prune") if isinstance(entry.extra, dict) else None
+    if not isinstance(prune, dict) or "ratio" not in prune:
+        return entry.precision
+    shape = prune.get("shape") or {}
+    conv = shape.get("conv") or []
+    fc = (shape.get("fc") or ["?"])[0]
+    widths = f"conv {conv[0]}..{conv[-1]}, fc {fc}" if conv else f"fc {fc}"
+    return f"{entry.precision}, pruned {float(prune['ratio']):.0%} ({widths})"

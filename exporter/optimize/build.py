@@ -22,6 +22,7 @@ from exporter.optimize.quantize import (
 )
 from exporter.optimize.ship import FOLDED, OPSET, VARIANT_FILES, VARIANT_PRECISION, VariantResult
 from exporter.runtimes.ort_sessions import cpu_logits
+from exporter.verify.tolerance import TASK, profile_name
 
 if TYPE_CHECKING:
     from torch import nn
@@ -105,11 +106,22 @@ def evaluate_onnx(
     cfg: OptimizeConfig,
     variant: str,
 ) -> GateResult:
-    """Run ``variant``'s gate on an ONNX file (its precision's profile, as ``tlx verify``)."""
+    """Run ``variant``'s gate on an ONNX file (the profile ``tlx verify`` judges it by)."""
     precision = VARIANT_PRECISION[variant]
+    profile = profile_name(precision, variant)
+    candidate = cpu_logits(path, images, batch=EVAL_BATCH)
+    if profile == TASK:  # a pruned model: the user's accuracy budget and agreement floor
+        return gate_logits(
+            reference,
+            candidate,
+            labels,
+            precision=TASK,
+            min_top1_agreement=cfg.min_agreement,
+            max_accuracy_drop_points=cfg.max_drop_points,
+        )
     return gate_logits(
         reference,
-        cpu_logits(path, images, batch=EVAL_BATCH),
+        candidate,
         labels,
         precision=precision,
         # The fp32 fold must agree exactly (ties aside): keep the fp32 profile's own 100%.

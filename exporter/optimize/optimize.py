@@ -24,7 +24,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +46,7 @@ from exporter.optimize.build import (
     evaluate_onnx,
     skipped_fold,
 )
+from exporter.optimize.report import time_built, write_optimize_md
 from exporter.optimize.ship import (
     FOLDED,
     REJECTED_DIR,
@@ -78,6 +79,7 @@ class OptimizeResult:
     variants: list[VariantResult]
     report_path: Path
     manifest_path: Path
+    timing: dict[str, Any] = field(default_factory=dict)  # batch-1 latency of every file
 
     @property
     def shipped(self) -> list[VariantResult]:
@@ -118,7 +120,10 @@ def optimize_run(
     info = open_run(run_dir)
     run = info.run_dir
     _clear_for_work(info, cfg)
-    report = _Progress(progress, total=2 + len(cfg.variants))
+    # Pruning: one step to load the training set, then prune and export per ratio (the
+    # distillation reports its own steps in between); timing the variants is the last step.
+    steps = 2 + len(cfg.variants) + (1 + 2 * len(cfg.prune_ratios) if cfg.prune else 0) + 1
+    report = _Progress(progress, total=steps)
     results: dict[str, VariantResult] = {}
 
     refuse_existing(run, load_or_create_manifest(info), cfg)  # before any slow work
@@ -143,10 +148,26 @@ def optimize_run(
         )
 
     ordered = [results[v] for v in cfg.variants]
+    if cfg.prune is not None:
+        ordered += _build_pruned(info, manifest, inputs, cfg=cfg, report=report)
+    report.step("timing every variant at batch 1 (ONNX Runtime, OpenVINO, eager)")
+    timing = time_built(info, ordered)
     report_path = run / REPORT_NAME
     plan = inputs.plan.to_dict()
-    write_json(report_path, _report(info, cfg, ordered, plan, len(inputs.labels)))
-    return OptimizeResult(run, ordered, report_path, manifest_path(run))
+    data = _report(info, cfg, ordered, plan, len(inputs.labels))
+    data["timing"] = timing
+    write_json(report_path, data)
+    write_optimize_md(run, data)
+    return OptimizeResult(run, ordered, report_path, manifest_path(run), timing)
+
+
+def _build_pruned(
+    info: RunInfo, manifest: Manifest, inputs: _Inputs, *, cfg: OptimizeConfig, report: _Progress
+) -> list[VariantResult]:
+    from exporter.optimize.pruning import build_pruned_variants
+
+    with tempfile.TemporaryDirectory(prefix=WORK_PREFIX, dir=info.run_dir) as tmp:
+        return build_pruned_variants(info, manifest, inputs, cfg=cfg, work=Path(tmp), report=report)
 
 
 def _clear_for_work(info: RunInfo, cfg: OptimizeConfig) -> None:
@@ -176,11 +197,11 @@ def _load_inputs(info: RunInfo, manifest: Manifest, cfg: OptimizeConfig) -> _Inp
     from exporter.optimize.fold import plan_fold
 
     model = load_reference_model(info, expected=manifest.source)
-    x_val, y_val = _load_images(info, cfg.eval_samples, split="val", seed=cfg.seed)
+    x_val, y_val = _load_images(info, cfg, cfg.eval_samples, split="val")
     ref_logits = _eager_logits(model, x_val)
     x_cal = None
     if any(v in cfg.variants for v in ("int8", "fold-int8")):
-        x_cal, _ = _load_images(info, cfg.calib_samples, split="train", seed=cfg.seed)
+        x_cal, _ = _load_images(info, cfg, cfg.calib_samples, split="train")
     plan = plan_fold(model, info.preprocessing.image_size)
     return _Inputs(model, x_val, y_val, ref_logits, x_cal, plan)
 
@@ -234,10 +255,16 @@ def _build_variants(
 # --- evaluation -------------------------------------------------------------------------
 
 
-def _load_images(info: RunInfo, n: int, *, split: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _load_images(
+    info: RunInfo, cfg: OptimizeConfig, n: int, *, split: str
+) -> tuple[np.ndarray, np.ndarray]:
     from exporter.data.datasets import load_eval_images
 
-    return load_eval_images(info, n, split=split, seed=seed)
+    try:
+        return load_eval_images(info, n, split=split, seed=cfg.seed, data_dir=cfg.data_dir)
+    except InputFileError as exc:  # the data moved or is gone: say how to point at it
+        hint = "" if cfg.data_dir else " (pass --data-dir to say where the run's images are now)"
+        raise InputFileError(f"{exc}{hint}") from exc
 
 
 def _eager_logits(model: nn.Module, images: np.ndarray) -> np.ndarray:

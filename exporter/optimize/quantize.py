@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from exporter.core.errors import InputFileError, UsageError
-from exporter.verify.tolerance import compare, gate, profile_for
+from exporter.verify.tolerance import accuracy_difference, compare, gate, profile_for, top1_classes
 
 CALIB_BATCH = 8  # images per calibration step: bounds the augmented model's activation memory
 
@@ -199,6 +199,7 @@ class GateResult:
     accuracy_candidate: float
     max_accuracy_drop_points: float | None
     failures: list[str] = field(default_factory=list)
+    accuracy_difference: dict[str, Any] | None = None  # the paired 95 % interval, in points
 
     @property
     def passed(self) -> bool:
@@ -226,6 +227,7 @@ class GateResult:
             "accuracy_candidate": self.accuracy_candidate,
             "accuracy_delta_points": self.accuracy_delta_points,
             "max_accuracy_drop_points": self.max_accuracy_drop_points,
+            "accuracy_difference": self.accuracy_difference,
             "profile": self.profile,
             "comparison": {
                 k: (v if v is None or np.isfinite(v) else None) for k, v in self.comparison.items()
@@ -272,11 +274,13 @@ def gate_logits(
         max_accuracy_drop_points=max_accuracy_drop_points,
     )
     cmp = compare(ref, cand, tol)
-    acc_ref = float((ref.argmax(1) == y).mean())
-    cand_top1 = np.where(np.isfinite(cand), cand, -np.inf).argmax(1)
+    ref_top1, cand_top1 = top1_classes(ref), top1_classes(cand)
+    acc_ref = float((ref_top1 == y).mean())
     acc_cand = float((cand_top1 == y).mean())
+    diff = accuracy_difference(ref_top1, cand_top1, y)
     verdict = gate(cmp, tol, accuracy_drop_points=100.0 * (acc_ref - acc_cand))
     return GateResult(
+        accuracy_difference=diff.to_dict(),
         images=len(y),
         profile=tol.to_dict(),
         comparison=asdict(cmp),

@@ -35,6 +35,8 @@ VARIANT_FILES = {
     "int8-dynamic": "model.int8-dynamic.onnx",
     "fold-int8": "model.fold.int8.onnx",
     "fp16": "model.fp16.onnx",
+    "pruned": "model.pruned.onnx",
+    "pruned-int8": "model.pruned.int8.onnx",
 }
 VARIANT_PRECISION = {
     "fold": "fp32",
@@ -42,8 +44,16 @@ VARIANT_PRECISION = {
     "int8-dynamic": "int8",
     "fold-int8": "int8",
     "fp16": "fp16",
+    "pruned": "fp32",
+    "pruned-int8": "int8",
 }
 FOLDED = ("fold", "fold-int8")
+
+
+def is_fixed_hw(variant: str, details: dict[str, Any]) -> bool:
+    """Whether the file only takes the run's size: the fold variants, and a pruned model
+    that was folded (``details["prune"]["folded"]``)."""
+    return variant in FOLDED or bool(details.get("prune", {}).get("folded"))
 
 
 @dataclass
@@ -76,7 +86,14 @@ class VariantResult:
         }
 
 
-def stamp_metadata(path: Path, info: RunInfo, *, variant: str, source_sha256: str) -> None:
+def stamp_metadata(
+    path: Path,
+    info: RunInfo,
+    *,
+    variant: str,
+    source_sha256: str,
+    details: dict[str, Any] | None = None,
+) -> None:
     """Embed the shared artifact metadata (classes, preprocessing, versions) in the file.
 
     Same record and encoding as ``tlx export`` (:mod:`exporter.core.metadata`); ORT's quantizers
@@ -97,8 +114,12 @@ def stamp_metadata(path: Path, info: RunInfo, *, variant: str, source_sha256: st
         opset=OPSET,
     )
     meta.update(variant=variant)
-    if variant in FOLDED:
+    details = details or {}
+    if is_fixed_hw(variant, details):
         meta["input_constraints"] = {"fixed_hw": inputs[0]["shape"][2:]}
+    if "prune" in details:  # a different, smaller model: say what it is, inside the file
+        meta["model_shape"] = details["prune"]["shape"]
+        meta["judged_by"] = "task-level profile (accuracy drop and agreement vs model.safetensors)"
     props = to_onnx_props(meta)
     model = onnx.load(str(path))
     kept = [p for p in model.metadata_props if p.key not in props]
@@ -157,6 +178,8 @@ def refuse_existing(run: Path, manifest: Manifest, cfg: OptimizeConfig) -> None:
         return
     # fp16 was just (re)written by tlx export, which applies its own --force rule.
     names = [VARIANT_FILES[v] for v in cfg.variants if v != "fp16"]
+    if cfg.prune is not None and not cfg.resume:
+        names += [VARIANT_FILES[v] for v in ("pruned", "pruned-int8")]
     existing = [n for n in names if n in manifest.artifacts or (run / n).exists()]
     if existing:
         raise UsageError(
@@ -200,7 +223,7 @@ def manifest_entry(run: Path, result: VariantResult, *, info: RunInfo) -> Artifa
 
     image_size = info.preprocessing.image_size
     inputs, outputs = signature(info, batch=None)
-    fixed = result.variant in FOLDED
+    fixed = is_fixed_hw(result.variant, result.details)
     extra: dict[str, Any] = {
         "opset": OPSET,
         "exporter": "tlx optimize",

@@ -15,7 +15,14 @@ import numpy as np
 from exporter.core.config import VerifyConfig
 from exporter.core.errors import EnvironmentUnavailable, UsageError
 from exporter.verify.result import HELDOUT, CandidateResult
-from exporter.verify.tolerance import Comparison, Tolerance, compare, gate
+from exporter.verify.tolerance import (
+    Comparison,
+    Tolerance,
+    accuracy_difference,
+    compare,
+    gate,
+    top1_classes,
+)
 
 
 def build_inputs(
@@ -117,11 +124,20 @@ def judge_outputs(
     )
     # The whole-set comparison decides (scaled atol uses the per-set logit scale).
     if labels is not None:
-        ref_acc = 100.0 * float(np.mean(np.argmax(ref_out[HELDOUT], axis=1) == labels))
-        cand_acc = 100.0 * float(np.mean(np.argmax(outs[HELDOUT], axis=1) == labels))
+        ref_top1, cand_top1 = top1_classes(ref_out[HELDOUT]), top1_classes(outs[HELDOUT])
+        ref_acc = 100.0 * float(np.mean(ref_top1 == labels))
+        cand_acc = 100.0 * float(np.mean(cand_top1 == labels))
         result.accuracy_reference_pct = ref_acc
         result.accuracy_candidate_pct = cand_acc
         result.accuracy_change_points = cand_acc - ref_acc
+        result.accuracy_change_ci95_points = json_safe(
+            accuracy_difference(ref_top1, cand_top1, labels).to_dict()
+        )
+    if not tol.same_function:
+        result.overall_note = (
+            "a different model (pruned and distilled): judged at the task level (held-out "
+            "accuracy drop and top-1 agreement); logit tolerances do not apply"
+        )
     result.overall = json_safe(_figures(overall))
     # Profiles without elementwise tolerances (int8) make a task-level claim: their top-1
     # agreement is judged on real held-out images, where a quantised model is meant to

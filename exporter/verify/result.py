@@ -27,6 +27,10 @@ class CandidateResult:
     accuracy_reference_pct: float | None = None
     accuracy_candidate_pct: float | None = None
     accuracy_change_points: float | None = None
+    # The paired 95 % interval of the accuracy change (points), when labels were there.
+    accuracy_change_ci95_points: dict[str, Any] | None = None
+    # Why this candidate's verdict reads differently (a pruned model: task level only).
+    overall_note: str | None = None
     runtime_info: dict[str, Any] = field(default_factory=dict)
     localization: dict[str, Any] | None = None
     # False when the profile's verdict rests on held-out images (int8) and there were none

@@ -24,7 +24,7 @@ from exporter.verify.judge import (
     run_batched,
 )
 from exporter.verify.result import HELDOUT, CandidateResult, ParityReport
-from exporter.verify.tolerance import PROFILES, Tolerance, profile_for
+from exporter.verify.tolerance import PROFILES, Tolerance, profile_for, profile_name
 
 if TYPE_CHECKING:
     from exporter.core.runfolder import Run
@@ -60,7 +60,7 @@ def verify_server(
     with TritonHttpClient(server) as client:
         served = client.model(model_name)
         notes = check_served_model(info, served)
-        tol = _server_profile(served, cfg, notes)
+        tol = _server_profile(served, cfg, notes, variant=_variant_of(info, served.artifact))
         reference = load_reference_model(info, expected=source)
         inputs, labels = build_inputs(info, cfg, notes)
         largest = max(cfg.batch_sizes)
@@ -107,8 +107,17 @@ def verify_server(
     return report
 
 
-def _server_profile(served: ServedModel, cfg: VerifyConfig, notes: list[str]) -> Tolerance:
-    """The profile of the precision the server says it serves (fp32 when it does not say)."""
+def _variant_of(info: Run, artifact: str | None) -> str | None:
+    """The manifest's variant of the file the server says it serves (None if unlisted)."""
+    entry = info.manifest.artifacts.get(artifact) if artifact else None
+    return entry.variant if entry is not None else None
+
+
+def _server_profile(
+    served: ServedModel, cfg: VerifyConfig, notes: list[str], *, variant: str | None = None
+) -> Tolerance:
+    """The profile of what the server says it serves: a pruned variant is judged at the task
+    level; otherwise by its precision (fp32 when it does not say)."""
     if max(cfg.batch_sizes) > served.max_batch_size > 0:
         raise UsageError(
             f"--batch-sizes {max(cfg.batch_sizes)}: the server takes at most "
@@ -118,7 +127,9 @@ def _server_profile(served: ServedModel, cfg: VerifyConfig, notes: list[str]) ->
     if precision not in PROFILES:
         notes.append("the server does not say its precision: judged under the fp32 profile")
         precision = "fp32"
-    return profile_for(precision, atol=cfg.atol, rtol=cfg.rtol, min_top1=cfg.min_top1)
+    return profile_for(
+        profile_name(precision, variant), atol=cfg.atol, rtol=cfg.rtol, min_top1=cfg.min_top1
+    )
 
 
 def write_server_reports(report: ParityReport) -> tuple[Path, Path]:

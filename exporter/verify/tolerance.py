@@ -6,6 +6,11 @@ int8, the held-out accuracy change). Users may override atol/rtol/min_top1. Expo
 post-write check, ``tlx verify``, ``tlx optimize`` and the layer localizer all judge with
 ``gate(compare(reference, candidate, profile), profile)``, so a file that one command
 accepts no other command rejects.
+
+A model that is *not* the same function (a pruned and distilled variant) cannot be held to a
+logit tolerance: it is judged by the ``task`` profile instead, at the task level only: held-out
+accuracy within a budget of the reference's (with the paired 95 % confidence interval of the
+difference, :func:`accuracy_difference`) and top-1 agreement with the reference.
 """
 
 from __future__ import annotations
@@ -15,8 +20,15 @@ from typing import Any
 
 import numpy as np
 
-from exporter.core.config import check_tolerance_overrides
+from exporter.core.config import PRUNED_VARIANTS, check_tolerance_overrides
 from exporter.core.errors import UsageError
+
+TASK = "task"  # the profile of variants that are not the same function (pruned)
+
+
+def profile_name(precision: str, variant: str | None) -> str:
+    """Which profile judges an artifact: ``task`` for a pruned variant, else its precision."""
+    return TASK if variant in PRUNED_VARIANTS else precision
 
 
 @dataclass(frozen=True)
@@ -39,6 +51,7 @@ class Tolerance:
     atol_scaled: bool = False
     min_top1: float = 1.0
     max_accuracy_drop_points: float | None = None
+    same_function: bool = True  # False: a different model, judged at the task level only
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -58,6 +71,16 @@ PROFILES: dict[str, Tolerance] = {
     "fp16": Tolerance("fp16", atol=5e-2, rtol=5e-2, atol_scaled=True, min_top1=0.995),
     "bf16": Tolerance("bf16", atol=5e-2, rtol=5e-2, atol_scaled=True, min_top1=0.995),
     "int8": Tolerance("int8", atol=None, rtol=None, min_top1=0.99, max_accuracy_drop_points=0.5),
+    # A smaller model distilled from the reference: no logit tolerance applies; the budget
+    # (``tlx optimize --max-drop``) and the agreement floor (``--min-agreement``) do.
+    TASK: Tolerance(
+        TASK,
+        atol=None,
+        rtol=None,
+        min_top1=0.9,
+        max_accuracy_drop_points=1.0,
+        same_function=False,
+    ),
 }
 
 
@@ -91,6 +114,9 @@ def profile_for(
     tol = DEVICE_PROFILES.get((kind, precision), PROFILES[precision])
     check_tolerance_overrides(atol, rtol, min_top1)  # VerifyConfig's rule, for any caller
     changes: dict[str, Any] = {}
+    if not tol.same_function:
+        # No logit tolerance applies to a different model: --atol/--rtol are not for it.
+        atol = rtol = None
     if atol is not None:
         # An explicit atol is absolute: the user said how many logit units they accept.
         changes.update(atol=atol, atol_scaled=False)
@@ -173,6 +199,51 @@ def compare(reference: np.ndarray, candidate: np.ndarray, tol: Tolerance) -> Com
         within_tolerance_fraction=within,
         worst_excess=worst,
     )
+
+
+@dataclass(frozen=True)
+class AccuracyDifference:
+    """Candidate minus reference held-out accuracy, in points, with its 95 % interval.
+
+    Both models answer the same images, so the interval is the paired one: the per-image
+    difference of correctness (-1, 0 or 1) has mean ``delta`` and standard error
+    ``sd / sqrt(n)`` (normal approximation; McNemar's setting, Dietterich 1998).
+    """
+
+    delta_points: float
+    ci95_low_points: float
+    ci95_high_points: float
+    n: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def accuracy_difference(
+    reference_top1: np.ndarray, candidate_top1: np.ndarray, labels: np.ndarray
+) -> AccuracyDifference:
+    """The paired accuracy difference of two classifiers on the same labelled images."""
+    y = np.asarray(labels)
+    d = (np.asarray(candidate_top1) == y).astype(np.float64) - (
+        np.asarray(reference_top1) == y
+    ).astype(np.float64)
+    n = int(d.size)
+    if n == 0:
+        raise UsageError("accuracy difference of no images")
+    mean = float(d.mean())
+    half = 1.96 * float(d.std(ddof=1)) / np.sqrt(n) if n > 1 else float("inf")
+    return AccuracyDifference(
+        delta_points=100.0 * mean,
+        ci95_low_points=100.0 * (mean - half),
+        ci95_high_points=100.0 * (mean + half),
+        n=n,
+    )
+
+
+def top1_classes(logits: np.ndarray) -> np.ndarray:
+    """Predicted classes, NaN/Inf never winning (the one NaN rule for argmax)."""
+    x = np.asarray(logits, dtype=np.float64)
+    return np.argmax(np.where(np.isfinite(x), x, -np.inf), axis=1)
 
 
 @dataclass(frozen=True)

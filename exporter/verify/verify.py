@@ -40,7 +40,7 @@ from exporter.verify.judge import (
     run_batched,
 )
 from exporter.verify.result import HELDOUT, SCHEMA_VERSION, CandidateResult, ParityReport
-from exporter.verify.tolerance import Tolerance, profile_for
+from exporter.verify.tolerance import TASK, Tolerance, profile_for, profile_name
 
 if TYPE_CHECKING:
     from exporter.core.runfolder import Run
@@ -163,11 +163,14 @@ def _check_all(
     for i, (cls, art) in enumerate(pairs):
         if progress:
             progress(f"{cls.name} · {art.name}", i, len(pairs))
+        name = profile_name(art.precision, art.metadata.get("variant"))
+        budget = _shipped_budget(art) if name == TASK else {}
         tol = profile_for(
-            art.precision,
+            name,
             atol=cfg.atol,
             rtol=cfg.rtol,
-            min_top1=cfg.min_top1,
+            min_top1=cfg.min_top1 if cfg.min_top1 is not None else budget.get("min_top1"),
+            max_accuracy_drop_points=budget.get("max_accuracy_drop_points"),
             device=cfg.device,
         )
         try:
@@ -183,6 +186,20 @@ def _check_all(
                 reference, art, cls.name, inputs[key], key, tol, cfg.device
             )
         report.candidates.append(result)
+
+
+def _shipped_budget(art: Artifact) -> dict[str, Any]:
+    """The accuracy budget a pruned variant was shipped under (``tlx optimize --max-drop``,
+    ``--min-agreement``), from its manifest entry: verify holds it to the same promise."""
+    entry = art.metadata.get("entry") or {}
+    extra = entry.get("extra") if isinstance(entry.get("extra"), dict) else entry
+    profile = ((extra or {}).get("gate") or {}).get("profile") or {}
+    out: dict[str, Any] = {}
+    for key in ("min_top1", "max_accuracy_drop_points"):
+        value = profile.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            out[key] = float(value)
+    return out
 
 
 def _check_candidate(

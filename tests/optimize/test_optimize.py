@@ -27,47 +27,10 @@ from exporter.runtimes.ort_sessions import cpu_logits
 TRAIN, VAL = 200, 200
 
 
-def train_head(run_dir: Path, *, steps: int = 100) -> float:
-    """Train ``classifier[6]`` on the run's synthetic training split; return val accuracy."""
-    from safetensors.torch import save_file
-
-    from exporter.core.runfolder import open_run
-    from exporter.data.datasets import load_eval_images
-    from exporter.model.vgg import load_reference_model
-
-    info = open_run(run_dir)
-    model = load_reference_model(info)
-    x, y = load_eval_images(info, TRAIN, split="train")
-    xv, yv = load_eval_images(info, VAL, split="val")
-
-    def penultimate(images: np.ndarray) -> torch.Tensor:
-        with torch.no_grad():
-            h = model.avgpool(model.features(torch.from_numpy(images))).flatten(1)
-            return model.classifier[:6](h)
-
-    feats, labels = penultimate(x), torch.from_numpy(y)
-    head = model.classifier[6]
-    opt = torch.optim.Adam(head.parameters(), lr=1e-2)
-    for _ in range(steps):
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(head(feats), labels).backward()
-        opt.step()
-    with torch.no_grad():
-        acc = float((head(penultimate(xv)).argmax(1).numpy() == yv).mean())
-    save_file(
-        {k: v.contiguous() for k, v in model.state_dict().items()},
-        str(run_dir / "model.safetensors"),
-    )
-    record = json.loads((run_dir / "train.json").read_text())
-    record["best"] = {"epoch": 1, "val_accuracy": acc}
-    (run_dir / "train.json").write_text(json.dumps(record))
-    return acc
-
-
 @pytest.fixture(scope="module")
-def trained_run(module_tmp: Path, make_run_folder) -> Path:
+def trained_run(module_tmp: Path, make_run_folder, train_head) -> Path:
     run = make_run_folder(module_tmp / "run", train_size=TRAIN, val_size=VAL, seed=1)
-    acc = train_head(run)
+    acc = train_head(run, train=TRAIN, val=VAL)
     assert acc > 0.5, f"head training failed to learn the synthetic shapes ({acc:.0%})"
     return run
 

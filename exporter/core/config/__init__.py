@@ -30,8 +30,11 @@ from exporter.core.config.export import (
     parse_formats,
 )
 from exporter.core.config.optimize import (
+    AUTO_PRUNE_RATIOS,
     DEFAULT_OPTIMIZE_VARIANTS,
     OPTIMIZE_VARIANTS,
+    PRUNE_AUTO,
+    PRUNED_VARIANTS,
     OptimizeConfig,
 )
 from exporter.core.config.predict import (
@@ -79,6 +82,7 @@ from exporter.core.resources import (
 __all__ = [
     "AUGMENT_MIN_SIZE",
     "AUGMENT_MODES",
+    "AUTO_PRUNE_RATIOS",
     "CACHE_MODES",
     "DATA_SOURCES",
     "DEFAULT_ARTIFACTS_DIR",
@@ -107,6 +111,8 @@ __all__ = [
     "OPTIMIZERS",
     "OPTIMIZE_VARIANTS",
     "PREDICT_OUTPUTS",
+    "PRUNED_VARIANTS",
+    "PRUNE_AUTO",
     "RECIPES",
     "SYNTHETIC_TRAIN_SIZE",
     "SYNTHETIC_VAL_SIZE",

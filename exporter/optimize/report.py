@@ -1,0 +1,137 @@
+"""optimize.json's timing block, optimize.md and the Pareto plot (accuracy against latency).
+
+Every variant built in the command is in the table and the plot, shipped or not, so a user
+sees what the budget cost and what it bought; the shipped ones are marked.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from exporter.core.fsio import write_text, write_with
+from exporter.optimize.ship import VARIANT_PRECISION, is_fixed_hw
+
+if TYPE_CHECKING:
+    from exporter.core.runfolder import RunInfo
+    from exporter.optimize.ship import VariantResult
+
+MD_NAME = "optimize.md"
+PLOT_NAME = "optimize.png"
+TEACHER = "trained model"
+
+
+def time_built(info: RunInfo, results: list[VariantResult]) -> dict[str, Any]:
+    """Time every built file (and ``model.onnx`` when exported) at batch 1 on this machine."""
+    from exporter.optimize.timing import Timed, time_variants
+
+    files = [
+        Timed(r.path, r.path, VARIANT_PRECISION[r.variant], is_fixed_hw(r.variant, r.details))
+        for r in results
+        if r.path and (Path(info.run_dir) / r.path).is_file()
+    ]
+    manifest = info.manifest if getattr(info, "has_manifest", False) else None
+    if manifest is not None and "model.onnx" in manifest.artifacts:
+        files.insert(0, Timed("model.onnx", "model.onnx", "fp32"))
+    return time_variants(info, files)
+
+
+def _row(v: dict[str, Any], p50: dict[str, float]) -> list[str]:
+    gate = v.get("gate") or {}
+    prune = v.get("prune") or {}
+    diff = gate.get("accuracy_difference") or {}
+
+    def num(x: Any, fmt: str) -> str:
+        return "-" if x is None else format(x, fmt)
+
+    ci = (
+        f"[{diff['ci95_low_points']:+.2f}, {diff['ci95_high_points']:+.2f}]"
+        if diff.get("ci95_low_points") is not None
+        else "-"
+    )
+    return [
+        v["variant"],
+        f"`{v.get('path') or v['artifact']}`",
+        v["status"],
+        num(prune.get("params"), ",d"),
+        num(None if not prune.get("macs") else prune["macs"] / 1e6, ",.0f"),
+        num(None if not v.get("file_bytes") else v["file_bytes"] / 1e6, ".1f"),
+        num(None if "accuracy_candidate" not in gate else 100 * gate["accuracy_candidate"], ".2f"),
+        num(None if "top1_agreement" not in gate else 100 * gate["top1_agreement"], ".2f"),
+        num(gate.get("accuracy_delta_points"), "+.2f"),
+        ci,
+        num(p50.get("ort-cpu"), ".2f"),
+        num(p50.get("openvino"), ".2f"),
+    ]
+
+
+def write_optimize_md(run: Path, data: dict[str, Any]) -> None:
+    """Write optimize.md (every variant's numbers) and optimize.png (the Pareto plot)."""
+    timing = data.get("timing") or {}
+    p50 = timing.get("p50_ms", {})
+    head = [
+        "variant", "file", "status", "params", "MMACs", "MB", "accuracy %", "agreement %",
+        "Δ points", "Δ 95% CI", "ort-cpu p50 ms", "openvino p50 ms",
+    ]  # fmt: skip
+    lines = [
+        f"# tlx optimize {data['run_dir']}",
+        "",
+        f"Gate images: {data['eval_images']} held-out. Pruned variants are a different model: "
+        "judged by the task-level profile (accuracy drop and top-1 agreement vs the trained "
+        "model); logit tolerances do not apply to them.",
+        f"Latency: batch 1, {timing.get('threads', '?')} threads, median of interleaved "
+        "rounds on this machine.",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    teacher = p50.get(TEACHER, {})
+    if teacher or "model.onnx" in p50:
+        onnx = p50.get("model.onnx", {})
+        lines.append(
+            f"| trained model | `model.safetensors` | reference | | | | | | | | "
+            f"{onnx.get('ort-cpu', '-')} | {onnx.get('openvino', '-')} (eager "
+            f"{teacher.get('eager', '-')}) |"
+        )
+    for v in data["variants"]:
+        lines.append("| " + " | ".join(_row(v, p50.get(v.get("path") or "", {}))) + " |")
+    for s in timing.get("skipped", []):
+        lines.append(f"\n- not timed: {s['runtime']} on {s['file']}: {s['reason']}")
+    write_text(run / MD_NAME, "\n".join(lines) + "\n")
+    _pareto(run / PLOT_NAME, data)
+
+
+def _pareto(dest: Path, data: dict[str, Any]) -> None:
+    """Held-out accuracy against ort-cpu batch-1 latency; shipped variants filled."""
+    points = []
+    p50 = (data.get("timing") or {}).get("p50_ms", {})
+    for v in data["variants"]:
+        gate, ms = v.get("gate"), p50.get(v.get("path") or "", {}).get("ort-cpu")
+        if gate and ms is not None:
+            points.append((ms, 100 * gate["accuracy_candidate"], v))
+    if not points:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ref_acc = 100 * points[0][2]["gate"]["accuracy_reference"]
+    ref_ms = p50.get("model.onnx", {}).get("ort-cpu")
+    if ref_ms is not None:
+        ax.scatter([ref_ms], [ref_acc], marker="*", s=160, color="black", label="model.onnx")
+    for ms, acc, v in points:
+        shipped = v["status"] == "shipped"
+        ax.scatter([ms], [acc], s=60, facecolors="tab:green" if shipped else "none",
+                   edgecolors="tab:green" if shipped else "tab:red")  # fmt: skip
+        ax.annotate(v.get("path") or v["artifact"], (ms, acc), fontsize=7,
+                    xytext=(4, 3), textcoords="offset points")  # fmt: skip
+    ax.axhline(ref_acc, color="grey", lw=0.8, ls=":")
+    ax.set_xscale("log")
+    ax.set_xlabel("ort-cpu latency, batch 1 (ms, log scale)")
+    ax.set_ylabel("held-out accuracy (%)")
+    ax.set_title("tlx optimize: accuracy vs latency (filled: shipped, hollow: rejected)")
+    fig.tight_layout()
+    write_with(dest, lambda p: fig.savefig(p, format="png", dpi=110))
+    plt.close(fig)
