@@ -42,11 +42,24 @@ def summary_rows(report: ParityReport) -> list[dict[str, Any]]:
                 "nonfinite_n": o.get("nonfinite_n"),
                 "result": "pass" if c.passed else ("error" if c.error else "FAIL"),
                 "why": "; ".join(c.failures)
-                or ("" if c.task_checked else "not task-checked (--samples 0)"),
+                or ("" if c.task_checked else "not task-checked (--samples 0)")
+                or _task_level(c),
                 "first_diverging_layer": (c.localization or {}).get("layer"),
             }
         )
     return rows
+
+
+def _task_level(c: Any) -> str:
+    """A pruned model's verdict in words: task level, with the accuracy change's interval."""
+    ci = c.accuracy_change_ci95_points
+    if c.overall_note is None or not ci or ci.get("ci95_low_points") is None:
+        return ""
+    return (
+        f"task level: accuracy {ci['delta_points']:+.2f} points "
+        f"(95% CI {ci['ci95_low_points']:+.2f} to {ci['ci95_high_points']:+.2f}); "
+        "no logit tolerance applies"
+    )
 
 
 def _fmt_g(value: Any) -> str:

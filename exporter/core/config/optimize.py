@@ -56,8 +56,8 @@ class OptimizeConfig:
     prune: float | str | None = None
     max_drop_points: float = 1.0
     min_agreement: float = 0.9
-    distill_epochs: int = 6
-    distill_lr: float = 1e-4
+    distill_epochs: int = 20
+    distill_lr: float = 3e-4
     distill_batch: int = 64
     distill_samples: int | None = None
     distill_device: str = "auto"
