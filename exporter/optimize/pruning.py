@@ -12,6 +12,7 @@ so it is slower (timed, not assumed: optimize.json has every variant's latency).
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
 from dataclasses import dataclass
@@ -113,6 +114,8 @@ def build_ratio(
         progress=report.callback,
     )
     shutil.rmtree(folder, ignore_errors=True)  # done: the checkpoint is not needed any more
+    with contextlib.suppress(OSError):
+        folder.parent.rmdir()  # RUN/distill/, when no other ratio left a checkpoint there
     report.step(f"r={ratio:.2f}: export, fold, int8")
     shape = VGGShape.of(student)
     plan = plan_fold(student, size)

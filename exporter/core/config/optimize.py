@@ -56,7 +56,7 @@ class OptimizeConfig:
     prune: float | str | None = None
     max_drop_points: float = 1.0
     min_agreement: float = 0.9
-    distill_epochs: int = 20
+    distill_epochs: int = 30
     distill_lr: float = 3e-4
     distill_batch: int = 64
     distill_samples: int | None = None
