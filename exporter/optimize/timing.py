@@ -63,7 +63,7 @@ def time_variants(info: RunInfo, files: list[Timed], *, batch: int = 1) -> dict[
     eager = get_runtime("eager")(reference_artifact(info, _manifest(info)), "cpu", threads=threads)
     _load(eager, "trained model", live, skipped, key=("trained model", "eager"))
     for f in files:
-        art = _artifact(info, f)
+        art = file_artifact(info, f)
         for name in ONNX_RUNTIMES:
             runtime = get_runtime(name)(art, "cpu", precision=f.precision, threads=threads)
             _load(runtime, f.label, live, skipped, key=(f.label, name))
@@ -105,7 +105,8 @@ def _load(
     live[f"{key[0]} · {key[1]}"] = (label, runtime.name, runtime)
 
 
-def _artifact(info: RunInfo, f: Timed) -> Artifact:
+def file_artifact(info: RunInfo, f: Timed) -> Artifact:
+    """An ONNX file of the run (listed in the manifest or not) as an artifact, hashed now."""
     from exporter.core.manifest import FileRecord
     from exporter.runtimes.base import Artifact
 
