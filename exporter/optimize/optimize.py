@@ -91,8 +91,17 @@ class OptimizeResult:
 
     @property
     def gate_failures(self) -> list[str]:
-        """One line per variant that failed its gate (kept aside in ``rejected/``)."""
-        return [f"{v.variant} ({v.reason}), kept aside in rejected/" for v in self.rejected]
+        """One line per variant that failed its gate (kept aside in ``rejected/``).
+
+        Under ``--prune auto`` the ratios tried on the way to one that passed are the search,
+        not failures; they fail the command only when no ratio passed.
+        """
+        searched = any(v.details.get("search") == "auto" for v in self.shipped)
+        return [
+            f"{v.variant} ({v.reason}), kept aside in rejected/"
+            for v in self.rejected
+            if not (searched and v.details.get("search") == "auto")
+        ]
 
 
 @locks_run("optimize")

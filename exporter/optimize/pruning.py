@@ -233,6 +233,8 @@ def build_pruned_variants(
         built = build_ratio(info, inputs, data, ratio=ratio, cfg=cfg, work=work, report=report)
         passed = any(r.status == "shipped" for r, _ in built)
         for result, path in built:
+            if auto:
+                result.details["search"] = "auto"
             if auto and passed and result.status == "shipped":
                 final = work / VARIANT_FILES[result.variant]
                 path.replace(final)
