@@ -138,3 +138,19 @@ def test_resume_refuses_a_checkpoint_made_with_other_settings(tmp_path) -> None:
         load_state(tmp_path, _settings(epochs=2))
     with pytest.raises(InputFileError, match="no distillation checkpoint"):
         load_state(tmp_path / "missing", _settings())
+
+
+def test_auto_search_rejections_fail_the_command_only_when_no_ratio_passed(tmp_path) -> None:
+    from exporter.optimize.optimize import OptimizeResult
+    from exporter.optimize.ship import VariantResult
+
+    def v(status: str, ratio: float) -> VariantResult:
+        return VariantResult("pruned", f"m{ratio}", status, "fp32", reason="dropped",
+                             details={"search": "auto", "prune": {"ratio": ratio}})  # fmt: skip
+
+    found = OptimizeResult(tmp_path, [v("rejected", 0.75), v("shipped", 0.6)], tmp_path, tmp_path)
+    assert found.gate_failures == []
+    none = OptimizeResult(tmp_path, [v("rejected", 0.75), v("rejected", 0.6)], tmp_path, tmp_path)
+    assert len(none.gate_failures) == 2
+    explicit = VariantResult("pruned", "m", "rejected", "fp32", reason="dropped")
+    assert len(OptimizeResult(tmp_path, [explicit], tmp_path, tmp_path).gate_failures) == 1
