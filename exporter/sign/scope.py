@@ -11,10 +11,14 @@ The list is recorded in the signature, so the library's own verifier skips the s
 
 from __future__ import annotations
 
+import os
+from collections.abc import Collection
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
-from exporter.core.errors import EnvironmentUnavailable
+from exporter.core.errors import EnvironmentUnavailable, IntegrityError
+from exporter.core.runfolder import file_key
 
 SIGNATURE_NAME = "model.sig"
 PROVENANCE_NAME = "provenance.json"
@@ -62,3 +66,29 @@ def hashing_config(ms: ModuleType, ignored: tuple[str, ...] | frozenset[str] = U
         .set_ignored_paths(paths=[Path(p) for p in ignored], ignore_git_paths=True)
         .set_allow_symlinks(False)
     )
+
+
+def signed_files(run_dir: Path, ignored: Collection[str] = UNSIGNED) -> dict[str, Any]:
+    """Every file a signature covers (relative POSIX path → its identity before hashing).
+
+    Raises:
+        IntegrityError: a symbolic link anywhere in the folder, named (the library refuses
+            links even under ignored paths; a link could point anywhere after signing).
+    """
+    keys: dict[str, Any] = {}
+    for folder, dirs, files in os.walk(run_dir):
+        rel_dir = Path(folder).relative_to(run_dir)
+        for name in sorted(dirs + files):
+            path = Path(folder) / name
+            if path.is_symlink():
+                raise IntegrityError(
+                    f"{path} is a symbolic link: a signed run holds regular files only"
+                )
+            rel = (rel_dir / name).as_posix()
+            if name in files and not _is_ignored(rel, ignored):
+                keys[rel] = file_key(path)
+    return keys
+
+
+def _is_ignored(rel: str, ignored: Collection[str]) -> bool:
+    return any(rel == p or rel.startswith(p.rstrip("/") + "/") for p in ignored)

@@ -15,13 +15,19 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from exporter.core.errors import InputFileError
+from exporter.core.errors import InputFileError, IntegrityError
 from exporter.core.fsio import write_bytes
 from exporter.core.runfolder import Run, open_run
 from exporter.core.runlock import locks_run
 from exporter.sign.card import write_model_card
 from exporter.sign.provenance import write_provenance
-from exporter.sign.scope import SIGNATURE_NAME, UNSIGNED, hashing_config, require_model_signing
+from exporter.sign.scope import (
+    SIGNATURE_NAME,
+    UNSIGNED,
+    hashing_config,
+    require_model_signing,
+    signed_files,
+)
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,7 @@ def sign_run(run: Run | str | Path, private_key: str | Path) -> SignResult:
     if not key.is_file():
         raise InputFileError(f"--key {key}: no such file")
     check_manifest_matches(run)
+    signed_files(run.run_dir)  # a symbolic link is refused by name before anything is written
     config = _signing_config(ms, key).set_hashing_config(hashing_config(ms))
     provenance = write_provenance(run)
     card = write_model_card(run)
@@ -77,7 +84,10 @@ def sign_run(run: Run | str | Path, private_key: str | Path) -> SignResult:
     # replace model.sig atomically.
     with tempfile.TemporaryDirectory(prefix="tlx-sign-") as tmp:
         out = Path(tmp) / SIGNATURE_NAME
-        config.sign(run.run_dir, out)
+        try:
+            config.sign(run.run_dir, out)
+        except (OSError, ValueError) as exc:  # the folder changed while it was hashed
+            raise IntegrityError(f"{run.run_dir}: cannot sign: {exc}") from exc
         data = out.read_bytes()
     signature = run.run_dir / SIGNATURE_NAME
     write_bytes(signature, data)

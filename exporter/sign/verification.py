@@ -9,15 +9,19 @@ load reads each file once, as an unsigned one does.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from exporter.core.errors import InputFileError, IntegrityError
 from exporter.core.manifest import MANIFEST_NAME, load_manifest
-from exporter.core.runfolder import TRAIN_JSON, WEIGHTS_NAME, RunInfo, file_key, open_run
-from exporter.sign.scope import SIGNATURE_NAME, hashing_config, require_model_signing
+from exporter.core.runfolder import TRAIN_JSON, WEIGHTS_NAME, RunInfo, open_run
+from exporter.sign.scope import (
+    SIGNATURE_NAME,
+    hashing_config,
+    require_model_signing,
+    signed_files,
+)
 
 if TYPE_CHECKING:
     from exporter.core.runfolder import Run
@@ -67,9 +71,16 @@ def verify_signature(run_dir: str | Path, public_key: str | Path) -> SignatureCh
             "PRIVATE.pem`), so --public-key cannot vouch for it"
         )
     expected = _signed_manifest(sig, Path(public_key))
+    method = expected.serialization_type
+    if (method.get("method"), method.get("hash_type")) != ("files", "sha256"):
+        raise IntegrityError(
+            f"{sig} hashes the model as {method.get('method')}/{method.get('hash_type')}; tlx "
+            "checks one sha256 per file (sign with `tlx sign`, or check it with `model_signing "
+            "verify`)"
+        )
     ignored = {str(p) for p in expected.serialization_type.get("ignore_paths", ())}
     ignored.add(SIGNATURE_NAME)
-    keys = _regular_files(run_dir, ignored)
+    keys = signed_files(run_dir, ignored)
     try:
         actual = hashing_config(ms, frozenset(ignored)).hash(run_dir)
     except (OSError, ValueError) as exc:  # a file vanished or turned into a link meanwhile
@@ -127,32 +138,6 @@ def _signed_manifest(sig: Path, public_key: Path) -> Any:
             f"{sig} does not verify with {public_key}: signed with another key or altered "
             f"({reason.strip()})"
         ) from exc
-
-
-def _regular_files(run_dir: Path, ignored: set[str]) -> dict[str, Any]:
-    """Every signed file's identity before hashing; a symbolic link is refused by name."""
-    keys: dict[str, Any] = {}
-    for folder, dirs, files in os.walk(run_dir):
-        rel_dir = Path(folder).relative_to(run_dir)
-        for name in sorted(dirs + files):
-            rel = (rel_dir / name).as_posix()
-            if _is_ignored(rel, ignored):
-                if name in dirs:
-                    dirs.remove(name)
-                continue
-            path = Path(folder) / name
-            if path.is_symlink():
-                raise IntegrityError(
-                    f"{path} is a symbolic link: a signed run holds regular files only "
-                    "(a link could point anywhere after signing)"
-                )
-            if name in files:
-                keys[rel] = file_key(path)
-    return keys
-
-
-def _is_ignored(rel: str, ignored: set[str]) -> bool:
-    return any(rel == p or rel.startswith(p.rstrip("/") + "/") for p in ignored)
 
 
 def _differences(run_dir: Path, want: dict[str, str], got: dict[str, str]) -> list[str]:

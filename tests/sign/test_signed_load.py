@@ -42,6 +42,7 @@ def test_library_verifier_accepts_the_real_run(signed_run: Path, keys) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.slow  # the CLI path; exporter.load with a key is covered above
 def test_predict_with_public_key(signed_run: Path, keys, tmp_path: Path) -> None:
     from PIL import Image
 

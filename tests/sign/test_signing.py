@@ -118,3 +118,13 @@ def test_library_sign_holds_the_run_lock(
     )
     sign_run(run, keys.private)
     assert seen == [True]
+
+
+def test_sign_refuses_a_symbolic_link_by_name(make_tiny_run, keys, tmp_path: Path) -> None:
+    run = make_tiny_run(tmp_path / "run")
+    (run / "checkpoint").mkdir()
+    (run / "checkpoint" / "latest").symlink_to(run / "train.json")
+    result = sign_cli(run, keys.private)
+    assert result.exit_code == EXIT_USAGE
+    assert "checkpoint/latest is a symbolic link" in result.output
+    assert not (run / "model.sig").exists()
