@@ -176,3 +176,18 @@ def test_serve_and_predict_refuse_a_tampered_run(
     predict = runner.invoke(app, ["predict", str(run), str(image), "--public-key", pub])
     assert predict.exit_code == EXIT_USAGE, predict.output
     assert "manifest.json changed since signing" in predict.output
+
+
+def test_a_signature_hashed_another_way_is_refused(
+    tiny_signed_run: Path, keys, clone_run, tmp_path: Path
+) -> None:
+    import model_signing
+
+    run = clone_run(tiny_signed_run, tmp_path / "run")
+    (run / "model.sig").unlink()
+    hashing = model_signing.hashing.Config().use_file_serialization(hashing_algorithm="blake3")
+    hashing.set_ignored_paths(paths=["model.sig", ".tlx.lock"])
+    signer = model_signing.signing.Config().use_elliptic_key_signer(private_key=keys.private)
+    signer.set_hashing_config(hashing).sign(run, run / "model.sig")
+    with pytest.raises(IntegrityError, match="files/blake3"):
+        verify_signature(run, keys.public)
