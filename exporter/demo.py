@@ -260,6 +260,7 @@ def _files(
         "verify report": str(verify_json),
         "verify summary": str(verify_md),
         **{f"bench {Path(p).suffix[1:]}": p for p in bench.files.values()},
+        "model card": str(run_dir / "MODEL_CARD.md"),  # written by bench_run
         "demo report": str(run_dir / DEMO_JSON),
     }
 

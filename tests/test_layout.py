@@ -22,6 +22,7 @@ FLOORS = {
     "optimize": 3,
     "bench": 3,
     "serve": 3,
+    "sign": 3,
     "demo": 4,
     "cli": 5,
     "__main__": 6,

@@ -161,7 +161,12 @@ def bench_run(
             report.to_dict(), baseline, max_regression_pct=cfg.max_regression_pct
         )
         report.comparison["baseline"] = str(cfg.compare)
-    write_bench_reports(report, Path(cfg.out_dir) if cfg.out_dir else run_dir)
+    out_dir = Path(cfg.out_dir) if cfg.out_dir else run_dir
+    write_bench_reports(report, out_dir)
+    if out_dir.resolve() == run_dir.resolve():
+        from exporter.sign.card import write_model_card
+
+        write_model_card(info)  # the card quotes bench.json: refresh it with each run's bench
     return report
 
 

@@ -96,6 +96,12 @@ def cli_errors() -> Iterator[None]:
         ) from None
 
 
+PUBLIC_KEY_HELP = (
+    "PEM public key: the run folder must match its model.sig (made by `tlx sign`) before "
+    "any file is loaded; a changed, added or removed file exits 2 naming it."
+)
+
+
 NO_WAIT_HELP = (
     "If another tlx command is changing this run, exit 3 naming its pid instead of waiting."
 )

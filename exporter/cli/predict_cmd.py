@@ -9,7 +9,15 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from exporter.cli.app import app, cli_errors, console, err_console, fail, progress_bar
+from exporter.cli.app import (
+    PUBLIC_KEY_HELP,
+    app,
+    cli_errors,
+    console,
+    err_console,
+    fail,
+    progress_bar,
+)
 from exporter.core.config import PREDICT_OUTPUTS, PredictConfig
 from exporter.core.errors import EXIT_USAGE
 
@@ -75,6 +83,7 @@ def predict_command(
         int | None, typer.Option(help="Runtime intra-op threads (default: its own).")
     ] = _DEFAULTS.threads,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    public_key: Annotated[Path | None, typer.Option(help=PUBLIC_KEY_HELP)] = None,
 ) -> None:
     """Classify images with the run's verified artifact (the preprocessing recorded at export).
 
@@ -94,6 +103,7 @@ def predict_command(
             output=output,
             skip_bad=skip_bad,
             threads=threads,
+            public_key=str(public_key) if public_key is not None else None,
         )
 
         def report_bad(bad: BadImage) -> None:

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from exporter.cli.app import Device, app, cli_errors, console, err_console
+from exporter.cli.app import PUBLIC_KEY_HELP, Device, app, cli_errors, console, err_console
 from exporter.core.config import ServeConfig
 
 _DEFAULTS = ServeConfig()
@@ -79,6 +79,7 @@ def serve_command(
     drain_timeout: Annotated[
         int, typer.Option(help="On SIGINT/SIGTERM, seconds in-flight requests may take.")
     ] = _DEFAULTS.drain_timeout_s,
+    public_key: Annotated[Path | None, typer.Option(help=PUBLIC_KEY_HELP)] = None,
 ) -> None:
     """Serve the run's artifact over HTTP and gRPC (KServe v2) until SIGINT/SIGTERM.
 
@@ -105,6 +106,7 @@ def serve_command(
             instances=instances,
             threads=threads,
             drain_timeout_s=drain_timeout,
+            public_key=str(public_key) if public_key is not None else None,
         )
         server = start_server(run, cfg, stop=stop)
         d = server.describe()

@@ -116,6 +116,14 @@ def verify_command(
     model_name: Annotated[
         str, typer.Option(help="With --server: the served model's name.")
     ] = DEFAULT_MODEL_NAME,
+    public_key: Annotated[
+        Path | None,
+        typer.Option(
+            help="Check the run against its model.sig with this PEM public key instead of "
+            "running parity (nothing is written): exit 0 if every file matches, 2 naming the "
+            "first file that does not."
+        ),
+    ] = None,
 ) -> None:
     """Check every artifact computes what the trained model computes; exit 1 if not.
 
@@ -124,6 +132,9 @@ def verify_command(
     candidate failed, 2 bad input (including a hash mismatch), 3 a named runtime or the
     device is unavailable here (or fell back).
     """
+    if public_key is not None:
+        _check_signature(run, public_key)
+        return
     with cli_errors(), run_lock_policy(no_wait):
         from exporter.runtimes.selection import parse_runtimes
         from exporter.verify.report import write_reports
@@ -177,3 +188,17 @@ def verify_command(
                 line += f" [first diverging layer: {layer or c.localization.get('reason')}]"
             (console if c.passed else err_console).print(line, markup=False, soft_wrap=True)
         exit_if_failed("verify", report.gate_failures)
+
+
+def _check_signature(run: Path, public_key: Path) -> None:
+    """``tlx verify RUN --public-key P.pem``: the signature check alone."""
+    with cli_errors():
+        from exporter.sign.verification import verify_signature
+
+        check = verify_signature(run, public_key)
+        console.print(
+            f"signature ok: the {len(check.digests)} signed files of {check.run_dir} match "
+            f"{check.signature} (key {public_key}); no file was added",
+            markup=False,
+            soft_wrap=True,
+        )

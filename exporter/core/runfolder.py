@@ -69,7 +69,8 @@ class RunInfo:
         return best.get("val_accuracy")
 
 
-def _file_key(path: Path) -> _FileKey:
+def file_key(path: Path) -> _FileKey:
+    """A file's identity for the caches (path, device, inode, size, mtime, ctime)."""
     st = path.stat()
     return (str(path.resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
@@ -116,7 +117,7 @@ class Run(RunInfo):
         path = manifest_path(self.run_dir)
         cached = self._state.manifest
         try:
-            key = _file_key(path)
+            key = file_key(path)
         except OSError:
             key = None
         if cached is None or key is None or cached[0] != key:
@@ -143,7 +144,7 @@ class Run(RunInfo):
 
     def _remember(self, manifest: Manifest) -> None:
         try:
-            self._state.manifest = (_file_key(manifest_path(self.run_dir)), copy.deepcopy(manifest))
+            self._state.manifest = (file_key(manifest_path(self.run_dir)), copy.deepcopy(manifest))
         except OSError:
             self._state.manifest = None
 
@@ -152,12 +153,20 @@ class Run(RunInfo):
     def sha256(self, rel: str) -> str:
         """The sha256 of a file of the run, hashed once while the file stays the same."""
         path = self.run_dir / rel
-        key = _file_key(path)
+        key = file_key(path)
         digest = self._state.hashes.get(key)
         if digest is None:
             digest = fsio.sha256_file(path)
             self._state.hashes[key] = digest
         return digest
+
+    def remember_sha256(self, rel: str, digest: str, key: _FileKey) -> None:
+        """Take a digest another reader computed (the signature check hashes every signed
+        file once) for the file as it was at ``key``; it is used only while the file keeps
+        that identity, so a file changed since is hashed again."""
+        with contextlib.suppress(OSError):
+            if file_key(self.run_dir / rel) == key:
+                self._state.hashes[key] = digest
 
     def file_record(self, rel: str) -> FileRecord:
         """A new manifest record (path, sha256, bytes) of a file of the run."""
@@ -184,7 +193,7 @@ class Run(RunInfo):
             self.check_file(rec)
         if onnx is None:
             return
-        key = tuple(_file_key(p) for p in (onnx, *(self.run_dir / r.path for r in records)))
+        key = tuple(file_key(p) for p in (onnx, *(self.run_dir / r.path for r in records)))
         if key not in self._state.onnx_checked:
             from exporter.core.onnx_safety import check_onnx_file
 

@@ -78,7 +78,12 @@ def predict_images(
             on_error(item)
 
     with load(
-        run, runtime=cfg.runtime, variant=cfg.variant, device=cfg.device, threads=cfg.threads
+        run,
+        runtime=cfg.runtime,
+        variant=cfg.variant,
+        device=cfg.device,
+        threads=cfg.threads,
+        public_key=cfg.public_key,
     ) as predictor:
         preds = predictor.predict(
             paths,

@@ -227,17 +227,28 @@ def load(
     variant: str | None = None,
     device: str = PredictConfig.device,
     threads: int | None = None,
+    public_key: str | Path | None = None,
 ) -> Predictor:
     """A :class:`Predictor` on the run's chosen artifact (see :func:`choose_artifact`).
 
+    Args:
+        public_key: check the run folder against ``RUN/model.sig`` with this PEM public key
+            first (``tlx sign``); no file of the run is opened before that check passes.
+
     Raises:
-        InputFileError / IntegrityError: bad run folder or manifest, or a file's hash differs.
+        InputFileError / IntegrityError: bad run folder or manifest, or a file's hash differs;
+            with ``public_key``: no signature, another key's, or a changed, added or removed
+            file.
         UsageError: unknown runtime or variant.
         RuntimeUnavailable: the runtime cannot run on ``device`` here (exit 3).
     """
     from exporter.core.runfolder import open_run
 
     device_kind(device)
+    if public_key is not None:
+        from exporter.sign.verification import verified_run
+
+        run = verified_run(run, public_key)
     art, runtime_name = choose_artifact(run, device=device, variant=variant, runtime=runtime)
     info = art.run if art.run is not None else open_run(run)  # the run the choice opened
     shared = info.manifest.metadata

@@ -127,6 +127,10 @@ def start_server(
     """
     from exporter.core.runfolder import open_run
 
+    if cfg.public_key is not None:
+        from exporter.sign.verification import verified_run
+
+        run = verified_run(run, cfg.public_key)  # before any file of the run is opened
     run = open_run(run)  # a bad run folder is exit 2 before any environment check
     triton_mod = import_pytriton()
     check_ports(cfg)

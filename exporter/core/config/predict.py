@@ -28,6 +28,8 @@ class PredictConfig:
         output: ``table``, ``json`` or ``csv`` (on stdout).
         skip_bad: skip unreadable images (exit 0) instead of exit 2 at the end.
         threads: runtime intra-op threads (None: the runtime's default).
+        public_key: a PEM public key: the run must match its ``model.sig`` first (None: no
+            signature check).
     """
 
     runtime: str | None = None
@@ -38,6 +40,7 @@ class PredictConfig:
     output: str = "table"
     skip_bad: bool = False
     threads: int | None = None
+    public_key: str | None = None
 
     def __post_init__(self) -> None:
         check_int("--top-k", self.top_k, MAX_TOP_K)

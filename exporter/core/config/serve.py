@@ -35,6 +35,8 @@ class ServeConfig:
         threads: intra-op threads of each instance's runtime (None: on the CPU, the cores
             split between the instances; on CUDA, the runtime's default).
         drain_timeout_s: on SIGINT/SIGTERM, how long in-flight requests may take to finish.
+        public_key: a PEM public key: the run must match its ``model.sig`` before anything
+            is loaded (None: no signature check).
     """
 
     variant: str | None = None
@@ -50,6 +52,7 @@ class ServeConfig:
     instances: int | None = None
     threads: int | None = None
     drain_timeout_s: int = 30
+    public_key: str | None = None
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES and not self.device.startswith(f"{CUDA}:"):
