@@ -28,6 +28,7 @@ CONFUSION_PNG = "confusion_matrix.png"
 UNSIGNED: tuple[str, ...] = (
     ".tlx.lock",
     "checkpoint",
+    "distill",  # a stopped pruning distillation's resumable state (tlx optimize --prune)
     "rejected",
     SIGNATURE_NAME,
     "verify-server.json",
