@@ -134,7 +134,7 @@ def test_each_misuse_raises_the_one_error_naming_the_item(
 def test_bad_options_and_unreadable_files_raise_it_too(predictor: Predictor, tmp_path) -> None:
     with pytest.raises(PredictInputError, match="--top-k"):
         predictor.predict([], top_k=0)
-    with pytest.raises(PredictInputError, match="missing.png: no such file"):
+    with pytest.raises(PredictInputError, match=r"missing\.png: no such file"):
         predictor.predict([str(tmp_path / "missing.png")])
 
 
