@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "load"]
+__all__ = ["PredictInputError", "__version__", "load"]
 
 
 def __getattr__(name: str) -> Any:
@@ -14,4 +14,8 @@ def __getattr__(name: str) -> Any:
         from exporter.serve.predictor import load
 
         return load
+    if name == "PredictInputError":  # what every misuse of a Predictor raises
+        from exporter.core.errors import PredictInputError
+
+        return PredictInputError
     raise AttributeError(f"module 'exporter' has no attribute {name!r}")

@@ -302,6 +302,45 @@ def _tampered_onnx_and_images(run: Path, tmp: Path) -> None:
     _predict_images(run, tmp)
 
 
+def _odd(tmp: Path) -> Path:
+    (tmp / "odd").mkdir(exist_ok=True)
+    return tmp / "odd"
+
+
+def _model_and_wide_png(run: Path, tmp: Path) -> None:
+    _tiny_model_and_images(run, tmp)
+    Image.new("L", (1_000_000, 1), 9).save(_odd(tmp) / "wide.png")  # 3 kB; once 5.9 GB peak
+
+
+def _model_and_fifo(run: Path, tmp: Path) -> None:
+    _tiny_model_and_images(run, tmp)
+    os.mkfifo(_odd(tmp) / "x.png")
+
+
+def _model_and_nan_tiff(run: Path, tmp: Path) -> None:
+    _tiny_model_and_images(run, tmp)
+    Image.fromarray(np.full((8, 8), np.nan, np.float32), mode="F").save(_odd(tmp) / "nan.tif")
+
+
+def _model_and_symlink_loops(run: Path, tmp: Path) -> None:
+    _tiny_model_and_images(run, tmp)
+    d = tmp / "images"  # good.png and bad.png, plus two links back to itself
+    os.symlink(".", d / "s1")
+    os.symlink(".", d / "s2")
+
+
+_SOCKETS: list = []  # held by a case's setup until the case ends; "{port}" is the last one's
+
+
+def _port_held_by_another_server(run: Path, tmp: Path) -> None:
+    import socket
+
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    held.listen(8)  # accepts connections, never answers: what a foreign server looks like
+    _SOCKETS.append(held)
+
+
 IMG = "{tmp}/images"
 SYN = ("train", "--data", "synthetic", "--weights", "none", "--out", "{tmp}/out")
 CASES = [
@@ -690,6 +729,45 @@ CASES = [
         "cuda",
         _tiny_model_and_images,
     ),
+    # --- inputs that hung or exploded (issue 24) --------------------------------------------
+    Case(
+        "predict-extreme-aspect-png",
+        ("predict", RUN, "{tmp}/odd/wide.png"),
+        2,
+        "wide.png: 1000000x1 px: the aspect ratio is above 100:1",
+        _model_and_wide_png,
+    ),
+    Case(
+        "predict-fifo", ("predict", RUN, "{tmp}/odd/x.png"), 2, "x.png: is a FIFO", _model_and_fifo
+    ),
+    Case(
+        "predict-nan-float-tiff",
+        ("predict", RUN, "{tmp}/odd/nan.tif"),
+        2,
+        "nan.tif: 64 pixel values are NaN or Inf",
+        _model_and_nan_tiff,
+    ),
+    Case(
+        "predict-glob-through-symlink-loops",
+        ("predict", RUN, "{tmp}/images/**/*.png"),
+        2,
+        "bad.png",
+        _model_and_symlink_loops,
+    ),
+    Case("predict-empty-argument", ("predict", RUN, ""), 2, "'': not an image path"),
+    Case(
+        "train-synthetic-fewer-images-than-classes",
+        (*SYN, "--train-size", "1"),
+        2,
+        "--train-size 1",
+    ),
+    Case(
+        "train-rdzv-port-held-by-another-server",
+        (*SYN, "--image-size", "32", "--nproc", "2", "--rdzv-endpoint", "127.0.0.1:{port}"),
+        3,
+        "another program holds that port",
+        _port_held_by_another_server,
+    ),
     Case("export-triton-no-artifact", ("export", RUN, "--format", "triton"), 2, "--format onnx"),
     Case(
         "export-triton-hostile-variant",
@@ -741,12 +819,18 @@ def test_bad_input(case: Case, pristine_run: Path, tmp_path: Path) -> None:
     (tmp_path / "file.txt").write_text("not a run")
     if case.setup is not None:
         case.setup(run, tmp_path)
-    argv = [a.replace("{run}", str(run)).replace("{tmp}", str(tmp_path)) for a in case.argv]
+    port = str(_SOCKETS[-1].getsockname()[1]) if _SOCKETS else "0"
+    argv = [
+        a.replace("{run}", str(run)).replace("{tmp}", str(tmp_path)).replace("{port}", port)
+        for a in case.argv
+    ]
     try:
         result = CliRunner().invoke(app, argv)
     finally:
         while _LOCK_FDS:
             os.close(_LOCK_FDS.pop())
+        while _SOCKETS:
+            _SOCKETS.pop().close()
     stderr = result.stderr
     assert result.exit_code == case.code, (result.exit_code, stderr, result.stdout[-500:])
     assert "Traceback" not in stderr and "Traceback" not in result.stdout

@@ -306,7 +306,7 @@ def _train_and_report(cfg: TrainConfig, *, resume: bool, quiet: bool) -> None:
         return
     console.print(summary_table(result.record))
     finder = result.record.get("lr_finder")
-    if finder:
+    if finder and finder.get("stopped") != "skipped":  # skipped: the warning says why
         console.print(
             f"--lr auto: the range test chose {finder['chosen_lr']:.2e} "
             f"({finder['seconds']:.1f} s; curve in lr_find.png)",

@@ -30,6 +30,12 @@ class InputFileError(UsageError):
     """A file handed to tlx is missing, corrupt, untrusted or of the wrong kind (exit 2)."""
 
 
+class PredictInputError(InputFileError, ValueError):
+    """An input ``Predictor.predict``/``logits`` cannot use (exit 2): not an image, an
+    unreadable file, an empty, too elongated or NaN/Inf image, a bad option, a closed
+    predictor. Also a ``ValueError``, as Python's own calls on bad values or closed files."""
+
+
 class IntegrityError(InputFileError):
     """A file's sha256 does not match the manifest (exit 2): it is never loaded."""
 

@@ -18,6 +18,11 @@ if TYPE_CHECKING:
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 RESIZE_POLICY = "resize_shorter_side_then_center_crop"
+# Resizing the shorter side first makes the work grow with the aspect ratio: a 1,000,000x1
+# PNG (3 kB) became a 32,000,000x32 image (5.9 GB) before the crop kept 32x32 of it. Up to
+# 100:1 the resized image is at most 100x the model's input; the widest real photographs
+# (panoramas, 360-degree strips) stay far below that.
+MAX_ASPECT_RATIO = 100
 
 
 @dataclass(frozen=True)
@@ -125,11 +130,39 @@ def to_rgb(img: Any) -> Any:
     return img.convert("RGB")
 
 
+def size_problem(width: int, height: int) -> str | None:
+    """Why an image of this size cannot be preprocessed, or None: an empty image, or one
+    more than ``MAX_ASPECT_RATIO`` times longer than wide (checked before decoding)."""
+    if width < 1 or height < 1:
+        return f"{width}x{height} px: the image is empty"
+    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+        return (
+            f"{width}x{height} px: the aspect ratio is above {MAX_ASPECT_RATIO}:1 (resizing its "
+            "shorter side would build a huge image); crop it first"
+        )
+    return None
+
+
+def finite_problem(img: Any) -> str | None:
+    """Why a decoded image's pixels are unusable, or None: a float image holding NaN or Inf
+    (Pillow's mode "F") would otherwise become an arbitrary, confidently classified image."""
+    if getattr(img, "mode", None) != "F":
+        return None
+    import numpy as np
+
+    values = np.asarray(img)
+    if np.isfinite(values).all():
+        return None
+    return f"{int((~np.isfinite(values)).sum())} pixel values are NaN or Inf"
+
+
 def _wide_to_rgb(img: Any) -> Any:
     import numpy as np
     from PIL import Image
 
     values = np.asarray(img, dtype=np.float64)
+    if not np.isfinite(values).all():  # np.clip would turn NaN into an arbitrary grey
+        raise ValueError("the image has NaN or Inf pixel values")
     top = float(values.max()) if values.size else 0.0
     if img.mode == "F":
         scale = 255.0 if top <= 1.0 else 1.0

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from exporter.core.errors import InputFileError, UsageError
-from exporter.core.preprocess import to_rgb
+from exporter.core.preprocess import size_problem, to_rgb
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 SPLITS = ("train", "val")
@@ -181,7 +181,8 @@ def _check_image(path: Path) -> str | None:
 
 
 def open_rgb(path: Path) -> Any:
-    """Decode an image file to RGB; a corrupt, truncated or decompression-bomb file raises.
+    """Decode an image file to RGB; a corrupt, truncated, decompression-bomb, empty, too
+    elongated (above ``MAX_ASPECT_RATIO``) or non-finite (NaN/Inf) image raises.
 
     Pillow's bomb limit stays on: its warning (over the limit) is raised as an error too,
     so such a file is handled like any other unreadable image.
@@ -192,8 +193,11 @@ def open_rgb(path: Path) -> Any:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as im:
+                problem = size_problem(im.width, im.height)  # from the header, before decoding
+                if problem is not None:
+                    raise ValueError(problem)
                 im.load()
-                return to_rgb(im)
+                return to_rgb(im)  # a NaN/Inf float image raises ValueError here
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise InputFileError(f"cannot decode image {path}: {exc}") from exc
     except Image.DecompressionBombWarning as exc:

@@ -17,8 +17,8 @@ import numpy as np
 
 from exporter.core.choices import device_kind
 from exporter.core.config import MAX_BATCH, MAX_TOP_K, PredictConfig, check_int
-from exporter.core.errors import GateFailed, InputFileError, UsageError
-from exporter.core.preprocess import Preprocessing
+from exporter.core.errors import GateFailed, InputFileError, PredictInputError, UsageError
+from exporter.core.preprocess import Preprocessing, finite_problem, size_problem
 from exporter.runtimes.base import Artifact, Runtime, get_runtime
 from exporter.serve.choice import choose_artifact
 from exporter.serve.images import BadImage, open_image
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from exporter.core.runfolder import Run
 
     ImageInput = str | Path | Image.Image | np.ndarray
+    ImagesInput = ImageInput | Sequence[ImageInput]
 
 
 @dataclass(frozen=True)
@@ -89,13 +90,16 @@ class Predictor:
         self.preprocessing = preprocessing
         self.image_size = artifact.image_size
         self._transform: Callable[[Any], Any] | None = None
+        self._closed = False
 
-    def preprocess(self, images: Sequence[ImageInput]) -> np.ndarray:
+    def preprocess(self, images: ImagesInput) -> np.ndarray:
         """Decode (paths, arrays) and transform images → ``(N, 3, H, W)`` float32.
 
         Raises:
-            InputFileError: a path is not a readable image (the message names it).
+            PredictInputError: an item is not a usable image (the message names it).
         """
+        self._check_open()
+        images = as_image_list(images)
         if self._transform is None:
             self._transform = self.preprocessing.eval_transform()
         n, size = len(images), self.image_size
@@ -109,23 +113,34 @@ class Predictor:
         """Preprocessed ``(N, 3, H, W)`` float32 → ``(N, C)`` float32 logits.
 
         Raises:
-            UsageError: wrong rank, channels, size or dtype.
+            PredictInputError: wrong type, rank, channels, size or dtype; NaN/Inf values (a
+                quantized artifact would turn them into confident, finite logits).
         """
-        x = np.asarray(batch)
+        self._check_open()
+        try:
+            x = np.asarray(batch)
+        except (TypeError, ValueError) as exc:  # ragged nested lists and the like
+            raise PredictInputError(f"expected a (N, 3, H, W) float32 array: {exc}") from None
         if x.ndim != 4 or x.shape[1] != 3 or x.shape[0] < 1:
-            raise UsageError(f"expected a (N, 3, H, W) batch, got shape {tuple(x.shape)}")
+            raise PredictInputError(f"expected a (N, 3, H, W) batch, got shape {tuple(x.shape)}")
         if not self.artifact.accepts_hw(x.shape[2], x.shape[3]):
-            raise UsageError(
+            raise PredictInputError(
                 f"{self.artifact.name} takes {self.image_size}x{self.image_size} inputs only, "
                 f"got {x.shape[2]}x{x.shape[3]}"
             )
         if x.dtype != np.float32:
-            raise UsageError(f"expected float32 input, got {x.dtype}")
+            raise PredictInputError(f"expected float32 input, got {x.dtype}")
+        finite = np.isfinite(x).reshape(len(x), -1).all(axis=1)
+        if not finite.all():
+            bad = np.flatnonzero(~finite)
+            raise PredictInputError(
+                f"input rows {bad[:8].tolist()} hold NaN or Inf values ({len(bad)} of {len(x)})"
+            )
         return np.asarray(self.runtime.infer(np.ascontiguousarray(x)), dtype=np.float32)
 
     def predict(
         self,
-        images: Sequence[ImageInput],
+        images: ImagesInput,
         *,
         top_k: int = PredictConfig.top_k,
         batch_size: int = PredictConfig.batch_size,
@@ -136,7 +151,8 @@ class Predictor:
         """Classify ``images`` ``batch_size`` at a time.
 
         Args:
-            images: paths, PIL images or HxWx3 uint8 RGB arrays.
+            images: a sequence of paths, PIL images or HxWx3 (or HxW) uint8 RGB arrays; one
+                such image alone counts as a list of one; an NxHxWx3 array is N images.
             top_k: classes per image (capped at the number of classes).
             batch_size: images per runtime call.
             progress: called ``(description, done, total)`` after each batch.
@@ -144,13 +160,23 @@ class Predictor:
                 first one raises.
             keep_logits: also return each image's raw logits.
 
+        Returns:
+            One :class:`Prediction` per usable image, in input order.
+
         Raises:
-            UsageError: top_k or batch_size out of range.
-            InputFileError: an unreadable image when ``on_error`` is None.
+            PredictInputError: top_k or batch_size out of range; the predictor is closed;
+                ``images`` is no image or sequence of images; an item is unusable (not an
+                image, unreadable, empty, too elongated, NaN/Inf pixels) when ``on_error`` is
+                None. The message names the item by its path or index.
             GateFailed: the model returned NaN/Inf logits (exit 1).
         """
-        check_int("--top-k", top_k, MAX_TOP_K)
-        check_int("--batch-size", batch_size, MAX_BATCH)
+        self._check_open()
+        try:
+            check_int("--top-k", top_k, MAX_TOP_K)
+            check_int("--batch-size", batch_size, MAX_BATCH)
+        except UsageError as exc:
+            raise PredictInputError(str(exc)) from None
+        images = as_image_list(images)
         results: list[Prediction] = []
         total = len(images)
         for start in range(0, total, batch_size):
@@ -172,13 +198,55 @@ class Predictor:
         return results
 
     def close(self) -> None:
-        self.runtime.close()
+        """Release the runtime; later calls raise :class:`PredictInputError`. Idempotent."""
+        if not self._closed:
+            self._closed = True
+            self.runtime.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise PredictInputError(
+                "this predictor is closed: call exporter.load(RUN) again (or use it in a "
+                "`with` block that is still open)"
+            )
 
     def __enter__(self) -> Predictor:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def as_image_list(images: Any) -> list[Any]:
+    """``predict``'s argument as a list of items: one image alone is a list of one.
+
+    Raises:
+        PredictInputError: neither an image nor a sequence of images (bytes included: pass
+            the path or a decoded image).
+    """
+    if isinstance(images, str | Path) or _is_pil(images):
+        return [images]
+    if isinstance(images, np.ndarray):
+        if images.ndim in (2, 3):
+            return [images]  # iterating would give one "image" per row
+        if images.ndim == 4:
+            return list(images)
+        raise PredictInputError(
+            f"expected an HxWx3 image or an NxHxWx3 batch of images, got an array of shape "
+            f"{images.shape}"
+        )
+    if isinstance(images, bytes | bytearray | memoryview) or not hasattr(images, "__iter__"):
+        raise PredictInputError(
+            f"expected an image (path, PIL image, HxWx3 uint8 array) or a sequence of them, "
+            f"got {type(images).__name__}"
+        )
+    return list(images)
+
+
+def _is_pil(item: Any) -> bool:
+    from PIL import Image
+
+    return isinstance(item, Image.Image)
 
 
 def _decode(
@@ -188,21 +256,35 @@ def _decode(
     good: list[Any] = []
     sources: list[str] = []
     for i, item in enumerate(chunk, start=start):
-        if isinstance(item, str | Path):
+        if isinstance(item, str | Path) and str(item):
             img, source = open_image(item), str(item)
         elif isinstance(item, np.ndarray):
             source = f"<array {i}>"
             img = _from_array(item, source)
+        elif _is_pil(item):
+            source = f"<image {i}>"
+            problem = size_problem(item.width, item.height) or finite_problem(item)
+            img = BadImage(source, problem) if problem else item
         else:
-            img, source = item, f"<image {i}>"
+            source = f"<item {i}>"
+            img = BadImage(
+                source,
+                f"{type(item).__name__} {shown_value(item)} is not an image: pass a path, a PIL "
+                "image or an HxWx3 uint8 array",
+            )
         if isinstance(img, BadImage):
             if on_error is None:
-                raise InputFileError(img.line())
+                raise PredictInputError(img.line())
             on_error(img)
             continue
         good.append(img)
         sources.append(source)
     return good, sources
+
+
+def shown_value(item: Any, limit: int = 40) -> str:
+    text = repr(item)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _from_array(array: np.ndarray, source: str) -> Image.Image | BadImage:
@@ -217,6 +299,9 @@ def _from_array(array: np.ndarray, source: str) -> Image.Image | BadImage:
         return BadImage(
             source, f"expected an HxWx3 uint8 RGB array, got {array.dtype} {array.shape}"
         )
+    problem = size_problem(array.shape[1], array.shape[0])
+    if problem is not None:
+        return BadImage(source, problem)
     return Image.fromarray(np.ascontiguousarray(array))
 
 

@@ -13,17 +13,22 @@ the gradient is the global batch's mean however it was split.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from exporter.train.common import _finite, check_finite
+from exporter.train.common import _finite, check_finite, divergence_warning
 from exporter.train.recipe import phase_lr_factor
 from exporter.train.stop import _Stop
 
 if TYPE_CHECKING:
     import torch
+
+
+class TrainingDivergedWarning(UserWarning):
+    """The training loss looks diverged (but is still finite, so training goes on)."""
 
 
 class EpochMixin:
@@ -193,6 +198,14 @@ class EpochMixin:
         }
         if self.dist.enabled:
             metrics["per_rank_images_per_s"] = self.dist.gather_object(own)
+        warning = divergence_warning(
+            [*(e.get("train_loss") for e in self.history), metrics["train_loss"]],
+            self.bundle.num_classes,
+        )
+        if warning is not None:  # recorded in train.json's epoch, and shown by the CLI
+            metrics["warning"] = f"epoch {epoch}: {warning}"
+            if self.dist.is_main:
+                warnings.warn(metrics["warning"], TrainingDivergedWarning, stacklevel=2)
         self.history.append(metrics)
         self.sums = self._zero_sums()
         if val["accuracy"] > self.best["val_accuracy"]:

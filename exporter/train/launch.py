@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
+import struct
 
 from exporter.core.config import LaunchSpec
 from exporter.core.errors import (
@@ -21,12 +23,18 @@ from exporter.core.errors import (
     UsageError,
 )
 
-__all__ = ["LaunchSpec", "WorkerFailed", "launch", "torchrun_args"]
+__all__ = ["LaunchSpec", "WorkerFailed", "check_rdzv_endpoint", "launch", "torchrun_args"]
 
 # Seconds the agent waits for workers to save their checkpoint after a signal (torchrun's
 # own default, 30 s, can be shorter than writing a VGG16 checkpoint to a slow disk).
 SHUTDOWN_TIMEOUT_S = 120
 WORKER_CODES = (1, 2, 3, 130, 143)  # TlxError exit codes: the worker printed why
+RDZV_DEFAULT_PORT = 29400  # torchrun's c10d default when the endpoint names no port
+PROBE_TIMEOUT_S = 5.0
+# c10d's TCPStore wire protocol (torch/csrc/distributed/c10d/TCPStoreBackend.hpp): a client
+# sends VALIDATE with this magic number, then PING with a nonce the store echoes back.
+_STORE_MAGIC = 0x3C85F7CE
+_QUERY_VALIDATE, _QUERY_PING = 0, 13
 
 
 def torchrun_args(spec: LaunchSpec, worker_args: list[str]) -> list[str]:
@@ -59,6 +67,8 @@ def launch(spec: LaunchSpec, worker_args: list[str]) -> None:
     from torch.distributed.elastic.rendezvous.api import RendezvousError
     from torch.distributed.run import get_args_parser, run
 
+    if spec.rdzv_endpoint:
+        check_rdzv_endpoint(str(spec.rdzv_endpoint))
     if "OMP_NUM_THREADS" not in os.environ:
         # torchrun would set 1 thread per worker; on CPU the cores are better split evenly.
         os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // spec.nproc))
@@ -91,6 +101,48 @@ def launch(spec: LaunchSpec, worker_args: list[str]) -> None:
         ) from None
     finally:
         agent_log.setLevel(old_level)
+
+
+def check_rdzv_endpoint(endpoint: str, *, timeout: float = PROBE_TIMEOUT_S) -> None:
+    """Fail fast when something other than a PyTorch rendezvous store holds ``HOST:PORT``.
+
+    torchrun's agent would connect to it and wait for a store's reply that never comes (its
+    TCPStore client ignores its own timeout there: 300 s+ in silence). Nothing listening is
+    fine (this node or another will host the store; a remote one that never comes up ends
+    in torchrun's rendezvous timeout, exit 3); a store that answers the ping is fine.
+
+    Raises:
+        EnvironmentUnavailable: the port answers but not as a store (exit 3).
+    """
+    host, _, port_text = endpoint.rpartition(":")
+    if not host or not port_text.isdigit():
+        host, port_text = endpoint, str(RDZV_DEFAULT_PORT)  # torchrun parses (and refuses) it
+    host = host.strip("[]")
+    try:
+        sock = socket.create_connection((host, int(port_text)), timeout=timeout)
+    except (OSError, ValueError, OverflowError):
+        return  # nothing there yet (or a name torchrun will refuse with its own message)
+    nonce = os.getpid() & 0xFFFFFFFF
+    with sock:
+        try:
+            sock.sendall(
+                struct.pack("=BI", _QUERY_VALIDATE, _STORE_MAGIC)
+                + struct.pack("=BI", _QUERY_PING, nonce)
+            )
+            reply = b""
+            while len(reply) < 4:
+                chunk = sock.recv(4 - len(reply))
+                if not chunk:
+                    break
+                reply += chunk
+        except OSError:  # timed out or reset: not a store
+            reply = b""
+    if reply != struct.pack("=I", nonce):
+        raise EnvironmentUnavailable(
+            f"--rdzv-endpoint {endpoint}: another program holds that port (it is not a PyTorch "
+            f"rendezvous store: no reply to the store's ping in {timeout:g} s), so the "
+            "training processes could never meet there; stop that program or pick a free port"
+        )
 
 
 class WorkerFailed(TlxError):

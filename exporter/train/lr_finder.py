@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-__all__ = ["LRFinderResult", "choose_lr", "find_lr", "plot_lr_find", "valley"]
+__all__ = ["LRFinderResult", "choose_lr", "find_lr", "plot_lr_find", "too_few_images", "valley"]
 
 
 START_LR = 1e-7
@@ -38,6 +38,10 @@ STEPS = 100
 MAX_IMAGES = 512  # penultimate features of this many training images feed the sweep
 SMOOTHING = 0.98  # exponential moving average of the loss, bias-corrected (fastai's beta)
 DIVERGE_FACTOR = 4.0  # stop once the smoothed loss exceeds 4× its minimum (fastai)
+# Below this many training images the sweep's 100 steps fit the same few images over and over:
+# the loss it records measures memorisation, not the LR's stability (10 images chose 0.042,
+# and training at it blew the loss up to 34,076). The default LR is used instead, with a warning.
+MIN_IMAGES = 50
 
 
 @dataclass
@@ -52,7 +56,7 @@ class LRFinderResult:
     valley_lr: float = 0.0
     seconds: float = 0.0
     images: int = 0
-    stopped: str = "end"  # "end" (swept to end_lr) | "diverged"
+    stopped: str = "end"  # "end" (swept to end_lr) | "diverged" | "skipped" (too few images)
     warning: str | None = None  # why the rule fell back, for train.json and the log
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -116,6 +120,8 @@ def find_lr(
     """
     import copy
 
+    if len(labels) < MIN_IMAGES:
+        return too_few_images(len(labels))
     t0 = time.perf_counter()
     penultimate = _penultimate_features(head, trunk_features, avgpool=avgpool)
     layer = copy.deepcopy(head[-1]).float().train()
@@ -142,6 +148,25 @@ def find_lr(
         images=len(labels),
         stopped=stopped,
         warning=warning,
+    )
+
+
+def too_few_images(n: int) -> LRFinderResult:
+    """No sweep: the default LR, and the warning train.json and the log carry."""
+    from exporter.core.config import TrainConfig
+
+    chosen = float(TrainConfig.lr)  # type: ignore[arg-type]
+    return LRFinderResult(
+        lrs=[],
+        losses=[],
+        chosen_lr=chosen,
+        rule="default (too few images)",
+        images=n,
+        stopped="skipped",
+        warning=(
+            f"only {n} training images (the range test needs at least {MIN_IMAGES}): the "
+            f"sweep would measure memorisation, so the default LR {chosen:g} is used"
+        ),
     )
 
 
@@ -252,7 +277,10 @@ def choose_lr(lrs: list[float], losses: list[float], stopped: str) -> tuple[floa
 
 
 def plot_lr_find(result: LRFinderResult, dest: Path) -> None:
-    """lr_find.png: smoothed loss against LR (log scale), the chosen LR marked."""
+    """lr_find.png: smoothed loss against LR (log scale), the chosen LR marked; nothing
+    when the sweep was skipped."""
+    if not result.lrs:
+        return
     import matplotlib
 
     matplotlib.use("Agg")

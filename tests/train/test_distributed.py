@@ -171,7 +171,7 @@ class _AloneAsRank1(DistContext):
 
 
 def test_only_rank_0_writes(tmp_path: Path) -> None:
-    data = DataConfig(source="synthetic", train_size=8, val_size=5, image_size=32, augment="off")
+    data = DataConfig(source="synthetic", train_size=10, val_size=5, image_size=32, augment="off")
     cfg = TrainConfig(data=data, weights="none", epochs=1, batch_size=8, out=str(tmp_path / "r"))
     record = Trainer(cfg, progress=None, resume=False, dist=_AloneAsRank1()).run()
     assert record["status"] == "completed" and record["distributed"]["world_size"] == 2

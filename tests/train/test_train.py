@@ -40,7 +40,7 @@ def final_weights(run: Path) -> dict[str, torch.Tensor]:
 
 
 def test_one_step_changes_only_trainable_params_and_writes_the_run(tmp_path: Path) -> None:
-    cfg = tiny(tmp_path / "run", train_size=8)  # one step
+    cfg = tiny(tmp_path / "run", train_size=10, batch_size=10)  # one step
     torch.manual_seed(cfg.seed)
     before = build_vgg16(num_classes=10, weights="none").state_dict()
     result = fit(cfg)
@@ -105,7 +105,9 @@ def test_unfreeze_flips_named_params_and_adds_group(tmp_path: Path) -> None:
 
 
 def test_unfreeze_phase_trains_the_trunk_without_cache(tmp_path: Path) -> None:
-    cfg = tiny(tmp_path / "run", train_size=8, epochs=2, unfreeze_at=2, unfreeze_from="1")
+    cfg = tiny(
+        tmp_path / "run", train_size=10, batch_size=10, epochs=2, unfreeze_at=2, unfreeze_from="1"
+    )
     torch.manual_seed(cfg.seed)
     before = build_vgg16(num_classes=10, weights="none").state_dict()
     rec = fit(cfg).record

@@ -24,6 +24,10 @@ AUGMENT_MODES = AUTO_ON_OFF
 AUGMENT_MIN_SIZE = 64
 SYNTHETIC_TRAIN_SIZE = 2000
 SYNTHETIC_VAL_SIZE = 500
+# The synthetic dataset's classes (exporter.data.synthetic, which core cannot import; a test
+# checks that the two agree). Labels are cycled over them, so --train-size below this leaves
+# classes never seen in training: refused, as an image folder with an empty class is.
+SYNTHETIC_CLASSES = 10
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,12 @@ class DataConfig:
         if self.source == "synthetic" and (self.train_size < 1 or self.val_size < 1):
             raise UsageError(
                 f"--train-size and --val-size must be >= 1, got {self.train_size} / {self.val_size}"
+            )
+        if self.source == "synthetic" and self.train_size < SYNTHETIC_CLASSES:
+            raise UsageError(
+                f"--train-size {self.train_size}: the synthetic data has {SYNTHETIC_CLASSES} "
+                f"classes, so give at least {SYNTHETIC_CLASSES} training images (one per class; "
+                "an image folder needs a training image in every class too)"
             )
         for name, limit in (("--limit-train", self.limit_train), ("--limit-val", self.limit_val)):
             if limit is not None and (
