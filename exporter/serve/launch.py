@@ -18,7 +18,7 @@ import sysconfig
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +34,7 @@ from exporter.serve.client import (
     PARAM_RUNTIME,
     PARAM_SHA256,
 )
+from exporter.serve.model_callable import infer_callable, patch_stub_model
 
 if TYPE_CHECKING:
     from exporter.serve.predictor import Predictor
@@ -83,16 +84,6 @@ def libpython_on_library_path() -> Iterator[None]:
             os.environ["LD_LIBRARY_PATH"] = old
 
 
-def _infer_function(predictor: Predictor) -> Callable[..., dict[str, np.ndarray]]:
-    from pytriton.decorators import batch
-
-    @batch
-    def infer(**inputs: np.ndarray) -> dict[str, np.ndarray]:
-        return {OUTPUT_NAME: predictor.logits(inputs[INPUT_NAME])}
-
-    return infer
-
-
 def bind(triton_mod: Any, predictors: list[Predictor], cfg: ServeConfig) -> Any:
     """A configured (not yet started) ``pytriton.triton.Triton`` with the model bound.
 
@@ -124,15 +115,18 @@ def bind(triton_mod: Any, predictors: list[Predictor], cfg: ServeConfig) -> Any:
     )
     triton.bind(
         model_name=cfg.model_name,
-        infer_func=[_infer_function(p) for p in predictors],
+        # One response per request: a malformed request fails alone (model_callable.py).
+        infer_func=[infer_callable(p, max_batch=cfg.max_batch) for p in predictors],
         inputs=[Tensor(name=INPUT_NAME, dtype=np.float32, shape=(3, size, size))],
         outputs=[Tensor(name=OUTPUT_NAME, dtype=np.float32, shape=(len(first.classes),))],
         config=ModelConfig(
             max_batch_size=cfg.max_batch,
             batcher=DynamicBatcher(max_queue_delay_microseconds=cfg.max_queue_delay_us),
         ),
-        strict=True,
+        # Not strict: PyTriton's output check would refuse the per-request error entries.
+        strict=False,
     )
+    patch_stub_model(triton, cfg.model_name)
     _name_artifact(triton, cfg.model_name, first)
     triton.tlx_log_dir = log_dir
     return triton
