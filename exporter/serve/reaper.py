@@ -22,6 +22,7 @@ import contextlib
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -92,10 +93,29 @@ def remove_triton_repository(folder: Path) -> None:
         shutil.rmtree(recorded, ignore_errors=True)
 
 
+def _own_root() -> Path:
+    """:func:`workspace_root`, created if missing; refused if another user could have made it.
+
+    Raises:
+        EnvironmentUnavailable: it is a link, not a folder, or not this user's (exit 3).
+    """
+    from exporter.core.errors import EnvironmentUnavailable
+
+    root = workspace_root()
+    with contextlib.suppress(FileExistsError):
+        root.mkdir(mode=0o700)
+    info = root.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+        raise EnvironmentUnavailable(
+            f"{root} is not a folder of this user (uid {os.getuid()}); remove it, or point "
+            "TMPDIR elsewhere"
+        )
+    return root
+
+
 def new_workspace() -> Path:
     """A fresh folder for this process's start, under :func:`workspace_root`, owner recorded."""
-    root = workspace_root()
-    root.mkdir(mode=0o700, exist_ok=True)
+    root = _own_root()
     folder = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=root))
     (folder / OWNER_FILE).write_text(f"{os.getpid()} {start_time(os.getpid())}\n")
     return folder
@@ -107,9 +127,9 @@ def clean_stale_workspaces() -> list[Path]:
     Returns:
         The folders deleted.
     """
-    root = workspace_root()
+    root = _own_root()
     removed = []
-    for folder in sorted(root.glob("*")) if root.is_dir() else []:
+    for folder in sorted(root.glob("*")):
         try:
             pid_text, started = (folder / OWNER_FILE).read_text().split()
             pid = int(pid_text)

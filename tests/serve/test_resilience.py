@@ -107,6 +107,17 @@ def test_stale_workspaces_of_dead_owners_are_cleaned_and_live_ones_kept(
     assert not (shm_made and shm.exists())
 
 
+def test_a_workspace_root_that_is_a_link_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "root").symlink_to(tmp_path / "elsewhere")
+    monkeypatch.setattr(reaper, "workspace_root", lambda: tmp_path / "root")
+    with pytest.raises(EnvironmentUnavailable, match="not a folder of this user"):
+        reaper.new_workspace()
+    assert not list((tmp_path / "elsewhere").iterdir())
+
+
 def test_the_reaper_kills_and_deletes_what_it_was_told_when_its_owner_vanishes(
     tmp_path: Path,
 ) -> None:
