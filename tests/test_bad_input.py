@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -872,3 +872,119 @@ def test_disk_full_is_exit_3_and_keeps_the_previous_file(
     assert (run / "train.json").read_bytes() == before
     assert not (run / "manifest.json").exists()  # never half-written
     assert not list(run.glob(fsio.TMP_PREFIX + "*"))
+
+
+# --- `tlx verify --server` against a server that breaks the protocol (issue 24) ----------
+# A tiny fake KServe v2 server (http.server in a thread) answers each malformed variant; the
+# real-server cases (malformed requests, a killed stub, a killed `tlx serve`) are in
+# tests/serve/test_server.py and tests/serve/test_resilience.py.
+
+_GOOD_CONFIG = {
+    "name": "vgg16",
+    "max_batch_size": 16,
+    "input": [{"name": "input", "data_type": "TYPE_FP32", "dims": [3, 32, 32]}],
+    "output": [{"name": "logits", "data_type": "TYPE_FP32", "dims": [10]}],
+    "instance_group": [{"count": 1}],
+    "parameters": {},
+}
+
+
+def _config_with(**changes: object) -> dict:
+    return {**_GOOD_CONFIG, **changes}
+
+
+def _answer(rows: int | None = None, cols: int = 10, shape: list | None = None) -> Callable:
+    """An infer answer in JSON: ``rows`` x ``cols`` zeros (rows: as many as were sent)."""
+
+    def answer(sent: int) -> dict:
+        n = sent if rows is None else rows
+        return {
+            "outputs": [
+                {
+                    "name": "logits",
+                    "datatype": "FP32",
+                    "shape": shape or [n, cols],
+                    "data": [0.0] * (n * cols),
+                }
+            ]
+        }
+
+    return answer
+
+
+# id -> (config (or a non-dict JSON value), infer answer, what the one error line names)
+MALFORMED_SERVERS = {
+    "server-config-a-list": ([_GOOD_CONFIG], _answer(), "json list"),
+    "server-input-without-name": (
+        _config_with(input=[{"data_type": "TYPE_FP32", "dims": [3, 32, 32]}]),
+        _answer(),
+        "no 'name'",
+    ),
+    "server-string-dims": (
+        _config_with(input=[{"name": "input", "dims": ["3", "32", "32"]}]),
+        _answer(),
+        "input dims",
+    ),
+    "server-string-count": (_config_with(instance_group=[{"count": "two"}]), _answer(), "count"),
+    "server-string-max-batch": (_config_with(max_batch_size="16"), _answer(), "max_batch_size"),
+    "server-wrong-output-rows": (_GOOD_CONFIG, _answer(rows=1), "expected ["),
+    "server-wrong-output-classes": (_GOOD_CONFIG, _answer(cols=7), "7 logits per image"),
+    "server-shape-not-the-data": (_GOOD_CONFIG, _answer(shape=[3, 3]), "malformed infer response"),
+}
+
+
+@pytest.fixture(scope="module")
+def fake_server() -> Iterator[tuple[str, dict]]:
+    """A KServe v2 look-alike on a free port; ``behaviour`` sets its config and answers."""
+    import http.server
+    import threading
+
+    behaviour: dict = {}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *_: object) -> None:
+            pass
+
+        def _send(self, payload: object) -> None:
+            body = json.dumps(payload).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self) -> None:
+            self._send(behaviour["config"] if self.path.endswith("/config") else {})
+
+        def do_POST(self) -> None:
+            length = int(self.headers["Content-Length"])
+            head = int(self.headers.get("Inference-Header-Content-Length", length))
+            header = json.loads(self.rfile.read(length)[:head])
+            self._send(behaviour["answer"](int(header["inputs"][0]["shape"][0])))
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", behaviour
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED_SERVERS))
+def test_verify_server_with_a_malformed_answer_is_exit_2_in_one_line(
+    case: str, fake_server: tuple[str, dict], pristine_run: Path, tmp_path: Path
+) -> None:
+    from exporter.core.manifest import FileRecord, Manifest, save_manifest
+
+    url, behaviour = fake_server
+    behaviour["config"], behaviour["answer"], says = MALFORMED_SERVERS[case]
+    run = tmp_path / "run"
+    shutil.copytree(pristine_run, run, copy_function=_link_weights_copy_rest)
+    save_manifest(run, Manifest(source=FileRecord.of(run, "model.safetensors"), metadata={}))
+    result = CliRunner().invoke(app, ["verify", str(run), "--server", url, "--samples", "4"])
+    stderr = result.stderr
+    assert result.exit_code == 2, (result.exit_code, stderr, result.stdout[-500:])
+    assert "Traceback" not in stderr and "Traceback" not in result.stdout
+    errors = [ln for ln in stderr.splitlines() if ln.lower().startswith("error")]
+    assert len(errors) == 1, stderr
+    assert url in errors[0] and says in errors[0].lower(), errors[0]

@@ -85,7 +85,8 @@ def serve_command(
 
     Prints one `ready` line once the model is warm and answered a request through the server.
     Exit codes: 0 stopped cleanly by a signal, 2 bad option or run, 3 the server cannot start
-    here (nvidia-pytriton missing, a port in use) or stopped by itself.
+    here (nvidia-pytriton missing, a port in use) or stopped by itself (tritonserver exited,
+    or a model instance's backend process died: a supervisor should restart it).
     """
     stop = StopRequest()
     _on_signals(stop)

@@ -12,7 +12,7 @@ import http.client
 import ipaddress
 import json
 import socket
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -39,6 +39,10 @@ class ServerError(Exception):
         super().__init__(f"HTTP {status}: {message}")
         self.status = status
         self.message = message
+
+
+class MalformedAnswer(UsageError, ValueError):
+    """An answer that breaks the KServe v2 protocol: exit 2; a load test counts a failure."""
 
 
 @dataclass(frozen=True)
@@ -69,8 +73,6 @@ class ServedModel:
         return self.parameters.get(PARAM_PRECISION)
 
     def to_dict(self) -> dict[str, Any]:
-        from dataclasses import asdict
-
         d = {**asdict(self), "input_dims": list(self.input_dims)}
         return {**d, "artifact": self.artifact, "sha256": self.sha256, "precision": self.precision}
 
@@ -157,7 +159,16 @@ class TritonHttpClient:
         status, _, data = self._request("GET", path)
         if status != 200:
             raise ServerError(status, _error_text(data))
-        return json.loads(data or b"{}")
+        try:
+            answer = json.loads(data or b"{}")
+        except ValueError:
+            raise MalformedAnswer(f"--server {self.url}: {path} did not answer JSON") from None
+        if not isinstance(answer, dict):
+            raise MalformedAnswer(
+                f"--server {self.url}: {path} answered a JSON {type(answer).__name__}, "
+                "not an object; is it a KServe v2 (Triton) server?"
+            )
+        return answer
 
     def server_ready(self) -> bool:
         """``/v2/health/ready``; False when nothing answers."""
@@ -180,6 +191,7 @@ class TritonHttpClient:
         Raises:
             EnvironmentUnavailable: nothing answers at the URL (exit 3).
             UsageError: no such model, or not a single-input single-output model.
+            MalformedAnswer: the config is not a KServe v2 model config.
         """
         try:
             cfg = self.get_json(f"/v2/models/{quote(model)}/config")
@@ -199,7 +211,7 @@ class TritonHttpClient:
         """The model's entry of ``/v2/models/<m>/stats`` (Triton's statistics extension)."""
         data = self.get_json(f"/v2/models/{quote(model)}/stats")
         entries = data.get("model_stats") or [{}]
-        return entries[0]
+        return entries[0] if isinstance(entries, list) and isinstance(entries[0], dict) else {}
 
     def infer(
         self,
@@ -213,6 +225,7 @@ class TritonHttpClient:
 
         Raises:
             ServerError: the server refused the request (its message says why).
+            MalformedAnswer: the answer is not a ``(N, C)`` output for the ``N`` images sent.
             OSError: the connection failed.
         """
         x = np.ascontiguousarray(x)
@@ -241,7 +254,16 @@ class TritonHttpClient:
         )
         if status != 200:
             raise ServerError(status, _error_text(data))
-        return decode_response(data, response.getheader(HEADER_LENGTH), output_name)
+        try:
+            out = decode_response(data, response.getheader(HEADER_LENGTH), output_name)
+        except MalformedAnswer as exc:
+            raise MalformedAnswer(f"--server {self.url}: {exc}") from None
+        if out.ndim != 2 or out.shape[0] != x.shape[0]:
+            raise MalformedAnswer(
+                f"--server {self.url}: answered {x.shape[0]} image(s) with output "
+                f"{output_name!r} of shape {list(out.shape)}; expected [{x.shape[0]}, classes]"
+            )
+        return out
 
 
 def check_served_model(info: Any, served: ServedModel) -> list[str]:
@@ -276,9 +298,8 @@ def check_served_model(info: Any, served: ServedModel) -> list[str]:
         return [f"the server does not name the file it serves; assumed to be {info.run_dir}'s"]
     # An opened run has read the manifest already.
     manifest = info.manifest if isinstance(info, Run) else load_manifest(info.run_dir)
-    for entry in manifest.artifacts.values():
-        if entry.files and entry.files[0].sha256 == served.sha256:
-            return []
+    if any(e.files and e.files[0].sha256 == served.sha256 for e in manifest.artifacts.values()):
+        return []
     raise UsageError(
         f"the server serves {served.artifact} (sha256 {served.sha256[:12]}…), which is not a "
         f"file of {info.run_dir}'s manifest: point --server at a server of this run"
@@ -286,24 +307,44 @@ def check_served_model(info: Any, served: ServedModel) -> list[str]:
 
 
 def decode_response(data: bytes, header_length: str | None, output_name: str) -> np.ndarray:
-    """The named output of an infer response, binary or JSON, as a float32 array."""
-    size = int(header_length) if header_length else len(data)
-    body = json.loads(data[:size])
-    offset = size
-    for out in body.get("outputs", []):
-        shape = tuple(int(d) for d in out["shape"])
-        dtype = _DTYPES.get(out.get("datatype", ""), np.float32)
-        nbytes = (out.get("parameters") or {}).get("binary_data_size")
-        if nbytes is not None:
-            array = np.frombuffer(
-                data, dtype=dtype, count=int(nbytes) // np.dtype(dtype).itemsize, offset=offset
-            ).reshape(shape)
-            offset += int(nbytes)
-        else:
-            array = np.asarray(out["data"], dtype=dtype).reshape(shape)
-        if out.get("name") == output_name:
-            return array.astype(np.float32)
-    raise ServerError(200, f"the response has no output {output_name!r}")
+    """The named output of an infer response, binary or JSON, as a float32 array.
+
+    Raises:
+        MalformedAnswer: not a KServe v2 response, or no output of that name.
+    """
+    try:
+        size = int(header_length) if header_length else len(data)
+        body = json.loads(data[:size])
+        outputs = body.get("outputs", [])
+        if not isinstance(outputs, list):
+            raise TypeError("'outputs' is not a list")
+        offset = size
+        for out in outputs:
+            shape = tuple(_count(d, "shape") for d in out["shape"])
+            dtype = _DTYPES.get(out.get("datatype", ""), np.float32)
+            nbytes = (out.get("parameters") or {}).get("binary_data_size")
+            if nbytes is not None:
+                nbytes = _count(nbytes, "binary_data_size")
+                if offset + nbytes > len(data):
+                    raise ValueError(f"binary_data_size {nbytes} runs past the body")
+                array = np.frombuffer(
+                    data, dtype=dtype, count=nbytes // np.dtype(dtype).itemsize, offset=offset
+                ).reshape(shape)
+                offset += nbytes
+            else:
+                array = np.asarray(out["data"], dtype=dtype).reshape(shape)
+            if out.get("name") == output_name:
+                return array.astype(np.float32)
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
+        reason = f"missing {exc}" if isinstance(exc, KeyError) else " ".join(str(exc).split())
+        raise MalformedAnswer(f"a malformed infer response ({reason[:200]})") from None
+    raise MalformedAnswer(f"the infer response has no output {output_name!r}")
+
+
+def _count(value: Any, what: str) -> int:  # JSON's non-negative integers only
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{what} holds {value!r}, not a count")
+    return value
 
 
 def _error_text(data: bytes) -> str:
@@ -315,26 +356,43 @@ def _error_text(data: bytes) -> str:
 
 def _served_model(url: str, name: str, cfg: dict[str, Any]) -> ServedModel:
     inputs, outputs = cfg.get("input") or [], cfg.get("output") or []
-    if len(inputs) != 1 or len(outputs) != 1:
+    if (
+        isinstance(inputs, list)
+        and isinstance(outputs, list)
+        and (len(inputs), len(outputs)) != (1, 1)
+    ):
         raise UsageError(
             f"--server {url}: model {name!r} has {len(inputs)} inputs and {len(outputs)} outputs; "
             "tlx talks to one-input, one-output classifiers (as `tlx serve` serves them)"
         )
-    dims = tuple(int(d) for d in inputs[0].get("dims", []))
-    out_dims = [int(d) for d in outputs[0].get("dims", [])]
-    params = {
-        k: str((v or {}).get("string_value", "")) for k, v in (cfg.get("parameters") or {}).items()
-    }
-    groups = cfg.get("instance_group") or [{}]
-    return ServedModel(
-        name=name,
-        max_batch_size=int(cfg.get("max_batch_size", 0)),
-        input_name=inputs[0]["name"],
-        input_dims=dims,
-        input_datatype=str(inputs[0].get("data_type", "TYPE_FP32")).removeprefix("TYPE_"),
-        output_name=outputs[0]["name"],
-        num_classes=out_dims[-1] if out_dims else 0,
-        instances=sum(int(g.get("count", 1)) for g in groups),
-        dynamic_batching=dict(cfg.get("dynamic_batching") or {}),
-        parameters=params,
-    )
+    try:
+        params = {
+            str(k): str((v or {}).get("string_value", ""))
+            for k, v in cfg.get("parameters", {}).items()
+        }
+        groups = cfg.get("instance_group") or [{}]
+        served = ServedModel(
+            name=name,
+            max_batch_size=_count(cfg.get("max_batch_size", 0), "max_batch_size"),
+            input_name=_text(inputs[0]["name"]),
+            input_dims=tuple(_count(d, "input dims") for d in inputs[0].get("dims", [])),
+            input_datatype=str(inputs[0].get("data_type", "TYPE_FP32")).removeprefix("TYPE_"),
+            output_name=_text(outputs[0]["name"]),
+            num_classes=([0] + [_count(d, "output dims") for d in outputs[0].get("dims", [])])[-1],
+            instances=sum(_count(g.get("count", 1), "instance_group count") for g in groups),
+            dynamic_batching=dict(cfg.get("dynamic_batching") or {}),
+            parameters=params,
+        )
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
+        reason = f"no {exc}" if isinstance(exc, KeyError) else " ".join(str(exc).split())
+        raise MalformedAnswer(
+            f"--server {url}: the config of model {name!r} is malformed ({reason[:200]}); "
+            "is it a KServe v2 (Triton) server?"
+        ) from None
+    return served
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"a tensor name is {value!r}, not a string")
+    return value

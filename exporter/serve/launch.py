@@ -13,11 +13,13 @@ import contextlib
 import os
 import re
 import shutil
+import signal
 import sys
 import sysconfig
 import tempfile
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,12 +36,21 @@ from exporter.serve.client import (
     PARAM_RUNTIME,
     PARAM_SHA256,
 )
+from exporter.serve.model_callable import infer_callable, patch_stub_model
+from exporter.serve.reaper import (
+    REPOSITORY_FILE,
+    descendants,
+    kill_tree,
+    remove_triton_repository,
+    start_time,
+)
 
 if TYPE_CHECKING:
     from exporter.serve.predictor import Predictor
 
 STARTUP_TIMEOUT_S = 180.0
 LOG_NAME = "tritonserver.log"
+STUB_NAME = "triton_python_backend_stub"
 PYTRITON_FIX = "install it with: pip install 'tlx[serve]' (nvidia-pytriton, Linux only)"
 
 
@@ -83,23 +94,14 @@ def libpython_on_library_path() -> Iterator[None]:
             os.environ["LD_LIBRARY_PATH"] = old
 
 
-def _infer_function(predictor: Predictor) -> Callable[..., dict[str, np.ndarray]]:
-    from pytriton.decorators import batch
-
-    @batch
-    def infer(**inputs: np.ndarray) -> dict[str, np.ndarray]:
-        return {OUTPUT_NAME: predictor.logits(inputs[INPUT_NAME])}
-
-    return infer
-
-
-def bind(triton_mod: Any, predictors: list[Predictor], cfg: ServeConfig) -> Any:
+def bind(triton_mod: Any, predictors: list[Predictor], cfg: ServeConfig, *, folder: Path) -> Any:
     """A configured (not yet started) ``pytriton.triton.Triton`` with the model bound.
 
-    Its log goes to ``<log_dir>/tritonserver.log`` (``triton.tlx_log_dir``), so stdout stays
-    for the ``ready`` line and a failure can quote the server's own reason.
+    Everything it writes goes into ``folder`` (``triton.tlx_log_dir``, created here): its log,
+    ``tritonserver.log``, so stdout stays for the ``ready`` line and a failure can quote the
+    server's own reason, and PyTriton's workspace (a copy of tritonserver, the sockets).
     """
-    log_dir = Path(tempfile.mkdtemp(prefix="tlx-serve-"))
+    log_dir = Path(tempfile.mkdtemp(prefix="attempt-", dir=folder))
     from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
 
     first = predictors[0]
@@ -120,19 +122,23 @@ def bind(triton_mod: Any, predictors: list[Predictor], cfg: ServeConfig) -> Any:
     restricted = [e for e in triton_mod.DEFAULT_PROTECTED_ENDPOINTS if e != "statistics"]
     triton = triton_mod.Triton(
         config=config,
+        workspace=log_dir / "pytriton",
         security_config=triton_mod.TritonSecurityConfig(restricted_endpoints=restricted),
     )
     triton.bind(
         model_name=cfg.model_name,
-        infer_func=[_infer_function(p) for p in predictors],
+        # One response per request: a malformed request fails alone (model_callable.py).
+        infer_func=[infer_callable(p, max_batch=cfg.max_batch) for p in predictors],
         inputs=[Tensor(name=INPUT_NAME, dtype=np.float32, shape=(3, size, size))],
         outputs=[Tensor(name=OUTPUT_NAME, dtype=np.float32, shape=(len(first.classes),))],
         config=ModelConfig(
             max_batch_size=cfg.max_batch,
             batcher=DynamicBatcher(max_queue_delay_microseconds=cfg.max_queue_delay_us),
         ),
-        strict=True,
+        # Not strict: PyTriton's output check would refuse the per-request error entries.
+        strict=False,
     )
+    patch_stub_model(triton, cfg.model_name)
     _name_artifact(triton, cfg.model_name, first)
     triton.tlx_log_dir = log_dir
     return triton
@@ -167,8 +173,10 @@ class Launcher:
     stops tritonserver, so no server outlives tlx.
     """
 
-    def __init__(self, triton: Any) -> None:
+    def __init__(self, triton: Any, on_process: Callable[[int], None] | None = None) -> None:
         self.triton = triton
+        self.on_process = on_process  # told each process of the server's, once
+        self._reported: set[int] = set()
         self.log_dir: Path | None = getattr(triton, "tlx_log_dir", None)
         self.error: BaseException | None = None
         self.started = threading.Event()
@@ -189,6 +197,7 @@ class Launcher:
         self._thread.start()
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while not self.started.wait(0.2):
+            self._report_processes()
             if stop.is_set():
                 signum = int(getattr(stop, "signum", 15))
                 raise Interrupted("tlx serve was stopped during start-up", signum=signum)
@@ -199,10 +208,60 @@ class Launcher:
                     f"the Triton server was not ready after {STARTUP_TIMEOUT_S:.0f} s: "
                     f"{self.log_tail() or 'no log'}"
                 )
+        self._report_processes()
         if self.error is not None:
             raise EnvironmentUnavailable(
                 _startup_reason(self.error, self.log_tail())
             ) from self.error
+
+    def terminate(self, grace_s: float) -> None:
+        """SIGINT tritonserver (it drains), and SIGKILL its tree if it still runs after grace_s."""
+        pid = self.server_pid()
+        started = start_time(pid) if pid else None
+        if pid is None or started is None:
+            return
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGINT)
+        deadline = time.monotonic() + grace_s
+        while start_time(pid) == started and time.monotonic() < deadline:
+            time.sleep(0.1)
+        kill_tree(pid, started)
+
+    def server_pid(self) -> int | None:
+        server = getattr(self.triton, "_triton_server", None)  # PyTriton 0.7's process wrapper
+        running = getattr(server, "_tritonserver_running_cmd", None)
+        return getattr(running, "pid", None)
+
+    def stubs(self) -> dict[int, list[str]]:
+        """The Python-backend stub processes (one per model instance): pid → command line.
+
+        The stub's arguments (python_backend's): ``argv[1]`` is the model file in Triton's copy
+        of the repository, ``argv[9]`` the instance's name (e.g. ``vgg16_0_1``).
+        """
+        pid = self.server_pid()
+        found = {}
+        for child in descendants(pid) if pid else []:
+            try:
+                argv = Path(f"/proc/{child}/cmdline").read_bytes().decode().split("\0")
+            except (OSError, UnicodeDecodeError):
+                continue
+            if argv[0].endswith(STUB_NAME) and len(argv) > 9:
+                found[child] = argv
+        return found
+
+    def _report_processes(self) -> None:
+        stubs = self.stubs()
+        if stubs and self.log_dir is not None and not (self.log_dir / REPOSITORY_FILE).exists():
+            # Triton copies the model into /tmp/folderXXXXXX: recorded, so that whoever cleans
+            # up after a killed tlx (reaper.py) deletes it too.
+            repository = Path(next(iter(stubs.values()))[1]).parent.parent
+            (self.log_dir / REPOSITORY_FILE).write_text(str(repository))
+        if self.on_process is None:
+            return
+        for pid in [self.server_pid() or 0, *stubs]:
+            if pid and pid not in self._reported:
+                self._reported.add(pid)
+                self.on_process(pid)
 
     def log_tail(self, lines: int = 3) -> str:
         """The server's last error lines (Triton prefixes them with ``E``), else its last lines."""
@@ -227,6 +286,7 @@ class Launcher:
             self._thread.join(timeout=5)
             late = drain_shortfall(self._log_text())
             if self.log_dir is not None:
+                remove_triton_repository(self.log_dir)
                 shutil.rmtree(self.log_dir, ignore_errors=True)
         return late
 
@@ -257,6 +317,25 @@ def drain_shortfall(log: str) -> str | None:
         if counts and int(counts[-1]):
             found.append(f"{counts[-1]} {what}")
     return ", ".join(found) or "Triton's exit timeout expired"
+
+
+# How a lost start-up handshake between PyTriton's processes reads (pytriton #109): a timeout
+# waiting for the first stub's socket, a refused or empty connection to it.
+HANDSHAKE_MARKERS = (
+    "Timeout occurred while waiting for config file",
+    "get_config_from_handshake_server",
+    "Invalid JSON response from the server",
+)
+
+
+def handshake_race(exc: BaseException) -> bool:
+    """True when a failed start lost the start-up handshake race (a fresh start may win)."""
+    texts = [str(exc)]
+    cause = exc.__cause__
+    if cause is not None:
+        texts.append(str(cause))
+        texts += [frame.name for frame in traceback.extract_tb(cause.__traceback__)]
+    return any(marker in text for marker in HANDSHAKE_MARKERS for text in texts)
 
 
 def _startup_reason(error: BaseException, log_tail: str) -> str:

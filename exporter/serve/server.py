@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import socket
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,18 +30,26 @@ from exporter.core.choices import CUDA, device_kind
 from exporter.core.config import ServeConfig
 from exporter.core.errors import EnvironmentUnavailable, GateFailed, UsageError
 from exporter.serve.client import TritonHttpClient
-from exporter.serve.launch import Launcher, bind, import_pytriton, libpython_on_library_path
+from exporter.serve.launch import (
+    Launcher,
+    bind,
+    handshake_race,
+    import_pytriton,
+    libpython_on_library_path,
+)
+from exporter.serve.reaper import Reaper, clean_stale_workspaces, new_workspace, start_time
 
 if TYPE_CHECKING:
     from exporter.core.runfolder import Run
     from exporter.serve.predictor import Predictor
 
 # With several instances, PyTriton's stubs start in parallel and every instance but the first
-# waits only 1 s for the first one's handshake socket (pytriton #109): on a busy machine the
-# load fails with this message. A fresh start usually wins the race.
-INSTANCE_HANDSHAKE_RACE = "Timeout occurred while waiting for config file"
-STARTUP_ATTEMPTS = 3
+# (and tlx's side) waits only 1 s for the first one's handshake socket (pytriton #109): on a
+# busy machine the load fails (launch.py: handshake_race). A fresh start usually wins the race.
+STARTUP_ATTEMPTS = 4
 WARMUP_MAX_BATCH = 64
+# After a model instance died, how long the other one may finish what it has in flight.
+DEAD_INSTANCE_GRACE_S = 5.0
 
 
 @dataclass
@@ -50,6 +60,10 @@ class RunningServer:
     predictors: list[Predictor]
     config: ServeConfig
     self_check_max_abs: float = float("nan")
+    workspace: Path | None = None
+    reaper: Reaper | None = None
+    # The backend stub of every model instance: pid → (instance name, start time).
+    instances: dict[int, tuple[str, str | None]] = field(default_factory=dict)
     _stopped: bool = False
 
     @property
@@ -85,10 +99,26 @@ class RunningServer:
         }
 
     def alive(self) -> bool:
-        return not self._stopped and bool(self.launcher.triton.is_alive())
+        if self._stopped or self.dead_instances():
+            return False
+        return bool(self.launcher.triton.is_alive())
+
+    def dead_instances(self) -> list[str]:
+        """The model instances whose backend stub process is gone (e.g. killed, OOM)."""
+        return [
+            f"{name} (backend stub pid {pid})"
+            for pid, (name, started) in self.instances.items()
+            if start_time(pid) != started
+        ]
 
     def failure(self) -> str:
-        """Why the server is no longer alive, from the tail of its log."""
+        """Why the server is no longer alive: a dead instance, else the tail of its log."""
+        dead = self.dead_instances()
+        if dead:
+            return (
+                f"model instance {', '.join(dead)} died, so Triton would fail every request "
+                "it routes there; stopped serving so that a supervisor restarts tlx serve"
+            )
         return self.launcher.log_tail() or "tritonserver exited"
 
     def stop(self) -> str | None:
@@ -100,12 +130,15 @@ class RunningServer:
         """
         if self._stopped:
             return None
+        if self.dead_instances():  # Triton's drain would wait for what the dead one held
+            self.launcher.terminate(min(DEAD_INSTANCE_GRACE_S, self.config.drain_timeout_s))
         self._stopped = True
         try:
             return self.launcher.stop()
         finally:
             for p in self.predictors:
                 p.close()
+            _release(self.workspace, self.reaper)
 
 
 def start_server(
@@ -135,10 +168,15 @@ def start_server(
     triton_mod = import_pytriton()
     check_ports(cfg)
     predictors = _load_predictors(run, cfg)
-    launcher = None
+    launcher = workspace = reaper = None
     try:
+        clean_stale_workspaces()  # of earlier starts that were killed
+        workspace = new_workspace()
+        reaper = Reaper()
+        reaper.watch_folder(workspace)
         for attempt in range(1, STARTUP_ATTEMPTS + 1):
-            launcher = Launcher(bind(triton_mod, predictors, cfg))
+            triton = bind(triton_mod, predictors, cfg, folder=workspace)
+            launcher = Launcher(triton, on_process=reaper.watch_process)
             try:
                 with libpython_on_library_path():
                     launcher.start(stop or threading.Event())
@@ -146,9 +184,13 @@ def start_server(
             except EnvironmentUnavailable as exc:
                 launcher.stop()
                 launcher = None
-                if attempt == STARTUP_ATTEMPTS or INSTANCE_HANDSHAKE_RACE not in str(exc):
+                if attempt == STARTUP_ATTEMPTS or not handshake_race(exc):
                     raise
-        server = RunningServer(launcher, predictors, cfg)
+                time.sleep(attempt)  # let a busy machine settle before the next try
+        instances = {pid: (argv[9], start_time(pid)) for pid, argv in launcher.stubs().items()}
+        server = RunningServer(
+            launcher, predictors, cfg, workspace=workspace, reaper=reaper, instances=instances
+        )
         server.self_check_max_abs = _self_check(server)
         return server
     except BaseException:
@@ -156,7 +198,16 @@ def start_server(
             launcher.stop()
         for p in predictors:
             p.close()
+        _release(workspace, reaper)
         raise
+
+
+def _release(workspace: Path | None, reaper: Reaper | None) -> None:
+    """Delete this start's folder and let the reaper go: nothing is left for it to clean."""
+    if workspace is not None:
+        shutil.rmtree(workspace, ignore_errors=True)
+    if reaper is not None:
+        reaper.close()
 
 
 def wait_until_stopped(

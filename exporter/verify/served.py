@@ -48,12 +48,13 @@ def verify_server(
     Raises:
         InputFileError / IntegrityError: bad run folder, manifest or weights.
         UsageError: the server serves another run's model, or a bad option.
+        MalformedAnswer: the server's config or answer breaks the KServe v2 protocol.
         EnvironmentUnavailable: nothing answers at ``server`` (exit 3).
     """
     from exporter.core.envinfo import environment
     from exporter.core.runfolder import open_run
     from exporter.model.vgg import load_reference_model
-    from exporter.serve.client import TritonHttpClient, check_served_model
+    from exporter.serve.client import MalformedAnswer, TritonHttpClient, check_served_model
 
     info = open_run(run_dir)
     source = info.manifest.source
@@ -80,12 +81,20 @@ def verify_server(
         )
 
         def infer(x: np.ndarray) -> np.ndarray:
-            return client.infer(
+            out = client.infer(
                 model_name, x, input_name=served.input_name, output_name=served.output_name
             )
+            if out.shape[1] != info.num_classes:
+                raise MalformedAnswer(
+                    f"--server {server}: answered {out.shape[1]} logits per image; the run "
+                    f"has {info.num_classes} classes"
+                )
+            return out
 
         try:
             outs = {k: run_batched(infer, x, largest) for k, x in inputs.items()}
+        except MalformedAnswer:  # not a verdict on the model: the server broke the protocol
+            raise
         except Exception as exc:  # the verdict records why the server failed
             result.error = error_text(exc)
             result.failures.append(f"error: {result.error}")

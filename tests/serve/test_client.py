@@ -12,8 +12,8 @@ from exporter.core.errors import EnvironmentUnavailable, UsageError
 from exporter.core.manifest import load_manifest
 from exporter.core.runfolder import open_run
 from exporter.serve.client import (
+    MalformedAnswer,
     ServedModel,
-    ServerError,
     TritonHttpClient,
     check_served_model,
     decode_response,
@@ -74,8 +74,33 @@ def test_decode_response_binary_and_json() -> None:
         }
     ).encode()
     np.testing.assert_array_equal(decode_response(body, None, "logits"), logits)
-    with pytest.raises(ServerError, match="no output 'probs'"):
+    with pytest.raises(MalformedAnswer, match="no output 'probs'"):
         decode_response(body, None, "probs")
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        (b"[1, 2]", "malformed infer response"),
+        (b'{"outputs": {"name": "logits"}}', "not a list"),
+        (b'{"outputs": [{"name": "logits", "shape": ["2"], "data": [1, 2]}]}', "not a count"),
+        (b'{"outputs": [{"name": "logits", "shape": [3], "data": [1, 2]}]}', "reshape"),
+        (b'{"outputs": [{"name": "logits", "data": [1]}]}', "missing 'shape'"),
+        (b"not json", "malformed infer response"),
+    ],
+)
+def test_decode_response_refuses_a_malformed_answer_in_one_line(body: bytes, says: str) -> None:
+    with pytest.raises(MalformedAnswer, match=says) as info:
+        decode_response(body, None, "logits")
+    assert "\n" not in str(info.value)
+
+
+def test_decode_response_refuses_a_binary_size_past_the_body() -> None:
+    head = json.dumps(
+        {"outputs": [{"name": "logits", "shape": [1], "parameters": {"binary_data_size": 400}}]}
+    ).encode()
+    with pytest.raises(MalformedAnswer, match="runs past the body"):
+        decode_response(head + b"\0" * 4, str(len(head)), "logits")
 
 
 def test_nothing_listening_is_environment_unavailable(ports) -> None:

@@ -250,3 +250,94 @@ def test_loadtest_sweep_writes_bench_shaped_reports(served, onnx_run: Path, tmp_
     assert rows[1]["server_batch_avg"] == 1.0
     assert rows[8]["server_batch_avg"] > 1.0  # 8 requests in flight, batched by the server
     assert report["setup"]["served"]["artifact"] == "model.onnx"
+
+
+def _binary_request(shape: list[int], nbytes: int = 12288) -> tuple[bytes, dict[str, str]]:
+    head = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "input",
+                    "shape": shape,
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": nbytes},
+                }
+            ],
+            "outputs": [{"name": "logits", "parameters": {"binary_data": True}}],
+        }
+    ).encode()
+    return head + b"\0" * nbytes, {"Inference-Header-Content-Length": str(len(head))}
+
+
+# Shapes whose byte count overflows Triton's checks (or is zero): they reach the model.
+OVERFLOWING_SHAPES = [[2**62, 3, 32, 32], [0, 3, 32, 32], [2**61, 3, 32, 32]]
+
+
+def _assert_one_clean_line(status: int, text: str) -> None:
+    assert 400 <= status < 500, (status, text)
+    error = json.loads(text)["error"]
+    assert "\n" not in error and "Traceback" not in error, error
+    assert ".py" not in error and "/tmp" not in error and "/work" not in error, error
+
+
+def test_malformed_requests_mixed_into_batches_fail_alone(served, local) -> None:
+    """200 good requests from 8 threads, 20 overflowing ones among them: no good one fails."""
+    jobs = [("good", i) for i in range(200)]
+    for k in range(20):  # spread through the stream, so they share batches with good ones
+        jobs.insert(k * 11 + 5, ("bad", k))
+    lock = threading.Lock()
+    results: dict[tuple[str, int], object] = {}
+
+    def worker(mine: list[tuple[str, int]]) -> None:
+        with TritonHttpClient(served.url) as c:
+            for kind, i in mine:
+                try:
+                    if kind == "good":
+                        out: object = c.infer(MODEL, _batch(1 + i % 3, seed=1000 + i))
+                    else:
+                        body, headers = _binary_request(OVERFLOWING_SHAPES[i % 3])
+                        out = _post(served.http_port, body, headers)
+                except BaseException as exc:
+                    out = exc
+                with lock:
+                    results[(kind, i)] = out
+
+    threads = [threading.Thread(target=worker, args=(jobs[t::8],)) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    failed = {k: v for k, v in results.items() if k[0] == "good" and not isinstance(v, np.ndarray)}
+    assert not failed, f"{len(failed)} good request(s) failed, e.g. {next(iter(failed.values()))}"
+    for i in range(200):
+        expected = local.logits(_batch(1 + i % 3, seed=1000 + i))
+        np.testing.assert_allclose(results[("good", i)], expected, rtol=1e-4, atol=1e-4)
+    for k in range(20):
+        status, text = results[("bad", k)]
+        _assert_one_clean_line(status, text)
+        assert "expected [N, 3, 32, 32] FP32" in text
+
+
+def test_overflowing_shape_over_grpc_is_invalid_argument_in_one_line(served, local) -> None:
+    grpc = pytest.importorskip("grpc")
+    service = pytest.importorskip("tritonclient.grpc.service_pb2")
+    service_grpc = pytest.importorskip("tritonclient.grpc.service_pb2_grpc")
+    with grpc.insecure_channel(f"127.0.0.1:{served.grpc_port}") as channel:
+        stub = service_grpc.GRPCInferenceServiceStub(channel)
+        for shape in ([-(2**63), 3, 32, 32], [2**62, 3, 32, 32], [1, 3, 32, 32]):
+            request = service.ModelInferRequest(model_name=MODEL)
+            tensor = request.inputs.add(name="input", datatype="FP32")
+            tensor.shape.extend(shape)
+            x = _batch(1, seed=5)
+            request.raw_input_contents.append(x.tobytes())
+            if shape[0] == 1:
+                answer = stub.ModelInfer(request, timeout=60)
+                out = np.frombuffer(answer.raw_output_contents[0], np.float32).reshape(1, 10)
+                np.testing.assert_allclose(out, local.logits(x), rtol=1e-4, atol=1e-4)
+                continue
+            with pytest.raises(grpc.RpcError) as info:
+                stub.ModelInfer(request, timeout=60)
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            details = info.value.details()
+            assert "expected [N, 3, 32, 32]" in details and "\n" not in details
+            assert "Traceback" not in details and ".py" not in details
