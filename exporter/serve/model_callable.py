@@ -97,6 +97,10 @@ def infer_callable(predictor: Predictor, *, max_batch: int) -> Callable[[list[An
                 responses[i] = _error(f"the request has no input {INPUT_NAME!r}")
                 continue
             why = request_error(x.shape, x.dtype, image_size=size, max_batch=max_batch)
+            if not why and not np.isfinite(x).all():
+                # NaN/Inf pixels get confident logits from some artifacts (int8); the predictor
+                # refuses them, which must not fail the other requests of the batch.
+                why = f"input {INPUT_NAME!r}: NaN or Inf values; send finite pixels"
             if why:
                 LOGGER.debug("refused one request: %s", why)
                 responses[i] = _error(why)

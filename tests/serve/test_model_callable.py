@@ -51,6 +51,7 @@ def test_good_requests_run_as_one_batch_and_bad_ones_fail_alone() -> None:
         _Request(None),
         _Request(_images(1, 3.0).astype(np.float64)),
         _Request(_images(17, 4.0)),
+        _Request(_images(1, np.nan)),
     ]
     out = infer(requests)
     assert p.batches == [3]  # only the good ones, together
@@ -60,7 +61,8 @@ def test_good_requests_run_as_one_batch_and_bad_ones_fail_alone() -> None:
     assert "no input 'input'" in _message(out[3])
     assert "float64" in _message(out[4])
     assert "a batch of 17" in _message(out[5])
-    assert all("\n" not in _message(out[i]) for i in (1, 3, 4, 5))
+    assert "NaN or Inf" in _message(out[6])
+    assert all("\n" not in _message(out[i]) for i in (1, 3, 4, 5, 6))
 
 
 def test_a_model_failure_is_one_line_per_request_and_logged_with_its_traceback(caplog) -> None:
