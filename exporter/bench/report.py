@@ -12,6 +12,7 @@ from typing import Any
 from exporter.bench.recommend import recommend, recommendation_lines
 from exporter.bench.result import BENCH_SCHEMA_VERSION, OK, BenchReport
 from exporter.core.errors import InputFileError
+from exporter.core.machine import machine_line
 
 BENCH_JSON = "bench.json"
 BENCH_MD = "bench.md"
@@ -160,6 +161,7 @@ def markdown_summary(report: BenchReport) -> str:
         f"timer {setup['timer']}",
         f"- input: {setup['image_size']}x{setup['image_size']} px, seed {setup['input_seed']}, "
         "same batches for every runtime",
+        f"- machine: {machine_line(d['machine'])}",
         f"- latency: {setup['latency_scope']}; throughput = {setup['throughput_basis']}",
         f"- versions: torch {env.get('torch')}, onnxruntime {env.get('onnxruntime')}, "
         f"tlx {env.get('tlx')} ({env.get('tlx_git_commit') or 'no git'})",
