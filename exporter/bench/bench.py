@@ -59,6 +59,7 @@ from exporter.core.config import BenchConfig
 from exporter.core.errors import (
     EnvironmentUnavailable,
 )
+from exporter.core.machine import default_threads
 from exporter.core.report import Progress
 from exporter.core.resources import bench_need, require
 from exporter.core.runlock import locks_run
@@ -136,7 +137,7 @@ def bench_run(
         raise EnvironmentUnavailable(
             "--device cuda: torch.cuda.is_available() is False on this machine; use --device cpu"
         )
-    threads = cfg.threads or torch.get_num_threads()
+    threads = cfg.threads or default_threads()  # the cores this process may use
     torch.set_num_threads(threads)  # runtimes get the same number for their own pools
     pairs, skipped = _plan(info, cfg)
     _require_resources(info, cfg, pairs)

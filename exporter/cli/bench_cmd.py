@@ -88,7 +88,10 @@ def bench_command(
     ] = _DEFAULTS.min_time_s,
     threads: Annotated[
         int | None,
-        typer.Option(help="CPU threads for torch and ONNX Runtime (default: torch's, recorded)."),
+        typer.Option(
+            help="CPU threads for torch and ONNX Runtime (default: the cores this process "
+            "may use: affinity and cgroup quota; recorded)."
+        ),
     ] = _DEFAULTS.threads,
     compare: Annotated[
         Path | None,

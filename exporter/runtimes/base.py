@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from exporter.core.errors import UsageError
+from exporter.core.machine import default_threads
 from exporter.runtimes.cuda_math import fp32_label
 
 if TYPE_CHECKING:
@@ -113,7 +114,9 @@ class Runtime(ABC):
         self.artifact = artifact
         self.device = device
         self.precision = precision
-        self.threads = threads
+        # Never the runtime's own default: ORT and torch count every core of the node, not
+        # the cores a container or an affinity mask leaves this process (kserve/kserve #1031).
+        self.threads = threads or default_threads()
         self.options = dict(options or {})
 
     @classmethod

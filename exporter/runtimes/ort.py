@@ -99,7 +99,7 @@ class _OrtRuntime(Runtime):
         d.update(
             providers=getattr(self, "providers_in_use", None),
             precision=self.effective_precision(),
-            intra_op_threads=self.threads or "ort-default",
+            intra_op_threads=self.threads,
             allow_spinning=False,
         )
         return d

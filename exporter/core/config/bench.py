@@ -24,7 +24,8 @@ class BenchConfig:
         min_time_s: time each runtime × batch for at least this many seconds instead.
         iters_per_round: timed iterations per cell per round; rounds interleave the cells so
             that machine drift hits every runtime alike.
-        threads: CPU threads for torch and ONNX Runtime; None keeps torch's default (recorded).
+        threads: CPU threads for torch and ONNX Runtime; None: the cores this process may use
+            (``core/machine.py``; recorded).
         seed: seed of the random input batches shared by every runtime.
         reference_runtime: the runtime speed-ups are computed against.
         compare: a baseline ``bench.json`` to gate against.
