@@ -147,6 +147,16 @@ def bench_run(
         results = measure(
             pairs, cfg, threads=threads, inputs=inputs, skipped=skipped, progress=progress
         )
+    profile = None
+    if cfg.profile:  # after timing: a profiling session never shares the timed rounds
+        from exporter.bench.profile import profile_pairs
+
+        report_progress = progress or (lambda *_: None)
+        report_progress("profiling operators", 0, 1)
+        x = inputs[min(inputs)]
+        profile = profile_pairs(
+            pairs, device=cfg.device, threads=threads, x=x, runs=cfg.profile_runs
+        )
     report = BenchReport(
         run_dir=run_dir,
         config=cfg,
@@ -156,6 +166,7 @@ def bench_run(
         skipped=skipped,
         host_peak_rss_mb=peak_rss_mb(),
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        profile=profile,
     )
     if baseline is not None:
         report.comparison = compare_reports(

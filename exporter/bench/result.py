@@ -110,6 +110,8 @@ class BenchReport:
     recommendation_notes: list[str] = field(default_factory=list)
     # Instruction set, usable cores, memory limit (exporter.core.machine), read at bench time.
     machine: dict[str, Any] = field(default_factory=machine_facts)
+    # --profile: per artifact × runtime, time per operator type and layer (bench/profile.py).
+    profile: list[dict[str, Any]] | None = None
 
     def rows(self) -> list[dict[str, Any]]:
         """One flat row per runtime × batch size (the CSV and Markdown tables)."""
@@ -192,6 +194,7 @@ class BenchReport:
             "recommendation_notes": self.recommendation_notes,
             "host_peak_rss_mb": self.host_peak_rss_mb,
             "comparison": self.comparison,
+            "profile": self.profile,
             "files": self.files,
         }
 
