@@ -1,7 +1,7 @@
 """Where the time goes: a per-operator profile of one ONNX artifact on ORT and OpenVINO (CPU).
 
 A thin wrapper over the library (``tlx bench --profile`` runs the same code on every ONNX
-artifact × runtime of a run): ``exporter.bench.profile.profile_pairs`` loads each runtime on
+artifact × runtime of a run): ``exporter.bench.op_profile.profile_pairs`` loads each runtime on
 the artifact (after its manifest hash check), asks for its own profiler (ONNX Runtime's
 ``enable_profiling`` trace, OpenVINO's ``PERF_COUNT`` counters, with the kernel each node
 chose, e.g. ``jit_avx2_I8`` vs ``jit_avx2_FP32``) and groups the node times by operator type
@@ -29,8 +29,8 @@ sys.path.insert(0, str(ROOT))
 
 
 def main() -> None:
-    from exporter.bench.profile import profile_pairs
-    from exporter.bench.profile_report import profile_lines
+    from exporter.bench.op_profile import profile_pairs
+    from exporter.bench.op_profile_report import profile_lines
     from exporter.runtimes import REGISTRY, load_all
     from exporter.runtimes.selection import artifacts_of_run
 

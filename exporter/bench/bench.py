@@ -149,7 +149,7 @@ def bench_run(
         )
     profile = None
     if cfg.profile:  # after timing: a profiling session never shares the timed rounds
-        from exporter.bench.profile import profile_pairs
+        from exporter.bench.op_profile import profile_pairs
 
         report_progress = progress or (lambda *_: None)
         report_progress("profiling operators", 0, 1)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from exporter.bench.profile_report import BENCH_PROFILE_PNG, plot_profile, profile_lines
+from exporter.bench.op_profile_report import BENCH_PROFILE_PNG, plot_profile, profile_lines
 from exporter.bench.recommend import recommend, recommendation_lines
 from exporter.bench.result import BENCH_SCHEMA_VERSION, OK, BenchReport
 from exporter.core.errors import InputFileError

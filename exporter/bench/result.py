@@ -110,7 +110,7 @@ class BenchReport:
     recommendation_notes: list[str] = field(default_factory=list)
     # Instruction set, usable cores, memory limit (exporter.core.machine), read at bench time.
     machine: dict[str, Any] = field(default_factory=machine_facts)
-    # --profile: per artifact × runtime, time per operator type and layer (bench/profile.py).
+    # --profile: per artifact × runtime, time per operator type and layer (bench/op_profile.py).
     profile: list[dict[str, Any]] | None = None
 
     def rows(self) -> list[dict[str, Any]]:

@@ -149,7 +149,7 @@ def bench_command(
         return
     with cli_errors(), run_lock_policy(no_wait):
         from exporter.bench.bench import bench_run
-        from exporter.bench.profile_report import profile_summary
+        from exporter.bench.op_profile_report import profile_summary
         from exporter.runtimes.selection import parse_runtimes
 
         names = parse_runtimes(runtimes)

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from exporter.bench.bench import bench_run
-from exporter.bench.profile import group_profile, node_precision, profile_pairs
-from exporter.bench.profile_report import BENCH_PROFILE_PNG, profile_lines, profile_summary
+from exporter.bench.op_profile import group_profile, node_precision, profile_pairs
+from exporter.bench.op_profile_report import BENCH_PROFILE_PNG, profile_lines, profile_summary
 from exporter.core.config import BenchConfig
 from exporter.core.errors import RuntimeUnavailable
 from exporter.runtimes import REGISTRY, load_all

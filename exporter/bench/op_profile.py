@@ -75,47 +75,74 @@ def group_profile(
     """
     runs = max(raw.runs, 1)
     total = sum(n.total_us for n in raw.nodes)
+    layers = _by_layer(raw.nodes, int8=int8, runs=runs, total=total)
+    fp32 = [r for r in layers if r["fp32_in_int8"]]
+    return {
+        "profiler": raw.profiler,
+        "runs": raw.runs,
+        "ops_ms_per_run": total / runs / 1e3,
+        "run_ms_per_run": raw.run_us / runs / 1e3 if raw.run_us else None,
+        "by_op_type": _by_op_type(raw.nodes, int8=int8, runs=runs, total=total, top=top_ops),
+        "by_layer": layers[:top_layers],
+        "fp32_in_int8": {
+            "layers": [r["layer"] for r in fp32],
+            "share_pct": round(sum(r["share_pct"] or 0.0 for r in fp32), 2),
+        }
+        if int8
+        else None,
+    }
 
-    def share(us: float) -> float | None:
-        return round(100.0 * us / total, 2) if total else None
 
-    by_op: dict[str, dict[str, Any]] = defaultdict(
+def _share(us: float, total: float) -> float | None:
+    return round(100.0 * us / total, 2) if total else None
+
+
+def _by_op_type(
+    nodes: list[NodeTime], *, int8: bool, runs: int, total: float, top: int
+) -> list[dict[str, Any]]:
+    groups: dict[str, dict[str, Any]] = defaultdict(
         lambda: {"us": 0.0, "nodes": set(), "kernels": set(), "fp32_nodes": set()}
     )
-    for n in raw.nodes:
-        group = by_op[n.op_type]
+    for n in nodes:
+        group = groups[n.op_type]
         group["us"] += n.total_us
         group["nodes"].add(n.node)
         group["kernels"].add(n.kernel)
         if int8 and runs_in_fp32(n):
             group["fp32_nodes"].add(n.node)
+    ranked = sorted(groups.items(), key=lambda kv: -kv[1]["us"])
     ops = [
         {
             "op_type": op,
             "ms_per_run": g["us"] / runs / 1e3,
-            "share_pct": share(g["us"]),
+            "share_pct": _share(g["us"], total),
             "nodes": len(g["nodes"]),
             "kernels": sorted(g["kernels"]),
             "fp32_in_int8": len(g["fp32_nodes"]) if int8 else None,
         }
-        for op, g in sorted(by_op.items(), key=lambda kv: -kv[1]["us"])
+        for op, g in ranked[:top]
     ]
-    if len(ops) > top_ops:
-        rest = ops[top_ops:]
-        ops = ops[:top_ops]
-        rest_us = sum(o["ms_per_run"] for o in rest) * runs * 1e3
+    rest = ranked[top:]
+    if rest:
+        rest_us = sum(g["us"] for _, g in rest)
         ops.append(
             {
                 "op_type": f"(other: {len(rest)} types)",
                 "ms_per_run": rest_us / runs / 1e3,
-                "share_pct": share(rest_us),
-                "nodes": sum(o["nodes"] for o in rest),
+                "share_pct": _share(rest_us, total),
+                "nodes": sum(len(g["nodes"]) for _, g in rest),
                 "kernels": [],
-                "fp32_in_int8": sum(o["fp32_in_int8"] or 0 for o in rest) if int8 else None,
+                "fp32_in_int8": sum(len(g["fp32_nodes"]) for _, g in rest) if int8 else None,
             }
         )
+    return ops
+
+
+def _by_layer(
+    nodes: list[NodeTime], *, int8: bool, runs: int, total: float
+) -> list[dict[str, Any]]:
     per_node: dict[str, list[NodeTime]] = defaultdict(list)
-    for n in raw.nodes:
+    for n in nodes:
         per_node[n.node].append(n)
     layers = []
     for name, parts in per_node.items():
@@ -128,26 +155,11 @@ def group_profile(
                 "kernel": main.kernel,
                 "precision": node_precision(main),
                 "ms_per_run": us / runs / 1e3,
-                "share_pct": share(us),
+                "share_pct": _share(us, total),
                 "fp32_in_int8": bool(int8 and runs_in_fp32(main)),
             }
         )
-    layers.sort(key=lambda r: -r["ms_per_run"])
-    fp32 = [r for r in layers if r["fp32_in_int8"]]
-    return {
-        "profiler": raw.profiler,
-        "runs": raw.runs,
-        "ops_ms_per_run": total / runs / 1e3,
-        "run_ms_per_run": raw.run_us / runs / 1e3 if raw.run_us else None,
-        "by_op_type": ops,
-        "by_layer": layers[:top_layers],
-        "fp32_in_int8": {
-            "layers": [r["layer"] for r in fp32],
-            "share_pct": round(sum(r["share_pct"] or 0.0 for r in fp32), 2),
-        }
-        if int8
-        else None,
-    }
+    return sorted(layers, key=lambda r: -r["ms_per_run"])
 
 
 def profile_pairs(
