@@ -21,6 +21,7 @@ for _mod in (
     "predict_cmd",
     "serve_cmd",
     "loadtest_cmd",
+    "tune_cmd",
 ):
     importlib.import_module(f"exporter.cli.{_mod}")
 
