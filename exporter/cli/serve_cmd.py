@@ -109,10 +109,13 @@ def serve_command(
         settings, from_tune = serve_settings(
             run, given, device=device.value, variant=variant, runtime=runtime
         )
-        max_batch = settings["max_batch"] or _DEFAULTS.max_batch
-        max_queue_delay_us = settings["max_queue_delay_us"]
-        if max_queue_delay_us is None:
-            max_queue_delay_us = _DEFAULTS.max_queue_delay_us
+        defaults = {
+            "max_batch": _DEFAULTS.max_batch,
+            "max_queue_delay_us": _DEFAULTS.max_queue_delay_us,
+        }
+        max_batch, max_queue_delay_us = (
+            defaults[k] if settings[k] is None else settings[k] for k in defaults
+        )
         cfg = ServeConfig(
             variant=variant,
             runtime=runtime,

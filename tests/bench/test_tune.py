@@ -222,6 +222,30 @@ def test_the_plan_is_the_default_and_a_flag_wins(tuned_run: Path) -> None:
     }
 
 
+def test_serve_takes_the_plan_and_a_flag_wins(
+    tuned_run: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import exporter.serve.server as server
+
+    seen = []
+
+    def fake_start(run, cfg, stop=None):
+        seen.append(cfg)
+        raise UsageError("stopped before a server starts")
+
+    monkeypatch.setattr(server, "start_server", fake_start)
+    plan = read_tune(tuned_run)["plan"]
+    assert CliRunner().invoke(app, ["serve", str(tuned_run)]).exit_code == 2
+    tuned = seen[-1]
+    assert (tuned.max_batch, tuned.max_queue_delay_us) == (
+        plan["max_batch"],
+        plan["queue_delay_us"],
+    )
+    assert (tuned.instances, tuned.threads) == (plan["instances"], plan["threads_per_instance"])
+    assert CliRunner().invoke(app, ["serve", str(tuned_run), "--max-batch", "3"]).exit_code == 2
+    assert seen[-1].max_batch == 3 and seen[-1].max_queue_delay_us == plan["queue_delay_us"]
+
+
 def test_triton_export_takes_the_plan(tuned_run: Path) -> None:
     pytest.importorskip("tritonclient.grpc")
     data = json.loads((tuned_run / TUNE_JSON).read_text())
