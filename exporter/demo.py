@@ -95,6 +95,7 @@ class DemoResult:
             "run_dir": str(self.run_dir),
             "config": to_dict(self.config),
             "environment": self.bench.environment,
+            "machine": self.bench.machine,
             "val_accuracy": self.val_accuracy,
             "verify_verdict": self.verify.verdict,
             "verdicts": self.verdicts(),

@@ -78,6 +78,7 @@ def test_tiny_demo_files_exist_and_are_listed(tiny_demo: DemoResult) -> None:
     assert record["schema_version"] == 1 and record["command"] == "demo"
     assert record["verify_verdict"] == "pass"
     assert record["environment"]["torch"]
+    assert isinstance(record["machine"]["cpus_available"], int)
     assert set(record["files"]) >= {"manifest", "verify report", "bench json", "bench png"}
     assert record["config"]["formats"] == ["torchscript"]
 

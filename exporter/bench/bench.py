@@ -59,6 +59,7 @@ from exporter.core.config import BenchConfig
 from exporter.core.errors import (
     EnvironmentUnavailable,
 )
+from exporter.core.machine import default_threads
 from exporter.core.report import Progress
 from exporter.core.resources import bench_need, require
 from exporter.core.runlock import locks_run
@@ -136,7 +137,7 @@ def bench_run(
         raise EnvironmentUnavailable(
             "--device cuda: torch.cuda.is_available() is False on this machine; use --device cpu"
         )
-    threads = cfg.threads or torch.get_num_threads()
+    threads = cfg.threads or default_threads()  # the cores this process may use
     torch.set_num_threads(threads)  # runtimes get the same number for their own pools
     pairs, skipped = _plan(info, cfg)
     _require_resources(info, cfg, pairs)
@@ -145,6 +146,16 @@ def bench_run(
     with tf32_mode(cfg.tf32) if cuda else contextlib.nullcontext() as flags:
         results = measure(
             pairs, cfg, threads=threads, inputs=inputs, skipped=skipped, progress=progress
+        )
+    profile = None
+    if cfg.profile:  # after timing: a profiling session never shares the timed rounds
+        from exporter.bench.op_profile import profile_pairs
+
+        report_progress = progress or (lambda *_: None)
+        report_progress("profiling operators", 0, 1)
+        x = inputs[min(inputs)]
+        profile = profile_pairs(
+            pairs, device=cfg.device, threads=threads, x=x, runs=cfg.profile_runs
         )
     report = BenchReport(
         run_dir=run_dir,
@@ -155,6 +166,7 @@ def bench_run(
         skipped=skipped,
         host_peak_rss_mb=peak_rss_mb(),
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        profile=profile,
     )
     if baseline is not None:
         report.comparison = compare_reports(

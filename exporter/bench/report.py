@@ -9,9 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from exporter.bench.op_profile_report import BENCH_PROFILE_PNG, plot_profile, profile_lines
 from exporter.bench.recommend import recommend, recommendation_lines
 from exporter.bench.result import BENCH_SCHEMA_VERSION, OK, BenchReport
 from exporter.core.errors import InputFileError
+from exporter.core.machine import machine_line
 
 BENCH_JSON = "bench.json"
 BENCH_MD = "bench.md"
@@ -160,6 +162,7 @@ def markdown_summary(report: BenchReport) -> str:
         f"timer {setup['timer']}",
         f"- input: {setup['image_size']}x{setup['image_size']} px, seed {setup['input_seed']}, "
         "same batches for every runtime",
+        f"- machine: {machine_line(d['machine'])}",
         f"- latency: {setup['latency_scope']}; throughput = {setup['throughput_basis']}",
         f"- versions: torch {env.get('torch')}, onnxruntime {env.get('onnxruntime')}, "
         f"tlx {env.get('tlx')} ({env.get('tlx_git_commit') or 'no git'})",
@@ -180,6 +183,7 @@ def markdown_summary(report: BenchReport) -> str:
             + "\n"
         )
     lines += recommendation_lines(report.recommendations, report.recommendation_notes)
+    lines += profile_lines(report.profile or [])
     if report.skipped:
         lines += ["## Skipped", "", markdown_table(report.skipped, ["runtime", "reason"])]
     if report.comparison:
@@ -266,6 +270,10 @@ def write_bench_reports(report: BenchReport, out_dir: Path) -> dict[str, str]:
     write_csv(paths[BENCH_CSV], report.rows())
     write_markdown(paths[BENCH_MD], markdown_summary(report))
     plot_bench(report, paths[BENCH_PNG])
+    if report.profile is not None:
+        paths[BENCH_PROFILE_PNG] = out_dir / BENCH_PROFILE_PNG
+        report.files[BENCH_PROFILE_PNG] = str(paths[BENCH_PROFILE_PNG])
+        plot_profile(report.profile, paths[BENCH_PROFILE_PNG])
     write_report_json(paths[BENCH_JSON], report.to_dict())
     return report.files
 

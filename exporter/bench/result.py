@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from exporter.core.config import BenchConfig, to_dict
+from exporter.core.machine import machine_facts
 
 BENCH_SCHEMA_VERSION = 1
 THROUGHPUT_BASIS = "batch_size / latency_ms_p50"
@@ -107,6 +108,10 @@ class BenchReport:
     # "Deploy this" (exporter.bench.recommend), filled in when the reports are written.
     recommendations: list[dict[str, Any]] = field(default_factory=list)
     recommendation_notes: list[str] = field(default_factory=list)
+    # Instruction set, usable cores, memory limit (exporter.core.machine), read at bench time.
+    machine: dict[str, Any] = field(default_factory=machine_facts)
+    # --profile: per artifact × runtime, time per operator type and layer (bench/op_profile.py).
+    profile: list[dict[str, Any]] | None = None
 
     def rows(self) -> list[dict[str, Any]]:
         """One flat row per runtime × batch size (the CSV and Markdown tables)."""
@@ -179,6 +184,7 @@ class BenchReport:
             "run_dir": str(self.run_dir),
             "config": to_dict(self.config),
             "environment": self.environment,
+            "machine": self.machine,
             "setup": self.setup,
             "results": [r.to_dict() for r in self.results],
             "rows": self.rows(),
@@ -188,6 +194,7 @@ class BenchReport:
             "recommendation_notes": self.recommendation_notes,
             "host_peak_rss_mb": self.host_peak_rss_mb,
             "comparison": self.comparison,
+            "profile": self.profile,
             "files": self.files,
         }
 

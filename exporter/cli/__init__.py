@@ -22,6 +22,7 @@ for _mod in (
     "serve_cmd",
     "loadtest_cmd",
     "sign_cmd",
+    "tune_cmd",
 ):
     importlib.import_module(f"exporter.cli.{_mod}")
 

@@ -88,7 +88,10 @@ def bench_command(
     ] = _DEFAULTS.min_time_s,
     threads: Annotated[
         int | None,
-        typer.Option(help="CPU threads for torch and ONNX Runtime (default: torch's, recorded)."),
+        typer.Option(
+            help="CPU threads for torch and ONNX Runtime (default: the cores this process "
+            "may use: affinity and cgroup quota; recorded)."
+        ),
     ] = _DEFAULTS.threads,
     compare: Annotated[
         Path | None,
@@ -113,6 +116,17 @@ def bench_command(
             help="CUDA fp32: allow TF32 matmuls/convolutions (rows say tf32) or time IEEE fp32.",
         ),
     ] = _DEFAULTS.tf32,
+    profile: Annotated[
+        bool,
+        typer.Option(
+            "--profile",
+            help="Also profile each ONNX artifact x runtime per operator (ORT's profiler, "
+            "OpenVINO's counters): bench.md/json `profile` and bench-profile.png.",
+        ),
+    ] = _DEFAULTS.profile,
+    profile_runs: Annotated[
+        int, typer.Option(min=1, help="Profiled runs per artifact x runtime with --profile.")
+    ] = _DEFAULTS.profile_runs,
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No progress bar and no table.")
     ] = False,
@@ -135,6 +149,7 @@ def bench_command(
         return
     with cli_errors(), run_lock_policy(no_wait):
         from exporter.bench.bench import bench_run
+        from exporter.bench.op_profile_report import profile_summary
         from exporter.runtimes.selection import parse_runtimes
 
         names = parse_runtimes(runtimes)
@@ -151,6 +166,8 @@ def bench_command(
             max_regression_pct=max_regression,
             out_dir=str(out) if out else None,
             tf32=tf32,
+            profile=profile,
+            profile_runs=profile_runs,
         )
         with progress_bar(quiet=quiet) as progress:
             report = bench_run(run, cfg, progress=progress)
@@ -158,6 +175,8 @@ def bench_command(
             console.print(bench_table(report))
             for s in report.skipped:
                 console.print(f"skipped {s['runtime']}: {s['reason']}", markup=False)
+            for line in profile_summary(report.profile or []):
+                console.print(line, markup=False)
             if report.comparison:
                 verdict = "passed" if report.comparison["passed"] else "FAILED"
                 console.print(f"regression gate {verdict} against {cfg.compare}", markup=False)

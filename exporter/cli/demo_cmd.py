@@ -10,6 +10,7 @@ from rich.table import Table
 
 from exporter.cli.app import app, cli_errors, console, exit_if_failed, progress_bar
 from exporter.core.config import DemoConfig
+from exporter.core.machine import machine_line
 
 if TYPE_CHECKING:
     from exporter.demo import DemoResult
@@ -23,6 +24,7 @@ def print_summary(result: DemoResult) -> None:
     total = sum(result.step_seconds.values())
     steps = ", ".join(f"{k} {v:.0f} s" for k, v in result.step_seconds.items())
     console.print(f"[bold]tlx demo[/] finished in {total:.0f} s ({steps})", markup=True)
+    console.print(f"machine: {machine_line(result.bench.machine)}", markup=False)
     weights = result.config.weights
     # Random init: the head learns from a random frozen trunk (chance is 10%), which says
     # nothing about accuracy on real data with ImageNet weights.

@@ -107,14 +107,29 @@ def export_command(
         str, typer.Option("--model-name", help="triton: the model's name on the server.")
     ] = _TRITON.model_name,
     max_batch: Annotated[
-        int, typer.Option("--max-batch", help="triton: max_batch_size (dynamic batching).")
-    ] = _TRITON.max_batch_size,
+        int | None,
+        typer.Option(
+            "--max-batch",
+            help="triton: max_batch_size (dynamic batching; default: RUN/tune.json's plan, "
+            f"else {_TRITON.max_batch_size}).",
+        ),
+    ] = None,
     max_queue_delay_us: Annotated[
-        int, typer.Option("--max-queue-delay-us", help="triton: dynamic batching queue delay.")
-    ] = _TRITON.max_queue_delay_us,
+        int | None,
+        typer.Option(
+            "--max-queue-delay-us",
+            help="triton: dynamic batching queue delay (default: RUN/tune.json's plan, "
+            f"else {_TRITON.max_queue_delay_us}).",
+        ),
+    ] = None,
     instances: Annotated[
-        int, typer.Option("--instances", help="triton: model instances (instance_group count).")
-    ] = _TRITON.instances,
+        int | None,
+        typer.Option(
+            "--instances",
+            help="triton: model instances (instance_group count; default: RUN/tune.json's "
+            f"plan, else {_TRITON.instances}).",
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Export a trained run to TorchScript, ONNX and .pt2; each file is checked against eager
@@ -126,13 +141,24 @@ def export_command(
         # The triton options apply to --format triton alone; other formats ignore them.
         triton = TritonConfig()
         if TRITON in chosen:
+            from exporter.core.tuneplan import triton_settings
+
+            given = {
+                "max_batch_size": max_batch,
+                "max_queue_delay_us": max_queue_delay_us,
+                "instances": instances,
+            }
+            settings, _from_tune = triton_settings(run, given, device=device, variant=variant)
+            defaults = {
+                "max_batch_size": _TRITON.max_batch_size,
+                "max_queue_delay_us": _TRITON.max_queue_delay_us,
+                "instances": _TRITON.instances,
+            }
             triton = TritonConfig(
                 model_name=model_name,
                 device=device,
                 variant=variant,
-                max_batch_size=max_batch,
-                max_queue_delay_us=max_queue_delay_us,
-                instances=instances,
+                **{k: v if v is not None else defaults[k] for k, v in settings.items()},
             )
         cfg = ExportConfig(
             formats=chosen,

@@ -80,7 +80,7 @@ def predict_command(
         typer.Option("--skip-bad", help="Skip unreadable images (exit 0) instead of exit 2."),
     ] = _DEFAULTS.skip_bad,
     threads: Annotated[
-        int | None, typer.Option(help="Runtime intra-op threads (default: its own).")
+        int | None, typer.Option(help="Runtime intra-op threads (default: the usable cores).")
     ] = _DEFAULTS.threads,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     public_key: Annotated[Path | None, typer.Option(help=PUBLIC_KEY_HELP)] = None,

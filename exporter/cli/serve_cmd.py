@@ -57,23 +57,31 @@ def serve_command(
         str, typer.Option(help="Name clients address the model by.")
     ] = _DEFAULTS.model_name,
     max_batch: Annotated[
-        int, typer.Option(help="Largest batch the dynamic batcher forms.")
-    ] = _DEFAULTS.max_batch,
+        int | None,
+        typer.Option(
+            help="Largest batch the dynamic batcher forms (default: RUN/tune.json's plan, "
+            f"else {_DEFAULTS.max_batch})."
+        ),
+    ] = None,
     max_queue_delay_us: Annotated[
-        int, typer.Option(help="How long a request may wait for others to fill a batch (us).")
-    ] = _DEFAULTS.max_queue_delay_us,
+        int | None,
+        typer.Option(
+            help="How long a request may wait for others to fill a batch, us (default: "
+            f"RUN/tune.json's plan, else {_DEFAULTS.max_queue_delay_us})."
+        ),
+    ] = None,
     instances: Annotated[
         int | None,
         typer.Option(
             help="Model instances (each its own session), run in parallel "
-            "(default: 2 on a multi-core CPU, 1 on CUDA)."
+            "(default: RUN/tune.json's plan, else 2 on a multi-core CPU, 1 on CUDA)."
         ),
     ] = _DEFAULTS.instances,
     threads: Annotated[
         int | None,
         typer.Option(
-            help="Intra-op threads per instance (default on the CPU: the cores split between "
-            "the instances)."
+            help="Intra-op threads per instance (default on the CPU: RUN/tune.json's plan, "
+            "else the usable cores split between the instances)."
         ),
     ] = _DEFAULTS.threads,
     drain_timeout: Annotated[
@@ -91,8 +99,25 @@ def serve_command(
     stop = StopRequest()
     _on_signals(stop)
     with cli_errors():
+        from exporter.core.tuneplan import serve_settings
         from exporter.serve.server import start_server, wait_until_stopped
 
+        given = {
+            "max_batch": max_batch,
+            "max_queue_delay_us": max_queue_delay_us,
+            "instances": instances,
+            "threads": threads,
+        }
+        settings, from_tune = serve_settings(
+            run, given, device=device.value, variant=variant, runtime=runtime
+        )
+        defaults = {
+            "max_batch": _DEFAULTS.max_batch,
+            "max_queue_delay_us": _DEFAULTS.max_queue_delay_us,
+        }
+        max_batch, max_queue_delay_us = (
+            defaults[k] if settings[k] is None else settings[k] for k in defaults
+        )
         cfg = ServeConfig(
             variant=variant,
             runtime=runtime,
@@ -104,8 +129,8 @@ def serve_command(
             model_name=model_name,
             max_batch=max_batch,
             max_queue_delay_us=max_queue_delay_us,
-            instances=instances,
-            threads=threads,
+            instances=settings["instances"],
+            threads=settings["threads"],
             drain_timeout_s=drain_timeout,
             public_key=str(public_key) if public_key is not None else None,
         )
@@ -114,7 +139,8 @@ def serve_command(
         console.print(
             f"ready: model {d['model_name']!r} = {d['artifact']} on {d['runtime']} "
             f"(x{d['instances']}, {d['threads'] or 'default'} thread(s) each, "
-            f"max batch {d['max_batch']}, queue delay {d['max_queue_delay_us']} us); "
+            f"max batch {d['max_batch']}, queue delay {d['max_queue_delay_us']} us"
+            f"{', tuned: RUN/tune.json' if from_tune else ''}); "
             f"HTTP {d['http']}, gRPC {d['grpc']}, "
             f"metrics {d['metrics']}; served == in-process (max abs {d['self_check_max_abs']:g})",
             markup=False,

@@ -96,7 +96,8 @@ def verify_command(
     ] = _DEFAULTS.min_top1,
     seed: Annotated[int, typer.Option(help="Seed of the random inputs.")] = _DEFAULTS.seed,
     threads: Annotated[
-        int | None, typer.Option(min=1, help="CPU threads for the runtimes.")
+        int | None,
+        typer.Option(min=1, help="CPU threads for the runtimes (default: the usable cores)."),
     ] = _DEFAULTS.threads,
     localize: Annotated[
         bool,

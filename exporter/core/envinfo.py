@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from exporter import __version__
+from exporter.core.machine import usable_cpus
 
 
 def _version(dist: str) -> str | None:
@@ -23,13 +24,9 @@ def _version(dist: str) -> str | None:
 @lru_cache(maxsize=1)
 def cpu_model() -> str:
     """The CPU's model name (from /proc/cpuinfo on Linux)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    from exporter.core.machine import machine
+
+    return machine().cpu_model
 
 
 @lru_cache(maxsize=1)
@@ -69,6 +66,7 @@ def environment(device: str | None = None) -> dict[str, Any]:
         "numpy": _version("numpy"),
         "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
+        "cpus_available": usable_cpus(),
         "torch_threads": torch.get_num_threads(),
         "device": device,
         "cuda_available": torch.cuda.is_available(),

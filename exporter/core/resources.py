@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from exporter.core.errors import EnvironmentUnavailable, UsageError
+from exporter.core.machine import cgroup_memory
 
 # --image-size bounds (here, not in core/config, because this arithmetic sets them). Below
 # 32 px VGG16's five 2×2 pools leave no pixel. Above 1024 px (4.6× the 224 px its ImageNet
@@ -172,22 +173,9 @@ def _meminfo_available() -> int | None:
     return None
 
 
-def _read_int(path: Path) -> int | None:
-    try:
-        text = path.read_text().strip()
-    except OSError:
-        return None
-    return int(text) if text.isdigit() else None
-
-
 def _cgroup_remaining() -> int | None:
-    root = Path(os.environ.get("TLX_CGROUP_ROOT", "/sys/fs/cgroup"))
-    # cgroup v2: memory.max is "max" when unlimited (not a number: _read_int gives None).
-    limit, used = _read_int(root / "memory.max"), _read_int(root / "memory.current")
-    if limit is None:  # cgroup v1
-        limit = _read_int(root / "memory" / "memory.limit_in_bytes")
-        used = _read_int(root / "memory" / "memory.usage_in_bytes")
-    if limit is None or used is None or limit >= 1 << 60:  # v1 says "unlimited" as ~2^63
+    limit, used = cgroup_memory()
+    if limit is None or used is None:
         return None
     return max(limit - used, 0)
 

@@ -14,10 +14,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from exporter.core.errors import UsageError
+from exporter.core.machine import default_threads
 from exporter.runtimes.cuda_math import fp32_label
 
 if TYPE_CHECKING:
     from exporter.core.runfolder import Run
+    from exporter.runtimes.profiling import RawProfile
 
 
 @dataclass(frozen=True)
@@ -113,7 +115,9 @@ class Runtime(ABC):
         self.artifact = artifact
         self.device = device
         self.precision = precision
-        self.threads = threads
+        # Never the runtime's own default: ORT and torch count every core of the node, not
+        # the cores a container or an affinity mask leaves this process (kserve/kserve #1031).
+        self.threads = threads or default_threads()
         self.options = dict(options or {})
 
     @classmethod
@@ -182,6 +186,19 @@ class Runtime(ABC):
             "artifact": self.artifact.name,
             "threads": self.threads,
         }
+
+    def profile(self, x: np.ndarray, *, runs: int) -> RawProfile:
+        """Per-node times of ``runs`` runs on ``x`` from the runtime's own profiler.
+
+        Call after :meth:`load`. The profiled session is a separate one (profiling slows
+        every run), so :meth:`infer`'s timings stay clean.
+
+        Raises:
+            RuntimeUnavailable: this runtime has no per-operator profiler in tlx.
+        """
+        from exporter.core.errors import RuntimeUnavailable
+
+        raise RuntimeUnavailable(f"{self.name} has no per-operator profiler in tlx")
 
     def close(self) -> None:  # noqa: B027
         """Release sessions and device memory."""

@@ -71,7 +71,7 @@ class EagerRuntime(Runtime):
 
     def describe(self) -> dict[str, Any]:
         d = super().describe()
-        d["channels_last"] = self.channels_last
+        d["channels_last"] = getattr(self, "channels_last", None)  # None before load()
         return d
 
     def close(self) -> None:

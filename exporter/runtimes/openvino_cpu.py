@@ -30,6 +30,7 @@ import numpy as np
 
 from exporter.core.errors import InputFileError, RuntimeUnavailable
 from exporter.runtimes.base import Runtime, register
+from exporter.runtimes.profiling import PROFILE_WARMUP, RawProfile, sum_openvino_counters
 
 LATENCY, THROUGHPUT = "LATENCY", "THROUGHPUT"
 # From this batch size on, the batch is split over THROUGHPUT streams; below it one LATENCY
@@ -163,6 +164,27 @@ class OpenVinoRuntime(Runtime):
 
     def to_numpy(self, output: Any) -> np.ndarray:
         return np.asarray(output, dtype=np.float32)
+
+    def profile(self, x: np.ndarray, *, runs: int) -> RawProfile:
+        """OpenVINO's performance counters (``PERF_COUNT``) on a copy compiled for ``x``'s
+        shape with the LATENCY hint (the counters are per infer request)."""
+        model = self._model.clone()
+        model.reshape({0: list(x.shape)})
+        config = {**self._config(LATENCY), "PERF_COUNT": True}
+        try:
+            request = self._core.compile_model(model, "CPU", config).create_infer_request()
+        except Exception as exc:
+            raise RuntimeUnavailable(
+                f"{self.name}: OpenVINO cannot compile a profiling copy: {_first_line(exc)}"
+            ) from exc
+        data = np.ascontiguousarray(x, dtype=np.float32)
+        for _ in range(PROFILE_WARMUP):
+            request.infer({0: data})
+        per_run = []
+        for _ in range(runs):
+            request.infer({0: data})
+            per_run.append(list(request.get_profiling_info()))
+        return sum_openvino_counters(per_run, runs=runs)
 
     def describe(self) -> dict[str, Any]:
         d = super().describe()

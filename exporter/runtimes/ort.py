@@ -9,6 +9,9 @@ raise RuntimeUnavailable instead of running somewhere else.
 
 from __future__ import annotations
 
+import json
+import os
+import tempfile
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
 
@@ -18,6 +21,7 @@ from exporter.core.errors import InputFileError, RuntimeUnavailable
 from exporter.runtimes.base import Runtime, register
 from exporter.runtimes.cuda_math import tf32_env_override
 from exporter.runtimes.ort_sessions import session_options
+from exporter.runtimes.profiling import PROFILE_WARMUP, RawProfile, parse_ort_trace
 
 
 class _Bound(NamedTuple):
@@ -99,10 +103,27 @@ class _OrtRuntime(Runtime):
         d.update(
             providers=getattr(self, "providers_in_use", None),
             precision=self.effective_precision(),
-            intra_op_threads=self.threads or "ort-default",
+            intra_op_threads=self.threads,
             allow_spinning=False,
         )
         return d
+
+    def profile(self, x: np.ndarray, *, runs: int) -> RawProfile:
+        """ORT's own profiler (``enable_profiling``) on a second session, same options."""
+        import onnxruntime as ort
+
+        with tempfile.TemporaryDirectory(prefix="tlx-ort-profile-") as tmp:
+            options = self._session_options()
+            options.enable_profiling = True
+            options.profile_file_prefix = os.path.join(tmp, "ort")
+            session = ort.InferenceSession(
+                str(self.artifact.verified_path()), options, providers=self._provider_list()
+            )
+            feed = {self.input_name: self._input_array(x)}
+            for _ in range(PROFILE_WARMUP + runs):
+                session.run([self.output_name], feed)
+            events = json.loads(Path(session.end_profiling()).read_text())
+        return parse_ort_trace(events, warmup=PROFILE_WARMUP, runs=runs)
 
     def close(self) -> None:
         self.session = None

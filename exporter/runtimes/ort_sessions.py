@@ -1,8 +1,8 @@
 """ONNX Runtime sessions on files tlx made or has checked, with the options every tlx session uses.
 
 The registered runtimes (``exporter.runtimes.ort``) load run artifacts after the manifest hash
-check; these helpers serve export's post-write check, optimize's gates, the localizer's probes
-and the benchmarks' per-operator profile, so an ORT session is configured in one place.
+check; these helpers serve export's post-write check, optimize's gates and the localizer's
+probes, so an ORT session is configured in one place.
 """
 
 from __future__ import annotations
@@ -44,21 +44,17 @@ def cpu_session(
     *,
     optimize: bool = True,
     threads: int | None = None,
-    profile_prefix: str | None = None,
 ) -> Any:
     """An ORT CPU session on a file tlx has just written or already checked.
 
     For files tlx made in this command (export's temp file before it is renamed, optimize's
     variants, the localizer's probe copy); run artifacts are loaded by the registered
-    runtimes, which check the manifest hash first. ``profile_prefix`` turns on ORT's
-    per-node profiler (``end_profiling()`` writes its JSON there; ``benchmarks/op_profile.py``).
+    runtimes, which check the manifest hash first (and profile through
+    ``Runtime.profile``).
     """
     import onnxruntime as ort
 
     options = session_options(threads=threads, optimize=optimize)
-    if profile_prefix is not None:
-        options.enable_profiling = True
-        options.profile_file_prefix = profile_prefix
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 

@@ -15,7 +15,6 @@ model bound; then one request through the server must give the in-process logits
 from __future__ import annotations
 
 import errno
-import os
 import shutil
 import socket
 import threading
@@ -29,6 +28,7 @@ import numpy as np
 from exporter.core.choices import CUDA, device_kind
 from exporter.core.config import ServeConfig
 from exporter.core.errors import EnvironmentUnavailable, GateFailed, UsageError
+from exporter.core.machine import usable_cpus
 from exporter.serve.client import TritonHttpClient
 from exporter.serve.launch import (
     Launcher,
@@ -288,9 +288,8 @@ def instance_plan(cfg: ServeConfig, cores: int | None = None) -> tuple[int, int 
     """
     if device_kind(cfg.device) == CUDA:
         return cfg.instances or 1, cfg.threads
-    if cores is None:  # the cores this process may use (a container's cpuset included)
-        affinity = getattr(os, "sched_getaffinity", None)
-        cores = len(affinity(0)) if affinity else (os.cpu_count() or 1)
+    if cores is None:  # the cores this process may use (a container's cpuset and quota)
+        cores = usable_cpus()
     instances = cfg.instances or (2 if cores >= 2 else 1)
     return instances, cfg.threads or max(1, cores // instances)
 

@@ -22,6 +22,7 @@ from exporter.core.errors import (
     TlxError,
     UsageError,
 )
+from exporter.core.machine import usable_cpus
 
 __all__ = ["LaunchSpec", "WorkerFailed", "check_rdzv_endpoint", "launch", "torchrun_args"]
 
@@ -71,7 +72,7 @@ def launch(spec: LaunchSpec, worker_args: list[str]) -> None:
         check_rdzv_endpoint(str(spec.rdzv_endpoint))
     if "OMP_NUM_THREADS" not in os.environ:
         # torchrun would set 1 thread per worker; on CPU the cores are better split evenly.
-        os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // spec.nproc))
+        os.environ["OMP_NUM_THREADS"] = str(max(1, usable_cpus() // spec.nproc))
     args = get_args_parser().parse_args(torchrun_args(spec, worker_args))
     # The agent logs every worker failure at length; the workers print their own one-line
     # reason and the exit status says the rest (TLX_DEBUG=1 keeps torchrun's log).

@@ -22,6 +22,7 @@ import numpy as np
 
 from exporter.core.config import LR_AUTO, TrainConfig, parse_unfreeze_from
 from exporter.core.errors import GateFailed, Interrupted, UsageError
+from exporter.core.machine import usable_cpus
 from exporter.core.runfolder import CHECKPOINT_DIR, TRAIN_JSON
 from exporter.data.augment import resolve_augment
 from exporter.train.common import TrainEvent, default_run_dir, resolve_device
@@ -138,7 +139,7 @@ class Trainer(StopMixin, TrunkMixin, EpochMixin, EvalMixin, RecordMixin):
         self.workers = (
             cfg.workers
             if cfg.workers is not None
-            else (min(8, os.cpu_count() or 1) if self.device.type == "cuda" else 0)
+            else (min(8, usable_cpus()) if self.device.type == "cuda" else 0)
         )
         # Steps count global batches: the same for any number of processes.
         self.steps_per_epoch = math.ceil(len(self.bundle.train) / cfg.batch_size)
@@ -294,6 +295,7 @@ class Trainer(StopMixin, TrunkMixin, EpochMixin, EvalMixin, RecordMixin):
             self.run_dir.mkdir(parents=True, exist_ok=True)
             clean_stale_temps(self.run_dir)
             clean_stale_temps(self.run_dir / CHECKPOINT_DIR)
+        _cap_torch_threads()
         t0 = time.perf_counter()
         with self._signals(), determinism(self.cfg.deterministic, self.device.type):
             try:
@@ -369,3 +371,16 @@ class Trainer(StopMixin, TrunkMixin, EpochMixin, EvalMixin, RecordMixin):
 
 
 __all__ = ["Trainer"]
+
+
+def _cap_torch_threads() -> None:
+    """At most one torch thread per usable core (a container's quota included).
+
+    torch counts the node's cores (kserve/kserve #1031); OMP_NUM_THREADS, when set (torchrun's
+    workers, Ray), is the user's word and kept. Lowering only: a process given fewer threads
+    on purpose keeps them.
+    """
+    import torch
+
+    if "OMP_NUM_THREADS" not in os.environ and torch.get_num_threads() > usable_cpus():
+        torch.set_num_threads(usable_cpus())

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from exporter.core.machine import machine_line
 from exporter.verify.result import ParityReport
 
 VERIFY_JSON = "verify.json"
@@ -89,7 +90,8 @@ def render_markdown(report: ParityReport) -> str:
         "",
         f"Run: `{report.run_dir}`  ",
         "Reference: eager fp32 from model.safetensors on CPU  ",
-        "Inputs: " + ", ".join(f"{k} {v['shape']}" for k, v in report.inputs.items()),
+        "Inputs: " + ", ".join(f"{k} {v['shape']}" for k, v in report.inputs.items()) + "  ",
+        f"Machine: {machine_line(report.machine)}",
         "",
         markdown_table(
             summary_rows(report),

@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from exporter.core.machine import machine_facts
+
 SCHEMA_VERSION = 1
 HELDOUT = "heldout"
 
@@ -56,6 +58,8 @@ class ParityReport:
     skipped: list[dict[str, Any]]
     notes: list[str] = field(default_factory=list)
     math: dict[str, Any] = field(default_factory=dict)
+    # Instruction set, usable cores, memory limit (exporter.core.machine).
+    machine: dict[str, Any] = field(default_factory=machine_facts)
 
     @property
     def passed(self) -> bool:
@@ -81,6 +85,7 @@ class ParityReport:
             "run_dir": str(self.run_dir),
             "config": self.config,
             "environment": self.environment,
+            "machine": self.machine,
             "reference": {"runtime": "eager", "artifact": "model.safetensors", "device": "cpu"},
             "math": self.math,
             "inputs": self.inputs,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 import tarfile
 import time
@@ -236,6 +237,11 @@ def test_reports_written_and_readable(eager_report: BenchReport) -> None:
     assert data["config"]["batch_sizes"] == [1, 2]
     assert data["setup"]["threads"] == 2 and data["setup"]["timer"] == "perf_counter"
     assert data["environment"]["torch"] == torch.__version__
+    # The machine block: instruction-set names and the cores this process may use.
+    assert isinstance(data["machine"]["isa"], list)
+    assert all(isinstance(n, str) and n == n.lower() for n in data["machine"]["isa"])
+    assert isinstance(data["machine"]["cpus_available"], int)
+    assert 1 <= data["machine"]["cpus_available"] <= (os.cpu_count() or 1)
     assert len(data["rows"]) == 4
     assert all("latency_ms_p50" in r and "throughput_img_s" in r for r in data["rows"])
     with files[BENCH_CSV].open() as fh:
@@ -244,6 +250,9 @@ def test_reports_written_and_readable(eager_report: BenchReport) -> None:
     assert float(csv_rows[0]["latency_ms_p50"]) == pytest.approx(data["rows"][0]["latency_ms_p50"])
     md = files[BENCH_MD].read_text()
     assert "| runtime |" in md and "x eager" in md and "fake" in md
+    assert "- machine: " in md and "instruction set" in md
+    for name in data["machine"]["isa"]:
+        assert name.upper() in md
     import matplotlib.image
 
     img = matplotlib.image.imread(files[BENCH_PNG])

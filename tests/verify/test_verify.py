@@ -112,6 +112,8 @@ def test_fresh_export_passes_on_every_cpu_runtime(
     assert d["schema_version"] == 1 and d["verdict"] == "pass"
     assert d["environment"]["torch"] and d["config"]["batch_sizes"] == (1, 3, 4)
     assert "PASS" in (run / "verify.md").read_text()
+    assert isinstance(d["machine"]["cpus_available"], int) and isinstance(d["machine"]["isa"], list)
+    assert "Machine: " in (run / "verify.md").read_text()
 
 
 def test_perturbed_onnx_weight_fails_and_localize_names_the_layer(

@@ -71,6 +71,7 @@ from exporter.core.config.train import (
     TrainConfig,
     parse_unfreeze_from,
 )
+from exporter.core.config.tune import TuneConfig
 from exporter.core.config.verify import (
     VerifyConfig,
     check_tolerance_overrides,
@@ -131,6 +132,7 @@ __all__ = [
     "ServeConfig",
     "TrainConfig",
     "TritonConfig",
+    "TuneConfig",
     "VerifyConfig",
     "check_int",
     "check_tolerance_overrides",

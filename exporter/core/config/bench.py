@@ -24,7 +24,8 @@ class BenchConfig:
         min_time_s: time each runtime × batch for at least this many seconds instead.
         iters_per_round: timed iterations per cell per round; rounds interleave the cells so
             that machine drift hits every runtime alike.
-        threads: CPU threads for torch and ONNX Runtime; None keeps torch's default (recorded).
+        threads: CPU threads for torch and ONNX Runtime; None: the cores this process may use
+            (``core/machine.py``; recorded).
         seed: seed of the random input batches shared by every runtime.
         reference_runtime: the runtime speed-ups are computed against.
         compare: a baseline ``bench.json`` to gate against.
@@ -32,6 +33,9 @@ class BenchConfig:
         out_dir: where bench.json/.md/.csv/.png go; None = the run folder.
         tf32: on CUDA, let fp32 matmuls/convolutions use TF32 (rows then say ``tf32``);
             False times IEEE fp32.
+        profile: after timing, profile each ONNX artifact × runtime per operator (its own
+            profiler, on the smallest batch size) into bench.json/.md ``profile``.
+        profile_runs: profiled runs per artifact × runtime (after 3 warm-ups).
     """
 
     runtimes: tuple[str, ...] = (ALL,)
@@ -49,6 +53,8 @@ class BenchConfig:
     max_regression_pct: float = 10.0
     out_dir: str | None = None
     tf32: bool = False
+    profile: bool = False
+    profile_runs: int = 10
 
     def __post_init__(self) -> None:
         if not self.runtimes or any(not r.strip() for r in self.runtimes):
@@ -75,6 +81,8 @@ class BenchConfig:
             raise UsageError(f"iters_per_round {self.iters_per_round}: must be >= 1")
         if self.threads is not None and self.threads < 1:
             raise UsageError(f"--threads {self.threads}: must be >= 1")
+        if self.profile_runs < 1:
+            raise UsageError(f"--profile-runs {self.profile_runs}: must be >= 1")
         if self.max_regression_pct < 0:
             raise UsageError(f"--max-regression {self.max_regression_pct}: must be >= 0 percent")
 

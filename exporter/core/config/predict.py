@@ -27,7 +27,7 @@ class PredictConfig:
         batch_size: images per runtime call.
         output: ``table``, ``json`` or ``csv`` (on stdout).
         skip_bad: skip unreadable images (exit 0) instead of exit 2 at the end.
-        threads: runtime intra-op threads (None: the runtime's default).
+        threads: runtime intra-op threads (None: the cores this process may use).
         public_key: a PEM public key: the run must match its ``model.sig`` first (None: no
             signature check).
     """

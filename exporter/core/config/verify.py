@@ -24,7 +24,7 @@ class VerifyConfig:
         rtol: override of the profile's relative tolerance (None = profile).
         min_top1: override of the profile's minimum top-1 agreement in [0, 1] (None = profile).
         localize: on failure, find the first layer whose activation diverges.
-        threads: intra-op threads for the runtimes (None = library default).
+        threads: intra-op threads for the runtimes (None: the cores this process may use).
     """
 
     runtimes: tuple[str, ...] = (ALL,)
