@@ -9,13 +9,13 @@ same timer as ``tlx bench``) on each CPU runtime that can load it here.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from exporter.core.errors import RuntimeUnavailable
+from exporter.core.machine import usable_cpus
 
 if TYPE_CHECKING:
     from exporter.core.runfolder import RunInfo
@@ -37,14 +37,6 @@ class Timed:
     fixed_hw: bool = False
 
 
-def usable_cores() -> int:
-    """Cores this process may run on (affinity), not the machine's count."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
-
-
 def time_variants(info: RunInfo, files: list[Timed], *, batch: int = 1) -> dict[str, Any]:
     """p50/p90 latency (ms) of each file on each ONNX CPU runtime, plus the eager model.
 
@@ -56,7 +48,7 @@ def time_variants(info: RunInfo, files: list[Timed], *, batch: int = 1) -> dict[
     from exporter.runtimes.base import get_runtime
     from exporter.runtimes.selection import reference_artifact
 
-    threads = usable_cores()
+    threads = usable_cpus()  # affinity and cgroup quota, not the node's count
     size = info.preprocessing.image_size
     live: dict[str, tuple[str, str, Runtime]] = {}
     skipped: list[dict[str, str]] = []
