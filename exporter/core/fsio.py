@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from exporter.core.errors import DiskFull, TlxError
+from exporter.core.safepath import guard
 
 TMP_PREFIX = ".tlx-tmp-"
 # A writer that fails (torch.save and onnx.save report ENOSPC without an errno) while the disk
@@ -38,9 +39,9 @@ def atomic_path(dest: str | os.PathLike[str], *, size_hint: int | None = None) -
     space becomes :class:`~exporter.core.errors.DiskFull` (exit 3) with the bytes needed
     (``size_hint``, or at least what was written) and the bytes free.
     """
-    dest = Path(dest)
+    dest = guard(dest)  # no link below the run folder, the destination included
     dest.parent.mkdir(parents=True, exist_ok=True)
-    try:
+    try:  # mkstemp opens O_EXCL: never through a link
         fd, tmp_name = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=dest.suffix, dir=dest.parent)
     except OSError as exc:
         if exc.errno in _SPACE_ERRNOS:
@@ -163,9 +164,7 @@ def atomic_dir(dest: str | os.PathLike[str]) -> Iterator[Path]:
     the old folder or the new one, never a mix. Every file is fsynced before the swap; on any
     exception the temp folder is removed and ``dest`` is left as it was.
     """
-    import shutil
-
-    dest = Path(dest)
+    dest = guard(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=dest.parent))
     os.chmod(tmp, 0o777 & ~_umask())
@@ -196,10 +195,8 @@ def atomic_dir(dest: str | os.PathLike[str]) -> Iterator[Path]:
 
 def clean_stale_temps(folder: str | os.PathLike[str]) -> list[Path]:
     """Remove temp files and folders a killed writer left in ``folder``; return them."""
-    import shutil
-
     removed = []
-    folder = Path(folder)
+    folder = guard(folder)
     if not folder.is_dir():
         return removed
     for p in folder.glob(TMP_PREFIX + "*"):

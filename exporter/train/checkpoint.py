@@ -17,6 +17,7 @@ import numpy as np
 from exporter.core.errors import InputFileError
 from exporter.core.fsio import write_json, write_with
 from exporter.core.runfolder import CHECKPOINT_DIR
+from exporter.core.safepath import guard
 
 STATE_NAME = "state.pt"
 META_NAME = "meta.json"
@@ -104,7 +105,7 @@ def save_checkpoint(run_dir: Path, state: dict[str, Any], meta: dict[str, Any]) 
     """
     import torch
 
-    folder = checkpoint_dir(run_dir)
+    folder = guard(checkpoint_dir(run_dir))  # RUN/checkpoint may not lead elsewhere
     folder.mkdir(parents=True, exist_ok=True)
     payload = {"format": CHECKPOINT_FORMAT, **state}
     write_with(folder / STATE_NAME, lambda p: torch.save(payload, p))
