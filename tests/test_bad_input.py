@@ -302,6 +302,21 @@ def _tampered_onnx_and_images(run: Path, tmp: Path) -> None:
     _predict_images(run, tmp)
 
 
+def _link_to_canary(name: str) -> Callable[[Path, Path], None]:
+    """A dangling link in the run; following it would create {tmp}/canary."""
+
+    def setup(run: Path, tmp: Path) -> None:
+        (run / name).unlink(missing_ok=True)
+        (run / name).symlink_to(tmp / "canary")
+
+    return setup
+
+
+def _triton_dir_is_a_link(run: Path, tmp: Path) -> None:
+    _tiny_model_and_images(run, tmp)
+    _link_to_canary("triton")(run, tmp)
+
+
 IMG = "{tmp}/images"
 SYN = ("train", "--data", "synthetic", "--weights", "none", "--out", "{tmp}/out")
 CASES = [
@@ -703,6 +718,35 @@ CASES = [
         ("export", RUN, "--format", "triton", "--model-name", "../up"),
         2,
         "--model-name",
+    ),
+    # --- links inside the run folder: nothing outside it is written or deleted
+    Case(
+        "export-lock-is-a-link",
+        ("export", RUN, "--format", "onnx"),
+        2,
+        ".tlx.lock",
+        _link_to_canary(".tlx.lock"),
+    ),
+    Case(
+        "export-report-is-a-link",
+        ("export", RUN, "--format", "onnx"),
+        2,
+        "export.json",
+        _link_to_canary("export.json"),
+    ),
+    Case(
+        "export-triton-dir-is-a-link-force",
+        ("export", RUN, "--format", "triton", "--force"),
+        2,
+        "triton",
+        _triton_dir_is_a_link,
+    ),
+    Case(
+        "train-resume-checkpoint-is-a-link",
+        ("train", "--resume", RUN),
+        2,
+        "checkpoint is a symbolic link",
+        _link_to_canary("checkpoint"),
     ),
     Case(
         "export-triton-tampered-onnx",

@@ -118,10 +118,12 @@ def load_checkpoint(run_dir: Path) -> dict[str, Any]:
 
     Raises:
         InputFileError: no checkpoint, or it cannot be read safely.
+        UnsafePath: ``checkpoint/`` or ``state.pt`` is a symbolic link (a resume would write
+            through it): refused before reading.
     """
     import torch
 
-    path = checkpoint_dir(run_dir) / STATE_NAME
+    path = guard(checkpoint_dir(run_dir) / STATE_NAME, root=run_dir)
     if not path.is_file():
         raise InputFileError(
             f"--resume {run_dir}: {path} not found (resume needs a run folder made by "
