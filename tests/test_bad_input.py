@@ -317,6 +317,24 @@ def _triton_dir_is_a_link(run: Path, tmp: Path) -> None:
     _link_to_canary("triton")(run, tmp)
 
 
+def _triton_labels_reordered(run: Path, tmp: Path) -> None:
+    """A Triton repository whose labels.txt (hashed anew in the manifest) swaps two classes."""
+    from exporter.core.manifest import ArtifactEntry, FileRecord, load_manifest, save_manifest
+
+    _tiny_model_and_images(run, tmp)
+    classes = json.loads((run / "train.json").read_text())["dataset"]["class_names"]
+    (run / "triton" / "m").mkdir(parents=True)
+    (run / "triton" / "m" / "labels.txt").write_text("\n".join([classes[1], classes[0]]) + "\n")
+    manifest = load_manifest(run)
+    manifest.artifacts["triton/m"] = ArtifactEntry(
+        name="triton/m",
+        format="triton",
+        files=[FileRecord.of(run, "triton/m/labels.txt")],
+        precision="fp32",
+    )
+    save_manifest(run, manifest)
+
+
 IMG = "{tmp}/images"
 SYN = ("train", "--data", "synthetic", "--weights", "none", "--out", "{tmp}/out")
 CASES = [
@@ -749,6 +767,13 @@ CASES = [
         _link_to_canary("checkpoint"),
     ),
     Case(
+        "verify-triton-labels-reordered",
+        ("verify", RUN, "--runtimes", "ort-cpu"),
+        2,
+        "labels.txt",
+        _triton_labels_reordered,
+    ),
+    Case(
         "export-triton-tampered-onnx",
         ("export", RUN, "--format", "triton"),
         2,
@@ -823,8 +848,8 @@ def test_disk_full_is_exit_3_and_keeps_the_previous_file(
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(fsio, "_write_file", full_disk)
-    # The manifest is the first plain write of `tlx export` (after the TorchScript file).
-    result = CliRunner().invoke(app, ["export", str(run), "--format", "torchscript"])
+    # The manifest is the first plain write of `tlx export` (onnx.save writes the model).
+    result = CliRunner().invoke(app, ["export", str(run), "--format", "onnx"])
     assert result.exit_code == 3, (result.exit_code, result.stderr)
     errors = [ln for ln in result.stderr.splitlines() if ln.lower().startswith("error")]
     assert len(errors) == 1 and "Traceback" not in result.stderr
@@ -832,3 +857,70 @@ def test_disk_full_is_exit_3_and_keeps_the_previous_file(
     assert (run / "train.json").read_bytes() == before
     assert not (run / "manifest.json").exists()  # never half-written
     assert not list(run.glob(fsio.TMP_PREFIX + "*"))
+
+
+def _small_disk(monkeypatch: pytest.MonkeyPatch, free: int) -> None:
+    """This disk reports ``free`` bytes; the up-front resource check is off (as under
+    TLX_SKIP_RESOURCE_CHECK=1), so the writers themselves meet the full disk."""
+    import shutil as shutil_mod
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil_mod, "disk_usage", lambda p: usage(free * 10, free * 9, free))
+    monkeypatch.setenv("TLX_SKIP_RESOURCE_CHECK", "1")
+
+
+@pytest.mark.parametrize(
+    ("fmt", "name", "how"),
+    [("torchscript", "model.ts", "too-small"), ("pt2", "model.pt2", "fails-mid-write")],
+)
+def test_torch_exports_on_a_full_disk_are_exit_3_with_no_temp_file(
+    pristine_run: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    fmt: str,
+    name: str,
+    how: str,
+) -> None:
+    """torch's zip writer aborted the process on a short write (c10::Error, exit 134, a
+    511 MB temp file left): the file is now serialized in memory and written by Python."""
+    import errno
+
+    from exporter.core import fsio
+
+    run = tmp_path / "run"
+    shutil.copytree(pristine_run, run, copy_function=_link_weights_copy_rest)
+    if how == "too-small":
+        _small_disk(monkeypatch, 100 << 20)  # VGG16's 528 MB cannot fit: refused up front
+    else:
+        monkeypatch.setenv("TLX_SKIP_RESOURCE_CHECK", "1")
+
+        def full_disk(path: Path, data: bytes) -> None:
+            with open(path, "wb") as fh:
+                fh.write(data[: len(data) // 3])
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(fsio, "_write_file", full_disk)
+    result = CliRunner().invoke(app, ["export", str(run), "--format", fmt])
+    assert result.exit_code == 3, (result.exit_code, result.stderr)
+    errors = [ln for ln in result.stderr.splitlines() if ln.lower().startswith("error")]
+    assert len(errors) == 1 and "Traceback" not in result.stderr
+    assert name in errors[0] and "bytes are free" in errors[0], errors
+    assert not (run / name).exists() and not list(run.glob(fsio.TMP_PREFIX + "*"))
+
+
+def test_training_on_a_full_disk_is_exit_3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the resource check skipped, safetensors met the full disk: exit 70 before."""
+    from exporter.core import fsio
+
+    _small_disk(monkeypatch, 100 << 20)
+    out = tmp_path / "out"
+    argv = [*SYN, "--image-size", "32", "--train-size", "8", "--val-size", "8"]
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    result = CliRunner().invoke(app, [*argv, "--batch-size", "8", "--epochs", "1"])
+    assert result.exit_code == 3, (result.exit_code, result.stderr)
+    errors = [ln for ln in result.stderr.splitlines() if ln.lower().startswith("error")]
+    assert len(errors) == 1 and "Traceback" not in result.stderr
+    assert "bytes are free" in errors[0], errors
+    assert "model.safetensors" in errors[0] or "state.pt" in errors[0], errors
+    assert not list(out.rglob(fsio.TMP_PREFIX + "*"))

@@ -28,6 +28,11 @@ TMP_PREFIX = ".tlx-tmp-"
 # has less than this free is reported as a full disk.
 NEARLY_FULL_BYTES = 1 << 20
 _SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+# Writers that report the OS error only in their message (safetensors' SafetensorError
+# "I/O error: No space left on device (os error 28)") and remove their partial file first.
+_SPACE_TEXTS = tuple(os.strerror(e) for e in _SPACE_ERRNOS) + tuple(
+    f"(os error {e})" for e in _SPACE_ERRNOS
+)
 
 
 @contextlib.contextmanager
@@ -79,6 +84,8 @@ def _is_disk_full(exc: BaseException, folder: Path) -> bool:
     while seen is not None:
         if isinstance(seen, OSError) and seen.errno in _SPACE_ERRNOS:
             return True
+        if any(text in str(seen) for text in _SPACE_TEXTS):
+            return True
         seen = seen.__cause__ or seen.__context__
     if isinstance(exc, (KeyboardInterrupt, SystemExit, TlxError)):
         return False  # a deliberate stop (a failed check, a signal) is not about space
@@ -89,6 +96,7 @@ def _is_disk_full(exc: BaseException, folder: Path) -> bool:
 
 
 def _disk_full(dest: Path, size_hint: int | None, exc: BaseException, *, written: int) -> DiskFull:
+    size_hint = getattr(exc, "needed", None) or size_hint
     try:
         free = shutil.disk_usage(dest.parent).free
     except OSError:
@@ -123,13 +131,44 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
+class _NoSpace(OSError):
+    """Raised before writing: ``needed`` bytes will not fit (atomic_path reports DiskFull)."""
+
+    def __init__(self, needed: int, free: int) -> None:
+        super().__init__(errno.ENOSPC, f"{needed} bytes needed, {free} free")
+        self.needed = needed
+
+
+def require_space(folder: str | os.PathLike[str], needed: int) -> None:
+    """Raise ``OSError(ENOSPC)`` before writing when ``needed`` bytes do not fit in ``folder``.
+
+    For writers that cannot fail cleanly once started: torch's zip writer aborts the process
+    on a short write to a path (``c10::Error ... unexpected pos``, exit 134, the partial file
+    left behind). Inside :func:`atomic_path` this becomes DiskFull (exit 3) with the numbers.
+    """
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return  # the write itself will tell
+    if needed > free:
+        raise _NoSpace(needed, free)
+
+
+def write_buffer(tmp: Path, data: bytes | memoryview) -> None:
+    """Write an in-memory serialization (``torch.jit.save`` into ``io.BytesIO``) to the temp
+    path of :func:`atomic_path`: checked against the free space first, then written by
+    Python, so a full disk is an ``OSError`` (DiskFull, exit 3), never an abort."""
+    require_space(tmp.parent, len(data))
+    _write_file(tmp, data)
+
+
 def write_bytes(dest: str | os.PathLike[str], data: bytes) -> None:
     """Atomically write ``data`` to ``dest``."""
     with atomic_path(dest, size_hint=len(data)) as tmp:
         _write_file(tmp, data)
 
 
-def _write_file(path: Path, data: bytes) -> None:
+def _write_file(path: Path, data: bytes | memoryview) -> None:
     # The one place plain bytes hit the disk (tests replace it to simulate a full disk).
     with open(path, "wb") as fh:
         fh.write(data)
