@@ -301,12 +301,13 @@ def train_need(
 def export_need(
     *, size: int, batch: int, num_classes: int, files: dict[str, float], folder: Path
 ) -> Need:
-    """``tlx export``: the eager model, the exporter's copy and the loaded-back file (three
-    copies of the weights), activations of the check batch twice; ``files`` maps each file
-    to its bytes per parameter (4 for fp32, 2 for fp16)."""
+    """``tlx export``: the eager model, the exporter's copy, the file serialized in memory
+    (TorchScript and .pt2 are written from a buffer) and the loaded-back file (four copies of
+    the weights), activations of the check batch twice; ``files`` maps each file to its
+    bytes per parameter (4 for fp32, 2 for fp16)."""
     check_image_size(size, option=RUN_SIZE)
     weights = weights_bytes(num_classes)
-    memory = 3 * weights + 2 * inference_activation_bytes(size, max(batch, 2))
+    memory = 4 * weights + 2 * inference_activation_bytes(size, max(batch, 2))
     disk = sum(weights_bytes(num_classes, bytes_per_param=b) for b in files.values())
     return Need(f"tlx export at {size} px, batch {batch}", memory, disk + REPORT_BYTES, folder)
 
