@@ -105,9 +105,13 @@ def _disk_full(dest: Path, size_hint: int | None, exc: BaseException, *, written
     needed = f"{size_hint}" if size_hint is not None else f"at least {written}"
     return DiskFull(
         f"no space left to write {dest}: it needs {needed} bytes "
-        f"and {free} bytes are free on that disk ({exc.__class__.__name__}); the previous "
+        f"and {free} bytes are free on that disk ({_reason(exc)}); the previous "
         f"{dest.name}, if any, was kept. Free some space and run the command again"
     )
+
+
+def _reason(exc: BaseException) -> str:
+    return "checked before writing" if isinstance(exc, _NoSpace) else exc.__class__.__name__
 
 
 def _umask() -> int:
