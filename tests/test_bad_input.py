@@ -341,6 +341,39 @@ def _port_held_by_another_server(run: Path, tmp: Path) -> None:
     _SOCKETS.append(held)
 
 
+def _link_to_canary(name: str) -> Callable[[Path, Path], None]:
+    """A dangling link in the run; following it would create {tmp}/canary."""
+
+    def setup(run: Path, tmp: Path) -> None:
+        (run / name).unlink(missing_ok=True)
+        (run / name).symlink_to(tmp / "canary")
+
+    return setup
+
+
+def _triton_dir_is_a_link(run: Path, tmp: Path) -> None:
+    _tiny_model_and_images(run, tmp)
+    _link_to_canary("triton")(run, tmp)
+
+
+def _triton_labels_reordered(run: Path, tmp: Path) -> None:
+    """A Triton repository whose labels.txt (hashed anew in the manifest) swaps two classes."""
+    from exporter.core.manifest import ArtifactEntry, FileRecord, load_manifest, save_manifest
+
+    _tiny_model_and_images(run, tmp)
+    classes = json.loads((run / "train.json").read_text())["dataset"]["class_names"]
+    (run / "triton" / "m").mkdir(parents=True)
+    (run / "triton" / "m" / "labels.txt").write_text("\n".join([classes[1], classes[0]]) + "\n")
+    manifest = load_manifest(run)
+    manifest.artifacts["triton/m"] = ArtifactEntry(
+        name="triton/m",
+        format="triton",
+        files=[FileRecord.of(run, "triton/m/labels.txt")],
+        precision="fp32",
+    )
+    save_manifest(run, manifest)
+
+
 IMG = "{tmp}/images"
 SYN = ("train", "--data", "synthetic", "--weights", "none", "--out", "{tmp}/out")
 CASES = [
@@ -782,6 +815,42 @@ CASES = [
         2,
         "--model-name",
     ),
+    # --- links inside the run folder: nothing outside it is written or deleted
+    Case(
+        "export-lock-is-a-link",
+        ("export", RUN, "--format", "onnx"),
+        2,
+        ".tlx.lock",
+        _link_to_canary(".tlx.lock"),
+    ),
+    Case(
+        "export-report-is-a-link",
+        ("export", RUN, "--format", "onnx"),
+        2,
+        "export.json",
+        _link_to_canary("export.json"),
+    ),
+    Case(
+        "export-triton-dir-is-a-link-force",
+        ("export", RUN, "--format", "triton", "--force"),
+        2,
+        "triton",
+        _triton_dir_is_a_link,
+    ),
+    Case(
+        "train-resume-checkpoint-is-a-link",
+        ("train", "--resume", RUN),
+        2,
+        "checkpoint is a symbolic link",
+        _link_to_canary("checkpoint"),
+    ),
+    Case(
+        "verify-triton-labels-reordered",
+        ("verify", RUN, "--runtimes", "ort-cpu"),
+        2,
+        "labels.txt",
+        _triton_labels_reordered,
+    ),
     Case(
         "export-triton-tampered-onnx",
         ("export", RUN, "--format", "triton"),
@@ -863,8 +932,8 @@ def test_disk_full_is_exit_3_and_keeps_the_previous_file(
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(fsio, "_write_file", full_disk)
-    # The manifest is the first plain write of `tlx export` (after the TorchScript file).
-    result = CliRunner().invoke(app, ["export", str(run), "--format", "torchscript"])
+    # The manifest is the first plain write of `tlx export` (onnx.save writes the model).
+    result = CliRunner().invoke(app, ["export", str(run), "--format", "onnx"])
     assert result.exit_code == 3, (result.exit_code, result.stderr)
     errors = [ln for ln in result.stderr.splitlines() if ln.lower().startswith("error")]
     assert len(errors) == 1 and "Traceback" not in result.stderr
@@ -988,3 +1057,70 @@ def test_verify_server_with_a_malformed_answer_is_exit_2_in_one_line(
     errors = [ln for ln in stderr.splitlines() if ln.lower().startswith("error")]
     assert len(errors) == 1, stderr
     assert url in errors[0] and says in errors[0].lower(), errors[0]
+
+
+def _small_disk(monkeypatch: pytest.MonkeyPatch, free: int) -> None:
+    """This disk reports ``free`` bytes; the up-front resource check is off (as under
+    TLX_SKIP_RESOURCE_CHECK=1), so the writers themselves meet the full disk."""
+    import shutil as shutil_mod
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil_mod, "disk_usage", lambda p: usage(free * 10, free * 9, free))
+    monkeypatch.setenv("TLX_SKIP_RESOURCE_CHECK", "1")
+
+
+@pytest.mark.parametrize(
+    ("fmt", "name", "how"),
+    [("torchscript", "model.ts", "too-small"), ("pt2", "model.pt2", "fails-mid-write")],
+)
+def test_torch_exports_on_a_full_disk_are_exit_3_with_no_temp_file(
+    pristine_run: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    fmt: str,
+    name: str,
+    how: str,
+) -> None:
+    """torch's zip writer aborted the process on a short write (c10::Error, exit 134, a
+    511 MB temp file left): the file is now serialized in memory and written by Python."""
+    import errno
+
+    from exporter.core import fsio
+
+    run = tmp_path / "run"
+    shutil.copytree(pristine_run, run, copy_function=_link_weights_copy_rest)
+    if how == "too-small":
+        _small_disk(monkeypatch, 100 << 20)  # VGG16's 528 MB cannot fit: refused up front
+    else:
+        monkeypatch.setenv("TLX_SKIP_RESOURCE_CHECK", "1")
+
+        def full_disk(path: Path, data: bytes) -> None:
+            with open(path, "wb") as fh:
+                fh.write(data[: len(data) // 3])
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(fsio, "_write_file", full_disk)
+    result = CliRunner().invoke(app, ["export", str(run), "--format", fmt])
+    assert result.exit_code == 3, (result.exit_code, result.stderr)
+    errors = [ln for ln in result.stderr.splitlines() if ln.lower().startswith("error")]
+    assert len(errors) == 1 and "Traceback" not in result.stderr
+    assert name in errors[0] and "bytes are free" in errors[0], errors
+    assert not (run / name).exists() and not list(run.glob(fsio.TMP_PREFIX + "*"))
+
+
+def test_training_on_a_full_disk_is_exit_3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the resource check skipped, safetensors met the full disk: exit 70 before."""
+    from exporter.core import fsio
+
+    _small_disk(monkeypatch, 100 << 20)
+    out = tmp_path / "out"
+    argv = [*SYN, "--image-size", "32", "--train-size", "8", "--val-size", "8"]
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    result = CliRunner().invoke(app, [*argv, "--batch-size", "8", "--epochs", "1"])
+    assert result.exit_code == 3, (result.exit_code, result.stderr)
+    errors = [ln for ln in result.stderr.splitlines() if ln.lower().startswith("error")]
+    assert len(errors) == 1 and "Traceback" not in result.stderr
+    assert "bytes are free" in errors[0], errors
+    assert "model.safetensors" in errors[0] or "state.pt" in errors[0], errors
+    assert not list(out.rglob(fsio.TMP_PREFIX + "*"))

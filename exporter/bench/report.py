@@ -262,8 +262,9 @@ def plot_bench(report: BenchReport, dest: Path) -> None:
 def write_bench_reports(report: BenchReport, out_dir: Path) -> dict[str, str]:
     """Add the recommendations, then write bench.csv, .md, .png and (last) bench.json."""
     from exporter.core.report import write_csv, write_markdown, write_report_json
+    from exporter.core.safepath import guard
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    guard(out_dir).mkdir(parents=True, exist_ok=True)
     report.recommendations, report.recommendation_notes = recommend(report)
     paths = {name: out_dir / name for name in (BENCH_CSV, BENCH_MD, BENCH_PNG, BENCH_JSON)}
     report.files = {name: str(p) for name, p in paths.items()}

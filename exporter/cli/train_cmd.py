@@ -327,6 +327,7 @@ def _launch(ctx: typer.Context) -> None:
     from exporter.core.errors import UsageError
     from exporter.train.common import default_run_dir
     from exporter.train.launch import WorkerFailed, launch
+    from exporter.train.train import check_launch_resources
 
     if "TORCHELASTIC_RUN_ID" in os.environ:
         raise UsageError("--nproc/--nnodes launch torchrun; under torchrun already, drop them")
@@ -340,6 +341,8 @@ def _launch(ctx: typer.Context) -> None:
             f"--batch-size {batch} is the global batch and must divide by the number of "
             f"processes ({world} = --nproc {spec.nproc} x --nnodes {spec.nnodes})"
         )
+    # The workers of this machine share its memory: checked together, before any starts.
+    check_launch_resources(resolve_config(p)[0], nproc=spec.nproc, world_size=world)
     args = worker_args(ctx, skip=LAUNCHER_PARAMS)
     if ctx.params["out"] is None and ctx.params["resume"] is None:
         # Every worker must write to one folder: name it here, not once per process.

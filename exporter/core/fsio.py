@@ -21,12 +21,18 @@ from pathlib import Path
 from typing import Any
 
 from exporter.core.errors import DiskFull, TlxError
+from exporter.core.safepath import guard
 
 TMP_PREFIX = ".tlx-tmp-"
 # A writer that fails (torch.save and onnx.save report ENOSPC without an errno) while the disk
 # has less than this free is reported as a full disk.
 NEARLY_FULL_BYTES = 1 << 20
 _SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+# Writers that report the OS error only in their message (safetensors' SafetensorError
+# "I/O error: No space left on device (os error 28)") and remove their partial file first.
+_SPACE_TEXTS = tuple(os.strerror(e) for e in _SPACE_ERRNOS) + tuple(
+    f"(os error {e})" for e in _SPACE_ERRNOS
+)
 
 
 @contextlib.contextmanager
@@ -38,9 +44,9 @@ def atomic_path(dest: str | os.PathLike[str], *, size_hint: int | None = None) -
     space becomes :class:`~exporter.core.errors.DiskFull` (exit 3) with the bytes needed
     (``size_hint``, or at least what was written) and the bytes free.
     """
-    dest = Path(dest)
+    dest = guard(dest)  # no link below the run folder, the destination included
     dest.parent.mkdir(parents=True, exist_ok=True)
-    try:
+    try:  # mkstemp opens O_EXCL: never through a link
         fd, tmp_name = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=dest.suffix, dir=dest.parent)
     except OSError as exc:
         if exc.errno in _SPACE_ERRNOS:
@@ -78,6 +84,8 @@ def _is_disk_full(exc: BaseException, folder: Path) -> bool:
     while seen is not None:
         if isinstance(seen, OSError) and seen.errno in _SPACE_ERRNOS:
             return True
+        if any(text in str(seen) for text in _SPACE_TEXTS):
+            return True
         seen = seen.__cause__ or seen.__context__
     if isinstance(exc, (KeyboardInterrupt, SystemExit, TlxError)):
         return False  # a deliberate stop (a failed check, a signal) is not about space
@@ -88,6 +96,7 @@ def _is_disk_full(exc: BaseException, folder: Path) -> bool:
 
 
 def _disk_full(dest: Path, size_hint: int | None, exc: BaseException, *, written: int) -> DiskFull:
+    size_hint = getattr(exc, "needed", None) or size_hint
     try:
         free = shutil.disk_usage(dest.parent).free
     except OSError:
@@ -96,9 +105,13 @@ def _disk_full(dest: Path, size_hint: int | None, exc: BaseException, *, written
     needed = f"{size_hint}" if size_hint is not None else f"at least {written}"
     return DiskFull(
         f"no space left to write {dest}: it needs {needed} bytes "
-        f"and {free} bytes are free on that disk ({exc.__class__.__name__}); the previous "
+        f"and {free} bytes are free on that disk ({_reason(exc)}); the previous "
         f"{dest.name}, if any, was kept. Free some space and run the command again"
     )
+
+
+def _reason(exc: BaseException) -> str:
+    return "checked before writing" if isinstance(exc, _NoSpace) else exc.__class__.__name__
 
 
 def _umask() -> int:
@@ -122,13 +135,44 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
+class _NoSpace(OSError):
+    """Raised before writing: ``needed`` bytes will not fit (atomic_path reports DiskFull)."""
+
+    def __init__(self, needed: int, free: int) -> None:
+        super().__init__(errno.ENOSPC, f"{needed} bytes needed, {free} free")
+        self.needed = needed
+
+
+def require_space(folder: str | os.PathLike[str], needed: int) -> None:
+    """Raise ``OSError(ENOSPC)`` before writing when ``needed`` bytes do not fit in ``folder``.
+
+    For writers that cannot fail cleanly once started: torch's zip writer aborts the process
+    on a short write to a path (``c10::Error ... unexpected pos``, exit 134, the partial file
+    left behind). Inside :func:`atomic_path` this becomes DiskFull (exit 3) with the numbers.
+    """
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return  # the write itself will tell
+    if needed > free:
+        raise _NoSpace(needed, free)
+
+
+def write_buffer(tmp: Path, data: bytes | memoryview) -> None:
+    """Write an in-memory serialization (``torch.jit.save`` into ``io.BytesIO``) to the temp
+    path of :func:`atomic_path`: checked against the free space first, then written by
+    Python, so a full disk is an ``OSError`` (DiskFull, exit 3), never an abort."""
+    require_space(tmp.parent, len(data))
+    _write_file(tmp, data)
+
+
 def write_bytes(dest: str | os.PathLike[str], data: bytes) -> None:
     """Atomically write ``data`` to ``dest``."""
     with atomic_path(dest, size_hint=len(data)) as tmp:
         _write_file(tmp, data)
 
 
-def _write_file(path: Path, data: bytes) -> None:
+def _write_file(path: Path, data: bytes | memoryview) -> None:
     # The one place plain bytes hit the disk (tests replace it to simulate a full disk).
     with open(path, "wb") as fh:
         fh.write(data)
@@ -163,9 +207,7 @@ def atomic_dir(dest: str | os.PathLike[str]) -> Iterator[Path]:
     the old folder or the new one, never a mix. Every file is fsynced before the swap; on any
     exception the temp folder is removed and ``dest`` is left as it was.
     """
-    import shutil
-
-    dest = Path(dest)
+    dest = guard(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=dest.parent))
     os.chmod(tmp, 0o777 & ~_umask())
@@ -196,10 +238,8 @@ def atomic_dir(dest: str | os.PathLike[str]) -> Iterator[Path]:
 
 def clean_stale_temps(folder: str | os.PathLike[str]) -> list[Path]:
     """Remove temp files and folders a killed writer left in ``folder``; return them."""
-    import shutil
-
     removed = []
-    folder = Path(folder)
+    folder = guard(folder)
     if not folder.is_dir():
         return removed
     for p in folder.glob(TMP_PREFIX + "*"):

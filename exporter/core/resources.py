@@ -243,6 +243,11 @@ REPORT_BYTES = 16 * MIB  # JSON/Markdown/CSV/PNG reports: a few hundred kB, with
 # Glibc keeps freed buffers for reuse while training on the CPU (core/allocator.py): ~40%
 # more peak memory, measured at 224 px.
 CPU_TRAIN_ALLOCATOR_FACTOR = 1.4
+# What a training process holds before its first tensor: Python, torch, torchvision, numpy
+# and tlx's own modules. Measured 683 MiB of RSS right after the imports (CPU torch); at
+# 32 px, batch 16 a whole training process peaked at 2.95 GiB against 1.86 GiB of weights,
+# gradients, optimizer state and activations, so this was most of what the estimate missed.
+TRAIN_RUNTIME_BYTES = 700 * MIB
 
 
 def train_need(
@@ -254,9 +259,15 @@ def train_need(
     optimizer: str,
     device: str,
     folder: Path,
+    workers: int = 1,
 ) -> Need:
-    """``tlx train``: weights, gradients and optimizer state of the trainable part, the
-    activations of one step, and model.safetensors + checkpoint/ on disk."""
+    """``tlx train``: the process itself (its imported libraries), weights, gradients and
+    optimizer state of the trainable part, the activations of one step, and
+    model.safetensors + checkpoint/ on disk.
+
+    ``workers``: processes of this machine that train at once (``--nproc``), each with
+    ``batch`` images: their memory adds up; only one of them writes the run folder.
+    """
     check_image_size(size)
     weights = weights_bytes(num_classes)
     trainable = model_params(num_classes) - TRUNK_PARAMS
@@ -267,20 +278,24 @@ def train_need(
     activations = train_activation_bytes(size, batch, first_trainable)
     if device == "cpu":
         activations = int(activations * CPU_TRAIN_ALLOCATOR_FACTOR)
-    memory = weights + grads_and_states + activations
+    memory = (TRAIN_RUNTIME_BYTES + weights + grads_and_states + activations) * workers
     disk = 2 * weights + trainable * F32 * states + REPORT_BYTES  # weights + checkpoint/
-    return Need(f"tlx train at {size} px, batch {batch}", memory, disk, folder, device)
+    what = f"tlx train at {size} px, batch {batch}"
+    if workers > 1:
+        what += f" per process, {workers} processes on this machine"
+    return Need(what, memory, disk, folder, device)
 
 
 def export_need(
     *, size: int, batch: int, num_classes: int, files: dict[str, float], folder: Path
 ) -> Need:
-    """``tlx export``: the eager model, the exporter's copy and the loaded-back file (three
-    copies of the weights), activations of the check batch twice; ``files`` maps each file
-    to its bytes per parameter (4 for fp32, 2 for fp16)."""
+    """``tlx export``: the eager model, the exporter's copy, the file serialized in memory
+    (TorchScript and .pt2 are written from a buffer) and the loaded-back file (four copies of
+    the weights), activations of the check batch twice; ``files`` maps each file to its
+    bytes per parameter (4 for fp32, 2 for fp16)."""
     check_image_size(size, option=RUN_SIZE)
     weights = weights_bytes(num_classes)
-    memory = 3 * weights + 2 * inference_activation_bytes(size, max(batch, 2))
+    memory = 4 * weights + 2 * inference_activation_bytes(size, max(batch, 2))
     disk = sum(weights_bytes(num_classes, bytes_per_param=b) for b in files.values())
     return Need(f"tlx export at {size} px, batch {batch}", memory, disk + REPORT_BYTES, folder)
 

@@ -19,6 +19,7 @@ lock file would let two holders in.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import functools
 import os
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from exporter.core.errors import EnvironmentUnavailable, InputFileError
+from exporter.core.safepath import UnsafePath, guard, write_root
 
 LOCK_NAME = ".tlx.lock"
 
@@ -73,17 +75,28 @@ def _held() -> dict[str, list[int]]:
 
 def holder_of(run_dir: str | os.PathLike[str]) -> str:
     """What the lock file says about its holder ("pid 123: tlx export ..."), or "unknown"."""
-    try:
-        text = (Path(run_dir) / LOCK_NAME).read_text(encoding="utf-8", errors="replace")
+    try:  # never through a link: the note would quote another file's first line
+        fd = os.open(Path(run_dir) / LOCK_NAME, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            text = os.read(fd, 400).decode("utf-8", errors="replace")
+        finally:
+            os.close(fd)
     except OSError:
         return "unknown"
     return " ".join(text.split())[:200] or "unknown"
 
 
 def _open_lock_file(run: Path) -> int:
+    path = guard(run / LOCK_NAME, root=run)
     try:
-        return os.open(run / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        # O_NOFOLLOW: a link swapped in after the check is refused too (ELOOP), dangling or not.
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UnsafePath(
+                f"{path} is a symbolic link: tlx does not write through links inside a run "
+                "folder; remove it and run the command again"
+            ) from exc
         raise InputFileError(
             f"cannot create the lock file {run / LOCK_NAME} ({exc.strerror}): commands that "
             "change a run need write access to its folder"
@@ -188,7 +201,8 @@ def run_lock(
         return
     held[key] = [fd, 1]
     try:
-        yield
+        with write_root(run):  # every write below the run is checked for links
+            yield
     finally:
         del held[key]
         try:

@@ -24,10 +24,11 @@ from exporter.core.config import (
 )
 from exporter.core.errors import InputFileError, UsageError
 from exporter.core.fsio import clean_stale_temps, write_json
-from exporter.core.manifest import FileRecord, Manifest, manifest_path
+from exporter.core.manifest import MANIFEST_NAME, FileRecord, Manifest, manifest_path
 from exporter.core.report import Progress
 from exporter.core.resources import export_need, require
 from exporter.core.runlock import locks_run
+from exporter.core.safepath import guard
 from exporter.export.common import ExportContext, FormatResult, StepFn
 from exporter.export.onnx_export import export_onnx, onnx_name
 from exporter.export.torch_export import PT2_NAME, TORCHSCRIPT_NAME, export_pt2, export_torchscript
@@ -161,7 +162,16 @@ def export_run(
 
 
 def _refuse_existing(run: Path, cfg: ExportConfig) -> None:
-    """Without ``force``, an artifact that already exists is an error (before any work)."""
+    """Without ``force``, an artifact that already exists is an error (before any work).
+
+    With or without it, no file the export writes may be reached through a link (checked
+    here, before any work, so a refused export writes nothing).
+    """
+    names = [*artifact_names(cfg).values(), MANIFEST_NAME, EXPORT_REPORT]
+    if TRITON in cfg.formats:
+        names += [f"{TRITON_DIR}/{cfg.triton.model_name}", f"{TRITON_DIR}/README.md"]
+    for name in names:
+        guard(run / name, root=run)
     if cfg.force:
         return
     for name in artifact_names(cfg).values():

@@ -1,20 +1,24 @@
 """TorchScript (``torch.jit.trace``) and ``torch.export`` (.pt2) exports.
 
 TorchScript is deprecated upstream (pytorch #70511) but users ask for it, so both ship.
-Each file is written to a temp path, loaded back with its metadata, compared with eager,
-and only then moved into place.
+Each file is serialized in memory, written to a temp path, loaded back with its metadata,
+compared with eager, and only then moved into place. Serializing to a path would let a full
+disk abort the whole process (torch's zip writer throws ``unexpected pos`` from a destructor:
+``c10::Error``, exit 134, a partial file left); from memory the write is Python's, checked
+against the free space first, so a full disk is exit 3 with nothing left behind.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from exporter.core.errors import GateFailed
-from exporter.core.fsio import atomic_path
+from exporter.core.fsio import atomic_path, write_buffer
 from exporter.core.manifest import ArtifactEntry
 from exporter.core.metadata import BATCH_DIM, METADATA_FILE, artifact_metadata, signature, to_json
 from exporter.export.common import (
@@ -52,10 +56,10 @@ def export_torchscript(ctx: ExportContext, progress: StepFn | None = None) -> Fo
     )
     say(f"{TORCHSCRIPT_NAME}: tracing")
 
-    def save(tmp: Path) -> None:
+    def save(out: IO[bytes]) -> None:
         with quiet_export(), torch.no_grad():
             traced = torch.jit.trace(ctx.model, (ctx.example_input(),), check_trace=False)
-            torch.jit.save(traced, str(tmp), _extra_files={METADATA_FILE: to_json(meta)})
+            torch.jit.save(traced, out, _extra_files={METADATA_FILE: to_json(meta)})
 
     def load(tmp: Path) -> tuple[Callable[[Any], Any], str]:
         extra = {METADATA_FILE: ""}
@@ -93,13 +97,13 @@ def export_pt2(ctx: ExportContext, progress: StepFn | None = None) -> FormatResu
     )
     say(f"{PT2_NAME}: exporting")
 
-    def save(tmp: Path) -> None:
+    def save(out: IO[bytes]) -> None:
         dynamic_shapes = ({0: torch.export.Dim(BATCH_DIM)},) if ctx.dynamic_batch else None
         with quiet_export():
             program = torch.export.export(
                 ctx.model, (ctx.example_input(),), dynamic_shapes=dynamic_shapes
             )
-            torch.export.save(program, str(tmp), extra_files={METADATA_FILE: to_json(meta)})
+            torch.export.save(program, out, extra_files={METADATA_FILE: to_json(meta)})
 
     def load(tmp: Path) -> tuple[Callable[[Any], Any], str]:
         extra = {METADATA_FILE: ""}
@@ -125,7 +129,7 @@ def _write_checked(
     fmt: str,
     name: str,
     meta: dict[str, Any],
-    save: Callable[[Path], None],
+    save: Callable[[IO[bytes]], None],
     load: Callable[[Path], tuple[Callable[[Any], Any], str]],
     batches: tuple[int, ...],
     progress: StepFn,
@@ -136,10 +140,14 @@ def _write_checked(
     atol = profile_for("fp32").atol
     with atomic_path(dest) as tmp:
         t0 = time.perf_counter()
+        buffer = io.BytesIO()
         try:
-            save(tmp)
+            save(buffer)
         except Exception as exc:
             raise GateFailed(f"{name}: export failed ({first_line(exc)})") from exc
+        with buffer.getbuffer() as data:
+            write_buffer(tmp, data)  # a full disk: DiskFull (exit 3), the temp file removed
+        buffer.close()
         export_time = time.perf_counter() - t0
         progress(f"{name}: loading back and comparing with eager")
         t1 = time.perf_counter()

@@ -40,6 +40,7 @@ from exporter.core.manifest import (
 )
 from exporter.core.report import Progress
 from exporter.core.runlock import locks_run
+from exporter.core.safepath import guard
 from exporter.optimize.build import (
     EVAL_BATCH,
     build_variant,
@@ -185,7 +186,7 @@ def _clear_for_work(info: RunInfo, cfg: OptimizeConfig) -> None:
     require_resources(info, cfg, eval_batch=EVAL_BATCH)
     clean_stale_temps(run)
     for stale in run.glob(WORK_PREFIX + "*"):  # scratch of a killed earlier optimize
-        shutil.rmtree(stale, ignore_errors=True)
+        shutil.rmtree(guard(stale), ignore_errors=True)
 
 
 @dataclass
@@ -336,9 +337,9 @@ def _gate_fp16(
         return
     result.status = "rejected"
     result.reason = "; ".join(result.gate.failures)
-    dest = run / REJECTED_DIR / result.artifact
+    dest = guard(run / REJECTED_DIR / result.artifact)
     dest.parent.mkdir(exist_ok=True)
-    os.replace(path, dest)
+    os.replace(guard(path), dest)
     del manifest.artifacts[result.artifact]
     save_manifest(run, manifest)
     result.path = f"{REJECTED_DIR}/{result.artifact}"

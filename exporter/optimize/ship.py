@@ -22,6 +22,7 @@ from exporter.core.manifest import (
     manifest_path,
     save_manifest,
 )
+from exporter.core.safepath import guard
 from exporter.optimize.quantize import GateResult
 
 if TYPE_CHECKING:
@@ -213,7 +214,7 @@ def place(
         # A failed rebuild must not leave an older shipped file of the same name listed.
         if manifest.artifacts.pop(name, None) is not None:
             with contextlib.suppress(FileNotFoundError):
-                (run / name).unlink()
+                guard(run / name).unlink()
     save_manifest(run, manifest)  # after every variant: a crash later leaves it consistent
 
 

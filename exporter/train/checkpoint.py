@@ -15,12 +15,15 @@ from typing import Any
 import numpy as np
 
 from exporter.core.errors import InputFileError
-from exporter.core.fsio import write_json, write_with
+from exporter.core.fsio import require_space, write_json, write_with
 from exporter.core.runfolder import CHECKPOINT_DIR
+from exporter.core.safepath import guard
 
 STATE_NAME = "state.pt"
 META_NAME = "meta.json"
 CHECKPOINT_FORMAT = 1
+# What torch.save adds to the tensors' bytes (zip records, pickled structure), with room.
+SERIALIZATION_SLACK = 8 << 20
 
 
 def capture_rng() -> dict[str, Any]:
@@ -104,12 +107,32 @@ def save_checkpoint(run_dir: Path, state: dict[str, Any], meta: dict[str, Any]) 
     """
     import torch
 
-    folder = checkpoint_dir(run_dir)
+    folder = guard(checkpoint_dir(run_dir))  # RUN/checkpoint may not lead elsewhere
     folder.mkdir(parents=True, exist_ok=True)
     payload = {"format": CHECKPOINT_FORMAT, **state}
-    write_with(folder / STATE_NAME, lambda p: torch.save(payload, p))
+    needed = tensor_bytes(payload) + SERIALIZATION_SLACK
+
+    def save(tmp: Path) -> None:
+        # torch's zip writer can abort the process on a short write: check the space first.
+        require_space(tmp.parent, needed)
+        torch.save(payload, tmp)
+
+    write_with(folder / STATE_NAME, save, size_hint=needed)
     write_json(folder / META_NAME, meta)
     return folder
+
+
+def tensor_bytes(obj: Any) -> int:
+    """Bytes of every tensor in a nest of dicts, lists and tuples (what a save writes)."""
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(tensor_bytes(v) for v in obj)
+    return 0
 
 
 def load_checkpoint(run_dir: Path) -> dict[str, Any]:
@@ -117,10 +140,12 @@ def load_checkpoint(run_dir: Path) -> dict[str, Any]:
 
     Raises:
         InputFileError: no checkpoint, or it cannot be read safely.
+        UnsafePath: ``checkpoint/`` or ``state.pt`` is a symbolic link (a resume would write
+            through it): refused before reading.
     """
     import torch
 
-    path = checkpoint_dir(run_dir) / STATE_NAME
+    path = guard(checkpoint_dir(run_dir) / STATE_NAME, root=run_dir)
     if not path.is_file():
         raise InputFileError(
             f"--resume {run_dir}: {path} not found (resume needs a run folder made by "

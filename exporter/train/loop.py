@@ -23,7 +23,13 @@ import numpy as np
 from exporter.core.config import LR_AUTO, TrainConfig, parse_unfreeze_from
 from exporter.core.errors import GateFailed, Interrupted, UsageError
 from exporter.core.machine import usable_cpus
-from exporter.core.runfolder import CHECKPOINT_DIR, TRAIN_JSON
+from exporter.core.runfolder import (
+    CHECKPOINT_DIR,
+    CURVES_PNG,
+    LR_FIND_PNG,
+    TRAIN_JSON,
+    WEIGHTS_NAME,
+)
 from exporter.data.augment import resolve_augment
 from exporter.train.common import TrainEvent, default_run_dir, resolve_device
 from exporter.train.device_setup import EpochBatches, amp_dtype, determinism
@@ -289,12 +295,15 @@ class Trainer(StopMixin, TrunkMixin, EpochMixin, EvalMixin, RecordMixin):
 
     def run(self) -> dict[str, Any]:
         from exporter.core.fsio import clean_stale_temps
+        from exporter.core.safepath import guard
 
         created = not self.run_dir.exists()
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             clean_stale_temps(self.run_dir)
             clean_stale_temps(self.run_dir / CHECKPOINT_DIR)
+            for name in (WEIGHTS_NAME, TRAIN_JSON, CURVES_PNG, LR_FIND_PNG):
+                guard(self.run_dir / name)  # refused now, not after the training
         _cap_torch_threads()
         t0 = time.perf_counter()
         with self._signals(), determinism(self.cfg.deterministic, self.device.type):

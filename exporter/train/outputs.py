@@ -6,6 +6,7 @@ same record and return it.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from exporter.core.config import LR_AUTO
@@ -21,10 +22,17 @@ class RecordMixin:
             return
         from safetensors.torch import save_file
 
-        from exporter.core.fsio import write_with
+        from exporter.core.fsio import require_space, write_with
+        from exporter.train.checkpoint import SERIALIZATION_SLACK, tensor_bytes
 
         state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
-        write_with(self.run_dir / WEIGHTS_NAME, lambda p: save_file(state, str(p)))
+        needed = tensor_bytes(state) + SERIALIZATION_SLACK
+
+        def save(tmp: Path) -> None:
+            require_space(tmp.parent, needed)  # refused before a byte is written
+            save_file(state, str(tmp))
+
+        write_with(self.run_dir / WEIGHTS_NAME, save, size_hint=needed)
 
     def _config_dict(self) -> dict[str, Any]:
         d = self.cfg.to_dict()

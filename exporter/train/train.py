@@ -139,7 +139,21 @@ def _lost_peer(exc: Exception, dist: DistContext) -> Exception:
     return exc
 
 
-def _check_resources(cfg: TrainConfig, device: str, world_size: int = 1) -> None:
+def check_launch_resources(cfg: TrainConfig, *, nproc: int, world_size: int) -> None:
+    """``tlx train --nproc N``, before torchrun starts the workers: the ``N`` CPU workers of
+    this machine share its memory, so they are checked together (N x one worker's need
+    against what is available; exit 3). Each worker checks again for itself when it starts;
+    on CUDA each has its own GPU, and that check is the one that counts."""
+    from exporter.train.common import resolve_device
+
+    device = resolve_device(cfg.device).type
+    if device == "cpu":
+        _check_resources(cfg, device, world_size, local_workers=nproc)
+
+
+def _check_resources(
+    cfg: TrainConfig, device: str, world_size: int = 1, *, local_workers: int = 1
+) -> None:
     """Exit 2 for a missing or mis-shaped image folder, 3 when memory or disk is short (the
     folder first: a missing --data-dir is the message, not the memory)."""
     from exporter.core.config import parse_unfreeze_from
@@ -158,5 +172,6 @@ def _check_resources(cfg: TrainConfig, device: str, world_size: int = 1) -> None
         optimizer=cfg.optimizer,
         device=device,
         folder=out,
+        workers=local_workers,
     )
     require(need)

@@ -31,6 +31,7 @@ from exporter.core.errors import RuntimeUnavailable
 from exporter.core.report import Progress
 from exporter.core.resources import require, verify_need
 from exporter.core.runlock import locks_run
+from exporter.export.triton_check import check_triton_repositories
 from exporter.verify.judge import (
     build_inputs,
     error_text,
@@ -88,6 +89,8 @@ def verify_run(
     # Hash every file first: a changed file is refused (exit 2) before anything is loaded.
     for _, art in the_plan.pairs:
         art.verified_path()
+    # The Triton repository too: no runtime runs it, but it ships the same model and labels.
+    check_triton_repositories(info)
     reference = load_reference_model(info, expected=info.manifest.source)
     notes: list[str] = []
     inputs, labels = build_inputs(info, cfg, notes)

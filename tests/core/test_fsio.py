@@ -83,3 +83,38 @@ def test_a_writer_failing_on_a_full_disk_without_errno_is_disk_full(
     with pytest.raises(DiskFull, match="needs at least 3 bytes and 0 bytes are free"):
         write_with(tmp_path / "w.pt", writer)
     assert not list(tmp_path.iterdir())
+
+
+def test_a_writer_that_names_enospc_only_in_its_message_is_disk_full(tmp_path: Path) -> None:
+    """safetensors removes its partial file and raises SafetensorError("... (os error 28)"):
+    the disk then looks free again, so the message is what tells."""
+    from exporter.core.errors import DiskFull
+
+    def writer(p: Path) -> None:
+        p.unlink()
+        raise Exception("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    with pytest.raises(DiskFull, match="no space left to write"):
+        write_with(tmp_path / "model.safetensors", writer)
+    assert not list(tmp_path.iterdir())
+
+
+def test_write_buffer_refuses_before_writing_when_it_cannot_fit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+    from collections import namedtuple
+
+    from exporter.core import fsio
+    from exporter.core.errors import DiskFull
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(100, 90, 10))
+    written: list[int] = []
+    monkeypatch.setattr(fsio, "_write_file", lambda p, data: written.append(len(data)))
+    with (
+        pytest.raises(DiskFull, match="needs 11 bytes and 10 bytes are free"),
+        fsio.atomic_path(tmp_path / "model.ts") as tmp,
+    ):
+        fsio.write_buffer(tmp, b"x" * 11)
+    assert written == [] and not list(tmp_path.iterdir())

@@ -242,3 +242,57 @@ def test_hostile_names_cannot_break_the_config() -> None:
         quote("a\nb")
     with pytest.raises(GateFailed, match="schema"):
         parse_config("name: 'x'\nno_such_field: 1\n", where="t")
+
+
+def _tampered_copy(repo_run: Path, tmp_path: Path) -> Path:
+    """A copy of the exported run (the model files hard-linked) whose small files may change."""
+    import os
+    import shutil
+
+    def link_big(src: str, dst: str) -> None:
+        (os.link if os.path.getsize(src) > 1 << 20 else shutil.copy2)(src, dst)
+
+    run = tmp_path / "run"
+    shutil.copytree(repo_run, run, copy_function=link_big)
+    return run
+
+
+@pytest.mark.parametrize("rehash", [False, True], ids=["hash-differs", "rehashed"])
+def test_verify_refuses_reordered_labels(repo_run: Path, tmp_path: Path, rehash: bool) -> None:
+    """A reordered labels.txt names the wrong class for every answer: verify exits 2, whether
+    the manifest hash still tells (as inspect shows) or was forged to match."""
+    from exporter.core.manifest import FileRecord, load_manifest, save_manifest
+
+    run = _tampered_copy(repo_run, tmp_path)
+    labels = run / "triton" / "vgg16" / "labels.txt"
+    lines = labels.read_text().splitlines()
+    labels.write_text("\n".join([lines[1], lines[0], *lines[2:]]) + "\n")
+    if rehash:
+        manifest = load_manifest(run)
+        entry = manifest.artifacts["triton/vgg16"]
+        entry.files = [
+            FileRecord.of(run, f.path) if f.path.endswith("labels.txt") else f for f in entry.files
+        ]
+        save_manifest(run, manifest)
+    result = CliRunner().invoke(app, ["verify", str(run), "--runtimes", "ort-cpu"])
+    assert result.exit_code == EXIT_USAGE, (result.exit_code, result.stderr)
+    assert "labels.txt" in result.stderr and "Traceback" not in result.stderr
+    assert not (run / "verify.json").exists()
+    if rehash:
+        assert "line 1" in result.stderr
+
+
+def test_verify_refuses_an_edited_config(repo_run: Path, tmp_path: Path) -> None:
+    run = _tampered_copy(repo_run, tmp_path)
+    config = run / "triton" / "vgg16" / "config.pbtxt"
+    config.write_text(config.read_text().replace("max_batch_size: 16", "max_batch_size: 64"))
+    result = CliRunner().invoke(app, ["verify", str(run), "--runtimes", "ort-cpu"])
+    assert result.exit_code == EXIT_USAGE, (result.exit_code, result.stderr)
+    assert "config.pbtxt" in result.stderr and "manifest" in result.stderr
+
+
+def test_an_untouched_repository_passes_the_check(repo_run: Path) -> None:
+    from exporter.core.runfolder import open_run
+    from exporter.export.triton_check import check_triton_repositories
+
+    assert check_triton_repositories(open_run(repo_run)) == ["triton/vgg16"]
