@@ -132,7 +132,7 @@ def optimize_run(
     _clear_for_work(info, cfg)
     # Pruning: one step to load the training set, then prune and export per ratio (the
     # distillation reports its own steps in between); timing the variants is the last step.
-    steps = 2 + len(cfg.variants) + (1 + 2 * len(cfg.prune_ratios) if cfg.prune else 0) + 1
+    steps = 1 + len(cfg.variants) + (1 + 2 * len(cfg.prune_ratios) if cfg.prune else 0) + 1
     report = _Progress(progress, total=steps)
     results: dict[str, VariantResult] = {}
 
