@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from exporter.core.errors import GateFailed
-from exporter.verify.tolerance import compare, gate, profile_for
+from exporter.verify.tolerance import profile_for
+from exporter.verify.verdict import judge
 
 if TYPE_CHECKING:
     from torch import nn
@@ -150,7 +151,7 @@ class FormatResult:
 
 
 def check_logits(name: str, *, got: np.ndarray, ref: np.ndarray, precision: str) -> float:
-    """Judge one batch of logits with ``tlx verify``'s gate; return the max abs difference.
+    """Judge one batch of logits with the one judge; return the max abs difference.
 
     The profile is the artifact precision's (:data:`exporter.verify.tolerance.PROFILES`), so a
     file export writes is one verify accepts, and the reverse.
@@ -161,15 +162,13 @@ def check_logits(name: str, *, got: np.ndarray, ref: np.ndarray, precision: str)
     batch = ref.shape[0]
     if got.shape != ref.shape:
         raise GateFailed(f"{name}: output shape {got.shape} at batch {batch}, eager {ref.shape}")
-    tol = profile_for(precision)
-    cmp = compare(ref, got, tol)
-    verdict = gate(cmp, tol)
+    verdict = judge(ref, got, profile_for(precision))
     if not verdict.passed:
         raise GateFailed(
             f"{name} vs eager at batch {batch}: {'; '.join(verdict.failures)}; "
             "the file was not written"
         )
-    return cmp.max_abs_error
+    return verdict.max_abs_logit_diff
 
 
 @contextlib.contextmanager

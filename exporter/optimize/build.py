@@ -14,15 +14,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from exporter.core.config import OptimizeConfig
-from exporter.optimize.quantize import (
-    GateResult,
-    gate_logits,
-    quantize_dynamic_int8,
-    quantize_static_int8,
-)
+from exporter.optimize.quantize import quantize_dynamic_int8, quantize_static_int8
 from exporter.optimize.ship import FOLDED, OPSET, VARIANT_FILES, VARIANT_PRECISION, VariantResult
 from exporter.runtimes.ort_sessions import cpu_logits
-from exporter.verify.tolerance import TASK, profile_name
+from exporter.verify.tolerance import TASK, profile_for, profile_name
+from exporter.verify.verdict import Heldout, Judgement, judge
 
 if TYPE_CHECKING:
     from torch import nn
@@ -105,26 +101,20 @@ def evaluate_onnx(
     *,
     cfg: OptimizeConfig,
     variant: str,
-) -> GateResult:
+) -> Judgement:
     """Run ``variant``'s gate on an ONNX file (the profile ``tlx verify`` judges it by)."""
     precision = VARIANT_PRECISION[variant]
-    profile = profile_name(precision, variant)
+    name = profile_name(precision, variant)
     candidate = cpu_logits(path, images, batch=EVAL_BATCH)
-    if profile == TASK:  # a pruned model: the user's accuracy budget and agreement floor
-        return gate_logits(
-            reference,
-            candidate,
-            labels,
-            precision=TASK,
-            min_top1_agreement=cfg.min_agreement,
-            max_accuracy_drop_points=cfg.max_drop_points,
+    if name == TASK:  # a pruned model: the user's accuracy budget and agreement floor
+        profile = profile_for(
+            TASK, min_top1=cfg.min_agreement, max_accuracy_drop_points=cfg.max_drop_points
         )
-    return gate_logits(
-        reference,
-        candidate,
-        labels,
-        precision=precision,
-        # The fp32 fold must agree exactly (ties aside): keep the fp32 profile's own 100%.
-        min_top1_agreement=None if precision == "fp32" else cfg.min_top1_agreement,
-        max_accuracy_drop_points=cfg.max_accuracy_drop_points,
-    )
+    else:
+        profile = profile_for(
+            precision,
+            # The fp32 fold must agree exactly (ties aside): keep the fp32 profile's own 100%.
+            min_top1=None if precision == "fp32" else cfg.min_top1_agreement,
+            max_accuracy_drop_points=cfg.max_accuracy_drop_points,
+        )
+    return judge(reference, candidate, profile, heldout=Heldout(reference, candidate, labels))

@@ -1,4 +1,4 @@
-"""int8 ONNX variants with ONNX Runtime's own quantization tooling, and the int8 gate.
+"""int8 ONNX variants with ONNX Runtime's own quantization tooling.
 
 Static quantization (QDQ format, per-channel int8 weights, uint8 activations, calibrated on
 training images) is the fast path measured on the 2-core AVX-512/VNNI CPU
@@ -6,8 +6,9 @@ training images) is the fast path measured on the 2-core AVX-512/VNNI CPU
 MatMul/Gemm nodes; it is produced on request but is slower than fp32 at large batches, so it
 is never the default.
 
-A quantized artifact ships only after :func:`gate_logits` passes on held-out images: top-1
-agreement with the eager fp32 model and an accuracy drop within the tolerance.
+A quantized artifact ships only after the one judge (:func:`exporter.verify.verdict.judge`)
+passes it on held-out images: top-1 agreement with the eager fp32 model and an accuracy drop
+within the int8 profile's budget.
 """
 
 from __future__ import annotations
@@ -15,14 +16,12 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from exporter.core.errors import InputFileError, UsageError
-from exporter.verify.tolerance import accuracy_difference, compare, gate, profile_for, top1_classes
 
 CALIB_BATCH = 8  # images per calibration step: bounds the augmented model's activation memory
 
@@ -182,110 +181,3 @@ def quantize_dynamic_int8(
         "op_types": ["MatMul", "Gemm"],
         "onnxruntime": ort.__version__,
     }
-
-
-@dataclass(frozen=True)
-class GateResult:
-    """A candidate's logits against the eager fp32 reference on held-out labelled images.
-
-    Judged by :func:`exporter.verify.tolerance.gate` under the precision's profile (the
-    same judge ``tlx verify`` uses, ties included).
-    """
-
-    images: int
-    profile: dict[str, Any]
-    comparison: dict[str, Any]
-    accuracy_reference: float
-    accuracy_candidate: float
-    max_accuracy_drop_points: float | None
-    failures: list[str] = field(default_factory=list)
-    accuracy_difference: dict[str, Any] | None = None  # the paired 95 % interval, in points
-
-    @property
-    def passed(self) -> bool:
-        return not self.failures
-
-    @property
-    def top1_agreement(self) -> float:
-        return float(self.comparison["top1_agreement"])
-
-    @property
-    def max_abs_logit_diff(self) -> float:
-        return float(self.comparison["max_abs_error"])
-
-    @property
-    def accuracy_delta_points(self) -> float:
-        """Candidate minus reference accuracy, in percentage points."""
-        return 100.0 * (self.accuracy_candidate - self.accuracy_reference)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "passed": self.passed,
-            "images": self.images,
-            "top1_agreement": self.top1_agreement,
-            "accuracy_reference": self.accuracy_reference,
-            "accuracy_candidate": self.accuracy_candidate,
-            "accuracy_delta_points": self.accuracy_delta_points,
-            "max_accuracy_drop_points": self.max_accuracy_drop_points,
-            "accuracy_difference": self.accuracy_difference,
-            "profile": self.profile,
-            "comparison": {
-                k: (v if v is None or np.isfinite(v) else None) for k, v in self.comparison.items()
-            },
-            "failures": list(self.failures),
-        }
-
-
-def gate_logits(
-    reference: np.ndarray,
-    candidate: np.ndarray,
-    labels: np.ndarray,
-    *,
-    precision: str = "int8",
-    min_top1_agreement: float | None = None,
-    max_accuracy_drop_points: float | None = None,
-) -> GateResult:
-    """Gate a candidate on held-out images: tolerance profile, top-1 agreement, accuracy drop.
-
-    Passes when every logit is finite, the logits are within the ``precision`` profile's
-    elementwise tolerance (none for int8), top-1 agreement (near-ties of the reference count
-    as agreement) ≥ ``min_top1_agreement``, and held-out accuracy drops at most
-    ``max_accuracy_drop_points`` percentage points.
-
-    Args:
-        reference: eager fp32 logits ``(n, classes)``.
-        candidate: the artifact's logits on the same images.
-        labels: true class indices ``(n,)``.
-        precision: tolerance profile: ``fp32``, ``fp16`` or ``int8``.
-        min_top1_agreement: fraction in [0, 1]; None keeps the profile's own.
-        max_accuracy_drop_points: allowed accuracy loss in percentage points; None keeps the
-            profile's own (int8: 0.5; fp32/fp16 profiles do not gate accuracy).
-    """
-    ref = np.asarray(reference, dtype=np.float32)
-    cand = np.asarray(candidate, dtype=np.float32)
-    y = np.asarray(labels)
-    if ref.shape != cand.shape or ref.ndim != 2 or y.shape != (ref.shape[0],) or not len(y):
-        raise UsageError(
-            f"gate inputs disagree: reference {ref.shape}, candidate {cand.shape}, labels {y.shape}"
-        )
-    tol = profile_for(
-        precision,
-        min_top1=min_top1_agreement,
-        max_accuracy_drop_points=max_accuracy_drop_points,
-    )
-    cmp = compare(ref, cand, tol)
-    ref_top1, cand_top1 = top1_classes(ref), top1_classes(cand)
-    acc_ref = float((ref_top1 == y).mean())
-    acc_cand = float((cand_top1 == y).mean())
-    diff = accuracy_difference(ref_top1, cand_top1, y)
-    verdict = gate(cmp, tol, accuracy_drop_points=100.0 * (acc_ref - acc_cand))
-    return GateResult(
-        accuracy_difference=diff.to_dict(),
-        images=len(y),
-        profile=tol.to_dict(),
-        comparison=asdict(cmp),
-        accuracy_reference=acc_ref,
-        accuracy_candidate=acc_cand,
-        max_accuracy_drop_points=tol.max_accuracy_drop_points,
-        failures=list(verdict.failures),
-    )

@@ -23,7 +23,7 @@ from exporter.core.manifest import (
     save_manifest,
 )
 from exporter.core.safepath import guard
-from exporter.optimize.quantize import GateResult
+from exporter.verify.verdict import Judgement
 
 if TYPE_CHECKING:
     from exporter.core.runfolder import RunInfo
@@ -69,7 +69,7 @@ class VariantResult:
     path: str | None = None  # relative to the run folder
     file_bytes: int | None = None
     build_s: float | None = None
-    gate: GateResult | None = None
+    gate: Judgement | None = None
     details: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

@@ -325,7 +325,8 @@ def _load_predictors(run: Run, cfg: ServeConfig) -> list[Predictor]:
 
 def _self_check(server: RunningServer) -> float:
     """One request through the server must give the in-process logits (profile-judged)."""
-    from exporter.verify.tolerance import compare, gate, profile_for
+    from exporter.verify.tolerance import profile_for
+    from exporter.verify.verdict import judge
 
     p = server.predictors[0]
     x = np.random.default_rng(0).standard_normal((2, 3, p.image_size, p.image_size), np.float32)
@@ -338,8 +339,7 @@ def _self_check(server: RunningServer) -> float:
             ) from exc
     local = p.logits(x)
     max_abs = float(np.max(np.abs(served - local)))
-    tol = profile_for(p.artifact.precision)
-    verdict = gate(compare(local, served, tol), tol)
+    verdict = judge(local, served, profile_for(p.artifact.precision))
     if not verdict.passed:
         raise GateFailed(
             f"served logits differ from in-process {p.runtime_name} on {p.artifact.name}: "

@@ -1,8 +1,8 @@
-"""The inputs every candidate gets and the one place its outputs are judged.
+"""The inputs every candidate gets, and recording a candidate's verdict in its result.
 
 Shared by the local candidates (``verify.py``) and a server (``served.py``): both see the
-same seeded random batches and held-out images, and both are judged by
-:func:`judge_outputs` under :mod:`exporter.verify.tolerance`'s profiles.
+same seeded random batches and held-out images, and both are judged by the one judge
+(:func:`exporter.verify.verdict.judge`) through :func:`record_outputs`.
 """
 
 from __future__ import annotations
@@ -15,14 +15,8 @@ import numpy as np
 from exporter.core.config import VerifyConfig
 from exporter.core.errors import EnvironmentUnavailable, UsageError
 from exporter.verify.result import HELDOUT, CandidateResult
-from exporter.verify.tolerance import (
-    Comparison,
-    Tolerance,
-    accuracy_difference,
-    compare,
-    gate,
-    top1_classes,
-)
+from exporter.verify.tolerance import Comparison, Tolerance
+from exporter.verify.verdict import Heldout, judge
 
 
 def build_inputs(
@@ -101,7 +95,7 @@ def infer_reference(model: Any, x: np.ndarray, batch: int) -> np.ndarray:
     return run_batched(run, x, batch)
 
 
-def judge_outputs(
+def record_outputs(
     result: CandidateResult,
     outs: dict[str, np.ndarray],
     *,
@@ -109,51 +103,43 @@ def judge_outputs(
     labels: np.ndarray | None,
     tol: Tolerance,
 ) -> str | None:
-    """Fill ``result``'s figures and verdict from a candidate's outputs; return the worst input.
+    """Judge a candidate's outputs with the one judge and record the verdict and figures in
+    ``result``; return the worst input's key.
 
-    The one place a candidate's outputs are judged, whether a local runtime or a server
-    (``tlx verify --server``) produced them.
+    Used for local runtimes and for a server (``tlx verify --server``) alike. The whole set
+    decides (a scaled atol uses the whole set's logit scale); each input's figures are kept
+    for the report. Task-level profiles (int8, pruned) judge top-1 and accuracy on the real
+    held-out images, exactly the set ``tlx optimize`` gates on, so both reach one verdict.
     """
     for key, out in outs.items():
-        result.per_input[key] = json_safe(_figures(compare(ref_out[key], out, tol)))
+        figures = judge(ref_out[key], out, tol).comparison
+        result.per_input[key] = json_safe(_figures(figures))
     keys = list(outs)
-    overall = compare(
+    heldout = None
+    if labels is not None and HELDOUT in outs:
+        heldout = Heldout(ref_out[HELDOUT], outs[HELDOUT], labels)
+    verdict = judge(
         np.concatenate([ref_out[k] for k in keys]),
         np.concatenate([outs[k] for k in keys]),
         tol,
+        heldout=heldout,
     )
-    # The whole-set comparison decides (scaled atol uses the per-set logit scale).
-    if labels is not None:
-        ref_top1, cand_top1 = top1_classes(ref_out[HELDOUT]), top1_classes(outs[HELDOUT])
-        ref_acc = 100.0 * float(np.mean(ref_top1 == labels))
-        cand_acc = 100.0 * float(np.mean(cand_top1 == labels))
-        result.accuracy_reference_pct = ref_acc
-        result.accuracy_candidate_pct = cand_acc
-        result.accuracy_change_points = cand_acc - ref_acc
-        result.accuracy_change_ci95_points = json_safe(
-            accuracy_difference(ref_top1, cand_top1, labels).to_dict()
-        )
+    if verdict.difference is not None:
+        result.accuracy_reference_pct = 100.0 * verdict.accuracy_reference
+        result.accuracy_candidate_pct = 100.0 * verdict.accuracy_candidate
+        result.accuracy_change_points = verdict.difference.delta_points
+        result.accuracy_change_ci95_points = json_safe(verdict.difference.to_dict())
     if not tol.same_function:
         result.overall_note = (
             "a different model (pruned and distilled): judged at the task level (held-out "
             "accuracy drop and top-1 agreement); logit tolerances do not apply"
         )
-    result.overall = json_safe(_figures(overall))
-    # Profiles without elementwise tolerances (int8) make a task-level claim: their top-1
-    # agreement is judged on real held-out images, where a quantised model is meant to
-    # agree; seeded noise inputs sit near decision ties and still gate NaN/Inf. This is
-    # also exactly the set `tlx optimize` gates on, so both commands reach one verdict.
-    top1_cmp = None
-    if tol.atol is None and HELDOUT in outs:
-        top1_cmp = compare(ref_out[HELDOUT], outs[HELDOUT], tol)
-        result.overall["top1_agreement_basis"] = HELDOUT
-    elif tol.atol is None:
-        # --samples 0 (verify without the data): kept usable offline rather than refused,
-        # but the verdict must not read as the task-level check the profile stands for.
-        result.task_checked = False
-        result.overall["top1_agreement_basis"] = "random inputs (not task-checked)"
-    drop = None if result.accuracy_change_points is None else -result.accuracy_change_points
-    top1 = None if top1_cmp is None else top1_cmp.top1_agreement
-    result.failures.extend(gate(overall, tol, top1=top1, accuracy_drop_points=drop).failures)
+    result.overall = json_safe(_figures(verdict.comparison))
+    if tol.atol is None:
+        result.overall["top1_agreement_basis"] = verdict.top1_basis
+    # --samples 0 (verify without the data) stays usable offline, but a task-level profile's
+    # verdict must not read as the task-level check it stands for.
+    result.task_checked = verdict.task_checked
+    result.failures.extend(verdict.failures)
     result.passed = not result.failures
     return max(keys, key=lambda k: result.per_input[k]["max_abs_error"] or float("inf"))

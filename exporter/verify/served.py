@@ -1,7 +1,7 @@
 """``tlx verify RUN --server URL``: parity of a running server against the eager reference.
 
 The server is one more candidate: the same seeded random batches and held-out images as
-``tlx verify`` go through it (KServe v2 over HTTP), and :func:`judge_outputs` judges its
+``tlx verify`` go through it (KServe v2 over HTTP), and :func:`record_outputs` judges its
 answers under the profile of the precision the server says it serves. The report goes to
 ``verify-server.json`` / ``.md``, beside (not over) the run's own ``verify.json``.
 """
@@ -20,7 +20,7 @@ from exporter.verify.judge import (
     build_inputs,
     error_text,
     infer_reference,
-    judge_outputs,
+    record_outputs,
     run_batched,
 )
 from exporter.verify.result import HELDOUT, CandidateResult, ParityReport
@@ -99,7 +99,7 @@ def verify_server(
             result.error = error_text(exc)
             result.failures.append(f"error: {result.error}")
         else:
-            judge_outputs(result, outs, ref_out=ref_out, labels=labels, tol=tol)
+            record_outputs(result, outs, ref_out=ref_out, labels=labels, tol=tol)
     if progress:
         progress("done", 2, 2)
     report = ParityReport(

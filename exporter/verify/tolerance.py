@@ -1,11 +1,11 @@
-"""The one judge of logits: tolerance profiles, :func:`compare` and :func:`gate`.
+"""What the one judge (:func:`exporter.verify.verdict.judge`) judges by: profiles and figures.
 
 Optimum only warns and Polygraphy's 1e-5 default is too strict for fp16, so each artifact
 precision has its own profile: elementwise logit tolerances plus top-1 agreement (and, for
-int8, the held-out accuracy change). Users may override atol/rtol/min_top1. Export's
-post-write check, ``tlx verify``, ``tlx optimize`` and the layer localizer all judge with
-``gate(compare(reference, candidate, profile), profile)``, so a file that one command
-accepts no other command rejects.
+int8, the held-out accuracy change). Users may override atol/rtol/min_top1. This module holds
+the profiles (:func:`profile_for`), the elementwise figures (:func:`compare`), the decision
+rules (:func:`gate`), the paired accuracy interval and the one NaN rule for argmax
+(:func:`top1_classes`); callers outside ``verify`` use :func:`~exporter.verify.verdict.judge`.
 
 A model that is *not* the same function (a pruned and distilled variant) cannot be held to a
 logit tolerance: it is judged by the ``task`` profile instead, at the task level only: held-out
@@ -171,8 +171,7 @@ def compare(reference: np.ndarray, candidate: np.ndarray, tol: Tolerance) -> Com
     atol = tol.effective_atol(reference)
     rtol = tol.rtol or 0.0
     slack = (atol or 0.0) + rtol * np.abs(ref)
-    ref_top = np.argmax(ref, axis=1)
-    cand_top = np.argmax(np.where(np.isfinite(cand), cand, -np.inf), axis=1)
+    ref_top, cand_top = top1_classes(ref), top1_classes(cand)  # the one NaN rule
     rows = np.arange(ref.shape[0])
     # Tie: the reference scores the candidate's class within tolerance of its own best.
     gap = ref[rows, ref_top] - ref[rows, cand_top]

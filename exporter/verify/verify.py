@@ -37,7 +37,7 @@ from exporter.verify.judge import (
     error_text,
     infer_reference,
     json_safe,
-    judge_outputs,
+    record_outputs,
     run_batched,
 )
 from exporter.verify.result import HELDOUT, SCHEMA_VERSION, CandidateResult, ParityReport
@@ -54,7 +54,7 @@ __all__ = [
     "CandidateResult",
     "ParityReport",
     "build_inputs",
-    "judge_outputs",
+    "record_outputs",
     "verify_run",
 ]
 
@@ -239,7 +239,7 @@ def _check_candidate(
         return result, None
     finally:
         runtime.close()
-    return result, judge_outputs(result, outs, ref_out=ref_out, labels=labels, tol=tol)
+    return result, record_outputs(result, outs, ref_out=ref_out, labels=labels, tol=tol)
 
 
 def _localize(

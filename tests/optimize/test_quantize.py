@@ -17,12 +17,30 @@ from torch import nn
 from exporter.core.errors import InputFileError, UsageError
 from exporter.optimize.build import export_onnx
 from exporter.optimize.quantize import (
-    gate_logits,
     prepare_for_quantization,
     quantize_dynamic_int8,
     quantize_static_int8,
 )
 from exporter.runtimes.ort_sessions import cpu_logits
+from exporter.verify.tolerance import profile_for
+from exporter.verify.verdict import Heldout, Judgement, judge
+
+
+def _judge(
+    ref: np.ndarray,
+    cand: np.ndarray,
+    labels: np.ndarray,
+    *,
+    precision: str = "int8",
+    min_top1_agreement: float | None = None,
+    max_accuracy_drop_points: float | None = None,
+) -> Judgement:
+    """The one judge as optimize calls it: the profile, the held-out images' labels."""
+    profile = profile_for(
+        precision, min_top1=min_top1_agreement, max_accuracy_drop_points=max_accuracy_drop_points
+    )
+    return judge(ref, cand, profile, heldout=Heldout(ref, cand, labels))
+
 
 SIZE = 16
 
@@ -98,7 +116,7 @@ def test_static_int8_is_qdq_per_channel_with_an_fp32_head(
     with torch.no_grad():
         ref = model(torch.from_numpy(x)).numpy()
     got = cpu_logits(dest, x, batch=32)
-    gate = gate_logits(ref, got, ref.argmax(1), min_top1_agreement=0.9)
+    gate = _judge(ref, got, ref.argmax(1), min_top1_agreement=0.9)
     assert gate.max_abs_logit_diff < 0.1 * np.abs(ref).max()
     assert gate.top1_agreement >= 0.9
 
@@ -141,7 +159,7 @@ def _logits(n: int = 200, classes: int = 10, seed: int = 0) -> tuple[np.ndarray,
 def test_gate_passes_small_int8_noise() -> None:
     ref, y = _logits()
     cand = ref + np.random.default_rng(1).normal(0, 0.01, ref.shape).astype(np.float32)
-    g = gate_logits(ref, cand, y)
+    g = _judge(ref, cand, y)
     assert g.passed and g.top1_agreement == 1.0 and g.accuracy_delta_points == 0.0
 
 
@@ -150,7 +168,7 @@ def test_gate_fails_on_disagreement_and_accuracy_drop() -> None:
     cand = ref.copy()
     flip = np.arange(100, 106)  # 6 of 200 (3%) now predict another class, all correct before
     cand[flip, ref[flip].argmax(1)] -= 100.0
-    g = gate_logits(ref, cand, y)
+    g = _judge(ref, cand, y)
     assert not g.passed
     assert g.top1_agreement == pytest.approx(0.97)
     assert g.accuracy_delta_points == pytest.approx(-3.0)
@@ -162,7 +180,7 @@ def test_gate_allows_exactly_the_limit() -> None:
     ref, y = _logits()
     cand = ref.copy()
     cand[50, ref[50].argmax()] -= 100.0  # one of 200: 99.5% agreement, 0.5 points drop
-    g = gate_logits(ref, cand, y)
+    g = _judge(ref, cand, y)
     assert g.passed, g.failures
 
 
@@ -170,19 +188,19 @@ def test_gate_fails_on_nan() -> None:
     ref, y = _logits()
     cand = ref.copy()
     cand[0, 0] = np.nan
-    g = gate_logits(ref, cand, y)
+    g = _judge(ref, cand, y)
     assert not g.passed and any("NaN" in f for f in g.failures)
     assert g.to_dict()["passed"] is False  # serialisable: NaN/Inf become None
 
 
 def test_gate_fp32_profile_checks_elementwise_error() -> None:
     ref, y = _logits()
-    g = gate_logits(ref, ref + 1e-3, y, precision="fp32", min_top1_agreement=None)
+    g = _judge(ref, ref + 1e-3, y, precision="fp32", min_top1_agreement=None)
     assert not g.passed and any("tolerance" in f for f in g.failures)
-    assert gate_logits(ref, ref + 1e-6, y, precision="fp32", min_top1_agreement=None).passed
+    assert _judge(ref, ref + 1e-6, y, precision="fp32", min_top1_agreement=None).passed
 
 
 def test_gate_refuses_mismatched_shapes() -> None:
     ref, y = _logits()
-    with pytest.raises(UsageError, match="disagree"):
-        gate_logits(ref, ref[:10], y)
+    with pytest.raises(UsageError, match="differs from the reference"):
+        _judge(ref, ref[:10], y)

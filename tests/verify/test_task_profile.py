@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from exporter.optimize.quantize import gate_logits
 from exporter.verify.tolerance import (
     TASK,
     accuracy_difference,
@@ -13,6 +12,23 @@ from exporter.verify.tolerance import (
     profile_name,
     top1_classes,
 )
+from exporter.verify.verdict import Heldout, Judgement, judge
+
+
+def _judge(
+    ref: np.ndarray,
+    cand: np.ndarray,
+    labels: np.ndarray,
+    *,
+    precision: str = "int8",
+    min_top1_agreement: float | None = None,
+    max_accuracy_drop_points: float | None = None,
+) -> Judgement:
+    """The one judge as optimize calls it: the profile, the held-out images' labels."""
+    profile = profile_for(
+        precision, min_top1=min_top1_agreement, max_accuracy_drop_points=max_accuracy_drop_points
+    )
+    return judge(ref, cand, profile, heldout=Heldout(ref, cand, labels))
 
 
 def test_pruned_variants_are_judged_by_the_task_profile_others_by_precision() -> None:
@@ -60,14 +76,15 @@ def test_task_gate_passes_within_the_budget_and_fails_beyond_it() -> None:
     reference = _logits(labels)
     wrong = labels.copy()
     wrong[:1] = (labels[:1] + 1) % 3  # one mistake in 200: -0.5 points, 99.5 % agreement
-    within = gate_logits(reference, _logits(wrong) + 3.0, labels, precision=TASK)
+    within = _judge(reference, _logits(wrong) + 3.0, labels, precision=TASK)
     assert within.passed, within.failures  # logits 3.0 away: no tolerance applies
-    assert within.accuracy_difference["delta_points"] == pytest.approx(-0.5)
+    assert within.difference.delta_points == pytest.approx(-0.5)
+    assert within.to_dict()["accuracy_difference"]["delta_points"] == pytest.approx(-0.5)
     wrong[:4] = (labels[:4] + 1) % 3  # four: -2 points
-    beyond = gate_logits(reference, _logits(wrong), labels, precision=TASK)
+    beyond = _judge(reference, _logits(wrong), labels, precision=TASK)
     assert not beyond.passed
     assert any("dropped 2.00 points > 1.0" in f for f in beyond.failures)
-    loose = gate_logits(reference, _logits(wrong), labels, precision=TASK,
+    loose = _judge(reference, _logits(wrong), labels, precision=TASK,
                         max_accuracy_drop_points=3.0)  # fmt: skip
     assert loose.passed
 
@@ -76,6 +93,6 @@ def test_task_gate_holds_the_agreement_floor_even_when_accuracy_holds() -> None:
     labels = np.arange(100) % 2
     reference = _logits(np.where(np.arange(100) < 50, labels, 1 - labels), 2)  # 50 % right
     candidate = _logits(labels, 2)  # 100 % right, but agrees with the reference half the time
-    res = gate_logits(reference, candidate, labels, precision=TASK)
+    res = _judge(reference, candidate, labels, precision=TASK)
     assert res.accuracy_delta_points > 0
     assert any("agreement" in f for f in res.failures)
