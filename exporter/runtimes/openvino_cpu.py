@@ -31,6 +31,7 @@ import numpy as np
 from exporter.core.errors import InputFileError, RuntimeUnavailable
 from exporter.runtimes.base import Runtime, register
 from exporter.runtimes.profiling import PROFILE_WARMUP, RawProfile, sum_openvino_counters
+from exporter.runtimes.signal_stack import own_signal_stack
 
 LATENCY, THROUGHPUT = "LATENCY", "THROUGHPUT"
 # From this batch size on, the batch is split over THROUGHPUT streams; below it one LATENCY
@@ -106,6 +107,7 @@ class OpenVinoRuntime(Runtime):
             model.reshape({0: shape})
         try:
             compiled = self._core.compile_model(model, "CPU", self._config(hint))
+            own_signal_stack()  # the plugin's own stack is freed with it: see signal_stack.py
         except Exception as exc:
             raise RuntimeUnavailable(
                 f"{self.name}: OpenVINO's CPU plugin cannot compile "
@@ -173,6 +175,7 @@ class OpenVinoRuntime(Runtime):
         config = {**self._config(LATENCY), "PERF_COUNT": True}
         try:
             request = self._core.compile_model(model, "CPU", config).create_infer_request()
+            own_signal_stack()
         except Exception as exc:
             raise RuntimeUnavailable(
                 f"{self.name}: OpenVINO cannot compile a profiling copy: {_first_line(exc)}"

@@ -116,8 +116,8 @@ def test_broken_calibration_is_caught_by_the_gate(
     shutil.copytree(src, run)
     real = opt._load_images
 
-    def constant_calibration(info, n, *, split, seed):
-        x, y = real(info, n, split=split, seed=seed)
+    def constant_calibration(info, cfg, n, *, split):
+        x, y = real(info, cfg, n, split=split)
         if split == "train":  # every calibration image is one flat grey: useless ranges
             x = np.zeros_like(x)
         return x, y
