@@ -691,6 +691,13 @@ CASES = [
         _tiny_model_and_images,
     ),
     Case("export-triton-no-artifact", ("export", RUN, "--format", "triton"), 2, "--format onnx"),
+    Case("export-kserve-no-storage-uri", ("export", RUN, "--format", "kserve"), 2, "--storage-uri"),
+    Case(
+        "export-kserve-bad-storage-uri",
+        ("export", RUN, "--format", "kserve", "--storage-uri", "ftp://host/triton"),
+        2,
+        "--storage-uri",
+    ),
     Case(
         "export-triton-hostile-variant",
         ("export", RUN, "--format", "triton", "--variant", "$(reboot)"),
