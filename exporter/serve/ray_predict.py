@@ -94,18 +94,21 @@ class _Classify:
         )
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
-        sources = [str(s) for s in batch["source"]]
+        # Read by absolute path (a worker's working folder is not the driver's); report
+        # the spelling the user gave, as in-process predict does.
+        spelling = dict(zip(map(str, batch["path"]), map(str, batch["source"]), strict=True))
         bad: list[tuple[str, str]] = []
         preds = self.predictor.predict(
-            sources,
+            list(spelling),
             top_k=self.top_k,
-            batch_size=max(1, len(sources)),
-            on_error=lambda b: bad.append((b.source, b.reason)),
+            batch_size=max(1, len(spelling)),
+            on_error=lambda b: bad.append((spelling.get(b.source, b.source), b.reason)),
         )
         out: dict[str, list[Any]] = {c: [] for c in (*CSV_COLUMNS, ERROR_COLUMN)}
         for p in preds:
             for rank, (name, prob) in enumerate(p.top, start=1):
-                for col, value in zip(CSV_COLUMNS, (p.source, rank, name, prob), strict=True):
+                row = (spelling.get(p.source, p.source), rank, name, prob)
+                for col, value in zip(CSV_COLUMNS, row, strict=True):
                     out[col].append(value)
                 out[ERROR_COLUMN].append("")
         for source, reason in bad:
@@ -157,9 +160,10 @@ def predict_ray(
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True  # rows in input order, as in-process
     t0 = time.perf_counter()
-    ds = ray.data.from_items([{"source": str(p)} for p in paths]).map_batches(
+    items = [{"source": str(p), "path": str(p.resolve())} for p in paths]
+    ds = ray.data.from_items(items).map_batches(
         _Classify,
-        fn_constructor_args=(str(Path(run)), actor_cfg, choice.artifact.name),
+        fn_constructor_args=(str(Path(run).resolve()), actor_cfg, choice.artifact.name),
         batch_size=cfg.batch_size,
         batch_format="numpy",
         concurrency=actors,
