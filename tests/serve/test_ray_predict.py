@@ -134,3 +134,26 @@ def test_missing_ray_names_the_install(
     )
     assert result.exit_code == EXIT_ENV
     assert 'pip install -e ".[scale]"' in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.slow
+def test_relative_inputs_are_read_by_the_actors_and_reported_as_given(
+    local_ray: None, onnx_run: Path, images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The actors were started before this chdir: they must not resolve the spelling themselves.
+    monkeypatch.chdir(images.parent)
+    out = tmp_path / "rel.jsonl"
+    result = invoke(
+        str(onnx_run),
+        images.name,
+        "--engine",
+        "ray",
+        "--output",
+        str(out),
+        "--top-k",
+        "1",
+        "--skip-bad",
+    )
+    assert result.exit_code == EXIT_OK, result.output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 8 and all(r["source"].startswith(f"{images.name}/") for r in rows)
