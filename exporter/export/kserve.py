@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -62,7 +62,6 @@ class KServeResult:
     storage_uri: str
     plan: ServingPlan
     memory: str
-    notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -73,7 +72,6 @@ class KServeResult:
             "storage_uri": self.storage_uri,
             "plan": self.plan.to_dict(),
             "memory": self.memory,
-            "notes": self.notes,
             "seconds": round(self.seconds, 3),
         }
 
