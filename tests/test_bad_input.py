@@ -802,6 +802,13 @@ CASES = [
         _port_held_by_another_server,
     ),
     Case("export-triton-no-artifact", ("export", RUN, "--format", "triton"), 2, "--format onnx"),
+    Case("export-kserve-no-storage-uri", ("export", RUN, "--format", "kserve"), 2, "--storage-uri"),
+    Case(
+        "export-kserve-bad-storage-uri",
+        ("export", RUN, "--format", "kserve", "--storage-uri", "ftp://host/triton"),
+        2,
+        "--storage-uri",
+    ),
     Case(
         "export-triton-hostile-variant",
         ("export", RUN, "--format", "triton", "--variant", "$(reboot)"),

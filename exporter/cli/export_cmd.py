@@ -23,9 +23,11 @@ from exporter.core.config import (
     DEFAULT_OPSET,
     EXPORT_FORMATS,
     EXPORTER_CHOICES,
+    KSERVE,
     MAX_LEGACY_OPSET,
     TRITON,
     ExportConfig,
+    KServeConfig,
     TritonConfig,
 )
 
@@ -34,9 +36,10 @@ if TYPE_CHECKING:
 
 _DEFAULTS = ExportConfig()
 _TRITON = TritonConfig()
+_KSERVE = KServeConfig()
 
 
-FormatChoice = choice_enum("FormatChoice", (*EXPORT_FORMATS, TRITON, ALL))
+FormatChoice = choice_enum("FormatChoice", (*EXPORT_FORMATS, TRITON, KSERVE, ALL))
 PrecisionChoice = choice_enum("PrecisionChoice", EXPORT_PRECISIONS)
 ExporterChoice = choice_enum("ExporterChoice", EXPORTER_CHOICES)
 
@@ -51,7 +54,8 @@ def export_command(
             "-f",
             help="Artifact format; repeat for several. Default: all "
             f"({', '.join(EXPORT_FORMATS)}). triton: a Triton model repository in RUN/triton "
-            "from the best verified ONNX artifact (not part of all).",
+            "from the best verified ONNX artifact (not part of all). kserve: Kubernetes "
+            "manifests in RUN/kserve serving that repository (written first if missing).",
             case_sensitive=False,
         ),
     ] = None,
@@ -130,6 +134,24 @@ def export_command(
             f"plan, else {_TRITON.instances}).",
         ),
     ] = None,
+    storage_uri: Annotated[
+        str | None,
+        typer.Option(
+            "--storage-uri",
+            help="kserve (required): where the cluster reads the copy of RUN/triton "
+            "(s3://bucket/path, gs://bucket/path or pvc://claim/path).",
+        ),
+    ] = _KSERVE.storage_uri,
+    k8s_name: Annotated[
+        str | None,
+        typer.Option("--k8s-name", help="kserve: the object name (default: --model-name)."),
+    ] = _KSERVE.name,
+    min_replicas: Annotated[
+        int, typer.Option("--min-replicas", help="kserve: the autoscaler's lower bound.")
+    ] = _KSERVE.min_replicas,
+    max_replicas: Annotated[
+        int, typer.Option("--max-replicas", help="kserve: the autoscaler's upper bound.")
+    ] = _KSERVE.max_replicas,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Export a trained run to TorchScript, ONNX and .pt2; each file is checked against eager
@@ -138,9 +160,16 @@ def export_command(
         from exporter.export.export import export_run
 
         chosen = tuple(f.value for f in (formats or [FormatChoice(ALL)]))
-        # The triton options apply to --format triton alone; other formats ignore them.
-        triton = TritonConfig()
-        if TRITON in chosen:
+        # The triton options apply to --format triton/kserve alone; other formats ignore them.
+        triton, kserve = TritonConfig(), KServeConfig()
+        if KSERVE in chosen:
+            kserve = KServeConfig(
+                storage_uri=storage_uri,
+                name=k8s_name,
+                min_replicas=min_replicas,
+                max_replicas=max_replicas,
+            )
+        if TRITON in chosen or KSERVE in chosen:
             from exporter.core.tuneplan import triton_settings
 
             given = {
@@ -169,6 +198,7 @@ def export_command(
             exporter=exporter.value,
             force=force,
             triton=triton,
+            kserve=kserve,
         )
         with progress_bar(quiet=quiet) as progress:
             result = export_run(run, cfg, progress=progress)
@@ -202,6 +232,16 @@ def _print_result(result: ExportResult, *, quiet: bool) -> None:
             t = result.triton
             console.print(
                 f"triton: {t.model_dir} from {t.source} ({t.reason})\nserve it: {t.command}",
+                markup=False,
+                soft_wrap=True,
+            )
+        if result.kserve is not None:
+            k = result.kserve
+            console.print(
+                f"kserve: {', '.join(str(f) for f in k.files)}\n"
+                f"plan: {k.plan.instances} instance(s) x {k.plan.threads} thread(s), "
+                f"{k.plan.cores} CPU, target concurrency {k.plan.target_concurrency} "
+                f"({k.plan.source})\napply it: kubectl apply -f {k.files[0]}",
                 markup=False,
                 soft_wrap=True,
             )

@@ -84,6 +84,25 @@ def predict_command(
     ] = _DEFAULTS.threads,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     public_key: Annotated[Path | None, typer.Option(help=PUBLIC_KEY_HELP)] = None,
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="local: this process. ray: a Ray Data actor pool (needs --output; "
+            '--threads per actor, default 1; pip install -e ".[scale]").'
+        ),
+    ] = "local",
+    ray_address: Annotated[
+        str | None,
+        typer.Option("--ray-address", help="ray: the cluster (default: a local Ray)."),
+    ] = None,
+    output_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            help="ray: the predictions file (.parquet, .csv or .jsonl; the columns of "
+            "--format csv); unreadable images go to OUTPUT-stem.failures.csv.",
+        ),
+    ] = None,
 ) -> None:
     """Classify images with the run's verified artifact (the preprocessing recorded at export).
 
@@ -106,6 +125,12 @@ def predict_command(
             public_key=str(public_key) if public_key is not None else None,
         )
 
+        if engine not in ("local", "ray"):
+            raise fail(f"--engine {engine!r}: choose local or ray", EXIT_USAGE)
+        if engine == "ray":
+            _predict_on_ray(run, images, cfg, output_file, ray_address, skip_bad=skip_bad)
+            return
+
         def report_bad(bad: BadImage) -> None:
             line = f"{_printable(bad.source)}: {bad.reason}"
             if skip_bad:
@@ -126,3 +151,35 @@ def predict_command(
         raise typer.Exit(EXIT_USAGE)  # each unreadable image already had its error line
     if not result.predictions:
         raise fail(f"--skip-bad: none of the {result.images_n} images could be read", EXIT_USAGE)
+
+
+def _predict_on_ray(
+    run: Path,
+    images: list[str],
+    cfg: PredictConfig,
+    output: Path | None,
+    address: str | None,
+    *,
+    skip_bad: bool,
+) -> None:
+    """``--engine ray``: the summary on stderr; exit 2 when an image failed (unless
+    --skip-bad) or none could be read."""
+    from exporter.serve.ray_predict import predict_ray
+
+    if cfg.public_key is not None:
+        raise fail("--public-key is not supported with --engine ray yet", EXIT_USAGE)
+    result = predict_ray(run, images, cfg, output=output, address=address)
+    err_console.print(
+        f"{result.images} images ({result.images - len(result.failures)} predicted, "
+        f"{len(result.failures)} failed) with {result.artifact} on {result.actors} actor(s) x "
+        f"{result.threads} thread(s): {result.images_per_s:.1f} img/s; {result.rows} rows in "
+        f"{result.output}; failures: {result.failures_path}",
+        markup=False,
+        soft_wrap=True,
+    )
+    if result.failures and not skip_bad:
+        for source, reason in result.failures[:5]:
+            err_console.print(f"error: {_printable(source)}: {reason}", markup=False)
+        raise typer.Exit(EXIT_USAGE)
+    if result.images == len(result.failures):
+        raise fail(f"--skip-bad: none of the {result.images} images could be read", EXIT_USAGE)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from exporter.core.config import (
     DEFAULT_OPSET,
+    KSERVE,
     MAX_LEGACY_OPSET,
     MIN_DYNAMO_OPSET,
     TRITON,
@@ -30,6 +31,7 @@ from exporter.core.resources import export_need, require
 from exporter.core.runlock import locks_run
 from exporter.core.safepath import guard
 from exporter.export.common import ExportContext, FormatResult, StepFn
+from exporter.export.kserve import KServeResult
 from exporter.export.onnx_export import export_onnx, onnx_name
 from exporter.export.torch_export import PT2_NAME, TORCHSCRIPT_NAME, export_pt2, export_torchscript
 from exporter.export.triton import TRITON_DIR, TritonResult, export_triton, require_tritonclient
@@ -59,7 +61,9 @@ class ExportResult:
         report_path: ``RUN/export.json``.
         dropped: manifest entries removed because ``model.safetensors`` changed since.
         opset: the ONNX opset in effect (also when ONNX was not requested).
-        triton: the Triton model repository, when ``triton`` was requested.
+        triton: the Triton model repository, when ``triton`` was requested (or written
+            for ``kserve``).
+        kserve: the Kubernetes manifests, when ``kserve`` was requested.
     """
 
     run_dir: Path
@@ -69,6 +73,7 @@ class ExportResult:
     dropped: list[str] = field(default_factory=list)
     opset: int = DEFAULT_OPSET
     triton: TritonResult | None = None
+    kserve: KServeResult | None = None
 
 
 def resolve_opset(cfg: ExportConfig) -> int:
@@ -115,8 +120,12 @@ def export_run(
     from exporter.core.runfolder import open_run
 
     cfg = cfg or ExportConfig()  # its values were checked when it was built
-    if TRITON in cfg.formats:
+    if TRITON in cfg.formats or KSERVE in cfg.formats:
         require_tritonclient()
+    if KSERVE in cfg.formats:
+        from exporter.export.kserve_schema import require_scale
+
+        require_scale()
     opset = resolve_opset(cfg)
     info = open_run(run_dir)
     run = info.run_dir
@@ -139,8 +148,14 @@ def export_run(
     results: dict[str, FormatResult] = {}
     if model_formats:
         results = _export_formats(info, manifest, cfg, opset, model_formats, say, done)
-    triton = None
-    if TRITON in cfg.formats:
+    triton = kserve = None
+    if KSERVE in cfg.formats:
+        from exporter.export.kserve_export import export_kserve
+
+        triton, kserve = export_kserve(
+            info, cfg, lambda c: _export_triton(info, manifest, c, say), say=say
+        )
+    elif TRITON in cfg.formats:
         triton = _export_triton(info, manifest, cfg, say)
     done[0] = steps
     # The weights must not have changed while we exported from them (a file rewritten or
@@ -149,7 +164,7 @@ def export_run(
         raise InputFileError(
             f"{info.weights_path} changed during the export; run `tlx export {run} --force` again"
         )
-    report_path = _write_report(run, cfg, opset, source, dropped, results, triton)
+    report_path = _write_report(run, cfg, opset, source, dropped, results, triton, kserve)
     return ExportResult(
         run_dir=run,
         formats=results,
@@ -158,6 +173,7 @@ def export_run(
         dropped=dropped,
         opset=opset,
         triton=triton,
+        kserve=kserve,
     )
 
 
@@ -181,6 +197,12 @@ def _refuse_existing(run: Path, cfg: ExportConfig) -> None:
         dest = run / TRITON_DIR / cfg.triton.model_name
         if dest.exists() or dest.is_symlink():
             raise InputFileError(f"{dest} already exists; pass --force to overwrite it")
+    if KSERVE in cfg.formats:
+        from exporter.export.kserve_export import existing_manifests
+
+        existing = existing_manifests(run)
+        if existing:
+            raise InputFileError(f"{existing[0]} already exists; pass --force to overwrite it")
 
 
 def _export_formats(
@@ -240,6 +262,7 @@ def _write_report(
     dropped: list[str],
     results: dict[str, FormatResult],
     triton: TritonResult | None,
+    kserve: KServeResult | None = None,
 ) -> Path:
     from exporter.core.envinfo import environment
     from exporter.core.metadata import utc_now
@@ -257,6 +280,8 @@ def _write_report(
     }
     if triton is not None:
         report["results"][TRITON] = triton.to_dict()
+    if kserve is not None:
+        report["results"][KSERVE] = kserve.to_dict()
     report_path = run / EXPORT_REPORT
     write_json(report_path, report)
     return report_path
@@ -271,7 +296,7 @@ def _require_resources(info: Any, cfg: ExportConfig, names: dict[str, str]) -> N
         num_classes=info.num_classes,
         files={
             **{n: 2 if n == fp16 else 4 for n in names.values()},  # bytes per parameter
-            **({TRITON: 4} if TRITON in cfg.formats else {}),  # the repository's copy
+            **({TRITON: 4} if {TRITON, KSERVE} & set(cfg.formats) else {}),  # the repository's copy
         },
         folder=info.run_dir,
     )

@@ -170,6 +170,7 @@ def _spec(art: Artifact, cfg: TritonConfig) -> ModelSpec:
         precision=art.precision,
         instances=cfg.instances,
         max_queue_delay_us=cfg.max_queue_delay_us,
+        threads=cfg.threads,
     )
 
 
@@ -305,6 +306,7 @@ def _entry(run: Path, dest: Path, art: Artifact, cfg: TritonConfig, reason: str)
             "chosen_because": reason,
             "max_batch_size": cfg.max_batch_size,
             "instances": cfg.instances,
+            "threads_per_instance": cfg.threads,
             "opset": entry.get("opset"),
             "exporter": "tlx export --format triton",
             "exported_at": utc_now(),

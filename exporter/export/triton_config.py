@@ -56,6 +56,7 @@ class ModelSpec:
     precision: str
     instances: int
     max_queue_delay_us: int
+    threads: int | None = None  # intra_op_thread_count of each instance (None: ORT's default)
 
     @property
     def batched(self) -> bool:
@@ -191,6 +192,13 @@ def render_config(spec: ModelSpec, kind: str) -> str:
         f"instance_group [\n  {{\n    count: {spec.instances}\n"
         f"    kind: {'KIND_GPU' if kind == 'gpu' else 'KIND_CPU'}\n  }}\n]"
     )
+    if spec.threads is not None:
+        # The onnxruntime backend's own key: without it every instance's session starts a
+        # thread per core of the node, not of the pod's CPU limit (kserve/kserve #1031).
+        parts.append(
+            f'parameters {{ key: "intra_op_thread_count" value: {{ string_value: '
+            f'"{spec.threads}" }} }}'
+        )
     sizes = sorted({1, spec.max_batch_size}) if spec.batched else [1]
     parts.append("model_warmup [\n" + ",\n".join(_warmup(spec, b) for b in sizes) + "\n]")
     if kind == "gpu":

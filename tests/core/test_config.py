@@ -15,6 +15,7 @@ from exporter.core.config import (
     DATA_SOURCES,
     EXPORT_FORMATS,
     EXPORTER_CHOICES,
+    KSERVE,
     OPTIMIZERS,
     RECIPES,
     TRITON,
@@ -115,7 +116,7 @@ def test_cli_choices_are_built_from_the_declared_words() -> None:
     assert _values(bench_cmd.Precision) == choices.BENCH_PRECISIONS
     assert _values(export_cmd.PrecisionChoice) == choices.EXPORT_PRECISIONS
     assert _values(export_cmd.ExporterChoice) == EXPORTER_CHOICES
-    assert _values(export_cmd.FormatChoice) == (*EXPORT_FORMATS, TRITON, choices.ALL)
+    assert _values(export_cmd.FormatChoice) == (*EXPORT_FORMATS, TRITON, KSERVE, choices.ALL)
     assert _values(train_cmd.DeviceName) == choices.TRAIN_DEVICES
     assert _values(train_cmd.DataSource) == DATA_SOURCES
     assert _values(train_cmd.RecipeName) == RECIPES

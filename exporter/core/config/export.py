@@ -13,6 +13,7 @@ from exporter.core.errors import UsageError, shown
 # The model formats, in the order they are exported (``--format all``: these three).
 EXPORT_FORMATS = ("onnx", "torchscript", "pt2")
 TRITON = "triton"  # not a model format: it packages an artifact the others (or optimize) made
+KSERVE = "kserve"  # Kubernetes manifests serving the Triton repository (written first if missing)
 EXPORTER_CHOICES = ("dynamo", "legacy")
 # Newest opset torch.onnx can emit (torch.onnx._constants.ONNX_MAX_OPSET in torch 2.10-2.14);
 # the dynamo exporter authors at opset 18 and up-converts, checked to round-trip VGG16 on ORT.
@@ -25,6 +26,12 @@ MAX_LEGACY_OPSET = 20
 MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_INSTANCES = 64
 MAX_QUEUE_DELAY_US = 10_000_000
+# Where the pods read the Triton repository: schemes both KServe's storage initializer and a
+# plain tritonserver (its own cloud repositories, or a mounted claim) can open.
+STORAGE_SCHEMES = ("s3", "gs", "pvc")
+# A Kubernetes object name (RFC 1035 label): an InferenceService's name is also a host name.
+K8S_NAME_RE = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+MAX_REPLICAS = 1000
 
 
 @dataclass(frozen=True)
@@ -40,6 +47,8 @@ class TritonConfig:
         max_batch_size: the largest batch dynamic batching forms.
         max_queue_delay_us: how long a request may wait for others to join its batch.
         instances: model instances (per GPU, or on the CPU).
+        threads: intra-op threads of each instance's ONNX Runtime session (None: the
+            backend's default, every core); the kserve format sets the measured plan's.
     """
 
     model_name: str = "vgg16"
@@ -48,8 +57,11 @@ class TritonConfig:
     max_batch_size: int = 32
     max_queue_delay_us: int = 100
     instances: int = 1
+    threads: int | None = None
 
     def __post_init__(self) -> None:
+        if self.threads is not None and self.threads < 1:
+            raise UsageError(f"threads per instance must be >= 1, got {self.threads}")
         if not MODEL_NAME_RE.match(self.model_name):
             raise UsageError(
                 f"--model-name {shown(self.model_name)}: use 1-64 letters, digits, '_', '.', '-' "
@@ -65,6 +77,45 @@ class TritonConfig:
         if not 0 <= self.max_queue_delay_us <= MAX_QUEUE_DELAY_US:
             raise UsageError(
                 f"--max-queue-delay-us {self.max_queue_delay_us}: give 0 to {MAX_QUEUE_DELAY_US}"
+            )
+
+
+@dataclass(frozen=True)
+class KServeConfig:
+    """Settings of ``tlx export --format kserve`` (manifests in RUN/kserve).
+
+    Attributes:
+        storage_uri: where the cluster reads ``RUN/triton`` from (``s3://``, ``gs://`` or
+            ``pvc://<claim>/<path>``); required for the format.
+        name: the InferenceService / Deployment name (None: the model name, as a DNS label).
+        min_replicas / max_replicas: the autoscaler's bounds.
+    """
+
+    storage_uri: str | None = None
+    name: str | None = None
+    min_replicas: int = 1
+    max_replicas: int = 4
+
+    def __post_init__(self) -> None:
+        if self.storage_uri is not None:
+            scheme, sep, rest = self.storage_uri.partition("://")
+            if not sep or scheme not in STORAGE_SCHEMES or not rest.strip("/"):
+                raise UsageError(
+                    f"--storage-uri {shown(self.storage_uri)}: give "
+                    + ", ".join(f"{s}://..." for s in STORAGE_SCHEMES)
+                    + " (the folder holding the copy of RUN/triton)"
+                )
+        if self.name is not None and not K8S_NAME_RE.match(self.name):
+            raise UsageError(
+                f"--k8s-name {shown(self.name)}: use 1-63 lower-case letters, digits and '-', "
+                "starting with a letter (a Kubernetes name)"
+            )
+        if not (
+            0 <= self.min_replicas <= self.max_replicas and 1 <= self.max_replicas <= MAX_REPLICAS
+        ):
+            raise UsageError(
+                f"--min-replicas {self.min_replicas} / --max-replicas {self.max_replicas}: give "
+                f"0 <= min <= max and 1 <= max <= {MAX_REPLICAS}"
             )
 
 
@@ -85,6 +136,7 @@ class ExportConfig:
         seed: seed of the random check inputs.
         triton: settings of the ``triton`` format (not part of ``all``: it ships an artifact
             the other formats and ``tlx optimize`` made).
+        kserve: settings of the ``kserve`` format (also not part of ``all``).
     """
 
     formats: tuple[str, ...] = EXPORT_FORMATS
@@ -96,6 +148,7 @@ class ExportConfig:
     force: bool = False
     seed: int = 0
     triton: TritonConfig = field(default_factory=TritonConfig)
+    kserve: KServeConfig = field(default_factory=KServeConfig)
 
     def __post_init__(self) -> None:
         # Normalised here ("all", "onnx,pt2", any order → known formats in export order), so
@@ -114,6 +167,11 @@ class ExportConfig:
             raise UsageError(f"--batch-size must be >= 1, got {self.batch_size}")
         if self.precision == "fp16" and "onnx" not in formats:
             raise UsageError("--precision fp16 applies to ONNX only: add --format onnx (or all)")
+        if KSERVE in formats and self.kserve.storage_uri is None:
+            raise UsageError(
+                "--format kserve needs --storage-uri (s3://, gs:// or pvc://): where the "
+                "cluster reads the Triton repository from"
+            )
 
 
 def parse_formats(spec: str | tuple[str, ...] | list[str] | Any) -> tuple[str, ...]:
@@ -127,14 +185,17 @@ def parse_formats(spec: str | tuple[str, ...] | list[str] | Any) -> tuple[str, .
     for item in items:
         names.extend(p.strip().lower() for p in str(item).split(",") if p.strip())
     if not names:
-        raise UsageError("--format: give at least one of onnx, torchscript, pt2, triton or all")
-    known = (*EXPORT_FORMATS, TRITON)
+        raise UsageError(
+            "--format: give at least one of onnx, torchscript, pt2, triton, kserve or all"
+        )
+    known = (*EXPORT_FORMATS, TRITON, KSERVE)
     unknown = [n for n in names if n not in (*known, ALL)]
     if unknown:
         raise UsageError(
             f"--format {unknown[0]!r} is unknown; choose from {', '.join(known)} or all"
         )
-    # "all" is the three model formats; triton ships one of them, so it comes last.
+    # "all" is the three model formats; triton ships one of them and kserve serves triton's
+    # repository, so they come last.
     chosen = set(EXPORT_FORMATS) if ALL in names else set()
     chosen.update(names)
     return tuple(f for f in known if f in chosen)
