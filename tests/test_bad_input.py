@@ -1122,7 +1122,7 @@ def test_training_on_a_full_disk_is_exit_3(tmp_path: Path, monkeypatch: pytest.M
 
     _small_disk(monkeypatch, 100 << 20)
     out = tmp_path / "out"
-    argv = [*SYN, "--image-size", "32", "--train-size", "8", "--val-size", "8"]
+    argv = [*SYN, "--image-size", "32", "--train-size", "10", "--val-size", "8"]
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     result = CliRunner().invoke(app, [*argv, "--batch-size", "8", "--epochs", "1"])
     assert result.exit_code == 3, (result.exit_code, result.stderr)

@@ -145,7 +145,7 @@ def test_resume_into_a_linked_checkpoint_folder_exits_2_before_training(tmp_path
     from exporter.train import fit, resume_config
 
     run, out = tmp_path / "run", _outside(tmp_path)
-    data = DataConfig(source="synthetic", train_size=8, val_size=8, image_size=32, augment=False)
+    data = DataConfig(source="synthetic", train_size=10, val_size=8, image_size=32, augment=False)
     fit(TrainConfig(data=data, weights="none", epochs=1, batch_size=8, out=str(run)))
     moved = out / "checkpoint"
     os.replace(run / "checkpoint", moved)
