@@ -37,8 +37,8 @@ r = subprocess.run(
     text=True,
 )
 print("sign rc", r.returncode, r.stderr[-300:])
-from exporter.core.runfolder import open_run
-from exporter.sign.verification import verify_signature
+from exporter.core.runfolder import open_run  # noqa: E402 (after sys.path)
+from exporter.sign.verification import verify_signature  # noqa: E402
 
 
 def hash_check():
