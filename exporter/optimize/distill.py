@@ -29,6 +29,7 @@ import numpy as np
 from exporter.core.errors import InputFileError, Interrupted, UsageError
 from exporter.core.fsio import write_json, write_with
 from exporter.model.shape import VGGShape
+from exporter.train.checkpoint import read_state
 
 if TYPE_CHECKING:
     import torch
@@ -40,7 +41,6 @@ STATE_NAME = "state.pt"
 META_NAME = "meta.json"
 FORMAT = "tlx-distill-1"
 DISTILL_DIR = "distill"
-TEACHER_BATCH = 64
 
 StepCallback = Callable[[str, int, int], None]
 
@@ -87,17 +87,6 @@ class DistillResult:
 def checkpoint_folder(run_dir: Path, ratio: float) -> Path:
     """Where the distillation at ``ratio`` keeps its checkpoint: ``RUN/distill/r0.50``."""
     return Path(run_dir) / DISTILL_DIR / f"r{ratio:.2f}"
-
-
-def teacher_logits(teacher: nn.Module, images: np.ndarray) -> np.ndarray:
-    """The trained model's logits on every training image (float32, computed once)."""
-    import torch
-
-    out = []
-    with torch.inference_mode():
-        for i in range(0, len(images), TEACHER_BATCH):
-            out.append(teacher(torch.from_numpy(images[i : i + TEACHER_BATCH])).float().numpy())
-    return np.concatenate(out)
 
 
 @contextlib.contextmanager
@@ -331,20 +320,13 @@ def load_state(folder: Path, settings: DistillSettings) -> dict[str, Any]:
     Raises:
         InputFileError: missing, unreadable, or made with other settings or another teacher.
     """
-    import torch
-
     path = folder / STATE_NAME
     if not path.is_file():
         raise InputFileError(
             f"--resume: no distillation checkpoint at {path} (it is written when a "
             "distillation is stopped by a signal or finishes an epoch)"
         )
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # untrusted file: any failure is bad input, never a retry
-        raise InputFileError(f"cannot read checkpoint {path}: {str(exc)[:300]}") from exc
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise InputFileError(f"{path} is not a tlx distillation checkpoint ({FORMAT})")
+    state = read_state(path, fmt=FORMAT, what="tlx distillation checkpoint")
     saved, now = state.get("settings") or {}, settings.to_dict()
     differ = sorted(k for k in now if saved.get(k) != now[k])
     if differ:

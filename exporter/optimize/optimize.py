@@ -60,6 +60,7 @@ from exporter.optimize.ship import (
     require_resources,
     stamp_metadata,
 )
+from exporter.verify.judge import infer_reference
 
 if TYPE_CHECKING:
     from torch import nn
@@ -208,7 +209,7 @@ def _load_inputs(info: RunInfo, manifest: Manifest, cfg: OptimizeConfig) -> _Inp
 
     model = load_reference_model(info, expected=manifest.source)
     x_val, y_val = _load_images(info, cfg, cfg.eval_samples, split="val")
-    ref_logits = _eager_logits(model, x_val)
+    ref_logits = infer_reference(model, x_val, EVAL_BATCH)
     x_cal = None
     if any(v in cfg.variants for v in ("int8", "fold-int8")):
         x_cal, _ = _load_images(info, cfg, cfg.calib_samples, split="train")
@@ -275,16 +276,6 @@ def _load_images(
     except InputFileError as exc:  # the data moved or is gone: say how to point at it
         hint = "" if cfg.data_dir else " (pass --data-dir to say where the run's images are now)"
         raise InputFileError(f"{exc}{hint}") from exc
-
-
-def _eager_logits(model: nn.Module, images: np.ndarray) -> np.ndarray:
-    import torch
-
-    outs = []
-    with torch.inference_mode():
-        for i in range(0, len(images), EVAL_BATCH):
-            outs.append(model(torch.from_numpy(images[i : i + EVAL_BATCH])).float().numpy())
-    return np.concatenate(outs)
 
 
 # --- fp16 (delegated to tlx export) ---------------------------------------------------

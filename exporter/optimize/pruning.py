@@ -30,9 +30,10 @@ from exporter.optimize.ship import VARIANT_FILES, VARIANT_PRECISION, VariantResu
 if TYPE_CHECKING:
     from torch import nn
 
-    from exporter.core.runfolder import RunInfo
+    from exporter.core.runfolder import Run
 
 ALL_TRAINING_IMAGES = 10**9  # load_eval_images takes the whole split when n exceeds it
+TEACHER_BATCH = 64  # images per forward pass of the trained model over the training set
 
 
 @dataclass
@@ -44,14 +45,14 @@ class TrainingSet:
     soft_targets: np.ndarray
 
 
-def load_training_set(info: RunInfo, teacher: nn.Module, cfg: OptimizeConfig) -> TrainingSet:
+def load_training_set(info: Run, teacher: nn.Module, cfg: OptimizeConfig) -> TrainingSet:
     """The run's training images (eval transform) and the trained model's logits on them.
 
     Raises:
         InputFileError: the training images are gone (exit 2, naming ``--data-dir``).
     """
     from exporter.data.datasets import load_eval_images
-    from exporter.optimize.distill import teacher_logits
+    from exporter.verify.judge import infer_reference
 
     n = cfg.distill_samples or ALL_TRAINING_IMAGES
     try:
@@ -61,7 +62,7 @@ def load_training_set(info: RunInfo, teacher: nn.Module, cfg: OptimizeConfig) ->
     except (InputFileError, EnvironmentUnavailable) as exc:
         hint = "" if cfg.data_dir else " (pass --data-dir to say where they are now)"
         raise InputFileError(f"distillation needs the run's training images: {exc}{hint}") from exc
-    return TrainingSet(images, labels, teacher_logits(teacher, images))
+    return TrainingSet(images, labels, infer_reference(teacher, images, TEACHER_BATCH))
 
 
 def file_name(variant: str, ratio: float, *, auto: bool) -> str:
@@ -71,7 +72,7 @@ def file_name(variant: str, ratio: float, *, auto: bool) -> str:
 
 
 def build_ratio(
-    info: RunInfo,
+    info: Run,
     inputs: Any,
     data: TrainingSet,
     *,
@@ -149,7 +150,7 @@ def build_ratio(
     return built
 
 
-def _settings(info: RunInfo, cfg: OptimizeConfig, ratio: float, images: int) -> Any:
+def _settings(info: Run, cfg: OptimizeConfig, ratio: float, images: int) -> Any:
     from exporter.optimize.distill import DistillSettings
 
     return DistillSettings(
@@ -158,14 +159,10 @@ def _settings(info: RunInfo, cfg: OptimizeConfig, ratio: float, images: int) -> 
         batch=cfg.distill_batch,
         seed=cfg.seed,
         ratio=ratio,
-        teacher_sha256=info.manifest.source.sha256 if _has_manifest(info) else "",
+        teacher_sha256=info.manifest.source.sha256 if info.has_manifest else "",
         images=images,
         image_size=info.preprocessing.image_size,
     )
-
-
-def _has_manifest(info: RunInfo) -> bool:
-    return bool(getattr(info, "has_manifest", False))
 
 
 def _device(spec: str) -> str:
@@ -181,7 +178,7 @@ def _calibration_rows(n: int, cfg: OptimizeConfig) -> np.ndarray:
 
 
 def _details(
-    info: RunInfo, shape: VGGShape, ratio: float, folded: bool, distilled: dict[str, Any]
+    info: Run, shape: VGGShape, ratio: float, folded: bool, distilled: dict[str, Any]
 ) -> dict[str, Any]:
     """The facts of a pruned model for optimize.json and its manifest entry."""
     size = info.preprocessing.image_size
@@ -203,7 +200,7 @@ def _details(
 
 
 def build_pruned_variants(
-    info: RunInfo,
+    info: Run,
     manifest: Any,
     inputs: Any,
     *,

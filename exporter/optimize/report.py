@@ -13,7 +13,7 @@ from exporter.core.fsio import write_text, write_with
 from exporter.optimize.ship import VARIANT_PRECISION, is_fixed_hw
 
 if TYPE_CHECKING:
-    from exporter.core.runfolder import RunInfo
+    from exporter.core.runfolder import Run
     from exporter.optimize.ship import VariantResult
 
 MD_NAME = "optimize.md"
@@ -21,7 +21,7 @@ PLOT_NAME = "optimize.png"
 TEACHER = "trained model"
 
 
-def time_built(info: RunInfo, results: list[VariantResult]) -> dict[str, Any]:
+def time_built(info: Run, results: list[VariantResult]) -> dict[str, Any]:
     """Time every built file (and ``model.onnx`` when exported) at batch 1 on this machine."""
     from exporter.optimize.timing import Timed, time_variants
 
@@ -30,7 +30,7 @@ def time_built(info: RunInfo, results: list[VariantResult]) -> dict[str, Any]:
         for r in results
         if r.path and (Path(info.run_dir) / r.path).is_file()
     ]
-    manifest = info.manifest if getattr(info, "has_manifest", False) else None
+    manifest = info.manifest if info.has_manifest else None
     if manifest is not None and "model.onnx" in manifest.artifacts:
         files.insert(0, Timed("model.onnx", "model.onnx", "fp32"))
     return time_variants(info, files)

@@ -18,7 +18,7 @@ from exporter.core.errors import RuntimeUnavailable
 from exporter.core.machine import usable_cpus
 
 if TYPE_CHECKING:
-    from exporter.core.runfolder import RunInfo
+    from exporter.core.runfolder import Run
     from exporter.runtimes.base import Artifact, Runtime
 
 ROUNDS = 5
@@ -37,7 +37,7 @@ class Timed:
     fixed_hw: bool = False
 
 
-def time_variants(info: RunInfo, files: list[Timed], *, batch: int = 1) -> dict[str, Any]:
+def time_variants(info: Run, files: list[Timed], *, batch: int = 1) -> dict[str, Any]:
     """p50/p90 latency (ms) of each file on each ONNX CPU runtime, plus the eager model.
 
     Returns:
@@ -52,7 +52,11 @@ def time_variants(info: RunInfo, files: list[Timed], *, batch: int = 1) -> dict[
     size = info.preprocessing.image_size
     live: dict[str, tuple[str, str, Runtime]] = {}
     skipped: list[dict[str, str]] = []
-    eager = get_runtime("eager")(reference_artifact(info, _manifest(info)), "cpu", threads=threads)
+    eager = get_runtime("eager")(
+        reference_artifact(info, info.manifest if info.has_manifest else None),
+        "cpu",
+        threads=threads,
+    )
     _load(eager, "trained model", live, skipped, key=("trained model", "eager"))
     for f in files:
         art = file_artifact(info, f)
@@ -77,10 +81,6 @@ def time_variants(info: RunInfo, files: list[Timed], *, batch: int = 1) -> dict[
     return {"batch": batch, "threads": threads, "p50_ms": table, "skipped": skipped}
 
 
-def _manifest(info: RunInfo) -> Any:
-    return info.manifest if getattr(info, "has_manifest", False) else None
-
-
 def _load(
     runtime: Runtime,
     label: str,
@@ -97,7 +97,7 @@ def _load(
     live[f"{key[0]} · {key[1]}"] = (label, runtime.name, runtime)
 
 
-def file_artifact(info: RunInfo, f: Timed) -> Artifact:
+def file_artifact(info: Run, f: Timed) -> Artifact:
     """An ONNX file of the run (listed in the manifest or not) as an artifact, hashed now."""
     from exporter.core.manifest import FileRecord
     from exporter.runtimes.base import Artifact

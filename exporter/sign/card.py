@@ -10,14 +10,19 @@ reports as they are (no rounding), so the card and the JSON agree exactly. ``tlx
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from exporter import __version__
 from exporter.core.fsio import atomic_path, write_text
 from exporter.core.manifest import load_manifest
-from exporter.sign.scope import CONFUSION_PNG, MODEL_CARD_NAME, PROVENANCE_NAME, SIGNATURE_NAME
+from exporter.sign.scope import (
+    CONFUSION_PNG,
+    MODEL_CARD_NAME,
+    PROVENANCE_NAME,
+    SIGNATURE_NAME,
+    read_report,
+)
 
 if TYPE_CHECKING:
     from exporter.core.manifest import Manifest
@@ -57,8 +62,8 @@ def render_model_card(run: RunInfo, *, picture: Path | None = None) -> str:
     """The card's Markdown for ``run`` from its train.json, manifest, verify.json, bench.json."""
     run_dir = run.run_dir
     manifest = load_manifest(run_dir) if (run_dir / "manifest.json").is_file() else None
-    verify = _read(run_dir / "verify.json")
-    bench = _read(run_dir / "bench.json")
+    verify = read_report(run_dir / "verify.json")
+    bench = read_report(run_dir / "bench.json")
     parts = [
         _front_matter(run, manifest),
         f"# {run_dir.name}: VGG16 image classifier\n\n"
@@ -302,11 +307,3 @@ def _write_confusion(path: Path, matrix: list[list[int]], classes: list[str]) ->
     finally:
         plt.close(fig)
     return path
-
-
-def _read(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    return data if isinstance(data, dict) else None

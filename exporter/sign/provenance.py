@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from exporter import __version__
 from exporter.core.fsio import write_json
-from exporter.sign.scope import PROVENANCE_NAME
+from exporter.sign.scope import PROVENANCE_NAME, read_report
 
 if TYPE_CHECKING:
     from exporter.core.runfolder import Run
@@ -85,7 +85,7 @@ def build_statement(run: Run) -> dict[str, Any]:
     subjects = [{"name": manifest.source.path, "digest": {"sha256": manifest.source.sha256}}]
     for entry in manifest.artifacts.values():
         subjects += [{"name": f.path, "digest": {"sha256": f.sha256}} for f in entry.files]
-    reports = {name: _read(run.run_dir / name) for name in _REPORTS}
+    reports = {name: read_report(run.run_dir / name) for name in _REPORTS}
     data = data_fingerprint(run)
     deps: list[dict[str, Any]] = [
         {"name": "training-data", "digest": {"sha256": data["sha256"]}, "annotations": data}
@@ -184,11 +184,3 @@ def _version(dist: str) -> str | None:
         return version(dist)
     except PackageNotFoundError:
         return None
-
-
-def _read(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    return data if isinstance(data, dict) else None

@@ -93,3 +93,15 @@ def signed_files(run_dir: Path, ignored: Collection[str] = UNSIGNED) -> dict[str
 
 def _is_ignored(rel: str, ignored: Collection[str]) -> bool:
     return any(rel == p or rel.startswith(p.rstrip("/") + "/") for p in ignored)
+
+
+def read_report(path: Path) -> dict[str, Any] | None:
+    """A JSON report of the run as a dict, or None when it is missing or unreadable (the
+    card and the provenance describe what is there; they never fail on a missing report)."""
+    import json
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None

@@ -143,7 +143,6 @@ def load_checkpoint(run_dir: Path) -> dict[str, Any]:
         UnsafePath: ``checkpoint/`` or ``state.pt`` is a symbolic link (a resume would write
             through it): refused before reading.
     """
-    import torch
 
     path = guard(checkpoint_dir(run_dir) / STATE_NAME, root=run_dir)
     if not path.is_file():
@@ -151,10 +150,21 @@ def load_checkpoint(run_dir: Path) -> dict[str, Any]:
             f"--resume {run_dir}: {path} not found (resume needs a run folder made by "
             "`tlx train` that saved a checkpoint)"
         )
+    return read_state(path, fmt=CHECKPOINT_FORMAT, what="tlx checkpoint")
+
+
+def read_state(path: Path, *, fmt: str, what: str) -> dict[str, Any]:
+    """Read a resumable state file with ``weights_only=True``; its ``format`` must be ``fmt``.
+
+    Raises:
+        InputFileError: unreadable (never retried unsafely) or not a ``what``.
+    """
+    import torch
+
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # untrusted file: any failure is bad input, never a retry
         raise InputFileError(f"cannot read checkpoint {path}: {str(exc)[:300]}") from exc
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise InputFileError(f"{path} is not a tlx checkpoint (format {CHECKPOINT_FORMAT})")
+    if not isinstance(state, dict) or state.get("format") != fmt:
+        raise InputFileError(f"{path} is not a {what} (format {fmt})")
     return state
