@@ -1,5 +1,5 @@
-"""The package layout: imports point down (cli → demo → stages → runtimes → model/data → core),
-no import cycles, and no module named like a standard-library module."""
+"""The package layout: imports point down (cli → demo, deploy → stages → runtimes → model/data
+→ core), no import cycles, and no module named like a standard-library module."""
 
 from __future__ import annotations
 
@@ -23,6 +23,8 @@ FLOORS = {
     "bench": 3,
     "serve": 3,
     "sign": 3,
+    # Packaging for a server reads verify's and bench's verdicts (serve.choice): it comes after.
+    "deploy": 4,
     "demo": 4,
     "cli": 5,
     "__main__": 6,

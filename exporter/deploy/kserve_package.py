@@ -15,9 +15,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from exporter.core.config import TRITON, ExportConfig
+from exporter.core.config import TRITON, ExportConfig, TritonConfig
 from exporter.core.errors import InputFileError
-from exporter.export.kserve import (
+from exporter.deploy.kserve import (
     DEPLOYMENT_FILE,
     INFERENCE_SERVICE_FILE,
     KSERVE_DIR,
@@ -25,8 +25,8 @@ from exporter.export.kserve import (
     build_manifests,
     write_manifests,
 )
-from exporter.export.kserve_plan import ServingPlan, serving_plan
-from exporter.export.triton import TRITON_DIR, TritonResult
+from exporter.deploy.kserve_plan import ServingPlan, serving_plan
+from exporter.deploy.triton import TRITON_DIR, TritonResult
 
 if TYPE_CHECKING:
     from exporter.core.runfolder import RunInfo
@@ -41,10 +41,10 @@ def existing_manifests(run: Path) -> list[Path]:
     return [p for p in (folder / INFERENCE_SERVICE_FILE, folder / DEPLOYMENT_FILE) if p.exists()]
 
 
-def export_kserve(
+def package_kserve(
     info: RunInfo,
     cfg: ExportConfig,
-    write_triton: Callable[[ExportConfig], TritonResult],
+    write_triton: Callable[[TritonConfig], TritonResult],
     *,
     say: StepFn | None = None,
 ) -> tuple[TritonResult | None, KServeResult]:
@@ -53,8 +53,8 @@ def export_kserve(
     Args:
         info: the opened run.
         cfg: the export settings (``cfg.kserve``, ``cfg.triton``).
-        write_triton: writes the Triton repository for the given settings (export.py's step,
-            which lists it in the manifest).
+        write_triton: writes the Triton repository for the given settings (package.py's
+            step, which lists it in the manifest).
         say: progress messages.
 
     Raises:
@@ -69,7 +69,7 @@ def export_kserve(
     dest = info.run_dir / TRITON_DIR / tcfg.model_name
     triton = None
     if TRITON in cfg.formats or cfg.force or not (dest / "config.pbtxt").exists():
-        triton = write_triton(replace(cfg, triton=tcfg))
+        triton = write_triton(tcfg)
     else:
         check_repository(dest, plan)
     result = write_manifests(info, manifests, cfg.kserve, plan, say=say, started=t0)
@@ -82,7 +82,7 @@ def check_repository(dest: Path, plan: ServingPlan) -> None:
     Raises:
         InputFileError: it runs another plan (the fix: ``--force`` rewrites it).
     """
-    from exporter.export.triton_config import parse_config
+    from exporter.deploy.triton_config import parse_config
 
     path = dest / "config.pbtxt"
     config = parse_config(path.read_text(encoding="utf-8"), where=str(path))
