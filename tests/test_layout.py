@@ -88,6 +88,19 @@ def test_imports_point_down() -> None:
     assert not upward, "\n".join(sorted(upward))
 
 
+def test_export_writes_model_files_and_packaging_comes_after_verify_and_bench() -> None:
+    """Packaging for a server reads verify's and bench's verdicts, so it lives in ``deploy``,
+    above them; the export stage imports neither it nor serve."""
+    late = [
+        f"{mod} imports {dep}"
+        for mod, deps in _graph().items()
+        if mod.startswith("exporter.export")
+        for dep in deps
+        if dep.startswith(("exporter.serve", "exporter.deploy", "exporter.bench"))
+    ]
+    assert not late, "\n".join(sorted(late))
+
+
 def test_no_import_cycles() -> None:
     # Package __init__ files re-export their modules; a cycle through one is not a real
     # dependency of the modules, so they are left out of the walk.

@@ -4,12 +4,19 @@ A deployment step, not an export: which artifact to ship is ``serve.choice.choos
 read from verify's and bench's verdicts, so packaging runs after them (the export stage writes
 model files only). :func:`package_run` refuses to overwrite without ``force``, lists every
 file it writes in ``manifest.json`` and writes ``deploy.json``.
+
+For ``kserve`` the manifests are built and checked first (nothing is written when one is
+invalid); then the Triton repository is written with the serving plan's instances and threads
+(``kserve_plan``) if it is missing (or ``--force``/``--format triton`` asks), else reused only
+if its ``config.pbtxt`` runs the plan, so the pod's CPU limit is what its instances' thread
+pools add up to; then the manifests are written.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,13 +28,23 @@ from exporter.core.report import Progress
 from exporter.core.resources import export_need, require
 from exporter.core.runlock import locks_run
 from exporter.core.safepath import guard
-from exporter.deploy.kserve import KServeResult
+from exporter.deploy.kserve import (
+    DEPLOYMENT_FILE,
+    INFERENCE_SERVICE_FILE,
+    KSERVE_DIR,
+    KServeResult,
+    build_manifests,
+    write_manifests,
+)
+from exporter.deploy.kserve_plan import ServingPlan, serving_plan
 from exporter.deploy.triton import TRITON_DIR, TritonResult, package_triton, require_tritonclient
 
 if TYPE_CHECKING:
     from exporter.core.runfolder import Run
+    from exporter.export.common import StepFn
 
 DEPLOY_REPORT = "deploy.json"
+THREADS_KEY = "intra_op_thread_count"  # the onnxruntime backend's parameter
 
 
 @dataclass(frozen=True)
@@ -87,9 +104,7 @@ def package_run(
 
     kserve = None
     if KSERVE in formats:
-        from exporter.deploy.kserve_package import package_kserve
-
-        triton, kserve = package_kserve(info, cfg, write_triton, say=say)
+        triton, kserve = _package_kserve(info, cfg, write_triton, say)
     else:
         triton = write_triton(cfg.triton)
     report = {
@@ -134,9 +149,48 @@ def _refuse_existing(run: Path, cfg: ExportConfig) -> None:
         return
     if TRITON in cfg.formats and (dest.exists() or dest.is_symlink()):
         raise InputFileError(f"{dest} already exists; pass --force to overwrite it")
-    if KSERVE in cfg.formats:
-        from exporter.deploy.kserve_package import existing_manifests
+    folder = run / KSERVE_DIR
+    for path in (folder / INFERENCE_SERVICE_FILE, folder / DEPLOYMENT_FILE):
+        if KSERVE in cfg.formats and path.exists():
+            raise InputFileError(f"{path} already exists; pass --force to overwrite it")
 
-        existing = existing_manifests(run)
-        if existing:
-            raise InputFileError(f"{existing[0]} already exists; pass --force to overwrite it")
+
+def _package_kserve(
+    info: Run, cfg: ExportConfig, write_triton: Callable[[TritonConfig], TritonResult], say: StepFn
+) -> tuple[TritonResult | None, KServeResult]:
+    """``RUN/kserve`` (and ``RUN/triton/<model>`` when needed): see the module's docstring.
+
+    Raises:
+        GateFailed: a manifest fails its schema check (nothing is written).
+        InputFileError: the existing repository does not run the plan; a malformed
+            ``loadtest.json``.
+    """
+    t0 = time.perf_counter()
+    plan = serving_plan(info.run_dir, cfg.triton.device)
+    tcfg = replace(cfg.triton, instances=plan.instances, threads=plan.threads)
+    manifests = build_manifests(info, cfg.kserve, tcfg, plan)
+    dest = info.run_dir / TRITON_DIR / tcfg.model_name
+    triton = None
+    if TRITON in cfg.formats or cfg.force or not (dest / "config.pbtxt").exists():
+        triton = write_triton(tcfg)
+    else:
+        _check_repository(dest, plan)
+    return triton, write_manifests(info, manifests, cfg.kserve, plan, say=say, started=t0)
+
+
+def _check_repository(dest: Path, plan: ServingPlan) -> None:
+    """The existing repository's ``config.pbtxt`` runs ``plan``'s instances and threads
+    (InputFileError if not: ``--force`` rewrites it)."""
+    from exporter.deploy.triton_config import parse_config
+
+    path = dest / "config.pbtxt"
+    config = parse_config(path.read_text(encoding="utf-8"), where=str(path))
+    instances = sum(max(1, g.count) for g in config.instance_group) or 1
+    params = config.parameters
+    threads = int(params[THREADS_KEY].string_value) if THREADS_KEY in params else None
+    if (instances, threads) != (plan.instances, plan.threads):
+        raise InputFileError(
+            f"{path} runs {instances} instance(s) x {threads or 'all cores'} thread(s), but "
+            f"the serving plan is {plan.instances} x {plan.threads} ({plan.source}); pass "
+            "--force to rewrite the repository with the plan"
+        )

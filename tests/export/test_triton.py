@@ -195,6 +195,15 @@ def test_bad_triton_options_are_exit_2(repo_run: Path, args: tuple[str, ...], sa
     assert len(errors) == 1 and says in errors[0]
 
 
+def test_the_export_stage_leaves_packaging_to_the_deploy_step(onnx_run: Path) -> None:
+    from exporter.core.errors import UsageError
+    from exporter.export.export import export_run
+
+    with pytest.raises(UsageError, match="package_run"):
+        export_run(onnx_run, ExportConfig(formats=("triton",)))
+    assert not (onnx_run / "triton").exists()
+
+
 def test_run_without_artifacts_is_exit_2(run_folder: Path) -> None:
     result = invoke(str(run_folder), "--format", "triton")
     assert result.exit_code == EXIT_USAGE and "--format onnx" in result.stderr
