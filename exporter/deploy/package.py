@@ -74,6 +74,7 @@ def package_run(
         GateFailed: a config or manifest fails its schema, or the copy fails its ORT check.
         EnvironmentUnavailable: tritonclient (or, for kserve, the schema packages) missing.
     """
+    from exporter.core.metadata import utc_now
     from exporter.core.runfolder import open_run
 
     t0 = time.perf_counter()
@@ -110,6 +111,7 @@ def package_run(
     report = {
         "schema_version": 1,
         "command": "export --format " + ",".join(formats),
+        "created_at": utc_now(),
         "run_dir": str(run),
         "config": {"formats": formats, "force": cfg.force, TRITON: to_dict(cfg.triton)},
         "source": manifest.source.to_dict(),
