@@ -230,11 +230,6 @@ def _fmt(n: int) -> str:
     return f"{n / GIB:.1f} GiB" if n >= GIB else f"{n / MIB:.0f} MiB"
 
 
-def fmt_bytes(n: int) -> str:
-    """``n`` bytes as ``"1.5 GiB"`` / ``"300 MiB"`` (with the exact count for small sizes)."""
-    return _fmt(n) if n >= MIB else f"{n} bytes"
-
-
 # --- per command ------------------------------------------------------------------------
 
 # Commands other than train take the size from the run, not from an option.
