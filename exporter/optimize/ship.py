@@ -177,8 +177,7 @@ def require_resources(info: RunInfo, cfg: OptimizeConfig, *, eval_batch: int) ->
 def refuse_existing(run: Path, manifest: Manifest, cfg: OptimizeConfig) -> None:
     if cfg.force:
         return
-    # fp16 was just (re)written by tlx export, which applies its own --force rule.
-    names = [VARIANT_FILES[v] for v in cfg.variants if v != "fp16"]
+    names = [VARIANT_FILES[v] for v in cfg.variants]
     if cfg.prune is not None and not cfg.resume:
         names += [VARIANT_FILES[v] for v in ("pruned", "pruned-int8")]
     existing = [n for n in names if n in manifest.artifacts or (run / n).exists()]
