@@ -215,7 +215,7 @@ def _export_formats(
     done: list[int],
 ) -> dict[str, FormatResult]:
     """Rebuild the eager model once and run each format's exporter; list each as it lands."""
-    from exporter.core.metadata import shared_metadata
+    from exporter.export.metadata import shared_metadata
     from exporter.model.vgg import load_reference_model
 
     run = info.run_dir
@@ -238,7 +238,7 @@ def _export_formats(
 
 def _export_triton(info: Run, manifest: Manifest, cfg: ExportConfig, say: StepFn) -> TritonResult:
     """The Triton repository from an artifact already in the (saved) manifest."""
-    from exporter.core.metadata import shared_metadata
+    from exporter.export.metadata import shared_metadata
 
     if not manifest.artifacts:
         raise InputFileError(
@@ -265,7 +265,7 @@ def _write_report(
     kserve: KServeResult | None = None,
 ) -> Path:
     from exporter.core.envinfo import environment
-    from exporter.core.metadata import utc_now
+    from exporter.export.metadata import utc_now
 
     report = {
         "schema_version": REPORT_SCHEMA_VERSION,

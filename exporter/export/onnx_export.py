@@ -15,14 +15,6 @@ from typing import TYPE_CHECKING, Any
 from exporter.core.errors import GateFailed, UsageError
 from exporter.core.fsio import atomic_path
 from exporter.core.manifest import ArtifactEntry
-from exporter.core.metadata import (
-    BATCH_DIM,
-    INPUT_NAME,
-    OUTPUT_NAME,
-    artifact_metadata,
-    signature,
-    to_onnx_props,
-)
 from exporter.core.onnx_safety import check_onnx_file
 from exporter.export.common import (
     ExportContext,
@@ -31,6 +23,14 @@ from exporter.export.common import (
     check_logits,
     first_line,
     quiet_export,
+)
+from exporter.export.metadata import (
+    BATCH_DIM,
+    INPUT_NAME,
+    OUTPUT_NAME,
+    artifact_metadata,
+    signature,
+    to_onnx_props,
 )
 from exporter.runtimes.ort_sessions import cpu_session
 from exporter.verify.tolerance import profile_for

@@ -97,12 +97,17 @@ def stamp_metadata(
 ) -> None:
     """Embed the shared artifact metadata (classes, preprocessing, versions) in the file.
 
-    Same record and encoding as ``tlx export`` (:mod:`exporter.core.metadata`); ORT's quantizers
+    Same record and encoding as ``tlx export`` (:mod:`exporter.export.metadata`); ORT's quantizers
     do not carry metadata over, so it is written after the build.
     """
     import onnx
 
-    from exporter.core.metadata import artifact_metadata, shared_metadata, signature, to_onnx_props
+    from exporter.export.metadata import (
+        artifact_metadata,
+        shared_metadata,
+        signature,
+        to_onnx_props,
+    )
 
     inputs, outputs = signature(info, batch=None)
     meta = artifact_metadata(
@@ -151,7 +156,7 @@ def load_or_create_manifest(info: RunInfo) -> Manifest:
             )
         return manifest
     # Nothing exported yet: the same source record and metadata `tlx export` would write.
-    from exporter.core.metadata import shared_metadata
+    from exporter.export.metadata import shared_metadata
 
     source = opened.file_record(opened.weights_path.name)
     return Manifest(source=source, metadata=shared_metadata(info, source_sha256=source.sha256))
@@ -219,7 +224,7 @@ def place(
 
 def manifest_entry(run: Path, result: VariantResult, *, info: RunInfo) -> ArtifactEntry:
     from exporter.core.envinfo import onnxruntime_version
-    from exporter.core.metadata import signature, utc_now
+    from exporter.export.metadata import signature, utc_now
 
     image_size = info.preprocessing.image_size
     inputs, outputs = signature(info, batch=None)

@@ -23,12 +23,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from exporter.core.allocator import reuse_freed_memory
 from exporter.core.config import TrainConfig
 from exporter.core.errors import InputFileError, UsageError
 from exporter.core.resources import require, train_need
 from exporter.core.runfolder import CHECKPOINT_DIR, TRAIN_JSON
 from exporter.core.runlock import run_lock
+from exporter.train.allocator import reuse_freed_memory
 from exporter.train.checkpoint import load_checkpoint
 from exporter.train.common import ProgressFn
 from exporter.train.distributed import DistContext, init_distributed
