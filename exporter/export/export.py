@@ -27,7 +27,7 @@ from exporter.core.errors import InputFileError, UsageError
 from exporter.core.fsio import clean_stale_temps, write_json
 from exporter.core.manifest import MANIFEST_NAME, FileRecord, Manifest, manifest_path
 from exporter.core.report import Progress
-from exporter.core.resources import export_need, require
+from exporter.core.resources import require
 from exporter.core.runlock import locks_run
 from exporter.core.safepath import guard
 from exporter.export.common import ExportContext, FormatResult, StepFn
@@ -35,6 +35,7 @@ from exporter.export.kserve import KServeResult
 from exporter.export.onnx_export import export_onnx, onnx_name
 from exporter.export.torch_export import PT2_NAME, TORCHSCRIPT_NAME, export_pt2, export_torchscript
 from exporter.export.triton import TRITON_DIR, TritonResult, export_triton, require_tritonclient
+from exporter.model.footprint import export_need
 
 if TYPE_CHECKING:
     from exporter.core.runfolder import Run

@@ -164,7 +164,8 @@ def load_or_create_manifest(info: RunInfo) -> Manifest:
 
 def require_resources(info: RunInfo, cfg: OptimizeConfig, *, eval_batch: int) -> None:
     """Exit 3 up front when memory or disk cannot hold the requested variants."""
-    from exporter.core.resources import optimize_need, require
+    from exporter.core.resources import require
+    from exporter.model.footprint import optimize_need
 
     # Bytes per parameter of each file: an upper bound (a folded file is smaller still).
     per_param = {"int8": 1, "fp16": 2}
