@@ -104,9 +104,9 @@ def stamp_metadata(
 
     from exporter.export.metadata import (
         artifact_metadata,
+        embed_in_onnx,
         shared_metadata,
         signature,
-        to_onnx_props,
     )
 
     inputs, outputs = signature(info, batch=None)
@@ -126,13 +126,8 @@ def stamp_metadata(
     if "prune" in details:  # a different, smaller model: say what it is, inside the file
         meta["model_shape"] = details["prune"]["shape"]
         meta["judged_by"] = "task-level profile (accuracy drop and agreement vs model.safetensors)"
-    props = to_onnx_props(meta)
     model = onnx.load(str(path))
-    kept = [p for p in model.metadata_props if p.key not in props]
-    del model.metadata_props[:]
-    model.metadata_props.extend(kept)
-    for key, value in props.items():
-        model.metadata_props.add(key=key, value=value)
+    embed_in_onnx(model, meta)
     onnx.save(model, str(path))
 
 
