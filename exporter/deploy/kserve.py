@@ -21,18 +21,14 @@ from typing import TYPE_CHECKING, Any
 
 from exporter.core.config import KServeConfig, TritonConfig
 from exporter.core.fsio import write_text
-from exporter.core.resources import (
-    ESTIMATE_MARGIN,
-    MIB,
-    inference_activation_bytes,
-    weights_bytes,
-)
+from exporter.core.resources import ESTIMATE_MARGIN, MIB
 from exporter.deploy.kserve_plan import ServingPlan
 from exporter.deploy.kserve_schema import (
     KSERVE_API_VERSION,
     check_inference_service,
     check_kubernetes,
 )
+from exporter.model.footprint import inference_activation_bytes, weights_bytes
 
 if TYPE_CHECKING:
     from exporter.core.runfolder import RunInfo
@@ -159,7 +155,7 @@ def k8s_name(kcfg: KServeConfig, tcfg: TritonConfig) -> str:
 
 
 def memory_quantity(info: RunInfo, tcfg: TritonConfig, plan: ServingPlan) -> str:
-    """An estimate (core/resources.py's formulas): per instance, fp32 weights and the
+    """An estimate (model/footprint.py's formulas): per instance, fp32 weights and the
     activations of one ``max_batch`` forward pass, with its margin; plus tritonserver."""
     per_instance = weights_bytes(info.num_classes) + inference_activation_bytes(
         info.preprocessing.image_size, tcfg.max_batch

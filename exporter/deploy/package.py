@@ -25,7 +25,7 @@ from exporter.core.errors import InputFileError, UsageError
 from exporter.core.fsio import write_json
 from exporter.core.manifest import MANIFEST_NAME, Manifest, manifest_path
 from exporter.core.report import Progress
-from exporter.core.resources import export_need, require
+from exporter.core.resources import require
 from exporter.core.runlock import locks_run
 from exporter.core.safepath import guard
 from exporter.deploy.kserve import (
@@ -38,6 +38,7 @@ from exporter.deploy.kserve import (
 )
 from exporter.deploy.kserve_plan import ServingPlan, serving_plan
 from exporter.deploy.triton import TRITON_DIR, TritonResult, package_triton, require_tritonclient
+from exporter.model.footprint import export_need
 
 if TYPE_CHECKING:
     from exporter.core.runfolder import Run
@@ -74,8 +75,8 @@ def package_run(
         GateFailed: a config or manifest fails its schema, or the copy fails its ORT check.
         EnvironmentUnavailable: tritonclient (or, for kserve, the schema packages) missing.
     """
-    from exporter.core.metadata import utc_now
     from exporter.core.runfolder import open_run
+    from exporter.export.metadata import utc_now
 
     t0 = time.perf_counter()
     formats = [f for f in cfg.formats if f in (TRITON, KSERVE)]

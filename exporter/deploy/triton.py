@@ -287,7 +287,7 @@ def _preprocessing_text(art: Artifact) -> str:
 def _entry(
     run: Path, dest: Path, art: Artifact, spec: ModelSpec, device: str, reason: str
 ) -> ArtifactEntry:
-    from exporter.core.metadata import utc_now
+    from exporter.export.metadata import utc_now
 
     rel = dest.relative_to(run)
     files = [f"{rel}/1/{MODEL_FILE}", f"{rel}/config.pbtxt", f"{rel}/{LABELS_FILE}"]

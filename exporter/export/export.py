@@ -26,12 +26,13 @@ from exporter.core.errors import InputFileError, UsageError
 from exporter.core.fsio import clean_stale_temps, write_json
 from exporter.core.manifest import MANIFEST_NAME, FileRecord, Manifest, manifest_path
 from exporter.core.report import Progress
-from exporter.core.resources import export_need, require
+from exporter.core.resources import require
 from exporter.core.runlock import locks_run
 from exporter.core.safepath import guard
 from exporter.export.common import ExportContext, FormatResult, StepFn
 from exporter.export.onnx_export import export_onnx, onnx_name
 from exporter.export.torch_export import PT2_NAME, TORCHSCRIPT_NAME, export_pt2, export_torchscript
+from exporter.model.footprint import export_need
 
 if TYPE_CHECKING:
     from exporter.core.runfolder import Run
@@ -183,7 +184,7 @@ def _export_formats(
     done: list[int],
 ) -> dict[str, FormatResult]:
     """Rebuild the eager model once and run each format's exporter; list each as it lands."""
-    from exporter.core.metadata import shared_metadata
+    from exporter.export.metadata import shared_metadata
     from exporter.model.vgg import load_reference_model
 
     run = info.run_dir
@@ -213,7 +214,7 @@ def _write_report(
     results: dict[str, FormatResult],
 ) -> Path:
     from exporter.core.envinfo import environment
-    from exporter.core.metadata import utc_now
+    from exporter.export.metadata import utc_now
 
     report = {
         "schema_version": REPORT_SCHEMA_VERSION,

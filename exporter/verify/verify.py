@@ -29,8 +29,9 @@ import numpy as np
 from exporter.core.config import VerifyConfig, to_dict
 from exporter.core.errors import RuntimeUnavailable
 from exporter.core.report import Progress
-from exporter.core.resources import require, verify_need
+from exporter.core.resources import require
 from exporter.core.runlock import locks_run
+from exporter.model.footprint import verify_need
 from exporter.verify.judge import (
     build_inputs,
     error_text,

@@ -42,9 +42,8 @@ BAD_VALUES: list[tuple[type, dict[str, Any], str]] = [
     (TrainConfig, {"lr": float("nan")}, "--lr"),
     (TrainConfig, {"device": "tpu"}, "--device"),
     (TrainConfig, {"freeze_epochs": 2}, "--freeze-epochs applies to --recipe finetune"),
-    # Parsed whenever phase 2 will unfreeze: --recipe finetune or --unfreeze-at.
-    (TrainConfig, {"recipe": "finetune", "unfreeze_from": "6"}, "--unfreeze-from 6"),
-    (TrainConfig, {"unfreeze_at": 2, "unfreeze_from": "features.31"}, "--unfreeze-from"),
+    # --unfreeze-from is checked against VGG16's layout when training starts:
+    # tests/model/test_vgg.py, test_a_bad_unfreeze_from_stops_training_before_it_writes.
     (ExportConfig, {"formats": ("tflite",)}, "--format 'tflite'"),
     (ExportConfig, {"precision": "bf16"}, "--precision 'bf16'"),
     (ExportConfig, {"formats": ("pt2",), "precision": "fp16"}, "fp16 applies to ONNX only"),

@@ -68,11 +68,9 @@ from exporter.core.config.train import (
     SYNTHETIC_CLASSES,
     SYNTHETIC_TRAIN_SIZE,
     SYNTHETIC_VAL_SIZE,
-    VGG16_BLOCK_ENDS,
     DataConfig,
     LaunchSpec,
     TrainConfig,
-    parse_unfreeze_from,
 )
 from exporter.core.config.tune import TuneConfig
 from exporter.core.config.verify import (
@@ -125,7 +123,6 @@ __all__ = [
     "SYNTHETIC_TRAIN_SIZE",
     "SYNTHETIC_VAL_SIZE",
     "TRITON",
-    "VGG16_BLOCK_ENDS",
     "BenchConfig",
     "DataConfig",
     "DemoConfig",
@@ -143,6 +140,5 @@ __all__ = [
     "check_int",
     "check_tolerance_overrides",
     "parse_formats",
-    "parse_unfreeze_from",
     "to_dict",
 ]
