@@ -55,7 +55,7 @@ def _random_weights(num_classes: int, seed: int) -> Path:
 
     from exporter.model.vgg import build_vgg16
 
-    if not _WEIGHTS_DIR:
+    if not _WEIGHTS_DIR:  # outside a session (the fixture below sets it inside one)
         _WEIGHTS_DIR.append(Path(tempfile.mkdtemp(prefix="tlx-test-weights-")))
     torch.manual_seed(seed)
     model = build_vgg16(num_classes=num_classes, weights="none").eval()
@@ -146,6 +146,13 @@ def _make_run_folder(
     }
     (run_dir / "train.json").write_text(json.dumps(record, indent=2))
     return run_dir
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _weights_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Shared weights live beside the test folders: hard links need one filesystem."""
+    if not _WEIGHTS_DIR:
+        _WEIGHTS_DIR.append(tmp_path_factory.mktemp("weights"))
 
 
 @pytest.fixture(autouse=True)
@@ -393,14 +400,63 @@ def exported_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _export_artifacts(_make_run_folder(tmp_path_factory.mktemp("exported") / "run"))
 
 
-def pytest_unconfigure(config: pytest.Config) -> None:
-    for folder in _WEIGHTS_DIR:
-        shutil.rmtree(folder, ignore_errors=True)
+# Test folders are throwaway (run folders of 0.5-3 GB each, deleted when their test or module
+# ends): on a RAM disk they cost no disk writes and no fsync. Only where memory is ample:
+# tmpfs pages are RAM, and the suite's own peak RSS is several GiB.
+TMPFS = Path("/dev/shm")
+TMPFS_MIN_FREE = 12 << 30
+TMPFS_MIN_MEM_AVAILABLE = 16 << 30
+_TMPFS_KEY = pytest.StashKey[Path]()
+
+
+def _mem_available() -> int:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def _tmpfs_basetemp() -> Path | None:
+    """A fresh folder on /dev/shm for this session's temp files, or None (use the disk).
+
+    ``TLX_TEST_TMP=disk`` keeps pytest's default; ``TLX_TEST_TMP=tmpfs`` skips the checks.
+    """
+    choice = os.environ.get("TLX_TEST_TMP", "auto")
+    if choice == "disk" or not TMPFS.is_dir():
+        return None
+    if choice != "tmpfs":
+        free = shutil.disk_usage(TMPFS).free
+        if free < TMPFS_MIN_FREE or _mem_available() < TMPFS_MIN_MEM_AVAILABLE:
+            return None
+    return Path(tempfile.mkdtemp(prefix="tlx-tests-", dir=TMPFS))
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Print what the session cost (wall time, bytes written, peak RSS) at its end."""
+    """Print what the session cost at its end; put temp folders on tmpfs where it fits."""
     config.pluginmanager.register(SessionCost(), "tlx-session-cost")
+    if config.option.basetemp is None and not hasattr(config, "workerinput"):
+        base = _tmpfs_basetemp()
+        if base is not None:
+            config.option.basetemp = str(base)
+            config.stash[_TMPFS_KEY] = base
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    base = config.stash.get(_TMPFS_KEY, None)
+    if base is None:
+        return None
+    return f"temp folders on tmpfs, not counted as disk writes: {base} (TLX_TEST_TMP=disk)"
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    for folder in _WEIGHTS_DIR:
+        shutil.rmtree(folder, ignore_errors=True)
+    base = config.stash.get(_TMPFS_KEY, None)
+    if base is not None:  # RAM until removed: failed tests' folders are not kept here
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -10,6 +10,9 @@ what it spent. The figures come from the kernel, not from guesses:
 * ``wchar``: every byte passed to write(), pipes, sockets and tmpfs included.
 * peak RSS: ``ru_maxrss`` of this process and, separately, of its largest reaped child.
 
+Test folders go to tmpfs where memory allows (tests/conftest.py, ``TLX_TEST_TMP``); the
+summary names where they were.
+
 Set ``TLX_TEST_IO=<file>`` to also write one line per test (node id, seconds, bytes written
 to disk, wchar) to that file, largest writers first: where the suite's bytes and seconds go.
 """
@@ -90,5 +93,7 @@ class SessionCost:
         )
         tr.write_line(f"all writes       {_gib(spent['wchar'])} (wchar: pipes, tmpfs included)")
         tr.write_line(f"peak RSS         {_gib(own)} (pytest), {_gib(child)} (largest child)")
+        base = tr.config.option.basetemp
+        tr.write_line(f"temp folders     {base or 'pytest default (disk)'}")
         if self.per_test:
             tr.write_line(f"per-test figures {self.per_test}")
