@@ -139,6 +139,7 @@ def test_perturbed_torchscript_localizes_to_classifier(
     module = torch.jit.load(str(run / "model.ts"))
     with torch.no_grad():
         getattr(module.classifier, "3").weight[:, :64] *= 3.0
+    (run / "model.ts").unlink()  # a link to the shared export: not in place
     module.save(str(run / "model.ts"))
     rehash(run, "model.ts")
     report = verify_run(run, VerifyConfig(runtimes=("torchscript",), samples=0, localize=True))
@@ -277,6 +278,7 @@ def test_perturbed_pt2_localizes_through_unflatten(
     with torch.no_grad():
         model.features[28].weight[0] *= 4.0
     example = torch.randn(2, 3, 32, 32)
+    (run / "model.pt2").unlink()  # a link to the shared export: not in place
     torch.export.save(torch.export.export(model, (example,)), str(run / "model.pt2"))
     rehash(run, "model.pt2")
     art = next(a for a in artifacts_of_run(run) if a.format == "pt2")
