@@ -11,14 +11,97 @@ import json
 import os
 import shutil
 import socket
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from session_cost import SessionCost  # tests/ is on sys.path (rootdir conftest, no package)
 
 FORMAT_FILES = {"onnx": "model.onnx", "torchscript": "model.ts", "pt2": "model.pt2"}
 SYNTHETIC_CLASSES = [f"class_{i}" for i in range(10)]
+
+
+# Big files are written once and hard-linked wherever a test needs them: random weights per
+# (num_classes, seed), written once per session, and the artifacts of the shared exported
+# runs that ``copy_run`` hands out. Each copy would write 528 MB (the 32 px classifier alone
+# is ~120 M parameters) and take seconds. tlx never writes through a link: it replaces files
+# atomically (fsio.atomic_path). A test that edits such a file in place must first make it
+# its own (the ``own`` fixture); ``_free_disk_after_test`` fails a test that did not.
+_WEIGHTS: dict[tuple[int, int], Path] = {}
+_WEIGHTS_DIR: list[Path] = []
+_SHARED: dict[Path, tuple[int, int, int]] = {}  # linked file -> (inode, size, mtime) at share
+
+
+def _stat_key(path: Path) -> tuple[int, int, int]:
+    st = path.stat()
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _share(path: Path) -> Path:
+    """Remember ``path`` as shared by links (checked after every test)."""
+    _SHARED.setdefault(path, _stat_key(path))
+    return path
+
+
+def _random_weights(num_classes: int, seed: int) -> Path:
+    """The session's pristine ``model.safetensors`` for a random VGG16 (seeded)."""
+    cached = _WEIGHTS.get((num_classes, seed))
+    if cached is not None:
+        return cached
+    import torch
+    from safetensors.torch import save_file
+
+    from exporter.model.vgg import build_vgg16
+
+    if not _WEIGHTS_DIR:  # outside a session (the fixture below sets it inside one)
+        _WEIGHTS_DIR.append(Path(tempfile.mkdtemp(prefix="tlx-test-weights-")))
+    torch.manual_seed(seed)
+    model = build_vgg16(num_classes=num_classes, weights="none").eval()
+    path = _WEIGHTS_DIR[0] / f"vgg16-{num_classes}-{seed}.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    _WEIGHTS[num_classes, seed] = _share(path)
+    return path
+
+
+def _written_through_links() -> list[Path]:
+    """Shared files whose bytes changed since they were shared (a test wrote a link in place).
+
+    They are forgotten, and cached weights dropped, so later tests get a fresh file.
+    """
+    changed = []
+    for path, stat in list(_SHARED.items()):
+        try:
+            now = _stat_key(path)
+        except OSError:  # deleted with its fixture's folder: nothing left to protect
+            now = None
+        if now == stat:
+            continue
+        del _SHARED[path]  # deleted or replaced (a new inode: its links kept the old bytes)
+        if now is not None and now[0] == stat[0]:
+            changed.append(path)
+    for key, path in list(_WEIGHTS.items()):
+        if path in changed:
+            del _WEIGHTS[key]
+            path.unlink(missing_ok=True)
+    return changed
+
+
+def _own(path: Path) -> Path:
+    """Make ``path`` this test's own file (a copy, no longer a link) before editing in place."""
+    if path.stat().st_nlink > 1:
+        tmp = path.with_name(path.name + ".own")
+        shutil.copyfile(path, tmp)
+        os.replace(tmp, path)
+    return path
+
+
+def _link_or_copy(src: Path, dest: Path) -> None:
+    try:
+        os.link(src, dest)
+    except OSError:  # another filesystem (--basetemp elsewhere): copy
+        shutil.copyfile(src, dest)
 
 
 def _make_run_folder(
@@ -31,19 +114,10 @@ def _make_run_folder(
     val_size: int = 32,
 ) -> Path:
     """Create a minimal, valid run folder with random (seeded) weights."""
-    import torch
-    from safetensors.torch import save_file
-
     from exporter.core.preprocess import Preprocessing
-    from exporter.model.vgg import build_vgg16
 
-    torch.manual_seed(seed)
-    model = build_vgg16(num_classes=num_classes, weights="none").eval()
     run_dir.mkdir(parents=True, exist_ok=True)
-    save_file(
-        {k: v.contiguous() for k, v in model.state_dict().items()},
-        str(run_dir / "model.safetensors"),
-    )
+    _link_or_copy(_random_weights(num_classes, seed), run_dir / "model.safetensors")
     class_names = (
         SYNTHETIC_CLASSES[:num_classes]
         if num_classes <= 10
@@ -74,6 +148,13 @@ def _make_run_folder(
     return run_dir
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _weights_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Shared weights live beside the test folders: hard links need one filesystem."""
+    if not _WEIGHTS_DIR:
+        _WEIGHTS_DIR.append(tmp_path_factory.mktemp("weights"))
+
+
 @pytest.fixture(autouse=True)
 def _free_disk_after_test(request: pytest.FixtureRequest) -> Iterator[None]:
     """Delete a test's tmp_path when it ends: a run folder holds ~1.5 GB of weights and
@@ -82,6 +163,12 @@ def _free_disk_after_test(request: pytest.FixtureRequest) -> Iterator[None]:
     tmp = request.node.funcargs.get("tmp_path") if hasattr(request.node, "funcargs") else None
     if tmp is not None:
         shutil.rmtree(tmp, ignore_errors=True)
+    changed = _written_through_links()
+    if changed:
+        pytest.fail(
+            f"this test wrote in place into {[str(p) for p in changed]} through a hard link, "
+            "changing it for every test that shares it: call own(path) first (tests/conftest.py)"
+        )
 
 
 @pytest.fixture(scope="module")
@@ -138,11 +225,11 @@ def _copy_run(src: Path, dest: Path, names: tuple[str, ...]) -> Path:
     from exporter.core.manifest import load_manifest, save_manifest
 
     dest.mkdir(parents=True)
-    # The weights are only read here (tlx replaces files, never writes into them): a hard
-    # link saves writing 528 MB per copy. The artifacts are copied: tests edit them in place.
-    os.link(src / "model.safetensors", dest / "model.safetensors")
-    for name in ("train.json", *names):
-        shutil.copyfile(src / name, dest / name)
+    # Weights and artifacts are linked, not copied (528 MB each): a test that edits one in
+    # place calls own(path) first.
+    for name in ("model.safetensors", *names):
+        _link_or_copy(_share(src / name), dest / name)
+    shutil.copyfile(src / "train.json", dest / "train.json")
     manifest = load_manifest(src)
     manifest.artifacts = {k: v for k, v in manifest.artifacts.items() if k in names}
     save_manifest(dest, manifest)
@@ -156,7 +243,7 @@ def _link_run(src: Path, dest: Path) -> Path:
     """
     dest.mkdir(parents=True)
     for name in ("model.safetensors", "model.onnx"):
-        os.link(src / name, dest / name)
+        os.link(_share(src / name), dest / name)
     for name in ("train.json", "manifest.json"):
         shutil.copyfile(src / name, dest / name)
     manifest = json.loads((dest / "manifest.json").read_text())
@@ -174,6 +261,7 @@ def _perturb_onnx_weight(run: Path, name: str) -> None:
     w = numpy_helper.to_array(init).copy()
     w.flat[0] += 5.0 * float(np.abs(w).max())  # one weight, clearly out of tolerance
     init.CopyFrom(numpy_helper.from_array(w, name))
+    (run / "model.onnx").unlink()  # may be a link to a shared export: not in place
     onnx.save(model, str(run / "model.onnx"))
     _rehash(run, "model.onnx")  # the hash check passes: only parity can catch this
 
@@ -225,6 +313,7 @@ def _train_head(run_dir: Path, *, train: int, val: int, steps: int = 100) -> flo
         opt.step()
     with torch.no_grad():
         acc = float((head(penultimate(xv)).argmax(1).numpy() == yv).mean())
+    (run_dir / "model.safetensors").unlink()  # a link to the session's pristine weights
     save_file(
         {k: v.contiguous() for k, v in model.state_dict().items()},
         str(run_dir / "model.safetensors"),
@@ -273,6 +362,12 @@ def copy_run() -> Callable[..., Path]:
 
 
 @pytest.fixture(scope="session")
+def own() -> Callable[[Path], Path]:
+    """``own(path)``: break a shared file's hard link before the test edits it in place."""
+    return _own
+
+
+@pytest.fixture(scope="session")
 def train_head() -> Callable[..., float]:
     """Train a run's ``classifier[6]`` on its synthetic split (a model with real decisions)."""
     return _train_head
@@ -303,6 +398,65 @@ def write_fake_cifar10() -> Callable[..., Path]:
 def exported_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One exported random-weights run per test session (read-only for callers)."""
     return _export_artifacts(_make_run_folder(tmp_path_factory.mktemp("exported") / "run"))
+
+
+# Test folders are throwaway (run folders of 0.5-3 GB each, deleted when their test or module
+# ends): on a RAM disk they cost no disk writes and no fsync. Only where memory is ample:
+# tmpfs pages are RAM, and the suite's own peak RSS is several GiB.
+TMPFS = Path("/dev/shm")
+TMPFS_MIN_FREE = 12 << 30
+TMPFS_MIN_MEM_AVAILABLE = 16 << 30
+_TMPFS_KEY = pytest.StashKey[Path]()
+
+
+def _mem_available() -> int:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def _tmpfs_basetemp() -> Path | None:
+    """A fresh folder on /dev/shm for this session's temp files, or None (use the disk).
+
+    ``TLX_TEST_TMP=disk`` keeps pytest's default; ``TLX_TEST_TMP=tmpfs`` skips the checks.
+    """
+    choice = os.environ.get("TLX_TEST_TMP", "auto")
+    if choice == "disk" or not TMPFS.is_dir():
+        return None
+    if choice != "tmpfs":
+        free = shutil.disk_usage(TMPFS).free
+        if free < TMPFS_MIN_FREE or _mem_available() < TMPFS_MIN_MEM_AVAILABLE:
+            return None
+    return Path(tempfile.mkdtemp(prefix="tlx-tests-", dir=TMPFS))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Print what the session cost at its end; put temp folders on tmpfs where it fits."""
+    config.pluginmanager.register(SessionCost(), "tlx-session-cost")
+    if config.option.basetemp is None and not hasattr(config, "workerinput"):
+        base = _tmpfs_basetemp()
+        if base is not None:
+            config.option.basetemp = str(base)
+            config.stash[_TMPFS_KEY] = base
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    base = config.stash.get(_TMPFS_KEY, None)
+    if base is None:
+        return None
+    return f"temp folders on tmpfs, not counted as disk writes: {base} (TLX_TEST_TMP=disk)"
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    for folder in _WEIGHTS_DIR:
+        shutil.rmtree(folder, ignore_errors=True)
+    base = config.stash.get(_TMPFS_KEY, None)
+    if base is not None:  # RAM until removed: failed tests' folders are not kept here
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -9,7 +9,8 @@ from collections.abc import Iterator
 from enum import Enum
 
 import typer
-from rich.console import Console
+from rich.console import Console, ConsoleRenderable, RenderHook
+from rich.table import Table
 
 from exporter import __version__
 from exporter.core.choices import DEVICES
@@ -27,9 +28,28 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
+
+class _FoldTables(RenderHook):
+    """Tables fold a long cell onto more lines instead of cutting it ("model.f…").
+
+    Off a terminal (logs, CI) rich lays tables out in 80 columns, and its default overflow
+    drops the end of any word wider than its column: file names and variant names became
+    unreadable. Columns that ask for something else (``no_wrap``, another overflow) keep it.
+    """
+
+    def process_renderables(self, renderables: list[ConsoleRenderable]) -> list[ConsoleRenderable]:
+        for item in renderables:
+            for column in item.columns if isinstance(item, Table) else ():
+                if column.overflow == "ellipsis" and not column.no_wrap:
+                    column.overflow = "fold"
+        return renderables
+
+
 # Results go to stdout; progress, warnings and errors to stderr so pipes stay clean.
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
+for _console in (console, err_console):
+    _console.push_render_hook(_FoldTables())
 
 
 def choice_enum(name: str, values: tuple[str, ...]) -> type[Enum]:

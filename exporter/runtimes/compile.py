@@ -8,6 +8,7 @@ steady-state numbers but reports it. New batch sizes may recompile once more ins
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -25,6 +26,22 @@ from exporter.runtimes.torch_common import (
     tensor_to_numpy,
     to_device_tensor,
 )
+
+
+class _NoCudaRuntimeNote(logging.Filter):
+    """Drop inductor's "No CUDA runtime is found, using CUDA_HOME=..." on a CPU compile.
+
+    Inductor's C++ builder imports ``torch.utils.cpp_extension``, which logs that warning
+    whenever a CUDA toolkit is installed but no GPU is usable: harmless for a CPU compile, and
+    it was the first line ``tlx demo`` printed. ``load`` installs it only for CPU devices.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("No CUDA runtime is found")
+
+
+_CPP_EXTENSION_LOG = logging.getLogger("torch.utils.cpp_extension")
+_QUIET_CPU = _NoCudaRuntimeNote()
 
 # torch.compile modes accepted through options={"mode": ...}; "reduce-overhead" uses
 # CUDA graphs and only makes sense on CUDA.
@@ -54,6 +71,8 @@ class CompileRuntime(Runtime):
             )
         if self.threads:
             torch.set_num_threads(self.threads)
+        if self.device == "cpu":
+            _CPP_EXTENSION_LOG.addFilter(_QUIET_CPU)  # a set: adding it twice is a no-op
         self.mode = mode
         model = load_eager_model(self.artifact, self.device)
         self.compiled = torch.compile(

@@ -92,6 +92,8 @@ def verify_run(
         art.verified_path()
     # The Triton repository too: no runtime runs it, but it ships the same model and labels.
     check_triton_repositories(info)
+    if not the_plan.pairs:  # fail before loading the reference and running it (seconds)
+        raise _nothing_verified(cfg, [s.to_dict() for s in the_plan.skipped])
     reference = load_reference_model(info, expected=info.manifest.source)
     notes: list[str] = []
     inputs, labels = build_inputs(info, cfg, notes)
@@ -122,11 +124,15 @@ def verify_run(
                 "judges; its result covers random inputs only (pass --samples 256 to check it)"
             )
     if not report.candidates:
-        reasons = "; ".join(f"{s['runtime']}: {s['reason']}" for s in report.skipped)
-        raise RuntimeUnavailable(
-            f"nothing could be verified on --device {cfg.device}: {reasons or 'no runtimes'}"
-        )
+        raise _nothing_verified(cfg, report.skipped)
     return report
+
+
+def _nothing_verified(cfg: VerifyConfig, skipped: list[dict[str, Any]]) -> RuntimeUnavailable:
+    reasons = "; ".join(f"{s['runtime']}: {s['reason']}" for s in skipped)
+    return RuntimeUnavailable(
+        f"nothing could be verified on --device {cfg.device}: {reasons or 'no runtimes'}"
+    )
 
 
 def _require_resources(info: Any, cfg: VerifyConfig) -> None:

@@ -79,9 +79,9 @@ def test_ort_cuda_on_this_machine_exits_3(run_dir: Path) -> None:
     assert result.exit_code == EXIT_ENV and "cuda" in result.output
 
 
-def test_hash_mismatch_exits_2_before_load(run_dir: Path, tmp_path: Path, copy_run) -> None:
+def test_hash_mismatch_exits_2_before_load(run_dir: Path, tmp_path: Path, copy_run, own) -> None:
     run = copy_run(run_dir, tmp_path / "run", ("model.ts",))
-    with open(run / "model.ts", "r+b") as fh:
+    with open(own(run / "model.ts"), "r+b") as fh:
         fh.seek(200)
         fh.write(b"tampered")
     result = invoke(str(run), "--runtimes", "torchscript", "--samples", "0")

@@ -290,6 +290,7 @@ def test_wrong_weight_shapes_are_exit_2(run_folder: Path) -> None:
     from exporter.model.vgg import build_vgg16
 
     model = build_vgg16(num_classes=5, weights="none")  # train.json says 10 classes
+    (run_folder / "model.safetensors").unlink()  # linked to shared weights: not in place
     save_file(
         {k: v.contiguous() for k, v in model.state_dict().items()},
         str(run_folder / "model.safetensors"),

@@ -101,12 +101,12 @@ def test_ort_gpu_provider_that_cannot_load_is_unavailable(
 
 
 def test_hash_mismatch_refused_before_torchscript_load(
-    run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, copy_run
+    run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, copy_run, own
 ) -> None:
     import torch
 
     run = copy_run(run_dir, tmp_path / "run", ("model.ts",))
-    with open(run / "model.ts", "r+b") as fh:
+    with open(own(run / "model.ts"), "r+b") as fh:
         fh.seek(100)
         fh.write(b"\x00\x01\x02")
 

@@ -131,9 +131,11 @@ def test_wrong_shapes_are_usage_errors(predictor: Predictor) -> None:
         predictor.logits(np.zeros((1, 3, 32, 32), np.float64))
 
 
-def test_changed_artifact_is_refused(make_run_folder, tmp_path: Path, copy_run, onnx_run) -> None:
+def test_changed_artifact_is_refused(
+    make_run_folder, tmp_path: Path, copy_run, onnx_run, own
+) -> None:
     run = copy_run(onnx_run, tmp_path / "copy", ("model.onnx",))
-    with open(run / "model.onnx", "ab") as fh:
+    with open(own(run / "model.onnx"), "ab") as fh:
         fh.write(b"\0")
     with pytest.raises(IntegrityError):
         load(run)

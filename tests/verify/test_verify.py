@@ -139,6 +139,7 @@ def test_perturbed_torchscript_localizes_to_classifier(
     module = torch.jit.load(str(run / "model.ts"))
     with torch.no_grad():
         getattr(module.classifier, "3").weight[:, :64] *= 3.0
+    (run / "model.ts").unlink()  # a link to the shared export: not in place
     module.save(str(run / "model.ts"))
     rehash(run, "model.ts")
     report = verify_run(run, VerifyConfig(runtimes=("torchscript",), samples=0, localize=True))
@@ -165,6 +166,7 @@ def test_artifact_from_another_run_fails(run_dir: Path, tmp_path: Path, copy_run
             init.CopyFrom(numpy_helper.from_array(other[init.name].numpy(), init.name))
             swapped += 1
     assert swapped >= 16, "the exporter no longer names initializers after the state dict"
+    (run / "model.onnx").unlink()  # may be a link to a shared export: not in place
     onnx.save(model, str(run / "model.onnx"))
     rehash(run, "model.onnx")
     report = verify_run(run, VerifyConfig(runtimes=("ort-cpu",), samples=4, batch_sizes=(2,)))
@@ -172,9 +174,11 @@ def test_artifact_from_another_run_fails(run_dir: Path, tmp_path: Path, copy_run
     assert not cand.passed and cand.overall["max_abs_error"] > 1e-3
 
 
-def test_hash_mismatch_is_refused_before_any_load(run_dir: Path, tmp_path: Path, copy_run) -> None:
+def test_hash_mismatch_is_refused_before_any_load(
+    run_dir: Path, tmp_path: Path, copy_run, own
+) -> None:
     run = copy_run(run_dir, tmp_path / "run", ("model.onnx",))
-    with open(run / "model.onnx", "r+b") as fh:
+    with open(own(run / "model.onnx"), "r+b") as fh:
         fh.seek(-10, 2)
         fh.write(b"0123456789")
     with pytest.raises(IntegrityError, match=r"model\.onnx"):
@@ -274,6 +278,7 @@ def test_perturbed_pt2_localizes_through_unflatten(
     with torch.no_grad():
         model.features[28].weight[0] *= 4.0
     example = torch.randn(2, 3, 32, 32)
+    (run / "model.pt2").unlink()  # a link to the shared export: not in place
     torch.export.save(torch.export.export(model, (example,)), str(run / "model.pt2"))
     rehash(run, "model.pt2")
     art = next(a for a in artifacts_of_run(run) if a.format == "pt2")
