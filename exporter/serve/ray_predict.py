@@ -36,6 +36,7 @@ from exporter.serve.predict import CSV_COLUMNS, LOGIT_COLUMN
 RAY_OUTPUTS = (".parquet", ".csv", ".jsonl")
 SCALE_HINT = 'pip install -e ".[scale]"'
 ERROR_COLUMN = "error"  # internal: the failure's reason, "" on prediction rows
+MAX_BLOCKS = 4096
 # What an actor reads of a signed run before its artifact's manifest hash check.
 PINNED = ("manifest.json", "train.json")
 
@@ -215,8 +216,7 @@ def predict_ray(
     ctx.enable_progress_bars = progress
     t0 = time.perf_counter()
     items = [{"source": source, "path": where} for source, where in images]
-    # One block per batch (Ray's default, ~200 small blocks, makes the actors bundle them).
-    ds = ray.data.from_items(items, override_num_blocks=-(-len(items) // cfg.batch_size))
+    ds = ray.data.from_items(items, override_num_blocks=block_count(len(items), cfg.batch_size))
     ds = ds.map_batches(
         _Classify,
         fn_constructor_args=(
@@ -247,6 +247,15 @@ def predict_ray(
         seconds=seconds,
         first_rows_s=(first - t0) if first is not None else seconds,
     )
+
+
+def block_count(images: int, batch_size: int) -> int:
+    """Blocks of whole batches: one batch each up to :data:`MAX_BLOCKS` (Ray's default, ~200
+    blocks, cuts 2,000 paths into blocks of 10 that the actors bundle back into batches:
+    more tasks and object-store round trips), then several batches each (every block is an
+    object the driver creates and tracks)."""
+    per_block = batch_size * -(-images // (batch_size * MAX_BLOCKS))
+    return max(1, -(-images // per_block))
 
 
 def actor_plan(run: str | Path, cfg: PredictConfig, choice: Any, cpus: int) -> tuple[int, int]:

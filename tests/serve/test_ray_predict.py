@@ -315,3 +315,11 @@ def test_list_files_are_read_in_order_each_image_once(images: Path, tmp_path: Pa
     (tmp_path / "empty.txt").write_text("# nothing\n")
     with pytest.raises(UsageError, match="names no image"):
         ray_inputs([tmp_path / "empty.txt"])
+
+
+def test_blocks_are_whole_batches_and_bounded() -> None:
+    from exporter.serve.ray_predict import MAX_BLOCKS, block_count
+
+    assert block_count(2001, 32) == 63 and block_count(1, 32) == 1
+    many = block_count(10_000_000, 32)
+    assert many <= MAX_BLOCKS and 10_000_000 / many >= 32
