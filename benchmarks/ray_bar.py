@@ -109,6 +109,9 @@ def main() -> None:
 
     import ray
 
+    # As the local Ray `tlx predict --engine ray` starts: workers at the driver's priority
+    # (Ray's default lowers them by 15; on a busy machine in-process would get ~7x their CPU).
+    os.environ.setdefault("RAY_worker_niceness", "0")
     t = time.perf_counter()
     ctx = ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
     print(

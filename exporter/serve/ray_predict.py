@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -204,8 +205,7 @@ def predict_ray(
     images = ray_inputs(inputs)
     pinned = signed_digests(run, cfg.public_key) if cfg.public_key is not None else {}
     choice = choose(run, device=cfg.device, variant=cfg.variant, runtime=cfg.runtime)
-    if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    connect(ray, address)
     actors, threads = actor_plan(run, cfg, choice, int(ray.cluster_resources().get("CPU", 0)))
     actors = min(actors, len(images))
     actor_cfg = PredictConfig(
@@ -247,6 +247,18 @@ def predict_ray(
         seconds=seconds,
         first_rows_s=(first - t0) if first is not None else seconds,
     )
+
+
+def connect(ray: Any, address: str | None) -> None:
+    """``ray.init`` unless connected: ``address``, else the running cluster or a local one."""
+    if ray.is_initialized():
+        return
+    # Ray lowers its workers' priority by 15 (nice) so that its raylet stays responsive; on
+    # a machine shared with other work that leaves the actors about 1/7 of the CPU in-process
+    # `tlx predict` would get. A local Ray started here runs them at tlx's own priority (a
+    # running cluster keeps its own setting; a value the user set is kept).
+    os.environ.setdefault("RAY_worker_niceness", "0")
+    ray.init(address=address, include_dashboard=False, log_to_driver=False)
 
 
 def block_count(images: int, batch_size: int) -> int:
