@@ -23,7 +23,7 @@ import json
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +33,11 @@ from exporter.core.config import PredictConfig
 from exporter.core.errors import EnvironmentUnavailable, IntegrityError, UsageError
 from exporter.serve.images import BadImage
 from exporter.serve.predict import CSV_COLUMNS, LOGIT_COLUMN
+from exporter.serve.ray_plan import actor_plan, block_count, task_images
 
 RAY_OUTPUTS = (".parquet", ".csv", ".jsonl")
 SCALE_HINT = 'pip install -e ".[scale]"'
 ERROR_COLUMN = "error"  # internal: the failure's reason, "" on prediction rows
-MAX_BLOCKS = 4096
 # What an actor reads of a signed run before its artifact's manifest hash check.
 PINNED = ("manifest.json", "train.json")
 
@@ -103,7 +103,7 @@ class _Classify:
         from exporter.serve.predictor import load
 
         check_pinned(run, pinned)  # the files the driver's signature check vouched for
-        self.top_k = cfg.top_k
+        self.top_k, self.batch_size = cfg.top_k, cfg.batch_size
         self.logits = logits
         self.predictor = load(
             run, runtime=cfg.runtime, variant=variant, device=cfg.device, threads=cfg.threads
@@ -132,7 +132,7 @@ class _Classify:
         preds = self.predictor.predict(
             items,
             top_k=self.top_k,
-            batch_size=max(1, len(items)),
+            batch_size=self.batch_size,  # runtime calls as in-process: the same batches
             on_error=lambda b: bad.append((names.get(b.source, b.source), b.reason)),
             keep_logits=self.logits,
         )
@@ -208,15 +208,14 @@ def predict_ray(
     connect(ray, address)
     actors, threads = actor_plan(run, cfg, choice, int(ray.cluster_resources().get("CPU", 0)))
     actors = min(actors, len(images))
-    actor_cfg = PredictConfig(
-        runtime=choice.runtime, device=cfg.device, top_k=cfg.top_k, threads=threads
-    )
+    actor_cfg = replace(cfg, runtime=choice.runtime, threads=threads, public_key=None)
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True  # rows in input order, as in-process
     ctx.enable_progress_bars = progress
     t0 = time.perf_counter()
     items = [{"source": source, "path": where} for source, where in images]
-    ds = ray.data.from_items(items, override_num_blocks=block_count(len(items), cfg.batch_size))
+    task = task_images(len(items), cfg.batch_size, actors)
+    ds = ray.data.from_items(items, override_num_blocks=block_count(len(items), task))
     ds = ds.map_batches(
         _Classify,
         fn_constructor_args=(
@@ -226,7 +225,7 @@ def predict_ray(
             logits,
             pinned,
         ),
-        batch_size=cfg.batch_size,
+        batch_size=task,
         batch_format="numpy",
         concurrency=actors,
         num_cpus=threads,
@@ -259,40 +258,6 @@ def connect(ray: Any, address: str | None) -> None:
     # running cluster keeps its own setting; a value the user set is kept).
     os.environ.setdefault("RAY_worker_niceness", "0")
     ray.init(address=address, include_dashboard=False, log_to_driver=False)
-
-
-def block_count(images: int, batch_size: int) -> int:
-    """Blocks of whole batches: one batch each up to :data:`MAX_BLOCKS` (Ray's default, ~200
-    blocks, cuts 2,000 paths into blocks of 10 that the actors bundle back into batches:
-    more tasks and object-store round trips), then several batches each (every block is an
-    object the driver creates and tracks)."""
-    per_block = batch_size * -(-images // (batch_size * MAX_BLOCKS))
-    return max(1, -(-images // per_block))
-
-
-def actor_plan(run: str | Path, cfg: PredictConfig, choice: Any, cpus: int) -> tuple[int, int]:
-    """Actors and threads per actor, actors x threads <= ``cpus``: ``--threads`` if given,
-    else ``RUN/tune.json``'s instances x threads when it was measured on this artifact and
-    runtime (capped by the CPUs), else one thread per actor.
-
-    Raises:
-        EnvironmentUnavailable: fewer CPUs than one actor's threads.
-    """
-    from exporter.core.tuneplan import tuned_settings
-
-    threads, actors = cfg.threads or 1, cpus // max(1, cfg.threads or 1)
-    if cfg.threads is None:
-        plan = tuned_settings(
-            run, device=cfg.device, variant=choice.artifact.name, runtime=choice.runtime
-        )
-        if plan.get("threads_per_instance"):
-            threads = min(plan["threads_per_instance"], max(1, cpus))
-            actors = min(max(1, plan["instances"]), cpus // threads)
-    if cpus < threads:
-        raise EnvironmentUnavailable(
-            f"the Ray cluster has {cpus} CPU(s); --threads {threads} per actor needs at least that"
-        )
-    return max(1, actors), threads
 
 
 def signed_digests(run: str | Path, public_key: str | Path) -> dict[str, str]:

@@ -274,7 +274,7 @@ def test_logits_column_in_process(onnx_run: Path, images: Path) -> None:
 def test_actor_plan_reads_tune_json(tmp_path: Path) -> None:
     from types import SimpleNamespace
 
-    from exporter.serve.ray_predict import actor_plan
+    from exporter.serve.ray_plan import actor_plan
 
     choice = SimpleNamespace(artifact=SimpleNamespace(name="model.onnx"), runtime="ort-cpu")
     assert actor_plan(tmp_path, PredictConfig(), choice, 4) == (4, 1)  # no plan: 1 thread
@@ -317,9 +317,12 @@ def test_list_files_are_read_in_order_each_image_once(images: Path, tmp_path: Pa
         ray_inputs([tmp_path / "empty.txt"])
 
 
-def test_blocks_are_whole_batches_and_bounded() -> None:
-    from exporter.serve.ray_predict import MAX_BLOCKS, block_count
+def test_tasks_are_whole_batches_and_blocks_bounded() -> None:
+    from exporter.serve.ray_plan import MAX_BLOCKS, block_count, task_images
 
-    assert block_count(2001, 32) == 63 and block_count(1, 32) == 1
-    many = block_count(10_000_000, 32)
-    assert many <= MAX_BLOCKS and 10_000_000 / many >= 32
+    assert task_images(2001, 32, 2) == 224  # 7 batches: at least 4 tasks per actor
+    assert task_images(100_000, 32, 2) == 256 and task_images(10, 32, 2) == 32
+    assert task_images(100_000, 500, 2) == 500  # never less than one batch
+    assert block_count(2001, 224) == 9 and block_count(1, 32) == 1
+    many = block_count(10_000_000, 256)
+    assert many <= MAX_BLOCKS and 10_000_000 / many >= 256
