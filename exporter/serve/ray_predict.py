@@ -207,7 +207,6 @@ def predict_ray(
     choice = choose(run, device=cfg.device, variant=cfg.variant, runtime=cfg.runtime)
     connect(ray, address)
     actors, threads = actor_plan(run, cfg, choice, int(ray.cluster_resources().get("CPU", 0)))
-    actors = min(actors, len(images))
     actor_cfg = replace(cfg, runtime=choice.runtime, threads=threads, public_key=None)
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True  # rows in input order, as in-process
@@ -215,7 +214,9 @@ def predict_ray(
     t0 = time.perf_counter()
     items = [{"source": source, "path": where} for source, where in images]
     task = task_images(len(items), cfg.batch_size, actors)
-    ds = ray.data.from_items(items, override_num_blocks=block_count(len(items), task))
+    blocks = block_count(len(items), task)
+    actors = min(actors, blocks)  # an actor without a task would only cost its start
+    ds = ray.data.from_items(items, override_num_blocks=blocks)
     ds = ds.map_batches(
         _Classify,
         fn_constructor_args=(
