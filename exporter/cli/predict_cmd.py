@@ -54,7 +54,10 @@ def predict_command(
     run: Annotated[Path, typer.Argument(help="The run folder (with manifest.json).")],
     images: Annotated[
         list[str],
-        typer.Argument(help="Image files, folders (searched recursively) or glob patterns."),
+        typer.Argument(
+            help="Image files, folders (searched recursively) or glob patterns; with --engine "
+            "ray also .txt files listing paths or URIs (file://, http(s)://, s3://...), one a line."
+        ),
     ],
     runtime: Annotated[
         str | None,
@@ -88,13 +91,22 @@ def predict_command(
         str,
         typer.Option(
             help="local: this process. ray: a Ray Data actor pool (needs --output; "
-            '--threads per actor, default 1; pip install -e ".[scale]").'
+            "--threads per actor, default: RUN/tune.json's plan, else 1; "
+            'pip install -e ".[scale]").'
         ),
     ] = "local",
     ray_address: Annotated[
         str | None,
         typer.Option("--ray-address", help="ray: the cluster (default: a local Ray)."),
     ] = None,
+    logits: Annotated[
+        bool,
+        typer.Option(
+            "--logits",
+            help="Add a logit column (the raw logit of the row's class) to --format csv and "
+            "to --engine ray's output.",
+        ),
+    ] = False,
     output_file: Annotated[
         Path | None,
         typer.Option(
@@ -128,8 +140,13 @@ def predict_command(
         if engine not in ("local", "ray"):
             raise fail(f"--engine {engine!r}: choose local or ray", EXIT_USAGE)
         if engine == "ray":
-            _predict_on_ray(run, images, cfg, output_file, ray_address, skip_bad=skip_bad)
+            _predict_on_ray(
+                run, images, cfg, output_file, ray_address, skip_bad=skip_bad, quiet=quiet,
+                logits=logits,
+            )  # fmt: skip
             return
+        if logits and cfg.output != "csv":
+            raise fail("--logits: use it with --format csv or --engine ray", EXIT_USAGE)
 
         def report_bad(bad: BadImage) -> None:
             line = f"{_printable(bad.source)}: {bad.reason}"
@@ -139,12 +156,14 @@ def predict_command(
                 err_console.print(f"error: {line}", markup=False, soft_wrap=True)
 
         with progress_bar(quiet=quiet) as progress:
-            result = predict_images(run, images, cfg, on_error=report_bad, progress=progress)
+            result = predict_images(
+                run, images, cfg, on_error=report_bad, progress=progress, keep_logits=logits
+            )
         if cfg.output == "json":
             typer.echo(render_json(result), nl=False)
             typer.echo()
         elif cfg.output == "csv":
-            typer.echo(render_csv(result), nl=False)
+            typer.echo(render_csv(result, result.classes if logits else None), nl=False)
         elif result.predictions:
             console.print(predict_table(result))
     if result.bad and not skip_bad:
@@ -161,18 +180,21 @@ def _predict_on_ray(
     address: str | None,
     *,
     skip_bad: bool,
+    quiet: bool,
+    logits: bool,
 ) -> None:
     """``--engine ray``: the summary on stderr; exit 2 when an image failed (unless
     --skip-bad) or none could be read."""
     from exporter.serve.ray_predict import predict_ray
 
-    if cfg.public_key is not None:
-        raise fail("--public-key is not supported with --engine ray yet", EXIT_USAGE)
-    result = predict_ray(run, images, cfg, output=output, address=address)
+    result = predict_ray(
+        run, images, cfg, output=output, address=address, progress=not quiet, logits=logits
+    )
     err_console.print(
         f"{result.images} images ({result.images - len(result.failures)} predicted, "
         f"{len(result.failures)} failed) with {result.artifact} on {result.actors} actor(s) x "
-        f"{result.threads} thread(s): {result.images_per_s:.1f} img/s; {result.rows} rows in "
+        f"{result.threads} thread(s): {result.images_per_s:.1f} img/s (first rows after "
+        f"{result.first_rows_s:.1f} s: the actors' start); {result.rows} rows in "
         f"{result.output}; failures: {result.failures_path}",
         markup=False,
         soft_wrap=True,

@@ -1,186 +1,112 @@
 """Schema checks of the Kubernetes manifests, before anything is written.
 
-- Deployment, Service, and every Kubernetes type inside the InferenceService (its metadata,
-  the model's container fields): the ``kubernetes`` Python client's models. They check types
-  and required fields but drop unknown keys silently, so each object is deserialized and
-  serialized back, and anything that did not survive the round trip (a misspelt field, a
-  value coerced to another type) is an error too.
-- The InferenceService's own fields: a JSON schema of the ``serving.kserve.io/v1beta1`` keys
-  tlx may emit. The key lists are those of the KServe Python SDK's generated models
-  (kserve 0.21: ``V1beta1PredictorSpec``, ``V1beta1ModelSpec``); the SDK itself is not a
-  dependency, because importing it imports KServe's model server (FastAPI, pandas, gRPC).
+- The InferenceService: the OpenAPI schema KServe publishes in its CRD
+  (``config/crd/full/serving.kserve.io_inferenceservices.yaml``), vendored as the subset tlx
+  needs in ``kserve_crd_v1beta1.json`` (:func:`crd_subset` made it; the file names the
+  upstream version). Validated as ``kubectl apply --validate=strict`` would: an object's
+  unknown key is an error (the API server would drop it silently otherwise). On top, tlx's own
+  rule: the model names its format and its storage (the CRD makes both optional).
+- Deployment, Service, and the InferenceService's metadata (the CRD says only "object"): the
+  ``kubernetes`` Python client's models. They check types and required fields but drop
+  unknown keys silently, so each object is deserialized and serialized back, and anything
+  that did not survive the round trip (a misspelt field, a value coerced to another type) is
+  an error too.
 """
 
 from __future__ import annotations
 
 import json
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from exporter.core.errors import EnvironmentUnavailable, GateFailed
 
 SCALE_HINT = 'pip install -e ".[scale]"'
 KSERVE_API_VERSION = "serving.kserve.io/v1beta1"
-
-# kserve 0.21 SDK, V1beta1PredictorSpec.attribute_map (a PodSpec plus KServe's fields).
-PREDICTOR_KEYS = [
-    "activeDeadlineSeconds",
-    "affinity",
-    "annotations",
-    "autoScaling",
-    "automountServiceAccountToken",
-    "batcher",
-    "canaryTrafficPercent",
-    "containerConcurrency",
-    "containers",
-    "deploymentStrategy",
-    "dnsConfig",
-    "dnsPolicy",
-    "enableServiceLinks",
-    "ephemeralContainers",
-    "hostAliases",
-    "hostIPC",
-    "hostNetwork",
-    "hostPID",
-    "hostUsers",
-    "hostname",
-    "hostnameOverride",
-    "huggingface",
-    "imagePullSecrets",
-    "initContainers",
-    "labels",
-    "lightgbm",
-    "logger",
-    "maxReplicas",
-    "minReplicas",
-    "model",
-    "name",
-    "nodeName",
-    "nodeSelector",
-    "onnx",
-    "os",
-    "overhead",
-    "paddle",
-    "pmml",
-    "preemptionPolicy",
-    "priority",
-    "priorityClassName",
-    "pytorch",
-    "readinessGates",
-    "resourceClaims",
-    "resources",
-    "restartPolicy",
-    "runtimeClassName",
-    "scaleMetric",
-    "scaleMetricType",
-    "scaleTarget",
-    "schedulerName",
-    "schedulingGates",
-    "schedulingGroup",
-    "securityContext",
-    "serviceAccount",
-    "serviceAccountName",
-    "setHostnameAsFQDN",
-    "shareProcessNamespace",
-    "sklearn",
-    "storageContainerName",
-    "storageUris",
-    "subdomain",
-    "tensorflow",
-    "terminationGracePeriodSeconds",
-    "timeout",
-    "tolerations",
-    "topologySpreadConstraints",
-    "triton",
-    "volumes",
-    "workerSpec",
-    "xgboost",
-]
-# kserve 0.21 SDK, V1beta1ModelSpec.attribute_map: a Container plus these KServe fields.
-MODEL_KSERVE_KEYS = [
-    "confidential",
-    "modelFormat",
-    "protocolVersion",
-    "runtime",
-    "runtimeVersion",
-    "storage",
-    "storageUri",
-]
-MODEL_CONTAINER_KEYS = [
-    "args",
-    "command",
-    "env",
-    "envFrom",
-    "image",
-    "imagePullPolicy",
-    "lifecycle",
-    "livenessProbe",
-    "name",
-    "ports",
-    "readinessProbe",
-    "resizePolicy",
-    "resources",
-    "restartPolicy",
-    "restartPolicyRules",
-    "securityContext",
-    "startupProbe",
-    "stdin",
-    "stdinOnce",
-    "terminationMessagePath",
-    "terminationMessagePolicy",
-    "tty",
-    "volumeDevices",
-    "volumeMounts",
-    "workingDir",
-]
-_INT = {"type": "integer", "minimum": 0}
-INFERENCE_SERVICE_SCHEMA: dict[str, Any] = {
+CRD_SUBSET = Path(__file__).with_name("kserve_crd_v1beta1.json")
+# Predictor fields kept whole in the subset; the others (PodSpec's affinity, volumes, the
+# other model formats, workerSpec: 250 kB) keep their name and type only.
+SMALL_FIELD_CHARS = 1500
+# tlx's own rule on top of KServe's: the model says what it is and where it is stored.
+TLX_RULES: dict[str, Any] = {
     "type": "object",
-    "additionalProperties": False,
     "required": ["apiVersion", "kind", "metadata", "spec"],
     "properties": {
         "apiVersion": {"const": KSERVE_API_VERSION},
         "kind": {"const": "InferenceService"},
-        "metadata": {"type": "object", "required": ["name"]},
+        "metadata": {"required": ["name"]},
         "spec": {
-            "type": "object",
-            "additionalProperties": False,
             "required": ["predictor"],
             "properties": {
                 "predictor": {
-                    "type": "object",
-                    "propertyNames": {"enum": PREDICTOR_KEYS},
+                    "required": ["model"],
                     "properties": {
-                        "minReplicas": _INT,
-                        "maxReplicas": _INT,
-                        "scaleTarget": _INT,
-                        # KServe's ScaleMetric enum
-                        "scaleMetric": {"enum": ["cpu", "memory", "concurrency", "rps"]},
                         "model": {
-                            "type": "object",
-                            "propertyNames": {"enum": MODEL_KSERVE_KEYS + MODEL_CONTAINER_KEYS},
                             "required": ["modelFormat", "storageUri"],
                             "properties": {
-                                "modelFormat": {
-                                    "type": "object",
-                                    "additionalProperties": False,
-                                    "required": ["name"],
-                                    "properties": {
-                                        "name": {"type": "string", "minLength": 1},
-                                        "version": {"type": "string"},
-                                    },
-                                },
-                                "protocolVersion": {"enum": ["v1", "v2", "grpc-v2"]},
-                                "runtime": {"type": "string"},
-                                "storageUri": {"type": "string", "minLength": 1},
+                                "modelFormat": {"properties": {"name": {"minLength": 1}}},
+                                "storageUri": {"minLength": 1},
                             },
-                        },
+                        }
                     },
-                    "required": ["model"],
                 }
             },
         },
     },
 }
+
+
+def crd_subset(crd: dict[str, Any], version: str = "v1beta1") -> dict[str, Any]:
+    """The part of KServe's InferenceService CRD that tlx checks against.
+
+    Unchanged where tlx writes (the predictor's ``model`` container and every small predictor
+    field); elsewhere a field keeps its name and type, so it is still a known key. ``status``
+    is the controller's; ``canary``, ``explainer`` and ``transformer`` are never written.
+    """
+    (entry,) = [v for v in crd["spec"]["versions"] if v["name"] == version]
+    root = json.loads(json.dumps(entry["schema"]["openAPIV3Schema"]))
+    spec = root["properties"]["spec"]
+    predictor = spec["properties"]["predictor"]
+    for name, field in predictor["properties"].items():
+        if name != "model" and len(json.dumps(field)) > SMALL_FIELD_CHARS:
+            predictor["properties"][name] = {"type": field["type"]}
+    for name in spec["properties"]:
+        if name != "predictor":
+            spec["properties"][name] = {"type": "object"}
+    root["properties"]["status"] = {"type": "object"}
+    return root
+
+
+@lru_cache(maxsize=1)
+def inference_service_schema() -> dict[str, Any]:
+    """The vendored CRD subset, strict: every object that lists its properties allows no
+    other key (as ``kubectl apply --validate=strict``), unless the CRD keeps unknown fields."""
+    schema = json.loads(CRD_SUBSET.read_text(encoding="utf-8"))["openAPIV3Schema"]
+    _strict(schema)
+    return schema
+
+
+@lru_cache(maxsize=1)
+def _container_keys() -> frozenset[str]:
+    from kubernetes.client import V1Container
+
+    return frozenset(V1Container.attribute_map.values())
+
+
+def _strict(node: Any) -> None:
+    if isinstance(node, dict):
+        if (
+            "properties" in node
+            and "additionalProperties" not in node
+            and not node.get("x-kubernetes-preserve-unknown-fields")
+        ):
+            node["additionalProperties"] = False
+        for value in node.values():
+            _strict(value)
+    elif isinstance(node, list):
+        for value in node:
+            _strict(value)
 
 
 def require_scale() -> None:
@@ -223,23 +149,28 @@ def check_kubernetes(obj: dict[str, Any], type_name: str, *, where: str) -> None
 
 
 def check_inference_service(obj: dict[str, Any], *, where: str) -> None:
-    """KServe's fields by the JSON schema, the Kubernetes types inside by the client models.
+    """KServe's CRD schema (strict), tlx's rules, then the Kubernetes metadata model.
 
     Raises:
         GateFailed: the first problem found.
     """
     import jsonschema
 
-    validator = jsonschema.Draft202012Validator(INFERENCE_SERVICE_SCHEMA)
-    error = next(iter(sorted(validator.iter_errors(obj), key=lambda e: list(e.path))), None)
-    if error is not None:
-        raise GateFailed(
-            f"{where}: {error.json_path}: {error.message} (KServe v1beta1 InferenceService); "
-            "nothing written"
-        )
+    for schema, what in (
+        (inference_service_schema(), f"KServe {KSERVE_API_VERSION} InferenceService CRD"),
+        (TLX_RULES, "tlx's InferenceService"),
+    ):
+        validator = jsonschema.Draft7Validator(schema)
+        errors = sorted(validator.iter_errors(obj), key=lambda e: list(map(str, e.path)))
+        if errors:
+            error = errors[0]
+            raise GateFailed(
+                f"{where}: {error.json_path}: {error.message} ({what}); nothing written"
+            )
     check_kubernetes(obj["metadata"], "V1ObjectMeta", where=f"{where}: metadata")
     model = obj["spec"]["predictor"]["model"]
-    container = {k: v for k, v in model.items() if k not in MODEL_KSERVE_KEYS}
+    # The model is a Container plus KServe's own fields (modelFormat, storageUri, ...).
+    container = {k: v for k, v in model.items() if k in _container_keys()}
     container.setdefault("name", "kserve-container")
     check_kubernetes(container, "V1Container", where=f"{where}: spec.predictor.model")
 

@@ -10,7 +10,7 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from exporter.core.errors import UsageError
 from exporter.core.preprocess import finite_problem, size_problem
@@ -137,8 +137,6 @@ def open_image(path: str | Path) -> Image.Image | BadImage:
     """Decode ``path`` fully (truncated files fail here, not later) or say why not: a
     non-regular file (FIFO, socket, device), an image above ``MAX_PIXELS``, an empty or too
     elongated one (``MAX_ASPECT_RATIO``, checked before decoding), NaN/Inf pixels."""
-    from PIL import Image, UnidentifiedImageError
-
     source = str(path)
     try:
         kind = _kind(path)
@@ -151,26 +149,51 @@ def open_image(path: str | Path) -> Image.Image | BadImage:
             kind = _kind(fh.fileno())
             if kind is not None:
                 return BadImage(source, kind)
-            with Image.open(fh) as img:
-                if img.width * img.height > MAX_PIXELS:
-                    return BadImage(
-                        source, f"{img.width}x{img.height} px is above the {MAX_PIXELS} px limit"
-                    )
-                problem = size_problem(img.width, img.height)  # from the header, before decoding
-                if problem is not None:
-                    return BadImage(source, problem)
-                img.load()
-                problem = finite_problem(img)
-                if problem is not None:
-                    return BadImage(source, problem)
-                return img.copy()
-    except UnidentifiedImageError:
-        return BadImage(source, "not an image PIL can read (unknown or corrupt format)")
+            return _decode_stream(fh, source)
     except FileNotFoundError:
         return BadImage(source, "no such file")
     except PermissionError:
         return BadImage(source, "permission denied")
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+    except Exception as exc:
+        return _bad_decode(source, exc)
+
+
+def decode_bytes(data: bytes, source: str) -> Image.Image | BadImage:
+    """:func:`open_image`'s decoding and checks for an image already read (a URI's bytes)."""
+    import io
+
+    try:
+        return _decode_stream(io.BytesIO(data), source)
+    except Exception as exc:
+        return _bad_decode(source, exc)
+
+
+def _decode_stream(fh: Any, source: str) -> Image.Image | BadImage:
+    from PIL import Image
+
+    with Image.open(fh) as img:
+        if img.width * img.height > MAX_PIXELS:
+            return BadImage(
+                source, f"{img.width}x{img.height} px is above the {MAX_PIXELS} px limit"
+            )
+        problem = size_problem(img.width, img.height)  # from the header, before decoding
+        if problem is not None:
+            return BadImage(source, problem)
+        img.load()
+        problem = finite_problem(img)
+        if problem is not None:
+            return BadImage(source, problem)
+        return img.copy()
+
+
+def _bad_decode(source: str, exc: Exception) -> BadImage:
+    """A decoding error as a reason; anything else is raised again."""
+    from PIL import Image, UnidentifiedImageError
+
+    if isinstance(exc, UnidentifiedImageError):
+        return BadImage(source, "not an image PIL can read (unknown or corrupt format)")
+    if isinstance(exc, OSError | ValueError | SyntaxError | Image.DecompressionBombError):
         # Truncated data, bad headers (PIL raises SyntaxError for some), bombs.
         text = " ".join(str(exc).split())[:200] or exc.__class__.__name__
         return BadImage(source, f"cannot decode: {text}")
+    raise exc

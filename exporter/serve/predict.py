@@ -30,6 +30,7 @@ class PredictResult:
     device: str
     predictions: list[Prediction]
     bad: list[BadImage] = field(default_factory=list)
+    classes: list[str] = field(default_factory=list)  # the model's, in output order
 
     @property
     def images_n(self) -> int:
@@ -53,6 +54,7 @@ def predict_images(
     *,
     on_error: Callable[[BadImage], None] | None = None,
     progress: Progress | None = None,
+    keep_logits: bool = False,
 ) -> PredictResult:
     """Expand ``inputs`` (files, folders, globs), load the run's artifact, predict every image.
 
@@ -62,6 +64,7 @@ def predict_images(
         cfg: settings (default :class:`PredictConfig`).
         on_error: also called for each unreadable image as it is met.
         progress: ``(description, done, total)`` after each batch.
+        keep_logits: keep each image's raw logits (``render_csv``'s ``logit`` column).
 
     Raises:
         UsageError: bad options, an input that matches nothing, unknown variant or runtime.
@@ -91,6 +94,7 @@ def predict_images(
             batch_size=cfg.batch_size,
             progress=progress,
             on_error=record,
+            keep_logits=keep_logits,
         )
         return PredictResult(
             run_dir=predictor.artifact.run_dir,
@@ -99,6 +103,7 @@ def predict_images(
             device=cfg.device,
             predictions=preds,
             bad=bad,
+            classes=list(predictor.classes),
         )
 
 
@@ -107,14 +112,20 @@ def render_json(result: PredictResult) -> str:
 
 
 CSV_COLUMNS = ("source", "rank", "class", "probability")
+LOGIT_COLUMN = "logit"  # --logits: the raw logit of the row's class
 
 
-def render_csv(result: PredictResult) -> str:
-    """One row per image × rank (long format: the same columns for any ``--top-k``)."""
+def render_csv(result: PredictResult, classes: Sequence[str] | None = None) -> str:
+    """One row per image × rank (long format: the same columns for any ``--top-k``); with
+    ``classes`` (the model's, in output order) and kept logits, a ``logit`` column too."""
+    index = {name: i for i, name in enumerate(classes)} if classes is not None else None
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
+    writer.writerow((*CSV_COLUMNS, LOGIT_COLUMN) if index is not None else CSV_COLUMNS)
     for p in result.predictions:
         for rank, (name, prob) in enumerate(p.top, start=1):
-            writer.writerow([p.source, rank, name, f"{prob:.6f}"])
+            row = [p.source, rank, name, f"{prob:.6f}"]
+            if index is not None and p.logits is not None:
+                row.append(f"{float(p.logits[index[name]]):.6f}")
+            writer.writerow(row)
     return buf.getvalue()

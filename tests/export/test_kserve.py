@@ -213,3 +213,77 @@ def test_an_existing_repository_must_run_the_plan(onnx_run: Path, tmp_path: Path
         (run / "triton" / "vgg16" / "config.pbtxt").read_text(), pb2.ModelConfig()
     )
     assert [g.count for g in config.instance_group] == [2]
+
+
+@pytest.mark.parametrize(
+    ("edit", "found"),
+    [
+        # Only the CRD's schema knows these (the Kubernetes models accept or coerce them).
+        (lambda o: o["spec"]["predictor"].update(minReplicas="2"), "integer"),
+        (lambda o: o["spec"]["predictor"].update(containerConcurrency=1.5), "integer"),
+        (
+            lambda o: o["spec"]["predictor"]["model"]["resources"]["limits"].update(cpu="2 cores"),
+            "does not match",
+        ),
+        (
+            lambda o: o["spec"]["predictor"]["model"]["readinessProbe"]["httpGet"].update(paht="/"),
+            "paht",
+        ),
+        (lambda o: o["spec"].update(predicter={}), "predicter"),
+        (lambda o: o.update(apiVersion="serving.kserve.io/v1alpha1"), "v1beta1"),
+    ],
+)
+def test_the_published_crd_schema_refuses(edit, found: str) -> None:
+    plan = ServingPlan(2, 2, 1, 4, 0, "test")
+    obj = kserve_module.inference_service("vgg16", KServeConfig(storage_uri=URI), plan, "1Gi")
+    edit(obj)
+    with pytest.raises(GateFailed, match=found):
+        check_inference_service(obj, where="x")
+
+
+def test_the_vendored_crd_names_its_source_and_is_a_subset() -> None:
+    from exporter.export.kserve_schema import CRD_SUBSET, crd_subset
+
+    doc = json.loads(CRD_SUBSET.read_text())
+    assert "serving.kserve.io_inferenceservices.yaml" in doc["source"]
+    assert "v0.20.0" in doc["source"]
+    predictor = doc["openAPIV3Schema"]["properties"]["spec"]["properties"]["predictor"]
+    assert "storageUri" in predictor["properties"]["model"]["properties"]
+    assert predictor["properties"]["affinity"] == {"type": "object"}  # name and type only
+    # The subset of a CRD: small fields whole, big ones by type, other components as objects.
+    big = {"type": "object", "properties": {f"f{i}": {"type": "string"} for i in range(200)}}
+    crd = {
+        "spec": {
+            "versions": [
+                {
+                    "name": "v1beta1",
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "properties": {
+                                "spec": {
+                                    "type": "object",
+                                    "properties": {
+                                        "predictor": {
+                                            "type": "object",
+                                            "properties": {
+                                                "model": big,
+                                                "minReplicas": {"type": "integer"},
+                                                "affinity": big,
+                                            },
+                                        },
+                                        "explainer": big,
+                                    },
+                                }
+                            },
+                        }
+                    },
+                }
+            ]
+        }
+    }
+    sub = crd_subset(crd)
+    pred = sub["properties"]["spec"]["properties"]["predictor"]["properties"]
+    assert pred["model"] == big and pred["minReplicas"] == {"type": "integer"}
+    assert pred["affinity"] == {"type": "object"}
+    assert sub["properties"]["spec"]["properties"]["explainer"] == {"type": "object"}

@@ -157,3 +157,172 @@ def test_relative_inputs_are_read_by_the_actors_and_reported_as_given(
     assert result.exit_code == EXIT_OK, result.output
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 8 and all(r["source"].startswith(f"{images.name}/") for r in rows)
+
+
+@pytest.fixture
+def http_root(images: Path) -> Iterator[str]:
+    """``images`` served by a local ``http.server`` (an http URI without the network)."""
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(images))
+    handler.log_message = lambda *a: None  # type: ignore[attr-defined]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.slow
+def test_a_list_of_paths_and_uris_with_logits(
+    local_ray: None, onnx_run: Path, images: Path, tmp_path: Path, http_root: str
+) -> None:
+    import pyarrow.parquet as pq
+
+    listed = tmp_path / "images.txt"
+    entries = [
+        str(images / "0.png"),
+        (images / "1.png").as_uri(),  # file://
+        f"{http_root}/2.png",
+        f"{http_root}/missing.png",
+    ]
+    listed.write_text("# the inputs\n\n" + "\n".join(entries) + "\n")
+    out = tmp_path / "uris.parquet"
+    result = invoke(
+        str(onnx_run), str(listed), "--engine", "ray", "--output", str(out), "--top-k", "2",
+        "--logits", "--skip-bad",
+    )  # fmt: skip
+    assert result.exit_code == EXIT_OK, result.output
+    table = pq.read_table(out)
+    assert table.column_names == ["source", "rank", "class", "probability", "logit"]
+    got = table.to_pylist()
+    want = predict_images(
+        onnx_run,
+        [images / f"{i}.png" for i in range(3)],
+        PredictConfig(top_k=2),
+        keep_logits=True,
+    )
+    index = {name: i for i, name in enumerate(want.classes)}
+    rows = [
+        (entries[n], rank, name, prob, float(p.logits[index[name]]))
+        for n, p in enumerate(want.predictions)
+        for rank, (name, prob) in enumerate(p.top, start=1)
+    ]
+    assert [(r["source"], r["rank"], r["class"]) for r in got] == [w[:3] for w in rows]
+    np.testing.assert_allclose([r["probability"] for r in got], [w[3] for w in rows], atol=1e-6)
+    np.testing.assert_allclose([r["logit"] for r in got], [w[4] for w in rows], atol=1e-5)
+    with open(tmp_path / "uris.failures.csv", newline="") as fh:
+        (failure,) = list(csv.DictReader(fh))
+    assert failure["source"] == entries[3] and failure["reason"]
+
+
+@pytest.mark.slow
+def test_public_key_is_checked_once_on_the_driver(
+    local_ray: None, onnx_run: Path, images: Path, tmp_path: Path, link_run
+) -> None:
+    pytest.importorskip("model_signing")
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    def key_pair(name: str) -> tuple[Path, Path]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        private, public = tmp_path / f"{name}.pem", tmp_path / f"{name}.pub.pem"
+        private.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        public.write_bytes(
+            key.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )
+        return private, public
+
+    (private, public), (_, other) = key_pair("signer"), key_pair("other")
+    run = link_run(onnx_run, tmp_path / "run")
+    signed = CliRunner().invoke(app, ["sign", str(run), "--key", str(private)])
+    assert signed.exit_code == EXIT_OK, signed.output
+    out = tmp_path / "signed.jsonl"
+    args = [str(run), str(images / "0.png"), "--engine", "ray", "--output", str(out)]
+    result = invoke(*args, "--public-key", str(other))
+    assert result.exit_code == EXIT_USAGE and "model.sig" in result.output, result.output
+    assert not out.exists()  # refused before any actor started
+    result = invoke(*args, "--public-key", str(public))
+    assert result.exit_code == EXIT_OK, result.output
+    assert len(out.read_text().splitlines()) == 5
+
+
+def test_logits_column_in_process(onnx_run: Path, images: Path) -> None:
+    result = invoke(str(onnx_run), str(images / "0.png"), "--format", "csv", "--logits")
+    assert result.exit_code == EXIT_OK, result.output
+    rows = list(csv.DictReader(result.stdout.splitlines()))
+    assert list(rows[0]) == ["source", "rank", "class", "probability", "logit"]
+    logits = [float(r["logit"]) for r in rows]
+    assert logits == sorted(logits, reverse=True)  # ranked by probability = by logit
+    result = invoke(str(onnx_run), str(images / "0.png"), "--format", "json", "--logits")
+    assert result.exit_code == EXIT_USAGE and "--format csv" in result.output
+
+
+def test_actor_plan_reads_tune_json(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from exporter.serve.ray_plan import actor_plan
+
+    choice = SimpleNamespace(artifact=SimpleNamespace(name="model.onnx"), runtime="ort-cpu")
+    assert actor_plan(tmp_path, PredictConfig(), choice, 4) == (4, 1)  # no plan: 1 thread
+    plan = {"instances": 1, "threads_per_instance": 2, "max_batch": 32, "queue_delay_us": 500}
+    tune = {"artifact": "model.onnx", "runtime": "ort-cpu", "plan": plan}
+    (tmp_path / "tune.json").write_text(json.dumps(tune))
+    assert actor_plan(tmp_path, PredictConfig(), choice, 2) == (1, 2)
+    assert actor_plan(tmp_path, PredictConfig(), choice, 8) == (1, 2)  # the plan's instances
+    assert actor_plan(tmp_path, PredictConfig(threads=1), choice, 2) == (2, 1)  # given wins
+    other = SimpleNamespace(artifact=SimpleNamespace(name="model.int8.onnx"), runtime="ort-cpu")
+    assert actor_plan(tmp_path, PredictConfig(), other, 2) == (2, 1)  # another artifact's plan
+
+
+def test_pinned_files_must_not_change(tmp_path: Path) -> None:
+    import hashlib
+
+    from exporter.core.errors import IntegrityError
+    from exporter.serve.ray_predict import check_pinned
+
+    (tmp_path / "manifest.json").write_text("{}")
+    pinned = {"manifest.json": hashlib.sha256(b"{}").hexdigest()}
+    check_pinned(tmp_path, pinned)
+    (tmp_path / "manifest.json").write_text('{"swapped": 1}')
+    with pytest.raises(IntegrityError, match="changed after"):
+        check_pinned(tmp_path, pinned)
+
+
+def test_list_files_are_read_in_order_each_image_once(images: Path, tmp_path: Path) -> None:
+    from exporter.core.errors import UsageError
+    from exporter.serve.ray_inputs import ray_inputs
+
+    listed = tmp_path / "l.txt"
+    uri = "s3://bucket/a.png"
+    listed.write_text(f"# c\n{images / '1.png'}\n\n{uri}\n{images / '0.png'}\n{uri}\n")
+    got = ray_inputs([listed, images / "1.png"])
+    assert [s for s, _ in got] == [str(images / "1.png"), uri, str(images / "0.png")]
+    assert got[1] == (uri, uri)
+    (tmp_path / "empty.txt").write_text("# nothing\n")
+    with pytest.raises(UsageError, match="names no image"):
+        ray_inputs([tmp_path / "empty.txt"])
+
+
+def test_tasks_are_whole_batches_and_blocks_bounded() -> None:
+    from exporter.serve.ray_plan import MAX_BLOCKS, block_count, task_images
+
+    assert task_images(2001, 32, 2) == 224  # 7 batches: at least 4 tasks per actor
+    assert task_images(100_000, 32, 2) == 256 and task_images(10, 32, 2) == 32
+    assert task_images(100_000, 500, 2) == 500  # never less than one batch
+    assert block_count(2001, 224) == 9 and block_count(1, 32) == 1
+    many = block_count(10_000_000, 256)
+    assert many <= MAX_BLOCKS and 10_000_000 / many >= 256
