@@ -45,16 +45,20 @@ def actor_plan(run: str | Path, cfg: PredictConfig, choice: Any, cpus: int) -> t
     Raises:
         EnvironmentUnavailable: fewer CPUs than one actor's threads.
     """
-    from exporter.core.tuneplan import tuned_settings
+    from exporter.core.tuneplan import serve_settings
 
     threads, actors = cfg.threads or 1, cpus // max(1, cfg.threads or 1)
     if cfg.threads is None:
-        plan = tuned_settings(
-            run, device=cfg.device, variant=choice.artifact.name, runtime=choice.runtime
+        plan, _ = serve_settings(
+            run,
+            {"instances": None, "threads": None},
+            device=cfg.device,
+            variant=choice.artifact.name,
+            runtime=choice.runtime,
         )
-        if plan.get("threads_per_instance"):
-            threads = min(plan["threads_per_instance"], max(1, cpus))
-            actors = min(max(1, plan["instances"]), cpus // threads)
+        if plan["threads"]:
+            threads = min(plan["threads"], max(1, cpus))
+            actors = min(max(1, plan["instances"] or 1), cpus // threads)
     if cpus < threads:
         raise EnvironmentUnavailable(
             f"the Ray cluster has {cpus} CPU(s); --threads {threads} per actor needs at least that"

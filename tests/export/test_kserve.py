@@ -242,7 +242,7 @@ def test_the_published_crd_schema_refuses(edit, found: str) -> None:
 
 
 def test_the_vendored_crd_names_its_source_and_is_a_subset() -> None:
-    from exporter.export.kserve_schema import CRD_SUBSET, crd_subset
+    from exporter.deploy.kserve_schema import CRD_SUBSET, crd_subset
 
     doc = json.loads(CRD_SUBSET.read_text())
     assert "serving.kserve.io_inferenceservices.yaml" in doc["source"]
