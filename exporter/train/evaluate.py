@@ -35,13 +35,6 @@ def summarize(cm: np.ndarray, loss_sum: float, class_names: list[str]) -> dict[s
     }
 
 
-def confusion(pred: np.ndarray, target: np.ndarray, num_classes: int) -> np.ndarray:
-    """Confusion matrix: rows are true classes, columns predicted ones."""
-    return np.bincount(target * num_classes + pred, minlength=num_classes**2).reshape(
-        num_classes, num_classes
-    )
-
-
 def evaluate(
     learner: Learner, batches: Iterable[tuple[Any, Any]], *, cached: bool, class_names: list[str]
 ) -> dict[str, Any]:
@@ -61,7 +54,8 @@ def evaluate(
             logits = logits.float()
             loss_sum += float(torch.nn.functional.cross_entropy(logits, y, reduction="sum"))
             pred = logits.argmax(1).cpu().numpy()
-            cm += confusion(pred, y.cpu().numpy(), k)
+            cell = y.cpu().numpy() * k + pred  # row: true class, column: predicted
+            cm += np.bincount(cell, minlength=k * k).reshape(k, k)
     model.train()
     cm = dist.all_reduce_sum(cm)
     loss_sum = float(dist.all_reduce_sum(np.array([loss_sum]))[0])

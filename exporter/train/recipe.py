@@ -20,14 +20,7 @@ from exporter.core.config import (
 )
 from exporter.data.augment import resolve_augment
 
-__all__ = [
-    "Phase",
-    "Recipe",
-    "lr_factor",
-    "phase_lr_factor",
-    "plan_phases",
-    "unfreeze_epoch",
-]
+__all__ = ["Phase", "Recipe", "lr_factor", "phase_lr_factor", "plan_phases", "unfreeze_epoch"]
 
 
 def unfreeze_epoch(cfg: TrainConfig) -> int | None:
