@@ -36,7 +36,7 @@ from exporter.train.common import (
 from exporter.train.device_setup import cap_torch_threads, determinism
 from exporter.train.distributed import DistContext
 from exporter.train.outputs import History, plot_lr_find, save_weights, write_record
-from exporter.train.recipe import Recipe
+from exporter.train.recipe import Recipe, phase_lr_factor
 from exporter.train.stop import Stop, StopSignal
 
 __all__ = ["Trainer"]
@@ -219,7 +219,7 @@ class Trainer:
         from exporter.train.modules import set_dropout_keys
 
         cfg, learner = self.cfg, self.learner
-        learner.schedule(self.recipe.lr_factor(self.global_step))
+        learner.schedule(phase_lr_factor(self.global_step, self.recipe.phases))
         x, y = learner.inputs(x, cached), y.to(self.device, non_blocking=True)
         keys = torch.as_tensor(idx)
         set_dropout_keys(learner.model, seed=cfg.seed, epoch=self.epoch, indices=keys)

@@ -42,8 +42,8 @@ class History:
         if val["accuracy"] <= self.best["val_accuracy"]:
             self.bad_epochs += 1
             return False
-        self.best = {"epoch": metrics["epoch"], "val_accuracy": val["accuracy"]}
-        self.best["val_loss"] = val["loss"]
+        epoch, acc, loss = metrics["epoch"], val["accuracy"], val["loss"]
+        self.best = {"epoch": epoch, "val_accuracy": acc, "val_loss": loss}
         self.best_extra = {k: val[k] for k in ("per_class_accuracy", "confusion_matrix")}
         self.bad_epochs = 0
         return True

@@ -136,9 +136,6 @@ class Recipe:
             augment_reason=reason,
         )
 
-    def lr_factor(self, global_step: int) -> float:
-        return phase_lr_factor(global_step, self.phases)
-
     def scheduler_state(self, global_step: int) -> dict[str, Any]:
         """The checkpoint's ``scheduler``: the LR is a pure function of the global step."""
         return {
