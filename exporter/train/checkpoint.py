@@ -9,6 +9,7 @@ uninterrupted one.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,16 @@ def restore_rng(rng: dict[str, Any]) -> None:
     random.setstate((version, tuple(internal), gauss))
 
 
+def restore_rank_rng(state: dict[str, Any], *, rank: int, world_size: int) -> None:
+    """This rank's saved RNG when the world size is the same; else rank 0 takes the saved
+    single-process stream and the other ranks keep their seeds."""
+    ranks = state.get("rng_ranks") or [state["rng"]]
+    if len(ranks) == world_size:
+        restore_rng(ranks[rank])
+    elif rank == 0:
+        restore_rng(state["rng"])
+
+
 def restore_cuda_rng(states: list[Any] | None) -> int:
     """Restore the saved CUDA generators onto the GPUs this machine has; returns how many.
 
@@ -109,17 +120,22 @@ def save_checkpoint(run_dir: Path, state: dict[str, Any], meta: dict[str, Any]) 
 
     folder = guard(checkpoint_dir(run_dir))  # RUN/checkpoint may not lead elsewhere
     folder.mkdir(parents=True, exist_ok=True)
-    payload = {"format": CHECKPOINT_FORMAT, **state}
-    needed = tensor_bytes(payload) + SERIALIZATION_SLACK
-
-    def save(tmp: Path) -> None:
-        # torch's zip writer can abort the process on a short write: check the space first.
-        require_space(tmp.parent, needed)
-        torch.save(payload, tmp)
-
-    write_with(folder / STATE_NAME, save, size_hint=needed)
+    # torch's zip writer can abort the process on a short write: the space is checked first.
+    write_tensors(folder / STATE_NAME, {"format": CHECKPOINT_FORMAT, **state}, torch.save)
     write_json(folder / META_NAME, meta)
     return folder
+
+
+def write_tensors(dest: Path, payload: Any, save: Callable[[Any, Path], None]) -> None:
+    """``save(payload, tmp)`` atomically into ``dest``, refused (disk full) before a byte is
+    written when the disk cannot hold the payload's tensors."""
+    needed = tensor_bytes(payload) + SERIALIZATION_SLACK
+
+    def write(tmp: Path) -> None:
+        require_space(tmp.parent, needed)
+        save(payload, tmp)
+
+    write_with(dest, write, size_hint=needed)
 
 
 def tensor_bytes(obj: Any) -> int:

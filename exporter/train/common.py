@@ -1,4 +1,4 @@
-"""Pieces the training loop and its facade share: events, the device, the schedule."""
+"""Pieces the training loop and its facade share: events, the device, divergence checks."""
 
 from __future__ import annotations
 
@@ -12,13 +12,12 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
 
-import numpy as np
 
 from exporter.core.choices import AUTO, CPU, CUDA
 from exporter.core.config import DEFAULT_ARTIFACTS_DIR
 from exporter.core.errors import EnvironmentUnavailable, GateFailed
 
-__all__ = ["TrainEvent", "lr_factor"]
+__all__ = ["ProgressFn", "TrainEvent", "resolve_device"]
 
 
 @dataclass(frozen=True)
@@ -72,15 +71,6 @@ def _finite(x: float | None) -> float | None:
     return x if x is not None and math.isfinite(x) else None
 
 
-def lr_factor(step: int, *, total_steps: int, warmup_steps: int) -> float:
-    """Linear warmup to 1, then cosine decay to 0 at ``total_steps``."""
-    if warmup_steps > 0 and step < warmup_steps:
-        return (step + 1) / warmup_steps
-    span = max(1, total_steps - warmup_steps)
-    progress = min(1.0, (step - warmup_steps) / span)
-    return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
 def check_finite(loss: float, *, epoch: int, step: int, lr: float, run_dir: Path) -> None:
     """Stop with a clear message when training diverged (NaN/Inf loss)."""
     if not math.isfinite(loss):
@@ -89,6 +79,10 @@ def check_finite(loss: float, *, epoch: int, step: int, lr: float, run_dir: Path
             f"Lower --lr or add gradient clipping; the last good checkpoint and "
             f"model.safetensors in {run_dir} were kept"
         )
+
+
+class TrainingDivergedWarning(UserWarning):
+    """The training loss looks diverged (but is still finite, so training goes on)."""
 
 
 # A mean loss this many times that of a uniform guess (ln C) means the weights blew up: with
@@ -114,10 +108,3 @@ def divergence_warning(train_losses: list[float | None], num_classes: int) -> st
             "diverging; lower --lr (or add --grad-clip)"
         )
     return None
-
-
-def confusion(pred: np.ndarray, target: np.ndarray, num_classes: int) -> np.ndarray:
-    """Confusion matrix: rows are true classes, columns predicted ones."""
-    return np.bincount(target * num_classes + pred, minlength=num_classes**2).reshape(
-        num_classes, num_classes
-    )

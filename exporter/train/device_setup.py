@@ -1,5 +1,5 @@
-"""Device-dependent pieces of the training loop: determinism, the AMP dtype, the head's
-forward, and a batch sampler that lets DataLoader workers live across epochs.
+"""Device-dependent pieces of the training loop: determinism, the AMP dtype, the 7x7 pool,
+torch's thread count.
 
 Kept out of ``loop.py`` so that the loop reads as the algorithm and CUDA's special cases
 are tested here on their own.
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 # VGG16's trunk gives 7x7 maps at 224 px: the adaptive pool to 7x7 is then the identity.
@@ -85,36 +85,16 @@ def pool(model: Any, f: Any) -> Any:
     return model.avgpool(f)
 
 
-def make_head(model: Any) -> Any:
-    """A module running pool → flatten → classifier of ``model`` (shares its parameters)."""
+def cap_torch_threads() -> None:
+    """At most one torch thread per usable core (a container's quota included).
+
+    torch counts the node's cores (kserve/kserve #1031); OMP_NUM_THREADS, when set (torchrun's
+    workers, Ray), is the user's word and kept. Lowering only: a process given fewer threads
+    on purpose keeps them.
+    """
     import torch
 
-    class Head(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = model
+    from exporter.core.machine import usable_cpus
 
-        def forward(self, f: torch.Tensor) -> torch.Tensor:
-            return self.model.classifier(torch.flatten(pool(self.model, f), 1))
-
-    return Head()
-
-
-class EpochBatches:
-    """A batch sampler whose batches are replaced each epoch.
-
-    A DataLoader built once over it can keep ``persistent_workers``: workers are not
-    re-forked every epoch (the sampler is read in the main process at each iteration).
-    """
-
-    def __init__(self) -> None:
-        self.batches: list[list[int]] = []
-
-    def set(self, batches: Sequence[Sequence[int]]) -> None:
-        self.batches = [list(map(int, b)) for b in batches]
-
-    def __iter__(self) -> Iterator[list[int]]:
-        return iter(list(self.batches))
-
-    def __len__(self) -> int:
-        return len(self.batches)
+    if "OMP_NUM_THREADS" not in os.environ and torch.get_num_threads() > usable_cpus():
+        torch.set_num_threads(usable_cpus())

@@ -12,7 +12,9 @@ Collectives use tensors on the backend's own device: torchvision's
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -68,15 +70,30 @@ class DistContext:
     def is_main(self) -> bool:
         return self.rank == 0
 
-    def describe(self) -> dict[str, Any]:
-        """The ``distributed`` block of train.json (throughput is added by the loop)."""
+    def describe(self, batch_size: int, per_rank_images_per_s: list[float]) -> dict[str, Any]:
+        """The ``distributed`` block of train.json: the world, each rank's share of the global
+        batch and its training images/s."""
         return {
             "world_size": self.world_size,
             "backend": self.backend,
             "launcher": "torchrun" if "TORCHELASTIC_RUN_ID" in os.environ else None,
             "restart_count": restart_count(),
             "nnodes": int(os.environ.get("GROUP_WORLD_SIZE", "1") or 1) if self.enabled else 1,
+            "global_batch_size": batch_size,
+            "per_rank_batch_size": batch_size // self.world_size,
+            "per_rank_images_per_s": per_rank_images_per_s,
         }
+
+    @contextlib.contextmanager
+    def local_main_first(self) -> Iterator[None]:
+        """Each node's first rank goes first (downloads, decoding checks), the others after."""
+        if self.enabled and self.local_rank != 0:
+            self.barrier()
+        try:
+            yield
+        finally:
+            if self.enabled and self.local_rank == 0:
+                self.barrier()
 
     def _comm_device(self) -> str:
         return str(self.device) if self.backend == "nccl" else "cpu"

@@ -1,19 +1,21 @@
-"""Validation, sharded: each rank scores its own slice, the counts are summed exactly.
+"""Validation, sharded: each rank scores its slice (``Batches.val``), the counts are summed.
 
-Every rank evaluates a contiguous slice of the validation split (:func:`shard_range`: no
-padding, so no image is counted twice); the confusion matrix (int64) and the summed loss are
-all-reduced, and accuracy, per-class accuracy and the loss come from the sums. The forward
-uses the plain model, not DDP: evaluation has no gradients to synchronise, and the slices may
-differ in size by one batch.
+The confusion matrix (int64) and the summed loss are all-reduced; accuracy, per-class accuracy
+and the loss come from the sums. The forward uses the plain model, not DDP: evaluation has no
+gradients to synchronise, and the slices may differ in size by one batch.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from exporter.train.common import confusion
+if TYPE_CHECKING:
+    from exporter.train.learner import Learner
+
+__all__ = ["evaluate", "summarize"]
 
 
 def summarize(cm: np.ndarray, loss_sum: float, class_names: list[str]) -> dict[str, Any]:
@@ -33,57 +35,28 @@ def summarize(cm: np.ndarray, loss_sum: float, class_names: list[str]) -> dict[s
     }
 
 
-class EvalMixin:
-    """Validation of :class:`~exporter.train.loop.Trainer`."""
+def evaluate(
+    learner: Learner, batches: Iterable[tuple[Any, Any]], *, cached: bool, class_names: list[str]
+) -> dict[str, Any]:
+    """Score this rank's ``batches`` (trunk outputs when ``cached``), summed over the ranks."""
+    import torch
 
-    def _val_batches(self, cached: bool) -> Any:
-        import torch
-        from torch.utils.data import DataLoader
-
-        from exporter.data.datasets import SubsetDataset
-        from exporter.train.distributed import shard_range
-
-        bs = max(1, self.cfg.batch_size // self.dist.world_size)
-        if cached:  # the val cache holds this rank's slice only
-            n = len(self.val_cache.labels)
-            return (self.val_cache.batch(np.arange(i, min(n, i + bs))) for i in range(0, n, bs))
-        val = self.bundle.val
-        start, stop = shard_range(len(val), self.dist.rank, self.dist.world_size)
-        if self.dist.enabled:
-            val = SubsetDataset(val, np.arange(start, stop))
-        if len(val) == 0:
-            return iter(())
-        return self._loaders.setdefault(
-            "val",
-            DataLoader(
-                val,
-                batch_size=bs,
-                num_workers=self.workers,
-                pin_memory=self.device.type == "cuda",
-                persistent_workers=self.workers > 0,
-                generator=torch.Generator().manual_seed(0),
-            ),
-        )
-
-    def _evaluate(self, cached: bool) -> dict[str, Any]:
-        import torch
-
-        self.model.eval()
-        k = self.bundle.num_classes
-        cm = np.zeros((k, k), dtype=np.int64)
-        loss_sum = 0.0
-        with torch.no_grad():
-            for x, y in self._val_batches(cached):
-                x, y = x.to(self.device), y.to(self.device)
-                if self.channels_last and not cached:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                with self._autocast():
-                    logits = self.head_path(x) if cached else self.model(x)
-                logits = logits.float()
-                loss_sum += float(torch.nn.functional.cross_entropy(logits, y, reduction="sum"))
-                pred = logits.argmax(1).cpu().numpy()
-                cm += confusion(pred, y.cpu().numpy(), k)
-        self.model.train()
-        cm = self.dist.all_reduce_sum(cm)
-        loss_sum = float(self.dist.all_reduce_sum(np.array([loss_sum]))[0])
-        return summarize(cm, loss_sum, self.bundle.class_names)
+    model, dist = learner.model, learner.dist
+    model.eval()
+    k = len(class_names)
+    cm = np.zeros((k, k), dtype=np.int64)
+    loss_sum = 0.0
+    with torch.no_grad():
+        for x, y in batches:
+            x, y = learner.inputs(x, cached), y.to(learner.device)
+            with learner.autocast():
+                logits = learner.head_path(x) if cached else model(x)
+            logits = logits.float()
+            loss_sum += float(torch.nn.functional.cross_entropy(logits, y, reduction="sum"))
+            pred = logits.argmax(1).cpu().numpy()
+            cell = y.cpu().numpy() * k + pred  # row: true class, column: predicted
+            cm += np.bincount(cell, minlength=k * k).reshape(k, k)
+    model.train()
+    cm = dist.all_reduce_sum(cm)
+    loss_sum = float(dist.all_reduce_sum(np.array([loss_sum]))[0])
+    return summarize(cm, loss_sum, class_names)

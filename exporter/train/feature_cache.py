@@ -5,7 +5,9 @@ trunk's output for an image never changes, so computing it every epoch is waste.
 cache stores the trunk output *before* ``avgpool`` (512×1×1 at 32 px, 512×7×7 at 224 px) so
 the head path (avgpool → flatten → classifier) is exactly the model's own forward.
 Large caches go to a temporary ``np.memmap`` file instead of memory. Under torchrun each
-rank runs the trunk over its own shard (:func:`build_sharded_cache`).
+rank runs the trunk over its own shard (:func:`build_sharded_cache`): the training cache is
+then exchanged so any global batch can be served on any rank, the validation cache stays a
+slice (evaluation is sharded the same way).
 """
 
 from __future__ import annotations
@@ -34,8 +36,11 @@ class FeatureCache:
 
     features: np.ndarray  # float32 (n, C, h, w), ndarray or memmap
     labels: np.ndarray  # int64 (n,)
-    storage: str  # "memory" | "memmap"
-    _tmp: Any = field(default=None, repr=False)
+    _tmp: Any = field(default=None, repr=False)  # the memmap's temp file
+
+    @property
+    def storage(self) -> str:
+        return "memory" if self._tmp is None else "memmap"
 
     @property
     def nbytes(self) -> int:
@@ -96,7 +101,6 @@ def build_feature_cache(
     feats: np.ndarray | None = None
     labels = np.empty(n, dtype=np.int64)
     tmp = None
-    storage = "memory"
     done = 0
     try:
         with torch.no_grad():
@@ -108,15 +112,7 @@ def build_feature_cache(
                     out = trunk(x)
                 out = out.float().cpu().numpy()
                 if feats is None:
-                    shape = (n, *out.shape[1:])
-                    nbytes = int(np.prod(shape)) * 4
-                    if nbytes > MEMMAP_THRESHOLD_BYTES:
-                        # Lives as long as the cache, closed by FeatureCache.close().
-                        tmp = tempfile.NamedTemporaryFile(prefix="tlx-feature-cache-")  # noqa: SIM115
-                        feats = np.memmap(tmp.name, dtype=np.float32, mode="w+", shape=shape)
-                        storage = "memmap"
-                    else:
-                        feats = np.empty(shape, dtype=np.float32)
+                    feats, tmp = _allocate((n, *out.shape[1:]))
                 feats[done : done + len(out)] = out
                 labels[done : done + len(out)] = y.numpy()
                 done += len(out)
@@ -129,7 +125,16 @@ def build_feature_cache(
     finally:
         trunk.train(was_training)
     assert feats is not None  # n >= 1 is guaranteed by the dataset builders
-    return FeatureCache(feats, labels, storage, tmp)
+    return FeatureCache(feats, labels, tmp)
+
+
+def _allocate(shape: tuple[int, ...]) -> tuple[np.ndarray, Any]:
+    """float32 rows in memory, or in a temp file above :data:`MEMMAP_THRESHOLD_BYTES` (the
+    file lives as long as the cache: :meth:`FeatureCache.close` deletes it)."""
+    if int(np.prod(shape)) * 4 <= MEMMAP_THRESHOLD_BYTES:
+        return np.empty(shape, dtype=np.float32), None
+    tmp = tempfile.NamedTemporaryFile(prefix="tlx-feature-cache-")  # noqa: SIM115
+    return np.memmap(tmp.name, dtype=np.float32, mode="w+", shape=shape), tmp
 
 
 # Bytes per all_gather message when shards are exchanged (bounds the extra memory in flight).
@@ -174,7 +179,7 @@ def build_sharded_cache(
     shapes = dist.gather_object(None if local is None else tuple(local.features.shape[1:]))
     shape = next(s for s in shapes if s is not None)  # n >= 1, so some rank has rows
     if local is None:
-        local = FeatureCache(np.empty((0, *shape), np.float32), np.empty(0, np.int64), "memory")
+        local = FeatureCache(np.empty((0, *shape), np.float32), np.empty(0, np.int64))
     if not gather:
         return local
     try:
@@ -193,13 +198,7 @@ def _gather_shards(
 
     ranges = [shard_range(n, r, dist.world_size) for r in range(dist.world_size)]
     counts = [b - a for a, b in ranges]
-    full_shape = (n, *shape)
-    tmp = None
-    if int(np.prod(full_shape)) * 4 > MEMMAP_THRESHOLD_BYTES:
-        tmp = tempfile.NamedTemporaryFile(prefix="tlx-feature-cache-")  # noqa: SIM115
-        feats = np.memmap(tmp.name, dtype=np.float32, mode="w+", shape=full_shape)
-    else:
-        feats = np.empty(full_shape, dtype=np.float32)
+    feats, tmp = _allocate((n, *shape))
     labels = np.empty(n, dtype=np.int64)
     rows = max(1, GATHER_CHUNK_BYTES // max(1, int(np.prod(shape)) * 4))
     try:
@@ -215,4 +214,4 @@ def _gather_shards(
         if tmp is not None:
             tmp.close()
         raise
-    return FeatureCache(feats, labels, "memory" if tmp is None else "memmap", tmp)
+    return FeatureCache(feats, labels, tmp)

@@ -21,15 +21,18 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
-__all__ = ["LRFinderResult", "choose_lr", "find_lr", "plot_lr_find", "too_few_images", "valley"]
+    from exporter.core.config import TrainConfig
+    from exporter.train.batches import Batches
+    from exporter.train.learner import Learner
+
+__all__ = ["LRFinderResult", "choose_lr", "find_lr", "range_test", "too_few_images", "valley"]
 
 
 START_LR = 1e-7
@@ -58,7 +61,6 @@ class LRFinderResult:
     images: int = 0
     stopped: str = "end"  # "end" (swept to end_lr) | "diverged" | "skipped" (too few images)
     warning: str | None = None  # why the rule fell back, for train.json and the log
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -120,12 +122,20 @@ def find_lr(
     """
     import copy
 
+    from exporter.train.learner import make_optimizer
+
     if len(labels) < MIN_IMAGES:
         return too_few_images(len(labels))
     t0 = time.perf_counter()
     penultimate = _penultimate_features(head, trunk_features, avgpool=avgpool)
     layer = copy.deepcopy(head[-1]).float().train()
-    opt = _optimizer(layer, optimizer, lr=start_lr, momentum=momentum, weight_decay=weight_decay)
+    opt = make_optimizer(
+        [{"params": list(layer.parameters())}],
+        optimizer,
+        lr=start_lr,
+        momentum=momentum,
+        weight_decay=weight_decay,
+    )
     lrs, losses, stopped = _sweep(
         layer,
         opt,
@@ -149,6 +159,28 @@ def find_lr(
         stopped=stopped,
         warning=warning,
     )
+
+
+def range_test(learner: Learner, batches: Batches, cfg: TrainConfig) -> LRFinderResult:
+    """The training run's range test: its head, optimizer settings and batch size, on the
+    trunk's outputs of up to :data:`MAX_IMAGES` training images (timed with them)."""
+    t = time.perf_counter()
+    feats, labels = batches.trunk_sample(MAX_IMAGES, seed=cfg.seed)
+    model, device = learner.model, learner.device
+    with learner.autocast():
+        result = find_lr(
+            model.classifier,
+            feats.to(device),
+            labels.to(device),
+            avgpool=model.avgpool,
+            optimizer=cfg.optimizer,
+            weight_decay=cfg.weight_decay,
+            momentum=cfg.momentum,
+            batch_size=cfg.batch_size,
+            seed=cfg.seed,
+        )
+    result.seconds = round(time.perf_counter() - t, 3)
+    return result
 
 
 def too_few_images(n: int) -> LRFinderResult:
@@ -183,19 +215,6 @@ def _penultimate_features(
         penultimate = head[:-1](x)
     head.train(was_training)
     return penultimate
-
-
-def _optimizer(
-    layer: nn.Module, name: str, *, lr: float, momentum: float, weight_decay: float
-) -> torch.optim.Optimizer:
-    """The run's optimizer (``sgd`` or ``adamw``) over the swept layer."""
-    import torch
-
-    if name == "sgd":
-        return torch.optim.SGD(
-            layer.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay
-        )
-    return torch.optim.AdamW(layer.parameters(), lr=lr, weight_decay=weight_decay)
 
 
 def _lr_schedule(start_lr: float, end_lr: float, steps: int) -> Iterator[float]:
@@ -274,34 +293,3 @@ def choose_lr(lrs: list[float], losses: list[float], stopped: str) -> tuple[floa
         )
         return chosen, "valley (no divergence)", warning
     return max(lrs[0], lrs[best] / 10), "minimum/10", None
-
-
-def plot_lr_find(result: LRFinderResult, dest: Path) -> None:
-    """lr_find.png: smoothed loss against LR (log scale), the chosen LR marked; nothing
-    when the sweep was skipped."""
-    if not result.lrs:
-        return
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from exporter.core.fsio import write_with
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(result.lrs, result.losses)
-    ax.set_xscale("log")
-    ax.axvline(result.chosen_lr, color="red", ls="--", lw=1)
-    i = min(range(len(result.lrs)), key=lambda k: abs(result.lrs[k] - result.chosen_lr))
-    ax.plot([result.chosen_lr], [result.losses[i]], "ro")
-    ax.set(
-        xlabel="learning rate",
-        ylabel="smoothed training loss",
-        title=f"LR range test: chose {result.chosen_lr:.2e} ({result.rule})",
-    )
-    ax.grid(alpha=0.3, which="both")
-    fig.tight_layout()
-    try:
-        write_with(dest, lambda p: fig.savefig(p, format="png", dpi=100))
-    finally:
-        plt.close(fig)

@@ -1,4 +1,5 @@
-"""What a run writes besides its checkpoint: the best weights, train.json and curves.png.
+"""What a run keeps besides its checkpoint: the epochs' history, the best weights, train.json,
+curves.png and lr_find.png.
 
 Rank 0 alone writes (every write atomic, through ``core/fsio.py``); the other ranks build the
 same record and return it.
@@ -6,69 +7,70 @@ same record and return it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from exporter.core.config import LR_AUTO
 from exporter.core.runfolder import CURVES_PNG, TRAIN_JSON, WEIGHTS_NAME
-from exporter.train.common import SCHEMA_VERSION, _finite
+from exporter.train.common import _finite, divergence_warning
+
+if TYPE_CHECKING:
+    from exporter.train.lr_finder import LRFinderResult
+
+__all__ = ["History", "plot_curves", "plot_lr_find", "save_weights", "write_record"]
 
 
-class RecordMixin:
-    """Files of :class:`~exporter.train.loop.Trainer`."""
+@dataclass
+class History:
+    """The epochs so far, the best one (whose weights are saved) and early stopping's count."""
 
-    def _save_weights(self) -> None:
-        if not self.dist.is_main:
-            return
-        from safetensors.torch import save_file
+    epochs: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, Any] = field(
+        default_factory=lambda: {"epoch": 0, "val_accuracy": -1.0, "val_loss": None}
+    )
+    best_extra: dict[str, Any] = field(default_factory=dict)
+    bad_epochs: int = 0
 
-        from exporter.core.fsio import require_space, write_with
-        from exporter.train.checkpoint import SERIALIZATION_SLACK, tensor_bytes
+    def add(self, metrics: dict[str, Any], val: dict[str, Any], num_classes: int) -> bool:
+        """Append an epoch's metrics, with a ``warning`` when the training loss looks
+        diverged; True when its validation accuracy is the best so far."""
+        losses = [e.get("train_loss") for e in self.epochs] + [metrics["train_loss"]]
+        warning = divergence_warning(losses, num_classes)
+        if warning is not None:
+            metrics["warning"] = f"epoch {metrics['epoch']}: {warning}"
+        self.epochs.append(metrics)
+        if val["accuracy"] <= self.best["val_accuracy"]:
+            self.bad_epochs += 1
+            return False
+        epoch, acc, loss = metrics["epoch"], val["accuracy"], val["loss"]
+        self.best = {"epoch": epoch, "val_accuracy": acc, "val_loss": loss}
+        self.best_extra = {k: val[k] for k in ("per_class_accuracy", "confusion_matrix")}
+        self.bad_epochs = 0
+        return True
 
-        state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
-        needed = tensor_bytes(state) + SERIALIZATION_SLACK
-
-        def save(tmp: Path) -> None:
-            require_space(tmp.parent, needed)  # refused before a byte is written
-            save_file(state, str(tmp))
-
-        write_with(self.run_dir / WEIGHTS_NAME, save, size_hint=needed)
-
-    def _config_dict(self) -> dict[str, Any]:
-        d = self.cfg.to_dict()
-        d["model"] = {
-            "arch": "vgg16",
-            "weights": self.cfg.weights,
-            "num_classes": self.bundle.num_classes,
+    def state(self) -> dict[str, Any]:
+        """The checkpoint's part (its ``loop`` block)."""
+        return {
+            "history": self.epochs,
+            "best": self.best,
+            "best_extra": self.best_extra,
+            "bad_epochs": self.bad_epochs,
         }
-        return d
 
-    def _distributed_block(self) -> dict[str, Any]:
-        """World size, backend, each rank's share of the batch and its training images/s."""
-        block = self.dist.describe()
-        block["global_batch_size"] = self.cfg.batch_size
-        block["per_rank_batch_size"] = self.cfg.batch_size // self.dist.world_size
-        last = self.history[-1] if self.history else {}
-        block["per_rank_images_per_s"] = last.get(
-            "per_rank_images_per_s", [last["images_per_s"]] if last else []
-        )
-        return block
+    @classmethod
+    def from_state(cls, loop: dict[str, Any]) -> History:
+        best, extra = dict(loop["best"]), dict(loop["best_extra"])
+        return cls(list(loop["history"]), best, extra, int(loop["bad_epochs"]))
 
-    def _write_record(self, total_seconds: float | None) -> dict[str, Any]:
-        from exporter.core.envinfo import environment
-        from exporter.core.fsio import write_json
-        from exporter.train.curves import plot_curves
+    def per_rank_rates(self) -> list[float]:
+        """Each rank's training images/s in the last epoch (one process: the epoch's own)."""
+        last = self.epochs[-1] if self.epochs else {}
+        return last.get("per_rank_images_per_s", [last["images_per_s"]] if last else [])
 
-        record: dict[str, Any] = {
-            "schema_version": SCHEMA_VERSION,
-            "command": "train",
-            "status": self.status,
-            "config": self._config_dict(),
-            "environment": environment(str(self.device)),
-            "distributed": self._distributed_block(),
-            "dataset": self.bundle.describe(),
-            "preprocessing": self.bundle.preprocessing.to_dict(),
-            "epochs": self.history,
+    def record(self) -> dict[str, Any]:
+        """train.json's epochs, best epoch, and the best epoch's per-class figures."""
+        return {
+            "epochs": self.epochs,
             "best": {
                 "epoch": self.best["epoch"],
                 "val_accuracy": self.best["val_accuracy"] if self.best["epoch"] else None,
@@ -76,25 +78,83 @@ class RecordMixin:
             },
             "per_class_accuracy": self.best_extra.get("per_class_accuracy"),
             "confusion_matrix": self.best_extra.get("confusion_matrix"),
-            "unfrozen_params": self.unfrozen,
-            "feature_cache": self.cache_info,
-            "amp_dtype": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else None,
-            "steps_per_epoch": self.steps_per_epoch,
-            "recipe": {
-                "name": self.cfg.recipe,
-                "unfreeze_at": self.unfreeze_at,
-                "phases": [p.to_dict() for p in self.phases],
-                "peak_lr": self.peak_lr,
-                "lr_source": "lr_finder" if self.cfg.lr == LR_AUTO else "--lr",
-                "augment": self.augment,
-                "augment_reason": self.augment_reason,
-            },
-            "lr_finder": self.lr_finder,
         }
-        if total_seconds is not None:
-            record["total_seconds"] = round(total_seconds, 3)
-        if self.dist.is_main:
-            write_json(self.run_dir / TRAIN_JSON, record)
-            if self.history:
-                plot_curves(self.history, self.run_dir / CURVES_PNG)
-        return record
+
+
+def save_weights(model: Any, run_dir: Path) -> None:
+    """model.safetensors (the best epoch's weights)."""
+    from safetensors.torch import save_file
+
+    from exporter.train.checkpoint import write_tensors
+
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    write_tensors(run_dir / WEIGHTS_NAME, state, lambda st, tmp: save_file(st, str(tmp)))
+
+
+def write_record(run_dir: Path, record: dict[str, Any]) -> None:
+    """train.json, and curves.png once there is an epoch to draw."""
+    from exporter.core.fsio import write_json
+
+    write_json(run_dir / TRAIN_JSON, record)
+    if record["epochs"]:
+        plot_curves(record["epochs"], run_dir / CURVES_PNG)
+
+
+def plot_curves(epochs: list[dict[str, Any]], dest: Path) -> None:
+    """curves.png: training and validation loss and accuracy per epoch."""
+    fig, (ax_loss, ax_acc) = _pyplot().subplots(1, 2, figsize=(10, 4))
+    x = [e["epoch"] for e in epochs]
+    ax_loss.plot(x, [e["train_loss"] for e in epochs], "o-", label="train")
+    ax_loss.plot(x, [e["val_loss"] for e in epochs], "o-", label="val")
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
+    ax_acc.plot(x, [e["train_accuracy"] for e in epochs], "o-", label="train")
+    ax_acc.plot(x, [e["val_accuracy"] for e in epochs], "o-", label="val")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy", ylim=(0, 1))
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    unfreeze = [e["epoch"] for e in epochs if e.get("phase") == 2]
+    if unfreeze:
+        for ax in (ax_loss, ax_acc):
+            ax.axvline(unfreeze[0] - 0.5, color="grey", ls="--", lw=1)
+    _save(fig, dest)
+
+
+def plot_lr_find(result: LRFinderResult, dest: Path) -> None:
+    """lr_find.png: smoothed loss against LR (log scale), the chosen LR marked; nothing
+    when the sweep was skipped."""
+    if not result.lrs:
+        return
+    fig, ax = _pyplot().subplots(figsize=(6, 4))
+    ax.plot(result.lrs, result.losses)
+    ax.set_xscale("log")
+    ax.axvline(result.chosen_lr, color="red", ls="--", lw=1)
+    i = min(range(len(result.lrs)), key=lambda k: abs(result.lrs[k] - result.chosen_lr))
+    ax.plot([result.chosen_lr], [result.losses[i]], "ro")
+    ax.set(
+        xlabel="learning rate",
+        ylabel="smoothed training loss",
+        title=f"LR range test: chose {result.chosen_lr:.2e} ({result.rule})",
+    )
+    ax.grid(alpha=0.3, which="both")
+    _save(fig, dest)
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on servers; must precede pyplot
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, dest: Path) -> None:
+    """Write ``fig`` as a PNG atomically, and free it."""
+    from exporter.core.fsio import write_with
+
+    fig.tight_layout()
+    try:
+        write_with(dest, lambda p: fig.savefig(p, format="png", dpi=100))
+    finally:
+        _pyplot().close(fig)

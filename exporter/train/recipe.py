@@ -15,10 +15,12 @@ from typing import Any
 from exporter.core.config import (
     DEFAULT_WARMUP_FRACTION,
     FINETUNE_HEAD_SHARE,
+    LR_AUTO,
     TrainConfig,
 )
+from exporter.data.augment import resolve_augment
 
-__all__ = ["Phase", "phase_lr_factor", "plan_phases", "unfreeze_epoch"]
+__all__ = ["Phase", "Recipe", "lr_factor", "phase_lr_factor", "plan_phases", "unfreeze_epoch"]
 
 
 def unfreeze_epoch(cfg: TrainConfig) -> int | None:
@@ -92,9 +94,58 @@ def phase_lr_factor(global_step: int, phases: list[Phase]) -> float:
     for p in phases:
         if global_step >= p.start_step:
             phase = p
-    step = global_step - phase.start_step
-    if phase.warmup_steps > 0 and step < phase.warmup_steps:
-        return (step + 1) / phase.warmup_steps
-    span = max(1, phase.steps - phase.warmup_steps)
-    progress = min(1.0, (step - phase.warmup_steps) / span)
+    return lr_factor(
+        global_step - phase.start_step, total_steps=phase.steps, warmup_steps=phase.warmup_steps
+    )
+
+
+def lr_factor(step: int, *, total_steps: int, warmup_steps: int) -> float:
+    """Linear warmup to 1, then cosine decay to 0 at ``total_steps``."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    span = max(1, total_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / span)
     return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+@dataclass
+class Recipe:
+    """The run's recipe, resolved once (train.json's ``recipe``); ``peak_lr`` is None until
+    the ``--lr auto`` range test chose it (its result: ``lr_finder``)."""
+
+    name: str
+    unfreeze_at: int | None
+    phases: list[Phase]
+    peak_lr: float | None
+    lr_source: str
+    augment: bool
+    augment_reason: str
+    lr_finder: dict[str, Any] | None = None
+
+    @classmethod
+    def resolve(cls, cfg: TrainConfig, steps_per_epoch: int) -> Recipe:
+        auto = cfg.lr == LR_AUTO
+        augment, reason = resolve_augment(cfg.data)
+        return cls(
+            name=cfg.recipe,
+            unfreeze_at=unfreeze_epoch(cfg),
+            phases=plan_phases(cfg, steps_per_epoch),
+            peak_lr=None if auto else float(cfg.lr),
+            lr_source="lr_finder" if auto else "--lr",
+            augment=augment,
+            augment_reason=reason,
+        )
+
+    def scheduler_state(self, global_step: int) -> dict[str, Any]:
+        """The checkpoint's ``scheduler``: the LR is a pure function of the global step."""
+        return {
+            "kind": "phased_warmup_cosine_per_step",
+            "global_step": global_step,
+            "total_steps": sum(p.steps for p in self.phases),
+            "phases": [p.to_dict() for p in self.phases],
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        del d["lr_finder"]  # a block of its own in train.json
+        return d

@@ -1,8 +1,8 @@
 """Stopping on a signal: every rank stops at the same step, so rank 0 can checkpoint it.
 
 SIGINT/SIGTERM only set a flag. Single process: the loop checks it between steps. Several
-processes: the flags travel in the per-step all-reduce (and in :meth:`_sync_stop` where ranks
-meet outside steps), so a signal to any one rank stops all of them after the same step.
+processes: the flags travel in the per-step all-reduce (and in :meth:`StopSignal.sync` where
+ranks meet outside steps), so a signal to any one rank stops all of them after the same step.
 """
 
 from __future__ import annotations
@@ -12,21 +12,31 @@ import os
 import signal
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from exporter.core.errors import Interrupted
+from exporter.train.distributed import DistContext
 
-class _Stop(Exception):
-    """Internal: a signal arrived; unwind to the point that saves the checkpoint."""
+__all__ = ["Stop", "StopSignal"]
 
 
-class StopMixin:
-    """Signal handling of :class:`~exporter.train.loop.Trainer`."""
+class Stop(Exception):
+    """A signal arrived: unwind to the point that saves the checkpoint."""
+
+
+class StopSignal:
+    """The signal this rank received, or that any rank received once the ranks agreed on it."""
+
+    def __init__(self, dist: DistContext) -> None:
+        self.dist = dist
+        self.signum: int | None = None
 
     @contextlib.contextmanager
-    def _signals(self) -> Iterator[None]:
-        """SIGINT/SIGTERM set a flag checked between steps; a second one aborts at once."""
+    def installed(self) -> Iterator[None]:
+        """SIGINT/SIGTERM set the flag while inside; a second one aborts at once."""
         if threading.current_thread() is not threading.main_thread():
             yield
             return
@@ -36,11 +46,11 @@ class StopMixin:
         repeat_aborts = "TORCHELASTIC_RUN_ID" not in os.environ
 
         def handler(signum: int, frame: Any) -> None:
-            if self._signum is not None:
+            if self.signum is not None:
                 if repeat_aborts:
                     raise KeyboardInterrupt
                 return
-            self._signum = signum
+            self.signum = signum
 
         old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
@@ -49,28 +59,42 @@ class StopMixin:
             for s, h in old.items():
                 signal.signal(s, h)
 
-    def _signal_flags(self) -> np.ndarray:
+    def flags(self) -> np.ndarray:
+        """This rank's (SIGINT, SIGTERM) flags, for the next all-reduce."""
         return np.array(
-            [self._signum == signal.SIGINT, self._signum == signal.SIGTERM], dtype=np.float64
+            [self.signum == signal.SIGINT, self.signum == signal.SIGTERM], dtype=np.float64
         )
 
-    def _adopt_flags(self, flags: np.ndarray) -> bool:
+    def adopt(self, flags: np.ndarray) -> bool:
         """Take the signal any rank received as this rank's own; True if the all-reduced
         ``flags`` show one. Only the reduced flags decide: a signal that reached this rank
         after the reduce is in the next one, so every rank stops after the same step."""
-        if self._signum is None and flags[1] > 0:
-            self._signum = int(signal.SIGTERM)
-        elif self._signum is None and flags[0] > 0:
-            self._signum = int(signal.SIGINT)
+        if self.signum is None and flags[1] > 0:
+            self.signum = int(signal.SIGTERM)
+        elif self.signum is None and flags[0] > 0:
+            self.signum = int(signal.SIGINT)
         return bool(flags.sum() > 0)
 
-    def _check_stop(self) -> None:
-        """A stop point inside one rank's own work (cache build): single process only, since
-        ranks reach it a different number of times; :meth:`_sync_stop` follows soon after."""
-        if self._signum is not None and not self.dist.enabled:
-            raise _Stop
+    def pending_here(self) -> bool:
+        """A signal this single process received (several processes wait for the reduce)."""
+        return self.signum is not None and not self.dist.enabled
 
-    def _sync_stop(self) -> None:
+    def check_here(self) -> None:
+        """A stop point inside one rank's own work (cache build): single process only, since
+        ranks reach it a different number of times; :meth:`sync` follows soon after."""
+        if self.pending_here():
+            raise Stop
+
+    def sync(self) -> None:
         """A stop point every rank reaches together: stop everywhere if any rank got a signal."""
-        if self._adopt_flags(self.dist.all_reduce_sum(self._signal_flags())):
-            raise _Stop
+        if self.adopt(self.dist.all_reduce_sum(self.flags())):
+            raise Stop
+
+    def interrupted(self, *, epoch: int, step: int, run_dir: Path) -> Interrupted:
+        """The error that ends the run once its checkpoint is saved (exit 130 or 143)."""
+        name = signal.Signals(self.signum).name if self.signum else "signal"
+        return Interrupted(
+            f"{name} received: stopped at epoch {epoch} step {step} and saved "
+            f"a checkpoint; continue with `tlx train --resume {run_dir}`",
+            signum=int(self.signum or signal.SIGINT),
+        )

@@ -26,13 +26,19 @@ from typing import Any
 from exporter.core.config import TrainConfig
 from exporter.core.errors import InputFileError, UsageError
 from exporter.core.resources import require
-from exporter.core.runfolder import CHECKPOINT_DIR, TRAIN_JSON
+from exporter.core.runfolder import (
+    CHECKPOINT_DIR,
+    CURVES_PNG,
+    LR_FIND_PNG,
+    TRAIN_JSON,
+    WEIGHTS_NAME,
+)
 from exporter.core.runlock import run_lock
 from exporter.model.footprint import train_need
 from exporter.train.allocator import reuse_freed_memory
 from exporter.train.checkpoint import load_checkpoint
 from exporter.train.common import ProgressFn
-from exporter.train.distributed import DistContext, init_distributed
+from exporter.train.distributed import DistContext, init_distributed, restart_count
 from exporter.train.loop import Trainer
 
 __all__ = ["TrainResult", "fit", "resume_config"]
@@ -44,10 +50,6 @@ class TrainResult:
 
     run_dir: Path
     record: dict[str, Any]
-
-    @property
-    def best_epoch(self) -> int:
-        return int(self.record["best"]["epoch"])
 
     @property
     def best_val_accuracy(self) -> float:
@@ -102,15 +104,7 @@ def fit(
                 else contextlib.nullcontext()
             )
             with lock:
-                # Checked again under the lock: two trains into one new --out both passed the
-                # first check; the second must not write over the first's run.
-                run = trainer.run_dir
-                exists = (run / TRAIN_JSON).exists() or (run / CHECKPOINT_DIR).exists()
-                if dist.is_main and not resume and exists:
-                    raise UsageError(
-                        f"--out {run} already holds a run (another tlx train just wrote it); "
-                        f"choose another --out, or continue it with --resume {run}"
-                    )
+                _claim_run_dir(trainer.run_dir, dist=dist, resume=resume)
                 return TrainResult(trainer.run_dir, trainer.run())
     except Exception as exc:
         mapped = _lost_peer(exc, dist)
@@ -119,6 +113,32 @@ def fit(
         raise mapped from exc
     finally:
         dist.close()
+
+
+def _claim_run_dir(run: Path, *, dist: DistContext, resume: bool) -> None:
+    """Refuse a folder that holds a run unless resuming, then make it (rank 0).
+
+    Under the run's lock, so of two trains into one new ``--out`` the second is refused;
+    rank 0 holds the lock, so it decides and tells the others.
+    """
+    from exporter.core.fsio import clean_stale_temps
+    from exporter.core.safepath import guard
+
+    taken = None
+    if dist.is_main:
+        taken = (run / TRAIN_JSON).exists() or (run / CHECKPOINT_DIR).exists()
+    # A torchrun restart before the first checkpoint starts the same run over.
+    if dist.broadcast_object(taken) and not resume and restart_count() == 0:
+        raise UsageError(
+            f"--out {run} already holds a run; choose another --out, or continue "
+            f"it with --resume {run}"
+        )
+    if dist.is_main:
+        run.mkdir(parents=True, exist_ok=True)
+        clean_stale_temps(run)
+        clean_stale_temps(run / CHECKPOINT_DIR)
+        for name in (WEIGHTS_NAME, TRAIN_JSON, CURVES_PNG, LR_FIND_PNG):
+            guard(run / name)  # refused now, not after the training
 
 
 def _lost_peer(exc: Exception, dist: DistContext) -> Exception:

@@ -16,8 +16,10 @@ from exporter.core.config import DataConfig, TrainConfig
 from exporter.core.errors import EXIT_USAGE, UsageError
 from exporter.model.vgg import build_vgg16
 from exporter.runtimes import cuda_math
+from exporter.train.batches import EpochBatches
 from exporter.train.checkpoint import restore_cuda_rng, restore_scaler
-from exporter.train.device_setup import EpochBatches, amp_dtype, determinism, make_head, pool
+from exporter.train.device_setup import amp_dtype, determinism, pool
+from exporter.train.modules import HeadPath
 
 
 def _flags() -> tuple[bool, bool, bool, bool]:
@@ -76,7 +78,7 @@ def test_pool_is_skipped_only_when_already_7x7() -> None:
     assert torch.equal(model.avgpool(f7), f7)  # ... which is what the op computes
     f1 = torch.randn(2, 512, 1, 1)
     assert pool(model, f1).shape == (2, 512, 7, 7)
-    head = make_head(model)
+    head = HeadPath(model)
     with torch.no_grad():
         want = model.classifier(torch.flatten(model.avgpool(f1), 1))
         assert torch.equal(head(f1), want)

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from exporter.core.errors import UsageError
+from exporter.train.batches import index_batches
 from exporter.train.distributed import DistContext, shard_range
-from exporter.train.epoch import EpochMixin
 from exporter.train.evaluate import summarize
 from exporter.train.launch import LaunchSpec, torchrun_args
 from exporter.train.modules import (
@@ -33,17 +33,18 @@ def test_shards_cover_every_item_once(n: int, world: int) -> None:
 
 
 def _shares(n: int, batch: int, world: int, step: int = 0) -> list[list[tuple]]:
-    """Every rank's (indices, real) per step, from the real EpochMixin code."""
-    out = []
-    for rank in range(world):
-        fake = SimpleNamespace(
-            bundle=SimpleNamespace(train=list(range(n))),
+    """Every rank's (indices, real) per step, from the real training code."""
+    return [
+        index_batches(
+            list(range(n)),
+            batch_size=batch,
+            seed=3,
             dist=DistContext(rank=rank, world_size=world),
-            cfg=SimpleNamespace(batch_size=batch, seed=3),
-            step=step,
+            epoch=2,
+            start_step=step,
         )
-        out.append(EpochMixin._index_batches(fake, epoch=2))
-    return out
+        for rank in range(world)
+    ]
 
 
 @pytest.mark.parametrize(("n", "batch", "world"), [(21, 8, 2), (17, 8, 2), (20, 6, 3), (5, 4, 4)])
@@ -145,11 +146,11 @@ def test_global_batch_must_split_evenly(monkeypatch: pytest.MonkeyPatch) -> None
 def test_only_the_reduced_flags_stop_a_rank() -> None:
     # A signal that reached this rank after the step's all-reduce waits for the next one,
     # or this rank would stop a step before the others (a deadlock in the next collective).
-    from exporter.train.stop import StopMixin
+    from exporter.train.stop import StopSignal
 
-    rank = StopMixin()
-    rank._signum = 15
-    assert rank._adopt_flags(np.zeros(2)) is False
-    other = StopMixin()
-    other._signum = None
-    assert other._adopt_flags(np.array([0.0, 1.0])) is True and other._signum == 15
+    rank = StopSignal(DistContext(rank=0, world_size=2))
+    rank.signum = 15
+    assert rank.adopt(np.zeros(2)) is False
+    other = StopSignal(DistContext(rank=1, world_size=2))
+    other.signum = None
+    assert other.adopt(np.array([0.0, 1.0])) is True and other.signum == 15

@@ -19,6 +19,7 @@ from exporter.core.runfolder import open_run
 from exporter.model.vgg import build_vgg16
 from exporter.train import TrainEvent, TrainResult, fit, lr_factor, resume_config
 from exporter.train.checkpoint import load_checkpoint
+from exporter.train.learner import Learner
 from exporter.train.loop import Trainer
 
 
@@ -85,7 +86,7 @@ def test_unfreeze_flips_named_params_and_adds_group(tmp_path: Path) -> None:
     )
     trainer = Trainer(cfg, progress=None, resume=False)
     trainer._setup()
-    assert len(trainer.optimizer.param_groups) == 1
+    assert len(trainer.learner.optimizer.param_groups) == 1
     flipped = trainer.unfreeze()
     assert flipped == [
         "features.24.weight",
@@ -95,10 +96,10 @@ def test_unfreeze_flips_named_params_and_adds_group(tmp_path: Path) -> None:
         "features.28.weight",
         "features.28.bias",
     ]
-    named = dict(trainer.model.named_parameters())
+    named = dict(trainer.learner.model.named_parameters())
     trainable = {n for n, p in named.items() if p.requires_grad}
     assert trainable == set(flipped) | {n for n in named if n.startswith("classifier.")}
-    groups = trainer.optimizer.param_groups
+    groups = trainer.learner.optimizer.param_groups
     assert len(groups) == 2
     assert groups[1]["initial_lr"] == pytest.approx(cfg.lr * 0.1)
     assert [id(p) for p in groups[1]["params"]] == [id(named[n]) for n in flipped]
@@ -170,9 +171,9 @@ def test_nan_loss_stops_with_gate_failure_and_keeps_last_good_state(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     state = {"poison": False}
-    head = Trainer._head
+    head = Learner.head
 
-    def poisoned(self: Trainer, f: torch.Tensor) -> torch.Tensor:
+    def poisoned(self: Learner, f: torch.Tensor) -> torch.Tensor:
         out = head(self, f)
         return out * float("nan") if state["poison"] else out
 
@@ -180,7 +181,7 @@ def test_nan_loss_stops_with_gate_failure_and_keeps_last_good_state(
         if ev.kind == "epoch" and ev.epoch == 1:
             state["poison"] = True
 
-    monkeypatch.setattr(Trainer, "_head", poisoned)
+    monkeypatch.setattr(Learner, "head", poisoned)
     cfg = tiny(tmp_path / "run", epochs=2)
     with pytest.raises(GateFailed, match="training diverged: loss is nan at epoch 2") as exc:
         fit(cfg, progress=after_epoch_1)
