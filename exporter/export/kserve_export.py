@@ -29,7 +29,7 @@ from exporter.export.kserve_plan import ServingPlan, serving_plan
 from exporter.export.triton import TRITON_DIR, TritonResult
 
 if TYPE_CHECKING:
-    from exporter.core.runfolder import RunInfo
+    from exporter.core.runfolder import Run
     from exporter.export.common import StepFn
 
 THREADS_KEY = "intra_op_thread_count"  # the onnxruntime backend's parameter
@@ -42,7 +42,7 @@ def existing_manifests(run: Path) -> list[Path]:
 
 
 def export_kserve(
-    info: RunInfo,
+    info: Run,
     cfg: ExportConfig,
     write_triton: Callable[[ExportConfig], TritonResult],
     *,

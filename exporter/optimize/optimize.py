@@ -39,6 +39,7 @@ from exporter.core.manifest import (
     save_manifest,
 )
 from exporter.core.report import Progress
+from exporter.core.runfolder import OPTIMIZE_JSON as REPORT_NAME
 from exporter.core.runlock import locks_run
 from exporter.core.safepath import guard
 from exporter.optimize.build import (
@@ -65,11 +66,10 @@ from exporter.verify.judge import infer_reference
 if TYPE_CHECKING:
     from torch import nn
 
-    from exporter.core.runfolder import RunInfo
+    from exporter.core.runfolder import Run
     from exporter.optimize.fold import FoldPlan
 
 SCHEMA_VERSION = 1
-REPORT_NAME = "optimize.json"
 WORK_PREFIX = ".tlx-optimize-"  # scratch folder inside the run (same filesystem: atomic moves)
 
 
@@ -137,13 +137,14 @@ def optimize_run(
     report = _Progress(progress, total=steps)
     results: dict[str, VariantResult] = {}
 
-    refuse_existing(run, load_or_create_manifest(info), cfg)  # before any slow work
+    manifest, dropped = load_or_create_manifest(info, force=cfg.force)
+    refuse_existing(run, manifest, cfg)  # before any slow work
     if "fp16" in cfg.variants:
         # `tlx export --precision fp16` writes the file and its manifest entry itself.
         report.step("fp16: tlx export --precision fp16")
         results["fp16"] = _export_fp16(info, cfg)
 
-    manifest = load_or_create_manifest(info)  # re-read: tlx export may have just changed it
+    manifest, _ = load_or_create_manifest(info)  # re-read: tlx export may have just changed it
     report.step("loading the model and held-out images")
     inputs = _load_inputs(info, manifest, cfg)
     results.update(_build_variants(info, manifest, inputs, cfg=cfg, report=report))
@@ -167,13 +168,14 @@ def optimize_run(
     plan = inputs.plan.to_dict()
     data = _report(info, cfg, ordered, plan, len(inputs.labels))
     data["timing"] = timing
+    data["dropped_stale_artifacts"] = dropped  # made from other weights (export's rule)
     write_json(report_path, data)
     write_optimize_md(run, data)
     return OptimizeResult(run, ordered, report_path, manifest_path(run), timing)
 
 
 def _build_pruned(
-    info: RunInfo, manifest: Manifest, inputs: _Inputs, *, cfg: OptimizeConfig, report: _Progress
+    info: Run, manifest: Manifest, inputs: _Inputs, *, cfg: OptimizeConfig, report: _Progress
 ) -> list[VariantResult]:
     from exporter.optimize.pruning import build_pruned_variants
 
@@ -181,7 +183,7 @@ def _build_pruned(
         return build_pruned_variants(info, manifest, inputs, cfg=cfg, work=Path(tmp), report=report)
 
 
-def _clear_for_work(info: RunInfo, cfg: OptimizeConfig) -> None:
+def _clear_for_work(info: Run, cfg: OptimizeConfig) -> None:
     """Check memory and disk (before any slow work), then drop a killed run's leftovers."""
     run = info.run_dir
     require_resources(info, cfg, eval_batch=EVAL_BATCH)
@@ -202,7 +204,7 @@ class _Inputs:
     plan: FoldPlan
 
 
-def _load_inputs(info: RunInfo, manifest: Manifest, cfg: OptimizeConfig) -> _Inputs:
+def _load_inputs(info: Run, manifest: Manifest, cfg: OptimizeConfig) -> _Inputs:
     """The eager model (hash-checked), held-out images and their logits, calibration images."""
     from exporter.model.vgg import load_reference_model
     from exporter.optimize.fold import plan_fold
@@ -218,7 +220,7 @@ def _load_inputs(info: RunInfo, manifest: Manifest, cfg: OptimizeConfig) -> _Inp
 
 
 def _build_variants(
-    info: RunInfo,
+    info: Run,
     manifest: Manifest,
     inputs: _Inputs,
     *,
@@ -267,7 +269,7 @@ def _build_variants(
 
 
 def _load_images(
-    info: RunInfo, cfg: OptimizeConfig, n: int, *, split: str
+    info: Run, cfg: OptimizeConfig, n: int, *, split: str
 ) -> tuple[np.ndarray, np.ndarray]:
     from exporter.data.datasets import load_eval_images
 
@@ -281,7 +283,7 @@ def _load_images(
 # --- fp16 (delegated to tlx export) ---------------------------------------------------
 
 
-def _export_fp16(run: RunInfo, cfg: OptimizeConfig) -> VariantResult:
+def _export_fp16(run: Run, cfg: OptimizeConfig) -> VariantResult:
     from exporter.core.config import ExportConfig
     from exporter.export.export import export_run
 
@@ -298,7 +300,7 @@ def _export_fp16(run: RunInfo, cfg: OptimizeConfig) -> VariantResult:
 
 
 def _gate_fp16(
-    info: RunInfo,
+    info: Run,
     manifest: Manifest,
     result: VariantResult,
     *,
@@ -340,7 +342,7 @@ def _gate_fp16(
 
 
 def _report(
-    info: RunInfo,
+    info: Run,
     cfg: OptimizeConfig,
     results: list[VariantResult],
     plan: dict[str, Any],
