@@ -42,8 +42,7 @@ def verify_server(
     model_name: str,
     progress: Progress | None = None,
 ) -> ParityReport:
-    """Send the verify inputs through ``server``, judge its logits against eager, and write
-    ``verify-server.json`` and ``verify-server.md`` (``report.files``).
+    """Judge ``server``'s logits on the verify inputs against eager; write verify-server.*.
 
     Raises:
         InputFileError / IntegrityError: bad run folder, manifest or weights.
