@@ -174,7 +174,8 @@ fi
 timeout -k 5 "$((RESERVE_S * 2 / 3))" "$PY" - "$RES" "$OUT" "$HAS_CUDA" <<'PYEOF'
 import csv, json, sys
 from pathlib import Path
-from exporter.bench.report import suite_markdown, suite_rows
+sys.path.insert(0, "benchmarks")
+from suite_report import suite_markdown, suite_rows
 from exporter.core.fsio import write_text
 from exporter.core.report import rows_to_csv
 res, out, has_cuda = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3] == "1"

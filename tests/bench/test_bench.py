@@ -27,8 +27,6 @@ from exporter.bench.report import (
     BENCH_PNG,
     compare_reports,
     load_baseline,
-    suite_markdown,
-    suite_rows,
 )
 from exporter.bench.result import BenchReport, latency_stats
 from exporter.cli import app
@@ -411,7 +409,12 @@ def test_cuda_without_cuda_exits_3(run_folder: Path) -> None:
     assert "--device cpu" in result.output
 
 
-def test_suite_markdown_combines_reports(eager_report: BenchReport) -> None:
+def test_suite_markdown_combines_reports(
+    eager_report: BenchReport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[2] / "benchmarks"))
+    from suite_report import suite_markdown, suite_rows  # the suites' script helper
+
     path = Path(eager_report.files[BENCH_JSON])
     rows = suite_rows([path, path])
     assert len(rows) == 8 and {r["label"] for r in rows} == {path.parent.name}

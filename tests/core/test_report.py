@@ -76,8 +76,11 @@ def test_png_written_and_decodable(tmp_path: Path) -> None:
     assert matplotlib.image.imread(tmp_path / "f.png").ndim == 3
 
 
-def test_append_to_section_keeps_other_sections(tmp_path: Path) -> None:
-    from exporter.core.report import append_to_section
+def test_append_to_section_keeps_other_sections(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[2] / "benchmarks"))
+    from suite_report import append_to_section  # the suites' script helper
 
     md = tmp_path / "RESULTS.md"
     md.write_text("# Results\n\n## other\n\nkeep me\n\n## mine\n\nold run\n\n## last\n\nx\n")
