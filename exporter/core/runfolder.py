@@ -276,14 +276,7 @@ def open_run(run_dir: str | os.PathLike[str]) -> Run:
         if not class_names:
             raise ValueError("no class names")
         pre = Preprocessing.from_dict(record["preprocessing"])
-    except (
-        OSError,
-        UnicodeDecodeError,
-        json.JSONDecodeError,
-        KeyError,
-        TypeError,
-        ValueError,
-    ) as exc:
+    except (OSError, KeyError, TypeError, ValueError) as exc:  # bad JSON or text: ValueErrors
         raise InputFileError(f"{tj} is malformed: {exc}") from exc
     if not (run / WEIGHTS_NAME).is_file():
         raise InputFileError(f"{run / WEIGHTS_NAME} not found: the run has no trained weights")

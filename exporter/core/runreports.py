@@ -56,7 +56,6 @@ class VerifiedCandidate:
 class VerifyRecord:
     """What ``verify.json`` says: the device it ran on and every candidate."""
 
-    path: Path
     device: str
     candidates: tuple[VerifiedCandidate, ...]
 
@@ -117,7 +116,7 @@ def read_verify(run_dir: str | os.PathLike[str]) -> VerifyRecord | None:
         )
         for c in rows
     )
-    return VerifyRecord(path, device, cands)
+    return VerifyRecord(device, cands)
 
 
 def read_recommendations(run_dir: str | os.PathLike[str], device: str) -> list[Recommendation]:
