@@ -144,7 +144,7 @@ def optimize_run(
         report.step("fp16: tlx export --precision fp16")
         results["fp16"] = _export_fp16(info, cfg)
 
-    manifest, _ = load_or_create_manifest(info)  # re-read: tlx export may have just changed it
+    manifest, _ = load_or_create_manifest(info, force=cfg.force)  # re-read: export may change it
     report.step("loading the model and held-out images")
     inputs = _load_inputs(info, manifest, cfg)
     results.update(_build_variants(info, manifest, inputs, cfg=cfg, report=report))
