@@ -2,8 +2,9 @@
 
 ``tlx verify`` and ``tlx bench`` write them (``verify/report.py``, ``bench/report.py``);
 ``serve/choice.py`` (what to ship) and ``bench/recommend.py`` (what to recommend) read them
-here, so both apply one device rule (:func:`same_device`) and one file rule (a row is about
-an artifact only while its recorded sha256 is the manifest's).
+here, so both apply one device rule (:func:`same_device`). Each row keeps the sha256 of the
+file it is about; bench recommends only a file whose hash verify recorded, the choice also
+takes a row without one (a report of an older tlx).
 """
 
 from __future__ import annotations
