@@ -43,17 +43,8 @@ PREFERENCE = {
     "cpu": ("pruned-int8", "pruned", "fold-int8", "int8", "int8-dynamic", "fold", None, "fp16"),
     "cuda": ("pruned", "fp16", "fold", None, "pruned-int8", "fold-int8", "int8", "int8-dynamic"),
 }
-# The runtime a format runs on when none is named.
-DEFAULT_RUNTIME = {
-    ("onnx", "cpu"): "ort-cpu",
-    ("onnx", "cuda"): "ort-cuda",
-    ("torchscript", "cpu"): "torchscript",
-    ("torchscript", "cuda"): "torchscript",
-    ("pt2", "cpu"): "pt2",
-    ("pt2", "cuda"): "pt2",
-    ("safetensors", "cpu"): "eager",
-    ("safetensors", "cuda"): "eager",
-}
+# The runtime a format runs on when none is named (ONNX: ort-cpu or ort-cuda by device).
+FORMAT_RUNTIME = {"torchscript": "torchscript", "pt2": "pt2", "safetensors": "eager"}
 
 
 @dataclass(frozen=True)
@@ -105,11 +96,7 @@ def choose(
         _check_pair(get_runtime(name), art, kind, check_available)
         return Choice(art, name, "--variant")
     if cls is not None:
-        if kind not in cls.devices:
-            raise UsageError(
-                f"--runtime {cls.name} runs on {'/'.join(cls.devices)} only, not {kind}: "
-                "pass --device to match"
-            )
+        _check_device(cls, kind)
         arts = [a for a in arts if cls.supports(a, kind)]
         if not arts:
             raise UsageError(
@@ -144,18 +131,22 @@ def _check_pair(cls: type[Runtime], art: Artifact, kind: str, check_available: b
             f"--runtime {cls.name} runs {'/'.join(cls.formats)} files, not {art.name} "
             f"({art.format})"
         )
-    if kind not in cls.devices:
-        raise UsageError(
-            f"--runtime {cls.name} runs on {'/'.join(cls.devices)} only, not {kind}: "
-            "pass --device to match"
-        )
+    _check_device(cls, kind)
     reason = cls.unavailable_reason(kind) if check_available else None
     if reason:
         raise RuntimeUnavailable(f"--runtime {cls.name}: {reason}")
 
 
+def _check_device(cls: type[Runtime], kind: str) -> None:
+    if kind not in cls.devices:
+        raise UsageError(
+            f"--runtime {cls.name} runs on {'/'.join(cls.devices)} only, not {kind}: "
+            "pass --device to match"
+        )
+
+
 def _default_runtime(art: Artifact, kind: str) -> str:
-    return DEFAULT_RUNTIME.get((art.format, kind), "ort-cpu")
+    return f"ort-{kind}" if art.format == "onnx" else FORMAT_RUNTIME.get(art.format, "ort-cpu")
 
 
 def _recorded_runtime(art: Artifact, kind: str) -> str | None:
