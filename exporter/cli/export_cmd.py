@@ -32,6 +32,7 @@ from exporter.core.config import (
 )
 
 if TYPE_CHECKING:
+    from exporter.deploy.package import PackageResult
     from exporter.export.export import ExportResult
 
 _DEFAULTS = ExportConfig()
@@ -115,7 +116,7 @@ def export_command(
         typer.Option(
             "--max-batch",
             help="triton: max_batch_size (dynamic batching; default: RUN/tune.json's plan, "
-            f"else {_TRITON.max_batch_size}).",
+            f"else {_TRITON.max_batch}).",
         ),
     ] = None,
     max_queue_delay_us: Annotated[
@@ -131,7 +132,7 @@ def export_command(
         typer.Option(
             "--instances",
             help="triton: model instances (instance_group count; default: RUN/tune.json's "
-            f"plan, else {_TRITON.instances}).",
+            "plan, else 1).",
         ),
     ] = None,
     storage_uri: Annotated[
@@ -157,6 +158,8 @@ def export_command(
     """Export a trained run to TorchScript, ONNX and .pt2; each file is checked against eager
     before it is written, and listed with its sha256 in RUN/manifest.json."""
     with cli_errors(), run_lock_policy(no_wait):
+        from exporter.core.runlock import run_lock
+        from exporter.deploy.package import package_run
         from exporter.export.export import export_run
 
         chosen = tuple(f.value for f in (formats or [FormatChoice(ALL)]))
@@ -170,25 +173,13 @@ def export_command(
                 max_replicas=max_replicas,
             )
         if TRITON in chosen or KSERVE in chosen:
-            from exporter.core.tuneplan import triton_settings
+            from exporter.core.tuneplan import serve_settings
 
-            given = {
-                "max_batch_size": max_batch,
-                "max_queue_delay_us": max_queue_delay_us,
-                "instances": instances,
-            }
-            settings, _from_tune = triton_settings(run, given, device=device, variant=variant)
-            defaults = {
-                "max_batch_size": _TRITON.max_batch_size,
-                "max_queue_delay_us": _TRITON.max_queue_delay_us,
-                "instances": _TRITON.instances,
-            }
-            triton = TritonConfig(
-                model_name=model_name,
-                device=device,
-                variant=variant,
-                **{k: v if v is not None else defaults[k] for k, v in settings.items()},
-            )
+            given = {"max_batch": max_batch, "max_queue_delay_us": max_queue_delay_us}
+            given |= {"instances": instances, "threads": None}
+            settings, _ = serve_settings(run, given, device=device, variant=variant)
+            tuned = {k: v for k, v in settings.items() if v is not None}
+            triton = TritonConfig(model_name=model_name, device=device, variant=variant, **tuned)
         cfg = ExportConfig(
             formats=chosen,
             opset=opset,
@@ -200,9 +191,17 @@ def export_command(
             triton=triton,
             kserve=kserve,
         )
-        with progress_bar(quiet=quiet) as progress:
-            result = export_run(run, cfg, progress=progress)
-        _print_result(result, quiet=quiet)
+        result = packaged = None
+        # triton/kserve are the deployment step after the export (one lock for both).
+        with progress_bar(quiet=quiet) as progress, run_lock(run, "export"):
+            if cfg.model_formats:
+                result = export_run(run, cfg, progress=progress)
+            if len(cfg.model_formats) < len(cfg.formats):
+                packaged = package_run(run, cfg, progress=progress)
+        if result is not None:
+            _print_result(result, quiet=quiet)
+        if packaged is not None and not quiet:
+            _print_packaged(packaged)
 
 
 def _print_result(result: ExportResult, *, quiet: bool) -> None:
@@ -226,23 +225,26 @@ def _print_result(result: ExportResult, *, quiet: bool) -> None:
             r.sha256[:12],
         )
     if not quiet:
-        if result.formats:
-            console.print(table)
-        if result.triton is not None:
-            t = result.triton
-            console.print(
-                f"triton: {t.model_dir} from {t.source} ({t.reason})\nserve it: {t.command}",
-                markup=False,
-                soft_wrap=True,
-            )
-        if result.kserve is not None:
-            k = result.kserve
-            console.print(
-                f"kserve: {', '.join(str(f) for f in k.files)}\n"
-                f"plan: {k.plan.instances} instance(s) x {k.plan.threads} thread(s), "
-                f"{k.plan.cores} CPU, target concurrency {k.plan.target_concurrency} "
-                f"({k.plan.source})\napply it: kubectl apply -f {k.files[0]}",
-                markup=False,
-                soft_wrap=True,
-            )
+        console.print(table)
         console.print(f"manifest: {result.manifest_path}  report: {result.report_path}")
+
+
+def _print_packaged(result: PackageResult) -> None:
+    if result.triton is not None:
+        t = result.triton
+        console.print(
+            f"triton: {t.model_dir} from {t.source} ({t.reason})\nserve it: {t.command}",
+            markup=False,
+            soft_wrap=True,
+        )
+    if result.kserve is not None:
+        k = result.kserve
+        console.print(
+            f"kserve: {', '.join(str(f) for f in k.files)}\n"
+            f"plan: {k.plan.instances} instance(s) x {k.plan.threads} thread(s), "
+            f"{k.plan.cores} CPU, target concurrency {k.plan.target_concurrency} "
+            f"({k.plan.source})\napply it: kubectl apply -f {k.files[0]}",
+            markup=False,
+            soft_wrap=True,
+        )
+    console.print(f"manifest: {result.manifest_path}  report: {result.report_path}")

@@ -111,14 +111,8 @@ def serve_command(
         settings, from_tune = serve_settings(
             run, given, device=device.value, variant=variant, runtime=runtime
         )
-        defaults = {
-            "max_batch": _DEFAULTS.max_batch,
-            "max_queue_delay_us": _DEFAULTS.max_queue_delay_us,
-        }
-        max_batch, max_queue_delay_us = (
-            defaults[k] if settings[k] is None else settings[k] for k in defaults
-        )
         cfg = ServeConfig(
+            **{k: v for k, v in settings.items() if v is not None},
             variant=variant,
             runtime=runtime,
             device=device.value,
@@ -127,10 +121,6 @@ def serve_command(
             grpc_port=grpc_port,
             metrics_port=metrics_port,
             model_name=model_name,
-            max_batch=max_batch,
-            max_queue_delay_us=max_queue_delay_us,
-            instances=settings["instances"],
-            threads=settings["threads"],
             drain_timeout_s=drain_timeout,
             public_key=str(public_key) if public_key is not None else None,
         )

@@ -24,6 +24,7 @@ from exporter.core.fsio import write_json
 from exporter.core.runfolder import (
     BENCH_JSON,
     DEMO_JSON,
+    DEPLOY_JSON,
     EXPORT_JSON,
     OPTIMIZE_JSON,
     VERIFY_JSON,
@@ -39,7 +40,7 @@ PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
 BUILD_TYPE = "https://github.com/tlx/tlx/run-folder/v1"
 BUILDER_ID = "https://github.com/tlx/tlx"
 # The reports whose settings are the build's parameters, in pipeline order.
-_REPORTS = (EXPORT_JSON, OPTIMIZE_JSON, VERIFY_JSON, BENCH_JSON, DEMO_JSON)
+_REPORTS = (EXPORT_JSON, OPTIMIZE_JSON, VERIFY_JSON, BENCH_JSON, DEPLOY_JSON, DEMO_JSON)
 
 
 def canonical_sha256(obj: Any) -> str:

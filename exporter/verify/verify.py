@@ -31,7 +31,6 @@ from exporter.core.errors import RuntimeUnavailable
 from exporter.core.report import Progress
 from exporter.core.resources import require, verify_need
 from exporter.core.runlock import locks_run
-from exporter.export.triton_check import check_triton_repositories
 from exporter.verify.judge import (
     build_inputs,
     error_text,
@@ -43,6 +42,7 @@ from exporter.verify.judge import (
 from exporter.verify.report import write_reports
 from exporter.verify.result import HELDOUT, SCHEMA_VERSION, CandidateResult, ParityReport
 from exporter.verify.tolerance import TASK, Tolerance, profile_for, profile_name
+from exporter.verify.triton_check import check_triton_repositories
 
 if TYPE_CHECKING:
     from exporter.core.runfolder import Run

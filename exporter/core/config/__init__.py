@@ -20,16 +20,12 @@ from exporter.core.config.export import (
     EXPORT_FORMATS,
     EXPORTER_CHOICES,
     KSERVE,
-    MAX_INSTANCES,
     MAX_LEGACY_OPSET,
-    MAX_QUEUE_DELAY_US,
     MIN_DYNAMO_OPSET,
-    MODEL_NAME_RE,
     STORAGE_SCHEMES,
     TRITON,
     ExportConfig,
     KServeConfig,
-    TritonConfig,
     parse_formats,
 )
 from exporter.core.config.optimize import (
@@ -52,8 +48,12 @@ from exporter.core.config.serve import (
     DEFAULT_METRICS_PORT,
     DEFAULT_MODEL_NAME,
     LOOPBACK,
+    MAX_INSTANCES,
+    MAX_QUEUE_DELAY_US,
+    MODEL_NAME_RE,
     LoadtestConfig,
     ServeConfig,
+    TritonConfig,
 )
 from exporter.core.config.train import (
     AUGMENT_MIN_SIZE,

@@ -1,4 +1,5 @@
-"""Settings of ``tlx export``, including its ``triton`` format."""
+"""Settings of ``tlx export``, including the ``triton`` and ``kserve`` formats (packaged by
+``exporter.deploy``)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from exporter.core.choices import ALL, EXPORT_PRECISIONS, device_kind
-from exporter.core.config.common import MAX_BATCH_SIZE
+from exporter.core.choices import ALL, EXPORT_PRECISIONS
+from exporter.core.config.serve import TritonConfig
 from exporter.core.errors import UsageError, shown
 
 # The model formats, in the order they are exported (``--format all``: these three).
@@ -22,62 +23,12 @@ DEFAULT_OPSET = 23
 MIN_DYNAMO_OPSET = 18
 # The TorchScript-based exporter stops at opset 20 (ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET).
 MAX_LEGACY_OPSET = 20
-# Triton's bounds: a model name is a folder on the server.
-MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-MAX_INSTANCES = 64
-MAX_QUEUE_DELAY_US = 10_000_000
 # Where the pods read the Triton repository: schemes both KServe's storage initializer and a
 # plain tritonserver (its own cloud repositories, or a mounted claim) can open.
 STORAGE_SCHEMES = ("s3", "gs", "pvc")
 # A Kubernetes object name (RFC 1035 label): an InferenceService's name is also a host name.
 K8S_NAME_RE = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
 MAX_REPLICAS = 1000
-
-
-@dataclass(frozen=True)
-class TritonConfig:
-    """Settings of ``tlx export --format triton`` (a Triton model repository in RUN/triton).
-
-    Attributes:
-        model_name: the model's folder and name on the server.
-        device: the target: which verify verdict chooses the artifact, and the instance kind
-            of the default ``config.pbtxt`` (``configs/cpu.pbtxt`` and ``configs/gpu.pbtxt``
-            are written either way).
-        variant: ship this variant or artifact instead of the default choice.
-        max_batch_size: the largest batch dynamic batching forms.
-        max_queue_delay_us: how long a request may wait for others to join its batch.
-        instances: model instances (per GPU, or on the CPU).
-        threads: intra-op threads of each instance's ONNX Runtime session (None: the
-            backend's default, every core); the kserve format sets the measured plan's.
-    """
-
-    model_name: str = "vgg16"
-    device: str = "cpu"
-    variant: str | None = None
-    max_batch_size: int = 32
-    max_queue_delay_us: int = 100
-    instances: int = 1
-    threads: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.threads is not None and self.threads < 1:
-            raise UsageError(f"threads per instance must be >= 1, got {self.threads}")
-        if not MODEL_NAME_RE.match(self.model_name):
-            raise UsageError(
-                f"--model-name {shown(self.model_name)}: use 1-64 letters, digits, '_', '.', '-' "
-                "(it names a folder on the server)"
-            )
-        device_kind(self.device)
-        for option, value, top in (
-            ("--max-batch", self.max_batch_size, MAX_BATCH_SIZE),
-            ("--instances", self.instances, MAX_INSTANCES),
-        ):
-            if not 1 <= value <= top:
-                raise UsageError(f"{option} {value}: give an integer from 1 to {top}")
-        if not 0 <= self.max_queue_delay_us <= MAX_QUEUE_DELAY_US:
-            raise UsageError(
-                f"--max-queue-delay-us {self.max_queue_delay_us}: give 0 to {MAX_QUEUE_DELAY_US}"
-            )
 
 
 @dataclass(frozen=True)
@@ -134,9 +85,10 @@ class ExportConfig:
         exporter: ``dynamo`` (``torch.onnx.export(dynamo=True)``) or ``legacy``.
         force: overwrite existing artifact files.
         seed: seed of the random check inputs.
-        triton: settings of the ``triton`` format (not part of ``all``: it ships an artifact
-            the other formats and ``tlx optimize`` made).
-        kserve: settings of the ``kserve`` format (also not part of ``all``).
+        triton: settings of the ``triton`` format (not part of ``all``: it packages an artifact
+            the other formats and ``tlx optimize`` made, after verify and bench:
+            :func:`exporter.deploy.package.package_run`).
+        kserve: settings of the ``kserve`` format (also not part of ``all``; packaged too).
     """
 
     formats: tuple[str, ...] = EXPORT_FORMATS
@@ -172,6 +124,11 @@ class ExportConfig:
                 "--format kserve needs --storage-uri (s3://, gs:// or pvc://): where the "
                 "cluster reads the Triton repository from"
             )
+
+    @property
+    def model_formats(self) -> tuple[str, ...]:
+        """The formats ``export_run`` writes (the others are packaged by ``exporter.deploy``)."""
+        return tuple(f for f in self.formats if f in EXPORT_FORMATS)
 
 
 def parse_formats(spec: str | tuple[str, ...] | list[str] | Any) -> tuple[str, ...]:

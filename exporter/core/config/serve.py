@@ -1,13 +1,14 @@
-"""Settings of ``tlx serve`` and of the load test against a server (``tlx loadtest``)."""
+"""Settings of the served model (``TritonConfig``: ``tlx serve`` and the packaged Triton
+repository share it), of ``tlx serve`` and of the load test against a server."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 
-from exporter.core.choices import CUDA, DEVICES
+from exporter.core.choices import device_kind
 from exporter.core.config.common import MAX_BATCH_SIZE
-from exporter.core.errors import UsageError
+from exporter.core.errors import UsageError, shown
 
 # Triton's own default ports (HTTP, gRPC, metrics), so clients configured for Triton just work.
 DEFAULT_HTTP_PORT = 8000
@@ -15,48 +16,86 @@ DEFAULT_GRPC_PORT = 8001
 DEFAULT_METRICS_PORT = 8002
 DEFAULT_MODEL_NAME = "vgg16"
 LOOPBACK = "127.0.0.1"
+# Triton's bounds: a model name is a folder on the server (and in PyTriton's workspace).
+MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+MAX_INSTANCES = 64
+MAX_QUEUE_DELAY_US = 10_000_000
 
 
 @dataclass(frozen=True)
-class ServeConfig:
-    """Settings of ``tlx serve`` (validated on construction; messages name the CLI option).
+class TritonConfig:
+    """How Triton serves the model: ``tlx serve`` (PyTriton's model config) and the packaged
+    repository (``tlx export --format triton``: ``config.pbtxt``) read these same fields.
+
+    The batcher's defaults are the measured ones: ``benchmarks/serve_bench.py`` served at max
+    batch 64 and queue delay 1000 us, and ``tlx tune`` starts from them as its baseline.
 
     Attributes:
-        variant: the artifact variant to serve (None: the run's recommended one).
+        model_name: the name clients address the model by (a folder on the server).
+        device: ``cpu`` or ``cuda``: which verify verdict chooses the artifact, and the
+            instance kind.
+        variant: ship this variant or artifact instead of the run's recommended one.
+        max_batch: the largest batch the dynamic batcher forms (and a request may carry).
+        max_queue_delay_us: how long a request may wait for others to fill a batch.
+        instances: model instances run in parallel (None: ``tlx serve`` splits the usable
+            cores, :func:`exporter.serve.server.instance_plan`; a packaged repository, whose
+            server's cores are unknown, runs one).
+        threads: intra-op threads of each instance (None: on the CPU ``tlx serve`` splits the
+            cores between the instances; a packaged repository leaves it to the backend).
+    """
+
+    model_name: str = DEFAULT_MODEL_NAME
+    device: str = "cpu"
+    variant: str | None = None
+    max_batch: int = 64
+    max_queue_delay_us: int = 1000
+    instances: int | None = None
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if not MODEL_NAME_RE.match(self.model_name):
+            raise UsageError(
+                f"--model-name {shown(self.model_name)}: use 1-64 letters, digits, '_', '.', '-' "
+                "(it names a folder on the server)"
+            )
+        device_kind(self.device)
+        if not 1 <= self.max_batch <= MAX_BATCH_SIZE:
+            raise UsageError(f"--max-batch {self.max_batch}: give 1 to {MAX_BATCH_SIZE}")
+        if not 0 <= self.max_queue_delay_us <= MAX_QUEUE_DELAY_US:
+            raise UsageError(
+                f"--max-queue-delay-us {self.max_queue_delay_us}: give 0 to "
+                f"{MAX_QUEUE_DELAY_US} (10 s)"
+            )
+        if self.instances is not None and not 1 <= self.instances <= MAX_INSTANCES:
+            raise UsageError(f"--instances {self.instances}: give 1 to {MAX_INSTANCES}")
+        if self.threads is not None and self.threads < 1:
+            raise UsageError(f"--threads {self.threads}: must be >= 1")
+
+
+@dataclass(frozen=True)
+class ServeConfig(TritonConfig):
+    """Settings of ``tlx serve``: the served model (:class:`TritonConfig`) and the server
+    (validated on construction; messages name the CLI option).
+
+    Attributes:
         runtime: the runtime that runs it (None: chosen with the artifact).
-        device: ``cpu`` or ``cuda``.
         host: the address every endpoint binds to; loopback unless asked otherwise.
         http_port / grpc_port / metrics_port: the KServe v2 HTTP and gRPC ports, Prometheus.
-        model_name: the name clients address the model by.
-        max_batch: largest batch the dynamic batcher forms (and a request may carry).
-        max_queue_delay_us: how long a request may wait for others to fill a batch.
-        instances: model instances, each with its own session, run in parallel (None: 2 on a
-            CPU with 2 or more cores, else 1; see :func:`exporter.serve.server.instance_plan`).
-        threads: intra-op threads of each instance's runtime (None: on the CPU, the cores
-            split between the instances; on CUDA, the runtime's default).
         drain_timeout_s: on SIGINT/SIGTERM, how long in-flight requests may take to finish.
         public_key: a PEM public key: the run must match its ``model.sig`` before anything
             is loaded (None: no signature check).
     """
 
-    variant: str | None = None
     runtime: str | None = None
-    device: str = "cpu"
     host: str = LOOPBACK
     http_port: int = DEFAULT_HTTP_PORT
     grpc_port: int = DEFAULT_GRPC_PORT
     metrics_port: int = DEFAULT_METRICS_PORT
-    model_name: str = DEFAULT_MODEL_NAME
-    max_batch: int = 64
-    max_queue_delay_us: int = 1000
-    instances: int | None = None
-    threads: int | None = None
     drain_timeout_s: int = 30
     public_key: str | None = None
 
     def __post_init__(self) -> None:
-        if self.device not in DEVICES and not self.device.startswith(f"{CUDA}:"):
-            raise UsageError(f"--device {self.device!r}: choose cpu or cuda")
+        super().__post_init__()
         ports = {"--http-port": self.http_port, "--grpc-port": self.grpc_port}
         ports["--metrics-port"] = self.metrics_port
         for flag, port in ports.items():
@@ -64,20 +103,6 @@ class ServeConfig:
                 raise UsageError(f"{flag} {port}: give a port from 1 to 65535")
         if len(set(ports.values())) != len(ports):
             raise UsageError(f"{', '.join(ports)} must differ, got {list(ports.values())}")
-        if not re.fullmatch(r"[A-Za-z0-9._-]+", self.model_name):
-            raise UsageError(
-                f"--model-name {self.model_name!r}: use letters, digits, '.', '_' or '-'"
-            )
-        if not 1 <= self.max_batch <= MAX_BATCH_SIZE:
-            raise UsageError(f"--max-batch {self.max_batch}: give 1 to {MAX_BATCH_SIZE}")
-        if not 0 <= self.max_queue_delay_us <= 10_000_000:
-            raise UsageError(
-                f"--max-queue-delay-us {self.max_queue_delay_us}: give 0 to 10000000 (10 s)"
-            )
-        if self.instances is not None and not 1 <= self.instances <= 64:
-            raise UsageError(f"--instances {self.instances}: give 1 to 64")
-        if self.threads is not None and self.threads < 1:
-            raise UsageError(f"--threads {self.threads}: must be >= 1")
         if self.drain_timeout_s < 1:
             raise UsageError(f"--drain-timeout {self.drain_timeout_s}: must be >= 1 second")
 

@@ -27,8 +27,8 @@ from exporter.core.resources import (
     inference_activation_bytes,
     weights_bytes,
 )
-from exporter.export.kserve_plan import ServingPlan
-from exporter.export.kserve_schema import (
+from exporter.deploy.kserve_plan import ServingPlan
+from exporter.deploy.kserve_schema import (
     KSERVE_API_VERSION,
     check_inference_service,
     check_kubernetes,
@@ -54,7 +54,7 @@ MANAGED_BY = "tlx"
 
 @dataclass(frozen=True)
 class KServeResult:
-    """What ``export_kserve`` wrote."""
+    """What ``package_kserve`` wrote."""
 
     folder: Path
     files: list[Path]
@@ -162,7 +162,7 @@ def memory_quantity(info: Run, tcfg: TritonConfig, plan: ServingPlan) -> str:
     """An estimate (core/resources.py's formulas): per instance, fp32 weights and the
     activations of one ``max_batch`` forward pass, with its margin; plus tritonserver."""
     per_instance = weights_bytes(info.num_classes) + inference_activation_bytes(
-        info.preprocessing.image_size, tcfg.max_batch_size
+        info.preprocessing.image_size, tcfg.max_batch
     )
     total = TRITON_BASE_BYTES + plan.instances * per_instance * ESTIMATE_MARGIN
     return f"{math.ceil(total / MIB)}Mi"
@@ -252,7 +252,7 @@ def plain_deployment(
     name: str, kcfg: KServeConfig, plan: ServingPlan, memory: str
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """A Deployment running the official Triton container, and its ClusterIP Service."""
-    from exporter.export.triton import TRITON_IMAGE
+    from exporter.deploy.triton import TRITON_IMAGE
 
     repository, volumes, mounts = _repository(kcfg)
     labels = _labels(name)
