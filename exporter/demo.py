@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from exporter.core.config import DEFAULT_ARTIFACTS_DIR, DemoConfig, to_dict
+from exporter.core.manifest import MANIFEST_NAME
+from exporter.core.runfolder import DEMO_JSON, MODEL_CARD_MD, TRAIN_JSON, WEIGHTS_NAME
 
 if TYPE_CHECKING:
     from exporter.bench.result import BenchReport
@@ -24,7 +26,6 @@ if TYPE_CHECKING:
     from exporter.optimize.optimize import OptimizeResult
     from exporter.verify.verify import ParityReport
 
-DEMO_JSON = "demo.json"
 DEMO_SCHEMA_VERSION = 1
 STEPS = ("train", "export", "optimize", "verify", "bench")
 
@@ -216,7 +217,6 @@ def _optimize(cfg: DemoConfig, run: Run, say: DemoProgress) -> OptimizeResult:
 
 def _verify(cfg: DemoConfig, run: Run, say: DemoProgress) -> tuple[ParityReport, list[Path]]:
     from exporter.core.config import VerifyConfig
-    from exporter.verify.report import write_reports
     from exporter.verify.verify import verify_run
 
     parity = verify_run(
@@ -226,7 +226,7 @@ def _verify(cfg: DemoConfig, run: Run, say: DemoProgress) -> tuple[ParityReport,
         ),
         progress=lambda d, done, total: say(f"verify: {d}", done, total),
     )
-    return parity, list(write_reports(parity))
+    return parity, list(parity.files)
 
 
 def _bench(cfg: DemoConfig, run: Run, say: DemoProgress) -> BenchReport:
@@ -253,15 +253,15 @@ def _files(
     verify_json, verify_md = verify_files
     return {
         "run folder": str(run_dir),
-        "weights": str(run_dir / "model.safetensors"),
-        "train report": str(run_dir / "train.json"),
-        "manifest": str(run_dir / "manifest.json"),
+        "weights": str(run_dir / WEIGHTS_NAME),
+        "train report": str(run_dir / TRAIN_JSON),
+        "manifest": str(run_dir / MANIFEST_NAME),
         **{f"artifact {name}": str(run_dir / name) for name in _artifact_names(run_dir)},
         **({"optimize report": str(optimized.report_path)} if optimized else {}),
         "verify report": str(verify_json),
         "verify summary": str(verify_md),
         **{f"bench {Path(p).suffix[1:]}": p for p in bench.files.values()},
-        "model card": str(run_dir / "MODEL_CARD.md"),  # written by bench_run
+        "model card": str(run_dir / MODEL_CARD_MD),  # written by bench_run
         "demo report": str(run_dir / DEMO_JSON),
     }
 

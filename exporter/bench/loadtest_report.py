@@ -9,13 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from exporter.core.runfolder import LOADTEST_CSV, LOADTEST_JSON, LOADTEST_MD, LOADTEST_PNG
+
 if TYPE_CHECKING:
     from exporter.bench.loadtest_result import LoadtestReport
 
-LOADTEST_JSON = "loadtest.json"
-LOADTEST_MD = "loadtest.md"
-LOADTEST_CSV = "loadtest.csv"
-LOADTEST_PNG = "loadtest.png"
 
 # The console table: what fits an 80-column log.
 SHORT_COLUMNS = (

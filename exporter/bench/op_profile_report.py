@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-BENCH_PROFILE_PNG = "bench-profile.png"
 FP32_COLOR, OTHER_COLOR = "tab:red", "tab:blue"
 
 

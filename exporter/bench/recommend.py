@@ -20,13 +20,18 @@ when one runtime (OpenVINO, say) beats the others on the same files.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from exporter.bench.result import OK, BenchReport
+from exporter.core.runfolder import VERIFY_JSON
+from exporter.core.runreports import (
+    ReportUnreadable,
+    VerifiedCandidate,
+    read_verify,
+    same_device,
+)
 
-VERIFY_JSON = "verify.json"  # written by `tlx verify` (exporter.verify.report)
 EAGER = "eager"
 
 
@@ -50,7 +55,7 @@ def recommend(report: BenchReport) -> tuple[list[dict[str, Any]], list[str]]:
         if cand is None:
             continue
         sha, size, file = hashes.get(row["artifact"], (None, None, None))
-        if sha is None or cand.get("sha256") != sha:
+        if sha is None or cand.sha256 != sha:
             stale.add(row["artifact"])
             continue
         eligible.setdefault(row["batch_size"], []).append(
@@ -106,40 +111,28 @@ def _entry(
         "sha256": best["sha256"],
         "precision": row.get("precision"),
         "bytes": best["bytes"],
-        "top1_agreement_pct": _agreement(cand),
+        "top1_agreement_pct": cand.top1_agreement_pct,
         "runner_up": runner_up,
     }
 
 
-def _agreement(cand: dict[str, Any]) -> float | None:
-    """Top-1 agreement with eager on the held-out images (else over every verify input)."""
-    heldout = (cand.get("per_input") or {}).get("heldout") or {}
-    overall = cand.get("overall") or {}
-    value = heldout.get("top1_agreement_pct", overall.get("top1_agreement_pct"))
-    return None if value is None else float(value)
-
-
 def verified_pairs(
     run_dir: Path, device: str
-) -> tuple[dict[tuple[str, str], dict[str, Any]], list[str]]:
-    """``(runtime, artifact) -> verify candidate`` for every pair that passed on ``device``."""
-    path = Path(run_dir) / VERIFY_JSON
-    if not path.is_file():
-        return {}, [f"no {VERIFY_JSON}: run `tlx verify {run_dir}` to get a recommendation"]
+) -> tuple[dict[tuple[str, str], VerifiedCandidate], list[str]]:
+    """``(runtime, artifact) -> verify candidate`` for every pair that passed on ``device``
+    (the device rule of :func:`exporter.core.runreports.same_device`)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        verify_device = str(data["config"]["device"])
-        candidates = [c for c in data["candidates"] if isinstance(c, dict)]
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
-        return {}, [f"{path} is unreadable ({exc.__class__.__name__}); rerun `tlx verify`"]
-    if verify_device != device:
+        record = read_verify(run_dir)
+    except ReportUnreadable as exc:
+        return {}, [f"{exc}; rerun `tlx verify`"]
+    if record is None:
+        return {}, [f"no {VERIFY_JSON}: run `tlx verify {run_dir}` to get a recommendation"]
+    if not same_device(record.device, device):
         return {}, [
-            f"{VERIFY_JSON} verified on {verify_device}, bench ran on {device}: run "
+            f"{VERIFY_JSON} verified on {record.device}, bench ran on {device}: run "
             f"`tlx verify {run_dir} --device {device}` to get a recommendation for it"
         ]
-    passed = {
-        (str(c.get("runtime")), str(c.get("artifact"))): c for c in candidates if c.get("passed")
-    }
+    passed = {(c.runtime, c.artifact): c for c in record.passed_on(device)}
     if not passed:
         return {}, [f"nothing passed `tlx verify` in {VERIFY_JSON}: no recommendation"]
     return passed, []

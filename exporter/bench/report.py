@@ -1,4 +1,4 @@
-"""bench.json → the regression gate, bench.md, bench.csv, bench.png and the suites' tables.
+"""bench.json → the regression gate, bench.md, bench.csv and bench.png.
 
 Split from :mod:`exporter.bench.bench` (which measures) so that module stays about measuring;
 nothing here reads a clock.
@@ -9,17 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from exporter.bench.op_profile_report import BENCH_PROFILE_PNG, plot_profile, profile_lines
+from exporter.bench.op_profile_report import plot_profile, profile_lines
 from exporter.bench.recommend import recommend, recommendation_lines
 from exporter.bench.result import BENCH_SCHEMA_VERSION, OK, BenchReport
 from exporter.core.errors import InputFileError
 from exporter.core.machine import machine_line
-
-BENCH_JSON = "bench.json"
-BENCH_MD = "bench.md"
-BENCH_CSV = "bench.csv"
-BENCH_PNG = "bench.png"
-
+from exporter.core.runfolder import BENCH_CSV, BENCH_JSON, BENCH_MD, BENCH_PNG, BENCH_PROFILE_PNG
 
 # --- regression gate ----------------------------------------------------------------------
 

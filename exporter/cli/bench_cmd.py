@@ -184,5 +184,7 @@ def bench_command(
 
         for line in deploy_lines(report.recommendations):
             console.print(line, markup=False)
-        console.print(f"wrote {report.files.get('bench.json')}", markup=False)
+        from exporter.core.runfolder import BENCH_JSON
+
+        console.print(f"wrote {report.files.get(BENCH_JSON)}", markup=False)
         exit_if_failed("bench", report.gate_failures)

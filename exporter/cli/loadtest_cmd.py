@@ -59,7 +59,9 @@ def run_and_print(run: Path, cfg: LoadtestConfig, *, quiet: bool) -> None:
             )
         for note in report.notes:
             console.print(f"note: {note}", markup=False)
-    console.print(f"wrote {report.files.get('loadtest.json')}", markup=False)
+    from exporter.core.runfolder import LOADTEST_JSON
+
+    console.print(f"wrote {report.files.get(LOADTEST_JSON)}", markup=False)
     exit_if_failed("loadtest", report.gate_failures)
 
 

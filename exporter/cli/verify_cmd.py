@@ -138,7 +138,6 @@ def verify_command(
         return
     with cli_errors(), run_lock_policy(no_wait):
         from exporter.runtimes.selection import parse_runtimes
-        from exporter.verify.report import write_reports
         from exporter.verify.verify import verify_run
 
         names = parse_runtimes(runtimes)
@@ -160,14 +159,13 @@ def verify_command(
         with run_lock(run, "verify"), progress_bar(quiet=quiet) as update:
             if server is None:
                 report = verify_run(run, cfg, progress=update)
-                json_path, md_path = write_reports(report)
             else:
-                from exporter.verify.served import verify_server, write_server_reports
+                from exporter.verify.served import verify_server
 
                 report = verify_server(
                     run, cfg, server=server, model_name=model_name, progress=update
                 )
-                json_path, md_path = write_server_reports(report)
+        json_path, md_path = report.files  # each stage writes its own report
         if not quiet:
             console.print(verify_table(report))
             for s in report.skipped:

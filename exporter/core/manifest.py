@@ -172,15 +172,7 @@ def load_manifest(run_dir: Path) -> Manifest:
             for name, entry in dict(raw.get("artifacts", {})).items()
         }
         return Manifest(source=source, metadata=dict(raw.get("metadata", {})), artifacts=artifacts)
-    except (
-        OSError,
-        UnicodeDecodeError,
-        json.JSONDecodeError,
-        KeyError,
-        TypeError,
-        ValueError,
-        AttributeError,
-    ) as exc:
+    except (OSError, KeyError, TypeError, ValueError, AttributeError) as exc:  # JSON: ValueError
         raise InputFileError(f"{path} is malformed: {exc}") from exc
 
 

@@ -34,39 +34,37 @@ from exporter.core.preprocess import Preprocessing
 # re-linked/chmod-ed (ctime) files are read again.
 _FileKey = tuple[str, int, int, int, int, int]
 
+# Every file name of the run folder, defined here once (``manifest.json``: core/manifest.py).
+# Stages import them from here; tests/test_layout.py checks no other module spells them.
 WEIGHTS_NAME = "model.safetensors"
 TRAIN_JSON = "train.json"
 CHECKPOINT_DIR = "checkpoint"
 CURVES_PNG = "curves.png"
 LR_FIND_PNG = "lr_find.png"
-
-
-@dataclass(frozen=True)
-class RunInfo:
-    """What ``train.json`` says about a run, validated."""
-
-    run_dir: Path
-    record: dict[str, Any]
-    class_names: list[str]
-    preprocessing: Preprocessing
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    @property
-    def weights_path(self) -> Path:
-        return self.run_dir / WEIGHTS_NAME
-
-    @property
-    def data_config(self) -> dict[str, Any]:
-        """The data section of the training config (source, folder, seed, sizes)."""
-        return dict(self.record.get("config", {}).get("data", {}))
-
-    @property
-    def best_val_accuracy(self) -> float | None:
-        best = self.record.get("best") or {}
-        return best.get("val_accuracy")
+EXPORT_JSON = "export.json"
+OPTIMIZE_JSON = "optimize.json"
+OPTIMIZE_MD = "optimize.md"
+OPTIMIZE_PNG = "optimize.png"
+VERIFY_JSON = "verify.json"
+VERIFY_MD = "verify.md"
+VERIFY_SERVER_JSON = "verify-server.json"
+VERIFY_SERVER_MD = "verify-server.md"
+BENCH_JSON = "bench.json"
+BENCH_MD = "bench.md"
+BENCH_CSV = "bench.csv"
+BENCH_PNG = "bench.png"
+BENCH_PROFILE_PNG = "bench-profile.png"
+LOADTEST_JSON = "loadtest.json"
+LOADTEST_MD = "loadtest.md"
+LOADTEST_CSV = "loadtest.csv"
+LOADTEST_PNG = "loadtest.png"
+TUNE_JSON = "tune.json"
+DEPLOY_JSON = "deploy.json"
+DEMO_JSON = "demo.json"
+SIGNATURE_NAME = "model.sig"
+PROVENANCE_JSON = "provenance.json"
+MODEL_CARD_MD = "MODEL_CARD.md"
+CONFUSION_PNG = "confusion_matrix.png"
 
 
 def file_key(path: Path) -> _FileKey:
@@ -85,15 +83,38 @@ class _RunState:
 
 
 @dataclass(frozen=True, eq=False)
-class Run(RunInfo):
+class Run:
     """An opened run for one command: ``train.json``'s facts, the manifest, verified files.
 
-    It is an ``os.PathLike`` of its folder, so code that takes a path (the run lock,
+    The one type for a run folder: the CLI opens it (:func:`open_run`) and every stage takes
+    it. It is an ``os.PathLike`` of its folder, so code that takes a path (the run lock,
     ``Path(run)``) takes it too. The caches belong to the object: a new command (a new
     :func:`open_run`) reads and hashes afresh.
     """
 
+    run_dir: Path
+    record: dict[str, Any]  # train.json, validated
+    class_names: list[str]
+    preprocessing: Preprocessing
     _state: _RunState = field(default_factory=_RunState, init=False, repr=False, compare=False)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def weights_path(self) -> Path:
+        return self.run_dir / WEIGHTS_NAME
+
+    @property
+    def data_config(self) -> dict[str, Any]:
+        """The data section of the training config (source, folder, seed, sizes)."""
+        return dict(self.record.get("config", {}).get("data", {}))
+
+    @property
+    def best_val_accuracy(self) -> float | None:
+        best = self.record.get("best") or {}
+        return best.get("val_accuracy")
 
     def __fspath__(self) -> str:
         return os.fspath(self.run_dir)
@@ -141,6 +162,36 @@ class Run(RunInfo):
         with _edit_manifest(self.run_dir, new=new) as manifest:
             yield manifest
         self._remember(manifest)
+
+    def manifest_to_extend(self, *, force: bool = False) -> tuple[Manifest, list[str]]:
+        """The manifest a stage adds artifacts to, and the entries it dropped as stale.
+
+        The one rule for stale weights: an entry made from weights whose sha256 is not
+        ``model.safetensors``' now would silently disagree with the model every later stage
+        rebuilds, so a stage that writes artifacts (export, optimize) starts from a manifest
+        of the current weights and drops every older entry, naming them in its report.
+        Dropping rather than refusing: their files can no longer be loaded (no entry, no hash
+        check), nothing the user asked for is lost, and retraining needs no manual cleanup.
+        Nothing is saved here; the caller saves what it adds.
+
+        Raises:
+            InputFileError: the manifest is malformed and ``force`` is not set.
+        """
+        source = self.file_record(WEIGHTS_NAME)
+        if not self.has_manifest:
+            return Manifest(source=source, metadata={}), []
+        try:
+            manifest = self.manifest
+        except InputFileError as exc:
+            if not force:
+                raise InputFileError(
+                    f"{exc}; pass --force to replace it (its entries are then dropped)"
+                ) from exc
+            return Manifest(source=source, metadata={}), []
+        if manifest.source.sha256 != source.sha256:
+            return Manifest(source=source, metadata={}), sorted(manifest.artifacts)
+        manifest.source = source
+        return manifest, []
 
     def _remember(self, manifest: Manifest) -> None:
         try:
@@ -201,19 +252,17 @@ class Run(RunInfo):
             self._state.onnx_checked.add(key)
 
 
-def open_run(run_dir: str | Path | RunInfo) -> Run:
+def open_run(run_dir: str | os.PathLike[str]) -> Run:
     """Validate a run folder made by ``tlx train`` and read its ``train.json``.
 
     An already opened :class:`Run` is returned as is (a stage called with one does not
-    open the run again); a bare :class:`RunInfo` is opened afresh from its folder.
+    open the run again).
 
     Raises:
         InputFileError: the folder, ``train.json`` or ``model.safetensors`` is missing or bad.
     """
     if isinstance(run_dir, Run):
         return run_dir
-    if isinstance(run_dir, RunInfo):
-        run_dir = run_dir.run_dir
     run = Path(run_dir)
     if not run.exists():
         raise InputFileError(f"run folder {run} does not exist (create one with `tlx train`)")
@@ -228,14 +277,7 @@ def open_run(run_dir: str | Path | RunInfo) -> Run:
         if not class_names:
             raise ValueError("no class names")
         pre = Preprocessing.from_dict(record["preprocessing"])
-    except (
-        OSError,
-        UnicodeDecodeError,
-        json.JSONDecodeError,
-        KeyError,
-        TypeError,
-        ValueError,
-    ) as exc:
+    except (OSError, KeyError, TypeError, ValueError) as exc:  # bad JSON or text: ValueErrors
         raise InputFileError(f"{tj} is malformed: {exc}") from exc
     if not (run / WEIGHTS_NAME).is_file():
         raise InputFileError(f"{run / WEIGHTS_NAME} not found: the run has no trained weights")

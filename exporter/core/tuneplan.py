@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from exporter.core.errors import InputFileError
+from exporter.core.runfolder import TUNE_JSON
 
-TUNE_JSON = "tune.json"
 PLAN_KEYS = ("instances", "threads_per_instance", "max_batch", "queue_delay_us")
 
 

@@ -18,6 +18,7 @@ import numpy as np
 from exporter.core.config import DataConfig
 from exporter.core.errors import EnvironmentUnavailable, InputFileError, UsageError
 from exporter.core.preprocess import Preprocessing
+from exporter.core.runfolder import TRAIN_JSON
 from exporter.data.augment import resolve_augment
 from exporter.data.imagefolder import (
     IMG_EXTENSIONS,
@@ -32,7 +33,7 @@ from exporter.data.imagefolder import (
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from exporter.core.runfolder import RunInfo
+    from exporter.core.runfolder import Run
 
 
 @dataclass
@@ -182,7 +183,7 @@ def _build_full(cfg: DataConfig) -> DataBundle:
 
 
 def load_eval_images(
-    info: RunInfo, n: int, *, split: str = "val", seed: int = 0, data_dir: str | None = None
+    info: Run, n: int, *, split: str = "val", seed: int = 0, data_dir: str | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Real held-out images of a run, through the run's recorded eval transform.
 
@@ -211,12 +212,12 @@ def load_eval_images(
     raw = info.data_config
     if not raw:
         raise InputFileError(
-            f"{info.run_dir / 'train.json'} has no config.data section: cannot rebuild its data"
+            f"{info.run_dir / TRAIN_JSON} has no config.data section: cannot rebuild its data"
         )
     try:
         cfg = DataConfig.from_dict(raw)
     except (TypeError, ValueError, UsageError) as exc:  # a hand-edited record: name the file
-        raise InputFileError(f"{info.run_dir / 'train.json'}: bad config.data: {exc}") from exc
+        raise InputFileError(f"{info.run_dir / TRAIN_JSON}: bad config.data: {exc}") from exc
     if data_dir is not None:
         from dataclasses import replace
 

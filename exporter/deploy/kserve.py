@@ -31,7 +31,7 @@ from exporter.deploy.kserve_schema import (
 from exporter.model.footprint import inference_activation_bytes, weights_bytes
 
 if TYPE_CHECKING:
-    from exporter.core.runfolder import RunInfo
+    from exporter.core.runfolder import Run
     from exporter.export.common import StepFn
 
 KSERVE_DIR = "kserve"
@@ -96,7 +96,7 @@ class Manifests:
 
 
 def build_manifests(
-    info: RunInfo, kcfg: KServeConfig, tcfg: TritonConfig, plan: ServingPlan
+    info: Run, kcfg: KServeConfig, tcfg: TritonConfig, plan: ServingPlan
 ) -> Manifests:
     """Build and check every object (GateFailed on the first schema error; nothing written)."""
     name = k8s_name(kcfg, tcfg)
@@ -111,7 +111,7 @@ def build_manifests(
 
 
 def write_manifests(
-    info: RunInfo,
+    info: Run,
     manifests: Manifests,
     kcfg: KServeConfig,
     plan: ServingPlan,
@@ -154,7 +154,7 @@ def k8s_name(kcfg: KServeConfig, tcfg: TritonConfig) -> str:
     return name
 
 
-def memory_quantity(info: RunInfo, tcfg: TritonConfig, plan: ServingPlan) -> str:
+def memory_quantity(info: Run, tcfg: TritonConfig, plan: ServingPlan) -> str:
     """An estimate (model/footprint.py's formulas): per instance, fp32 weights and the
     activations of one ``max_batch`` forward pass, with its margin; plus tritonserver."""
     per_instance = weights_bytes(info.num_classes) + inference_activation_bytes(

@@ -22,8 +22,8 @@ from typing import Any
 
 from exporter.core.choices import CUDA, device_kind
 from exporter.core.errors import InputFileError
+from exporter.core.runfolder import LOADTEST_JSON as LOADTEST_FILE
 
-LOADTEST_FILE = "loadtest.json"  # bench/loadtest_report.py: LOADTEST_JSON
 # The cores the default serve plan was measured on (benchmarks/RESULTS.md, 2026-12-01).
 MEASURED_CORES = 2
 # Knative's target is the in-flight requests per pod the autoscaler aims for. Without a load

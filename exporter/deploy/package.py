@@ -26,6 +26,7 @@ from exporter.core.fsio import write_json
 from exporter.core.manifest import MANIFEST_NAME, Manifest, manifest_path
 from exporter.core.report import Progress
 from exporter.core.resources import require
+from exporter.core.runfolder import DEPLOY_JSON as DEPLOY_REPORT
 from exporter.core.runlock import locks_run
 from exporter.core.safepath import guard
 from exporter.deploy.kserve import (
@@ -44,7 +45,6 @@ if TYPE_CHECKING:
     from exporter.core.runfolder import Run
     from exporter.export.common import StepFn
 
-DEPLOY_REPORT = "deploy.json"
 THREADS_KEY = "intra_op_thread_count"  # the onnxruntime backend's parameter
 
 

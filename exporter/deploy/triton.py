@@ -45,7 +45,7 @@ from exporter.serve.choice import choose
 from exporter.verify.triton_check import LABELS_FILE
 
 if TYPE_CHECKING:
-    from exporter.core.runfolder import RunInfo
+    from exporter.core.runfolder import Run
     from exporter.export.common import StepFn
     from exporter.runtimes.base import Artifact
 
@@ -92,7 +92,7 @@ def require_tritonclient() -> None:
 
 
 def package_triton(
-    info: RunInfo, cfg: TritonConfig, *, force: bool, say: StepFn | None = None
+    info: Run, cfg: TritonConfig, *, force: bool, say: StepFn | None = None
 ) -> TritonResult:
     """Write ``RUN/triton/<model>`` from the chosen ONNX artifact (``serve.choice.choose``:
     the same file ``tlx serve`` would serve).
@@ -175,7 +175,7 @@ def _spec(art: Artifact, cfg: TritonConfig) -> ModelSpec:
     )
 
 
-def _labels(info: RunInfo, num_classes: int) -> str:
+def _labels(info: Run, num_classes: int) -> str:
     """labels.txt: the class names in output order, one per line (Triton's classification)."""
     names = info.class_names
     if len(names) != num_classes:

@@ -4,7 +4,8 @@
 need here (the opset torch can emit), refuses to overwrite without ``force``,
 rebuilds the eager reference from ``model.safetensors``, runs each exporter (each writes its
 file only after its own check passed), merges the results into ``manifest.json`` and writes
-``export.json``. Manifest entries exported from different weights are dropped. The
+``export.json``. Manifest entries exported from different weights are dropped
+(:meth:`~exporter.core.runfolder.Run.manifest_to_extend`, the rule optimize applies too). The
 ``triton`` and ``kserve`` formats are a later, deployment step (``exporter.deploy``).
 """
 
@@ -27,6 +28,7 @@ from exporter.core.fsio import clean_stale_temps, write_json
 from exporter.core.manifest import MANIFEST_NAME, FileRecord, Manifest, manifest_path
 from exporter.core.report import Progress
 from exporter.core.resources import require
+from exporter.core.runfolder import EXPORT_JSON as EXPORT_REPORT
 from exporter.core.runlock import locks_run
 from exporter.core.safepath import guard
 from exporter.export.common import ExportContext, FormatResult, StepFn
@@ -37,7 +39,6 @@ from exporter.model.footprint import export_need
 if TYPE_CHECKING:
     from exporter.core.runfolder import Run
 
-EXPORT_REPORT = "export.json"
 REPORT_SCHEMA_VERSION = 1
 # The registry: one function per name in EXPORT_FORMATS (core/config), in that order, each
 # ``(ctx, progress) -> FormatResult``.
@@ -137,8 +138,8 @@ def export_run(
     clean_stale_temps(run)  # leftovers of a killed earlier export
 
     say("hashing model.safetensors")
-    source = info.file_record(info.weights_path.name)
-    manifest, dropped = _load_or_new_manifest(info, source=source, force=cfg.force)
+    manifest, dropped = info.manifest_to_extend(force=cfg.force)  # the stale-weights rule
+    source = manifest.source
     done[0] += 1
     results = _export_formats(info, manifest, cfg, opset, model_formats, say, done)
     # The weights must not have changed while we exported from them (a file rewritten or
@@ -243,30 +244,6 @@ def _require_resources(info: Any, cfg: ExportConfig, names: dict[str, str]) -> N
         folder=info.run_dir,
     )
     require(need)
-
-
-def _load_or_new_manifest(
-    info: Run, *, source: FileRecord, force: bool
-) -> tuple[Manifest, list[str]]:
-    """The existing manifest to merge into, minus entries exported from other weights."""
-    run = info.run_dir
-    if not manifest_path(run).exists():
-        return Manifest(source=source, metadata={}), []
-    try:
-        manifest = info.manifest
-    except InputFileError:
-        if not force:
-            raise InputFileError(
-                f"{manifest_path(run)} is malformed; pass --force to replace it (its entries "
-                "are then dropped)"
-            ) from None
-        return Manifest(source=source, metadata={}), []
-    if manifest.source.sha256 != source.sha256:
-        # Artifacts of older weights would silently disagree with the new model.
-        dropped = sorted(manifest.artifacts)
-        return Manifest(source=source, metadata={}), dropped
-    manifest.source = source
-    return manifest, []
 
 
 def summary_rows(result: ExportResult) -> list[dict[str, Any]]:

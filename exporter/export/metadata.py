@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import onnx
 
-    from exporter.core.runfolder import RunInfo
+    from exporter.core.runfolder import Run
 
 METADATA_FILE = "tlx_metadata.json"  # name inside TorchScript / .pt2 archives
 METADATA_SCHEMA_VERSION = 1
@@ -32,9 +32,7 @@ def utc_now() -> str:
     )
 
 
-def signature(
-    info: RunInfo, *, batch: int | None
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def signature(info: Run, *, batch: int | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Input and output descriptions; ``batch=None`` names the dynamic axis ``"batch"``.
 
     Args:
@@ -48,7 +46,7 @@ def signature(
     return inputs, outputs
 
 
-def shared_metadata(info: RunInfo, *, source_sha256: str) -> dict[str, Any]:
+def shared_metadata(info: Run, *, source_sha256: str) -> dict[str, Any]:
     """What every artifact of a run has in common: classes, preprocessing, versions, training.
 
     Args:

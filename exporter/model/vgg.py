@@ -13,14 +13,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from exporter.core.errors import EnvironmentUnavailable, InputFileError, UsageError
-from exporter.core.manifest import FileRecord, check_file
+from exporter.core.manifest import FileRecord
 from exporter.model.shape import FC_WIDTH, VGGShape
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from exporter.core.runfolder import RunInfo
+    from exporter.core.runfolder import Run
 
 IMAGENET = "imagenet"
 NO_WEIGHTS = "none"
@@ -233,22 +233,16 @@ def load_trained_weights(model: nn.Module, path: Path) -> None:
     model.load_state_dict(state, strict=True)
 
 
-def load_reference_model(info: RunInfo, *, expected: FileRecord | None = None) -> nn.Module:
+def load_reference_model(info: Run, *, expected: FileRecord | None = None) -> nn.Module:
     """The trained eager fp32 model, rebuilt from ``model.safetensors`` (eval mode, CPU).
 
     Args:
-        info: the opened run (a :class:`~exporter.core.runfolder.Run` hashes the weights
-            once per command).
+        info: the opened run (it hashes the weights once per command).
         expected: when given (the manifest's ``source`` record), the weights file must match
             its size and sha256.
     """
     if expected is not None:
-        from exporter.core.runfolder import Run
-
-        if isinstance(info, Run):
-            info.check_file(expected)
-        else:
-            check_file(info.run_dir, expected)
+        info.check_file(expected)
     model = VGGShape.full(info.num_classes).build()  # no random init of 134M weights
     load_trained_weights(model, info.weights_path)
     return model.eval()

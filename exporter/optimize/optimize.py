@@ -38,6 +38,7 @@ from exporter.core.manifest import (
     manifest_path,
 )
 from exporter.core.report import Progress
+from exporter.core.runfolder import OPTIMIZE_JSON as REPORT_NAME
 from exporter.core.runlock import locks_run
 from exporter.core.safepath import guard
 from exporter.optimize.build import (
@@ -63,11 +64,10 @@ from exporter.verify.judge import infer_reference
 if TYPE_CHECKING:
     from torch import nn
 
-    from exporter.core.runfolder import RunInfo
+    from exporter.core.runfolder import Run
     from exporter.optimize.fold import FoldPlan
 
 SCHEMA_VERSION = 1
-REPORT_NAME = "optimize.json"
 WORK_PREFIX = ".tlx-optimize-"  # scratch folder inside the run (same filesystem: atomic moves)
 
 
@@ -135,7 +135,7 @@ def optimize_run(
     report = _Progress(progress, total=steps)
     results: dict[str, VariantResult] = {}
 
-    manifest = load_or_create_manifest(info)
+    manifest, dropped = load_or_create_manifest(info, force=cfg.force)
     refuse_existing(run, manifest, cfg)  # before any slow work
     report.step("loading the model and held-out images")
     inputs = _load_inputs(info, manifest, cfg)
@@ -150,13 +150,14 @@ def optimize_run(
     plan = inputs.plan.to_dict()
     data = _report(info, cfg, ordered, plan, len(inputs.labels))
     data["timing"] = timing
+    data["dropped_stale_artifacts"] = dropped  # made from other weights (export's rule)
     write_json(report_path, data)
     write_optimize_md(run, data)
     return OptimizeResult(run, ordered, report_path, manifest_path(run), timing)
 
 
 def _build_pruned(
-    info: RunInfo, manifest: Manifest, inputs: _Inputs, *, cfg: OptimizeConfig, report: _Progress
+    info: Run, manifest: Manifest, inputs: _Inputs, *, cfg: OptimizeConfig, report: _Progress
 ) -> list[VariantResult]:
     from exporter.optimize.pruning import build_pruned_variants
 
@@ -164,7 +165,7 @@ def _build_pruned(
         return build_pruned_variants(info, manifest, inputs, cfg=cfg, work=Path(tmp), report=report)
 
 
-def _clear_for_work(info: RunInfo, cfg: OptimizeConfig) -> None:
+def _clear_for_work(info: Run, cfg: OptimizeConfig) -> None:
     """Check memory and disk (before any slow work), then drop a killed run's leftovers."""
     run = info.run_dir
     require_resources(info, cfg, eval_batch=EVAL_BATCH)
@@ -185,7 +186,7 @@ class _Inputs:
     plan: FoldPlan
 
 
-def _load_inputs(info: RunInfo, manifest: Manifest, cfg: OptimizeConfig) -> _Inputs:
+def _load_inputs(info: Run, manifest: Manifest, cfg: OptimizeConfig) -> _Inputs:
     """The eager model (hash-checked), held-out images and their logits, calibration images."""
     from exporter.model.vgg import load_reference_model
     from exporter.optimize.fold import plan_fold
@@ -201,7 +202,7 @@ def _load_inputs(info: RunInfo, manifest: Manifest, cfg: OptimizeConfig) -> _Inp
 
 
 def _build_variants(
-    info: RunInfo,
+    info: Run,
     manifest: Manifest,
     inputs: _Inputs,
     *,
@@ -250,7 +251,7 @@ def _build_variants(
 
 
 def _load_images(
-    info: RunInfo, cfg: OptimizeConfig, n: int, *, split: str
+    info: Run, cfg: OptimizeConfig, n: int, *, split: str
 ) -> tuple[np.ndarray, np.ndarray]:
     from exporter.data.datasets import load_eval_images
 
@@ -265,7 +266,7 @@ def _load_images(
 
 
 def _report(
-    info: RunInfo,
+    info: Run,
     cfg: OptimizeConfig,
     results: list[VariantResult],
     plan: dict[str, Any],

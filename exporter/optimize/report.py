@@ -10,14 +10,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from exporter.core.fsio import write_text, write_with
+from exporter.core.runfolder import OPTIMIZE_MD as MD_NAME
+from exporter.core.runfolder import OPTIMIZE_PNG as PLOT_NAME
 from exporter.optimize.ship import VARIANT_PRECISION, is_fixed_hw
 
 if TYPE_CHECKING:
     from exporter.core.runfolder import Run
     from exporter.optimize.ship import VariantResult
 
-MD_NAME = "optimize.md"
-PLOT_NAME = "optimize.png"
 TEACHER = "trained model"
 
 

@@ -13,20 +13,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from exporter.core.config import OptimizeConfig
-from exporter.core.errors import InputFileError, UsageError
+from exporter.core.errors import UsageError
 from exporter.core.fsio import atomic_path
 from exporter.core.manifest import (
     ArtifactEntry,
     FileRecord,
     Manifest,
-    manifest_path,
-    save_manifest,
 )
 from exporter.core.safepath import guard
 from exporter.verify.verdict import Judgement
 
 if TYPE_CHECKING:
-    from exporter.core.runfolder import RunInfo
+    from exporter.core.runfolder import Run
 
 REJECTED_DIR = "rejected"
 OPSET = 18  # the dynamo exporter's own opset: no version conversion, quantizer-friendly
@@ -89,7 +87,7 @@ class VariantResult:
 
 def stamp_metadata(
     path: Path,
-    info: RunInfo,
+    info: Run,
     *,
     variant: str,
     source_sha256: str,
@@ -131,33 +129,22 @@ def stamp_metadata(
     onnx.save(model, str(path))
 
 
-def load_or_create_manifest(info: RunInfo) -> Manifest:
-    """The run's manifest, or a new one (source hash + metadata) when nothing was exported.
+def load_or_create_manifest(info: Run, *, force: bool = False) -> tuple[Manifest, list[str]]:
+    """The manifest to add variants to, and the entries dropped as stale.
 
-    An opened run (:class:`~exporter.core.runfolder.Run`) reads the manifest and hashes the
-    weights once however often this is called in one command.
+    The rule ``tlx export`` applies (:meth:`~exporter.core.runfolder.Run.manifest_to_extend`):
+    entries made from other weights than ``model.safetensors`` now are dropped. Nothing
+    exported yet gets the source record and metadata ``tlx export`` would write.
     """
-    from exporter.core.runfolder import open_run
-
-    opened = open_run(info)
-    run = opened.run_dir
-    if opened.has_manifest:
-        manifest = opened.manifest
-        weights = opened.weights_path
-        if manifest.source.sha256 != opened.sha256(weights.name):
-            raise InputFileError(
-                f"{manifest_path(run)} was made from different weights than {weights}: "
-                f"re-export with `tlx export {run} --force` first"
-            )
-        return manifest
-    # Nothing exported yet: the same source record and metadata `tlx export` would write.
     from exporter.export.metadata import shared_metadata
 
-    source = opened.file_record(opened.weights_path.name)
-    return Manifest(source=source, metadata=shared_metadata(info, source_sha256=source.sha256))
+    manifest, dropped = info.manifest_to_extend(force=force)
+    if not manifest.metadata:
+        manifest.metadata = shared_metadata(info, source_sha256=manifest.source.sha256)
+    return manifest, dropped
 
 
-def require_resources(info: RunInfo, cfg: OptimizeConfig, *, eval_batch: int) -> None:
+def require_resources(info: Run, cfg: OptimizeConfig, *, eval_batch: int) -> None:
     """Exit 3 up front when memory or disk cannot hold the requested variants."""
     from exporter.core.resources import require
     from exporter.model.footprint import optimize_need
@@ -194,7 +181,7 @@ def place(
     built: Path,
     result: VariantResult,
     *,
-    info: RunInfo,
+    info: Run,
 ) -> None:
     """Move a built file into the run (shipped) or ``rejected/``; update the manifest."""
     name = result.artifact
@@ -215,10 +202,10 @@ def place(
         if manifest.artifacts.pop(name, None) is not None:
             with contextlib.suppress(FileNotFoundError):
                 guard(run / name).unlink()
-    save_manifest(run, manifest)  # after every variant: a crash later leaves it consistent
+    info.save_manifest(manifest)  # after every variant: a crash later leaves it consistent
 
 
-def manifest_entry(run: Path, result: VariantResult, *, info: RunInfo) -> ArtifactEntry:
+def manifest_entry(run: Path, result: VariantResult, *, info: Run) -> ArtifactEntry:
     from exporter.core.envinfo import onnxruntime_version
     from exporter.export.metadata import signature, utc_now
 
@@ -228,7 +215,7 @@ def manifest_entry(run: Path, result: VariantResult, *, info: RunInfo) -> Artifa
     extra: dict[str, Any] = {
         "opset": OPSET,
         "exporter": "tlx optimize",
-        "derived_from": "model.safetensors",
+        "derived_from": info.weights_path.name,
         "exported_at": utc_now(),
         "onnxruntime": onnxruntime_version(),
         "gate": result.gate.to_dict() if result.gate else None,

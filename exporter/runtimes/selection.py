@@ -15,7 +15,7 @@ from typing import Any
 from exporter.core.choices import ALL
 from exporter.core.errors import RuntimeUnavailable, UsageError
 from exporter.core.manifest import ArtifactEntry, Manifest
-from exporter.core.runfolder import Run, RunInfo, open_run
+from exporter.core.runfolder import Run, open_run
 from exporter.runtimes.base import Artifact, Runtime, get_runtime
 
 SAFETENSORS = "safetensors"
@@ -46,7 +46,7 @@ class Plan:
         return iter((self.pairs, self.skipped))
 
 
-def reference_artifact(info: RunInfo, manifest: Manifest | None) -> Artifact:
+def reference_artifact(info: Run, manifest: Manifest | None) -> Artifact:
     """The trained weights as an artifact (for eager and compile), hash from the manifest."""
     src = manifest.source if manifest is not None else None
     return Artifact(
@@ -58,12 +58,12 @@ def reference_artifact(info: RunInfo, manifest: Manifest | None) -> Artifact:
         image_size=info.preprocessing.image_size,
         sha256=src.sha256 if src else None,
         files=((src.path, src.sha256, src.bytes),) if src else (),
-        metadata={"source": "model.safetensors"},
-        run=info if isinstance(info, Run) else None,
+        metadata={"source": info.weights_path.name},
+        run=info,
     )
 
 
-def artifact_from_entry(info: RunInfo, entry: ArtifactEntry, metadata: dict) -> Artifact:
+def artifact_from_entry(info: Run, entry: ArtifactEntry, metadata: dict) -> Artifact:
     """Build an :class:`Artifact` from one manifest entry (any format or variant)."""
     fixed = entry.input_constraints.get("fixed_hw")
     if fixed is not None and (
@@ -85,7 +85,7 @@ def artifact_from_entry(info: RunInfo, entry: ArtifactEntry, metadata: dict) -> 
         sha256=entry.files[0].sha256,
         files=tuple((f.path, f.sha256, f.bytes) for f in entry.files),
         metadata={"entry": entry.to_dict(), "variant": entry.variant, "shared": metadata},
-        run=info if isinstance(info, Run) else None,
+        run=info,
     )
 
 

@@ -13,24 +13,28 @@ hash-checked again before a runtime loads it). Default order:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from exporter.core.choices import device_kind
 from exporter.core.errors import UsageError, shown
+from exporter.core.runfolder import WEIGHTS_NAME
+from exporter.core.runreports import (
+    ReportUnreadable,
+    VerifiedCandidate,
+    read_recommendations,
+    read_verify,
+)
 from exporter.runtimes import load_all
 from exporter.runtimes.base import Artifact, Runtime, get_runtime
 
 if TYPE_CHECKING:
     from exporter.core.runfolder import Run
 
-BENCH_JSON = "bench.json"
-VERIFY_JSON = "verify.json"
 ONNX_DEFAULT = "model.onnx"
-EAGER_NAMES = ("eager", "safetensors", "model.safetensors")
+EAGER_NAMES = ("eager", "safetensors", WEIGHTS_NAME)
 # When nothing was benched: a pruned model first (it exists only because the user asked for
 # one within their accuracy budget, and it has fewer FLOPs), then int8 and the pooling fold on
 # CPUs, fp16 on GPUs (an int8 QDQ graph runs partly in fp32 on ORT's CUDA provider).
@@ -39,17 +43,8 @@ PREFERENCE = {
     "cpu": ("pruned-int8", "pruned", "fold-int8", "int8", "int8-dynamic", "fold", None, "fp16"),
     "cuda": ("pruned", "fp16", "fold", None, "pruned-int8", "fold-int8", "int8", "int8-dynamic"),
 }
-# The runtime a format runs on when none is named.
-DEFAULT_RUNTIME = {
-    ("onnx", "cpu"): "ort-cpu",
-    ("onnx", "cuda"): "ort-cuda",
-    ("torchscript", "cpu"): "torchscript",
-    ("torchscript", "cuda"): "torchscript",
-    ("pt2", "cpu"): "pt2",
-    ("pt2", "cuda"): "pt2",
-    ("safetensors", "cpu"): "eager",
-    ("safetensors", "cuda"): "eager",
-}
+# The runtime a format runs on when none is named (ONNX: ort-cpu or ort-cuda by device).
+FORMAT_RUNTIME = {"torchscript": "torchscript", "pt2": "pt2", "safetensors": "eager"}
 
 
 @dataclass(frozen=True)
@@ -101,11 +96,7 @@ def choose(
         _check_pair(get_runtime(name), art, kind, check_available)
         return Choice(art, name, "--variant")
     if cls is not None:
-        if kind not in cls.devices:
-            raise UsageError(
-                f"--runtime {cls.name} runs on {'/'.join(cls.devices)} only, not {kind}: "
-                "pass --device to match"
-            )
+        _check_device(cls, kind)
         arts = [a for a in arts if cls.supports(a, kind)]
         if not arts:
             raise UsageError(
@@ -140,25 +131,29 @@ def _check_pair(cls: type[Runtime], art: Artifact, kind: str, check_available: b
             f"--runtime {cls.name} runs {'/'.join(cls.formats)} files, not {art.name} "
             f"({art.format})"
         )
-    if kind not in cls.devices:
-        raise UsageError(
-            f"--runtime {cls.name} runs on {'/'.join(cls.devices)} only, not {kind}: "
-            "pass --device to match"
-        )
+    _check_device(cls, kind)
     reason = cls.unavailable_reason(kind) if check_available else None
     if reason:
         raise RuntimeUnavailable(f"--runtime {cls.name}: {reason}")
 
 
+def _check_device(cls: type[Runtime], kind: str) -> None:
+    if kind not in cls.devices:
+        raise UsageError(
+            f"--runtime {cls.name} runs on {'/'.join(cls.devices)} only, not {kind}: "
+            "pass --device to match"
+        )
+
+
 def _default_runtime(art: Artifact, kind: str) -> str:
-    return DEFAULT_RUNTIME.get((art.format, kind), "ort-cpu")
+    return f"ort-{kind}" if art.format == "onnx" else FORMAT_RUNTIME.get(art.format, "ort-cpu")
 
 
 def _recorded_runtime(art: Artifact, kind: str) -> str | None:
     """The runtime a passing verify candidate used for ``art`` on this device, if any."""
     for cand in _passed_candidates(art.run_dir, kind):
-        if cand.get("artifact") == art.name and _same_file(cand, art):
-            return str(cand.get("runtime"))
+        if cand.artifact == art.name and _same_file(cand.sha256, art):
+            return cand.runtime
     return None
 
 
@@ -177,28 +172,25 @@ def _default_choice(
     by_name = {a.name: a for a in arts}
     run_dir = arts[0].run_dir if arts else None
     if run_dir is not None:
-        for rec in _recommendations(run_dir, kind):
-            art = by_name.get(str(rec.get("artifact")))
-            rt = str(rec.get("runtime") or "")
-            if art is None or (cls is not None and rt != cls.name):
+        for rec in read_recommendations(run_dir, kind):
+            art = by_name.get(rec.artifact)
+            if art is None or (cls is not None and rec.runtime != cls.name):
                 continue
-            if rec.get("file") not in (None, art.path.relative_to(art.run_dir).as_posix()):
+            if rec.file not in (None, art.path.relative_to(art.run_dir).as_posix()):
                 continue
-            if _same_file(rec, art) and _usable(rt, art, kind, check_available):
-                return Choice(art, rt, f"bench.json recommendation for {kind}")
+            if _same_file(rec.sha256, art) and _usable(rec.runtime, art, kind, check_available):
+                return Choice(art, rec.runtime, f"bench.json recommendation for {kind}")
         passed = [
-            (c, by_name[str(c.get("artifact"))])
+            (c, by_name[c.artifact])
             for c in _passed_candidates(run_dir, kind)
-            if str(c.get("artifact")) in by_name
-            and _same_file(c, by_name[str(c.get("artifact"))])
-            and (cls is None or c.get("runtime") == cls.name)
-            and _usable(
-                str(c.get("runtime")), by_name[str(c.get("artifact"))], kind, check_available
-            )
+            if c.artifact in by_name
+            and _same_file(c.sha256, by_name[c.artifact])
+            and (cls is None or c.runtime == cls.name)
+            and _usable(c.runtime, by_name[c.artifact], kind, check_available)
         ]
         if passed:
             cand, art = min(passed, key=lambda p: _rank(p[1], kind))
-            return Choice(art, str(cand.get("runtime")), f"passed tlx verify on {kind}")
+            return Choice(art, cand.runtime, f"passed tlx verify on {kind}")
     onnx = by_name.get(ONNX_DEFAULT)
     if onnx is not None and (cls is None or cls.supports(onnx, kind)):
         why = "no variant passed tlx verify here: checked against eager at export"
@@ -219,57 +211,16 @@ def _rank(art: Artifact, kind: str) -> tuple[int, str]:
     return (order.index(variant) if variant in order else len(order), art.name)
 
 
-def _same_file(record: dict[str, Any], art: Artifact) -> bool:
+def _same_file(sha256: str | None, art: Artifact) -> bool:
     """A report row is about this file unless it records a different sha256."""
-    sha = record.get("sha256")
-    return sha is None or sha == art.sha256
+    return sha256 is None or sha256 == art.sha256
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    """A report file's object, or {} when it is absent or unreadable (reports are advisory)."""
+def _passed_candidates(run_dir: Path, kind: str) -> list[VerifiedCandidate]:
+    """verify.json's passing candidates when it ran on ``kind`` (an unreadable report is
+    advice missing, not an error)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _recommendations(run_dir: Path, kind: str) -> list[dict[str, Any]]:
-    """bench.json's verified recommendations for ``kind``, largest batch first."""
-    recs = _read_json(run_dir / BENCH_JSON).get("recommendations")
-    if not isinstance(recs, list):
+        record = read_verify(run_dir)
+    except ReportUnreadable:
         return []
-    mine = [
-        r
-        for r in recs
-        if isinstance(r, dict)
-        and r.get("verified") is True
-        and device_kind_or_none(str(r.get("device"))) == kind
-    ]
-    return sorted(mine, key=lambda r: -_as_int(r.get("batch_size")))
-
-
-def _passed_candidates(run_dir: Path, kind: str) -> list[dict[str, Any]]:
-    """verify.json's passing candidates when it ran on ``kind``."""
-    report = _read_json(run_dir / VERIFY_JSON)
-    config = report.get("config")
-    if not isinstance(config, dict) or device_kind_or_none(str(config.get("device"))) != kind:
-        return []
-    cands = report.get("candidates")
-    if not isinstance(cands, list):
-        return []
-    return [c for c in cands if isinstance(c, dict) and c.get("passed") is True]
-
-
-def device_kind_or_none(device: str) -> str | None:
-    try:
-        return device_kind(device)
-    except UsageError:
-        return None
-
-
-def _as_int(value: Any) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return 0
+    return record.passed_on(kind) if record is not None else []

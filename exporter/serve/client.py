@@ -13,12 +13,15 @@ import ipaddress
 import json
 import socket
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 import numpy as np
 
 from exporter.core.errors import EnvironmentUnavailable, UsageError
+
+if TYPE_CHECKING:
+    from exporter.core.runfolder import Run
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
@@ -266,7 +269,7 @@ class TritonHttpClient:
         return out
 
 
-def check_served_model(info: Any, served: ServedModel) -> list[str]:
+def check_served_model(info: Run, served: ServedModel) -> list[str]:
     """The server must serve one of this run's files at this run's input size.
 
     Returns notes (e.g. a server that does not name its artifact).
@@ -274,9 +277,6 @@ def check_served_model(info: Any, served: ServedModel) -> list[str]:
     Raises:
         UsageError: another input size, class count or file than the run's.
     """
-    from exporter.core.manifest import load_manifest
-    from exporter.core.runfolder import Run
-
     size = info.preprocessing.image_size
     dims = tuple(served.input_dims)
     if len(dims) != 3 or dims[0] != 3 or dims[1] != dims[2] or dims[1] < 1:
@@ -296,8 +296,7 @@ def check_served_model(info: Any, served: ServedModel) -> list[str]:
         )
     if not served.sha256:
         return [f"the server does not name the file it serves; assumed to be {info.run_dir}'s"]
-    # An opened run has read the manifest already.
-    manifest = info.manifest if isinstance(info, Run) else load_manifest(info.run_dir)
+    manifest = info.manifest  # the opened run has read it already
     if any(e.files and e.files[0].sha256 == served.sha256 for e in manifest.artifacts.values()):
         return []
     raise UsageError(

@@ -314,7 +314,7 @@ def load(
     threads: int | None = None,
     public_key: str | Path | None = None,
 ) -> Predictor:
-    """A :class:`Predictor` on the run's chosen artifact (see :func:`choose`).
+    """A :class:`Predictor` on the artifact :func:`~exporter.serve.choice.choose` picks.
 
     Args:
         public_key: check the run folder against ``RUN/model.sig`` with this PEM public key

@@ -15,18 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 from exporter import __version__
 from exporter.core.fsio import atomic_path, write_text
-from exporter.core.manifest import load_manifest
-from exporter.sign.scope import (
-    CONFUSION_PNG,
-    MODEL_CARD_NAME,
-    PROVENANCE_NAME,
-    SIGNATURE_NAME,
-    read_report,
-)
+from exporter.core.runfolder import BENCH_JSON, CONFUSION_PNG, SIGNATURE_NAME, VERIFY_JSON
+from exporter.core.runfolder import MODEL_CARD_MD as MODEL_CARD_NAME
+from exporter.core.runfolder import PROVENANCE_JSON as PROVENANCE_NAME
+from exporter.sign.scope import read_report
 
 if TYPE_CHECKING:
     from exporter.core.manifest import Manifest
-    from exporter.core.runfolder import RunInfo
+    from exporter.core.runfolder import Run
 
 # /proc/cpuinfo flag → the name users know, most capable first.
 _ISA_FLAGS = (
@@ -48,7 +44,7 @@ def number(value: Any) -> str:
     return str(value)
 
 
-def write_model_card(run: RunInfo) -> Path:
+def write_model_card(run: Run) -> Path:
     """Write ``MODEL_CARD.md`` (and ``confusion_matrix.png`` when train.json has the matrix)."""
     run_dir = run.run_dir
     matrix = run.record.get("confusion_matrix")
@@ -58,12 +54,12 @@ def write_model_card(run: RunInfo) -> Path:
     return path
 
 
-def render_model_card(run: RunInfo, *, picture: Path | None = None) -> str:
+def render_model_card(run: Run, *, picture: Path | None = None) -> str:
     """The card's Markdown for ``run`` from its train.json, manifest, verify.json, bench.json."""
     run_dir = run.run_dir
-    manifest = load_manifest(run_dir) if (run_dir / "manifest.json").is_file() else None
-    verify = read_report(run_dir / "verify.json")
-    bench = read_report(run_dir / "bench.json")
+    manifest = run.manifest if run.has_manifest else None
+    verify = read_report(run_dir / VERIFY_JSON)
+    bench = read_report(run_dir / BENCH_JSON)
     parts = [
         _front_matter(run, manifest),
         f"# {run_dir.name}: VGG16 image classifier\n\n"
@@ -81,7 +77,7 @@ def render_model_card(run: RunInfo, *, picture: Path | None = None) -> str:
     return "\n".join(parts)
 
 
-def _front_matter(run: RunInfo, manifest: Manifest | None) -> str:
+def _front_matter(run: Run, manifest: Manifest | None) -> str:
     dataset = (run.record.get("dataset") or {}).get("name") or run.data_config.get("source")
     formats = sorted({a.format for a in manifest.artifacts.values()}) if manifest else []
     tags = ["image-classification", "vgg16", "transfer-learning", "tlx", *formats]
@@ -91,7 +87,7 @@ def _front_matter(run: RunInfo, manifest: Manifest | None) -> str:
     return "\n".join(lines)
 
 
-def _intended_use(run: RunInfo) -> str:
+def _intended_use(run: Run) -> str:
     pre = run.preprocessing
     classes = ", ".join(run.class_names)
     return (
@@ -105,7 +101,7 @@ def _intended_use(run: RunInfo) -> str:
     )
 
 
-def _training(run: RunInfo) -> str:
+def _training(run: Run) -> str:
     rec, data = run.record, run.data_config
     dataset = rec.get("dataset") or {}
     recipe = rec.get("recipe") or {}
@@ -133,7 +129,7 @@ def _count(dataset: dict[str, Any], data: dict[str, Any], key: str) -> Any:
     return dataset.get(key, data.get(key))
 
 
-def _metrics(run: RunInfo, picture: Path | None) -> str:
+def _metrics(run: Run, picture: Path | None) -> str:
     best = run.record.get("best") or {}
     out = ["## Metrics\n"]
     out.append(

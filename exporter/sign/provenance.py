@@ -21,7 +21,16 @@ from typing import TYPE_CHECKING, Any
 
 from exporter import __version__
 from exporter.core.fsio import write_json
-from exporter.sign.scope import PROVENANCE_NAME, read_report
+from exporter.core.runfolder import (
+    BENCH_JSON,
+    DEMO_JSON,
+    DEPLOY_JSON,
+    EXPORT_JSON,
+    OPTIMIZE_JSON,
+    VERIFY_JSON,
+)
+from exporter.core.runfolder import PROVENANCE_JSON as PROVENANCE_NAME
+from exporter.sign.scope import read_report
 
 if TYPE_CHECKING:
     from exporter.core.runfolder import Run
@@ -31,7 +40,7 @@ PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
 BUILD_TYPE = "https://github.com/tlx/tlx/run-folder/v1"
 BUILDER_ID = "https://github.com/tlx/tlx"
 # The reports whose settings are the build's parameters, in pipeline order.
-_REPORTS = ("export.json", "optimize.json", "verify.json", "bench.json", "deploy.json", "demo.json")
+_REPORTS = (EXPORT_JSON, OPTIMIZE_JSON, VERIFY_JSON, BENCH_JSON, DEPLOY_JSON, DEMO_JSON)
 
 
 def canonical_sha256(obj: Any) -> str:
@@ -90,7 +99,7 @@ def build_statement(run: Run) -> dict[str, Any]:
     deps: list[dict[str, Any]] = [
         {"name": "training-data", "digest": {"sha256": data["sha256"]}, "annotations": data}
     ]
-    calibration = _calibration(reports.get("optimize.json"), data)
+    calibration = _calibration(reports.get(OPTIMIZE_JSON), data)
     if calibration is not None:
         deps.append(calibration)
     deps.append(_weights_source(run))

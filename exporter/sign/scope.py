@@ -18,12 +18,16 @@ from types import ModuleType
 from typing import Any
 
 from exporter.core.errors import EnvironmentUnavailable, IntegrityError
-from exporter.core.runfolder import file_key
-
-SIGNATURE_NAME = "model.sig"
-PROVENANCE_NAME = "provenance.json"
-MODEL_CARD_NAME = "MODEL_CARD.md"
-CONFUSION_PNG = "confusion_matrix.png"
+from exporter.core.runfolder import (
+    LOADTEST_CSV,
+    LOADTEST_JSON,
+    LOADTEST_MD,
+    LOADTEST_PNG,
+    SIGNATURE_NAME,
+    VERIFY_SERVER_JSON,
+    VERIFY_SERVER_MD,
+    file_key,
+)
 
 UNSIGNED: tuple[str, ...] = (
     ".tlx.lock",
@@ -31,12 +35,12 @@ UNSIGNED: tuple[str, ...] = (
     "distill",  # a stopped pruning distillation's resumable state (tlx optimize --prune)
     "rejected",
     SIGNATURE_NAME,
-    "verify-server.json",
-    "verify-server.md",
-    "loadtest.json",
-    "loadtest.md",
-    "loadtest.csv",
-    "loadtest.png",
+    VERIFY_SERVER_JSON,
+    VERIFY_SERVER_MD,
+    LOADTEST_JSON,
+    LOADTEST_MD,
+    LOADTEST_CSV,
+    LOADTEST_PNG,
 )
 
 INSTALL_HINT = 'pip install -e ".[sign]"'

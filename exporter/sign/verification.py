@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from exporter.core.errors import InputFileError, IntegrityError
 from exporter.core.manifest import MANIFEST_NAME, load_manifest
-from exporter.core.runfolder import TRAIN_JSON, WEIGHTS_NAME, RunInfo, open_run
+from exporter.core.runfolder import TRAIN_JSON, WEIGHTS_NAME, open_run
 from exporter.sign.scope import (
     SIGNATURE_NAME,
     hashing_config,
@@ -101,7 +101,7 @@ def verify_signature(run_dir: str | Path, public_key: str | Path) -> SignatureCh
 
 def verified_run(run: Run | str | Path, public_key: str | Path) -> Run:
     """The opened run after :func:`verify_signature` passed, its hash cache filled."""
-    run_dir = run.run_dir if isinstance(run, RunInfo) else Path(run)
+    run_dir = Path(run)  # an opened run is the path of its folder
     check = verify_signature(run_dir, public_key)
     opened = open_run(run)
     check.share_hashes(opened)

@@ -6,10 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from exporter.core.machine import machine_line
+from exporter.core.runfolder import VERIFY_JSON, VERIFY_MD
 from exporter.verify.result import ParityReport
-
-VERIFY_JSON = "verify.json"
-VERIFY_MD = "verify.md"
 
 
 def write_reports(report: ParityReport) -> tuple[Path, Path]:
@@ -22,6 +20,7 @@ def write_reports(report: ParityReport) -> tuple[Path, Path]:
     with run_lock(report.run_dir, "verify"):  # a pair: no other verify's file in between
         write_report_json(json_path, report.to_dict())
         write_markdown(md_path, render_markdown(report))
+    report.files = [json_path, md_path]
     return json_path, md_path
 
 

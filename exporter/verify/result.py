@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from exporter.core.machine import machine_facts
+from exporter.core.runfolder import WEIGHTS_NAME
 
 SCHEMA_VERSION = 1
 HELDOUT = "heldout"
@@ -60,6 +61,8 @@ class ParityReport:
     math: dict[str, Any] = field(default_factory=dict)
     # Instruction set, usable cores, memory limit (exporter.core.machine).
     machine: dict[str, Any] = field(default_factory=machine_facts)
+    # The report files written (verify.json/.md, or verify-server.*), in that order.
+    files: list[Path] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -86,7 +89,7 @@ class ParityReport:
             "config": self.config,
             "environment": self.environment,
             "machine": self.machine,
-            "reference": {"runtime": "eager", "artifact": "model.safetensors", "device": "cpu"},
+            "reference": {"runtime": "eager", "artifact": WEIGHTS_NAME, "device": "cpu"},
             "math": self.math,
             "inputs": self.inputs,
             "candidates": [c.to_dict() for c in self.candidates],

@@ -16,6 +16,7 @@ import numpy as np
 from exporter.core.config import VerifyConfig, to_dict
 from exporter.core.errors import UsageError
 from exporter.core.report import Progress
+from exporter.core.runfolder import VERIFY_SERVER_JSON, VERIFY_SERVER_MD
 from exporter.verify.judge import (
     build_inputs,
     error_text,
@@ -30,8 +31,6 @@ if TYPE_CHECKING:
     from exporter.core.runfolder import Run
     from exporter.serve.client import ServedModel
 
-VERIFY_SERVER_JSON = "verify-server.json"
-VERIFY_SERVER_MD = "verify-server.md"
 RUNTIME_NAME = "triton-http"
 
 
@@ -43,7 +42,7 @@ def verify_server(
     model_name: str,
     progress: Progress | None = None,
 ) -> ParityReport:
-    """Send the verify inputs through ``server`` and judge its logits against eager.
+    """Judge ``server``'s logits on the verify inputs against eager; write verify-server.*.
 
     Raises:
         InputFileError / IntegrityError: bad run folder, manifest or weights.
@@ -113,6 +112,7 @@ def verify_server(
     )
     if labels is not None:
         report.inputs[HELDOUT].update(split="val", labels_n=len(labels))
+    write_server_reports(report)
     return report
 
 
@@ -151,4 +151,5 @@ def write_server_reports(report: ParityReport) -> tuple[Path, Path]:
     data: dict[str, Any] = {**report.to_dict(), "command": "verify --server"}
     write_report_json(json_path, data)
     write_markdown(md_path, render_markdown(report))
+    report.files = [json_path, md_path]
     return json_path, md_path

@@ -40,6 +40,7 @@ from exporter.verify.judge import (
     record_outputs,
     run_batched,
 )
+from exporter.verify.report import write_reports
 from exporter.verify.result import HELDOUT, SCHEMA_VERSION, CandidateResult, ParityReport
 from exporter.verify.tolerance import TASK, Tolerance, profile_for, profile_name
 from exporter.verify.triton_check import check_triton_repositories
@@ -64,7 +65,8 @@ __all__ = [
 def verify_run(
     run_dir: Run | str | Path, cfg: VerifyConfig, *, progress: Progress | None = None
 ) -> ParityReport:
-    """Compare every (runtime, artifact) of ``cfg.runtimes`` with the eager reference.
+    """Compare every (runtime, artifact) of ``cfg.runtimes`` with the eager reference and
+    write ``verify.json`` and ``verify.md`` (``report.files``).
 
     The run is opened once (or ``run_dir`` is already open) and passed down: ``train.json``
     and the manifest are read once and each file is hashed once, however many candidates
@@ -125,6 +127,7 @@ def verify_run(
             )
     if not report.candidates:
         raise _nothing_verified(cfg, report.skipped)
+    write_reports(report)  # a library call leaves the report choose() and recommend() read
     return report
 
 

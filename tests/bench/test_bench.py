@@ -19,7 +19,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from benchmarks.suite import suite_markdown, suite_rows
 from exporter.bench.bench import bench_run, is_oom, make_inputs
 from exporter.bench.report import (
     BENCH_CSV,
@@ -410,7 +409,11 @@ def test_cuda_without_cuda_exits_3(run_folder: Path) -> None:
     assert "--device cpu" in result.output
 
 
-def test_suite_markdown_combines_reports(eager_report: BenchReport) -> None:
+def test_suite_markdown_combines_reports(
+    eager_report: BenchReport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from benchmarks.suite import suite_markdown, suite_rows  # the suites' script helper
+
     path = Path(eager_report.files[BENCH_JSON])
     rows = suite_rows([path, path])
     assert len(rows) == 8 and {r["label"] for r in rows} == {path.parent.name}

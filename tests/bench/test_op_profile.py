@@ -14,9 +14,10 @@ import pytest
 
 from exporter.bench.bench import bench_run
 from exporter.bench.op_profile import group_profile, node_precision, profile_pairs
-from exporter.bench.op_profile_report import BENCH_PROFILE_PNG, profile_lines, profile_summary
+from exporter.bench.op_profile_report import profile_lines, profile_summary
 from exporter.core.config import BenchConfig
 from exporter.core.errors import RuntimeUnavailable
+from exporter.core.runfolder import BENCH_PROFILE_PNG
 from exporter.runtimes import REGISTRY, load_all
 from exporter.runtimes.base import Artifact, Runtime
 from exporter.runtimes.profiling import NodeTime, RawProfile, parse_ort_trace, sum_openvino_counters

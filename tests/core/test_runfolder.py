@@ -13,7 +13,7 @@ from exporter.core import manifest as manifest_mod
 from exporter.core.errors import InputFileError, IntegrityError
 from exporter.core.manifest import FileRecord, Manifest, check_file, save_manifest
 from exporter.core.preprocess import Preprocessing
-from exporter.core.runfolder import Run, RunInfo, open_run
+from exporter.core.runfolder import Run, open_run
 
 
 @pytest.fixture
@@ -56,13 +56,12 @@ def _touch_later(path: Path) -> None:
 
 def test_open_run_returns_a_path_like_run_and_reuses_an_open_one(small_run: Path) -> None:
     run = open_run(small_run)
-    assert isinstance(run, Run) and isinstance(run, RunInfo)
+    assert isinstance(run, Run)
     assert open_run(run) is run  # a stage called with an opened run does not reopen it
     assert Path(run) == small_run and os.fspath(run) == str(small_run)
     assert str(run) == str(small_run) and f"{run}" == str(small_run)  # messages name the folder
-    plain = RunInfo(small_run, run.record, run.class_names, run.preprocessing)
-    reopened = open_run(plain)
-    assert isinstance(reopened, Run) and reopened.class_names == ["a", "b"]
+    reopened = open_run(os.fspath(run))  # its folder opens afresh: a new command's view
+    assert reopened is not run and reopened.class_names == ["a", "b"]
 
 
 def test_manifest_is_read_once_and_again_only_after_a_write(
@@ -160,3 +159,134 @@ def test_onnx_safety_check_runs_once_while_the_files_stay(
     _touch_later(onnx)
     run.check_files(records, onnx=onnx)
     assert checked == [onnx, onnx]
+
+
+# --- one definition of every run-folder file name, one run type --------------------------
+
+_NAMES_HOME = {"manifest.json": "core/manifest.py"}  # every other name: core/runfolder.py
+
+
+def _library_strings() -> list[tuple[str, str, int]]:
+    """Every string constant of the library (docstrings aside): (module, text, line)."""
+    import ast
+
+    import exporter
+
+    root = Path(exporter.__file__).parent
+    out = []
+    for path in sorted(root.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        docs = {
+            id(node.body[0].value)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+            and node.body
+            and isinstance(node.body[0], ast.Expr)
+            and isinstance(node.body[0].value, ast.Constant)
+        }
+        rel = path.relative_to(root).as_posix()
+        out += [
+            (rel, node.value, node.lineno)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str)
+            if id(node) not in docs
+        ]
+    return out
+
+
+def test_each_run_folder_file_name_is_spelled_once_in_the_library() -> None:
+    import exporter.core.runfolder as runfolder
+    from exporter.core.manifest import MANIFEST_NAME
+
+    names = {
+        v for k, v in vars(runfolder).items() if k.isupper() and isinstance(v, str) and "." in v
+    } | {MANIFEST_NAME}
+    # The reports every stage reads or writes must be among them.
+    for report in ("verify.json", "verify.md", "bench.json", "bench.md", "optimize.md"):
+        assert report in names
+    for report in ("loadtest.json", "tune.json", "train.json", "export.json", "demo.json"):
+        assert report in names
+    spelled: dict[str, list[str]] = {}
+    for module, text, line in _library_strings():
+        if text in names:
+            spelled.setdefault(text, []).append(f"{module}:{line}")
+    for name in sorted(names):
+        home = _NAMES_HOME.get(name, "core/runfolder.py")
+        assert [s.split(":")[0] for s in spelled.get(name, [])] == [home], (name, spelled[name])
+
+
+def test_no_stage_branches_on_the_run_type() -> None:
+    """One run type, taken by every stage: only core tells an opened run from a path."""
+    import exporter
+
+    root = Path(exporter.__file__).parent
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root).as_posix()
+        text = path.read_text(encoding="utf-8")
+        if not rel.startswith("core/"):
+            assert "isinstance(" not in text or ", Run)" not in text, rel
+        assert "RunInfo" not in text, rel
+
+
+# --- the one stale-weights rule ---------------------------------------------------------
+
+
+def test_manifest_to_extend_drops_entries_of_other_weights(small_run: Path) -> None:
+    from exporter.core.manifest import ArtifactEntry
+
+    run = open_run(small_run)
+    onnx = ArtifactEntry("model.onnx", "onnx", [run.file_record("model.onnx")])
+    with run.edit_manifest() as m:
+        m.artifacts["model.onnx"] = onnx
+    kept, dropped = run.manifest_to_extend()
+    assert dropped == [] and set(kept.artifacts) == {"model.onnx"}  # same weights: kept
+
+    (small_run / "model.safetensors").write_bytes(b"retrained" * 100)
+    fresh, dropped = open_run(small_run).manifest_to_extend()
+    assert dropped == ["model.onnx"] and fresh.artifacts == {}
+    assert fresh.source == FileRecord.of(small_run, "model.safetensors")
+    assert open_run(small_run).manifest.artifacts  # nothing saved: the caller saves
+
+
+def test_manifest_to_extend_replaces_a_malformed_manifest_only_with_force(
+    small_run: Path,
+) -> None:
+    (small_run / "manifest.json").write_text("{not json")
+    with pytest.raises(InputFileError, match=r"malformed.*--force"):
+        open_run(small_run).manifest_to_extend()
+    fresh, dropped = open_run(small_run).manifest_to_extend(force=True)
+    assert fresh.artifacts == {} and dropped == []
+
+
+# --- typed readers of verify.json and bench.json, one device rule ------------------------
+
+
+def test_verify_and_bench_readers_share_one_device_rule(small_run: Path) -> None:
+    from exporter.core.runreports import (
+        ReportUnreadable,
+        read_recommendations,
+        read_verify,
+        same_device,
+    )
+
+    assert read_verify(small_run) is None and read_recommendations(small_run, "cpu") == []
+    cand = {"runtime": "ort-cuda", "artifact": "model.onnx", "passed": True, "sha256": "s"}
+    failed = {**cand, "runtime": "eager", "passed": False}
+    verify = {"config": {"device": "cuda:1"}, "candidates": [cand, failed, "junk"]}
+    (small_run / "verify.json").write_text(json.dumps(verify))
+    record = read_verify(small_run)
+    assert record is not None and len(record.candidates) == 2
+    assert [c.runtime for c in record.passed_on("cuda")] == ["ort-cuda"]  # same kind
+    assert record.passed_on("cpu") == []
+    rec = {"device": "cuda:0", "batch_size": 8, "artifact": "model.onnx", "verified": True}
+    recs = [rec, {**rec, "batch_size": 64}, {**rec, "verified": False}, {**rec, "device": "cpu"}]
+    (small_run / "bench.json").write_text(json.dumps({"recommendations": recs}))
+    assert [r.batch_size for r in read_recommendations(small_run, "cuda")] == [64, 8]
+    assert [r.device for r in read_recommendations(small_run, "cpu")] == ["cpu"]
+    assert same_device("cuda", "cuda:3") and not same_device("cpu", "cuda")
+    assert not same_device("tpu", "tpu")  # an unknown word matches nothing
+    (small_run / "verify.json").write_text("[]")
+    with pytest.raises(ReportUnreadable, match=r"verify\.json is unreadable"):
+        read_verify(small_run)
+    (small_run / "bench.json").write_text("{bad")
+    assert read_recommendations(small_run, "cuda") == []  # advice: unreadable is none

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from exporter.cli import app
 from exporter.core.config import OptimizeConfig
-from exporter.core.errors import InputFileError, UsageError
+from exporter.core.errors import UsageError
 from exporter.core.fsio import sha256_file
 from exporter.core.manifest import load_manifest
 from exporter.optimize.optimize import optimize_run
@@ -151,13 +151,26 @@ def test_fold_is_skipped_where_it_gains_nothing(tmp_path: Path, make_run_folder)
     assert json.loads((run / "optimize.json").read_text())["variants"][0]["status"] == "skipped"
 
 
-def test_manifest_from_other_weights_is_refused(tmp_path: Path, make_run_folder) -> None:
-    from exporter.core.manifest import FileRecord, Manifest, save_manifest
+def test_manifest_from_other_weights_is_dropped_as_export_drops_it(
+    tmp_path: Path, make_run_folder
+) -> None:
+    """One stale-weights rule (Run.manifest_to_extend): entries made from other weights
+    are dropped and named in the report, by optimize as by export."""
+    from exporter.core.manifest import ArtifactEntry, FileRecord, Manifest, save_manifest
 
     run = make_run_folder(tmp_path / "run")
-    save_manifest(run, Manifest(source=FileRecord("model.safetensors", "0" * 64, 1), metadata={}))
-    with pytest.raises(InputFileError, match="different weights"):
-        optimize_run(run, OptimizeConfig(variants=("fold",)))
+    (run / "old.onnx").write_bytes(b"x")
+    old = ArtifactEntry("old.onnx", "onnx", [FileRecord.of(run, "old.onnx")])
+    stale = FileRecord("model.safetensors", "0" * 64, 1)
+    save_manifest(run, Manifest(source=stale, metadata={}, artifacts={"old.onnx": old}))
+    result = optimize_run(run, OptimizeConfig(variants=("fold",), eval_samples=8))
+    assert [v.status for v in result.variants] == ["shipped"]
+    manifest = load_manifest(run)
+    assert set(manifest.artifacts) == {"model.fold.onnx"}
+    assert manifest.source.sha256 == FileRecord.of(run, "model.safetensors").sha256
+    assert manifest.metadata  # a fresh manifest gets export's shared metadata
+    report = json.loads((run / "optimize.json").read_text())
+    assert report["dropped_stale_artifacts"] == ["old.onnx"]
 
 
 @pytest.mark.parametrize(

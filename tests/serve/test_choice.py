@@ -1,4 +1,4 @@
-"""choose: bench recommendation, then verify.json, then model.onnx; names checked."""
+"""choose(): bench recommendation, then verify.json, then model.onnx; names checked."""
 
 from __future__ import annotations
 
@@ -11,7 +11,15 @@ import pytest
 
 from exporter.core.errors import UsageError
 from exporter.core.manifest import ArtifactEntry, FileRecord, load_manifest, save_manifest
+from exporter.runtimes.base import Artifact
 from exporter.serve.choice import choose
+
+
+def _pick(run: Path | str, **kwargs: Any) -> tuple[Artifact, str]:
+    """The chosen artifact and runtime's name."""
+    choice = choose(run, **kwargs)
+    return choice.artifact, choice.runtime
+
 
 VARIANTS = {"fold-int8": "model.fold.int8.onnx", "fp16": "model.fp16.onnx"}
 

@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 
 from exporter.core.config import VerifyConfig
 from exporter.core.errors import IntegrityError, UsageError
-from exporter.verify.report import write_reports
 from exporter.verify.tolerance import PROFILES, compare, profile_for
 from exporter.verify.verify import verify_run
 
@@ -107,7 +106,11 @@ def test_fresh_export_passes_on_every_cpu_runtime(
         assert c.overall["n"] == 1 + 3 + 4 + 8
         assert c.accuracy_candidate_pct == c.accuracy_reference_pct
     assert set(report.candidates[0].per_input) == {"random_b1", "random_b3", "random_b4", "heldout"}
-    write_reports(report)
+    # A library call writes its own report, so the choice of what to ship sees the verdict.
+    assert report.files == [run / "verify.json", run / "verify.md"]
+    from exporter.serve.choice import choose
+
+    assert choose(run).reason == "passed tlx verify on cpu"
     d = report.to_dict()
     assert d["schema_version"] == 1 and d["verdict"] == "pass"
     assert d["environment"]["torch"] and d["config"]["batch_sizes"] == (1, 3, 4)
