@@ -31,6 +31,8 @@ import numpy as np
 
 from exporter.core.config import PredictConfig
 from exporter.core.errors import EnvironmentUnavailable, IntegrityError, UsageError
+from exporter.core.manifest import MANIFEST_NAME
+from exporter.core.runfolder import TRAIN_JSON
 from exporter.serve.images import BadImage
 from exporter.serve.predict import CSV_COLUMNS, LOGIT_COLUMN
 from exporter.serve.ray_plan import actor_plan, block_count, task_images
@@ -39,7 +41,7 @@ RAY_OUTPUTS = (".parquet", ".csv", ".jsonl")
 SCALE_HINT = 'pip install -e ".[scale]"'
 ERROR_COLUMN = "error"  # internal: the failure's reason, "" on prediction rows
 # What an actor reads of a signed run before its artifact's manifest hash check.
-PINNED = ("manifest.json", "train.json")
+PINNED = (MANIFEST_NAME, TRAIN_JSON)
 
 
 @dataclass
