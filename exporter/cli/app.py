@@ -7,12 +7,14 @@ import os
 import sys
 from collections.abc import Iterator
 from enum import Enum
+from typing import Annotated
 
 import typer
 from rich.console import Console
 
 from exporter import __version__
-from exporter.core.choices import DEVICES
+from exporter.core.choices import ALL, DEVICES
+from exporter.core.config.common import parse_batch_sizes  # noqa: F401 - until every command moved
 from exporter.core.errors import EXIT_GATE, EXIT_SIGINT, TlxError
 from exporter.core.report import Progress
 
@@ -105,6 +107,13 @@ PUBLIC_KEY_HELP = (
 NO_WAIT_HELP = (
     "If another tlx command is changing this run, exit 3 naming its pid instead of waiting."
 )
+NoWait = Annotated[bool, typer.Option("--no-wait", help=NO_WAIT_HELP)]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no table.")]
+
+
+def deprecated(old: str, new: str) -> None:
+    """One line on stderr for a switch kept for old scripts; it still works."""
+    err_console.print(f"warning: {old} is deprecated; use {new}", markup=False, soft_wrap=True)
 
 
 @contextlib.contextmanager
@@ -119,28 +128,13 @@ def run_lock_policy(no_wait: bool) -> Iterator[None]:
         yield
 
 
-def parse_batch_sizes(
-    text: str, *, option: str = "--batch-sizes", example: str = "1,8,32"
-) -> tuple[int, ...]:
-    """``"1,8,32"`` → ``(1, 8, 32)``; anything else is a usage error naming the option.
+def runtime_names(text: str) -> tuple[str, ...]:
+    """``--runtimes``: names the registry knows, or ``("all",)``; checked before any file is
+    read (an unknown name is exit 2)."""
+    from exporter.runtimes.selection import parse_runtimes
 
-    Sizes above :data:`exporter.core.config.MAX_BATCH_SIZE` are refused up front: their input
-    buffers alone would not fit in memory, and failing after minutes of loading helps nobody.
-    """
-    from exporter.core.config import MAX_BATCH_SIZE
-    from exporter.core.errors import UsageError
-
-    try:
-        sizes = tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        sizes = ()
-    if not sizes or any(b < 1 for b in sizes):
-        raise UsageError(
-            f"{option} {text!r}: give positive integers separated by commas, e.g. {example}"
-        )
-    if max(sizes) > MAX_BATCH_SIZE:
-        raise UsageError(f"{option} {text!r}: batch sizes above {MAX_BATCH_SIZE} are not supported")
-    return sizes
+    names = parse_runtimes(text)
+    return (ALL,) if names == ALL else tuple(names)
 
 
 def _version_callback(value: bool) -> None:

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
 from exporter.cli.app import app, cli_errors, console, exit_if_failed, progress_bar
+from exporter.cli.options import build, config_options
 from exporter.core.config import DemoConfig
 from exporter.core.machine import machine_line
 
 if TYPE_CHECKING:
     from exporter.demo import DemoResult
-
-_DEFAULTS = DemoConfig()
 
 
 def print_summary(result: DemoResult) -> None:
@@ -100,21 +98,12 @@ def print_deployment(result: DemoResult) -> None:
 
 
 @app.command("demo")
+@config_options(DemoConfig)
 def demo_command(
-    out: Annotated[
-        Path | None,
-        typer.Option(help="Run folder to create (default: artifacts/demo-<UTC time>)."),
-    ] = None,
-    weights: Annotated[
-        str,
-        typer.Option(
-            help="'none' (random init, offline) or a local torchvision VGG16 state dict "
-            "(.pth/.safetensors) to start from."
-        ),
-    ] = _DEFAULTS.weights,
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No progress bar; the summary only.")
     ] = False,
+    **options: Any,
 ) -> None:
     """The whole product offline: train on synthetic data, export, optimize, verify, bench.
 
@@ -128,8 +117,7 @@ def demo_command(
         # torch.jit.load's deprecation notice would interleave with the demo's own output.
         warnings.filterwarnings("ignore", category=FutureWarning, message=".*torch.jit.load")
 
-        cfg = DemoConfig(out_dir=str(out) if out else None, weights=weights)
         with progress_bar(quiet=quiet) as progress:
-            result = run_demo(cfg, progress=progress)
+            result = run_demo(build(DemoConfig, options), progress=progress)
         print_summary(result)
         exit_if_failed("demo", result.gate_failures)

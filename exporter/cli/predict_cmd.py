@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 from rich.text import Text
 
 from exporter.cli.app import (
-    PUBLIC_KEY_HELP,
     app,
     cli_errors,
     console,
@@ -18,14 +17,13 @@ from exporter.cli.app import (
     fail,
     progress_bar,
 )
-from exporter.core.config import PREDICT_OUTPUTS, PredictConfig
+from exporter.cli.options import build, config_options
+from exporter.core.config import PredictConfig
 from exporter.core.errors import EXIT_USAGE
 
 if TYPE_CHECKING:
     from exporter.serve.images import BadImage
     from exporter.serve.predict import PredictResult
-
-_DEFAULTS = PredictConfig()
 
 
 def _printable(text: str) -> str:
@@ -50,40 +48,14 @@ def predict_table(result: PredictResult) -> Table:
 
 
 @app.command("predict")
+@config_options(PredictConfig)
 def predict_command(
     run: Annotated[Path, typer.Argument(help="The run folder (with manifest.json).")],
     images: Annotated[
         list[str],
         typer.Argument(help="Image files, folders (searched recursively) or glob patterns."),
     ],
-    runtime: Annotated[
-        str | None,
-        typer.Option(help="Runtime (default: the one verify used, or the format's own)."),
-    ] = _DEFAULTS.runtime,
-    variant: Annotated[
-        str | None,
-        typer.Option(
-            help="Variant or artifact name (fold-int8, model.onnx, eager); default: bench's "
-            "recommendation, else the preferred variant that passed verify, else model.onnx."
-        ),
-    ] = _DEFAULTS.variant,
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = _DEFAULTS.device,
-    top_k: Annotated[int, typer.Option("--top-k", help="Classes per image.")] = _DEFAULTS.top_k,
-    batch_size: Annotated[
-        int, typer.Option("--batch-size", help="Images per runtime call.")
-    ] = _DEFAULTS.batch_size,
-    output: Annotated[
-        str, typer.Option("--format", help=f"Output on stdout: {', '.join(PREDICT_OUTPUTS)}.")
-    ] = _DEFAULTS.output,
-    skip_bad: Annotated[
-        bool,
-        typer.Option("--skip-bad", help="Skip unreadable images (exit 0) instead of exit 2."),
-    ] = _DEFAULTS.skip_bad,
-    threads: Annotated[
-        int | None, typer.Option(help="Runtime intra-op threads (default: the usable cores).")
-    ] = _DEFAULTS.threads,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
-    public_key: Annotated[Path | None, typer.Option(help=PUBLIC_KEY_HELP)] = None,
     engine: Annotated[
         str,
         typer.Option(
@@ -92,8 +64,7 @@ def predict_command(
         ),
     ] = "local",
     ray_address: Annotated[
-        str | None,
-        typer.Option("--ray-address", help="ray: the cluster (default: a local Ray)."),
+        str | None, typer.Option(help="ray: the cluster (default: a local Ray).")
     ] = None,
     output_file: Annotated[
         Path | None,
@@ -103,6 +74,7 @@ def predict_command(
             "--format csv); unreadable images go to OUTPUT-stem.failures.csv.",
         ),
     ] = None,
+    **options: Any,
 ) -> None:
     """Classify images with the run's verified artifact (the preprocessing recorded at export).
 
@@ -113,27 +85,16 @@ def predict_command(
     with cli_errors():
         from exporter.serve.predict import predict_images, render_csv, render_json
 
-        cfg = PredictConfig(
-            runtime=runtime,
-            variant=variant,
-            device=device,
-            top_k=top_k,
-            batch_size=batch_size,
-            output=output,
-            skip_bad=skip_bad,
-            threads=threads,
-            public_key=str(public_key) if public_key is not None else None,
-        )
-
+        cfg = build(PredictConfig, options)
         if engine not in ("local", "ray"):
             raise fail(f"--engine {engine!r}: choose local or ray", EXIT_USAGE)
         if engine == "ray":
-            _predict_on_ray(run, images, cfg, output_file, ray_address, skip_bad=skip_bad)
+            _predict_on_ray(run, images, cfg, output_file, ray_address)
             return
 
         def report_bad(bad: BadImage) -> None:
             line = f"{_printable(bad.source)}: {bad.reason}"
-            if skip_bad:
+            if cfg.skip_bad:
                 err_console.print(f"skipped {line}", markup=False, soft_wrap=True)
             else:
                 err_console.print(f"error: {line}", markup=False, soft_wrap=True)
@@ -147,20 +108,14 @@ def predict_command(
             typer.echo(render_csv(result), nl=False)
         elif result.predictions:
             console.print(predict_table(result))
-    if result.bad and not skip_bad:
+    if result.bad and not cfg.skip_bad:
         raise typer.Exit(EXIT_USAGE)  # each unreadable image already had its error line
     if not result.predictions:
         raise fail(f"--skip-bad: none of the {result.images_n} images could be read", EXIT_USAGE)
 
 
 def _predict_on_ray(
-    run: Path,
-    images: list[str],
-    cfg: PredictConfig,
-    output: Path | None,
-    address: str | None,
-    *,
-    skip_bad: bool,
+    run: Path, images: list[str], cfg: PredictConfig, output: Path | None, address: str | None
 ) -> None:
     """``--engine ray``: the summary on stderr; exit 2 when an image failed (unless
     --skip-bad) or none could be read."""
@@ -177,7 +132,7 @@ def _predict_on_ray(
         markup=False,
         soft_wrap=True,
     )
-    if result.failures and not skip_bad:
+    if result.failures and not cfg.skip_bad:
         for source, reason in result.failures[:5]:
             err_console.print(f"error: {_printable(source)}: {reason}", markup=False)
         raise typer.Exit(EXIT_USAGE)

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
-from exporter.cli.app import NO_WAIT_HELP, app, cli_errors, console, progress_bar, run_lock_policy
+from exporter.cli.app import NoWait, Quiet, app, cli_errors, console, progress_bar, run_lock_policy
+from exporter.cli.options import build, config_options
 from exporter.core.config import TuneConfig
 
 if TYPE_CHECKING:
     from exporter.bench.tune import TuneResult
 
-_DEFAULTS = TuneConfig()
 TRIAL_COLUMNS = (  # narrow enough for an 80-column terminal; errors follow the table
     ("stage", "stage"),
     ("instances", "inst"),
@@ -47,30 +47,12 @@ def trials_table(result: TuneResult) -> Table:
 
 
 @app.command("tune")
+@config_options(TuneConfig)
 def tune_command(
     run: Annotated[Path, typer.Argument(help="The run folder (exported; benched for its pick).")],
-    cpus: Annotated[
-        int | None,
-        typer.Option(
-            min=1,
-            help="Cores the server may use in total, e.g. the target pod's CPU limit "
-            "(default: the cores this process may use: affinity and cgroup quota).",
-        ),
-    ] = _DEFAULTS.cpus,
-    budget: Annotated[
-        float, typer.Option(help="Seconds the search may take, loading included.")
-    ] = _DEFAULTS.budget_s,
-    concurrency: Annotated[
-        int, typer.Option(help="Single-image requests in flight during each trial.")
-    ] = _DEFAULTS.concurrency,
-    variant: Annotated[
-        str | None, typer.Option(help="Tune this artifact (default: the recommended one).")
-    ] = _DEFAULTS.variant,
-    runtime: Annotated[
-        str | None, typer.Option(help="Runtime that runs it (default: chosen with it).")
-    ] = _DEFAULTS.runtime,
-    no_wait: Annotated[bool, typer.Option("--no-wait", help=NO_WAIT_HELP)] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress and no table.")] = False,
+    no_wait: NoWait = False,
+    quiet: Quiet = False,
+    **options: Any,
 ) -> None:
     """Search instances x threads x max batch x queue delay for `tlx serve`; write RUN/tune.json.
 
@@ -80,9 +62,7 @@ def tune_command(
     with cli_errors(), run_lock_policy(no_wait):
         from exporter.bench.tune import tune_run
 
-        cfg = TuneConfig(
-            cpus=cpus, budget_s=budget, concurrency=concurrency, variant=variant, runtime=runtime
-        )
+        cfg = build(TuneConfig, options)
         with progress_bar(quiet=quiet) as progress:
             result = tune_run(run, cfg, progress=progress)
         if not quiet:

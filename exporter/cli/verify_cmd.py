@@ -3,30 +3,28 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
 from exporter.cli.app import (
-    NO_WAIT_HELP,
-    Device,
+    NoWait,
+    Quiet,
     app,
     cli_errors,
     console,
     err_console,
     exit_if_failed,
-    parse_batch_sizes,
     progress_bar,
     run_lock_policy,
+    runtime_names,
 )
-from exporter.core.choices import ALL
+from exporter.cli.options import build, config_options
 from exporter.core.config import DEFAULT_MODEL_NAME, VerifyConfig
 
 if TYPE_CHECKING:
     from exporter.verify.verify import ParityReport
-
-_DEFAULTS = VerifyConfig()
 
 
 def verify_table(report: ParityReport) -> Table:
@@ -64,49 +62,11 @@ def verify_table(report: ParityReport) -> Table:
 
 
 @app.command("verify")
+@config_options(VerifyConfig)
 def verify_command(
     run: Annotated[Path, typer.Argument(help="The run folder (with manifest.json from export).")],
-    runtimes: Annotated[
-        str,
-        typer.Option(
-            help="Comma-separated runtimes, or 'all' (unavailable ones are skipped with the "
-            "reason; a named one that cannot run here exits 3)."
-        ),
-    ] = ",".join(_DEFAULTS.runtimes),
-    device: Annotated[Device, typer.Option(help="Where the candidates run.")] = Device(
-        _DEFAULTS.device
-    ),
-    samples: Annotated[
-        int, typer.Option(min=0, help="Held-out validation images (0: random inputs only).")
-    ] = _DEFAULTS.samples,
-    batch_sizes: Annotated[
-        str, typer.Option(help="Batch sizes of the seeded random inputs, e.g. 1,3,8.")
-    ] = ",".join(str(b) for b in _DEFAULTS.batch_sizes),
-    atol: Annotated[
-        float | None, typer.Option(help="Absolute logit tolerance (default: per precision).")
-    ] = _DEFAULTS.atol,
-    rtol: Annotated[
-        float | None, typer.Option(help="Relative logit tolerance (default: per precision).")
-    ] = _DEFAULTS.rtol,
-    min_top1: Annotated[
-        float | None,
-        typer.Option(
-            help="Minimum top-1 agreement as a fraction, e.g. 0.995 (default: per precision)."
-        ),
-    ] = _DEFAULTS.min_top1,
-    seed: Annotated[int, typer.Option(help="Seed of the random inputs.")] = _DEFAULTS.seed,
-    threads: Annotated[
-        int | None,
-        typer.Option(min=1, help="CPU threads for the runtimes (default: the usable cores)."),
-    ] = _DEFAULTS.threads,
-    localize: Annotated[
-        bool,
-        typer.Option(help="For a failing artifact, find the first layer that diverges."),
-    ] = _DEFAULTS.localize,
-    no_wait: Annotated[bool, typer.Option("--no-wait", help=NO_WAIT_HELP)] = False,
-    quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="No progress bar and no table.")
-    ] = False,
+    no_wait: NoWait = False,
+    quiet: Quiet = False,
     server: Annotated[
         str | None,
         typer.Option(
@@ -125,6 +85,7 @@ def verify_command(
             "first file that does not."
         ),
     ] = None,
+    **options: Any,
 ) -> None:
     """Check every artifact computes what the trained model computes; exit 1 if not.
 
@@ -137,23 +98,10 @@ def verify_command(
         _check_signature(run, public_key)
         return
     with cli_errors(), run_lock_policy(no_wait):
-        from exporter.runtimes.selection import parse_runtimes
         from exporter.verify.report import write_reports
         from exporter.verify.verify import verify_run
 
-        names = parse_runtimes(runtimes)
-        cfg = VerifyConfig(
-            runtimes=(ALL,) if names == ALL else tuple(names),
-            device=device.value,
-            samples=samples,
-            batch_sizes=parse_batch_sizes(batch_sizes, example="1,3,8"),
-            seed=seed,
-            atol=atol,
-            rtol=rtol,
-            min_top1=min_top1,
-            localize=localize,
-            threads=threads,
-        )
+        cfg = build(VerifyConfig, options, runtimes=runtime_names(options["runtimes"]))
         from exporter.core.runlock import run_lock
 
         # One lock for checking and reporting: no export may change the run in between.
