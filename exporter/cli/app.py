@@ -5,16 +5,15 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Iterator
-from enum import Enum
-from typing import Annotated
+from collections.abc import Collection, Iterable, Iterator, Sequence
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from exporter import __version__
-from exporter.core.choices import ALL, DEVICES
-from exporter.core.config.common import parse_batch_sizes  # noqa: F401 - until every command moved
+from exporter.core.choices import ALL
 from exporter.core.errors import EXIT_GATE, EXIT_SIGINT, TlxError
 from exporter.core.report import Progress
 
@@ -33,14 +32,42 @@ app = typer.Typer(
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
 
+NO_WAIT_HELP = (
+    "If another tlx command is changing this run, exit 3 naming its pid instead of waiting."
+)
+NoWait = Annotated[bool, typer.Option("--no-wait", help=NO_WAIT_HELP)]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no table.")]
 
-def choice_enum(name: str, values: tuple[str, ...]) -> type[Enum]:
-    """A str Enum of ``values`` (declared in core), which Typer shows and checks as choices."""
-    return Enum(name, [(v, v) for v in values], type=str)
+
+def say(*lines: str, err: bool = False) -> None:
+    """Plain lines on stdout (stderr with ``err``): never markup, since names come from users
+    and files, and never wrapped, so that logs keep one line per message."""
+    for line in lines:
+        (err_console if err else console).print(line, markup=False, soft_wrap=True)
 
 
-# Where verify, bench and serve run the model (train's own adds "auto").
-Device = choice_enum("Device", DEVICES)
+def table(
+    title: Any,
+    columns: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    *,
+    left: int | Collection[str] = 1,
+    **kw: Any,
+) -> Table:
+    """A results table: names left-aligned (the first ``left`` columns, or those named), numbers
+    right; ``kw`` applies to every column (e.g. ``no_wrap``)."""
+    out = Table(title=title)
+    for i, col in enumerate(columns):
+        text = i < left if isinstance(left, int) else col in left
+        out.add_column(col, justify="left" if text else "right", **kw)
+    for row in rows:
+        out.add_row(*row)
+    return out
+
+
+def deprecated(old: str, new: str) -> None:
+    """One line on stderr for a switch kept for old scripts; it still works."""
+    say(f"warning: {old} is deprecated; use {new}", err=True)
 
 
 def debug_enabled() -> bool:
@@ -80,17 +107,13 @@ def cli_errors() -> Iterator[None]:
         yield
     except typer.Exit:
         raise
-    except TlxError as exc:
+    except (Exception, KeyboardInterrupt) as exc:
         if debug_enabled():
             raise
-        raise fail(str(exc), exc.exit_code) from None
-    except KeyboardInterrupt:
-        if debug_enabled():
-            raise
-        raise fail("interrupted", EXIT_SIGINT) from None
-    except Exception as exc:
-        if debug_enabled():
-            raise
+        if isinstance(exc, TlxError):
+            raise fail(str(exc), exc.exit_code) from None
+        if isinstance(exc, KeyboardInterrupt):
+            raise fail("interrupted", EXIT_SIGINT) from None
         raise fail(
             f"internal error: {exc.__class__.__name__}: {exc} (rerun with --debug for the "
             "traceback and report it)",
@@ -98,33 +121,15 @@ def cli_errors() -> Iterator[None]:
         ) from None
 
 
-PUBLIC_KEY_HELP = (
-    "PEM public key: the run folder must match its model.sig (made by `tlx sign`) before "
-    "any file is loaded; a changed, added or removed file exits 2 naming it."
-)
-
-
-NO_WAIT_HELP = (
-    "If another tlx command is changing this run, exit 3 naming its pid instead of waiting."
-)
-NoWait = Annotated[bool, typer.Option("--no-wait", help=NO_WAIT_HELP)]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no table.")]
-
-
-def deprecated(old: str, new: str) -> None:
-    """One line on stderr for a switch kept for old scripts; it still works."""
-    err_console.print(f"warning: {old} is deprecated; use {new}", markup=False, soft_wrap=True)
-
-
 @contextlib.contextmanager
 def run_lock_policy(no_wait: bool) -> Iterator[None]:
     """The run lock's behaviour for one command: wait with one line on stderr, or exit 3."""
     from exporter.core.runlock import lock_policy
 
-    def say(message: str) -> None:
-        err_console.print(f"note: {message} (--no-wait exits instead)", markup=False)
+    def notify(message: str) -> None:
+        say(f"note: {message} (--no-wait exits instead)", err=True)
 
-    with lock_policy(wait=not no_wait, notify=say):
+    with lock_policy(wait=not no_wait, notify=notify):
         yield
 
 

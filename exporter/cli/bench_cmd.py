@@ -19,6 +19,8 @@ from exporter.cli.app import (
     progress_bar,
     run_lock_policy,
     runtime_names,
+    say,
+    table,
 )
 from exporter.cli.options import build, config_options
 from exporter.core.config import BenchConfig
@@ -30,28 +32,27 @@ if TYPE_CHECKING:
 def bench_table(report: BenchReport) -> Table:
     """The rich table printed after a bench: one row per runtime × batch size."""
     ref = report.config.reference_runtime
-    table = Table(title=f"tlx bench ({report.config.device}, {report.config.precision})")
-    headers = ["runtime", "artifact", "batch", "p50 ms", "p90 ms", "p99 ms", "img/s (p50)"]
-    for h in [*headers, f"x {ref}", "cold start s", "note"]:
-        table.add_column(h, justify="left" if h in ("runtime", "artifact", "note") else "right")
+    cols = ("runtime", "artifact", "batch", "p50 ms", "p90 ms", "p99 ms", "img/s (p50)")
+    cols += (f"x {ref}", "cold start s", "note")
 
     def num(v: float | None, fmt: str = "{:.2f}") -> str:
         return "" if v is None else fmt.format(v)
 
-    for row in report.rows():
-        table.add_row(
+    rows = (
+        (
             row["runtime"],
             row["artifact"],
             "" if row["batch_size"] is None else str(row["batch_size"]),
-            num(row.get("latency_ms_p50")),
-            num(row.get("latency_ms_p90")),
-            num(row.get("latency_ms_p99")),
+            *(num(row.get(f"latency_ms_{p}")) for p in ("p50", "p90", "p99")),
             num(row.get("throughput_img_s"), "{:.1f}"),
             num(row.get(f"speedup_vs_{ref}"), "{:.2f}x"),
             num(row.get("cold_start_s")),
             row.get("error") or ("" if row["status"] == "ok" else row["status"]),
         )
-    return table
+        for row in report.rows()
+    )
+    title = f"tlx bench ({report.config.device}, {report.config.precision})"
+    return table(title, cols, rows, left=("runtime", "artifact", "note"))
 
 
 @app.command("bench")
@@ -61,8 +62,7 @@ def bench_command(
     no_wait: NoWait = False,
     quiet: Quiet = False,
     server: Annotated[
-        str | None,
-        typer.Option(hidden=True, help="Deprecated: `tlx loadtest RUN --server URL`."),
+        str | None, typer.Option(hidden=True, help="Deprecated: `tlx loadtest RUN --server URL`.")
     ] = None,
     **options: Any,
 ) -> None:
@@ -74,28 +74,22 @@ def bench_command(
         deprecated("tlx bench --server", "tlx loadtest RUN --server URL")
         with cli_errors():
             out = options["out_dir"]
-            cfg = LoadtestConfig(server=server, out_dir=str(out) if out else None)
-            run_and_print(run, cfg, quiet=quiet)
+            run_and_print(run, LoadtestConfig(server=server, out_dir=out and str(out)), quiet=quiet)
         return
     with cli_errors(), run_lock_policy(no_wait):
         from exporter.bench.bench import bench_run
         from exporter.bench.op_profile_report import profile_summary
+        from exporter.bench.recommend import deploy_lines
 
         cfg = build(BenchConfig, options, runtimes=runtime_names(options["runtimes"]))
         with progress_bar(quiet=quiet) as progress:
             report = bench_run(run, cfg, progress=progress)
         if not quiet:
             console.print(bench_table(report))
-            for s in report.skipped:
-                console.print(f"skipped {s['runtime']}: {s['reason']}", markup=False)
-            for line in profile_summary(report.profile or []):
-                console.print(line, markup=False)
+            say(*(f"skipped {s['runtime']}: {s['reason']}" for s in report.skipped))
+            say(*profile_summary(report.profile or []))
             if report.comparison:
                 verdict = "passed" if report.comparison["passed"] else "FAILED"
-                console.print(f"regression gate {verdict} against {cfg.compare}", markup=False)
-        from exporter.bench.recommend import deploy_lines
-
-        for line in deploy_lines(report.recommendations):
-            console.print(line, markup=False)
-        console.print(f"wrote {report.files.get('bench.json')}", markup=False)
+                say(f"regression gate {verdict} against {cfg.compare}")
+        say(*deploy_lines(report.recommendations), f"wrote {report.files.get('bench.json')}")
         exit_if_failed("bench", report.gate_failures)

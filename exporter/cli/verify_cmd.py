@@ -14,11 +14,12 @@ from exporter.cli.app import (
     app,
     cli_errors,
     console,
-    err_console,
     exit_if_failed,
     progress_bar,
     run_lock_policy,
     runtime_names,
+    say,
+    table,
 )
 from exporter.cli.options import build, config_options
 from exporter.core.config import DEFAULT_MODEL_NAME, VerifyConfig
@@ -31,34 +32,26 @@ def verify_table(report: ParityReport) -> Table:
     """One row per runtime × artifact."""
     from exporter.verify.report import summary_rows
 
-    table = Table(title=f"tlx verify: {report.verdict.upper()}")
-    cols = [
-        ("runtime", "runtime"),
-        ("artifact", "artifact"),
-        ("precision", "prec"),
-        ("max_abs_error", "max abs err"),
-        ("p99_abs_error", "p99 abs err"),
-        ("min_cosine_similarity", "min cos"),
-        ("top1_agreement_pct", "top-1 %"),
-        ("accuracy_candidate_pct", "acc %"),
-        ("nonfinite_n", "NaN/Inf"),
-        ("result", "result"),
-        ("why", "why / first diverging layer"),
-    ]
-    for key, header in cols:
-        # Names must stay readable on an 80-column CI log; the reason may wrap.
-        table.add_column(header, overflow="fold", no_wrap=key != "why")
-    for row in summary_rows(report):
-        cells = []
-        for key, _ in cols:
-            value = row.get(key)
-            if key == "why" and row.get("first_diverging_layer"):
-                value = f"{value} [first diverging layer: {row['first_diverging_layer']}]"
-            if isinstance(value, float):
-                value = f"{value:.3g}" if "error" in key else f"{value:.4g}"
-            cells.append("" if value is None else str(value))
-        table.add_row(*cells)
-    return table
+    keys = ("runtime", "artifact", "precision", "max_abs_error", "p99_abs_error")
+    keys += ("min_cosine_similarity", "top1_agreement_pct", "accuracy_candidate_pct")
+    keys += ("nonfinite_n", "result", "why")
+    heads = ("runtime", "artifact", "prec", "max abs err", "p99 abs err", "min cos", "top-1 %")
+    heads += ("acc %", "NaN/Inf", "result", "why / first diverging layer")
+
+    def cell(key: str, row: dict[str, Any]) -> str:
+        value = row.get(key)
+        if key == "why" and row.get("first_diverging_layer"):
+            value = f"{value} [first diverging layer: {row['first_diverging_layer']}]"
+        if isinstance(value, float):
+            value = f"{value:.3g}" if "error" in key else f"{value:.4g}"
+        return "" if value is None else str(value)
+
+    rows = ([cell(k, row) for k in keys] for row in summary_rows(report))
+    title = f"tlx verify: {report.verdict.upper()}"
+    # Names must stay readable on an 80-column CI log; the reason may wrap.
+    out = table(title, heads, rows, left=len(heads), overflow="fold", no_wrap=True)
+    out.columns[-1].no_wrap = False
+    return out
 
 
 @app.command("verify")
@@ -98,12 +91,11 @@ def verify_command(
         _check_signature(run, public_key)
         return
     with cli_errors(), run_lock_policy(no_wait):
+        from exporter.core.runlock import run_lock
         from exporter.verify.report import write_reports
         from exporter.verify.verify import verify_run
 
         cfg = build(VerifyConfig, options, runtimes=runtime_names(options["runtimes"]))
-        from exporter.core.runlock import run_lock
-
         # One lock for checking and reporting: no export may change the run in between.
         with run_lock(run, "verify"), progress_bar(quiet=quiet) as update:
             if server is None:
@@ -118,11 +110,8 @@ def verify_command(
                 json_path, md_path = write_server_reports(report)
         if not quiet:
             console.print(verify_table(report))
-            for s in report.skipped:
-                console.print(f"skipped {s['runtime']}: {s['reason']}", markup=False)
-            for n in report.notes:
-                console.print(f"note: {n}", markup=False)
-            console.print(f"wrote {json_path} and {md_path}", markup=False)
+            say(*(f"skipped {s['runtime']}: {s['reason']}" for s in report.skipped))
+            say(*(f"note: {n}" for n in report.notes), f"wrote {json_path} and {md_path}")
         # One unwrapped line per candidate: the table folds long names on narrow terminals.
         for c in report.candidates:
             if c.passed and c.task_checked and quiet:
@@ -135,7 +124,7 @@ def verify_command(
             if c.localization is not None:
                 layer = c.localization.get("layer")
                 line += f" [first diverging layer: {layer or c.localization.get('reason')}]"
-            (console if c.passed else err_console).print(line, markup=False, soft_wrap=True)
+            say(line, err=not c.passed)
         exit_if_failed("verify", report.gate_failures)
 
 
@@ -145,9 +134,7 @@ def _check_signature(run: Path, public_key: Path) -> None:
         from exporter.sign.verification import verify_signature
 
         check = verify_signature(run, public_key)
-        console.print(
+        say(
             f"signature ok: the {len(check.digests)} signed files of {check.run_dir} match "
-            f"{check.signature} (key {public_key}); no file was added",
-            markup=False,
-            soft_wrap=True,
+            f"{check.signature} (key {public_key}); no file was added"
         )
