@@ -3,203 +3,56 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
 from exporter.cli.app import (
-    NO_WAIT_HELP,
+    NoWait,
     app,
-    choice_enum,
     cli_errors,
     console,
     err_console,
     progress_bar,
     run_lock_policy,
 )
-from exporter.core.choices import ALL, EXPORT_PRECISIONS
-from exporter.core.config import (
-    DEFAULT_OPSET,
-    EXPORT_FORMATS,
-    EXPORTER_CHOICES,
-    KSERVE,
-    MAX_LEGACY_OPSET,
-    TRITON,
-    ExportConfig,
-    KServeConfig,
-    TritonConfig,
-)
+from exporter.cli.options import build, config_options, given
+from exporter.core.config import KSERVE, TRITON, ExportConfig, KServeConfig, TritonConfig
 
 if TYPE_CHECKING:
     from exporter.export.export import ExportResult
 
-_DEFAULTS = ExportConfig()
-_TRITON = TritonConfig()
-_KSERVE = KServeConfig()
-
-
-FormatChoice = choice_enum("FormatChoice", (*EXPORT_FORMATS, TRITON, KSERVE, ALL))
-PrecisionChoice = choice_enum("PrecisionChoice", EXPORT_PRECISIONS)
-ExporterChoice = choice_enum("ExporterChoice", EXPORTER_CHOICES)
+TUNED = ("max_batch_size", "max_queue_delay_us", "instances")  # RUN/tune.json's, unless given
 
 
 @app.command("export")
+@config_options(ExportConfig)
 def export_command(
+    ctx: typer.Context,
     run: Annotated[Path, typer.Argument(help="The run folder made by `tlx train`.")],
-    formats: Annotated[
-        list[FormatChoice] | None,
-        typer.Option(
-            "--format",
-            "-f",
-            help="Artifact format; repeat for several. Default: all "
-            f"({', '.join(EXPORT_FORMATS)}). triton: a Triton model repository in RUN/triton "
-            "from the best verified ONNX artifact (not part of all). kserve: Kubernetes "
-            "manifests in RUN/kserve serving that repository (written first if missing).",
-            case_sensitive=False,
-        ),
-    ] = None,
-    opset: Annotated[
-        int | None,
-        typer.Option(
-            "--opset",
-            help=f"ONNX opset (default: {DEFAULT_OPSET} for dynamo, {MAX_LEGACY_OPSET} for the "
-            "legacy exporter).",
-        ),
-    ] = _DEFAULTS.opset,
-    batch_size: Annotated[
-        int,
-        typer.Option(
-            "--batch-size",
-            help="Largest batch every artifact is checked at; the fixed batch with --static-batch.",
-        ),
-    ] = _DEFAULTS.batch_size,
-    static_batch: Annotated[
-        bool,
-        typer.Option("--static-batch", help="Export ONNX/.pt2 with a fixed batch of --batch-size."),
-    ] = _DEFAULTS.static_batch,
-    precision: Annotated[
-        PrecisionChoice,
-        typer.Option(
-            "--precision",
-            help="fp16 writes model.fp16.onnx (fp16 compute, fp32 inputs/outputs) instead of "
-            "model.onnx; TorchScript and .pt2 stay fp32.",
-            case_sensitive=False,
-        ),
-    ] = PrecisionChoice(_DEFAULTS.precision),
-    exporter: Annotated[
-        ExporterChoice,
-        typer.Option(
-            "--exporter",
-            help="ONNX exporter: dynamo (torch.export based, default) or legacy (TorchScript "
-            "based; fails on VGG16 at 32 px).",
-            case_sensitive=False,
-        ),
-    ] = ExporterChoice(_DEFAULTS.exporter),
-    force: Annotated[
-        bool, typer.Option("--force", help="Overwrite artifacts that already exist.")
-    ] = _DEFAULTS.force,
-    no_wait: Annotated[bool, typer.Option("--no-wait", help=NO_WAIT_HELP)] = False,
-    variant: Annotated[
-        str | None,
-        typer.Option(help="triton: ship this variant or artifact (fold-int8, model.onnx)."),
-    ] = _TRITON.variant,
-    device: Annotated[
-        str, typer.Option(help="triton: target device, cpu or cuda (default config.pbtxt).")
-    ] = _TRITON.device,
-    model_name: Annotated[
-        str, typer.Option("--model-name", help="triton: the model's name on the server.")
-    ] = _TRITON.model_name,
-    max_batch: Annotated[
-        int | None,
-        typer.Option(
-            "--max-batch",
-            help="triton: max_batch_size (dynamic batching; default: RUN/tune.json's plan, "
-            f"else {_TRITON.max_batch_size}).",
-        ),
-    ] = None,
-    max_queue_delay_us: Annotated[
-        int | None,
-        typer.Option(
-            "--max-queue-delay-us",
-            help="triton: dynamic batching queue delay (default: RUN/tune.json's plan, "
-            f"else {_TRITON.max_queue_delay_us}).",
-        ),
-    ] = None,
-    instances: Annotated[
-        int | None,
-        typer.Option(
-            "--instances",
-            help="triton: model instances (instance_group count; default: RUN/tune.json's "
-            f"plan, else {_TRITON.instances}).",
-        ),
-    ] = None,
-    storage_uri: Annotated[
-        str | None,
-        typer.Option(
-            "--storage-uri",
-            help="kserve (required): where the cluster reads the copy of RUN/triton "
-            "(s3://bucket/path, gs://bucket/path or pvc://claim/path).",
-        ),
-    ] = _KSERVE.storage_uri,
-    k8s_name: Annotated[
-        str | None,
-        typer.Option("--k8s-name", help="kserve: the object name (default: --model-name)."),
-    ] = _KSERVE.name,
-    min_replicas: Annotated[
-        int, typer.Option("--min-replicas", help="kserve: the autoscaler's lower bound.")
-    ] = _KSERVE.min_replicas,
-    max_replicas: Annotated[
-        int, typer.Option("--max-replicas", help="kserve: the autoscaler's upper bound.")
-    ] = _KSERVE.max_replicas,
+    no_wait: NoWait = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    **options: Any,
 ) -> None:
     """Export a trained run to TorchScript, ONNX and .pt2; each file is checked against eager
     before it is written, and listed with its sha256 in RUN/manifest.json."""
     with cli_errors(), run_lock_policy(no_wait):
         from exporter.export.export import export_run
 
-        chosen = tuple(f.value for f in (formats or [FormatChoice(ALL)]))
+        p = options
+        chosen = tuple(f.value for f in p["formats"])
         # The triton options apply to --format triton/kserve alone; other formats ignore them.
         triton, kserve = TritonConfig(), KServeConfig()
         if KSERVE in chosen:
-            kserve = KServeConfig(
-                storage_uri=storage_uri,
-                name=k8s_name,
-                min_replicas=min_replicas,
-                max_replicas=max_replicas,
-            )
+            kserve = build(KServeConfig, p)
         if TRITON in chosen or KSERVE in chosen:
             from exporter.core.tuneplan import triton_settings
 
-            given = {
-                "max_batch_size": max_batch,
-                "max_queue_delay_us": max_queue_delay_us,
-                "instances": instances,
-            }
-            settings, _from_tune = triton_settings(run, given, device=device, variant=variant)
-            defaults = {
-                "max_batch_size": _TRITON.max_batch_size,
-                "max_queue_delay_us": _TRITON.max_queue_delay_us,
-                "instances": _TRITON.instances,
-            }
-            triton = TritonConfig(
-                model_name=model_name,
-                device=device,
-                variant=variant,
-                **{k: v if v is not None else defaults[k] for k, v in settings.items()},
-            )
-        cfg = ExportConfig(
-            formats=chosen,
-            opset=opset,
-            batch_size=batch_size,
-            static_batch=static_batch,
-            precision=precision.value,
-            exporter=exporter.value,
-            force=force,
-            triton=triton,
-            kserve=kserve,
-        )
+            mine = {k: p[k] if given(ctx, k) else None for k in TUNED}
+            tuned, _ = triton_settings(run, mine, device=p["device"], variant=p["variant"])
+            triton = build(TritonConfig, {**p, **{k: v for k, v in tuned.items() if v is not None}})
+        cfg = build(ExportConfig, p, triton=triton, kserve=kserve)
         with progress_bar(quiet=quiet) as progress:
             result = export_run(run, cfg, progress=progress)
         _print_result(result, quiet=quiet)

@@ -43,7 +43,8 @@ def _nested(f: Field[Any]) -> bool:
 
 def _cli_type(f: Field[Any], o: Option, hint: Any) -> Any:
     if o.choices:
-        return Enum(f.name.title().replace("_", ""), [(c, c) for c in o.choices], type=str)
+        words = Enum(f.name.title().replace("_", ""), [(c, c) for c in o.choices], type=str)
+        return list[words] if get_origin(hint) is tuple else words  # type: ignore[valid-type]
     if o.path:
         return Path
     union = get_origin(hint) in (Union, types.UnionType)
@@ -59,6 +60,8 @@ def _cli_default(o: Option, kind: Any, value: Any) -> Any:
     """The default as the command line gives it: an Enum member, or the text ``parse`` reads."""
     if value is None or value is MISSING:
         return value
+    if o.choices and isinstance(value, tuple):  # a repeatable option: --format a --format b
+        return [get_args(kind)[0](v) for v in value]
     if o.choices:
         return kind(value)
     if o.parse is not None:
@@ -103,6 +106,8 @@ def value(o: Option, given: Any) -> Any:
     """A parsed option as the config field takes it: Enums as their word, paths as str."""
     if isinstance(given, Enum):
         return given.value
+    if isinstance(given, list):
+        return tuple(value(o, v) for v in given)
     if isinstance(given, Path):
         return str(given)
     if o.parse is not None and isinstance(given, str):

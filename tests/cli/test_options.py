@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_origin
 
 import pytest
 import typer
@@ -72,7 +72,9 @@ def test_the_cli_defaults_are_the_configs_defaults(name: str) -> None:
 
 def _choices(command: str, param: str) -> tuple[str, ...]:
     found = next(p for p in COMMANDS[command].params if p.name == param)
-    return tuple(member.value for member in found.type_descriptor.annotation)
+    words = found.type_descriptor.annotation
+    words = get_args(words)[0] if get_origin(words) is list else words  # --format a --format b
+    return tuple(member.value for member in words)
 
 
 def test_cli_choices_are_built_from_the_declared_words() -> None:

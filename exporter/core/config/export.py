@@ -6,8 +6,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from exporter.core.choices import ALL, EXPORT_PRECISIONS, device_kind
-from exporter.core.config.common import MAX_BATCH_SIZE
+from exporter.core.choices import ALL, DEVICE_HELP, EXPORT_PRECISIONS, device_kind
+from exporter.core.config.common import MAX_BATCH_SIZE, opt
 from exporter.core.errors import UsageError, shown
 
 # The model formats, in the order they are exported (``--format all``: these three).
@@ -38,25 +38,36 @@ MAX_REPLICAS = 1000
 class TritonConfig:
     """Settings of ``tlx export --format triton`` (a Triton model repository in RUN/triton).
 
-    Attributes:
-        model_name: the model's folder and name on the server.
-        device: the target: which verify verdict chooses the artifact, and the instance kind
-            of the default ``config.pbtxt`` (``configs/cpu.pbtxt`` and ``configs/gpu.pbtxt``
-            are written either way).
-        variant: ship this variant or artifact instead of the default choice.
-        max_batch_size: the largest batch dynamic batching forms.
-        max_queue_delay_us: how long a request may wait for others to join its batch.
-        instances: model instances (per GPU, or on the CPU).
-        threads: intra-op threads of each instance's ONNX Runtime session (None: the
-            backend's default, every core); the kserve format sets the measured plan's.
+    Each field's help is its option's. ``device`` also chooses which verify verdict picks the
+    artifact (``configs/cpu.pbtxt`` and ``configs/gpu.pbtxt`` are written either way);
+    ``threads`` is each instance's ONNX Runtime intra-op threads (None: the backend's default,
+    every core; the kserve format sets the measured plan's). The CLI takes the batching and
+    instance defaults from RUN/tune.json's plan when there is one.
     """
 
-    model_name: str = "vgg16"
-    device: str = "cpu"
-    variant: str | None = None
-    max_batch_size: int = 32
-    max_queue_delay_us: int = 100
-    instances: int = 1
+    model_name: str = opt(
+        "vgg16", flags=("--model-name",), help="triton: the model's name on the server."
+    )
+    device: str = opt("cpu", help=f"triton: target device (default config.pbtxt): {DEVICE_HELP}")
+    variant: str | None = opt(
+        None, help="triton: ship this variant or artifact (fold-int8, model.onnx)."
+    )
+    max_batch_size: int = opt(
+        32,
+        flags=("--max-batch",),
+        help="triton: max_batch_size (dynamic batching).",
+        show_default="RUN/tune.json's plan, else 32",
+    )
+    max_queue_delay_us: int = opt(
+        100,
+        help="triton: dynamic batching queue delay.",
+        show_default="RUN/tune.json's plan, else 100",
+    )
+    instances: int = opt(
+        1,
+        help="triton: model instances (instance_group count).",
+        show_default="RUN/tune.json's plan, else 1",
+    )
     threads: int | None = None
 
     def __post_init__(self) -> None:
@@ -82,19 +93,19 @@ class TritonConfig:
 
 @dataclass(frozen=True)
 class KServeConfig:
-    """Settings of ``tlx export --format kserve`` (manifests in RUN/kserve).
+    """Settings of ``tlx export --format kserve`` (manifests in RUN/kserve); each field's help
+    is its option's."""
 
-    Attributes:
-        storage_uri: where the cluster reads ``RUN/triton`` from (``s3://``, ``gs://`` or
-            ``pvc://<claim>/<path>``); required for the format.
-        name: the InferenceService / Deployment name (None: the model name, as a DNS label).
-        min_replicas / max_replicas: the autoscaler's bounds.
-    """
-
-    storage_uri: str | None = None
-    name: str | None = None
-    min_replicas: int = 1
-    max_replicas: int = 4
+    storage_uri: str | None = opt(
+        None,
+        help="kserve (required): where the cluster reads the copy of RUN/triton "
+        "(s3://bucket/path, gs://bucket/path or pvc://claim/path).",
+    )
+    name: str | None = opt(
+        None, flags=("--k8s-name",), help="kserve: the object name (default: --model-name)."
+    )
+    min_replicas: int = opt(1, help="kserve: the autoscaler's lower bound.")
+    max_replicas: int = opt(4, help="kserve: the autoscaler's upper bound.")
 
     def __post_init__(self) -> None:
         if self.storage_uri is not None:
@@ -121,31 +132,50 @@ class KServeConfig:
 
 @dataclass(frozen=True)
 class ExportConfig:
-    """Settings of ``tlx export``.
+    """Settings of ``tlx export``; each field's help is its option's (``formats`` also takes
+    ``"all"`` or ``"onnx,pt2"``; ``opset=None`` is the exporter's default; ``seed`` seeds the
+    random check inputs)."""
 
-    Attributes:
-        formats: any of ``onnx``, ``torchscript``, ``pt2``.
-        opset: ONNX opset (``None``: :data:`DEFAULT_OPSET`, or 20 for the legacy exporter).
-        batch_size: the largest batch the artifact is checked at (and the fixed batch with
-            ``static_batch``).
-        static_batch: export a fixed batch of ``batch_size`` instead of a dynamic one.
-        precision: ``fp32``; ``fp16`` writes ``model.fp16.onnx`` (fp32 inputs/outputs) instead
-            of ``model.onnx``. TorchScript and .pt2 are always fp32.
-        exporter: ``dynamo`` (``torch.onnx.export(dynamo=True)``) or ``legacy``.
-        force: overwrite existing artifact files.
-        seed: seed of the random check inputs.
-        triton: settings of the ``triton`` format (not part of ``all``: it ships an artifact
-            the other formats and ``tlx optimize`` made).
-        kserve: settings of the ``kserve`` format (also not part of ``all``).
-    """
-
-    formats: tuple[str, ...] = EXPORT_FORMATS
-    opset: int | None = None
-    batch_size: int = 8
-    static_batch: bool = False
-    precision: str = "fp32"
-    exporter: str = "dynamo"
-    force: bool = False
+    formats: tuple[str, ...] = opt(
+        EXPORT_FORMATS,
+        flags=("--format", "-f"),
+        choices=(*EXPORT_FORMATS, TRITON, KSERVE, ALL),
+        case_sensitive=False,
+        help=f"Artifact format; repeat for several. Default: all ({', '.join(EXPORT_FORMATS)}). "
+        "triton: a Triton model repository in RUN/triton from the best verified ONNX artifact "
+        "(not part of all). kserve: Kubernetes manifests in RUN/kserve serving that repository "
+        "(written first if missing).",
+        show_default=False,
+    )
+    opset: int | None = opt(
+        None,
+        help=f"ONNX opset (default: {DEFAULT_OPSET} for dynamo, {MAX_LEGACY_OPSET} for the "
+        "legacy exporter).",
+    )
+    batch_size: int = opt(
+        8,
+        help="Largest batch every artifact is checked at; the fixed batch with --static-batch.",
+    )
+    static_batch: bool = opt(
+        False,
+        flags=("--static-batch",),
+        help="Export ONNX/.pt2 with a fixed batch of --batch-size.",
+    )
+    precision: str = opt(
+        "fp32",
+        choices=EXPORT_PRECISIONS,
+        case_sensitive=False,
+        help="fp16 writes model.fp16.onnx (fp16 compute, fp32 inputs/outputs) instead of "
+        "model.onnx; TorchScript and .pt2 stay fp32.",
+    )
+    exporter: str = opt(
+        "dynamo",
+        choices=EXPORTER_CHOICES,
+        case_sensitive=False,
+        help="ONNX exporter: dynamo (torch.export based, default) or legacy (TorchScript based; "
+        "fails on VGG16 at 32 px).",
+    )
+    force: bool = opt(False, flags=("--force",), help="Overwrite artifacts that already exist.")
     seed: int = 0
     triton: TritonConfig = field(default_factory=TritonConfig)
     kserve: KServeConfig = field(default_factory=KServeConfig)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from exporter.core.choices import CUDA, DEVICES
-from exporter.core.config.common import MAX_BATCH_SIZE, opt, parse_ints
+from exporter.core.choices import DEVICE_HELP, device_kind
+from exporter.core.config.common import MAX_BATCH_SIZE, PUBLIC_KEY_HELP, opt, parse_ints
 from exporter.core.errors import UsageError
 
 # Triton's own default ports (HTTP, gRPC, metrics), so clients configured for Triton just work.
@@ -21,42 +21,52 @@ LOOPBACK = "127.0.0.1"
 class ServeConfig:
     """Settings of ``tlx serve`` (validated on construction; messages name the CLI option).
 
-    Attributes:
-        variant: the artifact variant to serve (None: the run's recommended one).
-        runtime: the runtime that runs it (None: chosen with the artifact).
-        device: ``cpu`` or ``cuda``.
-        host: the address every endpoint binds to; loopback unless asked otherwise.
-        http_port / grpc_port / metrics_port: the KServe v2 HTTP and gRPC ports, Prometheus.
-        model_name: the name clients address the model by.
-        max_batch: largest batch the dynamic batcher forms (and a request may carry).
-        max_queue_delay_us: how long a request may wait for others to fill a batch.
-        instances: model instances, each with its own session, run in parallel (None: 2 on a
-            CPU with 2 or more cores, else 1; see :func:`exporter.serve.server.instance_plan`).
-        threads: intra-op threads of each instance's runtime (None: on the CPU, the cores
-            split between the instances; on CUDA, the runtime's default).
-        drain_timeout_s: on SIGINT/SIGTERM, how long in-flight requests may take to finish.
-        public_key: a PEM public key: the run must match its ``model.sig`` before anything
-            is loaded (None: no signature check).
+    Each field's help is its option's. The CLI takes the batching, instance and thread
+    defaults from RUN/tune.json's plan when there is one; without it, ``instances=None`` is 2
+    on a CPU with 2 or more cores, else 1 (:func:`exporter.serve.server.instance_plan`), and
+    ``threads=None`` splits the CPU's cores between the instances (the runtime's default on
+    CUDA).
     """
 
-    variant: str | None = None
-    runtime: str | None = None
-    device: str = "cpu"
-    host: str = LOOPBACK
-    http_port: int = DEFAULT_HTTP_PORT
-    grpc_port: int = DEFAULT_GRPC_PORT
-    metrics_port: int = DEFAULT_METRICS_PORT
-    model_name: str = DEFAULT_MODEL_NAME
-    max_batch: int = 64
-    max_queue_delay_us: int = 1000
-    instances: int | None = None
-    threads: int | None = None
-    drain_timeout_s: int = 30
-    public_key: str | None = None
+    variant: str | None = opt(
+        None, help="Artifact to serve, e.g. fold-int8 (default: the run's recommended one)."
+    )
+    runtime: str | None = opt(None, help="Runtime that runs it (default: ort-cpu / ort-cuda).")
+    device: str = opt("cpu", help=f"Where the model runs: {DEVICE_HELP}")
+    host: str = opt(LOOPBACK, help="Address to bind every endpoint to (default: loopback only).")
+    http_port: int = opt(DEFAULT_HTTP_PORT, help="KServe v2 HTTP port.")
+    grpc_port: int = opt(DEFAULT_GRPC_PORT, help="KServe v2 gRPC port.")
+    metrics_port: int = opt(DEFAULT_METRICS_PORT, help="Prometheus metrics port.")
+    model_name: str = opt(DEFAULT_MODEL_NAME, help="Name clients address the model by.")
+    max_batch: int = opt(
+        64,
+        help="Largest batch the dynamic batcher forms.",
+        show_default="RUN/tune.json's plan, else 64",
+    )
+    max_queue_delay_us: int = opt(
+        1000,
+        help="How long a request may wait for others to fill a batch, us.",
+        show_default="RUN/tune.json's plan, else 1000",
+    )
+    instances: int | None = opt(
+        None,
+        help="Model instances (each its own session), run in parallel (default: RUN/tune.json's "
+        "plan, else 2 on a multi-core CPU, 1 on CUDA).",
+    )
+    threads: int | None = opt(
+        None,
+        help="Intra-op threads per instance (default on the CPU: RUN/tune.json's plan, else the "
+        "usable cores split between the instances).",
+    )
+    drain_timeout_s: int = opt(
+        30,
+        flags=("--drain-timeout",),
+        help="On SIGINT/SIGTERM, seconds in-flight requests may take.",
+    )
+    public_key: str | None = opt(None, path=True, help=PUBLIC_KEY_HELP)
 
     def __post_init__(self) -> None:
-        if self.device not in DEVICES and not self.device.startswith(f"{CUDA}:"):
-            raise UsageError(f"--device {self.device!r}: choose cpu or cuda")
+        device_kind(self.device)
         ports = {"--http-port": self.http_port, "--grpc-port": self.grpc_port}
         ports["--metrics-port"] = self.metrics_port
         for flag, port in ports.items():
