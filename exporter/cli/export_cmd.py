@@ -6,16 +6,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
 
 from exporter.cli.app import (
     NoWait,
     app,
     cli_errors,
     console,
-    err_console,
     progress_bar,
     run_lock_policy,
+    say,
+    table,
 )
 from exporter.cli.options import build, config_options, given
 from exporter.core.config import KSERVE, TRITON, ExportConfig, KServeConfig, TritonConfig
@@ -60,16 +60,13 @@ def export_command(
 
 def _print_result(result: ExportResult, *, quiet: bool) -> None:
     if result.dropped:
-        err_console.print(
-            "note: dropped manifest entries exported from older weights: "
-            + ", ".join(result.dropped),
-            markup=False,
-        )
-    table = Table(title=f"tlx export {result.run_dir}")
-    for col in ("file", "format", "precision", "MB", "export s", "max |Δ| vs eager", "sha256"):
-        table.add_column(col, justify="left" if col in ("file", "format", "sha256") else "right")
-    for r in result.formats.values():
-        table.add_row(
+        dropped = ", ".join(result.dropped)
+        say(f"note: dropped manifest entries exported from older weights: {dropped}", err=True)
+    if quiet:
+        return
+    cols = ("file", "format", "precision", "MB", "export s", "max |Δ| vs eager", "sha256")
+    rows = (
+        (
             r.name,
             r.format,
             r.precision,
@@ -78,24 +75,18 @@ def _print_result(result: ExportResult, *, quiet: bool) -> None:
             f"{r.max_abs_diff:.2e} (atol {r.atol:g})",
             r.sha256[:12],
         )
-    if not quiet:
-        if result.formats:
-            console.print(table)
-        if result.triton is not None:
-            t = result.triton
-            console.print(
-                f"triton: {t.model_dir} from {t.source} ({t.reason})\nserve it: {t.command}",
-                markup=False,
-                soft_wrap=True,
-            )
-        if result.kserve is not None:
-            k = result.kserve
-            console.print(
-                f"kserve: {', '.join(str(f) for f in k.files)}\n"
-                f"plan: {k.plan.instances} instance(s) x {k.plan.threads} thread(s), "
-                f"{k.plan.cores} CPU, target concurrency {k.plan.target_concurrency} "
-                f"({k.plan.source})\napply it: kubectl apply -f {k.files[0]}",
-                markup=False,
-                soft_wrap=True,
-            )
-        console.print(f"manifest: {result.manifest_path}  report: {result.report_path}")
+        for r in result.formats.values()
+    )
+    if result.formats:
+        title = f"tlx export {result.run_dir}"
+        console.print(table(title, cols, rows, left=("file", "format", "sha256")))
+    if (t := result.triton) is not None:
+        say(f"triton: {t.model_dir} from {t.source} ({t.reason})", f"serve it: {t.command}")
+    if (k := result.kserve) is not None:
+        say(
+            f"kserve: {', '.join(str(f) for f in k.files)}",
+            f"plan: {k.plan.instances} instance(s) x {k.plan.threads} thread(s), {k.plan.cores} "
+            f"CPU, target concurrency {k.plan.target_concurrency} ({k.plan.source})",
+            f"apply it: kubectl apply -f {k.files[0]}",
+        )
+    say(f"manifest: {result.manifest_path}  report: {result.report_path}")

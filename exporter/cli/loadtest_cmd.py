@@ -8,7 +8,16 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from exporter.cli.app import Quiet, app, cli_errors, console, exit_if_failed, progress_bar
+from exporter.cli.app import (
+    Quiet,
+    app,
+    cli_errors,
+    console,
+    exit_if_failed,
+    progress_bar,
+    say,
+    table,
+)
 from exporter.cli.options import build, config_options
 from exporter.core.config import LoadtestConfig
 
@@ -21,12 +30,9 @@ def loadtest_table(report: LoadtestReport) -> Table:
     from exporter.bench.loadtest_report import SHORT_COLUMNS
     from exporter.core.report import format_cell
 
-    table = Table(title=f"tlx loadtest: {report.artifact} via {report.config.server}")
-    for key, header in SHORT_COLUMNS:
-        table.add_column(header, justify="left" if key == "status" else "right")
-    for row in report.rows():
-        table.add_row(*(format_cell(row.get(key), digits=2) for key, _ in SHORT_COLUMNS))
-    return table
+    title = f"tlx loadtest: {report.artifact} via {report.config.server}"
+    rows = ([format_cell(row.get(k), digits=2) for k, _ in SHORT_COLUMNS] for row in report.rows())
+    return table(title, [h for _, h in SHORT_COLUMNS], rows, left=("status",))
 
 
 def run_and_print(run: Path, cfg: LoadtestConfig, *, quiet: bool) -> None:
@@ -37,16 +43,13 @@ def run_and_print(run: Path, cfg: LoadtestConfig, *, quiet: bool) -> None:
         report = run_loadtest(run, cfg, progress=progress)
     if not quiet:
         console.print(loadtest_table(report))
-        best = report.best()
-        if best:
-            console.print(
-                f"best: concurrency {best['concurrency']}, "
-                f"{best['throughput_img_s']:.1f} img/s, p99 {best['latency_ms_p99']:.2f} ms",
-                markup=False,
+        if best := report.best():
+            say(
+                f"best: concurrency {best['concurrency']}, {best['throughput_img_s']:.1f} img/s, "
+                f"p99 {best['latency_ms_p99']:.2f} ms"
             )
-        for note in report.notes:
-            console.print(f"note: {note}", markup=False)
-    console.print(f"wrote {report.files.get('loadtest.json')}", markup=False)
+        say(*(f"note: {note}" for note in report.notes))
+    say(f"wrote {report.files.get('loadtest.json')}")
     exit_if_failed("loadtest", report.gate_failures)
 
 

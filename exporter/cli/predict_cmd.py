@@ -9,14 +9,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from exporter.cli.app import (
-    app,
-    cli_errors,
-    console,
-    err_console,
-    fail,
-    progress_bar,
-)
+from exporter.cli.app import app, cli_errors, console, fail, progress_bar, say
 from exporter.cli.options import build, config_options
 from exporter.core.config import PredictConfig
 from exporter.core.errors import EXIT_USAGE
@@ -93,11 +86,8 @@ def predict_command(
             return
 
         def report_bad(bad: BadImage) -> None:
-            line = f"{_printable(bad.source)}: {bad.reason}"
-            if cfg.skip_bad:
-                err_console.print(f"skipped {line}", markup=False, soft_wrap=True)
-            else:
-                err_console.print(f"error: {line}", markup=False, soft_wrap=True)
+            what = "skipped" if cfg.skip_bad else "error:"
+            say(f"{what} {_printable(bad.source)}: {bad.reason}", err=True)
 
         with progress_bar(quiet=quiet) as progress:
             result = predict_images(run, images, cfg, on_error=report_bad, progress=progress)
@@ -124,17 +114,15 @@ def _predict_on_ray(
     if cfg.public_key is not None:
         raise fail("--public-key is not supported with --engine ray yet", EXIT_USAGE)
     result = predict_ray(run, images, cfg, output=output, address=address)
-    err_console.print(
+    say(
         f"{result.images} images ({result.images - len(result.failures)} predicted, "
         f"{len(result.failures)} failed) with {result.artifact} on {result.actors} actor(s) x "
         f"{result.threads} thread(s): {result.images_per_s:.1f} img/s; {result.rows} rows in "
         f"{result.output}; failures: {result.failures_path}",
-        markup=False,
-        soft_wrap=True,
+        err=True,
     )
     if result.failures and not cfg.skip_bad:
-        for source, reason in result.failures[:5]:
-            err_console.print(f"error: {_printable(source)}: {reason}", markup=False)
+        say(*(f"error: {_printable(src)}: {why}" for src, why in result.failures[:5]), err=True)
         raise typer.Exit(EXIT_USAGE)
     if result.images == len(result.failures):
         raise fail(f"--skip-bad: none of the {result.images} images could be read", EXIT_USAGE)

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from exporter.cli.app import app, cli_errors, console, err_console
+from exporter.cli.app import app, cli_errors, say
 from exporter.cli.options import build, config_options, given
 from exporter.core.config import ServeConfig
 
@@ -58,25 +58,21 @@ def serve_command(
         cfg = build(ServeConfig, {**p, **{k: v for k, v in tuned.items() if v is not None}})
         server = start_server(run, cfg, stop=stop)
         d = server.describe()
-        console.print(
+        say(
             f"ready: model {d['model_name']!r} = {d['artifact']} on {d['runtime']} "
             f"(x{d['instances']}, {d['threads'] or 'default'} thread(s) each, "
             f"max batch {d['max_batch']}, queue delay {d['max_queue_delay_us']} us"
             f"{', tuned: RUN/tune.json' if from_tune else ''}); "
             f"HTTP {d['http']}, gRPC {d['grpc']}, "
-            f"metrics {d['metrics']}; served == in-process (max abs {d['self_check_max_abs']:g})",
-            markup=False,
-            soft_wrap=True,
+            f"metrics {d['metrics']}; served == in-process (max abs {d['self_check_max_abs']:g})"
         )
         late = wait_until_stopped(server, stop)
         name = signal.Signals(stop.signum).name
-        if late is None:
-            err_console.print(f"stopped ({name}), drained", markup=False)
-        else:
-            # Triton 2.51 waits for clients to close their HTTP connections, idle ones too.
-            err_console.print(
-                f"stopped ({name}) when the {cfg.drain_timeout_s} s --drain-timeout ran out: "
-                f"{late} (Triton waits for clients to close their connections)",
-                markup=False,
-                soft_wrap=True,
-            )
+        # Triton 2.51 waits for clients to close their HTTP connections, idle ones too.
+        say(
+            f"stopped ({name}), drained"
+            if late is None
+            else f"stopped ({name}) when the {cfg.drain_timeout_s} s --drain-timeout ran out: "
+            f"{late} (Triton waits for clients to close their connections)",
+            err=True,
+        )

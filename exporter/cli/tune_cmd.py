@@ -8,7 +8,17 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from exporter.cli.app import NoWait, Quiet, app, cli_errors, console, progress_bar, run_lock_policy
+from exporter.cli.app import (
+    NoWait,
+    Quiet,
+    app,
+    cli_errors,
+    console,
+    progress_bar,
+    run_lock_policy,
+    say,
+    table,
+)
 from exporter.cli.options import build, config_options
 from exporter.core.config import TuneConfig
 
@@ -32,18 +42,15 @@ def trials_table(result: TuneResult) -> Table:
     from exporter.core.report import format_cell
 
     plan = result.search.plan.to_dict()
-    table = Table(
-        title=f"tlx tune: {result.artifact} on {result.runtime}, {result.cpus} CPUs, "
-        f"concurrency {result.config.concurrency}"
+    title = f"tlx tune: {result.artifact} on {result.runtime}, {result.cpus} CPUs, "
+    title += f"concurrency {result.config.concurrency}"
+    rows = (
+        [format_cell(row.get(key), digits=2) for key, _ in TRIAL_COLUMNS]
+        + ["<-" if all(row[k] == v for k, v in plan.items()) else ""]
+        for row in (t.to_dict() for t in result.search.trials)
     )
-    for key, header in TRIAL_COLUMNS:
-        table.add_column(header, justify="left" if key == "stage" else "right", no_wrap=True)
-    table.add_column("plan", no_wrap=True)
-    for row in (t.to_dict() for t in result.search.trials):
-        chosen = all(row[k] == v for k, v in plan.items())
-        cells = [format_cell(row.get(key), digits=2) for key, _ in TRIAL_COLUMNS]
-        table.add_row(*cells, "<-" if chosen else "")
-    return table
+    cols = [header for _, header in TRIAL_COLUMNS] + ["plan"]
+    return table(title, cols, rows, left=("stage", "plan"), no_wrap=True)
 
 
 @app.command("tune")
@@ -67,16 +74,12 @@ def tune_command(
             result = tune_run(run, cfg, progress=progress)
         if not quiet:
             console.print(trials_table(result))
-            for t in result.search.trials:
-                if t.measurement.error:
-                    console.print(f"trial {t.trial}: {t.measurement.error}", markup=False)
+            trials = result.search.trials
+            say(*(f"trial {t.trial}: {t.measurement.error}" for t in trials if t.measurement.error))
         plan = result.search.plan
-        console.print(
+        say(
             f"plan: {plan.instances} instance(s) x {plan.threads_per_instance} thread(s), "
             f"max batch {plan.max_batch}, queue delay {plan.queue_delay_us} us "
             f"({plan.cores} of {result.cpus} CPUs); written to {result.path}",
-            markup=False,
-            soft_wrap=True,
+            *(f"note: {note}" for note in result.search.notes),
         )
-        for note in result.search.notes:
-            console.print(f"note: {note}", markup=False)
