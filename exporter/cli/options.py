@@ -83,7 +83,7 @@ def parameter(f: Field[Any], o: Option, hint: Any) -> inspect.Parameter:
 
 def config_options(*configs: type) -> Callable[[F], F]:
     """Give the decorated command (``def cmd(run, ..., **options)``) an option for every
-    declared field of ``configs``; its own parameters come first, as written."""
+    declared field of ``configs``, after its arguments and before its own options."""
 
     def wrap(func: F) -> F:
         own = inspect.signature(func, eval_str=True)

@@ -24,9 +24,9 @@ from exporter.cli.app import (
     console,
     debug_enabled,
     deprecated,
-    err_console,
     is_interactive,
     run_lock_policy,
+    say,
 )
 from exporter.cli.options import build, command_line, config_options, declared, given
 from exporter.cli.train_view import TrainProgress, fmt, summary_table
@@ -116,25 +116,23 @@ def _train_and_report(cfg: TrainConfig, *, resume: bool, quiet: bool) -> None:
             result = fit(cfg, progress=view, resume=resume)
         finally:
             view.close()
-            for w in caught if main else ():  # skipped images: one line each, on stderr
-                err_console.print(f"warning: {w.message}", markup=False, soft_wrap=True)
+            # skipped images: one line each, on stderr
+            say(*(f"warning: {w.message}" for w in (caught if main else ())), err=True)
     if not main:
         return
     console.print(summary_table(result.record))
     finder = result.record.get("lr_finder")
     if finder and finder.get("stopped") != "skipped":  # skipped: the warning says why
-        console.print(
+        say(
             f"--lr auto: the range test chose {finder['chosen_lr']:.2e} "
-            f"({finder['seconds']:.1f} s; curve in lr_find.png)",
-            markup=False,
+            f"({finder['seconds']:.1f} s; curve in lr_find.png)"
         )
         if finder.get("warning"):
-            err_console.print(f"warning: --lr auto: {finder['warning']}", markup=False)
+            say(f"warning: --lr auto: {finder['warning']}", err=True)
     best = result.record["best"]
-    console.print(
+    say(
         f"best epoch {best['epoch']}: val accuracy {fmt(best['val_accuracy'])}; "
-        f"run folder {result.run_dir}",
-        markup=False,
+        f"run folder {result.run_dir}"
     )
 
 
