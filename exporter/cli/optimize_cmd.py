@@ -14,10 +14,11 @@ from exporter.cli.app import (
     app,
     cli_errors,
     console,
-    err_console,
     exit_if_failed,
     progress_bar,
     run_lock_policy,
+    say,
+    table,
 )
 from exporter.cli.options import build, config_options
 from exporter.core.config import PRUNED_VARIANTS, OptimizeConfig
@@ -44,21 +45,16 @@ def optimize_command(
             result = optimize_run(run, cfg, progress=progress)
         if not quiet:
             console.print(_table(result))
-            console.print(f"manifest: {result.manifest_path}  report: {result.report_path}")
-        for v in result.variants:
-            if v.status == "skipped":
-                err_console.print(f"note: {v.variant} skipped: {v.reason}", markup=False)
+            say(f"manifest: {result.manifest_path}  report: {result.report_path}")
+        skipped = (v for v in result.variants if v.status == "skipped")
+        say(*(f"note: {v.variant} skipped: {v.reason}" for v in skipped), err=True)
         exit_if_failed("optimize", result.gate_failures)
 
 
 def _table(result: OptimizeResult) -> Table:
-    table = Table(title=f"tlx optimize {result.run_dir}")
     cols = ("variant", "file", "status", "MB", "agree", "acc", "Δacc pts", "max |Δ|", "ms b1")
-    for col in cols:
-        table.add_column(col, justify="left" if col in cols[:3] else "right")
-    for v in result.variants:
-        g = v.gate
-        table.add_row(
+    rows = (
+        (
             v.variant,
             v.path or v.artifact,
             v.status,
@@ -69,7 +65,10 @@ def _table(result: OptimizeResult) -> Table:
             f"{g.max_abs_logit_diff:.2e}" if g and v.variant not in PRUNED_VARIANTS else "-",
             _latency(result, v.path),
         )
-    return table
+        for v in result.variants
+        for g in [v.gate]
+    )
+    return table(f"tlx optimize {result.run_dir}", cols, rows, left=3)
 
 
 def _latency(result: OptimizeResult, path: str | None) -> str:
