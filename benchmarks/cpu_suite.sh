@@ -60,9 +60,8 @@ CMD="benchmarks/cpu_suite.sh  (ITERS=$ITERS WARMUP=$WARMUP THREADS=$THREADS)"
 "$PY" - "$OUT" "$CMD" "$RESULTS" <<'PYEOF'
 import sys
 from pathlib import Path
-from exporter.bench.report import suite_markdown
+from benchmarks.suite import append_to_section, suite_markdown
 from exporter.core.fsio import write_text
-from exporter.core.report import append_to_section
 out, cmd, results = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 block = suite_markdown([out / "cpu-32px" / "bench.json", out / "cpu-224px" / "bench.json"],
                        title="CPU suite", command=cmd)

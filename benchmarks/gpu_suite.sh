@@ -20,7 +20,7 @@
 # eager and ORT-CPU at batch 1 and 8), well inside the deadline.
 #
 # Every step's timeout is STEP_TIMEOUT_S cut to what the deadline leaves after RESERVE_S
-# (kept for the summary and the archive); `python -m exporter.bench.deadline` does the
+# (kept for the summary and the archive); `python benchmarks/suite.py` does the
 # arithmetic. A step that would get under MIN_STEP_S is skipped and listed.
 #
 # Needs only this repository and a Python with torch, torchvision, onnx, onnxscript,
@@ -60,7 +60,7 @@ skip() { log "SKIP $1 ($2)"; record "$1" "skipped: $2" 0; }
 step() {
   local name=$1; shift
   local limit
-  limit=$("$PY" -m exporter.bench.deadline --elapsed "$SECONDS" --total "$TOTAL_S" \
+  limit=$("$PY" benchmarks/suite.py --elapsed "$SECONDS" --total "$TOTAL_S" \
     --step "$STEP_TIMEOUT_S" --reserve "$RESERVE_S" --min "$MIN_STEP_S") || limit=0
   if (( limit == 0 )); then skip "$name" "deadline of ${TOTAL_S}s too close"; return 0; fi
   log "$name (timeout ${limit}s)"
@@ -174,7 +174,7 @@ fi
 timeout -k 5 "$((RESERVE_S * 2 / 3))" "$PY" - "$RES" "$OUT" "$HAS_CUDA" <<'PYEOF'
 import csv, json, sys
 from pathlib import Path
-from exporter.bench.report import suite_markdown, suite_rows
+from benchmarks.suite import suite_markdown, suite_rows
 from exporter.core.fsio import write_text
 from exporter.core.report import rows_to_csv
 res, out, has_cuda = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3] == "1"

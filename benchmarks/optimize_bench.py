@@ -10,7 +10,7 @@ Usage::
 2. ``optimize_run`` builds and gates the variants on held-out images (the gate's top-1
    agreement and accuracy are the numbers in the table).
 3. Every variant (``ort-cpu``) and eager (``eager``), both from the runtime registry, are
-   timed by ``exporter.bench.rounds.time_runtimes``: interleaved rounds (rounds × runtimes,
+   timed by ``exporter.bench.measure.time_runtimes``: interleaved rounds (rounds × runtimes,
    the start rotating, so machine drift hits all of them alike); medians and p99 of the
    per-call latencies are reported.
 
@@ -182,7 +182,7 @@ def time_interleaved(
     runtimes: dict[str, Runtime], x: np.ndarray, *, rounds: int, per_round: int
 ) -> dict:
     """Latency statistics per runtime, timed by ``exporter.bench`` (2 warm-up calls each)."""
-    from exporter.bench.rounds import time_runtimes
+    from exporter.bench.measure import time_runtimes
 
     samples = time_runtimes(runtimes, x, rounds=rounds, per_round=per_round, warmup=2)
     out = {}

@@ -12,7 +12,7 @@ teacher run that shipped a pruned variant, plus ``tlx optimize``'s exact variant
 batch 1 (the structure's speed: a 224 px run with random weights, optimized with the same
 ratio and a one-epoch distillation, since accuracy is shown at 32 px). Every shipped ONNX
 artifact runs on ORT and OpenVINO, eager PyTorch is the baseline; timing is
-``exporter.bench.rounds.time_runtimes`` (interleaved rounds, medians).
+``exporter.bench.measure.time_runtimes`` (interleaved rounds, medians).
 
 Bars (issue: pruning): shipped pruned variant ≥ 25× eager at 32b1, ≥ 10× at 32b64, ≥ 6× at
 224b1, and ≥ 2× the best unpruned artifact on any runtime in every cell; drop ≤ 1.0 point.

@@ -9,7 +9,7 @@ Cells (CPU, ``--threads`` threads, inputs of the run's size):
   ``manifest.json``) and ``model.onnx`` on ONNX Runtime, on any tlx runtime (``ort-cpu``,
   ``openvino``); eager = PyTorch fp32 from ``model.safetensors``. Every candidate runs through
   the runtime registry, i.e. exactly what ``tlx bench`` and ``tlx serve`` run.
-- Timing (``exporter.bench.rounds.time_runtimes``, the timer of ``tlx bench``): every
+- Timing (``exporter.bench.measure.time_runtimes``, the timer of ``tlx bench``): every
   candidate of a cell is loaded and warmed up, then timed in rounds (each round visits every
   candidate for a few calls, starting one candidate later each round), so machine drift hits
   all alike; medians of the per-call latencies, ratios of medians.
@@ -97,7 +97,7 @@ def time_cell(
     cands: list[Candidate], x: np.ndarray, *, rounds: int, per_round: int, warmup: int
 ) -> None:
     """Interleaved timing by ``exporter.bench``: rounds × candidates, the start rotating."""
-    from exporter.bench.rounds import time_runtimes
+    from exporter.bench.measure import time_runtimes
 
     runtimes = {c.label: c.rt for c in cands}
     samples = time_runtimes(runtimes, x, rounds=rounds, per_round=per_round, warmup=warmup)

@@ -1,5 +1,5 @@
-"""The package layout: imports point down (cli → demo → stages → runtimes → model/data → core),
-no import cycles, and no module named like a standard-library module."""
+"""The package layout: imports point down (cli → demo, deploy → stages → runtimes → model/data
+→ core), no import cycles, and no module named like a standard-library module."""
 
 from __future__ import annotations
 
@@ -23,6 +23,8 @@ FLOORS = {
     "bench": 3,
     "serve": 3,
     "sign": 3,
+    # Packaging for a server reads verify's and bench's verdicts (serve.choice): it comes after.
+    "deploy": 4,
     "demo": 4,
     "cli": 5,
     "__main__": 6,
@@ -84,6 +86,19 @@ def test_imports_point_down() -> None:
         if _floor(dep) > _floor(mod) and (mod, dep) not in FACADE
     ]
     assert not upward, "\n".join(sorted(upward))
+
+
+def test_export_writes_model_files_and_packaging_comes_after_verify_and_bench() -> None:
+    """Packaging for a server reads verify's and bench's verdicts, so it lives in ``deploy``,
+    above them; the export stage imports neither it nor serve."""
+    late = [
+        f"{mod} imports {dep}"
+        for mod, deps in _graph().items()
+        if mod.startswith("exporter.export")
+        for dep in deps
+        if dep.startswith(("exporter.serve", "exporter.deploy", "exporter.bench"))
+    ]
+    assert not late, "\n".join(sorted(late))
 
 
 def test_no_import_cycles() -> None:

@@ -61,8 +61,9 @@ from exporter.core.errors import (
 )
 from exporter.core.machine import default_threads
 from exporter.core.report import Progress
-from exporter.core.resources import bench_need, require
+from exporter.core.resources import require
 from exporter.core.runlock import locks_run
+from exporter.model.footprint import bench_need
 
 if TYPE_CHECKING:
     from exporter.core.runfolder import Run

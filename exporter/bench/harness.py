@@ -20,6 +20,7 @@ from exporter.bench.measure import (
     current_rss_mb,
     error_text,
     is_oom,
+    rotated,
     runtime_peak_mb,
 )
 from exporter.bench.result import (
@@ -31,7 +32,6 @@ from exporter.bench.result import (
     CellResult,
     RuntimeResult,
 )
-from exporter.bench.rounds import rotated
 from exporter.core.config import BenchConfig
 from exporter.core.errors import InputFileError, RuntimeUnavailable
 from exporter.core.report import Progress

@@ -149,28 +149,3 @@ def new_figure(*, ncols: int = 1, nrows: int = 1, size: tuple[float, float] = (6
 def save_png(dest: str | os.PathLike[str], fig: Figure, *, dpi: int = 110) -> None:
     """Atomically save a matplotlib figure as PNG."""
     write_with(dest, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi))
-
-
-def append_to_section(dest: str | os.PathLike[str], header: str, block: str) -> None:
-    """Append ``block`` at the end of the ``header`` section of a Markdown file, atomically.
-
-    The section runs from the line equal to ``header`` (e.g. ``## tlx bench``) to the next
-    line starting with ``## `` (another author's section) or the end of the file. A missing
-    file or section is created at the end; other sections are left byte-for-byte alone.
-    """
-    from pathlib import Path
-
-    path = Path(dest)
-    text = path.read_text(encoding="utf-8") if path.is_file() else ""
-    lines = text.splitlines(keepends=True)
-    body = block.rstrip("\n") + "\n"
-    try:
-        start = next(i for i, line in enumerate(lines) if line.rstrip("\n") == header)
-    except StopIteration:
-        sep = "" if not text or text.endswith("\n\n") else ("\n" if text.endswith("\n") else "\n\n")
-        write_text(path, f"{text}{sep}{header}\n\n{body}")
-        return
-    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-    before = "".join(lines[:end]).rstrip("\n") + "\n\n"
-    after = "".join(lines[end:])
-    write_text(path, before + body + ("\n" + after if after else ""))

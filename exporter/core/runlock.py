@@ -222,11 +222,6 @@ def _remove_if_only_lock(run: Path) -> None:
             run.rmdir()
 
 
-def is_locked_here(run_dir: str | os.PathLike[str]) -> bool:
-    """True when this thread holds the run's lock (for checks in save functions)."""
-    return str(Path(run_dir).resolve()) in _held()
-
-
 _T = TypeVar("_T")
 
 
@@ -250,7 +245,6 @@ __all__ = [
     "LockPolicy",
     "RunBusy",
     "holder_of",
-    "is_locked_here",
     "lock_policy",
     "locks_run",
     "run_lock",

@@ -1,4 +1,4 @@
-"""``RUN/tune.json``'s plan as the defaults of ``tlx serve`` and of the Triton export.
+"""``RUN/tune.json``'s plan as the defaults of ``tlx serve`` and of the Triton repository.
 
 ``tlx tune`` writes the file (``exporter/bench/tune.py``); the commands that serve read it
 here, so neither stage imports the other. A plan applies only to what it was measured on:
@@ -41,71 +41,35 @@ def read_tune(run_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
     return data
 
 
-def tuned_settings(
-    run_dir: str | os.PathLike[str],
-    *,
-    device: str = "cpu",
-    variant: str | None = None,
-    runtime: str | None = None,
-) -> dict[str, int]:
-    """The plan of ``tune.json`` when it applies, else an empty dict.
-
-    It applies on the CPU, when ``variant`` is None or names the tuned artifact (its variant
-    or file name) and ``runtime`` is None or the tuned runtime.
-    """
-    data = read_tune(run_dir)
-    if data is None or not device.startswith("cpu"):
-        return {}
-    if variant is not None and variant not in (data.get("variant"), data.get("artifact")):
-        return {}
-    if runtime is not None and runtime != data.get("runtime"):
-        return {}
-    return {k: int(data["plan"][k]) for k in PLAN_KEYS}
-
-
 def serve_settings(
     run_dir: str | os.PathLike[str],
     given: dict[str, int | None],
     *,
     device: str,
     variant: str | None,
-    runtime: str | None,
+    runtime: str | None = None,
 ) -> tuple[dict[str, int | None], bool]:
-    """``tlx serve``'s max_batch, max_queue_delay_us, instances and threads: each the value
-    given on the command line, else the tuned one (None: ServeConfig's default).
+    """The served model's max_batch, max_queue_delay_us, instances and threads (fields of
+    :class:`~exporter.core.config.TritonConfig`, for ``tlx serve`` and the packaged Triton
+    repository): each the value given on the command line, else the tuned one (None: the
+    config's default). Returns the settings and whether any came from the plan.
 
-    Instances and threads go together: given either, neither is taken from the plan (the
-    tuned threads were measured for the tuned instance count). Returns the settings and
-    whether any came from the plan.
+    The plan applies on the CPU, when ``variant`` is None or names the tuned artifact (its
+    variant or file name) and ``runtime`` is None (a repository: the server's backend runs
+    it) or the tuned runtime. Instances and threads go together: given either, neither is
+    taken from the plan (the tuned threads were measured for the tuned instance count).
     """
-    plan = tuned_settings(run_dir, device=device, variant=variant, runtime=runtime)
+    data = read_tune(run_dir)
     tuned: dict[str, int] = {}
-    if plan:
+    if (
+        data is not None
+        and device.startswith("cpu")
+        and variant in (None, data.get("variant"), data.get("artifact"))
+        and runtime in (None, data.get("runtime"))
+    ):
+        plan = {k: int(data["plan"][k]) for k in PLAN_KEYS}
         tuned = {"max_batch": plan["max_batch"], "max_queue_delay_us": plan["queue_delay_us"]}
         if given.get("instances") is None and given.get("threads") is None:
             tuned |= {"instances": plan["instances"], "threads": plan["threads_per_instance"]}
-    out = {k: v if v is not None else tuned.get(k) for k, v in given.items()}
-    return out, any(given.get(k) is None for k in tuned)
-
-
-def triton_settings(
-    run_dir: str | os.PathLike[str],
-    given: dict[str, int | None],
-    *,
-    device: str,
-    variant: str | None,
-) -> tuple[dict[str, int | None], bool]:
-    """The Triton export's max_batch_size, max_queue_delay_us and instances, as
-    :func:`serve_settings` (a runtime is not chosen there: the server's backend runs it)."""
-    plan = tuned_settings(run_dir, device=device, variant=variant)
-    tuned = (
-        {
-            "max_batch_size": plan["max_batch"],
-            "max_queue_delay_us": plan["queue_delay_us"],
-            "instances": plan["instances"],
-        }
-        if plan
-        else {}
-    )
     out = {k: v if v is not None else tuned.get(k) for k, v in given.items()}
     return out, any(given.get(k) is None for k in tuned)

@@ -45,7 +45,7 @@ class ExportContext:
         model: the eager fp32 reference (eval mode, CPU).
         cfg: the export settings.
         shared: metadata common to all artifacts
-            (see :func:`exporter.core.metadata.shared_metadata`).
+            (see :func:`exporter.export.metadata.shared_metadata`).
         opset: the ONNX opset in effect.
     """
 

@@ -1,10 +1,11 @@
 """``tlx export``: the exporter registry and the orchestration around it.
 
 ``export_run`` takes settings that checked themselves (``ExportConfig``), checks what they
-need here (tritonclient, the opset torch can emit), refuses to overwrite without ``force``,
+need here (the opset torch can emit), refuses to overwrite without ``force``,
 rebuilds the eager reference from ``model.safetensors``, runs each exporter (each writes its
 file only after its own check passed), merges the results into ``manifest.json`` and writes
-``export.json``. Manifest entries exported from different weights are dropped.
+``export.json``. Manifest entries exported from different weights are dropped. The
+``triton`` and ``kserve`` formats are a later, deployment step (``exporter.deploy``).
 """
 
 from __future__ import annotations
@@ -16,10 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from exporter.core.config import (
     DEFAULT_OPSET,
-    KSERVE,
     MAX_LEGACY_OPSET,
     MIN_DYNAMO_OPSET,
-    TRITON,
     ExportConfig,
     to_dict,
 )
@@ -27,14 +26,13 @@ from exporter.core.errors import InputFileError, UsageError
 from exporter.core.fsio import clean_stale_temps, write_json
 from exporter.core.manifest import MANIFEST_NAME, FileRecord, Manifest, manifest_path
 from exporter.core.report import Progress
-from exporter.core.resources import export_need, require
+from exporter.core.resources import require
 from exporter.core.runlock import locks_run
 from exporter.core.safepath import guard
 from exporter.export.common import ExportContext, FormatResult, StepFn
-from exporter.export.kserve import KServeResult
 from exporter.export.onnx_export import export_onnx, onnx_name
 from exporter.export.torch_export import PT2_NAME, TORCHSCRIPT_NAME, export_pt2, export_torchscript
-from exporter.export.triton import TRITON_DIR, TritonResult, export_triton, require_tritonclient
+from exporter.model.footprint import export_need
 
 if TYPE_CHECKING:
     from exporter.core.runfolder import Run
@@ -61,9 +59,6 @@ class ExportResult:
         report_path: ``RUN/export.json``.
         dropped: manifest entries removed because ``model.safetensors`` changed since.
         opset: the ONNX opset in effect (also when ONNX was not requested).
-        triton: the Triton model repository, when ``triton`` was requested (or written
-            for ``kserve``).
-        kserve: the Kubernetes manifests, when ``kserve`` was requested.
     """
 
     run_dir: Path
@@ -72,8 +67,6 @@ class ExportResult:
     report_path: Path
     dropped: list[str] = field(default_factory=list)
     opset: int = DEFAULT_OPSET
-    triton: TritonResult | None = None
-    kserve: KServeResult | None = None
 
 
 def resolve_opset(cfg: ExportConfig) -> int:
@@ -102,7 +95,9 @@ def artifact_names(cfg: ExportConfig) -> dict[str, str]:
 def export_run(
     run_dir: Run | str | Path, cfg: ExportConfig | None = None, *, progress: Progress | None = None
 ) -> ExportResult:
-    """Export a trained run to every requested format, check each, update the manifest.
+    """Export a trained run to every requested model format (``cfg.model_formats``; the
+    ``triton``/``kserve`` formats are :func:`exporter.deploy.package.package_run`'s), check
+    each, update the manifest.
 
     Args:
         run_dir: a run folder made by ``tlx train``, or the opened run (whose manifest is
@@ -113,24 +108,24 @@ def export_run(
     Raises:
         InputFileError: the run folder or its weights are missing or not VGG16, or an
             artifact exists and ``force`` is not set.
-        UsageError: bad settings; the legacy exporter cannot export this model.
+        UsageError: bad settings, no model format; the legacy exporter cannot export this
+            model.
         GateFailed: an artifact fails its check (it is then not written; earlier formats
             of the same call stay written and listed).
     """
     from exporter.core.runfolder import open_run
 
     cfg = cfg or ExportConfig()  # its values were checked when it was built
-    if TRITON in cfg.formats or KSERVE in cfg.formats:
-        require_tritonclient()
-    if KSERVE in cfg.formats:
-        from exporter.export.kserve_schema import require_scale
-
-        require_scale()
+    model_formats = list(cfg.model_formats)
+    if not model_formats:
+        raise UsageError(
+            "--format triton/kserve package a run for a server: call "
+            "exporter.deploy.package.package_run (tlx export dispatches them there)"
+        )
     opset = resolve_opset(cfg)
     info = open_run(run_dir)
     run = info.run_dir
-    model_formats = [f for f in cfg.formats if f in EXPORTERS]
-    steps = 2 + len(cfg.formats)
+    steps = 2 + len(model_formats)
     done = [0]
 
     def say(description: str) -> None:
@@ -145,26 +140,14 @@ def export_run(
     source = info.file_record(info.weights_path.name)
     manifest, dropped = _load_or_new_manifest(info, source=source, force=cfg.force)
     done[0] += 1
-    results: dict[str, FormatResult] = {}
-    if model_formats:
-        results = _export_formats(info, manifest, cfg, opset, model_formats, say, done)
-    triton = kserve = None
-    if KSERVE in cfg.formats:
-        from exporter.export.kserve_export import export_kserve
-
-        triton, kserve = export_kserve(
-            info, cfg, lambda c: _export_triton(info, manifest, c, say), say=say
-        )
-    elif TRITON in cfg.formats:
-        triton = _export_triton(info, manifest, cfg, say)
-    done[0] = steps
+    results = _export_formats(info, manifest, cfg, opset, model_formats, say, done)
     # The weights must not have changed while we exported from them (a file rewritten or
     # replaced since it was hashed is hashed again).
     if info.sha256(info.weights_path.name) != source.sha256:
         raise InputFileError(
             f"{info.weights_path} changed during the export; run `tlx export {run} --force` again"
         )
-    report_path = _write_report(run, cfg, opset, source, dropped, results, triton, kserve)
+    report_path = _write_report(run, cfg, opset, source, dropped, results)
     return ExportResult(
         run_dir=run,
         formats=results,
@@ -172,8 +155,6 @@ def export_run(
         report_path=report_path,
         dropped=dropped,
         opset=opset,
-        triton=triton,
-        kserve=kserve,
     )
 
 
@@ -184,8 +165,6 @@ def _refuse_existing(run: Path, cfg: ExportConfig) -> None:
     here, before any work, so a refused export writes nothing).
     """
     names = [*artifact_names(cfg).values(), MANIFEST_NAME, EXPORT_REPORT]
-    if TRITON in cfg.formats:
-        names += [f"{TRITON_DIR}/{cfg.triton.model_name}", f"{TRITON_DIR}/README.md"]
     for name in names:
         guard(run / name, root=run)
     if cfg.force:
@@ -193,16 +172,6 @@ def _refuse_existing(run: Path, cfg: ExportConfig) -> None:
     for name in artifact_names(cfg).values():
         if (run / name).exists() or (run / name).is_symlink():
             raise InputFileError(f"{run / name} already exists; pass --force to overwrite it")
-    if TRITON in cfg.formats:
-        dest = run / TRITON_DIR / cfg.triton.model_name
-        if dest.exists() or dest.is_symlink():
-            raise InputFileError(f"{dest} already exists; pass --force to overwrite it")
-    if KSERVE in cfg.formats:
-        from exporter.export.kserve_export import existing_manifests
-
-        existing = existing_manifests(run)
-        if existing:
-            raise InputFileError(f"{existing[0]} already exists; pass --force to overwrite it")
 
 
 def _export_formats(
@@ -215,7 +184,7 @@ def _export_formats(
     done: list[int],
 ) -> dict[str, FormatResult]:
     """Rebuild the eager model once and run each format's exporter; list each as it lands."""
-    from exporter.core.metadata import shared_metadata
+    from exporter.export.metadata import shared_metadata
     from exporter.model.vgg import load_reference_model
 
     run = info.run_dir
@@ -236,24 +205,6 @@ def _export_formats(
     return results
 
 
-def _export_triton(info: Run, manifest: Manifest, cfg: ExportConfig, say: StepFn) -> TritonResult:
-    """The Triton repository from an artifact already in the (saved) manifest."""
-    from exporter.core.metadata import shared_metadata
-
-    if not manifest.artifacts:
-        raise InputFileError(
-            f"{info.run_dir} has no exported artifact to serve: run `tlx export "
-            f"{info.run_dir} --format onnx` (and optionally `tlx optimize`) first"
-        )
-    if not manifest.metadata:
-        manifest.metadata = shared_metadata(info, source_sha256=manifest.source.sha256)
-    info.save_manifest(manifest)  # the choice reads the saved manifest
-    result = export_triton(info, cfg.triton, force=cfg.force, say=say)
-    manifest.artifacts[result.entry.name] = result.entry
-    info.save_manifest(manifest)
-    return result
-
-
 def _write_report(
     run: Path,
     cfg: ExportConfig,
@@ -261,27 +212,21 @@ def _write_report(
     source: FileRecord,
     dropped: list[str],
     results: dict[str, FormatResult],
-    triton: TritonResult | None,
-    kserve: KServeResult | None = None,
 ) -> Path:
     from exporter.core.envinfo import environment
-    from exporter.core.metadata import utc_now
+    from exporter.export.metadata import utc_now
 
     report = {
         "schema_version": REPORT_SCHEMA_VERSION,
         "command": "export",
         "created_at": utc_now(),
         "run_dir": str(run),
-        "config": {**to_dict(cfg), "formats": list(cfg.formats), "opset": opset},
+        "config": {**to_dict(cfg), "formats": list(cfg.model_formats), "opset": opset},
         "environment": environment("cpu"),
         "source": source.to_dict(),
         "dropped_stale_artifacts": dropped,
         "results": {fmt: r.to_dict() for fmt, r in results.items()},
     }
-    if triton is not None:
-        report["results"][TRITON] = triton.to_dict()
-    if kserve is not None:
-        report["results"][KSERVE] = kserve.to_dict()
     report_path = run / EXPORT_REPORT
     write_json(report_path, report)
     return report_path
@@ -294,10 +239,7 @@ def _require_resources(info: Any, cfg: ExportConfig, names: dict[str, str]) -> N
         size=info.preprocessing.image_size,
         batch=cfg.batch_size,
         num_classes=info.num_classes,
-        files={
-            **{n: 2 if n == fp16 else 4 for n in names.values()},  # bytes per parameter
-            **({TRITON: 4} if {TRITON, KSERVE} & set(cfg.formats) else {}),  # the repository's copy
-        },
+        files={n: 2 if n == fp16 else 4 for n in names.values()},  # bytes per parameter
         folder=info.run_dir,
     )
     require(need)

@@ -21,7 +21,7 @@ from exporter.core.manifest import (
     check_artifact,
     load_manifest,
 )
-from exporter.core.metadata import METADATA_FILE, from_onnx_props
+from exporter.export.metadata import METADATA_FILE, from_onnx_props
 
 if TYPE_CHECKING:
     from rich.console import Console

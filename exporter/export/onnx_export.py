@@ -15,14 +15,6 @@ from typing import TYPE_CHECKING, Any
 from exporter.core.errors import GateFailed, UsageError
 from exporter.core.fsio import atomic_path
 from exporter.core.manifest import ArtifactEntry
-from exporter.core.metadata import (
-    BATCH_DIM,
-    INPUT_NAME,
-    OUTPUT_NAME,
-    artifact_metadata,
-    signature,
-    to_onnx_props,
-)
 from exporter.core.onnx_safety import check_onnx_file
 from exporter.export.common import (
     ExportContext,
@@ -31,6 +23,14 @@ from exporter.export.common import (
     check_logits,
     first_line,
     quiet_export,
+)
+from exporter.export.metadata import (
+    BATCH_DIM,
+    INPUT_NAME,
+    OUTPUT_NAME,
+    artifact_metadata,
+    embed_in_onnx,
+    signature,
 )
 from exporter.runtimes.ort_sessions import cpu_session
 from exporter.verify.tolerance import profile_for
@@ -134,7 +134,7 @@ def _build(ctx: ExportContext, name: str, say: StepFn) -> tuple[onnx.ModelProto,
         exporter=exporter_label(cfg.exporter),
         opset=ctx.opset,
     )
-    _set_metadata(proto, meta)
+    embed_in_onnx(proto, meta)
     return proto, meta, time.perf_counter() - t0
 
 
@@ -284,20 +284,6 @@ def toposort(graph: Any) -> None:
         pending = rest
     del graph.node[:]
     graph.node.extend(ordered)
-
-
-def _set_metadata(model: onnx.ModelProto, meta: dict[str, Any]) -> None:
-    props = to_onnx_props(meta)
-    keep = [p for p in model.metadata_props if p.key not in props]
-    del model.metadata_props[:]
-    for p in keep:
-        model.metadata_props.add(key=p.key, value=p.value)
-    for k, v in props.items():
-        model.metadata_props.add(key=k, value=v)
-    from exporter import __version__
-
-    model.producer_name = "tlx"
-    model.producer_version = __version__
 
 
 def _check_with_ort(ctx: ExportContext, path: Path, *, name: str, precision: str) -> float:

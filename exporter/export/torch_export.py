@@ -20,7 +20,6 @@ from typing import IO, Any
 from exporter.core.errors import GateFailed
 from exporter.core.fsio import atomic_path, write_buffer
 from exporter.core.manifest import ArtifactEntry
-from exporter.core.metadata import BATCH_DIM, METADATA_FILE, artifact_metadata, signature, to_json
 from exporter.export.common import (
     ExportContext,
     FormatResult,
@@ -29,6 +28,7 @@ from exporter.export.common import (
     first_line,
     quiet_export,
 )
+from exporter.export.metadata import BATCH_DIM, METADATA_FILE, artifact_metadata, signature, to_json
 from exporter.verify.tolerance import profile_for
 
 TORCHSCRIPT_NAME = "model.ts"

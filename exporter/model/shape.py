@@ -3,16 +3,19 @@
 A structurally pruned VGG16 is still torchvision's ``VGG`` (same layers, same order, same
 ``features`` → ``avgpool`` → ``classifier`` layout), only narrower. :class:`VGGShape` records
 how narrow, so the model can be rebuilt from a state dict and every exporter, runtime and
-the pooling fold handle it unchanged. The layer list is torchvision's own (``cfgs["D"]``).
+the pooling fold handle it unchanged. The layer list is torchvision's own (``cfgs["D"]``), and
+so are the conv blocks ``--unfreeze-from`` counts (:func:`parse_unfreeze_from`).
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from exporter.core.errors import InputFileError
+from exporter.core.errors import InputFileError, UsageError
 
 if TYPE_CHECKING:
     from torch import nn
@@ -21,11 +24,55 @@ FC_WIDTH = 4096  # torchvision's classifier[0] and classifier[3] outputs
 POOL_CELLS = 49  # AdaptiveAvgPool2d((7, 7))
 
 
-def vgg16_layout() -> list[int | str]:
-    """torchvision's VGG16 feature layout (``cfgs["D"]``): channel counts and ``"M"`` pools."""
+@functools.cache
+def _layout() -> tuple[int | str, ...]:
     from torchvision.models.vgg import cfgs
 
-    return list(cfgs["D"])
+    return tuple(cfgs["D"])
+
+
+def vgg16_layout() -> list[int | str]:
+    """torchvision's VGG16 feature layout (``cfgs["D"]``): channel counts and ``"M"`` pools."""
+    return list(_layout())
+
+
+def block_ends() -> tuple[int, ...]:
+    """Index in ``features`` of each conv block's last module (its max pool); a convolution
+    is two modules there (conv, ReLU), a pool one."""
+    ends, index = [], -1
+    for item in _layout():
+        index += 1 if item == "M" else 2
+        if item == "M":
+            ends.append(index)
+    return tuple(ends)
+
+
+def parse_unfreeze_from(spec: str | int) -> int:
+    """Turn ``features.N`` or a number of conv blocks (counted from the top) into the index
+    of the first ``features`` module to unfreeze.
+
+    Raises:
+        UsageError: not one of those forms, or outside VGG16's modules or blocks (exit 2).
+    """
+    ends = block_ends()
+    text = str(spec).strip()
+    m = re.fullmatch(r"features\.(\d+)", text)
+    if m:
+        idx = int(m.group(1))
+        if not 0 <= idx <= ends[-1]:
+            raise UsageError(f"--unfreeze-from {text}: VGG16 features has modules 0..{ends[-1]}")
+        return idx
+    if text.isdigit():
+        blocks = int(text)
+        if not 1 <= blocks <= len(ends):
+            raise UsageError(
+                f"--unfreeze-from {text}: number of conv blocks must be 1..{len(ends)}"
+            )
+        return 0 if blocks == len(ends) else ends[-blocks - 1] + 1
+    raise UsageError(
+        f"--unfreeze-from {text!r}: expected 'features.N' (e.g. features.24) or a number of "
+        f"conv blocks 1..{len(ends)}"
+    )
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from exporter.core.errors import EnvironmentUnavailable, InputFileError, UsageError
 from exporter.core.manifest import FileRecord, check_file
+from exporter.model.shape import FC_WIDTH, VGGShape
 
 if TYPE_CHECKING:
     import torch
@@ -24,7 +25,6 @@ if TYPE_CHECKING:
 IMAGENET = "imagenet"
 NO_WEIGHTS = "none"
 HEAD_NAME = "classifier.6"
-FC_FEATURES = 4096
 
 
 def build_vgg16(*, num_classes: int, weights: str | os.PathLike[str] = IMAGENET) -> nn.Module:
@@ -169,7 +169,7 @@ def replace_head(model: nn.Module, num_classes: int) -> None:
     """Replace ``classifier[6]`` with a fresh ``Linear(4096, num_classes)`` (trainable)."""
     from torch import nn
 
-    model.classifier[6] = nn.Linear(FC_FEATURES, num_classes)
+    model.classifier[6] = nn.Linear(FC_WIDTH, num_classes)
 
 
 def unfreeze_from(model: nn.Module, start: int) -> list[str]:
@@ -214,20 +214,6 @@ def count_parameters(model: nn.Module) -> list[ParamCount]:
     ]
 
 
-def build_for_state(num_classes: int) -> nn.Module:
-    """An un-initialised-weights VGG16 skeleton with ``num_classes`` outputs, in eval mode.
-
-    Used to rebuild a trained model from ``model.safetensors``; skipping torchvision's
-    random init of 134M parameters saves seconds per load.
-    """
-    import torch
-    from torchvision.models import vgg16
-
-    with torch.device("meta"):
-        model = vgg16(weights=None, num_classes=num_classes)
-    return model.to_empty(device="cpu").eval()
-
-
 def load_trained_weights(model: nn.Module, path: Path) -> None:
     """Load a trained ``model.safetensors`` into ``model``; shapes and keys must match exactly."""
     state = read_state_dict(path)
@@ -263,6 +249,6 @@ def load_reference_model(info: RunInfo, *, expected: FileRecord | None = None) -
             info.check_file(expected)
         else:
             check_file(info.run_dir, expected)
-    model = build_for_state(info.num_classes)
+    model = VGGShape.full(info.num_classes).build()  # no random init of 134M weights
     load_trained_weights(model, info.weights_path)
     return model.eval()

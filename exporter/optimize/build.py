@@ -35,22 +35,25 @@ def build_variant(
     calibration: np.ndarray | None,
     size: int,
 ) -> tuple[Path, dict[str, Any]]:
-    """Build ``variant`` in ``work``; the fp32 ONNX it starts from is exported once per run."""
+    """Build ``variant`` in ``work``; the fp32 ONNX it starts from is exported once per run
+    (model.onnx itself may be another exporter's or opset's: the variants share one base)."""
     from exporter.optimize.fold import fold_vgg16
 
     details: dict[str, Any] = {}
     if variant in FOLDED:
         src = work / "folded.onnx"
         if not src.exists():
-            export_onnx(fold_vgg16(model, size), src, image_size=size)
+            save_onnx(fold_vgg16(model, size), src, image_size=size)
         details["fold"] = plan.to_dict()
     else:
         src = work / "base.onnx"
         if not src.exists():
-            export_onnx(model, src, image_size=size)
+            save_onnx(model, src, image_size=size)
     built = work / VARIANT_FILES[variant]
     if variant == "fold":
         shutil.copyfile(src, built)  # folded.onnx stays the source of fold-int8
+    elif variant == "fp16":
+        _convert_fp16(src, built)
     elif variant in ("int8", "fold-int8"):
         details["quantization"] = quantize_static_int8(src, built, calibration_images=calibration)
     else:  # int8-dynamic
@@ -58,7 +61,7 @@ def build_variant(
     return built, details
 
 
-def export_onnx(module: nn.Module, dest: Path, *, image_size: int) -> None:
+def save_onnx(module: nn.Module, dest: Path, *, image_size: int) -> None:
     """Export ``module`` to a self-contained ONNX file with a dynamic batch and fixed H×W.
 
     The export stage's dynamo export (the legacy exporter fails on VGG16 at 32 px), with its
@@ -73,6 +76,17 @@ def export_onnx(module: nn.Module, dest: Path, *, image_size: int) -> None:
     example = torch.zeros(EXAMPLE_BATCH, 3, image_size, image_size)
     with torch.no_grad():
         proto = dynamo_export(module.eval(), example, opset=OPSET)
+    onnx.save_model(proto, str(dest), save_as_external_data=False)
+
+
+def _convert_fp16(src: Path, dest: Path) -> None:
+    """fp16 weights and compute, fp32 inputs and outputs: ``tlx export --precision fp16``'s
+    conversion, applied to the variants' fp32 base."""
+    import onnx
+
+    from exporter.export.onnx_export import convert_to_fp16
+
+    proto = convert_to_fp16(onnx.load(str(src)))
     onnx.save_model(proto, str(dest), save_as_external_data=False)
 
 

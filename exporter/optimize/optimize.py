@@ -9,7 +9,7 @@ variant                   file                       precision  what it is
 ``int8``                  ``model.int8.onnx``        int8       static QDQ quantization
 ``int8-dynamic``          ``model.int8-dynamic.onnx``  int8     weights-only classifier int8
 ``fold-int8``             ``model.fold.int8.onnx``   int8       both (fixed H×W)
-``fp16``                  ``model.fp16.onnx``        fp16       ``tlx export --precision fp16``
+``fp16``                  ``model.fp16.onnx``        fp16       fp16 weights and compute
 ========================  =========================  =========  ===========================
 
 Each variant is evaluated with ONNX Runtime on the CPU against the eager fp32 model on
@@ -36,7 +36,6 @@ from exporter.core.fsio import clean_stale_temps, write_json
 from exporter.core.manifest import (
     Manifest,
     manifest_path,
-    save_manifest,
 )
 from exporter.core.report import Progress
 from exporter.core.runlock import locks_run
@@ -50,7 +49,6 @@ from exporter.optimize.build import (
 from exporter.optimize.report import time_built, write_optimize_md
 from exporter.optimize.ship import (
     FOLDED,
-    REJECTED_DIR,
     VARIANT_FILES,
     VARIANT_PRECISION,
     VariantResult,
@@ -137,26 +135,11 @@ def optimize_run(
     report = _Progress(progress, total=steps)
     results: dict[str, VariantResult] = {}
 
-    refuse_existing(run, load_or_create_manifest(info), cfg)  # before any slow work
-    if "fp16" in cfg.variants:
-        # `tlx export --precision fp16` writes the file and its manifest entry itself.
-        report.step("fp16: tlx export --precision fp16")
-        results["fp16"] = _export_fp16(info, cfg)
-
-    manifest = load_or_create_manifest(info)  # re-read: tlx export may have just changed it
+    manifest = load_or_create_manifest(info)
+    refuse_existing(run, manifest, cfg)  # before any slow work
     report.step("loading the model and held-out images")
     inputs = _load_inputs(info, manifest, cfg)
     results.update(_build_variants(info, manifest, inputs, cfg=cfg, report=report))
-    if "fp16" in results:
-        _gate_fp16(
-            info,
-            manifest,
-            results["fp16"],
-            images=inputs.images,
-            labels=inputs.labels,
-            reference=inputs.reference,
-            cfg=cfg,
-        )
 
     ordered = [results[v] for v in cfg.variants]
     if cfg.prune is not None:
@@ -229,7 +212,7 @@ def _build_variants(
     run, image_size = info.run_dir, info.preprocessing.image_size
     results: dict[str, VariantResult] = {}
     with tempfile.TemporaryDirectory(prefix=WORK_PREFIX, dir=run) as tmp:
-        for variant in (v for v in cfg.variants if v != "fp16"):
+        for variant in cfg.variants:
             name = VARIANT_FILES[variant]
             report.step(f"{variant}: building {name}")
             if variant in FOLDED and not inputs.plan.saves_parameters:
@@ -276,64 +259,6 @@ def _load_images(
     except InputFileError as exc:  # the data moved or is gone: say how to point at it
         hint = "" if cfg.data_dir else " (pass --data-dir to say where the run's images are now)"
         raise InputFileError(f"{exc}{hint}") from exc
-
-
-# --- fp16 (delegated to tlx export) ---------------------------------------------------
-
-
-def _export_fp16(run: RunInfo, cfg: OptimizeConfig) -> VariantResult:
-    from exporter.core.config import ExportConfig
-    from exporter.export.export import export_run
-
-    t0 = time.perf_counter()
-    export_run(run, ExportConfig(formats=("onnx",), precision="fp16", force=cfg.force))
-    return VariantResult(
-        variant="fp16",
-        artifact=VARIANT_FILES["fp16"],
-        status="pending",
-        precision="fp16",
-        build_s=round(time.perf_counter() - t0, 3),
-        details={"built_by": "tlx export --precision fp16"},
-    )
-
-
-def _gate_fp16(
-    info: RunInfo,
-    manifest: Manifest,
-    result: VariantResult,
-    *,
-    images: np.ndarray,
-    labels: np.ndarray,
-    reference: np.ndarray,
-    cfg: OptimizeConfig,
-) -> None:
-    """Gate the fp16 file tlx export wrote; on failure move it to ``rejected/`` and unlist it."""
-    from exporter.core.runfolder import open_run
-
-    entry = manifest.artifacts.get(result.artifact)
-    if entry is None:
-        raise InputFileError(
-            f"tlx export --precision fp16 did not list {result.artifact} in manifest.json"
-        )
-    run = info.run_dir
-    path = run / entry.path
-    open_run(info).check_files(entry.files)  # the opened run: tlx export hashed it already
-    result.gate = evaluate_onnx(path, images, labels, reference, cfg=cfg, variant="fp16")
-    result.path = result.artifact
-    result.file_bytes = path.stat().st_size
-    if result.gate.passed:
-        result.status = "shipped"
-        entry.extra["gate"] = result.gate.to_dict()
-        save_manifest(run, manifest)
-        return
-    result.status = "rejected"
-    result.reason = "; ".join(result.gate.failures)
-    dest = guard(run / REJECTED_DIR / result.artifact)
-    dest.parent.mkdir(exist_ok=True)
-    os.replace(guard(path), dest)
-    del manifest.artifacts[result.artifact]
-    save_manifest(run, manifest)
-    result.path = f"{REJECTED_DIR}/{result.artifact}"
 
 
 # --- report -----------------------------------------------------------------------------

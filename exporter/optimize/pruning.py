@@ -24,7 +24,7 @@ import numpy as np
 from exporter.core.config import PRUNE_AUTO, OptimizeConfig
 from exporter.core.errors import EnvironmentUnavailable, InputFileError
 from exporter.model.shape import VGGShape
-from exporter.optimize.build import evaluate_onnx, export_onnx
+from exporter.optimize.build import evaluate_onnx, save_onnx
 from exporter.optimize.ship import VARIANT_FILES, VARIANT_PRECISION, VariantResult
 
 if TYPE_CHECKING:
@@ -124,7 +124,7 @@ def build_ratio(
     details = _details(info, shape, ratio, plan.saves_parameters, distilled.to_dict())
     built: list[tuple[VariantResult, Path]] = []
     fp32 = work / file_name("pruned", ratio, auto=auto)
-    export_onnx(module, fp32, image_size=size)
+    save_onnx(module, fp32, image_size=size)
     build_s = time.perf_counter() - t0
     int8 = work / file_name("pruned-int8", ratio, auto=auto)
     t1 = time.perf_counter()

@@ -97,12 +97,17 @@ def stamp_metadata(
 ) -> None:
     """Embed the shared artifact metadata (classes, preprocessing, versions) in the file.
 
-    Same record and encoding as ``tlx export`` (:mod:`exporter.core.metadata`); ORT's quantizers
+    Same record and encoding as ``tlx export`` (:mod:`exporter.export.metadata`); ORT's quantizers
     do not carry metadata over, so it is written after the build.
     """
     import onnx
 
-    from exporter.core.metadata import artifact_metadata, shared_metadata, signature, to_onnx_props
+    from exporter.export.metadata import (
+        artifact_metadata,
+        embed_in_onnx,
+        shared_metadata,
+        signature,
+    )
 
     inputs, outputs = signature(info, batch=None)
     meta = artifact_metadata(
@@ -121,13 +126,8 @@ def stamp_metadata(
     if "prune" in details:  # a different, smaller model: say what it is, inside the file
         meta["model_shape"] = details["prune"]["shape"]
         meta["judged_by"] = "task-level profile (accuracy drop and agreement vs model.safetensors)"
-    props = to_onnx_props(meta)
     model = onnx.load(str(path))
-    kept = [p for p in model.metadata_props if p.key not in props]
-    del model.metadata_props[:]
-    model.metadata_props.extend(kept)
-    for key, value in props.items():
-        model.metadata_props.add(key=key, value=value)
+    embed_in_onnx(model, meta)
     onnx.save(model, str(path))
 
 
@@ -151,7 +151,7 @@ def load_or_create_manifest(info: RunInfo) -> Manifest:
             )
         return manifest
     # Nothing exported yet: the same source record and metadata `tlx export` would write.
-    from exporter.core.metadata import shared_metadata
+    from exporter.export.metadata import shared_metadata
 
     source = opened.file_record(opened.weights_path.name)
     return Manifest(source=source, metadata=shared_metadata(info, source_sha256=source.sha256))
@@ -159,7 +159,8 @@ def load_or_create_manifest(info: RunInfo) -> Manifest:
 
 def require_resources(info: RunInfo, cfg: OptimizeConfig, *, eval_batch: int) -> None:
     """Exit 3 up front when memory or disk cannot hold the requested variants."""
-    from exporter.core.resources import optimize_need, require
+    from exporter.core.resources import require
+    from exporter.model.footprint import optimize_need
 
     # Bytes per parameter of each file: an upper bound (a folded file is smaller still).
     per_param = {"int8": 1, "fp16": 2}
@@ -177,8 +178,7 @@ def require_resources(info: RunInfo, cfg: OptimizeConfig, *, eval_batch: int) ->
 def refuse_existing(run: Path, manifest: Manifest, cfg: OptimizeConfig) -> None:
     if cfg.force:
         return
-    # fp16 was just (re)written by tlx export, which applies its own --force rule.
-    names = [VARIANT_FILES[v] for v in cfg.variants if v != "fp16"]
+    names = [VARIANT_FILES[v] for v in cfg.variants]
     if cfg.prune is not None and not cfg.resume:
         names += [VARIANT_FILES[v] for v in ("pruned", "pruned-int8")]
     existing = [n for n in names if n in manifest.artifacts or (run / n).exists()]
@@ -220,7 +220,7 @@ def place(
 
 def manifest_entry(run: Path, result: VariantResult, *, info: RunInfo) -> ArtifactEntry:
     from exporter.core.envinfo import onnxruntime_version
-    from exporter.core.metadata import signature, utc_now
+    from exporter.export.metadata import signature, utc_now
 
     image_size = info.preprocessing.image_size
     inputs, outputs = signature(info, batch=None)

@@ -3,7 +3,7 @@
 A pruned model is only worth shipping if it is faster where it will run, not in MACs (NNCF's
 users reported pruned models that were no faster, openvinotoolkit/nncf #1191). Each file —
 shipped or rejected — and the trained model (eager, and ``model.onnx`` when exported) is
-timed at batch 1 in interleaved rounds (:func:`exporter.bench.rounds.time_runtimes`, the
+timed at batch 1 in interleaved rounds (:func:`exporter.bench.measure.time_runtimes`, the
 same timer as ``tlx bench``) on each CPU runtime that can load it here.
 """
 
@@ -44,7 +44,7 @@ def time_variants(info: Run, files: list[Timed], *, batch: int = 1) -> dict[str,
         ``{"batch": b, "threads": t, "p50_ms": {label: {runtime: ms}}, "skipped": [...]}``;
         a runtime that cannot load a file here is listed under ``skipped`` with the reason.
     """
-    from exporter.bench.rounds import time_runtimes
+    from exporter.bench.measure import time_runtimes
     from exporter.runtimes.base import get_runtime
     from exporter.runtimes.selection import reference_artifact
 

@@ -61,19 +61,6 @@ class Choice:
     reason: str
 
 
-def choose_artifact(
-    run: Run | str | Path,
-    *,
-    device: str = "cpu",
-    variant: str | None = None,
-    runtime: str | None = None,
-    formats: Iterable[str] | None = None,
-) -> tuple[Artifact, str]:
-    """The artifact to run and the runtime's name; see :func:`choose`."""
-    choice = choose(run, device=device, variant=variant, runtime=runtime, formats=formats)
-    return choice.artifact, choice.runtime
-
-
 def choose(
     run: Run | str | Path,
     *,

@@ -36,7 +36,7 @@ from exporter.serve.client import (
     PARAM_RUNTIME,
     PARAM_SHA256,
 )
-from exporter.serve.model_callable import infer_callable, patch_stub_model
+from exporter.serve.model_callable import infer_callable, patch_stub_model, reshape_input
 from exporter.serve.reaper import (
     REPOSITORY_FILE,
     descendants,
@@ -139,6 +139,7 @@ def bind(triton_mod: Any, predictors: list[Predictor], cfg: ServeConfig, *, fold
         strict=False,
     )
     patch_stub_model(triton, cfg.model_name)
+    reshape_input(triton, cfg.model_name, size)
     _name_artifact(triton, cfg.model_name, first)
     triton.tlx_log_dir = log_dir
     return triton

@@ -1,11 +1,16 @@
 """The callable Triton hands each formed batch to: every request is checked on its own.
 
-Triton checks a request's name, datatype and shape against the model config, but its checks
-overflow: a binary request of shape ``[2**62, 3, 32, 32]`` (or ``[0, 3, 32, 32]``) with 12,288
-bytes reaches the model as a ``(3, 32, 32)`` tensor. PyTriton's ``@batch`` decorator would
-concatenate it with the other requests of the dynamic batch and fail them all with a Python
-traceback. Here each request is checked alone; the good ones run as one batch and get their
-rows, a bad one gets its own error (HTTP 400 / gRPC INVALID_ARGUMENT, one line), and a
+Triton checks a request's name, datatype and shape against the model config, but it reads the
+batch dimension as a 32-bit count: a binary request of shape ``[2**62, 3, 32, 32]`` (or
+``[0, 3, 32, 32]``, or over gRPC ``[-2**63, ...]``) with 12,288 bytes becomes a request of
+batch 0 whose tensor is the one image without a batch dimension. Its scheduler counts such a
+request as one row, but the Python backend (``CheckIncomingRequests`` in python_be.cc) sums
+the first dimension of each tensor, here the 3 channels, and fails the whole batch it joined
+("batch size 18 for 'vgg16_0_1', max allowed is 16") before any code of tlx runs.
+:func:`reshape_input` therefore makes Triton hand the input over as ``[N, 1, 3, S, S]``: a
+batch-0 request then arrives as ``[1, 3, S, S]``, counted as one row by both, and is told
+apart by its rank here. Each request is checked alone; the good ones run as one batch and get
+their rows, a bad one gets its own error (HTTP 400 / gRPC INVALID_ARGUMENT, one line), and a
 failure of the model itself is logged here with its traceback while the clients get one line.
 
 PyTriton 0.7's Python-backend model (the ``model.py`` it copies into Triton's repository) can
@@ -80,6 +85,22 @@ def request_error(shape: tuple[int, ...], dtype: Any, *, image_size: int, max_ba
     return ""
 
 
+def unwrap(x: np.ndarray, *, image_size: int, max_batch: int) -> tuple[np.ndarray, str]:
+    """A request's input as Triton hands it (:func:`reshape_input`) → ``[N, 3, S, S]``, or why not.
+
+    ``[N, 1, 3, S, S]`` is a request of N images. Anything else is one whose batch dimension
+    Triton read as 0 (it was 0, or a multiple of 2**32 such as ``2**62`` or ``-2**63``).
+    """
+    if x.ndim == 5 and x.shape[1] == 1:
+        x = x.reshape(x.shape[:1] + x.shape[2:])  # a view: no copy
+        return x, request_error(x.shape, x.dtype, image_size=image_size, max_batch=max_batch)
+    return x, (
+        f"input {INPUT_NAME!r}: expected [N, 3, {image_size}, {image_size}] FP32 with "
+        f"1 <= N <= {max_batch}; the server read the request's batch dimension as 0 "
+        "(is it 0, or too large to represent?)"
+    )
+
+
 def _error(message: str) -> dict[str, np.ndarray]:
     return {ERROR_KEY: np.frombuffer(message.encode("utf-8"), dtype=np.uint8)}
 
@@ -96,7 +117,7 @@ def infer_callable(predictor: Predictor, *, max_batch: int) -> Callable[[list[An
             if not isinstance(x, np.ndarray):
                 responses[i] = _error(f"the request has no input {INPUT_NAME!r}")
                 continue
-            why = request_error(x.shape, x.dtype, image_size=size, max_batch=max_batch)
+            x, why = unwrap(x, image_size=size, max_batch=max_batch)
             if not why and not np.isfinite(x).all():
                 # NaN/Inf pixels get confident logits from some artifacts (int8); the predictor
                 # refuses them, which must not fail the other requests of the batch.
@@ -125,15 +146,38 @@ def infer_callable(predictor: Predictor, *, max_batch: int) -> Callable[[list[An
     return infer
 
 
+def _models(triton: Any, model_name: str) -> list[Any]:
+    return [m for m in triton._model_manager.models if m.model_name == model_name]  # PyTriton 0.7
+
+
+def reshape_input(triton: Any, model_name: str, image_size: int) -> None:
+    """Give the model config's input a ``reshape`` to ``[1, 3, S, S]`` (see the module's doc).
+
+    Clients still send ``[N, 3, S, S]`` and Triton still checks that against ``dims``; only
+    the tensor the Python backend counts and hands to the stub gains an axis of 1, so a request
+    of batch 0 counts as the one row its scheduler reserved for it. PyTriton's ``Tensor`` has no
+    reshape, so the config it sends to Triton's load API is amended.
+    """
+    for model in _models(triton, model_name):
+        original = model.get_model_config
+
+        def with_reshape(original: Callable[[], dict] = original) -> dict:
+            config = original()
+            for entry in config.get("input", []):
+                if entry.get("name") == INPUT_NAME:
+                    entry["reshape"] = {"shape": [1, 3, image_size, image_size]}
+            return config
+
+        model.get_model_config = with_reshape
+
+
 def patch_stub_model(triton: Any, model_name: str) -> None:
     """Append :data:`STUB_PATCH` to the ``model.py`` PyTriton sends to Triton for this model.
 
     Raises:
         RuntimeError: this PyTriton no longer sends a ``model.py`` (the version pin broke).
     """
-    for model in triton._model_manager.models:  # PyTriton 0.7's model registry
-        if model.model_name != model_name:
-            continue
+    for model in _models(triton, model_name):
         original = model.get_proxy_model_files
 
         def with_patch(original: Callable[[], dict[str, bytes]] = original) -> dict[str, bytes]:

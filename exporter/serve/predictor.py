@@ -20,7 +20,7 @@ from exporter.core.config import MAX_BATCH, MAX_TOP_K, PredictConfig, check_int
 from exporter.core.errors import GateFailed, InputFileError, PredictInputError, UsageError
 from exporter.core.preprocess import Preprocessing, finite_problem, size_problem
 from exporter.runtimes.base import Artifact, Runtime, get_runtime
-from exporter.serve.choice import choose_artifact
+from exporter.serve.choice import choose
 from exporter.serve.images import BadImage, open_image
 
 if TYPE_CHECKING:
@@ -314,7 +314,7 @@ def load(
     threads: int | None = None,
     public_key: str | Path | None = None,
 ) -> Predictor:
-    """A :class:`Predictor` on the run's chosen artifact (see :func:`choose_artifact`).
+    """A :class:`Predictor` on the run's chosen artifact (see :func:`choose`).
 
     Args:
         public_key: check the run folder against ``RUN/model.sig`` with this PEM public key
@@ -334,7 +334,8 @@ def load(
         from exporter.sign.verification import verified_run
 
         run = verified_run(run, public_key)
-    art, runtime_name = choose_artifact(run, device=device, variant=variant, runtime=runtime)
+    choice = choose(run, device=device, variant=variant, runtime=runtime)
+    art, runtime_name = choice.artifact, choice.runtime
     info = art.run if art.run is not None else open_run(run)  # the run the choice opened
     shared = info.manifest.metadata
     classes, pre = _recorded(shared, info.class_names, info.preprocessing)

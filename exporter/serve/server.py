@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from exporter.core.choices import CUDA, device_kind
-from exporter.core.config import ServeConfig
+from exporter.core.config import ServeConfig, TritonConfig
 from exporter.core.errors import EnvironmentUnavailable, GateFailed, UsageError
 from exporter.core.machine import usable_cpus
 from exporter.serve.client import TritonHttpClient
@@ -275,7 +275,7 @@ def check_ports(cfg: ServeConfig) -> None:
 # --- the model ----------------------------------------------------------------------------
 
 
-def instance_plan(cfg: ServeConfig, cores: int | None = None) -> tuple[int, int | None]:
+def instance_plan(cfg: TritonConfig, cores: int | None = None) -> tuple[int, int | None]:
     """How many model instances to run and how many intra-op threads each gets.
 
     On the CPU the default is two instances that split the cores: while one computes a batch,

@@ -31,7 +31,7 @@ PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
 BUILD_TYPE = "https://github.com/tlx/tlx/run-folder/v1"
 BUILDER_ID = "https://github.com/tlx/tlx"
 # The reports whose settings are the build's parameters, in pipeline order.
-_REPORTS = ("export.json", "optimize.json", "verify.json", "bench.json", "demo.json")
+_REPORTS = ("export.json", "optimize.json", "verify.json", "bench.json", "deploy.json", "demo.json")
 
 
 def canonical_sha256(obj: Any) -> str:

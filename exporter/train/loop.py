@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from exporter.core.config import LR_AUTO, TrainConfig, parse_unfreeze_from
+from exporter.core.config import LR_AUTO, TrainConfig
 from exporter.core.errors import GateFailed, Interrupted, UsageError
 from exporter.core.machine import usable_cpus
 from exporter.core.runfolder import (
@@ -31,6 +31,7 @@ from exporter.core.runfolder import (
     WEIGHTS_NAME,
 )
 from exporter.data.augment import resolve_augment
+from exporter.model.shape import parse_unfreeze_from
 from exporter.train.common import TrainEvent, default_run_dir, resolve_device
 from exporter.train.device_setup import EpochBatches, amp_dtype, determinism
 from exporter.train.distributed import DistContext, restart_count

@@ -23,12 +23,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from exporter.core.allocator import reuse_freed_memory
 from exporter.core.config import TrainConfig
 from exporter.core.errors import InputFileError, UsageError
-from exporter.core.resources import require, train_need
+from exporter.core.resources import require
 from exporter.core.runfolder import CHECKPOINT_DIR, TRAIN_JSON
 from exporter.core.runlock import run_lock
+from exporter.model.footprint import train_need
+from exporter.train.allocator import reuse_freed_memory
 from exporter.train.checkpoint import load_checkpoint
 from exporter.train.common import ProgressFn
 from exporter.train.distributed import DistContext, init_distributed
@@ -156,8 +157,8 @@ def _check_resources(
 ) -> None:
     """Exit 2 for a missing or mis-shaped image folder, 3 when memory or disk is short (the
     folder first: a missing --data-dir is the message, not the memory)."""
-    from exporter.core.config import parse_unfreeze_from
     from exporter.data.datasets import check_data_dir
+    from exporter.model.shape import parse_unfreeze_from
     from exporter.train.recipe import unfreeze_epoch
 
     check_data_dir(cfg.data)

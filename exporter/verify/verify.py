@@ -29,9 +29,9 @@ import numpy as np
 from exporter.core.config import VerifyConfig, to_dict
 from exporter.core.errors import RuntimeUnavailable
 from exporter.core.report import Progress
-from exporter.core.resources import require, verify_need
+from exporter.core.resources import require
 from exporter.core.runlock import locks_run
-from exporter.export.triton_check import check_triton_repositories
+from exporter.model.footprint import verify_need
 from exporter.verify.judge import (
     build_inputs,
     error_text,
@@ -42,6 +42,7 @@ from exporter.verify.judge import (
 )
 from exporter.verify.result import HELDOUT, SCHEMA_VERSION, CandidateResult, ParityReport
 from exporter.verify.tolerance import TASK, Tolerance, profile_for, profile_name
+from exporter.verify.triton_check import check_triton_repositories
 
 if TYPE_CHECKING:
     from exporter.core.runfolder import Run

@@ -19,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
+from benchmarks.suite import suite_markdown, suite_rows
 from exporter.bench.bench import bench_run, is_oom, make_inputs
 from exporter.bench.report import (
     BENCH_CSV,
@@ -27,8 +28,6 @@ from exporter.bench.report import (
     BENCH_PNG,
     compare_reports,
     load_baseline,
-    suite_markdown,
-    suite_rows,
 )
 from exporter.bench.result import BenchReport, latency_stats
 from exporter.cli import app

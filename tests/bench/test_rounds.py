@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pytest
 
-from exporter.bench.rounds import rotated, time_runtimes
+from exporter.bench.measure import rotated, time_runtimes
 from exporter.core.errors import UsageError
 from exporter.runtimes.base import Artifact, Runtime
 

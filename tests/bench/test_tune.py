@@ -17,7 +17,7 @@ from exporter.bench.tune_search import Measurement, Trial, baseline_trial, core_
 from exporter.cli import app
 from exporter.core.config import TuneConfig
 from exporter.core.errors import EXIT_OK, InputFileError, UsageError
-from exporter.core.tuneplan import TUNE_JSON, read_tune, serve_settings, triton_settings
+from exporter.core.tuneplan import TUNE_JSON, read_tune, serve_settings
 
 
 class FakeClock:
@@ -209,16 +209,15 @@ def test_the_plan_is_the_default_and_a_flag_wins(tuned_run: Path) -> None:
     for kw in ({"variant": "fold-int8"}, {"runtime": "openvino"}, {"device": "cuda"}):
         args = {"device": "cpu", "variant": None, "runtime": None, **kw}
         assert serve_settings(tuned_run, none, **args) == (none, False)
-    triton, _ = triton_settings(
-        tuned_run,
-        {"max_batch_size": None, "max_queue_delay_us": 7, "instances": None},
-        device="cpu",
-        variant=None,
+    # The packaged Triton repository: the same settings, no runtime (the backend runs it).
+    triton, _ = serve_settings(
+        tuned_run, {**none, "max_queue_delay_us": 7}, device="cpu", variant=None
     )
     assert triton == {
-        "max_batch_size": plan["max_batch"],
+        "max_batch": plan["max_batch"],
         "max_queue_delay_us": 7,
         "instances": plan["instances"],
+        "threads": plan["threads_per_instance"],
     }
 
 

@@ -15,9 +15,11 @@ from exporter.core.config import (
     DataConfig,
     ExportConfig,
     PredictConfig,
+    ServeConfig,
     TrainConfig,
     TritonConfig,
     VerifyConfig,
+    to_dict,
 )
 from exporter.core.errors import UsageError
 
@@ -32,9 +34,8 @@ BAD_VALUES: list[tuple[type, dict[str, Any], str]] = [
     (TrainConfig, {"lr": float("nan")}, "--lr"),
     (TrainConfig, {"device": "tpu"}, "--device"),
     (TrainConfig, {"freeze_epochs": 2}, "--freeze-epochs applies to --recipe finetune"),
-    # Parsed whenever phase 2 will unfreeze: --recipe finetune or --unfreeze-at.
-    (TrainConfig, {"recipe": "finetune", "unfreeze_from": "6"}, "--unfreeze-from 6"),
-    (TrainConfig, {"unfreeze_at": 2, "unfreeze_from": "features.31"}, "--unfreeze-from"),
+    # --unfreeze-from is checked against VGG16's layout when training starts:
+    # tests/model/test_vgg.py, test_a_bad_unfreeze_from_stops_training_before_it_writes.
     (ExportConfig, {"formats": ("tflite",)}, "--format 'tflite'"),
     (ExportConfig, {"precision": "bf16"}, "--precision 'bf16'"),
     (ExportConfig, {"formats": ("pt2",), "precision": "fp16"}, "fp16 applies to ONNX only"),
@@ -42,6 +43,8 @@ BAD_VALUES: list[tuple[type, dict[str, Any], str]] = [
     (TritonConfig, {"model_name": "../up"}, "--model-name"),
     (TritonConfig, {"device": "cuda:x"}, "--device 'cuda:x'"),
     (TritonConfig, {"instances": 0}, "--instances 0"),
+    (ServeConfig, {"model_name": "../up"}, "--model-name"),  # the same rule as the repository
+    (ServeConfig, {"device": "cuda:x"}, "--device 'cuda:x'"),
     (VerifyConfig, {"samples": -1}, "--samples"),
     (VerifyConfig, {"batch_sizes": ()}, "--batch-sizes"),
     (VerifyConfig, {"atol": float("inf")}, "--atol"),
@@ -66,6 +69,16 @@ def test_defaults_are_valid_and_replace_checks_again() -> None:
         cls()
     with pytest.raises(UsageError, match="--epochs"):
         replace(TrainConfig(), epochs=0)
+
+
+def test_serve_and_the_triton_repository_share_one_model_config() -> None:
+    from dataclasses import fields
+
+    shared = [f.name for f in fields(TritonConfig)]
+    assert shared == [f.name for f in fields(ServeConfig)][: len(shared)]
+    assert {k: getattr(ServeConfig(), k) for k in shared} == to_dict(TritonConfig())
+    # The measured batcher (benchmarks/RESULTS.md, serve_bench; tlx tune's baseline).
+    assert (TritonConfig().max_batch, TritonConfig().max_queue_delay_us) == (64, 1000)
 
 
 def test_train_json_round_trip_and_a_tampered_one_is_refused() -> None:

@@ -74,18 +74,3 @@ def test_png_written_and_decodable(tmp_path: Path) -> None:
     save_png(tmp_path / "f.png", fig)
     assert (tmp_path / "f.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert matplotlib.image.imread(tmp_path / "f.png").ndim == 3
-
-
-def test_append_to_section_keeps_other_sections(tmp_path: Path) -> None:
-    from exporter.core.report import append_to_section
-
-    md = tmp_path / "RESULTS.md"
-    md.write_text("# Results\n\n## other\n\nkeep me\n\n## mine\n\nold run\n\n## last\n\nx\n")
-    append_to_section(md, "## mine", "new run")
-    text = md.read_text()
-    assert text.index("old run") < text.index("new run") < text.index("## last")
-    assert "## other\n\nkeep me\n\n## mine" in text and text.endswith("## last\n\nx\n")
-    append_to_section(md, "## fresh", "first")
-    assert md.read_text().endswith("## last\n\nx\n\n## fresh\n\nfirst\n")
-    append_to_section(tmp_path / "new.md", "## s", "b")
-    assert (tmp_path / "new.md").read_text() == "## s\n\nb\n"

@@ -17,8 +17,8 @@ from exporter.core.config import ExportConfig, parse_formats
 from exporter.core.errors import GateFailed, InputFileError, UsageError
 from exporter.core.fsio import TMP_PREFIX, sha256_file
 from exporter.core.manifest import check_artifact, load_manifest
-from exporter.core.metadata import METADATA_FILE, from_onnx_props
 from exporter.export.export import export_run, resolve_opset
+from exporter.export.metadata import METADATA_FILE, from_onnx_props
 
 runner = CliRunner()
 

@@ -17,8 +17,8 @@ from typer.testing import CliRunner
 from exporter.core.errors import InputFileError, IntegrityError
 from exporter.core.fsio import sha256_file
 from exporter.core.manifest import ArtifactEntry, FileRecord, Manifest, save_manifest
-from exporter.core.metadata import METADATA_FILE, to_json, to_onnx_props
 from exporter.export.inspection import inspect_target, read_artifact
+from exporter.export.metadata import METADATA_FILE, to_json, to_onnx_props
 
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402

@@ -24,9 +24,9 @@ from exporter.core.errors import (
     GateFailed,
     InputFileError,
 )
-from exporter.export import kserve as kserve_module
-from exporter.export.kserve_plan import ServingPlan, knee_concurrency, serving_plan
-from exporter.export.kserve_schema import check_inference_service, check_kubernetes
+from exporter.deploy import kserve as kserve_module
+from exporter.deploy.kserve_plan import ServingPlan, knee_concurrency, serving_plan
+from exporter.deploy.kserve_schema import check_inference_service, check_kubernetes
 
 URI = "s3://models/tlx/triton"
 
@@ -89,7 +89,7 @@ def test_the_repository_runs_the_plan(kserve_run: Path) -> None:
     )
     assert [g.count for g in config.instance_group] == [2]
     assert config.parameters["intra_op_thread_count"].string_value == "1"
-    report = json.loads((kserve_run / "export.json").read_text())
+    report = json.loads((kserve_run / "deploy.json").read_text())
     assert report["results"]["kserve"]["plan"]["instances"] == 2
     assert "triton/vgg16" in json.loads((kserve_run / "manifest.json").read_text())["artifacts"]
 

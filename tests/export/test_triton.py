@@ -15,8 +15,8 @@ from exporter.cli import app
 from exporter.core.config import ExportConfig, TritonConfig
 from exporter.core.errors import EXIT_ENV, EXIT_GATE, EXIT_OK, EXIT_USAGE, GateFailed
 from exporter.core.fsio import sha256_file
-from exporter.export.export import export_run
-from exporter.export.triton_config import (
+from exporter.deploy.package import package_run
+from exporter.deploy.triton_config import (
     ModelSpec,
     Tensor,
     parse_config,
@@ -62,7 +62,7 @@ def test_repository_layout_and_manifest(repo_run: Path) -> None:
     assert "docker run" in readme and "tritonserver --model-repository=/models" in readme
     assert "--model-config-name=gpu" in readme
     assert not list((repo_run / "triton").glob(".tlx-tmp-*"))
-    report = json.loads((repo_run / "export.json").read_text())
+    report = json.loads((repo_run / "deploy.json").read_text())
     assert report["results"]["triton"]["source_artifact"] == "model.onnx"
 
 
@@ -134,14 +134,14 @@ def test_force_replaces_and_fixed_hw_variant_is_chosen(
     save_manifest(run, manifest)
     cands = [{"runtime": "ort-cpu", "artifact": "model.fold.int8.onnx", "passed": True}]
     (run / "verify.json").write_text(json.dumps({"config": {"device": "cpu"}, "candidates": cands}))
-    result = export_run(run, ExportConfig(formats=("triton",), force=True))
+    result = package_run(run, ExportConfig(formats=("triton",), force=True))
     assert result.triton is not None and result.triton.source == "model.fold.int8.onnx"
     gpu = _parse(run / "triton" / "vgg16" / "configs" / "gpu.pbtxt")
     params = dict(gpu.optimization.execution_accelerators.gpu_execution_accelerator[0].parameters)
     assert params["precision_mode"] == "INT8"
     assert list(gpu.input[0].dims) == [3, 32, 32]
     # --variant overrides the verified choice.
-    export_run(
+    package_run(
         run,
         ExportConfig(formats=("triton",), force=True, triton=TritonConfig(variant="model.onnx")),
     )
@@ -152,7 +152,7 @@ def test_force_replaces_and_fixed_hw_variant_is_chosen(
 def test_schema_error_is_exit_1_and_nothing_written(
     onnx_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, link_run
 ) -> None:
-    import exporter.export.triton as triton
+    import exporter.deploy.triton as triton
 
     run = link_run(onnx_run, tmp_path / "run")
     real = triton.render_config
@@ -193,6 +193,15 @@ def test_bad_triton_options_are_exit_2(repo_run: Path, args: tuple[str, ...], sa
     assert result.exit_code == EXIT_USAGE, result.stderr
     errors = [ln for ln in result.stderr.splitlines() if ln.startswith("error")]
     assert len(errors) == 1 and says in errors[0]
+
+
+def test_the_export_stage_leaves_packaging_to_the_deploy_step(onnx_run: Path) -> None:
+    from exporter.core.errors import UsageError
+    from exporter.export.export import export_run
+
+    with pytest.raises(UsageError, match="package_run"):
+        export_run(onnx_run, ExportConfig(formats=("triton",)))
+    assert not (onnx_run / "triton").exists()
 
 
 def test_run_without_artifacts_is_exit_2(run_folder: Path) -> None:
@@ -293,6 +302,6 @@ def test_verify_refuses_an_edited_config(repo_run: Path, tmp_path: Path) -> None
 
 def test_an_untouched_repository_passes_the_check(repo_run: Path) -> None:
     from exporter.core.runfolder import open_run
-    from exporter.export.triton_check import check_triton_repositories
+    from exporter.verify.triton_check import check_triton_repositories
 
     assert check_triton_repositories(open_run(repo_run)) == ["triton/vgg16"]

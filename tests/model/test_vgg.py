@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
-from exporter.core.config import parse_unfreeze_from
 from exporter.core.errors import EnvironmentUnavailable, InputFileError, UsageError
 from exporter.core.runfolder import open_run
+from exporter.model.shape import block_ends, parse_unfreeze_from
 from exporter.model.vgg import build_vgg16, count_parameters, load_reference_model, unfreeze_from
 
 
@@ -46,6 +47,36 @@ def test_parse_unfreeze_from(spec: str, index: int) -> None:
 def test_parse_unfreeze_from_rejects(spec: str) -> None:
     with pytest.raises(UsageError, match="unfreeze-from"):
         parse_unfreeze_from(spec)
+
+
+def test_block_ends_are_torchvisions_max_pools() -> None:
+    from torchvision.models import vgg16
+
+    with torch.device("meta"):
+        features = vgg16().features
+    pools = tuple(i for i, m in enumerate(features) if isinstance(m, torch.nn.MaxPool2d))
+    assert block_ends() == pools == (4, 9, 16, 23, 30)
+
+
+# Parsed whenever phase 2 will unfreeze: --recipe finetune or --unfreeze-at.
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"recipe": "finetune", "epochs": 2, "unfreeze_from": "6"}, "--unfreeze-from 6"),
+        ({"unfreeze_at": 2, "epochs": 2, "unfreeze_from": "features.31"}, "--unfreeze-from"),
+    ],
+)
+def test_a_bad_unfreeze_from_stops_training_before_it_writes(
+    tmp_path: Path, kwargs: dict[str, Any], message: str
+) -> None:
+    from exporter.core.config import DataConfig, TrainConfig
+    from exporter.train import fit
+
+    data = DataConfig(source="synthetic", train_size=16, val_size=8, image_size=32)
+    cfg = TrainConfig(data=data, weights="none", out=str(tmp_path / "run"), **kwargs)
+    with pytest.raises(UsageError, match=message):
+        fit(cfg)
+    assert not (tmp_path / "run").exists()
 
 
 def test_unfreeze_flips_exactly_the_named_params() -> None:

@@ -21,7 +21,8 @@ from exporter.core.config import OptimizeConfig
 from exporter.core.errors import InputFileError, UsageError
 from exporter.core.fsio import sha256_file
 from exporter.core.manifest import load_manifest
-from exporter.optimize.optimize import REJECTED_DIR, optimize_run
+from exporter.optimize.optimize import optimize_run
+from exporter.optimize.ship import REJECTED_DIR
 from exporter.runtimes.ort_sessions import cpu_logits
 
 TRAIN, VAL = 200, 200
@@ -202,3 +203,21 @@ def test_unfolded_int8_variants(trained_run: Path, tmp_path: Path) -> None:
     else:
         assert "model.int8.onnx" not in entries and not (run / "model.int8.onnx").exists()
         assert (run / REJECTED_DIR / "model.int8.onnx").is_file()
+
+
+def test_fp16_is_built_and_gated_like_the_other_variants(trained_run: Path) -> None:
+    """fp16 comes from the variants' own fp32 base and gate (no second `tlx export`), with
+    fp16 weights inside and fp32 inputs and outputs."""
+    result = optimize_run(trained_run, OptimizeConfig(variants=("fp16",), eval_samples=VAL))
+    (fp16,) = result.variants
+    assert fp16.status == "shipped", fp16.reason
+    assert fp16.gate.profile.precision == "fp16" and fp16.gate.images == VAL
+    entry = load_manifest(trained_run).artifacts["model.fp16.onnx"]
+    assert (entry.variant, entry.precision, entry.input_constraints) == ("fp16", "fp16", {})
+    assert entry.extra["gate"]["passed"] is True and entry.extra["exporter"] == "tlx optimize"
+    assert entry.files[0].sha256 == sha256_file(trained_run / "model.fp16.onnx")
+    proto = onnx.load(str(trained_run / "model.fp16.onnx"))
+    assert {t.data_type for t in proto.graph.initializer} >= {onnx.TensorProto.FLOAT16}
+    assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    props = {p.key: p.value for p in proto.metadata_props}
+    assert props["variant"] == "fp16" and props["precision"] == "fp16"

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from exporter.core.errors import InputFileError, UsageError
-from exporter.optimize.build import export_onnx
+from exporter.optimize.build import save_onnx
 from exporter.optimize.quantize import (
     prepare_for_quantization,
     quantize_dynamic_int8,
@@ -68,7 +68,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, nn.Module]:
     torch.manual_seed(0)
     model = TinyNet().eval()
     path = tmp_path_factory.mktemp("q") / "tiny.onnx"
-    export_onnx(model, path, image_size=SIZE)
+    save_onnx(model, path, image_size=SIZE)
     return path, model
 
 

@@ -1,18 +1,24 @@
-"""choose_artifact: bench recommendation, then verify.json, then model.onnx; names checked."""
+"""choose: bench recommendation, then verify.json, then model.onnx; names checked."""
 
 from __future__ import annotations
 
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from exporter.core.errors import UsageError
 from exporter.core.manifest import ArtifactEntry, FileRecord, load_manifest, save_manifest
-from exporter.serve.choice import choose_artifact
+from exporter.serve.choice import choose
 
 VARIANTS = {"fold-int8": "model.fold.int8.onnx", "fp16": "model.fp16.onnx"}
+
+
+def _pick(run: Path, **kw: Any) -> tuple[Any, str]:
+    choice = choose(run, **kw)
+    return choice.artifact, choice.runtime
 
 
 @pytest.fixture
@@ -49,24 +55,24 @@ def _verify(run: Path, device: str, passed: dict[str, bool], sha: dict[str, str]
 
 
 def test_without_reports_model_onnx_on_ort(run: Path) -> None:
-    art, rt = choose_artifact(run)
+    art, rt = _pick(run)
     assert (art.name, rt) == ("model.onnx", "ort-cpu")
 
 
 def test_best_verified_variant_for_the_device(run: Path) -> None:
     _verify(run, "cpu", {"model.onnx": True, "model.fp16.onnx": True, "model.fold.int8.onnx": True})
-    assert choose_artifact(run)[0].name == "model.fold.int8.onnx"
+    assert _pick(run)[0].name == "model.fold.int8.onnx"
     _verify(
         run, "cpu", {"model.onnx": True, "model.fp16.onnx": True, "model.fold.int8.onnx": False}
     )
-    assert choose_artifact(run)[0].name == "model.onnx"
+    assert _pick(run)[0].name == "model.onnx"
 
 
 def test_verify_on_another_device_or_file_does_not_count(run: Path) -> None:
     _verify(run, "cuda", {"model.fold.int8.onnx": True})
-    assert choose_artifact(run)[0].name == "model.onnx"
+    assert _pick(run)[0].name == "model.onnx"
     _verify(run, "cpu", {"model.fold.int8.onnx": True}, sha={"model.fold.int8.onnx": "0" * 64})
-    assert choose_artifact(run)[0].name == "model.onnx"
+    assert _pick(run)[0].name == "model.onnx"
 
 
 def test_bench_recommendation_wins_when_still_in_the_manifest(run: Path) -> None:
@@ -77,22 +83,22 @@ def test_bench_recommendation_wins_when_still_in_the_manifest(run: Path) -> None
         {**rec, "batch_size": 64, "artifact": "model.gone.onnx", "file": "model.gone.onnx"},
     ]
     (run / "bench.json").write_text(json.dumps({"recommendations": recs}))
-    assert choose_artifact(run)[0].name == "model.fp16.onnx"
+    assert _pick(run)[0].name == "model.fp16.onnx"
     (run / "bench.json").write_text("{not json")
-    assert choose_artifact(run)[0].name == "model.fold.int8.onnx"
+    assert _pick(run)[0].name == "model.fold.int8.onnx"
 
 
 def test_named_variant_and_runtime(run: Path) -> None:
-    assert choose_artifact(run, variant="fp16")[0].name == "model.fp16.onnx"
-    assert choose_artifact(run, variant="model.fold.int8.onnx")[0].name == "model.fold.int8.onnx"
-    art, rt = choose_artifact(run, variant="eager")
+    assert _pick(run, variant="fp16")[0].name == "model.fp16.onnx"
+    assert _pick(run, variant="model.fold.int8.onnx")[0].name == "model.fold.int8.onnx"
+    art, rt = _pick(run, variant="eager")
     assert (art.name, rt) == ("model.safetensors", "eager")
-    art, rt = choose_artifact(run, runtime="eager")
+    art, rt = _pick(run, runtime="eager")
     assert (art.name, rt) == ("model.safetensors", "eager")
     with pytest.raises(UsageError, match="onnx only"):
-        choose_artifact(run, variant="eager", formats=("onnx",))
+        _pick(run, variant="eager", formats=("onnx",))
     with pytest.raises(UsageError, match="choose from: fold-int8, fp16"):
-        choose_artifact(run, variant="int4")
+        _pick(run, variant="int4")
 
 
 def test_reports_naming_runtimes_not_here_are_skipped(run: Path) -> None:
@@ -101,12 +107,12 @@ def test_reports_naming_runtimes_not_here_are_skipped(run: Path) -> None:
     (run / "bench.json").write_text(json.dumps({"recommendations": [rec]}))
     cands = [{"runtime": "no-such-runtime", "artifact": "model.fold.int8.onnx", "passed": True}]
     (run / "verify.json").write_text(json.dumps({"config": {"device": "cpu"}, "candidates": cands}))
-    art, rt = choose_artifact(run)
+    art, rt = _pick(run)
     assert (art.name, rt) == ("model.onnx", "ort-cpu")
 
 
 def test_runtime_for_another_device_is_a_usage_error(run: Path) -> None:
     with pytest.raises(UsageError, match="--device"):
-        choose_artifact(run, runtime="ort-cuda")
+        _pick(run, runtime="ort-cuda")
     with pytest.raises(UsageError, match="--device"):
-        choose_artifact(run, runtime="ort-cuda", variant="model.onnx")
+        _pick(run, runtime="ort-cuda", variant="model.onnx")

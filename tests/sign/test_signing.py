@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -107,14 +108,27 @@ def test_missing_extra_exits_3_with_the_install_hint(
 def test_library_sign_holds_the_run_lock(
     make_tiny_run, keys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import fcntl
+
     import exporter.sign.signing as signing
-    from exporter.core.runlock import is_locked_here
+    from exporter.core.runlock import LOCK_NAME
+
+    def is_locked(run: Path) -> bool:
+        """Whether a second open of the lock file finds it held (flock is per open file)."""
+        fd = os.open(run / LOCK_NAME, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        return False
 
     seen = []
     run = make_tiny_run(tmp_path / "run")
     real = signing.write_provenance
     monkeypatch.setattr(
-        signing, "write_provenance", lambda r: seen.append(is_locked_here(run)) or real(r)
+        signing, "write_provenance", lambda r: seen.append(is_locked(run)) or real(r)
     )
     sign_run(run, keys.private)
     assert seen == [True]

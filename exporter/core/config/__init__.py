@@ -22,16 +22,12 @@ from exporter.core.config.export import (
     EXPORT_FORMATS,
     EXPORTER_CHOICES,
     KSERVE,
-    MAX_INSTANCES,
     MAX_LEGACY_OPSET,
-    MAX_QUEUE_DELAY_US,
     MIN_DYNAMO_OPSET,
-    MODEL_NAME_RE,
     STORAGE_SCHEMES,
     TRITON,
     ExportConfig,
     KServeConfig,
-    TritonConfig,
     parse_formats,
 )
 from exporter.core.config.optimize import (
@@ -54,8 +50,12 @@ from exporter.core.config.serve import (
     DEFAULT_METRICS_PORT,
     DEFAULT_MODEL_NAME,
     LOOPBACK,
+    MAX_INSTANCES,
+    MAX_QUEUE_DELAY_US,
+    MODEL_NAME_RE,
     LoadtestConfig,
     ServeConfig,
+    TritonConfig,
 )
 from exporter.core.config.train import (
     AUGMENT_MIN_SIZE,
@@ -70,11 +70,9 @@ from exporter.core.config.train import (
     SYNTHETIC_CLASSES,
     SYNTHETIC_TRAIN_SIZE,
     SYNTHETIC_VAL_SIZE,
-    VGG16_BLOCK_ENDS,
     DataConfig,
     LaunchSpec,
     TrainConfig,
-    parse_unfreeze_from,
 )
 from exporter.core.config.tune import TuneConfig
 from exporter.core.config.verify import (
@@ -127,7 +125,6 @@ __all__ = [
     "SYNTHETIC_TRAIN_SIZE",
     "SYNTHETIC_VAL_SIZE",
     "TRITON",
-    "VGG16_BLOCK_ENDS",
     "BenchConfig",
     "DataConfig",
     "DemoConfig",
@@ -145,6 +142,5 @@ __all__ = [
     "check_int",
     "check_tolerance_overrides",
     "parse_formats",
-    "parse_unfreeze_from",
     "to_dict",
 ]

@@ -1,4 +1,5 @@
-"""Settings of ``tlx export``, including its ``triton`` format."""
+"""Settings of ``tlx export``, including the ``triton`` and ``kserve`` formats (packaged by
+``exporter.deploy``)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from exporter.core.choices import ALL, DEVICE_HELP, EXPORT_PRECISIONS, device_kind
-from exporter.core.config.common import MAX_BATCH_SIZE, opt
+from exporter.core.choices import ALL, EXPORT_PRECISIONS
+from exporter.core.config.serve import TritonConfig
 from exporter.core.errors import UsageError, shown
 
 # The model formats, in the order they are exported (``--format all``: these three).
@@ -22,10 +23,6 @@ DEFAULT_OPSET = 23
 MIN_DYNAMO_OPSET = 18
 # The TorchScript-based exporter stops at opset 20 (ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET).
 MAX_LEGACY_OPSET = 20
-# Triton's bounds: a model name is a folder on the server.
-MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-MAX_INSTANCES = 64
-MAX_QUEUE_DELAY_US = 10_000_000
 # Where the pods read the Triton repository: schemes both KServe's storage initializer and a
 # plain tritonserver (its own cloud repositories, or a mounted claim) can open.
 STORAGE_SCHEMES = ("s3", "gs", "pvc")
@@ -35,77 +32,20 @@ MAX_REPLICAS = 1000
 
 
 @dataclass(frozen=True)
-class TritonConfig:
-    """Settings of ``tlx export --format triton`` (a Triton model repository in RUN/triton).
+class KServeConfig:
+    """Settings of ``tlx export --format kserve`` (manifests in RUN/kserve).
 
-    Each field's help is its option's. ``device`` also chooses which verify verdict picks the
-    artifact (``configs/cpu.pbtxt`` and ``configs/gpu.pbtxt`` are written either way);
-    ``threads`` is each instance's ONNX Runtime intra-op threads (None: the backend's default,
-    every core; the kserve format sets the measured plan's). The CLI takes the batching and
-    instance defaults from RUN/tune.json's plan when there is one.
+    Attributes:
+        storage_uri: where the cluster reads ``RUN/triton`` from (``s3://``, ``gs://`` or
+            ``pvc://<claim>/<path>``); required for the format.
+        name: the InferenceService / Deployment name (None: the model name, as a DNS label).
+        min_replicas / max_replicas: the autoscaler's bounds.
     """
 
-    model_name: str = opt(
-        "vgg16", flags=("--model-name",), help="triton: the model's name on the server."
-    )
-    device: str = opt("cpu", help=f"triton: target device (default config.pbtxt): {DEVICE_HELP}")
-    variant: str | None = opt(
-        None, help="triton: ship this variant or artifact (fold-int8, model.onnx)."
-    )
-    max_batch_size: int = opt(
-        32,
-        flags=("--max-batch",),
-        help="triton: max_batch_size (dynamic batching).",
-        show_default="RUN/tune.json's plan, else 32",
-    )
-    max_queue_delay_us: int = opt(
-        100,
-        help="triton: dynamic batching queue delay.",
-        show_default="RUN/tune.json's plan, else 100",
-    )
-    instances: int = opt(
-        1,
-        help="triton: model instances (instance_group count).",
-        show_default="RUN/tune.json's plan, else 1",
-    )
-    threads: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.threads is not None and self.threads < 1:
-            raise UsageError(f"threads per instance must be >= 1, got {self.threads}")
-        if not MODEL_NAME_RE.match(self.model_name):
-            raise UsageError(
-                f"--model-name {shown(self.model_name)}: use 1-64 letters, digits, '_', '.', '-' "
-                "(it names a folder on the server)"
-            )
-        device_kind(self.device)
-        for option, value, top in (
-            ("--max-batch", self.max_batch_size, MAX_BATCH_SIZE),
-            ("--instances", self.instances, MAX_INSTANCES),
-        ):
-            if not 1 <= value <= top:
-                raise UsageError(f"{option} {value}: give an integer from 1 to {top}")
-        if not 0 <= self.max_queue_delay_us <= MAX_QUEUE_DELAY_US:
-            raise UsageError(
-                f"--max-queue-delay-us {self.max_queue_delay_us}: give 0 to {MAX_QUEUE_DELAY_US}"
-            )
-
-
-@dataclass(frozen=True)
-class KServeConfig:
-    """Settings of ``tlx export --format kserve`` (manifests in RUN/kserve); each field's help
-    is its option's."""
-
-    storage_uri: str | None = opt(
-        None,
-        help="kserve (required): where the cluster reads the copy of RUN/triton "
-        "(s3://bucket/path, gs://bucket/path or pvc://claim/path).",
-    )
-    name: str | None = opt(
-        None, flags=("--k8s-name",), help="kserve: the object name (default: --model-name)."
-    )
-    min_replicas: int = opt(1, help="kserve: the autoscaler's lower bound.")
-    max_replicas: int = opt(4, help="kserve: the autoscaler's upper bound.")
+    storage_uri: str | None = None
+    name: str | None = None
+    min_replicas: int = 1
+    max_replicas: int = 4
 
     def __post_init__(self) -> None:
         if self.storage_uri is not None:
@@ -132,50 +72,32 @@ class KServeConfig:
 
 @dataclass(frozen=True)
 class ExportConfig:
-    """Settings of ``tlx export``; each field's help is its option's (``formats`` also takes
-    ``"all"`` or ``"onnx,pt2"``; ``opset=None`` is the exporter's default; ``seed`` seeds the
-    random check inputs)."""
+    """Settings of ``tlx export``.
 
-    formats: tuple[str, ...] = opt(
-        EXPORT_FORMATS,
-        flags=("--format", "-f"),
-        choices=(*EXPORT_FORMATS, TRITON, KSERVE, ALL),
-        case_sensitive=False,
-        help=f"Artifact format; repeat for several. Default: all ({', '.join(EXPORT_FORMATS)}). "
-        "triton: a Triton model repository in RUN/triton from the best verified ONNX artifact "
-        "(not part of all). kserve: Kubernetes manifests in RUN/kserve serving that repository "
-        "(written first if missing).",
-        show_default=False,
-    )
-    opset: int | None = opt(
-        None,
-        help=f"ONNX opset (default: {DEFAULT_OPSET} for dynamo, {MAX_LEGACY_OPSET} for the "
-        "legacy exporter).",
-    )
-    batch_size: int = opt(
-        8,
-        help="Largest batch every artifact is checked at; the fixed batch with --static-batch.",
-    )
-    static_batch: bool = opt(
-        False,
-        flags=("--static-batch",),
-        help="Export ONNX/.pt2 with a fixed batch of --batch-size.",
-    )
-    precision: str = opt(
-        "fp32",
-        choices=EXPORT_PRECISIONS,
-        case_sensitive=False,
-        help="fp16 writes model.fp16.onnx (fp16 compute, fp32 inputs/outputs) instead of "
-        "model.onnx; TorchScript and .pt2 stay fp32.",
-    )
-    exporter: str = opt(
-        "dynamo",
-        choices=EXPORTER_CHOICES,
-        case_sensitive=False,
-        help="ONNX exporter: dynamo (torch.export based, default) or legacy (TorchScript based; "
-        "fails on VGG16 at 32 px).",
-    )
-    force: bool = opt(False, flags=("--force",), help="Overwrite artifacts that already exist.")
+    Attributes:
+        formats: any of ``onnx``, ``torchscript``, ``pt2``.
+        opset: ONNX opset (``None``: :data:`DEFAULT_OPSET`, or 20 for the legacy exporter).
+        batch_size: the largest batch the artifact is checked at (and the fixed batch with
+            ``static_batch``).
+        static_batch: export a fixed batch of ``batch_size`` instead of a dynamic one.
+        precision: ``fp32``; ``fp16`` writes ``model.fp16.onnx`` (fp32 inputs/outputs) instead
+            of ``model.onnx``. TorchScript and .pt2 are always fp32.
+        exporter: ``dynamo`` (``torch.onnx.export(dynamo=True)``) or ``legacy``.
+        force: overwrite existing artifact files.
+        seed: seed of the random check inputs.
+        triton: settings of the ``triton`` format (not part of ``all``: it packages an artifact
+            the other formats and ``tlx optimize`` made, after verify and bench:
+            :func:`exporter.deploy.package.package_run`).
+        kserve: settings of the ``kserve`` format (also not part of ``all``; packaged too).
+    """
+
+    formats: tuple[str, ...] = EXPORT_FORMATS
+    opset: int | None = None
+    batch_size: int = 8
+    static_batch: bool = False
+    precision: str = "fp32"
+    exporter: str = "dynamo"
+    force: bool = False
     seed: int = 0
     triton: TritonConfig = field(default_factory=TritonConfig)
     kserve: KServeConfig = field(default_factory=KServeConfig)
@@ -202,6 +124,11 @@ class ExportConfig:
                 "--format kserve needs --storage-uri (s3://, gs:// or pvc://): where the "
                 "cluster reads the Triton repository from"
             )
+
+    @property
+    def model_formats(self) -> tuple[str, ...]:
+        """The formats ``export_run`` writes (the others are packaged by ``exporter.deploy``)."""
+        return tuple(f for f in self.formats if f in EXPORT_FORMATS)
 
 
 def parse_formats(spec: str | tuple[str, ...] | list[str] | Any) -> tuple[str, ...]:

@@ -33,7 +33,7 @@ class OptimizeConfig:
         parse=parse_names,
         help=f"Comma-separated, from: {', '.join(OPTIMIZE_VARIANTS)}. fold: pool→fc1 folded "
         "(fixed H×W); int8: static QDQ; int8-dynamic: weights-only (slower at large batches); "
-        "fold-int8: both; fp16: `tlx export --precision fp16`. Default: "
+        "fold-int8: both; fp16: fp16 weights and compute. Default: "
         f"{','.join(DEFAULT_OPTIMIZE_VARIANTS)}, or none of them with --prune.",
     )
     prune: float | str | None = opt(

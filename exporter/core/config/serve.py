@@ -1,13 +1,14 @@
-"""Settings of ``tlx serve`` and of the load test against a server (``tlx loadtest``)."""
+"""Settings of the served model (``TritonConfig``: ``tlx serve`` and the packaged Triton
+repository share it), of ``tlx serve`` and of the load test against a server."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 
-from exporter.core.choices import DEVICE_HELP, device_kind
-from exporter.core.config.common import MAX_BATCH_SIZE, PUBLIC_KEY_HELP, opt, parse_ints
-from exporter.core.errors import UsageError
+from exporter.core.choices import device_kind
+from exporter.core.config.common import MAX_BATCH_SIZE
+from exporter.core.errors import UsageError, shown
 
 # Triton's own default ports (HTTP, gRPC, metrics), so clients configured for Triton just work.
 DEFAULT_HTTP_PORT = 8000
@@ -15,58 +16,86 @@ DEFAULT_GRPC_PORT = 8001
 DEFAULT_METRICS_PORT = 8002
 DEFAULT_MODEL_NAME = "vgg16"
 LOOPBACK = "127.0.0.1"
+# Triton's bounds: a model name is a folder on the server (and in PyTriton's workspace).
+MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+MAX_INSTANCES = 64
+MAX_QUEUE_DELAY_US = 10_000_000
 
 
 @dataclass(frozen=True)
-class ServeConfig:
-    """Settings of ``tlx serve`` (validated on construction; messages name the CLI option).
+class TritonConfig:
+    """How Triton serves the model: ``tlx serve`` (PyTriton's model config) and the packaged
+    repository (``tlx export --format triton``: ``config.pbtxt``) read these same fields.
 
-    Each field's help is its option's. The CLI takes the batching, instance and thread
-    defaults from RUN/tune.json's plan when there is one; without it, ``instances=None`` is 2
-    on a CPU with 2 or more cores, else 1 (:func:`exporter.serve.server.instance_plan`), and
-    ``threads=None`` splits the CPU's cores between the instances (the runtime's default on
-    CUDA).
+    The batcher's defaults are the measured ones: ``benchmarks/serve_bench.py`` served at max
+    batch 64 and queue delay 1000 us, and ``tlx tune`` starts from them as its baseline.
+
+    Attributes:
+        model_name: the name clients address the model by (a folder on the server).
+        device: ``cpu`` or ``cuda``: which verify verdict chooses the artifact, and the
+            instance kind.
+        variant: ship this variant or artifact instead of the run's recommended one.
+        max_batch: the largest batch the dynamic batcher forms (and a request may carry).
+        max_queue_delay_us: how long a request may wait for others to fill a batch.
+        instances: model instances run in parallel (None: ``tlx serve`` splits the usable
+            cores, :func:`exporter.serve.server.instance_plan`; a packaged repository, whose
+            server's cores are unknown, runs one).
+        threads: intra-op threads of each instance (None: on the CPU ``tlx serve`` splits the
+            cores between the instances; a packaged repository leaves it to the backend).
     """
 
-    variant: str | None = opt(
-        None, help="Artifact to serve, e.g. fold-int8 (default: the run's recommended one)."
-    )
-    runtime: str | None = opt(None, help="Runtime that runs it (default: ort-cpu / ort-cuda).")
-    device: str = opt("cpu", help=f"Where the model runs: {DEVICE_HELP}")
-    host: str = opt(LOOPBACK, help="Address to bind every endpoint to (default: loopback only).")
-    http_port: int = opt(DEFAULT_HTTP_PORT, help="KServe v2 HTTP port.")
-    grpc_port: int = opt(DEFAULT_GRPC_PORT, help="KServe v2 gRPC port.")
-    metrics_port: int = opt(DEFAULT_METRICS_PORT, help="Prometheus metrics port.")
-    model_name: str = opt(DEFAULT_MODEL_NAME, help="Name clients address the model by.")
-    max_batch: int = opt(
-        64,
-        help="Largest batch the dynamic batcher forms.",
-        show_default="RUN/tune.json's plan, else 64",
-    )
-    max_queue_delay_us: int = opt(
-        1000,
-        help="How long a request may wait for others to fill a batch, us.",
-        show_default="RUN/tune.json's plan, else 1000",
-    )
-    instances: int | None = opt(
-        None,
-        help="Model instances (each its own session), run in parallel (default: RUN/tune.json's "
-        "plan, else 2 on a multi-core CPU, 1 on CUDA).",
-    )
-    threads: int | None = opt(
-        None,
-        help="Intra-op threads per instance (default on the CPU: RUN/tune.json's plan, else the "
-        "usable cores split between the instances).",
-    )
-    drain_timeout_s: int = opt(
-        30,
-        flags=("--drain-timeout",),
-        help="On SIGINT/SIGTERM, seconds in-flight requests may take.",
-    )
-    public_key: str | None = opt(None, path=True, help=PUBLIC_KEY_HELP)
+    model_name: str = DEFAULT_MODEL_NAME
+    device: str = "cpu"
+    variant: str | None = None
+    max_batch: int = 64
+    max_queue_delay_us: int = 1000
+    instances: int | None = None
+    threads: int | None = None
 
     def __post_init__(self) -> None:
+        if not MODEL_NAME_RE.match(self.model_name):
+            raise UsageError(
+                f"--model-name {shown(self.model_name)}: use 1-64 letters, digits, '_', '.', '-' "
+                "(it names a folder on the server)"
+            )
         device_kind(self.device)
+        if not 1 <= self.max_batch <= MAX_BATCH_SIZE:
+            raise UsageError(f"--max-batch {self.max_batch}: give 1 to {MAX_BATCH_SIZE}")
+        if not 0 <= self.max_queue_delay_us <= MAX_QUEUE_DELAY_US:
+            raise UsageError(
+                f"--max-queue-delay-us {self.max_queue_delay_us}: give 0 to "
+                f"{MAX_QUEUE_DELAY_US} (10 s)"
+            )
+        if self.instances is not None and not 1 <= self.instances <= MAX_INSTANCES:
+            raise UsageError(f"--instances {self.instances}: give 1 to {MAX_INSTANCES}")
+        if self.threads is not None and self.threads < 1:
+            raise UsageError(f"--threads {self.threads}: must be >= 1")
+
+
+@dataclass(frozen=True)
+class ServeConfig(TritonConfig):
+    """Settings of ``tlx serve``: the served model (:class:`TritonConfig`) and the server
+    (validated on construction; messages name the CLI option).
+
+    Attributes:
+        runtime: the runtime that runs it (None: chosen with the artifact).
+        host: the address every endpoint binds to; loopback unless asked otherwise.
+        http_port / grpc_port / metrics_port: the KServe v2 HTTP and gRPC ports, Prometheus.
+        drain_timeout_s: on SIGINT/SIGTERM, how long in-flight requests may take to finish.
+        public_key: a PEM public key: the run must match its ``model.sig`` before anything
+            is loaded (None: no signature check).
+    """
+
+    runtime: str | None = None
+    host: str = LOOPBACK
+    http_port: int = DEFAULT_HTTP_PORT
+    grpc_port: int = DEFAULT_GRPC_PORT
+    metrics_port: int = DEFAULT_METRICS_PORT
+    drain_timeout_s: int = 30
+    public_key: str | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         ports = {"--http-port": self.http_port, "--grpc-port": self.grpc_port}
         ports["--metrics-port"] = self.metrics_port
         for flag, port in ports.items():
@@ -74,69 +103,50 @@ class ServeConfig:
                 raise UsageError(f"{flag} {port}: give a port from 1 to 65535")
         if len(set(ports.values())) != len(ports):
             raise UsageError(f"{', '.join(ports)} must differ, got {list(ports.values())}")
-        if not re.fullmatch(r"[A-Za-z0-9._-]+", self.model_name):
-            raise UsageError(
-                f"--model-name {self.model_name!r}: use letters, digits, '.', '_' or '-'"
-            )
-        if not 1 <= self.max_batch <= MAX_BATCH_SIZE:
-            raise UsageError(f"--max-batch {self.max_batch}: give 1 to {MAX_BATCH_SIZE}")
-        if not 0 <= self.max_queue_delay_us <= 10_000_000:
-            raise UsageError(
-                f"--max-queue-delay-us {self.max_queue_delay_us}: give 0 to 10000000 (10 s)"
-            )
-        if self.instances is not None and not 1 <= self.instances <= 64:
-            raise UsageError(f"--instances {self.instances}: give 1 to 64")
-        if self.threads is not None and self.threads < 1:
-            raise UsageError(f"--threads {self.threads}: must be >= 1")
         if self.drain_timeout_s < 1:
             raise UsageError(f"--drain-timeout {self.drain_timeout_s}: must be >= 1 second")
 
 
 @dataclass(frozen=True)
 class LoadtestConfig:
-    """Settings of ``tlx loadtest`` (a closed-loop concurrency sweep).
+    """Settings of ``tlx loadtest`` / ``tlx bench --server`` (a closed-loop concurrency sweep).
 
     A level counts when ``stable_windows`` consecutive windows agree within
     ``stability_pct`` percent in throughput and mean latency (perf_analyzer's rule); a level
     that does not settle within ``max_windows`` (or the request/time bounds) is reported as
-    unstable over its last windows. Each field's help is its option's; ``seed`` seeds the
-    random input images.
+    unstable over its last windows.
+
+    Attributes:
+        server: the server's HTTP URL, e.g. ``http://127.0.0.1:8000``.
+        model_name: the served model's name.
+        concurrency: the closed-loop levels: this many requests in flight at all times.
+        request_batch: images per request (the server's batcher combines requests).
+        window_s: length of one measurement window.
+        stable_windows: how many consecutive windows must agree.
+        stability_pct: how far (max/min - 1, in percent) they may differ.
+        max_windows: windows per level before it is reported as unstable.
+        warmup_s: untimed requests at the start of every level.
+        max_requests: requests per level, at most.
+        max_time_s: the whole sweep's time bound; levels not reached are listed as skipped.
+        allow_remote: permit a server that is not on this machine's loopback interface.
+        seed: seed of the random input images.
+        out_dir: where loadtest.json/.md/.csv/.png go; None = the run folder.
     """
 
-    server: str = opt(
-        f"http://{LOOPBACK}:{DEFAULT_HTTP_PORT}",
-        help="The server's HTTP URL (KServe v2), e.g. http://127.0.0.1:8000.",
-    )
-    model_name: str = opt(DEFAULT_MODEL_NAME, help="The served model's name.")
-    concurrency: tuple[int, ...] = opt(
-        (1, 2, 4, 8, 16),
-        parse=lambda text: parse_ints(text, "--concurrency", "1,2,4"),
-        help="Closed-loop levels: requests in flight, e.g. 1,2,4,8,16.",
-    )
-    request_batch: int = opt(1, help="Images per request.")
-    window_s: float = opt(2.0, flags=("--window",), help="Seconds per measurement window.")
+    server: str = f"http://{LOOPBACK}:{DEFAULT_HTTP_PORT}"
+    model_name: str = DEFAULT_MODEL_NAME
+    concurrency: tuple[int, ...] = (1, 2, 4, 8, 16)
+    request_batch: int = 1
+    window_s: float = 2.0
     stable_windows: int = 3
-    stability_pct: float = opt(
-        10.0,
-        flags=("--stability",),
-        help="How far (%) the last 3 windows may differ for a level to count.",
-    )
-    max_windows: int = opt(10, help="Windows per level before it is reported as unstable.")
-    warmup_s: float = opt(
-        1.0, flags=("--warmup",), help="Untimed seconds at the start of every level."
-    )
-    max_requests: int = opt(100_000, help="Requests per level, at most.")
-    max_time_s: float = opt(
-        600.0, flags=("--max-time",), help="Seconds for the whole sweep, at most."
-    )
-    allow_remote: bool = opt(False, help="Permit a server that is not on this machine's loopback.")
+    stability_pct: float = 10.0
+    max_windows: int = 10
+    warmup_s: float = 1.0
+    max_requests: int = 100_000
+    max_time_s: float = 600.0
+    allow_remote: bool = False
     seed: int = 0
-    out_dir: str | None = opt(
-        None,
-        flags=("--out",),
-        path=True,
-        help="Folder for loadtest.json/.md/.csv/.png (default: the run folder).",
-    )
+    out_dir: str | None = None
 
     def __post_init__(self) -> None:
         if not self.concurrency or any(not 1 <= int(c) <= 1024 for c in self.concurrency):

@@ -7,7 +7,6 @@ whether the data is there (an image folder's layout) is checked when training st
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -256,9 +255,8 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise UsageError(message)
-        # Parsed whenever a phase 2 will unfreeze something (recipe/unfreeze_epoch's rule).
-        if self.unfreeze_at is not None or self.recipe == "finetune":
-            parse_unfreeze_from(self.unfreeze_from)
+        # --unfreeze-from names VGG16's modules or blocks: checked against the model's layout
+        # (model/shape.py: parse_unfreeze_from) when training starts, before anything is written.
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -277,35 +275,6 @@ def _valid_lr(lr: float | str) -> bool:
     if lr == LR_AUTO:
         return True
     return isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)
-
-
-# Indices of the last module of each of VGG16's five conv blocks (the MaxPool2d layers).
-VGG16_BLOCK_ENDS = (4, 9, 16, 23, 30)
-
-
-def parse_unfreeze_from(spec: str | int) -> int:
-    """Turn ``features.N`` or a number of conv blocks (1-5, counted from the top) into an index.
-
-    Returns the index of the first ``features`` module to unfreeze.
-    """
-    text = str(spec).strip()
-    m = re.fullmatch(r"features\.(\d+)", text)
-    if m:
-        idx = int(m.group(1))
-        if not 0 <= idx <= VGG16_BLOCK_ENDS[-1]:
-            raise UsageError(f"--unfreeze-from {text}: VGG16 features has modules 0..30")
-        return idx
-    if text.isdigit():
-        blocks = int(text)
-        if not 1 <= blocks <= len(VGG16_BLOCK_ENDS):
-            raise UsageError(f"--unfreeze-from {text}: number of conv blocks must be 1..5")
-        if blocks == len(VGG16_BLOCK_ENDS):
-            return 0
-        return VGG16_BLOCK_ENDS[-blocks - 1] + 1
-    raise UsageError(
-        f"--unfreeze-from {text!r}: expected 'features.N' (e.g. features.24) or a number of "
-        "conv blocks 1..5"
-    )
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Is a run's Triton repository still what ``tlx export --format triton`` wrote?
+"""Is a run's Triton repository still what ``tlx export --format triton`` packaged?
 
 No runtime runs the ``triton`` format, so ``tlx verify`` would otherwise vouch for a run whose
 repository was edited afterwards: a reordered ``labels.txt`` makes Triton's classification
@@ -15,10 +15,13 @@ from typing import TYPE_CHECKING
 
 from exporter.core.config import TRITON
 from exporter.core.errors import IntegrityError, shown
-from exporter.export.triton_config import LABELS_FILE
 
 if TYPE_CHECKING:
     from exporter.core.runfolder import Run
+
+# The output's class names, one per line (Triton's label_filename). exporter/deploy writes
+# it and sits above verify, so the name is declared here, where it is checked.
+LABELS_FILE = "labels.txt"
 
 
 def check_triton_repositories(run: Run) -> list[str]:

@@ -13,6 +13,8 @@ import json
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import onnx
+
     from exporter.core.runfolder import RunInfo
 
 METADATA_FILE = "tlx_metadata.json"  # name inside TorchScript / .pt2 archives
@@ -132,6 +134,21 @@ def to_onnx_props(meta: dict[str, Any]) -> dict[str, str]:
             json_keys.append(k)
     props[JSON_KEYS_PROP] = json.dumps(sorted(json_keys))
     return props
+
+
+def embed_in_onnx(model: onnx.ModelProto, meta: dict[str, Any]) -> None:
+    """Write ``meta`` into the model's ``metadata_props`` (other keys kept) and name tlx as
+    its producer: ``tlx export``'s files and ``tlx optimize``'s variants alike."""
+    from exporter import __version__
+
+    props = to_onnx_props(meta)
+    kept = [p for p in model.metadata_props if p.key not in props]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    for key, value in props.items():
+        model.metadata_props.add(key=key, value=value)
+    model.producer_name = "tlx"
+    model.producer_version = __version__
 
 
 def from_onnx_props(props: dict[str, str]) -> dict[str, Any]:

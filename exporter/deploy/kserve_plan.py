@@ -64,14 +64,14 @@ def serving_plan(run_dir: Path, device: str) -> ServingPlan:
     Raises:
         InputFileError: ``loadtest.json`` exists but is not a tlx load test report.
     """
-    from exporter.core.config import ServeConfig
+    from exporter.core.config import TritonConfig
     from exporter.serve.server import instance_plan
 
     gpus = 1 if device_kind(device) == CUDA else 0
     report = _loadtest(run_dir / LOADTEST_FILE)
     if report is None:
         cores = MEASURED_CORES
-        instances, threads = instance_plan(ServeConfig(device=device), cores=cores)
+        instances, threads = instance_plan(TritonConfig(device=device), cores=cores)
         threads = threads or max(1, cores // instances)
         return ServingPlan(
             cores=cores,
@@ -84,7 +84,7 @@ def serving_plan(run_dir: Path, device: str) -> ServingPlan:
         )
     cores, served_instances, target = report
     instances, threads = instance_plan(
-        ServeConfig(device=device, instances=served_instances), cores=cores
+        TritonConfig(device=device, instances=served_instances), cores=cores
     )
     threads = threads or max(1, cores // instances)
     return ServingPlan(

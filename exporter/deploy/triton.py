@@ -1,4 +1,5 @@
-"""``tlx export RUN --format triton``: a Triton model repository that loads the first time.
+"""Package a run as a Triton model repository that loads the first time (``tlx export RUN
+--format triton``): a deployment step, after verify and bench chose the artifact.
 
 Layout (Triton's model repository; ``configs/<name>.pbtxt`` is chosen on the server with
 ``--model-config-name=<name>``)::
@@ -29,9 +30,8 @@ from exporter.core.config import TRITON, TritonConfig
 from exporter.core.errors import GateFailed, InputFileError
 from exporter.core.fsio import atomic_dir, clean_stale_temps, sha256_file, write_text
 from exporter.core.manifest import ArtifactEntry, FileRecord
-from exporter.export.triton_config import (
+from exporter.deploy.triton_config import (
     KINDS,
-    LABELS_FILE,
     MODEL_FILE,
     TRT_CACHE_ROOT,
     ModelSpec,
@@ -41,6 +41,8 @@ from exporter.export.triton_config import (
     render_config,
     tensors_from_manifest,
 )
+from exporter.serve.choice import choose
+from exporter.verify.triton_check import LABELS_FILE
 
 if TYPE_CHECKING:
     from exporter.core.runfolder import RunInfo
@@ -54,7 +56,7 @@ TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:25.08-py3"
 
 @dataclass(frozen=True)
 class TritonResult:
-    """What ``export_triton`` wrote."""
+    """What ``package_triton`` wrote."""
 
     repository: Path
     model_dir: Path
@@ -89,10 +91,11 @@ def require_tritonclient() -> None:
     model_config_pb2()
 
 
-def export_triton(
+def package_triton(
     info: RunInfo, cfg: TritonConfig, *, force: bool, say: StepFn | None = None
 ) -> TritonResult:
-    """Write ``RUN/triton/<model>`` from the chosen ONNX artifact.
+    """Write ``RUN/triton/<model>`` from the chosen ONNX artifact (``serve.choice.choose``:
+    the same file ``tlx serve`` would serve).
 
     Raises:
         InputFileError: the model folder exists without ``force``; bad manifest entry.
@@ -101,8 +104,6 @@ def export_triton(
         GateFailed: a config fails Triton's schema, or the copy fails its ORT check.
         EnvironmentUnavailable: tritonclient is not installed.
     """
-    from exporter.serve.choice import choose
-
     step = say or (lambda _msg: None)
     t0 = time.perf_counter()
     require_tritonclient()
@@ -138,7 +139,7 @@ def export_triton(
         _check_model(tmp / "1" / MODEL_FILE, spec, art.num_classes)
     command = docker_command(repo, kind)
     write_text(repo / "README.md", _readme(spec, art, choice.reason, repo, kind))
-    entry = _entry(run, dest, art, cfg, choice.reason)
+    entry = _entry(run, dest, art, spec, cfg.device, choice.reason)
     return TritonResult(
         repository=repo,
         model_dir=dest,
@@ -166,9 +167,9 @@ def _spec(art: Artifact, cfg: TritonConfig) -> ModelSpec:
         name=cfg.model_name,
         inputs=inputs,
         outputs=outputs,
-        max_batch_size=0 if fixed_batch is not None else cfg.max_batch_size,
+        max_batch_size=0 if fixed_batch is not None else cfg.max_batch,
         precision=art.precision,
-        instances=cfg.instances,
+        instances=cfg.instances or 1,  # the server's cores are unknown here
         max_queue_delay_us=cfg.max_queue_delay_us,
         threads=cfg.threads,
     )
@@ -283,8 +284,10 @@ def _preprocessing_text(art: Artifact) -> str:
     )
 
 
-def _entry(run: Path, dest: Path, art: Artifact, cfg: TritonConfig, reason: str) -> ArtifactEntry:
-    from exporter.core.metadata import utc_now
+def _entry(
+    run: Path, dest: Path, art: Artifact, spec: ModelSpec, device: str, reason: str
+) -> ArtifactEntry:
+    from exporter.export.metadata import utc_now
 
     rel = dest.relative_to(run)
     files = [f"{rel}/1/{MODEL_FILE}", f"{rel}/config.pbtxt", f"{rel}/{LABELS_FILE}"]
@@ -302,11 +305,11 @@ def _entry(run: Path, dest: Path, art: Artifact, cfg: TritonConfig, reason: str)
         extra={
             "source_artifact": art.name,
             "source_sha256": art.sha256,
-            "target_device": cfg.device,
+            "target_device": device,
             "chosen_because": reason,
-            "max_batch_size": cfg.max_batch_size,
-            "instances": cfg.instances,
-            "threads_per_instance": cfg.threads,
+            "max_batch_size": spec.max_batch_size,
+            "instances": spec.instances,
+            "threads_per_instance": spec.threads,
             "opset": entry.get("opset"),
             "exporter": "tlx export --format triton",
             "exported_at": utc_now(),

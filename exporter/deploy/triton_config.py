@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from exporter.core.errors import EnvironmentUnavailable, GateFailed, InputFileError
+from exporter.verify.triton_check import LABELS_FILE
 
 # numpy/manifest dtype → Triton data type (the ones an image classifier can have).
 TRITON_DTYPES = {
@@ -31,7 +32,6 @@ TRITON_DTYPES = {
 PRECISION_MODE = {"fp32": "FP32", "fp16": "FP16", "bf16": "FP32", "int8": "INT8"}
 TRT_WORKSPACE_BYTES = 1 << 30
 TRT_CACHE_ROOT = "/tmp/tlx-trt-cache"  # inside the container; mount a volume to keep engines
-LABELS_FILE = "labels.txt"
 MODEL_FILE = "model.onnx"
 KINDS = ("cpu", "gpu")
 

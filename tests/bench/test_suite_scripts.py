@@ -1,14 +1,15 @@
-"""The deadline arithmetic of benchmarks/gpu_suite.sh (exporter.bench.deadline)."""
+"""benchmarks/suite.py: gpu_suite.sh's deadline arithmetic and the RESULTS.md section append."""
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from exporter.bench.deadline import main, step_timeout
+from benchmarks.suite import append_to_section, main, step_timeout
 
 
 def test_a_step_gets_its_own_timeout_while_time_is_plenty() -> None:
@@ -64,3 +65,16 @@ def test_cli_prints_seconds_and_exits_2_on_bad_input(capsys: pytest.CaptureFixtu
     with pytest.raises(SystemExit) as exc:
         main(["--elapsed", "abc", "--total", "1", "--step", "1"])
     assert exc.value.code == 2
+
+
+def test_append_to_section_keeps_other_sections(tmp_path: Path) -> None:
+    md = tmp_path / "RESULTS.md"
+    md.write_text("# Results\n\n## other\n\nkeep me\n\n## mine\n\nold run\n\n## last\n\nx\n")
+    append_to_section(md, "## mine", "new run")
+    text = md.read_text()
+    assert text.index("old run") < text.index("new run") < text.index("## last")
+    assert "## other\n\nkeep me\n\n## mine" in text and text.endswith("## last\n\nx\n")
+    append_to_section(md, "## fresh", "first")
+    assert md.read_text().endswith("## last\n\nx\n\n## fresh\n\nfirst\n")
+    append_to_section(tmp_path / "new.md", "## s", "b")
+    assert (tmp_path / "new.md").read_text() == "## s\n\nb\n"

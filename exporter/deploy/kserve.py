@@ -21,18 +21,14 @@ from typing import TYPE_CHECKING, Any
 
 from exporter.core.config import KServeConfig, TritonConfig
 from exporter.core.fsio import write_text
-from exporter.core.resources import (
-    ESTIMATE_MARGIN,
-    MIB,
-    inference_activation_bytes,
-    weights_bytes,
-)
-from exporter.export.kserve_plan import ServingPlan
-from exporter.export.kserve_schema import (
+from exporter.core.resources import ESTIMATE_MARGIN, MIB
+from exporter.deploy.kserve_plan import ServingPlan
+from exporter.deploy.kserve_schema import (
     KSERVE_API_VERSION,
     check_inference_service,
     check_kubernetes,
 )
+from exporter.model.footprint import inference_activation_bytes, weights_bytes
 
 if TYPE_CHECKING:
     from exporter.core.runfolder import RunInfo
@@ -54,7 +50,7 @@ MANAGED_BY = "tlx"
 
 @dataclass(frozen=True)
 class KServeResult:
-    """What ``export_kserve`` wrote."""
+    """What ``package_kserve`` wrote."""
 
     folder: Path
     files: list[Path]
@@ -159,10 +155,10 @@ def k8s_name(kcfg: KServeConfig, tcfg: TritonConfig) -> str:
 
 
 def memory_quantity(info: RunInfo, tcfg: TritonConfig, plan: ServingPlan) -> str:
-    """An estimate (core/resources.py's formulas): per instance, fp32 weights and the
+    """An estimate (model/footprint.py's formulas): per instance, fp32 weights and the
     activations of one ``max_batch`` forward pass, with its margin; plus tritonserver."""
     per_instance = weights_bytes(info.num_classes) + inference_activation_bytes(
-        info.preprocessing.image_size, tcfg.max_batch_size
+        info.preprocessing.image_size, tcfg.max_batch
     )
     total = TRITON_BASE_BYTES + plan.instances * per_instance * ESTIMATE_MARGIN
     return f"{math.ceil(total / MIB)}Mi"
@@ -252,7 +248,7 @@ def plain_deployment(
     name: str, kcfg: KServeConfig, plan: ServingPlan, memory: str
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """A Deployment running the official Triton container, and its ClusterIP Service."""
-    from exporter.export.triton import TRITON_IMAGE
+    from exporter.deploy.triton import TRITON_IMAGE
 
     repository, volumes, mounts = _repository(kcfg)
     labels = _labels(name)
