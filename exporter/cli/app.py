@@ -14,8 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from exporter import __version__
-from exporter.core.choices import ALL, DEVICES
-from exporter.core.config.common import PUBLIC_KEY_HELP as PUBLIC_KEY_HELP  # serve's option
+from exporter.core.choices import ALL
 from exporter.core.errors import EXIT_GATE, EXIT_SIGINT, TlxError
 from exporter.core.report import Progress
 
@@ -40,12 +39,11 @@ NO_WAIT_HELP = (
 
 
 def choice_enum(name: str, values: tuple[str, ...]) -> type[Enum]:
-    """A str Enum of ``values`` (declared in core), which Typer shows and checks as choices."""
+    """A str Enum of ``values`` (declared in core), which Typer shows and checks as choices
+    (export's hand-written options; the others come from ``cli/options.py``)."""
     return Enum(name, [(v, v) for v in values], type=str)
 
 
-# Where serve runs the model (its options are not derived from its config yet).
-Device = choice_enum("Device", DEVICES)
 NoWait = Annotated[bool, typer.Option("--no-wait", help=NO_WAIT_HELP)]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no table.")]
 

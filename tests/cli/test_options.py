@@ -60,7 +60,9 @@ def test_every_declared_field_is_an_option_of_its_command_and_vice_versa() -> No
         for cls in vars(config).values()
         if is_dataclass(cls) and any(CLI in f.metadata for f in fields(cls))
     }
-    assert with_options <= covered, with_options - covered
+    # A config may reach its command as the base of another (ServeConfig(TritonConfig)).
+    missing = {c for c in with_options if not any(issubclass(k, c) for k in covered)}
+    assert not missing, missing
 
 
 @pytest.mark.parametrize("name", sorted(n for n in COMMANDS if _configs(n)))
