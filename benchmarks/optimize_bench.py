@@ -89,7 +89,6 @@ def train_224(run_dir: Path) -> None:
             epochs=epochs,
             save_every=epochs,
             out=str(run_dir),
-            quiet=True,
         )
     )
 

@@ -69,7 +69,6 @@ def make_run(out: Path, *, tiny: bool) -> Path:
                 save_every=epochs,
                 device="cpu",
                 out=str(run),
-                quiet=True,
             )
         )
     if not (run / "model.onnx").exists():

@@ -188,7 +188,6 @@ def _train(cfg: DemoConfig, run_dir: Path, say: DemoProgress) -> Any:
         save_every=cfg.epochs,  # one resumable checkpoint at the end, not ~1.5 GB per epoch
         seed=cfg.seed,
         out=str(run_dir),
-        quiet=True,
     )
     return fit(train_cfg, progress=lambda ev: _train_progress(say, ev))
 

@@ -10,20 +10,9 @@ import importlib
 
 from exporter.cli.app import app
 
-for _mod in (
-    "inspect_cmd",
-    "train_cmd",
-    "bench_cmd",
-    "export_cmd",
-    "verify_cmd",
-    "optimize_cmd",
-    "demo_cmd",
-    "predict_cmd",
-    "serve_cmd",
-    "loadtest_cmd",
-    "sign_cmd",
-    "tune_cmd",
-):
-    importlib.import_module(f"exporter.cli.{_mod}")
+# Registration order is the order of `tlx --help`.
+_COMMANDS = "inspect train bench export verify optimize demo predict serve loadtest sign tune"
+for _mod in _COMMANDS.split():
+    importlib.import_module(f"exporter.cli.{_mod}_cmd")
 
 __all__ = ["app"]

@@ -5,15 +5,16 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from enum import Enum
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console, ConsoleRenderable, RenderHook
 from rich.table import Table
 
 from exporter import __version__
-from exporter.core.choices import DEVICES
+from exporter.core.choices import ALL
 from exporter.core.errors import EXIT_GATE, EXIT_SIGINT, TlxError
 from exporter.core.report import Progress
 
@@ -51,14 +52,50 @@ err_console = Console(stderr=True, highlight=False)
 for _console in (console, err_console):
     _console.push_render_hook(_FoldTables())
 
+NO_WAIT_HELP = (
+    "If another tlx command is changing this run, exit 3 naming its pid instead of waiting."
+)
+
 
 def choice_enum(name: str, values: tuple[str, ...]) -> type[Enum]:
-    """A str Enum of ``values`` (declared in core), which Typer shows and checks as choices."""
+    """A str Enum of ``values`` (declared in core), which Typer shows and checks as choices
+    (export's hand-written options; the others come from ``cli/options.py``)."""
     return Enum(name, [(v, v) for v in values], type=str)
 
 
-# Where verify, bench and serve run the model (train's own adds "auto").
-Device = choice_enum("Device", DEVICES)
+NoWait = Annotated[bool, typer.Option("--no-wait", help=NO_WAIT_HELP)]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no table.")]
+
+
+def say(*lines: str, err: bool = False) -> None:
+    """Plain lines on stdout (stderr with ``err``): never markup, since names come from users
+    and files, and never wrapped, so that logs keep one line per message."""
+    for line in lines:
+        (err_console if err else console).print(line, markup=False, soft_wrap=True)
+
+
+def table(
+    title: Any,
+    columns: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    *,
+    left: int | Collection[str] = 1,
+    **kw: Any,
+) -> Table:
+    """A results table: names left-aligned (the first ``left`` columns, or those named), numbers
+    right; ``kw`` applies to every column (e.g. ``no_wrap``)."""
+    out = Table(title=title)
+    for i, col in enumerate(columns):
+        text = i < left if isinstance(left, int) else col in left
+        out.add_column(col, justify="left" if text else "right", **kw)
+    for row in rows:
+        out.add_row(*row)
+    return out
+
+
+def deprecated(old: str, new: str) -> None:
+    """One line on stderr for a switch kept for old scripts; it still works."""
+    say(f"warning: {old} is deprecated; use {new}", err=True)
 
 
 def debug_enabled() -> bool:
@@ -98,17 +135,13 @@ def cli_errors() -> Iterator[None]:
         yield
     except typer.Exit:
         raise
-    except TlxError as exc:
+    except (Exception, KeyboardInterrupt) as exc:
         if debug_enabled():
             raise
-        raise fail(str(exc), exc.exit_code) from None
-    except KeyboardInterrupt:
-        if debug_enabled():
-            raise
-        raise fail("interrupted", EXIT_SIGINT) from None
-    except Exception as exc:
-        if debug_enabled():
-            raise
+        if isinstance(exc, TlxError):
+            raise fail(str(exc), exc.exit_code) from None
+        if isinstance(exc, KeyboardInterrupt):
+            raise fail("interrupted", EXIT_SIGINT) from None
         raise fail(
             f"internal error: {exc.__class__.__name__}: {exc} (rerun with --debug for the "
             "traceback and report it)",
@@ -116,51 +149,25 @@ def cli_errors() -> Iterator[None]:
         ) from None
 
 
-PUBLIC_KEY_HELP = (
-    "PEM public key: the run folder must match its model.sig (made by `tlx sign`) before "
-    "any file is loaded; a changed, added or removed file exits 2 naming it."
-)
-
-
-NO_WAIT_HELP = (
-    "If another tlx command is changing this run, exit 3 naming its pid instead of waiting."
-)
-
-
 @contextlib.contextmanager
 def run_lock_policy(no_wait: bool) -> Iterator[None]:
     """The run lock's behaviour for one command: wait with one line on stderr, or exit 3."""
     from exporter.core.runlock import lock_policy
 
-    def say(message: str) -> None:
-        err_console.print(f"note: {message} (--no-wait exits instead)", markup=False)
+    def notify(message: str) -> None:
+        say(f"note: {message} (--no-wait exits instead)", err=True)
 
-    with lock_policy(wait=not no_wait, notify=say):
+    with lock_policy(wait=not no_wait, notify=notify):
         yield
 
 
-def parse_batch_sizes(
-    text: str, *, option: str = "--batch-sizes", example: str = "1,8,32"
-) -> tuple[int, ...]:
-    """``"1,8,32"`` → ``(1, 8, 32)``; anything else is a usage error naming the option.
+def runtime_names(text: str) -> tuple[str, ...]:
+    """``--runtimes``: names the registry knows, or ``("all",)``; checked before any file is
+    read (an unknown name is exit 2)."""
+    from exporter.runtimes.selection import parse_runtimes
 
-    Sizes above :data:`exporter.core.config.MAX_BATCH_SIZE` are refused up front: their input
-    buffers alone would not fit in memory, and failing after minutes of loading helps nobody.
-    """
-    from exporter.core.config import MAX_BATCH_SIZE
-    from exporter.core.errors import UsageError
-
-    try:
-        sizes = tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        sizes = ()
-    if not sizes or any(b < 1 for b in sizes):
-        raise UsageError(
-            f"{option} {text!r}: give positive integers separated by commas, e.g. {example}"
-        )
-    if max(sizes) > MAX_BATCH_SIZE:
-        raise UsageError(f"{option} {text!r}: batch sizes above {MAX_BATCH_SIZE} are not supported")
-    return sizes
+    names = parse_runtimes(text)
+    return (ALL,) if names == ALL else tuple(names)
 
 
 def _version_callback(value: bool) -> None:

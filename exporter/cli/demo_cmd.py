@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
 
-from exporter.cli.app import app, cli_errors, console, exit_if_failed, progress_bar
+from exporter.cli.app import app, cli_errors, console, exit_if_failed, progress_bar, say, table
+from exporter.cli.options import build, config_options
 from exporter.core.config import DemoConfig
 from exporter.core.machine import machine_line
 
 if TYPE_CHECKING:
     from exporter.demo import DemoResult
-
-_DEFAULTS = DemoConfig()
 
 
 def print_summary(result: DemoResult) -> None:
@@ -24,97 +21,73 @@ def print_summary(result: DemoResult) -> None:
     total = sum(result.step_seconds.values())
     steps = ", ".join(f"{k} {v:.0f} s" for k, v in result.step_seconds.items())
     console.print(f"[bold]tlx demo[/] finished in {total:.0f} s ({steps})", markup=True)
-    console.print(f"machine: {machine_line(result.bench.machine)}", markup=False)
-    weights = result.config.weights
     # Random init: the head learns from a random frozen trunk (chance is 10%), which says
     # nothing about accuracy on real data with ImageNet weights.
-    note = " (random-init trunk, synthetic data; chance is 10%)" if weights == "none" else ""
-    console.print(
+    random = result.config.weights == "none"
+    note = " (random-init trunk, synthetic data; chance is 10%)" if random else ""
+    say(
+        f"machine: {machine_line(result.bench.machine)}",
         f"validation accuracy: {'n/a' if acc is None else f'{100 * acc:.1f}%'}{note}",
-        markup=False,
     )
-
-    verdicts = Table(title=f"parity: {result.verify.verdict.upper()}")
-    for col in ("runtime", "artifact", "verdict", "why"):
-        verdicts.add_column(col)
-    for v in result.verdicts():
-        style = "green" if v["verdict"] == "pass" else "red"
-        verdicts.add_row(v["runtime"], v["artifact"], f"[{style}]{v['verdict']}[/]", v["why"] or "")
-    console.print(verdicts)
-    for s in result.verify.skipped:
-        console.print(f"not verified here: {s['runtime']}: {s['reason']}", markup=False)
-
+    rows = (
+        (v["runtime"], v["artifact"], f"[{style}]{v['verdict']}[/]", v["why"] or "")
+        for v in result.verdicts()
+        for style in ["green" if v["verdict"] == "pass" else "red"]
+    )
+    cols = ("runtime", "artifact", "verdict", "why")
+    console.print(table(f"parity: {result.verify.verdict.upper()}", cols, rows, left=4))
+    say(*(f"not verified here: {s['runtime']}: {s['reason']}" for s in result.verify.skipped))
     print_variants(result)
     print_deployment(result)
-
-    files = Table(title="files")
-    files.add_column("what")
-    files.add_column("path")
-    for what, path in result.files.items():
-        files.add_row(what, path)
-    console.print(files)
+    console.print(table("files", ("what", "path"), result.files.items(), left=2))
 
 
 def print_variants(result: DemoResult) -> None:
     """What tlx optimize shipped, and what its gate kept aside and why."""
     for v in result.variants():
         why = f" ({v['reason']})" if v["reason"] else ""
-        console.print(f"optimize {v['variant']}: {v['status']} {v['artifact']}{why}", markup=False)
+        say(f"optimize {v['variant']}: {v['status']} {v['artifact']}{why}")
 
 
 def print_deployment(result: DemoResult) -> None:
     """bench's recommendation per batch size, else the fastest runtime (not verified)."""
-    recs = result.recommendations
-    if not recs:
-        for note in result.bench.recommendation_notes:
-            console.print(f"no recommendation: {note}", markup=False)
-        fastest = result.fastest()
-        for b, f in fastest.items():
-            console.print(
+    if not result.recommendations:
+        say(*(f"no recommendation: {note}" for note in result.bench.recommendation_notes))
+        say(
+            *(
                 f"fastest at batch {b} (not verified): {f['runtime']} on {f['artifact']}, "
-                f"{f['latency_ms_p50']:.2f} ms",
-                markup=False,
+                f"{f['latency_ms_p50']:.2f} ms"
+                for b, f in result.fastest().items()
             )
-        return
-    table = Table(title="deploy this: fastest verified artifact x runtime (p50, this machine)")
-    cols = ("batch", "artifact", "runtime", "p50 ms", "x eager", "top-1 agree", "MB")
-    for col in cols:
-        # The artifact is what the user deploys: keep its name whole in a narrow terminal.
-        table.add_column(
-            col,
-            justify="left" if col in ("artifact", "runtime") else "right",
-            no_wrap=col == "artifact",
         )
-    for r in recs:
-        speed, agree = r["speedup_vs_eager"], r["top1_agreement_pct"]
-        table.add_row(
+        return
+    cols = ("batch", "artifact", "runtime", "p50 ms", "x eager", "top-1 agree", "MB")
+    rows = (
+        (
             str(r["batch_size"]),
             r["artifact"],
             r["runtime"],
             f"{r['median_ms']:.2f}",
-            "n/a" if speed is None else f"{speed:.1f}x",
-            "n/a" if agree is None else f"{agree:.1f}%",
+            "n/a" if r["speedup_vs_eager"] is None else f"{r['speedup_vs_eager']:.1f}x",
+            "n/a" if r["top1_agreement_pct"] is None else f"{r['top1_agreement_pct']:.1f}%",
             f"{r['bytes'] / 1e6:.1f}",
         )
-    console.print(table)
+        for r in result.recommendations
+    )
+    title = "deploy this: fastest verified artifact x runtime (p50, this machine)"
+    out = table(title, cols, rows, left=("artifact", "runtime"))
+    # The artifact is what the user deploys: keep its name whole in a narrow terminal.
+    out.columns[1].no_wrap = True
+    console.print(out)
 
 
 @app.command("demo")
+@config_options(DemoConfig)
 def demo_command(
-    out: Annotated[
-        Path | None,
-        typer.Option(help="Run folder to create (default: artifacts/demo-<UTC time>)."),
-    ] = None,
-    weights: Annotated[
-        str,
-        typer.Option(
-            help="'none' (random init, offline) or a local torchvision VGG16 state dict "
-            "(.pth/.safetensors) to start from."
-        ),
-    ] = _DEFAULTS.weights,
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No progress bar; the summary only.")
     ] = False,
+    **options: Any,
 ) -> None:
     """The whole product offline: train on synthetic data, export, optimize, verify, bench.
 
@@ -128,8 +101,7 @@ def demo_command(
         # torch.jit.load's deprecation notice would interleave with the demo's own output.
         warnings.filterwarnings("ignore", category=FutureWarning, message=".*torch.jit.load")
 
-        cfg = DemoConfig(out_dir=str(out) if out else None, weights=weights)
         with progress_bar(quiet=quiet) as progress:
-            result = run_demo(cfg, progress=progress)
+            result = run_demo(build(DemoConfig, options), progress=progress)
         print_summary(result)
         exit_if_failed("demo", result.gate_failures)

@@ -3,29 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 from rich.text import Text
 
-from exporter.cli.app import (
-    PUBLIC_KEY_HELP,
-    app,
-    cli_errors,
-    console,
-    err_console,
-    fail,
-    progress_bar,
-)
-from exporter.core.config import PREDICT_OUTPUTS, PredictConfig
+from exporter.cli.app import app, cli_errors, console, fail, progress_bar, say
+from exporter.cli.options import build, config_options
+from exporter.core.config import PredictConfig
 from exporter.core.errors import EXIT_USAGE
 
 if TYPE_CHECKING:
     from exporter.serve.images import BadImage
     from exporter.serve.predict import PredictResult
-
-_DEFAULTS = PredictConfig()
 
 
 def _printable(text: str) -> str:
@@ -50,6 +41,7 @@ def predict_table(result: PredictResult) -> Table:
 
 
 @app.command("predict")
+@config_options(PredictConfig)
 def predict_command(
     run: Annotated[Path, typer.Argument(help="The run folder (with manifest.json).")],
     images: Annotated[
@@ -59,34 +51,7 @@ def predict_command(
             "ray also .txt files listing paths or URIs (file://, http(s)://, s3://...), one a line."
         ),
     ],
-    runtime: Annotated[
-        str | None,
-        typer.Option(help="Runtime (default: the one verify used, or the format's own)."),
-    ] = _DEFAULTS.runtime,
-    variant: Annotated[
-        str | None,
-        typer.Option(
-            help="Variant or artifact name (fold-int8, model.onnx, eager); default: bench's "
-            "recommendation, else the preferred variant that passed verify, else model.onnx."
-        ),
-    ] = _DEFAULTS.variant,
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = _DEFAULTS.device,
-    top_k: Annotated[int, typer.Option("--top-k", help="Classes per image.")] = _DEFAULTS.top_k,
-    batch_size: Annotated[
-        int, typer.Option("--batch-size", help="Images per runtime call.")
-    ] = _DEFAULTS.batch_size,
-    output: Annotated[
-        str, typer.Option("--format", help=f"Output on stdout: {', '.join(PREDICT_OUTPUTS)}.")
-    ] = _DEFAULTS.output,
-    skip_bad: Annotated[
-        bool,
-        typer.Option("--skip-bad", help="Skip unreadable images (exit 0) instead of exit 2."),
-    ] = _DEFAULTS.skip_bad,
-    threads: Annotated[
-        int | None, typer.Option(help="Runtime intra-op threads (default: the usable cores).")
-    ] = _DEFAULTS.threads,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
-    public_key: Annotated[Path | None, typer.Option(help=PUBLIC_KEY_HELP)] = None,
     engine: Annotated[
         str,
         typer.Option(
@@ -96,8 +61,7 @@ def predict_command(
         ),
     ] = "local",
     ray_address: Annotated[
-        str | None,
-        typer.Option("--ray-address", help="ray: the cluster (default: a local Ray)."),
+        str | None, typer.Option(help="ray: the cluster (default: a local Ray).")
     ] = None,
     logits: Annotated[
         bool,
@@ -115,6 +79,7 @@ def predict_command(
             "--format csv); unreadable images go to OUTPUT-stem.failures.csv.",
         ),
     ] = None,
+    **options: Any,
 ) -> None:
     """Classify images with the run's verified artifact (the preprocessing recorded at export).
 
@@ -125,35 +90,18 @@ def predict_command(
     with cli_errors():
         from exporter.serve.predict import predict_images, render_csv, render_json
 
-        cfg = PredictConfig(
-            runtime=runtime,
-            variant=variant,
-            device=device,
-            top_k=top_k,
-            batch_size=batch_size,
-            output=output,
-            skip_bad=skip_bad,
-            threads=threads,
-            public_key=str(public_key) if public_key is not None else None,
-        )
-
+        cfg = build(PredictConfig, options)
         if engine not in ("local", "ray"):
             raise fail(f"--engine {engine!r}: choose local or ray", EXIT_USAGE)
         if engine == "ray":
-            _predict_on_ray(
-                run, images, cfg, output_file, ray_address, skip_bad=skip_bad, quiet=quiet,
-                logits=logits,
-            )  # fmt: skip
+            _predict_on_ray(run, images, cfg, output_file, ray_address, quiet=quiet, logits=logits)
             return
         if logits and cfg.output != "csv":
             raise fail("--logits: use it with --format csv or --engine ray", EXIT_USAGE)
 
         def report_bad(bad: BadImage) -> None:
-            line = f"{_printable(bad.source)}: {bad.reason}"
-            if skip_bad:
-                err_console.print(f"skipped {line}", markup=False, soft_wrap=True)
-            else:
-                err_console.print(f"error: {line}", markup=False, soft_wrap=True)
+            what = "skipped" if cfg.skip_bad else "error:"
+            say(f"{what} {_printable(bad.source)}: {bad.reason}", err=True)
 
         with progress_bar(quiet=quiet) as progress:
             result = predict_images(
@@ -166,7 +114,7 @@ def predict_command(
             typer.echo(render_csv(result, result.classes if logits else None), nl=False)
         elif result.predictions:
             console.print(predict_table(result))
-    if result.bad and not skip_bad:
+    if result.bad and not cfg.skip_bad:
         raise typer.Exit(EXIT_USAGE)  # each unreadable image already had its error line
     if not result.predictions:
         raise fail(f"--skip-bad: none of the {result.images_n} images could be read", EXIT_USAGE)
@@ -179,7 +127,6 @@ def _predict_on_ray(
     output: Path | None,
     address: str | None,
     *,
-    skip_bad: bool,
     quiet: bool,
     logits: bool,
 ) -> None:
@@ -190,18 +137,16 @@ def _predict_on_ray(
     result = predict_ray(
         run, images, cfg, output=output, address=address, progress=not quiet, logits=logits
     )
-    err_console.print(
+    say(
         f"{result.images} images ({result.images - len(result.failures)} predicted, "
         f"{len(result.failures)} failed) with {result.artifact} on {result.actors} actor(s) x "
         f"{result.threads} thread(s): {result.images_per_s:.1f} img/s (first rows after "
         f"{result.first_rows_s:.1f} s: the actors' start); {result.rows} rows in "
         f"{result.output}; failures: {result.failures_path}",
-        markup=False,
-        soft_wrap=True,
+        err=True,
     )
-    if result.failures and not skip_bad:
-        for source, reason in result.failures[:5]:
-            err_console.print(f"error: {_printable(source)}: {reason}", markup=False)
+    if result.failures and not cfg.skip_bad:
+        say(*(f"error: {_printable(src)}: {why}" for src, why in result.failures[:5]), err=True)
         raise typer.Exit(EXIT_USAGE)
     if result.images == len(result.failures):
         raise fail(f"--skip-bad: none of the {result.images} images could be read", EXIT_USAGE)

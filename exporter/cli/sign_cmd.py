@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from exporter.cli.app import NO_WAIT_HELP, app, cli_errors, console, run_lock_policy
+from exporter.cli.app import NoWait, app, cli_errors, console, run_lock_policy
 
 
 @app.command("sign")
@@ -19,7 +19,7 @@ def sign_command(
             "--key", help="PEM elliptic-curve private key (P-256, P-384 or P-521) to sign with."
         ),
     ],
-    no_wait: Annotated[bool, typer.Option("--no-wait", help=NO_WAIT_HELP)] = False,
+    no_wait: NoWait = False,
 ) -> None:
     """Sign the run's deployable files into RUN/model.sig (OpenSSF model-signing format).
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from rich.table import Table
 
-from exporter.cli.app import err_console
+from exporter.cli.app import err_console, say, table
 
 __all__ = ["TrainProgress", "fmt", "summary_table"]
 
@@ -31,21 +31,21 @@ class TrainProgress:
             # Always logged: scripts (and tests) wait for it before sending signals.
             world = ev.info.get("world_size", 1)
             where = f"{world} processes ({ev.info['device']} on rank 0)" if world > 1 else ""
-            err_console.print(
+            say(
                 f"training: {ev.info['run_dir']} on {where or ev.info['device']}, {ev.epochs} "
                 f"epochs of {ev.steps} steps",
-                markup=False,
+                err=True,
             )
             return
         if ev.kind == "epoch":
             self._stop_bar()
             m = ev.metrics
-            err_console.print(
+            say(
                 f"epoch {m['epoch']}/{ev.epochs}: train loss {fmt(m['train_loss'])} acc "
                 f"{m['train_accuracy']:.3f} | val loss {fmt(m['val_loss'])} acc "
                 f"{m['val_accuracy']:.3f} | {m['images_per_s']:.1f} img/s {m['seconds']:.1f} s"
                 + (" (feature cache)" if m.get("feature_cache") else ""),
-                markup=False,
+                err=True,
             )
             return
         if ev.kind == "lr_find":
@@ -101,24 +101,11 @@ class TrainProgress:
 
 
 def summary_table(record: dict[str, Any]) -> Table:
-    table = Table(title=f"tlx train: {record['dataset']['name']} ({record['status']})")
-    for col in (
-        "epoch",
-        "phase",
-        "lr",
-        "train loss",
-        "train acc",
-        "val loss",
-        "val acc",
-        "img/s",
-        "s",
-    ):
-        table.add_column(col, justify="right")
+    cols = ("epoch", "phase", "lr", "train loss", "train acc", "val loss", "val acc", "img/s", "s")
     best = record["best"]["epoch"]
-    for e in record["epochs"]:
-        mark = " *" if e["epoch"] == best else ""
-        table.add_row(
-            f"{e['epoch']}{mark}",
+    rows = (
+        (
+            f"{e['epoch']}{' *' if e['epoch'] == best else ''}",
             str(e["phase"]),
             f"{e['lr']:.2e}",
             fmt(e["train_loss"]),
@@ -128,7 +115,10 @@ def summary_table(record: dict[str, Any]) -> Table:
             f"{e['images_per_s']:.1f}",
             f"{e['seconds']:.1f}",
         )
-    return table
+        for e in record["epochs"]
+    )
+    title = f"tlx train: {record['dataset']['name']} ({record['status']})"
+    return table(title, cols, rows, left=0)
 
 
 def fmt(x: float | None) -> str:

@@ -3,110 +3,63 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
 from exporter.cli.app import (
-    NO_WAIT_HELP,
-    Device,
+    NoWait,
+    Quiet,
     app,
     cli_errors,
     console,
-    err_console,
     exit_if_failed,
-    parse_batch_sizes,
     progress_bar,
     run_lock_policy,
+    runtime_names,
+    say,
+    table,
 )
-from exporter.core.choices import ALL
+from exporter.cli.options import build, config_options
 from exporter.core.config import DEFAULT_MODEL_NAME, VerifyConfig
 
 if TYPE_CHECKING:
     from exporter.verify.verify import ParityReport
-
-_DEFAULTS = VerifyConfig()
 
 
 def verify_table(report: ParityReport) -> Table:
     """One row per runtime × artifact."""
     from exporter.verify.report import summary_rows
 
-    table = Table(title=f"tlx verify: {report.verdict.upper()}")
-    cols = [
-        ("runtime", "runtime"),
-        ("artifact", "artifact"),
-        ("precision", "prec"),
-        ("max_abs_error", "max abs err"),
-        ("p99_abs_error", "p99 abs err"),
-        ("min_cosine_similarity", "min cos"),
-        ("top1_agreement_pct", "top-1 %"),
-        ("accuracy_candidate_pct", "acc %"),
-        ("nonfinite_n", "NaN/Inf"),
-        ("result", "result"),
-        ("why", "why / first diverging layer"),
-    ]
-    for key, header in cols:
-        # Names must stay readable on an 80-column CI log; the reason may wrap.
-        table.add_column(header, overflow="fold", no_wrap=key != "why")
-    for row in summary_rows(report):
-        cells = []
-        for key, _ in cols:
-            value = row.get(key)
-            if key == "why" and row.get("first_diverging_layer"):
-                value = f"{value} [first diverging layer: {row['first_diverging_layer']}]"
-            if isinstance(value, float):
-                value = f"{value:.3g}" if "error" in key else f"{value:.4g}"
-            cells.append("" if value is None else str(value))
-        table.add_row(*cells)
-    return table
+    keys = ("runtime", "artifact", "precision", "max_abs_error", "p99_abs_error")
+    keys += ("min_cosine_similarity", "top1_agreement_pct", "accuracy_candidate_pct")
+    keys += ("nonfinite_n", "result", "why")
+    heads = ("runtime", "artifact", "prec", "max abs err", "p99 abs err", "min cos", "top-1 %")
+    heads += ("acc %", "NaN/Inf", "result", "why / first diverging layer")
+
+    def cell(key: str, row: dict[str, Any]) -> str:
+        value = row.get(key)
+        if key == "why" and row.get("first_diverging_layer"):
+            value = f"{value} [first diverging layer: {row['first_diverging_layer']}]"
+        if isinstance(value, float):
+            value = f"{value:.3g}" if "error" in key else f"{value:.4g}"
+        return "" if value is None else str(value)
+
+    rows = ([cell(k, row) for k in keys] for row in summary_rows(report))
+    title = f"tlx verify: {report.verdict.upper()}"
+    # Names must stay readable on an 80-column CI log; the reason may wrap.
+    out = table(title, heads, rows, left=len(heads), overflow="fold", no_wrap=True)
+    out.columns[-1].no_wrap = False
+    return out
 
 
 @app.command("verify")
+@config_options(VerifyConfig)
 def verify_command(
     run: Annotated[Path, typer.Argument(help="The run folder (with manifest.json from export).")],
-    runtimes: Annotated[
-        str,
-        typer.Option(
-            help="Comma-separated runtimes, or 'all' (unavailable ones are skipped with the "
-            "reason; a named one that cannot run here exits 3)."
-        ),
-    ] = ",".join(_DEFAULTS.runtimes),
-    device: Annotated[Device, typer.Option(help="Where the candidates run.")] = Device(
-        _DEFAULTS.device
-    ),
-    samples: Annotated[
-        int, typer.Option(min=0, help="Held-out validation images (0: random inputs only).")
-    ] = _DEFAULTS.samples,
-    batch_sizes: Annotated[
-        str, typer.Option(help="Batch sizes of the seeded random inputs, e.g. 1,3,8.")
-    ] = ",".join(str(b) for b in _DEFAULTS.batch_sizes),
-    atol: Annotated[
-        float | None, typer.Option(help="Absolute logit tolerance (default: per precision).")
-    ] = _DEFAULTS.atol,
-    rtol: Annotated[
-        float | None, typer.Option(help="Relative logit tolerance (default: per precision).")
-    ] = _DEFAULTS.rtol,
-    min_top1: Annotated[
-        float | None,
-        typer.Option(
-            help="Minimum top-1 agreement as a fraction, e.g. 0.995 (default: per precision)."
-        ),
-    ] = _DEFAULTS.min_top1,
-    seed: Annotated[int, typer.Option(help="Seed of the random inputs.")] = _DEFAULTS.seed,
-    threads: Annotated[
-        int | None,
-        typer.Option(min=1, help="CPU threads for the runtimes (default: the usable cores)."),
-    ] = _DEFAULTS.threads,
-    localize: Annotated[
-        bool,
-        typer.Option(help="For a failing artifact, find the first layer that diverges."),
-    ] = _DEFAULTS.localize,
-    no_wait: Annotated[bool, typer.Option("--no-wait", help=NO_WAIT_HELP)] = False,
-    quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="No progress bar and no table.")
-    ] = False,
+    no_wait: NoWait = False,
+    quiet: Quiet = False,
     server: Annotated[
         str | None,
         typer.Option(
@@ -125,6 +78,7 @@ def verify_command(
             "first file that does not."
         ),
     ] = None,
+    **options: Any,
 ) -> None:
     """Check every artifact computes what the trained model computes; exit 1 if not.
 
@@ -137,24 +91,10 @@ def verify_command(
         _check_signature(run, public_key)
         return
     with cli_errors(), run_lock_policy(no_wait):
-        from exporter.runtimes.selection import parse_runtimes
+        from exporter.core.runlock import run_lock
         from exporter.verify.verify import verify_run
 
-        names = parse_runtimes(runtimes)
-        cfg = VerifyConfig(
-            runtimes=(ALL,) if names == ALL else tuple(names),
-            device=device.value,
-            samples=samples,
-            batch_sizes=parse_batch_sizes(batch_sizes, example="1,3,8"),
-            seed=seed,
-            atol=atol,
-            rtol=rtol,
-            min_top1=min_top1,
-            localize=localize,
-            threads=threads,
-        )
-        from exporter.core.runlock import run_lock
-
+        cfg = build(VerifyConfig, options, runtimes=runtime_names(options["runtimes"]))
         # One lock for checking and reporting: no export may change the run in between.
         with run_lock(run, "verify"), progress_bar(quiet=quiet) as update:
             if server is None:
@@ -168,11 +108,8 @@ def verify_command(
         json_path, md_path = report.files  # each stage writes its own report
         if not quiet:
             console.print(verify_table(report))
-            for s in report.skipped:
-                console.print(f"skipped {s['runtime']}: {s['reason']}", markup=False)
-            for n in report.notes:
-                console.print(f"note: {n}", markup=False)
-            console.print(f"wrote {json_path} and {md_path}", markup=False)
+            say(*(f"skipped {s['runtime']}: {s['reason']}" for s in report.skipped))
+            say(*(f"note: {n}" for n in report.notes), f"wrote {json_path} and {md_path}")
         # One unwrapped line per candidate: the table folds long names on narrow terminals.
         for c in report.candidates:
             if c.passed and c.task_checked and quiet:
@@ -185,7 +122,7 @@ def verify_command(
             if c.localization is not None:
                 layer = c.localization.get("layer")
                 line += f" [first diverging layer: {layer or c.localization.get('reason')}]"
-            (console if c.passed else err_console).print(line, markup=False, soft_wrap=True)
+            say(line, err=not c.passed)
         exit_if_failed("verify", report.gate_failures)
 
 
@@ -195,9 +132,7 @@ def _check_signature(run: Path, public_key: Path) -> None:
         from exporter.sign.verification import verify_signature
 
         check = verify_signature(run, public_key)
-        console.print(
+        say(
             f"signature ok: the {len(check.digests)} signed files of {check.run_dir} match "
-            f"{check.signature} (key {public_key}); no file was added",
-            markup=False,
-            soft_wrap=True,
+            f"{check.signature} (key {public_key}); no file was added"
         )

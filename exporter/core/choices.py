@@ -11,9 +11,10 @@ from exporter.core.errors import UsageError, shown
 
 CPU = "cpu"
 CUDA = "cuda"
-# Where a model runs: verify, bench, serve, predict and the Triton target. ``cuda:N`` picks
-# a GPU where a command says so (see :func:`device_kind`).
+# The kinds of device a model runs on (verify, bench, serve, predict, the Triton target) and
+# that runtimes declare; a command's --device also takes ``cuda:N`` (see :func:`device_kind`).
 DEVICES = (CPU, CUDA)
+DEVICE_HELP = "cpu, cuda or cuda:N (GPU N)."
 AUTO = "auto"
 # ``tlx train --device``: auto picks CUDA when present.
 TRAIN_DEVICES = (AUTO, *DEVICES)
@@ -33,9 +34,14 @@ BENCH_PRECISIONS = ("fp32", "fp16", "bf16")
 
 
 def device_kind(device: str) -> str:
-    """``cpu`` or ``cuda`` (``cuda:1`` counts as cuda); anything else is a usage error."""
+    """The one device rule of every command but train: ``cpu``, ``cuda`` (the current GPU) or
+    ``cuda:N`` (GPU N, N a number) → its kind, ``cpu`` or ``cuda``.
+
+    Raises:
+        UsageError: anything else, naming ``--device`` (exit 2).
+    """
     if device == CPU:
         return CPU
     if device == CUDA or (device.startswith(f"{CUDA}:") and device[5:].isdigit()):
         return CUDA
-    raise UsageError(f"--device {shown(device)}: choose cpu or cuda")
+    raise UsageError(f"--device {shown(device)}: choose cpu or cuda (cuda:N for GPU N)")

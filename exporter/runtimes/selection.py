@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from exporter.core.choices import ALL
+from exporter.core.choices import ALL, device_kind
 from exporter.core.errors import RuntimeUnavailable, UsageError
 from exporter.core.manifest import ArtifactEntry, Manifest
 from exporter.core.runfolder import Run, open_run
@@ -148,8 +148,7 @@ def plan(
     """
     from exporter.runtimes import get_runtime, load_all
 
-    if device != "cpu" and not device.startswith("cuda"):
-        raise UsageError(f"--device {device!r}: choose cpu or cuda")
+    device_kind(device)  # the one device rule: cpu, cuda or cuda:N
     registry = load_all()
     explicit = runtimes != ALL
     names = list(runtimes) if explicit else list(registry)

@@ -3,21 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from enum import Enum
 from typing import Any
 
 import pytest
 
 from exporter.core import choices
 from exporter.core.config import (
-    AUGMENT_MODES,
-    CACHE_MODES,
-    DATA_SOURCES,
     EXPORT_FORMATS,
-    EXPORTER_CHOICES,
-    KSERVE,
-    OPTIMIZERS,
-    RECIPES,
     TRITON,
     BenchConfig,
     DataConfig,
@@ -115,24 +107,3 @@ def test_the_export_registry_follows_the_declared_formats() -> None:
     from exporter.export.export import EXPORTERS
 
     assert tuple(EXPORTERS) == EXPORT_FORMATS
-
-
-def _values(enum: type[Enum]) -> tuple[str, ...]:
-    return tuple(member.value for member in enum)
-
-
-def test_cli_choices_are_built_from_the_declared_words() -> None:
-    from exporter.cli import bench_cmd, export_cmd, train_cmd
-    from exporter.cli.app import Device
-
-    assert _values(Device) == choices.DEVICES
-    assert _values(bench_cmd.Precision) == choices.BENCH_PRECISIONS
-    assert _values(export_cmd.PrecisionChoice) == choices.EXPORT_PRECISIONS
-    assert _values(export_cmd.ExporterChoice) == EXPORTER_CHOICES
-    assert _values(export_cmd.FormatChoice) == (*EXPORT_FORMATS, TRITON, KSERVE, choices.ALL)
-    assert _values(train_cmd.DeviceName) == choices.TRAIN_DEVICES
-    assert _values(train_cmd.DataSource) == DATA_SOURCES
-    assert _values(train_cmd.RecipeName) == RECIPES
-    assert _values(train_cmd.OptimizerName) == OPTIMIZERS
-    assert _values(train_cmd.AugmentMode) == AUGMENT_MODES
-    assert _values(train_cmd.CacheMode) == CACHE_MODES

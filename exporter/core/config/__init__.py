@@ -1,6 +1,8 @@
 """Frozen dataclasses for each command's settings: the single source of defaults.
 
-The CLI reads its option defaults from here; the library takes these objects. One module per
+Each field that is a command-line option declares it with ``opt`` (name, default, help,
+choices), from which ``exporter/cli/options.py`` builds the CLI; the library takes these
+objects. One module per
 stage; every public name is re-exported here, so ``from exporter.core.config import X`` is the
 import to use. Each dataclass checks its own values in ``__post_init__`` (ARCHITECTURE.md,
 "Settings and checks"); the words for devices, precisions and ``all`` are in

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from exporter.core.choices import ALL, BENCH_PRECISIONS, DEVICES
-from exporter.core.config.common import MAX_BATCH_SIZE
+from exporter.core.choices import ALL, BENCH_PRECISIONS, DEVICE_HELP, device_kind
+from exporter.core.config.common import (
+    MAX_BATCH_SIZE,
+    RUNTIMES_HELP,
+    opt,
+    parse_batch_sizes,
+    parse_names,
+)
 from exporter.core.errors import UsageError
 
 
@@ -13,54 +19,70 @@ from exporter.core.errors import UsageError
 class BenchConfig:
     """Settings of ``tlx bench`` (validated on construction; messages name the CLI option).
 
-    Attributes:
-        runtimes: registry names, or ``("all",)`` for every runtime that can run here
-            (unavailable ones are then skipped with a reason instead of failing).
-        device: ``cpu`` or ``cuda``.
-        batch_sizes: batch sizes to time, each a separate cell per runtime.
-        precision: ``fp32``, ``fp16`` or ``bf16`` (bf16 is slow on CPUs without AMX).
-        warmup: untimed iterations per runtime × batch before timing.
-        iters: timed iterations per runtime × batch (ignored when ``min_time_s`` is set).
-        min_time_s: time each runtime × batch for at least this many seconds instead.
-        iters_per_round: timed iterations per cell per round; rounds interleave the cells so
-            that machine drift hits every runtime alike.
-        threads: CPU threads for torch and ONNX Runtime; None: the cores this process may use
-            (``core/machine.py``; recorded).
-        seed: seed of the random input batches shared by every runtime.
-        reference_runtime: the runtime speed-ups are computed against.
-        compare: a baseline ``bench.json`` to gate against.
-        max_regression_pct: allowed p50 slow-down versus the baseline, in percent.
-        out_dir: where bench.json/.md/.csv/.png go; None = the run folder.
-        tf32: on CUDA, let fp32 matmuls/convolutions use TF32 (rows then say ``tf32``);
-            False times IEEE fp32.
-        profile: after timing, profile each ONNX artifact × runtime per operator (its own
-            profiler, on the smallest batch size) into bench.json/.md ``profile``.
-        profile_runs: profiled runs per artifact × runtime (after 3 warm-ups).
+    Each field's help is its option's. ``runtimes=("all",)`` times every runtime that can run
+    here and skips the others with the reason; a named one that cannot run fails. Rounds of
+    ``iters_per_round`` timed iterations interleave the cells, so that machine drift hits every
+    runtime alike; ``seed`` seeds the input batches every runtime shares; speed-ups are
+    computed against ``reference_runtime``.
     """
 
-    runtimes: tuple[str, ...] = (ALL,)
-    device: str = "cpu"
-    batch_sizes: tuple[int, ...] = (1, 8, 32)
-    precision: str = "fp32"
-    warmup: int = 5
-    iters: int = 50
-    min_time_s: float | None = None
+    runtimes: tuple[str, ...] = opt((ALL,), parse=parse_names, help=RUNTIMES_HELP)
+    device: str = opt("cpu", help=f"Where to run: {DEVICE_HELP}")
+    batch_sizes: tuple[int, ...] = opt(
+        (1, 8, 32), parse=parse_batch_sizes, help="Comma-separated batch sizes, e.g. 1,8,32."
+    )
+    precision: str = opt(
+        "fp32",
+        choices=BENCH_PRECISIONS,
+        help="Compute precision (bf16 is slow on CPUs without AMX).",
+    )
+    warmup: int = opt(5, help="Untimed iterations per runtime x batch.")
+    iters: int = opt(50, help="Timed iterations per runtime x batch.")
+    min_time_s: float | None = opt(
+        None,
+        flags=("--min-time",),
+        help="Instead of --iters: time each runtime x batch for at least S seconds.",
+    )
     iters_per_round: int = 5
-    threads: int | None = None
+    threads: int | None = opt(
+        None,
+        help="CPU threads for torch and ONNX Runtime (default: the cores this process may use: "
+        "affinity and cgroup quota; recorded).",
+    )
     seed: int = 0
     reference_runtime: str = "eager"
-    compare: str | None = None
-    max_regression_pct: float = 10.0
-    out_dir: str | None = None
-    tf32: bool = False
-    profile: bool = False
-    profile_runs: int = 10
+    compare: str | None = opt(
+        None, path=True, help="A baseline bench.json: exit 1 when a runtime's p50 regressed."
+    )
+    max_regression_pct: float = opt(
+        10.0,
+        flags=("--max-regression",),
+        help="Allowed p50 slow-down in percent; it must also exceed the noise band "
+        "max(p90 - p50) of both reports to fail.",
+    )
+    out_dir: str | None = opt(
+        None,
+        flags=("--out",),
+        path=True,
+        help="Folder for bench.json/.md/.csv/.png (default: the run folder).",
+    )
+    tf32: bool = opt(
+        False,
+        flags=("--tf32/--no-tf32",),
+        help="CUDA fp32: allow TF32 matmuls/convolutions (rows say tf32) or time IEEE fp32.",
+    )
+    profile: bool = opt(
+        False,
+        flags=("--profile",),
+        help="Also profile each ONNX artifact x runtime per operator (ORT's profiler, "
+        "OpenVINO's counters): bench.md/json `profile` and bench-profile.png.",
+    )
+    profile_runs: int = opt(10, min=1, help="Profiled runs per artifact x runtime with --profile.")
 
     def __post_init__(self) -> None:
         if not self.runtimes or any(not r.strip() for r in self.runtimes):
             raise UsageError("--runtimes: give a comma-separated list of runtimes, or 'all'")
-        if self.device not in DEVICES:
-            raise UsageError(f"--device {self.device!r}: choose one of {', '.join(DEVICES)}")
+        device_kind(self.device)
         if self.precision not in BENCH_PRECISIONS:
             raise UsageError(
                 f"--precision {self.precision!r}: choose one of {', '.join(BENCH_PRECISIONS)}"

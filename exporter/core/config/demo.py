@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from exporter.core.choices import ALL
+from exporter.core.config.common import opt
 from exporter.core.config.export import EXPORT_FORMATS
 
 
@@ -13,8 +14,6 @@ class DemoConfig:
     """Settings of ``tlx demo``: train → export → verify → bench, offline, in minutes on a CPU.
 
     Attributes:
-        out_dir: the run folder the demo creates (None = artifacts/demo-<UTC time>).
-        weights: ``none`` (random init) or a local VGG16 state dict.
         image_size: input size; 32 px keeps the whole demo under three minutes on 2 cores.
         train_size: synthetic training images.
         val_size: synthetic validation images.
@@ -33,8 +32,17 @@ class DemoConfig:
         runtimes: runtimes verified and benched (``all``: whatever runs here).
     """
 
-    out_dir: str | None = None
-    weights: str = "none"
+    out_dir: str | None = opt(
+        None,
+        flags=("--out",),
+        path=True,
+        help="Run folder to create (default: artifacts/demo-<UTC time>).",
+    )
+    weights: str = opt(
+        "none",
+        help="'none' (random init, offline) or a local torchvision VGG16 state dict "
+        "(.pth/.safetensors) to start from.",
+    )
     image_size: int = 32
     train_size: int = 400
     val_size: int = 256

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from exporter.core.config.common import opt, parse_names
 from exporter.core.errors import UsageError
 
 OPTIMIZE_VARIANTS = ("fold", "int8", "int8-dynamic", "fold-int8", "fp16")
@@ -22,47 +23,63 @@ AUTO_PRUNE_RATIOS = (0.75, 0.6, 0.5, 0.4, 0.3)
 class OptimizeConfig:
     """Settings of ``tlx optimize`` (validated on construction; messages name the CLI option).
 
-    Attributes:
-        variants: any of ``fold``, ``int8``, ``int8-dynamic``, ``fold-int8``, ``fp16``; None:
-            ``fold``, ``int8``, ``fold-int8``, or none of them when ``prune`` is set.
-        calib_samples: training images that calibrate static int8 activation ranges.
-        eval_samples: held-out validation images for the gate of every variant.
-        min_top1_agreement: int8/fp16 gate: top-1 agreement with eager fp32, in [0, 1]
-            (the exact fp32 fold keeps verify's fp32 profile: 100% and atol 1e-4).
-        max_accuracy_drop_points: gate: allowed accuracy loss versus eager, in points.
-        force: overwrite variants that already exist.
-        seed: chooses the calibration and evaluation images.
-        prune: fraction of each convolution's channels to remove (0, 1), ``"auto"`` (try
-            :data:`AUTO_PRUNE_RATIOS`, ship the fastest that passes), or None (no pruning).
-        max_drop_points: pruned variants' budget: held-out accuracy may fall at most this many
-            points below the trained model's.
-        min_agreement: pruned variants: minimum top-1 agreement with the trained model.
-        distill_epochs: epochs of knowledge distillation that recover a pruned model.
-        distill_lr: AdamW learning rate of the distillation.
-        distill_batch: images per distillation step.
-        distill_samples: training images to distill on (None: all of the split).
-        distill_device: ``cpu``, ``cuda`` or ``auto`` (CUDA when present).
-        data_dir: where the training images are now, when not where train.json says.
-        resume: continue a distillation stopped by a signal (its checkpoint is in the run).
+    Each field's help is its option's. ``variants=None`` builds the default variants, or none of
+    them when ``prune`` is set (a ratio in (0, 1) or ``"auto"``); the exact fp32 fold keeps
+    verify's fp32 profile (100% agreement, atol 1e-4) instead of ``min_top1_agreement``.
     """
 
-    variants: tuple[str, ...] | None = None
-    calib_samples: int = 32
-    eval_samples: int = 256
-    min_top1_agreement: float = 0.99
-    max_accuracy_drop_points: float = 0.5
-    force: bool = False
-    seed: int = 0
-    prune: float | str | None = None
-    max_drop_points: float = 1.0
-    min_agreement: float = 0.9
-    distill_epochs: int = 30
-    distill_lr: float = 3e-4
-    distill_batch: int = 64
-    distill_samples: int | None = None
-    distill_device: str = "auto"
-    data_dir: str | None = None
-    resume: bool = False
+    variants: tuple[str, ...] | None = opt(
+        None,
+        parse=parse_names,
+        help=f"Comma-separated, from: {', '.join(OPTIMIZE_VARIANTS)}. fold: pool→fc1 folded "
+        "(fixed H×W); int8: static QDQ; int8-dynamic: weights-only (slower at large batches); "
+        "fold-int8: both; fp16: fp16 weights and compute. Default: "
+        f"{','.join(DEFAULT_OPTIMIZE_VARIANTS)}, or none of them with --prune.",
+    )
+    prune: float | str | None = opt(
+        None,
+        help="Also build a smaller model: remove this fraction of every convolution's channels "
+        "(0-1, e.g. 0.5; fc layers keep (1-ratio)² of their neurons), distill it from the "
+        "trained model, export it as `pruned` (fp32) and `pruned-int8`, and gate both by "
+        f"--max-drop. 'auto': try {', '.join(map(str, AUTO_PRUNE_RATIOS))} and ship the most "
+        "pruned that passes.",
+    )
+    max_drop_points: float = opt(
+        1.0,
+        flags=("--max-drop",),
+        help="Pruned variants: the accuracy budget, in points below the trained model on the "
+        "held-out images.",
+    )
+    min_agreement: float = opt(
+        0.9, help="Pruned variants: minimum top-1 agreement with the trained model (0-1)."
+    )
+    distill_epochs: int = opt(30, help="Epochs of distillation per pruned model.")
+    distill_lr: float = opt(3e-4, help="AdamW learning rate of the distillation.")
+    distill_batch: int = opt(64, help="Images per distillation step.")
+    distill_samples: int | None = opt(
+        None, help="Training images to distill on (default: the whole training split)."
+    )
+    distill_device: str = opt("auto", help="cpu, cuda or auto (CUDA when present).")
+    data_dir: str | None = opt(
+        None, help="Where the run's training images are now, if they moved since `tlx train`."
+    )
+    resume: bool = opt(
+        False,
+        flags=("--resume",),
+        help="Continue a distillation that a signal stopped (with --prune).",
+    )
+    calib_samples: int = opt(32, help="Training images that calibrate int8 activations.")
+    eval_samples: int = opt(256, help="Held-out validation images every variant is gated on.")
+    min_top1_agreement: float = opt(
+        0.99,
+        flags=("--min-top1",),
+        help="int8/fp16 gate: minimum top-1 agreement with eager (0-1).",
+    )
+    max_accuracy_drop_points: float = opt(
+        0.5, flags=("--max-accuracy-drop",), help="Gate: largest held-out accuracy drop, in points."
+    )
+    seed: int = opt(0, help="Chooses the calibration and evaluation images.")
+    force: bool = opt(False, flags=("--force",), help="Rebuild variants that already exist.")
 
     @property
     def prune_ratios(self) -> tuple[float, ...]:

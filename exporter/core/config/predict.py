@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from exporter.core.choices import device_kind
-from exporter.core.config.common import check_int
+from exporter.core.choices import DEVICE_HELP, device_kind
+from exporter.core.config.common import PUBLIC_KEY_HELP, check_int, opt
 from exporter.core.errors import UsageError
 
 PREDICT_OUTPUTS = ("table", "json", "csv")
@@ -18,29 +18,30 @@ MAX_BATCH = 1024
 class PredictConfig:
     """Settings of ``tlx predict`` and :func:`exporter.load` (artifact choice and batching).
 
-    Attributes:
-        runtime: a registered runtime name; None = the one verify used, or the format's own.
-        variant: variant or manifest artifact name; None = bench's recommendation, else the
-            preferred variant that passed verify on ``device``, else ``model.onnx``.
-        device: ``cpu`` or ``cuda``.
-        top_k: classes per image (capped at the number of classes).
-        batch_size: images per runtime call.
-        output: ``table``, ``json`` or ``csv`` (on stdout).
-        skip_bad: skip unreadable images (exit 0) instead of exit 2 at the end.
-        threads: runtime intra-op threads (None: the cores this process may use).
-        public_key: a PEM public key: the run must match its ``model.sig`` first (None: no
-            signature check).
+    Each field's help is its option's; ``top_k`` is capped at the number of classes.
     """
 
-    runtime: str | None = None
-    variant: str | None = None
-    device: str = "cpu"
-    top_k: int = 5
-    batch_size: int = 32
-    output: str = "table"
-    skip_bad: bool = False
-    threads: int | None = None
-    public_key: str | None = None
+    runtime: str | None = opt(
+        None, help="Runtime (default: the one verify used, or the format's own)."
+    )
+    variant: str | None = opt(
+        None,
+        help="Variant or artifact name (fold-int8, model.onnx, eager); default: bench's "
+        "recommendation, else the preferred variant that passed verify, else model.onnx.",
+    )
+    device: str = opt("cpu", help=DEVICE_HELP)
+    top_k: int = opt(5, help="Classes per image.")
+    batch_size: int = opt(32, help="Images per runtime call.")
+    output: str = opt(
+        "table", flags=("--format",), help=f"Output on stdout: {', '.join(PREDICT_OUTPUTS)}."
+    )
+    skip_bad: bool = opt(
+        False,
+        flags=("--skip-bad",),
+        help="Skip unreadable images (exit 0) instead of exit 2.",
+    )
+    threads: int | None = opt(None, help="Runtime intra-op threads (default: the usable cores).")
+    public_key: str | None = opt(None, path=True, help=PUBLIC_KEY_HELP)
 
     def __post_init__(self) -> None:
         check_int("--top-k", self.top_k, MAX_TOP_K)

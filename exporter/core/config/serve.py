@@ -6,8 +6,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from exporter.core.choices import device_kind
-from exporter.core.config.common import MAX_BATCH_SIZE
+from exporter.core.choices import DEVICE_HELP, device_kind
+from exporter.core.config.common import MAX_BATCH_SIZE, PUBLIC_KEY_HELP, opt, parse_ints
 from exporter.core.errors import UsageError, shown
 
 # Triton's own default ports (HTTP, gRPC, metrics), so clients configured for Triton just work.
@@ -44,13 +44,31 @@ class TritonConfig:
             cores between the instances; a packaged repository leaves it to the backend).
     """
 
-    model_name: str = DEFAULT_MODEL_NAME
-    device: str = "cpu"
-    variant: str | None = None
-    max_batch: int = 64
-    max_queue_delay_us: int = 1000
-    instances: int | None = None
-    threads: int | None = None
+    model_name: str = opt(DEFAULT_MODEL_NAME, help="Name clients address the model by.")
+    device: str = opt("cpu", help=f"Where the model runs: {DEVICE_HELP}")
+    variant: str | None = opt(
+        None, help="Artifact to serve, e.g. fold-int8 (default: the run's recommended one)."
+    )
+    max_batch: int = opt(
+        64,
+        help="Largest batch the dynamic batcher forms.",
+        show_default="RUN/tune.json's plan, else 64",
+    )
+    max_queue_delay_us: int = opt(
+        1000,
+        help="How long a request may wait for others to fill a batch, us.",
+        show_default="RUN/tune.json's plan, else 1000",
+    )
+    instances: int | None = opt(
+        None,
+        help="Model instances (each its own session), run in parallel (default: RUN/tune.json's "
+        "plan, else 2 on a multi-core CPU, 1 on CUDA).",
+    )
+    threads: int | None = opt(
+        None,
+        help="Intra-op threads per instance (default on the CPU: RUN/tune.json's plan, else the "
+        "usable cores split between the instances).",
+    )
 
     def __post_init__(self) -> None:
         if not MODEL_NAME_RE.match(self.model_name):
@@ -86,13 +104,17 @@ class ServeConfig(TritonConfig):
             is loaded (None: no signature check).
     """
 
-    runtime: str | None = None
-    host: str = LOOPBACK
-    http_port: int = DEFAULT_HTTP_PORT
-    grpc_port: int = DEFAULT_GRPC_PORT
-    metrics_port: int = DEFAULT_METRICS_PORT
-    drain_timeout_s: int = 30
-    public_key: str | None = None
+    runtime: str | None = opt(None, help="Runtime that runs it (default: ort-cpu / ort-cuda).")
+    host: str = opt(LOOPBACK, help="Address to bind every endpoint to (default: loopback only).")
+    http_port: int = opt(DEFAULT_HTTP_PORT, help="KServe v2 HTTP port.")
+    grpc_port: int = opt(DEFAULT_GRPC_PORT, help="KServe v2 gRPC port.")
+    metrics_port: int = opt(DEFAULT_METRICS_PORT, help="Prometheus metrics port.")
+    drain_timeout_s: int = opt(
+        30,
+        flags=("--drain-timeout",),
+        help="On SIGINT/SIGTERM, seconds in-flight requests may take.",
+    )
+    public_key: str | None = opt(None, path=True, help=PUBLIC_KEY_HELP)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -109,44 +131,49 @@ class ServeConfig(TritonConfig):
 
 @dataclass(frozen=True)
 class LoadtestConfig:
-    """Settings of ``tlx loadtest`` / ``tlx bench --server`` (a closed-loop concurrency sweep).
+    """Settings of ``tlx loadtest`` (a closed-loop concurrency sweep).
 
     A level counts when ``stable_windows`` consecutive windows agree within
     ``stability_pct`` percent in throughput and mean latency (perf_analyzer's rule); a level
     that does not settle within ``max_windows`` (or the request/time bounds) is reported as
-    unstable over its last windows.
-
-    Attributes:
-        server: the server's HTTP URL, e.g. ``http://127.0.0.1:8000``.
-        model_name: the served model's name.
-        concurrency: the closed-loop levels: this many requests in flight at all times.
-        request_batch: images per request (the server's batcher combines requests).
-        window_s: length of one measurement window.
-        stable_windows: how many consecutive windows must agree.
-        stability_pct: how far (max/min - 1, in percent) they may differ.
-        max_windows: windows per level before it is reported as unstable.
-        warmup_s: untimed requests at the start of every level.
-        max_requests: requests per level, at most.
-        max_time_s: the whole sweep's time bound; levels not reached are listed as skipped.
-        allow_remote: permit a server that is not on this machine's loopback interface.
-        seed: seed of the random input images.
-        out_dir: where loadtest.json/.md/.csv/.png go; None = the run folder.
+    unstable over its last windows. Each field's help is its option's; ``seed`` seeds the
+    random input images.
     """
 
-    server: str = f"http://{LOOPBACK}:{DEFAULT_HTTP_PORT}"
-    model_name: str = DEFAULT_MODEL_NAME
-    concurrency: tuple[int, ...] = (1, 2, 4, 8, 16)
-    request_batch: int = 1
-    window_s: float = 2.0
+    server: str = opt(
+        f"http://{LOOPBACK}:{DEFAULT_HTTP_PORT}",
+        help="The server's HTTP URL (KServe v2), e.g. http://127.0.0.1:8000.",
+    )
+    model_name: str = opt(DEFAULT_MODEL_NAME, help="The served model's name.")
+    concurrency: tuple[int, ...] = opt(
+        (1, 2, 4, 8, 16),
+        parse=lambda text: parse_ints(text, "--concurrency", "1,2,4"),
+        help="Closed-loop levels: requests in flight, e.g. 1,2,4,8,16.",
+    )
+    request_batch: int = opt(1, help="Images per request.")
+    window_s: float = opt(2.0, flags=("--window",), help="Seconds per measurement window.")
     stable_windows: int = 3
-    stability_pct: float = 10.0
-    max_windows: int = 10
-    warmup_s: float = 1.0
-    max_requests: int = 100_000
-    max_time_s: float = 600.0
-    allow_remote: bool = False
+    stability_pct: float = opt(
+        10.0,
+        flags=("--stability",),
+        help="How far (%) the last 3 windows may differ for a level to count.",
+    )
+    max_windows: int = opt(10, help="Windows per level before it is reported as unstable.")
+    warmup_s: float = opt(
+        1.0, flags=("--warmup",), help="Untimed seconds at the start of every level."
+    )
+    max_requests: int = opt(100_000, help="Requests per level, at most.")
+    max_time_s: float = opt(
+        600.0, flags=("--max-time",), help="Seconds for the whole sweep, at most."
+    )
+    allow_remote: bool = opt(False, help="Permit a server that is not on this machine's loopback.")
     seed: int = 0
-    out_dir: str | None = None
+    out_dir: str | None = opt(
+        None,
+        flags=("--out",),
+        path=True,
+        help="Folder for loadtest.json/.md/.csv/.png (default: the run folder).",
+    )
 
     def __post_init__(self) -> None:
         if not self.concurrency or any(not 1 <= int(c) <= 1024 for c in self.concurrency):

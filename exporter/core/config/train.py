@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from exporter.core.choices import AUTO, AUTO_ON_OFF, TRAIN_DEVICES
+from exporter.core.config.common import opt
 from exporter.core.errors import UsageError
 from exporter.core.resources import check_image_size
 
@@ -38,16 +39,37 @@ class DataConfig:
     e.g. a few thousand CIFAR-10 images for a CPU run; ``None`` uses the whole split.
     """
 
-    source: str = "cifar10"
-    data_dir: str | None = None
-    seed: int = 0
-    train_size: int = SYNTHETIC_TRAIN_SIZE
-    val_size: int = SYNTHETIC_VAL_SIZE
-    image_size: int = 224
-    augment: str = "auto"  # "auto" | "on" | "off"; auto: on from AUGMENT_MIN_SIZE px up
-    strict: bool = False
-    limit_train: int | None = None
-    limit_val: int | None = None
+    source: str = opt(
+        "cifar10",
+        flags=("--data",),
+        choices=DATA_SOURCES,
+        help="Dataset: synthetic (offline), cifar10, imagefolder.",
+    )
+    data_dir: str | None = opt(
+        None,
+        path=True,
+        help="imagefolder: folder with train/<class>/* and val/<class>/*; cifar10: where to "
+        "keep it (default ~/.cache/tlx/cifar10).",
+    )
+    seed: int = 0  # tlx train sets it to TrainConfig.seed (--seed)
+    train_size: int = opt(SYNTHETIC_TRAIN_SIZE, help="Synthetic: training images.")
+    val_size: int = opt(SYNTHETIC_VAL_SIZE, help="Synthetic: validation images.")
+    image_size: int = opt(224, help="Model input side (px).")
+    augment: str = opt(
+        "auto",
+        choices=AUGMENT_MODES,
+        help=f"Random crop + flip of training images. auto: off below {AUGMENT_MIN_SIZE} px "
+        "(it hurt short runs on small images), on from there.",
+    )
+    strict: bool = opt(
+        False, flags=("--strict",), help="Fail on an unreadable image instead of skipping."
+    )
+    limit_train: int | None = opt(
+        None,
+        min=1,
+        help="Train on a seeded random subset of N images (any --data; e.g. CIFAR-10 on CPU).",
+    )
+    limit_val: int | None = opt(None, min=1, help="Validate on a seeded random subset of N images.")
 
     def __post_init__(self) -> None:
         # Older train.json files and API callers say augment=True/False.
@@ -98,6 +120,16 @@ DEFAULT_WARMUP_FRACTION = 0.1
 FINETUNE_HEAD_SHARE = 0.4
 
 
+def parse_lr(text: str) -> float | str:
+    """``--lr``: a positive number or ``auto`` (a bad value is exit 2, naming the option)."""
+    if text.strip().lower() == LR_AUTO:
+        return LR_AUTO
+    try:
+        return float(text)
+    except ValueError:
+        raise UsageError(f"--lr must be a positive number or 'auto', got {text!r}") from None
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Settings of ``tlx train``; defaults here are the CLI's defaults.
@@ -111,33 +143,72 @@ class TrainConfig:
     """
 
     data: DataConfig = field(default_factory=DataConfig)
-    weights: str = "imagenet"
-    recipe: str = "head"  # "head" | "finetune"
-    epochs: int = 10
-    batch_size: int = 64
-    lr: float | str = 1e-3  # a peak LR, or "auto" (LR range test)
-    optimizer: str = "adamw"  # "adamw" | "sgd" (momentum 0.9)
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    label_smoothing: float = 0.0
-    warmup_epochs: float | None = None  # None: DEFAULT_WARMUP_FRACTION of each phase
-    grad_clip: float | None = None
-    freeze_epochs: int | None = None  # finetune: head-only epochs (None: FINETUNE_HEAD_SHARE)
-    unfreeze_at: int | None = None  # 1-based epoch that starts phase 2 (any recipe)
-    unfreeze_from: str = "2"  # "features.N" or a number of conv blocks from the top
-    backbone_lr_mult: float = 0.1
-    device: str = "auto"  # "auto" | "cpu" | "cuda"
-    amp: bool = True  # only on CUDA; CPU always trains in fp32
+    weights: str = opt("imagenet", help="imagenet, a local VGG16 .pth/.safetensors, or none.")
+    recipe: str = opt(
+        "head",
+        choices=RECIPES,
+        help="head: train the classifier on the frozen trunk (the seed recipe). finetune: head "
+        "epochs, then the top --unfreeze-from conv blocks too at lr × --backbone-lr-mult, with "
+        "a fresh warm-up.",
+    )
+    freeze_epochs: int | None = opt(
+        None,
+        help="finetune: head-only epochs before unfreezing.",
+        show_default=f"{FINETUNE_HEAD_SHARE:.0%} of --epochs",
+    )
+    epochs: int = opt(10, help="Epochs to train.")
+    batch_size: int = opt(
+        64,
+        help="Images per optimizer step over all processes (the global batch; each of N "
+        "processes takes 1/N of it). The LR is not rescaled.",
+    )
+    lr: float | str = opt(
+        1e-3,
+        parse=parse_lr,
+        help="Peak learning rate of the head, or 'auto': an LR range test on the head picks it "
+        "(curve in lr_find.png).",
+    )
+    optimizer: str = opt("adamw", choices=OPTIMIZERS, help="sgd (with --momentum) or adamw.")
+    momentum: float = opt(0.9, help="Momentum of sgd (adamw does not use it).")
+    weight_decay: float = opt(5e-4, help="Weight decay.")
+    label_smoothing: float = opt(0.0, help="Label smoothing of the loss.")
+    warmup_epochs: float | None = opt(
+        None,
+        help="Linear LR warm-up before the cosine decay, in epochs.",
+        show_default=f"{DEFAULT_WARMUP_FRACTION:.0%} of each phase's steps",
+    )
+    grad_clip: float | None = opt(None, help="Clip the gradient norm to this value.")
+    unfreeze_at: int | None = opt(
+        None, help="Epoch (1-based) at which phase 2 unfreezes the trunk."
+    )
+    unfreeze_from: str = opt("2", help="What to unfreeze: 'features.N' or a number of conv blocks.")
+    backbone_lr_mult: float = opt(0.1, help="LR multiplier of the unfrozen trunk.")
+    cache_features: str = opt(
+        "auto",
+        choices=CACHE_MODES,
+        help="Run the frozen trunk once and train the head on its outputs: auto = when the "
+        "trunk is frozen and augmentation is off.",
+    )
+    device: str = opt(
+        "auto",
+        choices=TRAIN_DEVICES,
+        help="auto picks CUDA when present (with --resume: the run's own unless given).",
+    )
+    amp: bool = opt(True, flags=("--amp/--no-amp",), help="Mixed precision on CUDA (bf16 or fp16).")
     channels_last: bool = True  # only on CUDA
-    compile: bool = False
-    cache_features: str = "auto"  # "auto" | "on" | "off"
-    workers: int | None = None  # None: 0 on CPU, min(8, cpu_count) on CUDA
-    seed: int = 0
-    deterministic: bool = False
-    patience: int | None = None  # early stopping: epochs without val improvement
-    save_every: int = 1  # checkpoint every N epochs (always at the end and on a signal)
-    out: str | None = None  # default artifacts/<dataset>-<UTC time>
-    quiet: bool = False
+    compile: bool = opt(
+        False, flags=("--compile",), help="torch.compile the model (uncached steps)."
+    )
+    workers: int | None = opt(None, help="DataLoader workers.", show_default="0 CPU, 8 CUDA")
+    seed: int = opt(0, help="Random seed (data and training).")
+    deterministic: bool = opt(
+        False, flags=("--deterministic",), help="Deterministic algorithms (slower on GPU)."
+    )
+    patience: int | None = opt(None, help="Early stop after N epochs without gain.")
+    save_every: int = opt(1, help="Checkpoint every N epochs.")
+    out: str | None = opt(
+        None, path=True, help="Run folder.", show_default="artifacts/<dataset>-<UTC time>"
+    )
 
     def __post_init__(self) -> None:
         checks = [
@@ -164,6 +235,7 @@ class TrainConfig:
                 f"--cache-features must be one of {CACHE_MODES}",
             ),
             (self.device in TRAIN_DEVICES, f"--device must be one of {TRAIN_DEVICES}"),
+            (0 <= self.momentum < 1, f"--momentum must be in [0, 1), got {self.momentum}"),
             (self.weight_decay >= 0, "--weight-decay must be >= 0"),
             (0 <= self.label_smoothing < 1, "--label-smoothing must be in [0, 1)"),
             (
@@ -210,11 +282,19 @@ class LaunchSpec:
     """``tlx train --nproc``: where and how many workers run (torchrun's options of the same
     names; ``train/launch.py`` starts them)."""
 
-    nproc: int = 1
-    nnodes: int = 1
-    rdzv_endpoint: str | None = None
-    rdzv_id: str = "tlx"
-    max_restarts: int = 0
+    nproc: int = opt(
+        1,
+        help="Train on N processes on this node through torchrun (one per GPU, or CPU processes "
+        "with gloo); --batch-size stays the global batch.",
+    )
+    nnodes: int = opt(1, help="Nodes in the job (with --nproc; same command on each).")
+    rdzv_endpoint: str | None = opt(None, help="HOST:PORT every node can reach (--nnodes > 1).")
+    rdzv_id: str = opt("tlx", help="Job id shared by the nodes of one job.")
+    max_restarts: int = opt(
+        0,
+        help="Restart all processes up to N times after a failure; each restart resumes from "
+        "the last checkpoint.",
+    )
 
     def __post_init__(self) -> None:
         if self.nproc < 1:

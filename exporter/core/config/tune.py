@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from exporter.core.config.common import opt
 from exporter.core.errors import UsageError
 
 MAX_TUNE_CPUS = 1024
@@ -13,22 +14,22 @@ MAX_TUNE_CPUS = 1024
 class TuneConfig:
     """Settings of ``tlx tune`` (validated on construction; messages name the CLI option).
 
-    Attributes:
-        cpus: cores the server may use in total (a target pod's CPU limit); None: the cores
-            this process may use here (affinity and cgroup quota).
-        budget_s: the search's wall-clock budget, loading included.
-        concurrency: requests in flight during each trial (single-image requests).
-        variant: tune this artifact instead of the run's recommended one.
-        runtime: the runtime that runs it (None: chosen with the artifact).
-        min_window_s: the shortest measuring window of one trial.
-        seed: seed of the request image.
+    Each field's help is its option's; ``min_window_s`` is the shortest measuring window of
+    one trial and ``seed`` seeds the request image.
     """
 
-    cpus: int | None = None
-    budget_s: float = 60.0
-    concurrency: int = 8
-    variant: str | None = None
-    runtime: str | None = None
+    cpus: int | None = opt(
+        None,
+        min=1,
+        help="Cores the server may use in total, e.g. the target pod's CPU limit (default: the "
+        "cores this process may use: affinity and cgroup quota).",
+    )
+    budget_s: float = opt(
+        60.0, flags=("--budget",), help="Seconds the search may take, loading included."
+    )
+    concurrency: int = opt(8, help="Single-image requests in flight during each trial.")
+    variant: str | None = opt(None, help="Tune this artifact (default: the recommended one).")
+    runtime: str | None = opt(None, help="Runtime that runs it (default: chosen with it).")
     min_window_s: float = 1.0
     seed: int = 0
 

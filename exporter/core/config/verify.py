@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from exporter.core.choices import ALL, CPU, CUDA
+from exporter.core.choices import ALL, DEVICE_HELP, device_kind
+from exporter.core.config.common import RUNTIMES_HELP, opt, parse_batch_sizes, parse_names
 from exporter.core.errors import UsageError
 
 
@@ -13,40 +14,37 @@ from exporter.core.errors import UsageError
 class VerifyConfig:
     """Settings of ``tlx verify`` (parity of every artifact against the eager reference).
 
-    Attributes:
-        runtimes: runtime names, or ``("all",)`` for every registered runtime that can run
-            here (unavailable ones are then skipped with the reason instead of failing).
-        device: ``cpu`` or ``cuda``; the reference always runs in fp32 on the CPU.
-        samples: held-out validation images (0 = random inputs only).
-        batch_sizes: batch sizes of the seeded random inputs (1, an odd one, the largest).
-        seed: seed of the random inputs.
-        atol: override of the profile's absolute tolerance on logits (None = profile).
-        rtol: override of the profile's relative tolerance (None = profile).
-        min_top1: override of the profile's minimum top-1 agreement in [0, 1] (None = profile).
-        localize: on failure, find the first layer whose activation diverges.
-        threads: intra-op threads for the runtimes (None: the cores this process may use).
+    Each field's help is its option's. The reference always runs in fp32 on the CPU;
+    ``atol``/``rtol``/``min_top1`` of None keep the tolerance profile of each precision.
     """
 
-    runtimes: tuple[str, ...] = (ALL,)
-    device: str = "cpu"
+    runtimes: tuple[str, ...] = opt((ALL,), parse=parse_names, help=RUNTIMES_HELP)
+    device: str = opt("cpu", help=f"Where the candidates run: {DEVICE_HELP}")
     # 256 held-out images: enough that one flip (0.39 points) stays inside the int8
     # profile's 0.5-point accuracy limit; the same count `tlx optimize` gates on.
-    samples: int = 256
-    batch_sizes: tuple[int, ...] = (1, 3, 8)
-    seed: int = 0
-    atol: float | None = None
-    rtol: float | None = None
-    min_top1: float | None = None
-    localize: bool = False
-    threads: int | None = None
+    samples: int = opt(256, min=0, help="Held-out validation images (0: random inputs only).")
+    batch_sizes: tuple[int, ...] = opt(
+        (1, 3, 8),
+        parse=lambda text: parse_batch_sizes(text, example="1,3,8"),
+        help="Batch sizes of the seeded random inputs, e.g. 1,3,8.",
+    )
+    seed: int = opt(0, help="Seed of the random inputs.")
+    atol: float | None = opt(None, help="Absolute logit tolerance (default: per precision).")
+    rtol: float | None = opt(None, help="Relative logit tolerance (default: per precision).")
+    min_top1: float | None = opt(
+        None, help="Minimum top-1 agreement as a fraction, e.g. 0.995 (default: per precision)."
+    )
+    localize: bool = opt(False, help="For a failing artifact, find the first layer that diverges.")
+    threads: int | None = opt(
+        None, min=1, help="CPU threads for the runtimes (default: the usable cores)."
+    )
 
     def __post_init__(self) -> None:
         if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):
             raise UsageError(f"--batch-sizes must be positive integers, got {self.batch_sizes}")
         if self.samples < 0:
             raise UsageError(f"--samples must be >= 0, got {self.samples}")
-        if self.device != CPU and not self.device.startswith(CUDA):
-            raise UsageError(f"--device {self.device!r}: choose cpu or cuda")
+        device_kind(self.device)
         check_tolerance_overrides(self.atol, self.rtol, self.min_top1)
 
 
