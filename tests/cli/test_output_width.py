@@ -15,12 +15,14 @@ def test_tables_fold_long_file_names_instead_of_cutting_them() -> None:
         table.add_column(col)
     table.add_row("fold-int8", "model.fold-int8.onnx", "shipped", "135.2", "3.21", "100%", "")
     with console.capture() as captured:
-        old = console.width
+        # Reading console.width returns the computed width; restoring that would pin it for
+        # every later test (COLUMNS ignored): keep and restore rich's own setting instead.
+        saved = console._width
         console.width = 80  # what rich uses off a TTY (logs, CI)
         try:
             console.print(table)
         finally:
-            console.width = old
+            console._width = saved
     text = captured.get()
     assert "…" not in text
     assert max(len(line) for line in text.splitlines()) <= 80
