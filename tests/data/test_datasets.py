@@ -41,12 +41,13 @@ def test_synthetic_classes_are_separable_by_a_simple_classifier() -> None:
     assert (pred == yv).mean() > 0.5
 
 
-@pytest.mark.slow  # ~95 s on 2 cores: 12 epochs of the full 120M-parameter head
+@pytest.mark.slow  # ~70 s on 2 cores: the demo's epochs of the full 120M-parameter head
 def test_synthetic_is_learnable_by_the_vgg_head_on_a_random_trunk() -> None:
     # What `tlx demo` relies on: the standard VGG16 head (dropout, std-0.01 init) trained with
     # `tlx train`'s default optimizer, LR and schedule on cached features of a *random-init*
-    # frozen trunk learns the classes at the demo's size (400 images, 12 epochs of batches of
-    # 64) on the model's own head path (avgpool -> flatten -> classifier); chance is 0.10.
+    # frozen trunk learns the classes at the demo's size (400 images, DemoConfig.epochs
+    # epochs of batches of 64) on the model's own head path (avgpool -> flatten ->
+    # classifier); chance is 0.10.
     import math
 
     import torch

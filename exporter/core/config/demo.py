@@ -18,7 +18,8 @@ class DemoConfig:
         train_size: synthetic training images.
         val_size: synthetic validation images.
         epochs: training epochs of the head (on cached trunk features: cheap at 32 px); every
-            other training setting is ``tlx train``'s default.
+            other training setting is ``tlx train``'s default. 9: validation reached 100% at
+            epoch 8 (12 reached it at 7 but cost ~7 s more of a 150 s budget).
         batch_sizes: bench batch sizes.
         warmup: bench warm-up iterations per cell.
         iters: bench timed iterations per cell.
@@ -46,7 +47,7 @@ class DemoConfig:
     image_size: int = 32
     train_size: int = 400
     val_size: int = 256
-    epochs: int = 12
+    epochs: int = 9
     batch_sizes: tuple[int, ...] = (1, 8)
     warmup: int = 1
     iters: int = 8
