@@ -122,18 +122,19 @@ def value(o: Option, given: Any) -> Any:
 
 def build(cls: type[C], params: dict[str, Any], **fixed: Any) -> C:
     """The config ``cls`` from a command's parsed options (``fixed`` values win)."""
-    return cls(**_options(cls, params, skip=fixed), **fixed)
+    return cls(**_kwargs(cls, params, skip=fixed), **fixed)
 
 
-def _options(cls: type, params: dict[str, Any], *, skip: Container[str]) -> dict[str, Any]:
-    """The fields of ``cls`` that the command line sets, but those in ``skip``."""
+def _kwargs(cls: type, params: dict[str, Any], *, skip: Container[str]) -> dict[str, Any]:
+    """The fields of ``cls`` that the command line sets, but those in ``skip`` (a nested
+    config's skipped fields keep its default)."""
     kw: dict[str, Any] = {}
-    for f in fields(cls):
+    for f in fields(cls):  # type: ignore[arg-type]
         if f.name in skip:
             continue
         if _nested(f):
             sub: Any = f.default_factory
-            kw[f.name] = sub(**_options(sub, params, skip=_view(f).skip))
+            kw[f.name] = sub(**_kwargs(sub, params, skip=_view(f).skip))
         elif CLI in f.metadata:
             kw[f.name] = value(f.metadata[CLI], params[f.name])
     return kw
