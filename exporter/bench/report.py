@@ -6,6 +6,7 @@ nothing here reads a clock.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +135,17 @@ TABLE_COLUMNS = (
 )
 
 
+def table_columns(ref: str) -> list[tuple[str, str]]:
+    """bench.md's columns: :data:`TABLE_COLUMNS` with the speed-up over ``ref`` and the error."""
+    speed = (f"speedup_vs_{ref}", f"x {ref}")
+    return [*TABLE_COLUMNS[:10], speed, *TABLE_COLUMNS[10:], ("error", "error")]
+
+
+def formatters(ref: str) -> dict[str, Callable[[Any], str]]:
+    """The speed-up as ``1.23x``."""
+    return {f"speedup_vs_{ref}": lambda v: "" if v is None else f"{v:.2f}x"}
+
+
 def _tf32_note(setup: dict[str, Any]) -> str:
     # CUDA fp32 is TF32 or IEEE fp32: say which (nothing on CPU, where TF32 does not exist).
     tf32 = setup.get("tf32")
@@ -147,7 +159,6 @@ def markdown_summary(report: BenchReport) -> str:
     d = report.to_dict()
     setup, env = d["setup"], d["environment"]
     ref = report.config.reference_runtime
-    speed_key = f"speedup_vs_{ref}"
     lines = [
         f"# tlx bench: {report.run_dir}",
         "",
@@ -162,11 +173,7 @@ def markdown_summary(report: BenchReport) -> str:
         f"- versions: torch {env.get('torch')}, onnxruntime {env.get('onnxruntime')}, "
         f"tlx {env.get('tlx')} ({env.get('tlx_git_commit') or 'no git'})",
         "",
-        markdown_table(
-            d["rows"],
-            [*TABLE_COLUMNS[:10], (speed_key, f"x {ref}"), *TABLE_COLUMNS[10:], ("error", "error")],
-            formatters={speed_key: lambda v: "" if v is None else f"{v:.2f}x"},
-        ),
+        markdown_table(d["rows"], table_columns(ref), formatters=formatters(ref)),
     ]
     fastest = report.fastest()
     if fastest:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Collection, Iterable, Iterator, Sequence
-from enum import Enum
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Annotated, Any
 
 import typer
@@ -16,7 +15,7 @@ from rich.table import Table
 from exporter import __version__
 from exporter.core.choices import ALL
 from exporter.core.errors import EXIT_GATE, EXIT_SIGINT, TlxError
-from exporter.core.report import Progress
+from exporter.core.report import Column, Progress
 
 EXIT_INTERNAL = 70  # a bug in tlx, not in the input (sysexits' EX_SOFTWARE)
 
@@ -55,14 +54,6 @@ for _console in (console, err_console):
 NO_WAIT_HELP = (
     "If another tlx command is changing this run, exit 3 naming its pid instead of waiting."
 )
-
-
-def choice_enum(name: str, values: tuple[str, ...]) -> type[Enum]:
-    """A str Enum of ``values`` (declared in core), which Typer shows and checks as choices
-    (export's hand-written options; the others come from ``cli/options.py``)."""
-    return Enum(name, [(v, v) for v in values], type=str)
-
-
 NoWait = Annotated[bool, typer.Option("--no-wait", help=NO_WAIT_HELP)]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no table.")]
 
@@ -91,6 +82,23 @@ def table(
     for row in rows:
         out.add_row(*row)
     return out
+
+
+def report_table(
+    title: Any,
+    rows: Iterable[Mapping[str, Any]],
+    columns: Sequence[Column],
+    *,
+    digits: int = 2,
+    formatters: Mapping[str, Callable[[Any], str]] | None = None,
+    left: int | Collection[str] = 1,
+    **kw: Any,
+) -> Table:
+    """:func:`table` of a report's rows and columns, the cells as its Markdown shows them."""
+    from exporter.core.report import cells
+
+    heads, body = cells(rows, columns, digits=digits, formatters=formatters)
+    return table(title, heads, body, left=left, **kw)
 
 
 def deprecated(old: str, new: str) -> None:

@@ -17,10 +17,10 @@ from exporter.cli.app import (
     deprecated,
     exit_if_failed,
     progress_bar,
+    report_table,
     run_lock_policy,
     runtime_names,
     say,
-    table,
 )
 from exporter.cli.options import build, config_options
 from exporter.core.config import BenchConfig
@@ -29,30 +29,30 @@ if TYPE_CHECKING:
     from exporter.bench.result import BenchReport
 
 
+# The terminal's part of bench.md's table: what fits a log line, the status and error as one.
+TERMINAL_KEYS = ("runtime", "artifact", "batch_size", "latency_ms_p50", "latency_ms_p90")
+TERMINAL_KEYS += ("latency_ms_p99", "throughput_img_s", "cold_start_s")
+
+
 def bench_table(report: BenchReport) -> Table:
     """The rich table printed after a bench: one row per runtime × batch size."""
+    from exporter.bench.report import formatters, table_columns
+
     ref = report.config.reference_runtime
-    cols = ("runtime", "artifact", "batch", "p50 ms", "p90 ms", "p99 ms", "img/s (p50)")
-    cols += (f"x {ref}", "cold start s", "note")
-
-    def num(v: float | None, fmt: str = "{:.2f}") -> str:
-        return "" if v is None else fmt.format(v)
-
+    cols = [c for c in table_columns(ref) if c[0] in (*TERMINAL_KEYS, f"speedup_vs_{ref}")]
     rows = (
-        (
-            row["runtime"],
-            row["artifact"],
-            "" if row["batch_size"] is None else str(row["batch_size"]),
-            *(num(row.get(f"latency_ms_{p}")) for p in ("p50", "p90", "p99")),
-            num(row.get("throughput_img_s"), "{:.1f}"),
-            num(row.get(f"speedup_vs_{ref}"), "{:.2f}x"),
-            num(row.get("cold_start_s")),
-            row.get("error") or ("" if row["status"] == "ok" else row["status"]),
-        )
+        {**row, "note": row.get("error") or ("" if row["status"] == "ok" else row["status"])}
         for row in report.rows()
     )
     title = f"tlx bench ({report.config.device}, {report.config.precision})"
-    return table(title, cols, rows, left=("runtime", "artifact", "note"))
+    formats = formatters(ref) | {"throughput_img_s": lambda v: "" if v is None else f"{v:.1f}"}
+    return report_table(
+        title,
+        rows,
+        [*cols, ("note", "note")],
+        formatters=formats,
+        left=("runtime", "artifact", "note"),
+    )
 
 
 @app.command("bench")

@@ -6,9 +6,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from exporter.cli.app import app, cli_errors, console
+from exporter.cli.app import app, cli_errors, console, table
 
 
 @app.command("inspect")
@@ -46,22 +45,11 @@ def inspect_command(
         from exporter.model.vgg import build_vgg16, count_parameters
 
         model = build_vgg16(num_classes=num_classes, weights=weights)
-        if full:
-            console.print("[bold]model[/]", markup=True)
-            console.print(str(model), markup=False)
-            console.print("[bold]model.features[/]", markup=True)
-            console.print(str(model.features), markup=False)
-            console.print("[bold]model.classifier[/]", markup=True)
-            console.print(str(model.classifier), markup=False)
-            console.print("[bold]model.classifier[6][/]", markup=True)
-            console.print(str(model.classifier[6]), markup=False)
-        console.print(param_table(count_parameters(model)))
-
-
-def param_table(counts: list) -> Table:
-    table = Table(title="VGG16 parameters")
-    for col in ("block", "total", "trainable", "frozen"):
-        table.add_column(col, justify="left" if col == "block" else "right")
-    for c in counts:
-        table.add_row(c.block, f"{c.total:,}", f"{c.trainable:,}", f"{c.frozen:,}")
-    return table
+        parts = {"model": model, "model.features": model.features}
+        parts |= {"model.classifier": model.classifier, "model.classifier[6]": model.classifier[6]}
+        for name, part in parts.items() if full else ():
+            console.print(f"[bold]{name}[/]", markup=True)
+            console.print(str(part), markup=False)
+        counts = count_parameters(model)
+        rows = ((c.block, f"{c.total:,}", f"{c.trainable:,}", f"{c.frozen:,}") for c in counts)
+        console.print(table("VGG16 parameters", ("block", "total", "trainable", "frozen"), rows))

@@ -15,8 +15,8 @@ from exporter.cli.app import (
     console,
     exit_if_failed,
     progress_bar,
+    report_table,
     say,
-    table,
 )
 from exporter.cli.options import build, config_options
 from exporter.core.config import LoadtestConfig
@@ -28,11 +28,9 @@ if TYPE_CHECKING:
 def loadtest_table(report: LoadtestReport) -> Table:
     """One row per concurrency level."""
     from exporter.bench.loadtest_report import SHORT_COLUMNS
-    from exporter.core.report import format_cell
 
     title = f"tlx loadtest: {report.artifact} via {report.config.server}"
-    rows = ([format_cell(row.get(k), digits=2) for k, _ in SHORT_COLUMNS] for row in report.rows())
-    return table(title, [h for _, h in SHORT_COLUMNS], rows, left=("status",))
+    return report_table(title, report.rows(), SHORT_COLUMNS, left=("status",))
 
 
 def run_and_print(run: Path, cfg: LoadtestConfig, *, quiet: bool) -> None:

@@ -11,34 +11,39 @@ from __future__ import annotations
 
 import inspect
 import types
-from collections.abc import Callable, Iterator
-from dataclasses import MISSING, Field, fields, is_dataclass
+from collections.abc import Callable, Container, Iterator
+from dataclasses import MISSING, Field, fields, is_dataclass, replace
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import typer
 
-from exporter.core.config.common import CLI, Option
+from exporter.core.config.common import CLI, NESTED, Nested, Option
 
 F = TypeVar("F", bound=Callable[..., Any])
 C = TypeVar("C")
 PLAIN = (bool, int, float, str)
 
 
-def declared(cls: type) -> Iterator[tuple[Field[Any], Option, Any]]:
+def declared(cls: type, view: Nested = Nested()) -> Iterator[tuple[Field[Any], Option, Any]]:
     """(field, its option, its type) for every field of ``cls`` (and of its nested configs)
-    that has an option."""
+    that has an option; a nested config's options as its ``view`` shows them."""
     hints = get_type_hints(cls)
     for f in fields(cls):
         if _nested(f):
-            yield from declared(f.default_factory)  # type: ignore[arg-type]
-        elif CLI in f.metadata:
-            yield f, f.metadata[CLI], hints[f.name]
+            yield from declared(f.default_factory, _view(f))  # type: ignore[arg-type]
+        elif CLI in f.metadata and f.name not in view.skip:
+            o = f.metadata[CLI]
+            yield f, replace(o, help=view.prefix + view.help.get(f.name, o.help)), hints[f.name]
 
 
 def _nested(f: Field[Any]) -> bool:
     return f.default_factory is not MISSING and is_dataclass(f.default_factory)
+
+
+def _view(f: Field[Any]) -> Nested:
+    return f.metadata.get(NESTED, Nested())
 
 
 def _cli_type(f: Field[Any], o: Option, hint: Any) -> Any:
@@ -117,15 +122,22 @@ def value(o: Option, given: Any) -> Any:
 
 def build(cls: type[C], params: dict[str, Any], **fixed: Any) -> C:
     """The config ``cls`` from a command's parsed options (``fixed`` values win)."""
+    return cls(**_kwargs(cls, params, skip=fixed), **fixed)
+
+
+def _kwargs(cls: type, params: dict[str, Any], *, skip: Container[str]) -> dict[str, Any]:
+    """The fields of ``cls`` that the command line sets, but those in ``skip`` (a nested
+    config's skipped fields keep its default)."""
     kw: dict[str, Any] = {}
     for f in fields(cls):  # type: ignore[arg-type]
-        if f.name in fixed:
+        if f.name in skip:
             continue
         if _nested(f):
-            kw[f.name] = build(f.default_factory, params)  # type: ignore[arg-type]
+            sub: Any = f.default_factory
+            kw[f.name] = sub(**_kwargs(sub, params, skip=_view(f).skip))
         elif CLI in f.metadata:
             kw[f.name] = value(f.metadata[CLI], params[f.name])
-    return cls(**kw, **fixed)
+    return kw
 
 
 def given(ctx: typer.Context, name: str) -> bool:

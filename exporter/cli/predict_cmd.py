@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from exporter.cli.app import app, cli_errors, console, fail, progress_bar, say
+from exporter.cli.app import app, cli_errors, console, fail, progress_bar, say, table
 from exporter.cli.options import build, config_options
 from exporter.core.config import PredictConfig
 from exporter.core.errors import EXIT_USAGE
@@ -26,18 +26,15 @@ def _printable(text: str) -> str:
 
 def predict_table(result: PredictResult) -> Table:
     # Text cells: names from the run or the file system are never read as rich markup.
-    table = Table(title=Text(f"tlx predict · {result.artifact} on {result.runtime}"))
-    for col in ("image", "class", "probability", "next"):
-        table.add_column(col, justify="right" if col == "probability" else "left")
-    for p in result.predictions:
-        (best, prob), rest = p.top[0], p.top[1:]
-        table.add_row(
-            Text(_printable(p.source)),
-            Text(best),
-            f"{prob:.4f}",
-            Text(", ".join(f"{c} {q:.3f}" for c, q in rest)),
-        )
-    return table
+    rows = (
+        (Text(_printable(p.source)), Text(best), f"{prob:.4f}", Text(", ".join(rest)))
+        for p in result.predictions
+        for (best, prob), rest in [(p.top[0], [f"{c} {q:.3f}" for c, q in p.top[1:]])]
+    )
+    title = Text(f"tlx predict · {result.artifact} on {result.runtime}")
+    return table(
+        title, ("image", "class", "probability", "next"), rows, left=("image", "class", "next")
+    )
 
 
 @app.command("predict")

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from exporter.cli.app import app, cli_errors, console, err_console
+from exporter.cli.app import app, cli_errors, say
 from exporter.cli.options import build, config_options, given
 from exporter.core.config import ServeConfig
 
@@ -31,6 +31,17 @@ def _on_signals(stop: StopRequest) -> None:
         signal.signal(sig, handler)
 
 
+def planned(ctx: typer.Context, run: Path, options: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """The options with RUN/tune.json's plan for the batcher settings not given (those the
+    command has), and whether any came from it (``tlx serve`` and ``export --format triton``)."""
+    from exporter.core.tuneplan import serve_settings
+
+    mine = {k: options[k] if given(ctx, k) else None for k in TUNED}
+    where = {k: options.get(k) for k in ("device", "variant", "runtime")}
+    tuned, from_tune = serve_settings(run, mine, **where)
+    return {**options, **{k: v for k, v in tuned.items() if v is not None}}, from_tune
+
+
 @app.command("serve")
 @config_options(ServeConfig)
 def serve_command(
@@ -48,35 +59,28 @@ def serve_command(
     stop = StopRequest()
     _on_signals(stop)
     with cli_errors():
-        from exporter.core.tuneplan import serve_settings
         from exporter.serve.server import start_server, wait_until_stopped
 
-        p = options
-        mine = {k: p[k] if given(ctx, k) else None for k in TUNED}
-        where = {k: p[k] for k in ("device", "variant", "runtime")}
-        tuned, from_tune = serve_settings(run, mine, **where)
-        cfg = build(ServeConfig, {**p, **{k: v for k, v in tuned.items() if v is not None}})
+        params, from_tune = planned(ctx, run, options)
+        cfg = build(ServeConfig, params)
         server = start_server(run, cfg, stop=stop)
         d = server.describe()
-        console.print(
+        say(
             f"ready: model {d['model_name']!r} = {d['artifact']} on {d['runtime']} "
             f"(x{d['instances']}, {d['threads'] or 'default'} thread(s) each, "
             f"max batch {d['max_batch']}, queue delay {d['max_queue_delay_us']} us"
             f"{', tuned: RUN/tune.json' if from_tune else ''}); "
             f"HTTP {d['http']}, gRPC {d['grpc']}, "
-            f"metrics {d['metrics']}; served == in-process (max abs {d['self_check_max_abs']:g})",
-            markup=False,
-            soft_wrap=True,
+            f"metrics {d['metrics']}; served == in-process (max abs {d['self_check_max_abs']:g})"
         )
         late = wait_until_stopped(server, stop)
         name = signal.Signals(stop.signum).name
         if late is None:
-            err_console.print(f"stopped ({name}), drained", markup=False)
+            say(f"stopped ({name}), drained", err=True)
         else:
             # Triton 2.51 waits for clients to close their HTTP connections, idle ones too.
-            err_console.print(
+            say(
                 f"stopped ({name}) when the {cfg.drain_timeout_s} s --drain-timeout ran out: "
                 f"{late} (Triton waits for clients to close their connections)",
-                markup=False,
-                soft_wrap=True,
+                err=True,
             )

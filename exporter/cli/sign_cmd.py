@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from exporter.cli.app import NoWait, app, cli_errors, console, run_lock_policy
+from exporter.cli.app import NoWait, app, cli_errors, run_lock_policy, say
 
 
 @app.command("sign")
@@ -34,10 +34,8 @@ def sign_command(
         from exporter.sign.signing import sign_run
 
         result = sign_run(run, key)
-        console.print(
+        say(
             f"signed {result.files_signed} files of {result.run_dir} into {result.signature} "
             f"(also wrote {result.provenance.name} and {result.model_card.name}; unsigned: "
-            f"{', '.join(result.unsigned)})",
-            markup=False,
-            soft_wrap=True,
+            f"{', '.join(result.unsigned)})"
         )

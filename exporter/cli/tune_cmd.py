@@ -15,9 +15,9 @@ from exporter.cli.app import (
     cli_errors,
     console,
     progress_bar,
+    report_table,
     run_lock_policy,
     say,
-    table,
 )
 from exporter.cli.options import build, config_options
 from exporter.core.config import TuneConfig
@@ -39,18 +39,15 @@ TRIAL_COLUMNS = (  # narrow enough for an 80-column terminal; errors follow the 
 
 def trials_table(result: TuneResult) -> Table:
     """Every trial tried, in order; the winner's rows marked."""
-    from exporter.core.report import format_cell
-
     plan = result.search.plan.to_dict()
     title = f"tlx tune: {result.artifact} on {result.runtime}, {result.cpus} CPUs, "
     title += f"concurrency {result.config.concurrency}"
     rows = (
-        [format_cell(row.get(key), digits=2) for key, _ in TRIAL_COLUMNS]
-        + ["<-" if all(row[k] == v for k, v in plan.items()) else ""]
+        {**row, "plan": "<-" if all(row[k] == v for k, v in plan.items()) else ""}
         for row in (t.to_dict() for t in result.search.trials)
     )
-    cols = [header for _, header in TRIAL_COLUMNS] + ["plan"]
-    return table(title, cols, rows, left=("stage", "plan"), no_wrap=True)
+    cols = [*TRIAL_COLUMNS, ("plan", "plan")]
+    return report_table(title, rows, cols, left=("stage", "plan"), no_wrap=True)
 
 
 @app.command("tune")

@@ -16,10 +16,10 @@ from exporter.cli.app import (
     console,
     exit_if_failed,
     progress_bar,
+    report_table,
     run_lock_policy,
     runtime_names,
     say,
-    table,
 )
 from exporter.cli.options import build, config_options
 from exporter.core.config import DEFAULT_MODEL_NAME, VerifyConfig
@@ -29,27 +29,21 @@ if TYPE_CHECKING:
 
 
 def verify_table(report: ParityReport) -> Table:
-    """One row per runtime × artifact."""
-    from exporter.verify.report import summary_rows
+    """One row per runtime × artifact: verify.md's columns, the first diverging layer in "why"."""
+    from exporter.verify.report import COLUMNS, FORMATTERS, summary_rows
 
-    keys = ("runtime", "artifact", "precision", "max_abs_error", "p99_abs_error")
-    keys += ("min_cosine_similarity", "top1_agreement_pct", "accuracy_candidate_pct")
-    keys += ("nonfinite_n", "result", "why")
-    heads = ("runtime", "artifact", "prec", "max abs err", "p99 abs err", "min cos", "top-1 %")
-    heads += ("acc %", "NaN/Inf", "result", "why / first diverging layer")
-
-    def cell(key: str, row: dict[str, Any]) -> str:
-        value = row.get(key)
-        if key == "why" and row.get("first_diverging_layer"):
-            value = f"{value} [first diverging layer: {row['first_diverging_layer']}]"
-        if isinstance(value, float):
-            value = f"{value:.3g}" if "error" in key else f"{value:.4g}"
-        return "" if value is None else str(value)
-
-    rows = ([cell(k, row) for k in keys] for row in summary_rows(report))
+    rows = (
+        {**row, "why": f"{row['why']} [first diverging layer: {layer}]"}
+        if (layer := row.get("first_diverging_layer"))
+        else row
+        for row in summary_rows(report)
+    )
+    cols = [*COLUMNS[:-1], ("why", "why / first diverging layer")]
     title = f"tlx verify: {report.verdict.upper()}"
     # Names must stay readable on an 80-column CI log; the reason may wrap.
-    out = table(title, heads, rows, left=len(heads), overflow="fold", no_wrap=True)
+    out = report_table(
+        title, rows, cols, formatters=FORMATTERS, left=len(cols), overflow="fold", no_wrap=True
+    )
     out.columns[-1].no_wrap = False
     return out
 

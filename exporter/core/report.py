@@ -10,7 +10,7 @@ import csv
 import io
 import math
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from exporter.core.fsio import write_json, write_text, write_with
@@ -50,14 +50,15 @@ def format_cell(value: Any, *, digits: int = 3) -> str:
     return str(value)
 
 
-def markdown_table(
-    rows: Sequence[Mapping[str, Any]],
+def cells(
+    rows: Iterable[Mapping[str, Any]],
     columns: Sequence[Column],
     *,
     digits: int = 3,
     formatters: Mapping[str, Callable[[Any], str]] | None = None,
-) -> str:
-    """A GitHub-flavoured Markdown table of ``rows`` restricted to ``columns``.
+) -> tuple[list[str], list[list[str]]]:
+    """The headers and the cell texts of ``rows`` restricted to ``columns``: one table, as
+    Markdown (:func:`markdown_table`) or on a terminal.
 
     Args:
         rows: one mapping per table row; missing keys become empty cells.
@@ -67,20 +68,34 @@ def markdown_table(
     """
     formatters = formatters or {}
     keys_headers = [_split(c) for c in columns]
-    lines = [
-        "| " + " | ".join(_escape(h) for _, h in keys_headers) + " |",
-        "| " + " | ".join("---" for _ in keys_headers) + " |",
+    body = [
+        [
+            formatters[key](row.get(key))
+            if key in formatters
+            else format_cell(row.get(key), digits=digits)
+            for key, _ in keys_headers
+        ]
+        for row in rows
     ]
-    for row in rows:
-        cells = []
-        for key, _ in keys_headers:
-            value = row.get(key)
-            text = (
-                formatters[key](value) if key in formatters else format_cell(value, digits=digits)
-            )
-            cells.append(_escape(text))
-        lines.append("| " + " | ".join(cells) + " |")
+    return [header for _, header in keys_headers], body
+
+
+def markdown_table(
+    rows: Sequence[Mapping[str, Any]],
+    columns: Sequence[Column],
+    *,
+    digits: int = 3,
+    formatters: Mapping[str, Callable[[Any], str]] | None = None,
+) -> str:
+    """A GitHub-flavoured Markdown table of ``rows`` restricted to ``columns`` (arguments as
+    :func:`cells`)."""
+    heads, body = cells(rows, columns, digits=digits, formatters=formatters)
+    lines = [_line(heads), _line(["---"] * len(heads)), *(_line(row) for row in body)]
     return "\n".join(lines) + "\n"
+
+
+def _line(texts: Sequence[str]) -> str:
+    return "| " + " | ".join(_escape(t) for t in texts) + " |"
 
 
 def _escape(text: str) -> str:

@@ -62,28 +62,35 @@ def _task_level(c: Any) -> str:
     )
 
 
-def _fmt_g(value: Any) -> str:
-    return "" if value is None else f"{value:.3g}"
+def _g(digits: int) -> Any:
+    # Errors span 1e-8..1e1 and agreement 0..100: significant digits, not fixed decimals.
+    return lambda value: "" if value is None else f"{value:.{digits}g}"
+
+
+# verify.md's table and the terminal's, short enough for an 80-column log.
+COLUMNS = (
+    ("runtime", "runtime"),
+    ("artifact", "artifact"),
+    ("precision", "prec"),
+    ("max_abs_error", "max abs err"),
+    ("p99_abs_error", "p99 abs err"),
+    ("min_cosine_similarity", "min cos"),
+    ("top1_agreement_pct", "top-1 %"),
+    ("accuracy_candidate_pct", "acc %"),
+    ("nonfinite_n", "NaN/Inf"),
+    ("result", "result"),
+    ("why", "why"),
+)
+FORMATTERS = {"max_abs_error": _g(3), "p99_abs_error": _g(3)} | {
+    key: _g(4) for key in ("min_cosine_similarity", "top1_agreement_pct", "accuracy_candidate_pct")
+}
 
 
 def render_markdown(report: ParityReport) -> str:
     """The human-readable verify.md."""
     from exporter.core.report import markdown_table
 
-    cols = [
-        "runtime",
-        "artifact",
-        "precision",
-        "max_abs_error",
-        "p99_abs_error",
-        "min_cosine_similarity",
-        ("top1_agreement_pct", "top-1 agree %"),
-        ("accuracy_candidate_pct", "accuracy %"),
-        ("nonfinite_n", "NaN/Inf"),
-        "result",
-        "why",
-        "first_diverging_layer",
-    ]
+    cols = [*COLUMNS, ("first_diverging_layer", "first diverging layer")]
     lines = [
         f"# tlx verify: {report.verdict.upper()}",
         "",
@@ -92,13 +99,7 @@ def render_markdown(report: ParityReport) -> str:
         "Inputs: " + ", ".join(f"{k} {v['shape']}" for k, v in report.inputs.items()) + "  ",
         f"Machine: {machine_line(report.machine)}",
         "",
-        markdown_table(
-            summary_rows(report),
-            cols,
-            digits=4,
-            # Errors span 1e-8..1e1: significant digits, not fixed decimals.
-            formatters={k: _fmt_g for k in ("max_abs_error", "p99_abs_error")},
-        ),
+        markdown_table(summary_rows(report), cols, formatters=FORMATTERS),
     ]
     ref_acc = next(
         (c.accuracy_reference_pct for c in report.candidates if c.accuracy_reference_pct), None

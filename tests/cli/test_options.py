@@ -65,9 +65,23 @@ def test_every_declared_field_is_an_option_of_its_command_and_vice_versa() -> No
     assert not missing, missing
 
 
+def test_export_offers_the_served_models_options_as_the_triton_formats() -> None:
+    params = {p.name: p for p in COMMANDS["export"].params}
+    assert _configs("export") == (config.ExportConfig,)
+    assert "threads" not in params and "seed" not in params  # a repository's: the plan's
+    assert params["model_name"].help == "triton: Name clients address the model by."
+    assert params["instances"].help.startswith("triton: Model instances (instance_group")
+    assert params["name"].opts == ["--k8s-name"] and params["storage_uri"].help.startswith("kserve")
+    assert params["force"].opts == ["--force"] and not params["force"].secondary_opts
+
+
+def _defaults(name: str) -> dict[str, Any]:
+    return {p.name: p.default for p in COMMANDS[name].params}
+
+
 @pytest.mark.parametrize("name", sorted(n for n in COMMANDS if _configs(n)))
 def test_the_cli_defaults_are_the_configs_defaults(name: str) -> None:
-    defaults = {p.name: p.default for p in COMMANDS[name].params}
+    defaults = _defaults(name)
     for cls in _configs(name):
         assert build(cls, defaults) == cls(), name
 

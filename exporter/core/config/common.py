@@ -13,6 +13,7 @@ DEFAULT_ARTIFACTS_DIR = "artifacts"
 # Largest batch any command accepts: 65,536 images of 224 px are already 39 GB of input.
 MAX_BATCH_SIZE = 65536
 CLI = "cli"  # the key of a field's Option in its metadata
+NESTED = "nested"  # the key of a nested config field's Nested in its metadata
 PUBLIC_KEY_HELP = (
     "PEM public key: the run folder must match its model.sig (made by `tlx sign`) before any "
     "file is loaded; a changed, added or removed file exits 2 naming it."
@@ -60,6 +61,28 @@ def opt(
     """A dataclass field with its command-line option: the one place an option is declared."""
     meta = {CLI: Option(help, flags, choices, parse, path, extra)}
     return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class Nested:
+    """How a nested config's options appear on the command that holds it (``tlx export``
+    offers the served model's options as the ``triton`` format's).
+
+    Attributes:
+        prefix: put before each option's help (``"triton: "``: what the option applies to).
+        skip: fields the command does not offer; they keep the nested config's default.
+        help: per-field help that replaces the declared one where it differs here.
+    """
+
+    prefix: str = ""
+    skip: tuple[str, ...] = ()
+    help: Mapping[str, str] = field(default_factory=dict)
+
+
+def nested(*, prefix: str = "", skip: tuple[str, ...] = (), **help: str) -> dict[str, Nested]:
+    """The metadata of a nested config's field: how the command offers its options (with
+    ``prefix``, without ``skip``, with ``help`` overrides)."""
+    return {NESTED: Nested(prefix, skip, help)}
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

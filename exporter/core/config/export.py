@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from exporter.core.choices import ALL, EXPORT_PRECISIONS
+from exporter.core.config.common import nested, opt
 from exporter.core.config.serve import TritonConfig
 from exporter.core.errors import UsageError, shown
 
@@ -42,10 +43,16 @@ class KServeConfig:
         min_replicas / max_replicas: the autoscaler's bounds.
     """
 
-    storage_uri: str | None = None
-    name: str | None = None
-    min_replicas: int = 1
-    max_replicas: int = 4
+    storage_uri: str | None = opt(
+        None,
+        help="kserve (required): where the cluster reads the copy of RUN/triton "
+        "(s3://bucket/path, gs://bucket/path or pvc://claim/path).",
+    )
+    name: str | None = opt(
+        None, flags=("--k8s-name",), help="kserve: the object name (default: --model-name)."
+    )
+    min_replicas: int = opt(1, help="kserve: the autoscaler's lower bound.")
+    max_replicas: int = opt(4, help="kserve: the autoscaler's upper bound.")
 
     def __post_init__(self) -> None:
         if self.storage_uri is not None:
@@ -91,15 +98,55 @@ class ExportConfig:
         kserve: settings of the ``kserve`` format (also not part of ``all``; packaged too).
     """
 
-    formats: tuple[str, ...] = EXPORT_FORMATS
-    opset: int | None = None
-    batch_size: int = 8
-    static_batch: bool = False
-    precision: str = "fp32"
-    exporter: str = "dynamo"
-    force: bool = False
+    formats: tuple[str, ...] = opt(
+        EXPORT_FORMATS,
+        flags=("--format", "-f"),
+        choices=(*EXPORT_FORMATS, TRITON, KSERVE, ALL),
+        case_sensitive=False,
+        show_default=f"all: {', '.join(EXPORT_FORMATS)}",
+        help="Artifact format; repeat for several. triton: a Triton model repository in "
+        "RUN/triton from the best verified ONNX artifact (not part of all). kserve: Kubernetes "
+        "manifests in RUN/kserve serving that repository (written first if missing).",
+    )
+    opset: int | None = opt(
+        None,
+        help=f"ONNX opset (default: {DEFAULT_OPSET} for dynamo, {MAX_LEGACY_OPSET} for the "
+        "legacy exporter).",
+    )
+    batch_size: int = opt(
+        8, help="Largest batch every artifact is checked at; the fixed batch with --static-batch."
+    )
+    static_batch: bool = opt(
+        False,
+        flags=("--static-batch",),
+        help="Export ONNX/.pt2 with a fixed batch of --batch-size.",
+    )
+    precision: str = opt(
+        "fp32",
+        choices=EXPORT_PRECISIONS,
+        case_sensitive=False,
+        help="fp16 writes model.fp16.onnx (fp16 compute, fp32 inputs/outputs) instead of "
+        "model.onnx; TorchScript and .pt2 stay fp32.",
+    )
+    exporter: str = opt(
+        "dynamo",
+        choices=EXPORTER_CHOICES,
+        case_sensitive=False,
+        help="ONNX exporter: dynamo (torch.export based, default) or legacy (TorchScript "
+        "based; fails on VGG16 at 32 px).",
+    )
+    force: bool = opt(False, flags=("--force",), help="Overwrite artifacts that already exist.")
     seed: int = 0
-    triton: TritonConfig = field(default_factory=TritonConfig)
+    # A packaged repository's threads are the tuned plan's or the backend's: no --threads.
+    triton: TritonConfig = field(
+        default_factory=TritonConfig,
+        metadata=nested(
+            prefix="triton: ",
+            skip=("threads",),
+            instances="Model instances (instance_group count; default: RUN/tune.json's plan, "
+            "else 1).",
+        ),
+    )
     kserve: KServeConfig = field(default_factory=KServeConfig)
 
     def __post_init__(self) -> None:
