@@ -23,12 +23,13 @@ FORMAT_FILES = {"onnx": "model.onnx", "torchscript": "model.ts", "pt2": "model.p
 SYNTHETIC_CLASSES = [f"class_{i}" for i in range(10)]
 
 
-# Big files are written once and hard-linked wherever a test needs them: random weights per
-# (num_classes, seed), written once per session, and the artifacts of the shared exported
-# runs that ``copy_run`` hands out. Each copy would write 528 MB (the 32 px classifier alone
-# is ~120 M parameters) and take seconds. tlx never writes through a link: it replaces files
-# atomically (fsio.atomic_path). A test that edits such a file in place must first make it
-# its own (the ``own`` fixture); ``_free_disk_after_test`` fails a test that did not.
+# Random weights per (num_classes, seed) are built once per session and copied into each
+# run folder (building them takes seconds; a run folder is its test's to modify). The
+# artifacts of the shared exported runs that ``copy_run``/``link_run`` hand out are
+# hard-linked instead: each copy would write 528 MB (the 32 px classifier alone is ~120 M
+# parameters). tlx never writes through a link: it replaces files atomically
+# (fsio.atomic_path). A test that edits such a linked file in place must first make it its
+# own (the ``own`` fixture); ``_free_disk_after_test`` fails a test that did not.
 _WEIGHTS: dict[tuple[int, int], Path] = {}
 _WEIGHTS_DIR: list[Path] = []
 _SHARED: dict[Path, tuple[int, int, int]] = {}  # linked file -> (inode, size, mtime) at share
@@ -117,7 +118,10 @@ def _make_run_folder(
     from exporter.core.preprocess import Preprocessing
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    _link_or_copy(_random_weights(num_classes, seed), run_dir / "model.safetensors")
+    # A copy, not a link: a run folder from here is the test's to modify, in place included
+    # (`path.write_bytes(...)` to corrupt the weights writes into the inode it opens). On
+    # tmpfs the copy costs ~0.3 s; copy_run/link_run below share files and say so.
+    shutil.copyfile(_random_weights(num_classes, seed), run_dir / "model.safetensors")
     class_names = (
         SYNTHETIC_CLASSES[:num_classes]
         if num_classes <= 10
