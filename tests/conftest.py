@@ -345,6 +345,33 @@ def _free_ports(n: int) -> list[int]:
 # Helpers as fixtures: tests ask for them by name instead of importing another test module.
 
 
+def _key_pair(folder: Path, name: str) -> tuple[Path, Path]:
+    """A fresh P-256 key pair as PEM files: (private, public)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    private, public = folder / f"{name}.pem", folder / f"{name}.pub.pem"
+    private.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    public.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    return private, public
+
+
+@pytest.fixture(scope="session")
+def key_pair() -> Callable[[Path, str], tuple[Path, Path]]:
+    return _key_pair
+
+
 @pytest.fixture(scope="session")
 def make_run_folder() -> Callable[..., Path]:
     return _make_run_folder

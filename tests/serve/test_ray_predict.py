@@ -223,30 +223,10 @@ def test_a_list_of_paths_and_uris_with_logits(
 
 @pytest.mark.slow
 def test_public_key_is_checked_once_on_the_driver(
-    local_ray: None, onnx_run: Path, images: Path, tmp_path: Path, link_run
+    local_ray: None, onnx_run: Path, images: Path, tmp_path: Path, link_run, key_pair
 ) -> None:
     pytest.importorskip("model_signing")
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    def key_pair(name: str) -> tuple[Path, Path]:
-        key = ec.generate_private_key(ec.SECP256R1())
-        private, public = tmp_path / f"{name}.pem", tmp_path / f"{name}.pub.pem"
-        private.write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-        public.write_bytes(
-            key.public_key().public_bytes(
-                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-            )
-        )
-        return private, public
-
-    (private, public), (_, other) = key_pair("signer"), key_pair("other")
+    (private, public), (_, other) = key_pair(tmp_path, "signer"), key_pair(tmp_path, "other")
     run = link_run(onnx_run, tmp_path / "run")
     signed = CliRunner().invoke(app, ["sign", str(run), "--key", str(private)])
     assert signed.exit_code == EXIT_OK, signed.output

@@ -19,35 +19,14 @@ class KeyPair:
     public: Path
 
 
-def _key_pair(folder: Path, name: str) -> KeyPair:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    private, public = folder / f"{name}.pem", folder / f"{name}.pub.pem"
-    private.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    public.write_bytes(
-        key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
-    return KeyPair(private, public)
+@pytest.fixture(scope="session")
+def keys(tmp_path_factory: pytest.TempPathFactory, key_pair: Callable) -> KeyPair:
+    return KeyPair(*key_pair(tmp_path_factory.mktemp("keys"), "signer"))
 
 
 @pytest.fixture(scope="session")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> KeyPair:
-    return _key_pair(tmp_path_factory.mktemp("keys"), "signer")
-
-
-@pytest.fixture(scope="session")
-def other_keys(tmp_path_factory: pytest.TempPathFactory) -> KeyPair:
-    return _key_pair(tmp_path_factory.mktemp("other_keys"), "other")
+def other_keys(tmp_path_factory: pytest.TempPathFactory, key_pair: Callable) -> KeyPair:
+    return KeyPair(*key_pair(tmp_path_factory.mktemp("other_keys"), "other"))
 
 
 def _clone(src: Path, dest: Path) -> Path:
