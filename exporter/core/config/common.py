@@ -66,17 +66,11 @@ def opt(
 @dataclass(frozen=True)
 class Nested:
     """How a nested config's options appear on the command that holds it (``tlx export``
-    offers the served model's options as the ``triton`` format's).
+    offers the served model's options as the ``triton`` format's)."""
 
-    Attributes:
-        prefix: put before each option's help (``"triton: "``: what the option applies to).
-        skip: fields the command does not offer; they keep the nested config's default.
-        help: per-field help that replaces the declared one where it differs here.
-    """
-
-    prefix: str = ""
-    skip: tuple[str, ...] = ()
-    help: Mapping[str, str] = field(default_factory=dict)
+    prefix: str = ""  # put before each option's help ("triton: ": what the option applies to)
+    skip: tuple[str, ...] = ()  # fields the command does not offer: they keep their default
+    help: Mapping[str, str] = field(default_factory=dict)  # per-field help used instead here
 
 
 def nested(*, prefix: str = "", skip: tuple[str, ...] = (), **help: str) -> dict[str, Nested]:
