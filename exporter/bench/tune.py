@@ -5,7 +5,7 @@ for the artifact ``tlx serve`` would choose, within the cores the process may us
 ``--cpus``: a target pod's limit), measuring each trial with the in-process load test
 (``tune_load.py``: Triton's batcher and closed-loop clients, without the server around
 them). Writes ``RUN/tune.json``; ``tlx serve`` and ``tlx export --format triton`` then take
-its ``plan`` as their defaults (``core/tuneplan.py``).
+its ``plan`` as their defaults (``core/runreports.py``).
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from exporter.bench.tune_search import Measure, Measurement, SearchResult, Trial
 from exporter.core.config import TuneConfig, to_dict
 from exporter.core.machine import machine_facts, usable_cpus
 from exporter.core.report import Progress
+from exporter.core.runfolder import TUNE_JSON
 from exporter.core.runlock import locks_run
-from exporter.core.tuneplan import TUNE_JSON
 
 if TYPE_CHECKING:
     from exporter.core.runfolder import Run

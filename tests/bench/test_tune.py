@@ -17,7 +17,7 @@ from exporter.bench.tune_search import Measurement, Trial, baseline_trial, core_
 from exporter.cli import app
 from exporter.core.config import TuneConfig
 from exporter.core.errors import EXIT_OK, InputFileError, UsageError
-from exporter.core.tuneplan import TUNE_JSON, read_tune, serve_settings
+from exporter.core.runreports import TUNE_JSON, read_tune, serve_settings
 
 
 class FakeClock:
