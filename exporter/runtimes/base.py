@@ -22,6 +22,12 @@ if TYPE_CHECKING:
     from exporter.runtimes.profiling import RawProfile
 
 
+def error_line(exc: BaseException, limit: int = 300) -> str:
+    """``Type: first line of the message`` (at most ``limit`` characters of it)."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0][:limit]}" if text else type(exc).__name__
+
+
 @dataclass(frozen=True)
 class Artifact:
     """What a runtime runs: one model file of a run (or the trained weights for eager).

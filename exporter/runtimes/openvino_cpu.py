@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from exporter.core.errors import InputFileError, RuntimeUnavailable
-from exporter.runtimes.base import Runtime, register
+from exporter.runtimes.base import Runtime, error_line, register
 from exporter.runtimes.profiling import PROFILE_WARMUP, RawProfile, sum_openvino_counters
 from exporter.runtimes.signal_stack import own_signal_stack
 
@@ -44,11 +44,6 @@ def _property_text(value: Any) -> str:
     # Element types print as "<Type: 'float32'>"; their type name is "f32".
     name = getattr(value, "get_type_name", None)
     return str(name()) if callable(name) else str(value)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else exc.__class__.__name__
 
 
 @register
@@ -81,7 +76,7 @@ class OpenVinoRuntime(Runtime):
             self._model = self._core.read_model(str(path))
         except Exception as exc:
             raise InputFileError(
-                f"OpenVINO cannot read {path}: {_first_line(exc)} "
+                f"OpenVINO cannot read {path}: {error_line(exc)} "
                 "(re-export it with `tlx export RUN --format onnx --force`)"
             ) from exc
         self._latency: dict[int | None, Any] = {}  # 1 (static) or None (dynamic) -> request
@@ -111,7 +106,7 @@ class OpenVinoRuntime(Runtime):
         except Exception as exc:
             raise RuntimeUnavailable(
                 f"{self.name}: OpenVINO's CPU plugin cannot compile "
-                f"{self.artifact.path}: {_first_line(exc)}"
+                f"{self.artifact.path}: {error_line(exc)}"
             ) from exc
         self._compiled_info[hint if batch is None else f"{hint} batch {batch}"] = {
             key: _property_text(compiled.get_property(key))
@@ -178,7 +173,7 @@ class OpenVinoRuntime(Runtime):
             own_signal_stack()
         except Exception as exc:
             raise RuntimeUnavailable(
-                f"{self.name}: OpenVINO cannot compile a profiling copy: {_first_line(exc)}"
+                f"{self.name}: OpenVINO cannot compile a profiling copy: {error_line(exc)}"
             ) from exc
         data = np.ascontiguousarray(x, dtype=np.float32)
         for _ in range(PROFILE_WARMUP):
