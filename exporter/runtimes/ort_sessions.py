@@ -14,12 +14,10 @@ import numpy as np
 
 
 def session_options(*, threads: int | None = None, optimize: bool = True) -> Any:
-    """The session options every tlx ORT session uses.
+    """The session options every tlx ORT session uses (``threads``: None is ORT's default).
 
-    Args:
-        threads: intra-op threads (None: ORT's default).
-        optimize: False disables graph optimisations (they may fuse away values a caller
-            wants to read, e.g. the per-layer outputs of the localizer).
+    ``optimize=False`` disables graph optimisations: they may fuse away values a caller
+    wants to read (the localizer's per-layer outputs).
     """
     import onnxruntime as ort
 
