@@ -117,7 +117,9 @@ def _load_one(
         runtime.infer(inputs[min(inputs)])  # host in, host out: what a fresh process pays
         result.first_inference_s = time.perf_counter() - t0
         result.describe = dict(runtime.describe())
-        result.compile_s = _reported_compile_s(result.describe)
+        # Runtimes that compile (torch.compile, TensorRT) report the build time they measured.
+        built = (result.describe.get(k) for k in ("compile_s", "engine_build_s"))
+        result.compile_s = next((float(s) for s in built if s is not None), None)
     except RuntimeUnavailable as exc:
         _close(runtime)
         memory.free_cached()
@@ -139,15 +141,6 @@ def _load_one(
     result.device_load_mem_mb = memory.growth_mb(mem0)
     result.cells = [CellResult(b) for b in sorted(inputs)]
     return _Live(result, runtime)
-
-
-def _reported_compile_s(describe: dict[str, Any]) -> float | None:
-    # Runtimes that compile (torch.compile, TensorRT) may report the build time they measured.
-    for key in ("compile_s", "build_s", "engine_build_s"):
-        value = describe.get(key)
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-    return None
 
 
 def _close(runtime: Any) -> None:

@@ -18,7 +18,6 @@ STABILITY_RULE = (
     "a level counts when its last {k} windows agree within {pct:g}%: max/min of their "
     "throughput and of their mean latency both <= 1 + {pct:g}/100 (perf_analyzer's rule)"
 )
-MAX_ERROR_SAMPLES = 5
 OK, UNSTABLE, FAILED = "ok", "unstable", "errors"
 
 
@@ -134,12 +133,10 @@ def server_split(before: dict[str, Any] | None, after: dict[str, Any] | None) ->
     if not before or not after:
         return {"available": False}
 
-    def delta(section: str) -> tuple[int, int]:
+    def delta(section: str) -> tuple[int, ...]:
         a = after.get("inference_stats", {}).get(section, {})
         b = before.get("inference_stats", {}).get(section, {})
-        return int(a.get("count", 0)) - int(b.get("count", 0)), int(a.get("ns", 0)) - int(
-            b.get("ns", 0)
-        )
+        return tuple(int(a.get(k, 0)) - int(b.get(k, 0)) for k in ("count", "ns"))
 
     def per_request_ms(section: str) -> float | None:
         n, ns = delta(section)

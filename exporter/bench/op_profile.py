@@ -26,19 +26,9 @@ TOP_OPS = 8
 TOP_LAYERS = 10
 # Operators that carry a convolution's or a matrix product's FLOPs (ORT, then OpenVINO names).
 COMPUTE_OPS = frozenset(
-    {
-        "Conv",
-        "FusedConv",
-        "NhwcFusedConv",
-        "ConvTranspose",
-        "Gemm",
-        "FusedGemm",
-        "MatMul",
-        "FusedMatMul",
-        "Convolution",
-        "GroupConvolution",
-        "FullyConnected",
-    }
+    {"Conv", "FusedConv", "NhwcFusedConv", "ConvTranspose"}  # ORT
+    | {"Gemm", "FusedGemm", "MatMul", "FusedMatMul"}  # ORT
+    | {"Convolution", "GroupConvolution", "FullyConnected"}  # OpenVINO
 )
 _INT8_MARKS = ("I8", "U8", "INT8")
 
@@ -65,14 +55,9 @@ def runs_in_fp32(node: NodeTime) -> bool:
 def group_profile(
     raw: RawProfile, *, int8: bool, top_ops: int = TOP_OPS, top_layers: int = TOP_LAYERS
 ) -> dict[str, Any]:
-    """Group a runtime's per-node times by operator type and by layer, with shares.
-
-    Args:
-        raw: the runtime's per-node times.
-        int8: the artifact is int8: flag its compute operators that ran in fp32.
-        top_ops: operator types kept (the rest are summed as ``(other)``).
-        top_layers: layers kept, slowest first.
-    """
+    """Group a runtime's per-node times by operator type (the top ``top_ops``, the rest summed
+    as ``(other)``) and by layer (the slowest ``top_layers``), with shares; for an ``int8``
+    artifact, flag the compute operators that ran in fp32."""
     runs = max(raw.runs, 1)
     total = sum(n.total_us for n in raw.nodes)
     layers = _by_layer(raw.nodes, int8=int8, runs=runs, total=total)

@@ -6,7 +6,7 @@ Shared by :mod:`exporter.bench.bench` (which measures) and :mod:`exporter.bench.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -75,20 +75,8 @@ class RuntimeResult:
         return self.load_s + self.first_inference_s
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "runtime": self.runtime,
-            "artifact": self.artifact,
-            "status": self.status,
-            "error": self.error,
-            "describe": self.describe,
-            "load_s": self.load_s,
-            "first_inference_s": self.first_inference_s,
-            "cold_start_s": self.cold_start_s,
-            "compile_s": self.compile_s,
-            "host_rss_load_mb": self.host_rss_load_mb,
-            "device_load_mem_mb": self.device_load_mem_mb,
-            "cells": [c.to_dict() for c in self.cells],
-        }
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "cells"}
+        return {**d, "cold_start_s": self.cold_start_s, "cells": [c.to_dict() for c in self.cells]}
 
 
 @dataclass

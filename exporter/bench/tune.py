@@ -117,12 +117,7 @@ def tune_run(
 ) -> TuneResult:
     """Search the serving settings of the run's chosen artifact and write ``RUN/tune.json``.
 
-    Args:
-        run_dir: the run folder (exported; ``tlx bench`` recommends the artifact), or the
-            opened run.
-        cfg: the cores, budget and load.
-        progress: called as trials complete.
-        measure: replaces the in-process load test (tests pass a fake).
+    ``measure`` replaces the in-process load test (tests pass a fake).
 
     Raises:
         InputFileError / UsageError: bad run, variant or runtime (exit 2).

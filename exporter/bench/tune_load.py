@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from exporter.bench.measure import Completions
 from exporter.bench.tune_search import Measurement, Trial
 
 WARMUP_SHARE = 0.2  # of each window: requests completed then are not counted
@@ -35,15 +36,6 @@ class _Request:
     x: np.ndarray
     done: threading.Event = field(default_factory=threading.Event)
     error: str | None = None
-
-
-@dataclass
-class _Log:
-    done_s: list[float] = field(default_factory=list)
-    latency_s: list[float] = field(default_factory=list)
-    batches: list[int] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 def _collect(requests: queue.Queue, first: _Request, trial: Trial) -> list[_Request]:
@@ -62,7 +54,7 @@ def _collect(requests: queue.Queue, first: _Request, trial: Trial) -> list[_Requ
 
 
 def _instance(
-    predictor: Any, requests: queue.Queue, trial: Trial, stop: threading.Event, log: _Log
+    predictor: Any, requests: queue.Queue, trial: Trial, stop: threading.Event, batches: list[int]
 ) -> None:
     while not stop.is_set():
         try:
@@ -75,13 +67,14 @@ def _instance(
         except Exception as exc:  # recorded; the trial reports it instead of hanging
             for r in batch:
                 r.error = f"{exc.__class__.__name__}: {exc}"
-        with log.lock:
-            log.batches.append(len(batch))
+        batches.append(len(batch))  # list.append is atomic
         for r in batch:
             r.done.set()
 
 
-def _client(x: np.ndarray, requests: queue.Queue, stop: threading.Event, log: _Log) -> None:
+def _client(
+    x: np.ndarray, requests: queue.Queue, stop: threading.Event, record: Completions
+) -> None:
     while not stop.is_set():
         req = _Request(x)
         t0 = time.perf_counter()
@@ -90,11 +83,7 @@ def _client(x: np.ndarray, requests: queue.Queue, stop: threading.Event, log: _L
             if stop.is_set():
                 return
         t1 = time.perf_counter()
-        with log.lock:
-            log.done_s.append(t1)
-            log.latency_s.append(t1 - t0)
-            if req.error:
-                log.errors.append(req.error)
+        record.add(t1, t1 - t0, req.error)
 
 
 def measure_in_process(
@@ -102,22 +91,17 @@ def measure_in_process(
 ) -> Measurement:
     """Run the closed loop for ``seconds``; the first :data:`WARMUP_SHARE` is not counted.
 
-    Args:
-        predictors: one loaded predictor per instance (``.logits(batch)``), each with
-            ``trial.threads_per_instance`` threads.
-        trial: the batcher's settings (``instances`` must equal ``len(predictors)``).
-        concurrency: client threads, each with one request in flight.
-        seconds: the window, warm-up included.
-        image: one preprocessed ``(1, 3, S, S)`` float32 image every request carries.
+    ``predictors``: one loaded predictor per instance, each with the trial's threads;
+    ``concurrency`` client threads each keep one request of ``image`` in flight.
     """
     requests: queue.Queue = queue.Queue()
-    stop, log = threading.Event(), _Log()
+    stop, record, batches = threading.Event(), Completions(), []
     workers = [
-        threading.Thread(target=_instance, args=(p, requests, trial, stop, log), daemon=True)
+        threading.Thread(target=_instance, args=(p, requests, trial, stop, batches), daemon=True)
         for p in predictors
     ]
     workers += [
-        threading.Thread(target=_client, args=(image, requests, stop, log), daemon=True)
+        threading.Thread(target=_client, args=(image, requests, stop, record), daemon=True)
         for _ in range(concurrency)
     ]
     start = time.perf_counter()
@@ -125,7 +109,7 @@ def measure_in_process(
         w.start()
     counted_from = start + WARMUP_SHARE * seconds
     time.sleep(seconds)
-    while _counted(log, counted_from) < MIN_COUNTED and (
+    while record.between(counted_from, float("inf"))[0].size < MIN_COUNTED and (
         time.perf_counter() < start + MAX_STRETCH * seconds
     ):
         time.sleep(0.05)
@@ -133,10 +117,9 @@ def measure_in_process(
     stop.set()
     for w in workers:
         w.join(timeout=30)
-    done = np.asarray(log.done_s)
-    lat = np.asarray(log.latency_s)[(done >= counted_from) & (done <= end)] * 1e3
-    if log.errors:
-        return Measurement(None, None, None, len(log.done_s), error=log.errors[0])
+    lat = record.between(counted_from, end)[0] * 1e3
+    if record.error_samples:
+        return Measurement(None, None, None, record.count(), error=record.error_samples[0])
     if lat.size == 0:
         return Measurement(None, None, None, 0, error="no request completed in the window")
     span = end - counted_from
@@ -145,10 +128,5 @@ def measure_in_process(
         latency_ms_p50=float(np.percentile(lat, 50)),
         latency_ms_p99=float(np.percentile(lat, 99)),
         requests=int(lat.size),
-        avg_batch=float(np.mean(log.batches)) if log.batches else None,
+        avg_batch=float(np.mean(batches)) if batches else None,
     )
-
-
-def _counted(log: _Log, since: float) -> int:
-    with log.lock:
-        return sum(1 for t in log.done_s if t >= since)
