@@ -115,7 +115,16 @@ def bench_run(
     artifacts = artifacts_of_run(info, require_manifest=False)
     the_plan = plan(info, names, cfg.device, artifacts=artifacts)
     pairs, skipped = the_plan.pairs, [s.to_dict() for s in the_plan.skipped]
-    _require_resources(info, cfg, pairs)
+    # Exit 3 before loading anything when memory cannot hold every planned runtime.
+    need = bench_need(
+        size=info.preprocessing.image_size,
+        batches=tuple(cfg.batch_sizes),
+        runtimes=len(pairs),
+        arenas=sum(cls.name.startswith("ort") for cls, _ in pairs),
+        num_classes=info.num_classes,
+        folder=Path(cfg.out_dir) if cfg.out_dir else info.run_dir,
+    )
+    require(need)
     inputs = make_inputs(cfg.batch_sizes, image_size=info.preprocessing.image_size, seed=cfg.seed)
     # torch's TF32 flags are process-global: set for this run only, restored after.
     with tf32_mode(cfg.tf32) if cuda else contextlib.nullcontext() as flags:
@@ -155,19 +164,6 @@ def bench_run(
 
         write_model_card(info)  # the card quotes bench.json: refresh it with each run's bench
     return report
-
-
-def _require_resources(info: Any, cfg: BenchConfig, pairs: list[tuple[type, Any]]) -> None:
-    """Exit 3 before loading anything when memory cannot hold every planned runtime."""
-    need = bench_need(
-        size=info.preprocessing.image_size,
-        batches=tuple(cfg.batch_sizes),
-        runtimes=len(pairs),
-        arenas=sum(cls.name.startswith("ort") for cls, _ in pairs),
-        num_classes=info.num_classes,
-        folder=Path(cfg.out_dir) if cfg.out_dir else info.run_dir,
-    )
-    require(need)
 
 
 def _setup(

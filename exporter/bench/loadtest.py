@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from exporter.bench.loadtest_result import (
+from exporter.bench.loadtest_report import (
     FAILED,
     STABILITY_RULE,
     THROUGHPUT_BASIS,
@@ -30,8 +30,9 @@ from exporter.bench.loadtest_result import (
     LevelResult,
     LoadtestReport,
     server_split,
+    write_loadtest_reports,
 )
-from exporter.bench.measure import Completions
+from exporter.bench.measure import Completions, rotated
 from exporter.bench.result import latency_stats
 from exporter.core.config import LoadtestConfig
 from exporter.core.errors import UsageError
@@ -60,7 +61,6 @@ def run_loadtest(
     """
     from datetime import datetime, timezone
 
-    from exporter.bench.loadtest_report import write_loadtest_reports
     from exporter.core.envinfo import environment
     from exporter.core.runfolder import open_run
 
@@ -134,7 +134,7 @@ def measure_level(
     threads = [
         threading.Thread(
             target=_client_loop,
-            args=(cfg, served, inputs[i % len(inputs) :] + inputs[: i % len(inputs)], record, stop),
+            args=(cfg, served, rotated(inputs, i), record, stop),
             name=f"tlx-load-{i}",
             daemon=True,
         )

@@ -26,20 +26,16 @@ if TYPE_CHECKING:
 MAX_ERROR_SAMPLES = 5
 
 
-def _proc_status_mb(key: str) -> float | None:
+def current_rss_mb() -> float | None:
+    """This process's resident set size now (Linux /proc; None elsewhere)."""
     try:
         with open("/proc/self/status", encoding="ascii") as fh:
             for line in fh:
-                if line.startswith(key + ":"):
+                if line.startswith("VmRSS:"):
                     return int(line.split()[1]) / 1024.0  # the file says kB
     except (OSError, ValueError, IndexError):
         pass
     return None
-
-
-def current_rss_mb() -> float | None:
-    """This process's resident set size now (Linux /proc; None elsewhere)."""
-    return _proc_status_mb("VmRSS")
 
 
 def peak_rss_mb() -> float | None:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from exporter.bench.op_profile_report import plot_profile, profile_lines
+from exporter.bench.op_profile import plot_profile, profile_lines
 from exporter.bench.recommend import recommend, recommendation_lines
 from exporter.bench.result import BENCH_SCHEMA_VERSION, OK, BenchReport
 from exporter.core.errors import InputFileError
@@ -214,6 +214,15 @@ def markdown_summary(report: BenchReport) -> str:
     return "\n".join(lines) + "\n"
 
 
+def plot_latency(
+    ax: Any, xs: list[int], rows: list[dict[str, Any]], label: str, bar_label: str | None = None
+) -> None:
+    """p50 latency over ``xs`` with a p90–p99 bar at each point (bench.png, loadtest.png)."""
+    p50, p90, p99 = ([r[f"latency_ms_p{p}"] for r in rows] for p in (50, 90, 99))
+    (line,) = ax.plot(xs, p50, marker="o", label=label)
+    ax.vlines(xs, p90, p99, colors=line.get_color(), linewidth=3, alpha=0.5, label=bar_label)
+
+
 def plot_bench(report: BenchReport, dest: Path) -> None:
     """``bench.png``: p50 latency with p90–p99 whiskers, and throughput, vs batch size."""
     from exporter.core.report import new_figure, save_png
@@ -232,15 +241,7 @@ def plot_bench(report: BenchReport, dest: Path) -> None:
     for label, rows in series.items():
         rows.sort(key=lambda r: r["batch_size"])
         xs = [r["batch_size"] for r in rows]
-        (line,) = ax_lat.plot(xs, [r["latency_ms_p50"] for r in rows], marker="o", label=label)
-        ax_lat.vlines(
-            xs,
-            [r["latency_ms_p90"] for r in rows],
-            [r["latency_ms_p99"] for r in rows],
-            colors=line.get_color(),
-            linewidth=3,
-            alpha=0.5,
-        )
+        plot_latency(ax_lat, xs, rows, label=label)
         ax_thr.plot(xs, [r["throughput_img_s"] for r in rows], marker="o", label=label)
     title = (
         f"{report.config.device} {report.config.precision}, "

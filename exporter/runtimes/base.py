@@ -33,17 +33,11 @@ class Artifact:
     """What a runtime runs: one model file of a run (or the trained weights for eager).
 
     Attributes:
-        run_dir: the run folder.
         name: the manifest key (``model.onnx``, ``model.fold.int8.onnx``) or
             ``model.safetensors`` for runtimes that rebuild the eager model.
-        format: ``safetensors``, ``onnx``, ``torchscript`` or ``pt2``.
-        precision: the artifact's own precision (``fp32``, ``fp16``, ``int8``).
-        num_classes: outputs of the model.
-        image_size: the input's H and W.
+        precision: the artifact's own precision (a runtime may be asked for another).
         fixed_hw: True when the artifact only accepts ``image_size`` (e.g. the pooling fold).
-        sha256: expected hash of the main file (checked before any load).
         files: every (relative path, sha256, bytes) of the artifact, checked before load.
-        metadata: the manifest's entry and shared metadata, for ``describe``.
         run: the opened run it came from (its hashes and ``train.json`` are reused by
             :meth:`verified_path` and the eager runtime); None for a hand-made artifact.
     """

@@ -8,7 +8,7 @@ from exporter.core.manifest import FileRecord
 from exporter.core.runfolder import open_run
 from exporter.model.vgg import load_reference_model
 from exporter.runtimes.base import register
-from exporter.runtimes.torch_common import TORCH_DTYPES, TorchRuntime, autocast_context
+from exporter.runtimes.torch_common import TORCH_DTYPES, TorchRuntime
 
 
 @register
@@ -30,7 +30,12 @@ class EagerRuntime(TorchRuntime):
         return model.to(memory_format=torch.channels_last) if self.channels_last else model
 
     def run(self, prepared: Any) -> Any:
-        with autocast_context(self.device, self.precision):
+        import torch
+
+        if self.precision not in TORCH_DTYPES:
+            return super().run(prepared)
+        kind = "cuda" if self.device.startswith("cuda") else "cpu"
+        with torch.autocast(device_type=kind, dtype=getattr(torch, TORCH_DTYPES[self.precision])):
             return super().run(prepared)
 
     def effective_precision(self) -> str:

@@ -62,11 +62,16 @@ class _OrtRuntime(Runtime):
         except Exception as exc:
             self._session_failed(path, exc)
         self.providers_in_use = list(self.session.get_providers())
-        self._check_providers()
-        self.input_name = self.session.get_inputs()[0].name
-        self.output_name = self.session.get_outputs()[0].name
-        self.input_type = self.session.get_inputs()[0].type
-        self.output_type = self.session.get_outputs()[0].type
+        wanted = self.providers[0]
+        if not self.providers_in_use or self.providers_in_use[0] != wanted:
+            raise RuntimeUnavailable(
+                f"{self.name}: {wanted} was requested but ONNX Runtime runs on "
+                f"{self.providers_in_use} (the provider failed to load and ORT fell back); "
+                f"{self.fix_hint}"
+            )
+        inp, out = self.session.get_inputs()[0], self.session.get_outputs()[0]
+        self.input_name, self.input_type = inp.name, inp.type
+        self.output_name, self.output_type = out.name, out.type
         self._after_session()
 
     def _after_session(self) -> None:
@@ -80,16 +85,6 @@ class _OrtRuntime(Runtime):
             f"ONNX Runtime cannot load {path}: {error_line(exc)} "
             "(re-export it with `tlx export RUN --format onnx --force`)"
         ) from exc
-
-    def _check_providers(self) -> None:
-        """Raise unless the first provider in use is the one this runtime promises."""
-        wanted = self.providers[0]
-        if not self.providers_in_use or self.providers_in_use[0] != wanted:
-            raise RuntimeUnavailable(
-                f"{self.name}: {wanted} was requested but ONNX Runtime runs on "
-                f"{self.providers_in_use} (the provider failed to load and ORT fell back); "
-                f"{self.fix_hint}"
-            )
 
     def _input_array(self, x: np.ndarray) -> np.ndarray:
         # fp16 models exported without keep_io_types take float16 inputs.
@@ -160,7 +155,6 @@ class OrtCudaRuntime(_OrtRuntime):
         "(onnxruntime.preload_dlls() uses the torch wheels' copies); or use --device cpu "
         "--runtimes ort-cpu"
     )
-    requested = "CUDA"  # the words of the fallback message
 
     @classmethod
     def unavailable_reason(cls, device: str) -> str | None:
@@ -193,13 +187,6 @@ class OrtCudaRuntime(_OrtRuntime):
             f"CUDA requested but ONNX Runtime could not create a {self.providers[0]} session "
             f"for {path}: {error_line(exc)}; {self.fix_hint}"
         ) from exc
-
-    def _check_providers(self) -> None:
-        if not self.providers_in_use or self.providers_in_use[0] != self.providers[0]:
-            raise RuntimeUnavailable(
-                f"{self.requested} requested but ONNX Runtime fell back to "
-                f"{self.providers_in_use} ({self.providers[0]} failed to load); {self.fix_hint}"
-            )
 
     def _cuda_options(self) -> dict[str, int]:
         return {"device_id": self._device_id(), "use_tf32": int(self._tf32())}
@@ -266,7 +253,6 @@ class OrtTensorRTRuntime(OrtCudaRuntime):
         "the TensorRT provider needs TensorRT 10 libraries (libnvinfer) on the library "
         "path besides CUDA; or use --runtimes ort-cuda"
     )
-    requested = "TensorRT"
 
     def _batch_range(self) -> tuple[int, int, int]:
         sizes = sorted({int(b) for b in self.options.get("batch_sizes") or (1,)})

@@ -13,20 +13,6 @@ from exporter.runtimes.base import Runtime, error_line
 TORCH_DTYPES = {"fp16": "float16", "bf16": "bfloat16"}
 
 
-def autocast_context(device: str, precision: str) -> Any:
-    """An autocast context for fp16/bf16, or a null context for fp32."""
-    import contextlib
-
-    import torch
-
-    if precision in TORCH_DTYPES:
-        return torch.autocast(
-            device_type="cuda" if device.startswith("cuda") else "cpu",
-            dtype=getattr(torch, TORCH_DTYPES[precision]),
-        )
-    return contextlib.nullcontext()
-
-
 class TorchRuntime(Runtime):
     """A torch module on the CPU or CUDA: device check, threads, tensors in and out, sync.
 
@@ -105,6 +91,6 @@ class SerializedModuleRuntime(TorchRuntime):
         import torch
 
         # A half-precision file takes its own dtype (fp32 stays as is).
-        dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.artifact.precision)
+        dtype = TORCH_DTYPES.get(self.artifact.precision)
         t = super().prepare(x)
-        return t if dtype is None else t.to(dtype)
+        return t if dtype is None else t.to(getattr(torch, dtype))
