@@ -7,7 +7,6 @@ instruments of ``measure.py``). A runtime that cannot load here is returned as a
 
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +16,7 @@ import numpy as np
 from exporter.bench.measure import (
     DeviceMemory,
     Timer,
+    close_quietly,
     current_rss_mb,
     error_text,
     is_oom,
@@ -82,7 +82,7 @@ def measure(
     finally:
         for item in live:
             item.prepared.clear()
-            _close(item.runtime)
+            close_quietly(item.runtime)
     return results
 
 
@@ -121,14 +121,14 @@ def _load_one(
         built = (result.describe.get(k) for k in ("compile_s", "engine_build_s"))
         result.compile_s = next((float(s) for s in built if s is not None), None)
     except RuntimeUnavailable as exc:
-        _close(runtime)
+        close_quietly(runtime)
         memory.free_cached()
         return {"runtime": cls.name, "artifact": artifact.name, "reason": str(exc)}
     except (InputFileError, KeyboardInterrupt):
-        _close(runtime)  # a tampered artifact is the user's problem, never a footnote
+        close_quietly(runtime)  # a tampered artifact is the user's problem, never a footnote
         raise
     except Exception as exc:  # one failing runtime must not stop the others
-        _close(runtime)
+        close_quietly(runtime)
         oom = is_oom(exc)
         result.status = OOM if oom else ERROR
         result.error = (
@@ -141,12 +141,6 @@ def _load_one(
     result.device_load_mem_mb = memory.growth_mb(mem0)
     result.cells = [CellResult(b) for b in sorted(inputs)]
     return _Live(result, runtime)
-
-
-def _close(runtime: Any) -> None:
-    if runtime is not None:
-        with contextlib.suppress(Exception):  # the original error matters more
-            runtime.close()
 
 
 def _fail_cell(item: _Live, cell: CellResult, exc: BaseException, memory: DeviceMemory) -> None:

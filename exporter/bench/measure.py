@@ -55,6 +55,13 @@ def is_oom(exc: BaseException) -> bool:
     return "out of memory" in text or "failed to allocate memory" in text
 
 
+def close_quietly(runtime: Any) -> None:
+    """Close a runtime (if any) after a failure: the original error matters more."""
+    if runtime is not None:
+        with contextlib.suppress(Exception):
+            runtime.close()
+
+
 def error_text(exc: BaseException) -> str:
     """``Type: first line`` of an exception, at most 300 characters of message."""
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""

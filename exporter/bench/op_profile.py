@@ -13,13 +13,13 @@ bench.md (``## Where the time goes``), its terminal lines and ``bench-profile.pn
 
 from __future__ import annotations
 
-import contextlib
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from exporter.bench.measure import close_quietly
 from exporter.core.errors import InputFileError, RuntimeUnavailable
 from exporter.runtimes.profiling import NodeTime, RawProfile
 
@@ -187,9 +187,7 @@ def profile_pairs(
         except Exception as exc:  # one runtime's profiler failing must not stop the others
             entry.update(status="error", reason=f"{exc.__class__.__name__}: {exc}")
         finally:
-            if runtime is not None:
-                with contextlib.suppress(Exception):
-                    runtime.close()
+            close_quietly(runtime)
         out.append(entry)
     return out
 

@@ -85,13 +85,11 @@ class OpenVinoRuntime(Runtime):
         self._latency_request(1)  # a model the plugin cannot compile fails here, not later
 
     def _config(self, hint: str) -> dict[str, Any]:
-        config: dict[str, Any] = {
+        return {
             "PERFORMANCE_HINT": hint,
             "INFERENCE_PRECISION_HINT": "f32",
+            "INFERENCE_NUM_THREADS": int(self.threads),
         }
-        if self.threads:
-            config["INFERENCE_NUM_THREADS"] = int(self.threads)
-        return config
 
     def _compile(self, hint: str, batch: int | None) -> Any:
         model = self._model
