@@ -33,12 +33,13 @@ from __future__ import annotations
 import contextlib
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from exporter.bench.harness import measure
-from exporter.bench.measure import Timer, is_oom, peak_rss_mb
+from exporter.bench.measure import Timer, peak_rss_mb
+from exporter.bench.op_profile import profile_pairs
 from exporter.bench.report import (
     REGRESSION_RULE,
     compare_reports,
@@ -53,13 +54,13 @@ from exporter.core.errors import EnvironmentUnavailable
 from exporter.core.machine import default_threads
 from exporter.core.report import Progress
 from exporter.core.resources import require
+from exporter.core.runfolder import Run, open_run
 from exporter.core.runlock import locks_run
 from exporter.model.footprint import bench_need
+from exporter.runtimes.cuda_math import tf32_mode
+from exporter.runtimes.selection import artifacts_of_run, plan
 
-if TYPE_CHECKING:
-    from exporter.core.runfolder import Run
-
-__all__ = ["bench_run", "is_oom", "make_inputs"]
+__all__ = ["bench_run", "make_inputs"]
 
 
 def make_inputs(
@@ -94,10 +95,6 @@ def bench_run(
     """
     import torch
 
-    from exporter.core.runfolder import open_run
-    from exporter.runtimes.cuda_math import tf32_mode
-    from exporter.runtimes.selection import artifacts_of_run, plan
-
     info = open_run(run_dir)
     run_dir = info.run_dir
     baseline = load_baseline(Path(cfg.compare)) if cfg.compare else None  # fail before timing
@@ -115,16 +112,7 @@ def bench_run(
     artifacts = artifacts_of_run(info, require_manifest=False)
     the_plan = plan(info, names, cfg.device, artifacts=artifacts)
     pairs, skipped = the_plan.pairs, [s.to_dict() for s in the_plan.skipped]
-    # Exit 3 before loading anything when memory cannot hold every planned runtime.
-    need = bench_need(
-        size=info.preprocessing.image_size,
-        batches=tuple(cfg.batch_sizes),
-        runtimes=len(pairs),
-        arenas=sum(cls.name.startswith("ort") for cls, _ in pairs),
-        num_classes=info.num_classes,
-        folder=Path(cfg.out_dir) if cfg.out_dir else info.run_dir,
-    )
-    require(need)
+    _require_resources(info, cfg, pairs)
     inputs = make_inputs(cfg.batch_sizes, image_size=info.preprocessing.image_size, seed=cfg.seed)
     # torch's TF32 flags are process-global: set for this run only, restored after.
     with tf32_mode(cfg.tf32) if cuda else contextlib.nullcontext() as flags:
@@ -133,8 +121,6 @@ def bench_run(
         )
     profile = None
     if cfg.profile:  # after timing: a profiling session never shares the timed rounds
-        from exporter.bench.op_profile import profile_pairs
-
         report_progress = progress or (lambda *_: None)
         report_progress("profiling operators", 0, 1)
         x = inputs[min(inputs)]
@@ -164,6 +150,19 @@ def bench_run(
 
         write_model_card(info)  # the card quotes bench.json: refresh it with each run's bench
     return report
+
+
+def _require_resources(info: Run, cfg: BenchConfig, pairs: list[tuple[type, Any]]) -> None:
+    """Exit 3 before loading anything when memory cannot hold every planned runtime."""
+    need = bench_need(
+        size=info.preprocessing.image_size,
+        batches=tuple(cfg.batch_sizes),
+        runtimes=len(pairs),
+        arenas=sum(cls.name.startswith("ort") for cls, _ in pairs),
+        num_classes=info.num_classes,
+        folder=Path(cfg.out_dir) if cfg.out_dir else info.run_dir,
+    )
+    require(need)
 
 
 def _setup(

@@ -1,8 +1,7 @@
 """The measuring loop of ``tlx bench``: load, cold start, warm-up, interleaved timed rounds.
 
-``bench.py`` plans and reports; this module is where each number is taken (with the
-instruments of ``measure.py``). A runtime that cannot load here is returned as a
-``skipped`` entry and the others go on; an error or OOM is recorded on the runtime or cell.
+``bench.py`` plans and reports (its docstring says how a number is made); this module is
+where each number is taken, with the instruments of ``measure.py``.
 """
 
 from __future__ import annotations
@@ -223,5 +222,3 @@ def _timed_rounds(live: list[_Live], cfg: BenchConfig, *, timer: Timer, progress
         round_no += 1
         finished = sum(1.0 if c.status != OK else done_fraction(c) for c in all_cells)
         progress(f"timing (round {round_no})", finished, n_cells)
-    for item in live:
-        item.prepared.clear()

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -35,18 +36,18 @@ from exporter.bench.loadtest_report import (
 from exporter.bench.measure import Completions, rotated
 from exporter.bench.result import latency_stats
 from exporter.core.config import LoadtestConfig
+from exporter.core.envinfo import environment
 from exporter.core.errors import UsageError
 from exporter.core.report import Progress
+from exporter.core.runfolder import Run, open_run
 from exporter.serve.client import (
     ServedModel,
+    ServerError,
     TritonHttpClient,
     check_served_model,
     is_loopback,
     parse_url,
 )
-
-if TYPE_CHECKING:
-    from exporter.core.runfolder import Run
 
 
 def run_loadtest(
@@ -59,11 +60,6 @@ def run_loadtest(
             (other input size or another file), or a bad run folder.
         EnvironmentUnavailable: nothing answers at the URL (exit 3).
     """
-    from datetime import datetime, timezone
-
-    from exporter.core.envinfo import environment
-    from exporter.core.runfolder import open_run
-
     info = open_run(run_dir)
     host, _ = parse_url(cfg.server)
     if not cfg.allow_remote and not is_loopback(host):
@@ -195,8 +191,6 @@ def _client_loop(
     record: Completions,
     stop: threading.Event,
 ) -> None:
-    from exporter.serve.client import ServerError
-
     with TritonHttpClient(cfg.server, timeout_s=60.0) as client:
         i = 0
         while not stop.is_set() and record.count() < cfg.max_requests:

@@ -24,6 +24,17 @@ REGRESSION_RULE = (
     "max_regression_pct percent AND by more than the noise band, max(p90 - p50) of this run "
     "and of the baseline; cells missing from either report are listed, not gated"
 )
+# One compared cell, in bench.json's ``comparison`` and in bench.md.
+COMPARE_COLUMNS = (
+    "runtime",
+    "artifact",
+    "batch_size",
+    "baseline_latency_ms_p50",
+    "latency_ms_p50",
+    "change_pct",
+    "noise_ms",
+    "regressed",
+)
 
 
 def load_baseline(path: Path) -> dict[str, Any]:
@@ -93,18 +104,8 @@ def compare_reports(
         )
         change = (float(p50) / b50 - 1.0) * 100.0
         regressed = change > max_regression_pct and (float(p50) - b50) > noise
-        cells.append(
-            {
-                "runtime": key[0],
-                "artifact": key[1],
-                "batch_size": key[2],
-                "baseline_latency_ms_p50": b50,
-                "latency_ms_p50": float(p50),
-                "change_pct": change,
-                "noise_ms": noise,
-                "regressed": regressed,
-            }
-        )
+        values = (*key, b50, float(p50), change, noise, regressed)
+        cells.append(dict(zip(COMPARE_COLUMNS, values, strict=True)))
     for key in sorted(set(base_rows) - seen, key=str):
         notes.append(f"{key[0]} ({key[1]}) b{key[2]}: in the baseline, not measured now")
     return {
@@ -196,19 +197,7 @@ def markdown_summary(report: BenchReport) -> str:
             "",
             f"Rule: {comp['rule']} (max_regression_pct = {comp['max_regression_pct']:g}).",
             "",
-            markdown_table(
-                comp["cells"],
-                [
-                    "runtime",
-                    "artifact",
-                    "batch_size",
-                    "baseline_latency_ms_p50",
-                    "latency_ms_p50",
-                    "change_pct",
-                    "noise_ms",
-                    "regressed",
-                ],
-            ),
+            markdown_table(comp["cells"], COMPARE_COLUMNS),
         ]
         lines += [f"- {n}" for n in comp["notes"]]
     return "\n".join(lines) + "\n"

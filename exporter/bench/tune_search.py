@@ -1,7 +1,7 @@
 """The search of ``tlx tune``: which serving settings to try, in what order, and the winner.
 
 Free of timers and models: the measuring function is passed in (the in-process load test in
-``tune_load.py``, or a fake in the tests), and so is the clock that keeps the search in its
+``tune.py``, or a fake in the tests), and so is the clock that keeps the search in its
 budget. The space, within ``cpus`` cores in total (instances × threads per instance ≤ cpus):
 
 1. **baseline**: ``tlx serve``'s defaults on those cores (its instance plan, max batch 64,

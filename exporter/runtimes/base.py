@@ -140,17 +140,17 @@ class Runtime(ABC):
     def load(self) -> None:
         """Heavy work: imports, hash checks, sessions, compilation."""
 
-    @abstractmethod
     def prepare(self, x: np.ndarray) -> Any:
         """Turn a float32 NCHW host array into this runtime's input (on its device)."""
+        return np.ascontiguousarray(x, dtype=np.float32)  # host arrays in: the default
 
     @abstractmethod
     def run(self, prepared: Any) -> Any:
         """Run on a prepared input; the output stays wherever the runtime keeps it."""
 
-    @abstractmethod
     def to_numpy(self, output: Any) -> np.ndarray:
         """Copy an output of :meth:`run` to a float32 host array."""
+        return np.asarray(output, dtype=np.float32)  # host arrays out: the default
 
     def infer(self, x: np.ndarray) -> np.ndarray:
         """Host in, host out: logits as float32 ``(batch, num_classes)``."""

@@ -119,24 +119,20 @@ class OpenVinoRuntime(Runtime):
             request = self._latency[key] = self._compile(LATENCY, key).create_infer_request()
         return request
 
-    def _throughput_queue(self) -> tuple[Any, int]:
+    def _throughput_queue(self) -> Any:
         if self._throughput is None:
             import openvino as ov
 
             compiled = self._compile(THROUGHPUT, None)
             streams = int(compiled.get_property("NUM_STREAMS"))
             self._throughput = (compiled, ov.AsyncInferQueue(compiled, max(streams, 1)))
-        queue = self._throughput[1]
-        return queue, len(queue)
-
-    def prepare(self, x: np.ndarray) -> Any:
-        return np.ascontiguousarray(x, dtype=np.float32)
+        return self._throughput[1]
 
     def run(self, prepared: Any) -> Any:
         batch = int(prepared.shape[0])
         if batch >= THROUGHPUT_MIN_BATCH:
-            queue, jobs = self._throughput_queue()
-            if jobs > 1:
+            queue = self._throughput_queue()
+            if len(queue) > 1:
                 return self._run_streams(queue, prepared)
         request = self._latency_request(batch)
         request.infer({0: prepared})
@@ -156,9 +152,6 @@ class OpenVinoRuntime(Runtime):
             queue.start_async({0: np.ascontiguousarray(part)}, userdata=i)
         queue.wait_all()
         return np.concatenate(outs)
-
-    def to_numpy(self, output: Any) -> np.ndarray:
-        return np.asarray(output, dtype=np.float32)
 
     def profile(self, x: np.ndarray, *, runs: int) -> RawProfile:
         """OpenVINO's performance counters (``PERF_COUNT``) on a copy compiled for ``x``'s

@@ -135,9 +135,6 @@ class OrtCpuRuntime(_OrtRuntime):
     def run(self, prepared: Any) -> Any:
         return self.session.run([self.output_name], {self.input_name: prepared})[0]
 
-    def to_numpy(self, output: Any) -> np.ndarray:
-        return np.asarray(output, dtype=np.float32)
-
 
 @register
 class OrtCudaRuntime(_OrtRuntime):
@@ -254,18 +251,10 @@ class OrtTensorRTRuntime(OrtCudaRuntime):
         "path besides CUDA; or use --runtimes ort-cuda"
     )
 
-    def _batch_range(self) -> tuple[int, int, int]:
+    def _batch_range(self) -> tuple[int, int]:
+        """The smallest and the largest batch size that will run (the largest is also opt)."""
         sizes = sorted({int(b) for b in self.options.get("batch_sizes") or (1,)})
-        return sizes[0], sizes[-1], sizes[-1]
-
-    def _profile_shapes(self, input_name: str) -> dict[str, str]:
-        lo, opt, hi = self._batch_range()
-        hw = f"{self.artifact.image_size}x{self.artifact.image_size}"
-        return {
-            "trt_profile_min_shapes": f"{input_name}:{lo}x3x{hw}",
-            "trt_profile_opt_shapes": f"{input_name}:{opt}x3x{hw}",
-            "trt_profile_max_shapes": f"{input_name}:{hi}x3x{hw}",
-        }
+        return sizes[0], sizes[-1]
 
     def cache_dir(self) -> Path:
         """Engine cache folder, one per precision and TF32 setting (their engines differ)."""
@@ -281,13 +270,17 @@ class OrtTensorRTRuntime(OrtCudaRuntime):
         )
         cache = self.cache_dir()
         cache.mkdir(parents=True, exist_ok=True)
+        lo, hi = self._batch_range()
+        chw = f"3x{self.artifact.image_size}x{self.artifact.image_size}"
         trt: dict[str, Any] = {
             "device_id": self._device_id(),
             "trt_fp16_enable": self.artifact.precision == "fp16",
             "trt_int8_enable": self.artifact.precision == "int8",
             "trt_engine_cache_enable": True,
             "trt_engine_cache_path": str(cache),
-            **self._profile_shapes(input_name),
+            "trt_profile_min_shapes": f"{input_name}:{lo}x{chw}",
+            "trt_profile_opt_shapes": f"{input_name}:{hi}x{chw}",
+            "trt_profile_max_shapes": f"{input_name}:{hi}x{chw}",
         }
         return [
             (self.providers[0], trt),
@@ -306,18 +299,17 @@ class OrtTensorRTRuntime(OrtCudaRuntime):
         # first run; time it here so bench reports it apart from steady state.
         import time
 
-        _lo, opt, _hi = self._batch_range()
         size = self.artifact.image_size
-        x = np.zeros((opt, 3, size, size), dtype=np.float32)
+        x = np.zeros((self._batch_range()[1], 3, size, size), dtype=np.float32)
         start = time.perf_counter()
         self.session.run([self.output_name], {self.input_name: self._input_array(x)})
         self.engine_build_s = time.perf_counter() - start
 
     def describe(self) -> dict[str, Any]:
         d = super().describe()
-        lo, opt, hi = self._batch_range()
+        lo, hi = self._batch_range()
         d.update(
-            profile_batch={"min": lo, "opt": opt, "max": hi},
+            profile_batch={"min": lo, "opt": hi, "max": hi},
             engine_cache=str(self.cache_dir()),
             engine_build_s=getattr(self, "engine_build_s", None),
         )

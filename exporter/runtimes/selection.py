@@ -96,11 +96,9 @@ def artifacts_of_run(run_dir: Run | str | Path, *, require_manifest: bool = True
     if not require_manifest and not info.has_manifest:
         return [reference_artifact(info, None)]
     manifest = info.manifest
-    arts = [reference_artifact(info, manifest)]
-    arts.extend(
+    return [reference_artifact(info, manifest)] + [
         artifact_from_entry(info, entry, manifest.metadata) for entry in manifest.artifacts.values()
-    )
-    return arts
+    ]
 
 
 def parse_runtimes(spec: str | list[str] | tuple[str, ...]) -> list[str] | str:
