@@ -17,7 +17,6 @@ from exporter.bench.measure import (
     Timer,
     close_quietly,
     current_rss_mb,
-    error_text,
     is_oom,
     rotated,
     runtime_peak_mb,
@@ -34,6 +33,7 @@ from exporter.bench.result import (
 from exporter.core.config import BenchConfig
 from exporter.core.errors import InputFileError, RuntimeUnavailable
 from exporter.core.report import Progress
+from exporter.runtimes.base import error_line
 
 
 @dataclass
@@ -131,7 +131,7 @@ def _load_one(
         oom = is_oom(exc)
         result.status = OOM if oom else ERROR
         result.error = (
-            f"OOM at batch {min(inputs)} (during load/first inference)" if oom else error_text(exc)
+            f"OOM at batch {min(inputs)} (during load/first inference)" if oom else error_line(exc)
         )
         memory.free_cached()
         return _Live(result, None)
@@ -153,7 +153,7 @@ def _fail_cell(item: _Live, cell: CellResult, exc: BaseException, memory: Device
                 item.prepared.pop(other.batch_size, None)
                 other.samples_ms.clear()
     else:
-        cell.status, cell.error = ERROR, error_text(exc)
+        cell.status, cell.error = ERROR, error_line(exc)
     cell.samples_ms.clear()
     memory.free_cached()
 

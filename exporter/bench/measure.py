@@ -1,4 +1,4 @@
-"""The bench's instruments: the timer and its rounds, host and device memory, errors.
+"""The bench's instruments: the timer and its rounds, memory, OOM, closed-loop client records.
 
 Kept apart from the harness (``harness.py``) so that how one number is taken can be read in
 one place, and so the memory arithmetic can be tested without a GPU. :func:`time_runtimes`
@@ -60,12 +60,6 @@ def close_quietly(runtime: Any) -> None:
     if runtime is not None:
         with contextlib.suppress(Exception):
             runtime.close()
-
-
-def error_text(exc: BaseException) -> str:
-    """``Type: first line`` of an exception, at most 300 characters of message."""
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {first[:300]}" if first else type(exc).__name__
 
 
 class Timer:
