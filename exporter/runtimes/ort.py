@@ -39,6 +39,7 @@ class _OrtRuntime(Runtime):
     formats = ("onnx",)
     providers: ClassVar[tuple[str, ...]] = ("CPUExecutionProvider",)
     fix_hint: ClassVar[str] = "reinstall onnxruntime"
+    requested: ClassVar[str] = "CPU"  # what the user asked for, in the fallback message
 
     def _provider_list(self) -> list[Any]:
         return list(self.providers)
@@ -65,9 +66,8 @@ class _OrtRuntime(Runtime):
         wanted = self.providers[0]
         if not self.providers_in_use or self.providers_in_use[0] != wanted:
             raise RuntimeUnavailable(
-                f"{self.name}: {wanted} was requested but ONNX Runtime runs on "
-                f"{self.providers_in_use} (the provider failed to load and ORT fell back); "
-                f"{self.fix_hint}"
+                f"{self.requested} requested but ONNX Runtime fell back to "
+                f"{self.providers_in_use} ({wanted} failed to load); {self.fix_hint}"
             )
         inp, out = self.session.get_inputs()[0], self.session.get_outputs()[0]
         self.input_name, self.input_type = inp.name, inp.type
@@ -152,6 +152,7 @@ class OrtCudaRuntime(_OrtRuntime):
         "(onnxruntime.preload_dlls() uses the torch wheels' copies); or use --device cpu "
         "--runtimes ort-cpu"
     )
+    requested = "CUDA"
 
     @classmethod
     def unavailable_reason(cls, device: str) -> str | None:
@@ -250,6 +251,7 @@ class OrtTensorRTRuntime(OrtCudaRuntime):
         "the TensorRT provider needs TensorRT 10 libraries (libnvinfer) on the library "
         "path besides CUDA; or use --runtimes ort-cuda"
     )
+    requested = "TensorRT"
 
     def _batch_range(self) -> tuple[int, int]:
         """The smallest and the largest batch size that will run (the largest is also opt)."""
