@@ -78,7 +78,7 @@ def bench_command(
         return
     with cli_errors(), run_lock_policy(no_wait):
         from exporter.bench.bench import bench_run
-        from exporter.bench.op_profile_report import profile_summary
+        from exporter.bench.op_profile import profile_summary
         from exporter.bench.recommend import deploy_lines
 
         cfg = build(BenchConfig, options, runtimes=runtime_names(options["runtimes"]))

@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from exporter.bench.tune import tune_run
-from exporter.bench.tune_load import measure_in_process
+from exporter.bench.tune import measure_in_process, tune_run
 from exporter.bench.tune_search import Measurement, Trial, baseline_trial, core_splits, search
 from exporter.cli import app
 from exporter.core.config import TuneConfig
