@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -62,12 +62,9 @@ class KServeResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            **asdict(self),
             "folder": str(self.folder),
             "files": [str(f) for f in self.files],
-            "name": self.name,
-            "storage_uri": self.storage_uri,
-            "plan": self.plan.to_dict(),
-            "memory": self.memory,
             "seconds": round(self.seconds, 3),
         }
 

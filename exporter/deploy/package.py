@@ -38,7 +38,8 @@ from exporter.deploy.kserve import (
     write_manifests,
 )
 from exporter.deploy.kserve_plan import ServingPlan, serving_plan
-from exporter.deploy.triton import TRITON_DIR, TritonResult, package_triton, require_tritonclient
+from exporter.deploy.triton import TRITON_DIR, TritonResult, package_triton
+from exporter.deploy.triton_config import model_config_pb2, parse_config
 from exporter.model.footprint import export_need
 
 if TYPE_CHECKING:
@@ -82,7 +83,7 @@ def package_run(
     formats = [f for f in cfg.formats if f in (TRITON, KSERVE)]
     if not formats:
         raise UsageError("--format: give triton or kserve to package a run for a server")
-    require_tritonclient()
+    model_config_pb2()  # tritonclient's schema: exit 3 now, not after the hashing
     if KSERVE in formats:
         from exporter.deploy.kserve_schema import require_scale
 
@@ -184,8 +185,6 @@ def _package_kserve(
 def _check_repository(dest: Path, plan: ServingPlan) -> None:
     """The existing repository's ``config.pbtxt`` runs ``plan``'s instances and threads
     (InputFileError if not: ``--force`` rewrites it)."""
-    from exporter.deploy.triton_config import parse_config
-
     path = dest / "config.pbtxt"
     config = parse_config(path.read_text(encoding="utf-8"), where=str(path))
     instances = sum(max(1, g.count) for g in config.instance_group) or 1

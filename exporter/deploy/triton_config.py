@@ -131,22 +131,22 @@ def _tensor_block(t: Tensor, *, labels: bool) -> str:
 def _warmup(spec: ModelSpec, batch: int) -> str:
     inputs = "\n".join(
         f"    inputs {{\n      key: {quote(t.name)}\n      value: {{\n"
-        f"        data_type: {t.data_type}\n        dims: {_dims(_concrete(t.dims))}\n"
+        f"        data_type: {t.data_type}\n        dims: {_dims(concrete(t.dims))}\n"
         "        zero_data: true\n      }\n    }"
         for t in spec.inputs
     )
     return f'  {{\n    name: "zeros_batch_{batch}"\n    batch_size: {batch}\n{inputs}\n  }}'
 
 
-def _concrete(dims: tuple[int, ...]) -> tuple[int, ...]:
-    # Warm-up needs real sizes; a dynamic H/W is warmed at 224 (torchvision's size).
+def concrete(dims: tuple[int, ...]) -> tuple[int, ...]:
+    # Warm-up (and the copy's check) needs real sizes; a dynamic H/W runs at 224 (torchvision's).
     return tuple(224 if d == -1 else d for d in dims)
 
 
 def _trt_shapes(spec: ModelSpec, batch: int) -> str:
     b = (batch,) if spec.batched else ()
     return ",".join(
-        f"{t.name}:" + "x".join(str(d) for d in (*b, *_concrete(t.dims))) for t in spec.inputs
+        f"{t.name}:" + "x".join(str(d) for d in (*b, *concrete(t.dims))) for t in spec.inputs
     )
 
 
