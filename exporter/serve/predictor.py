@@ -65,15 +65,8 @@ def top_classes(logits: np.ndarray, classes: list[str], k: int) -> list[list[tup
 
 
 class Predictor:
-    """A loaded artifact plus its preprocessing and class names. Use as a context manager.
-
-    Attributes:
-        artifact: the artifact being run (hash-checked on load).
-        runtime_name: the registry name of the runtime (``ort-cpu``, ``eager``, ...).
-        classes: class names in output order.
-        image_size: the model's input H and W.
-        preprocessing: the recorded transform.
-    """
+    """A loaded (hash-checked) artifact plus its recorded preprocessing and its class names in
+    output order. Use as a context manager."""
 
     def __init__(
         self,
@@ -154,11 +147,9 @@ class Predictor:
             images: a sequence of paths, PIL images or HxWx3 (or HxW) uint8 RGB arrays; one
                 such image alone counts as a list of one; an NxHxWx3 array is N images.
             top_k: classes per image (capped at the number of classes).
-            batch_size: images per runtime call.
             progress: called ``(description, done, total)`` after each batch.
             on_error: called for each unreadable image, which is then skipped; None = the
                 first one raises.
-            keep_logits: also return each image's raw logits.
 
         Returns:
             One :class:`Prediction` per usable image, in input order.
