@@ -39,7 +39,7 @@ from exporter.deploy.kserve import (
 )
 from exporter.deploy.kserve_plan import ServingPlan, serving_plan
 from exporter.deploy.triton import TRITON_DIR, TritonResult, package_triton
-from exporter.deploy.triton_config import model_config_pb2, parse_config
+from exporter.deploy.triton_config import parse_config, require_tritonclient
 from exporter.model.footprint import export_need
 
 if TYPE_CHECKING:
@@ -83,7 +83,7 @@ def package_run(
     formats = [f for f in cfg.formats if f in (TRITON, KSERVE)]
     if not formats:
         raise UsageError("--format: give triton or kserve to package a run for a server")
-    model_config_pb2()  # tritonclient's schema: exit 3 now, not after the hashing
+    require_tritonclient()
     if KSERVE in formats:
         from exporter.deploy.kserve_schema import require_scale
 

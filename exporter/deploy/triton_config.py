@@ -206,8 +206,9 @@ def render_config(spec: ModelSpec, kind: str) -> str:
     return "\n".join(parts) + "\n"
 
 
-def model_config_pb2() -> Any:
-    """tritonclient's generated schema module (imported lazily: an optional dependency)."""
+def require_tritonclient() -> Any:
+    """tritonclient's generated model-config schema module: the Triton format's environment
+    check (exit 3 before any file is read, not after the hashing); an optional dependency."""
     try:
         from tritonclient.grpc import model_config_pb2 as pb2
     except ImportError as exc:
@@ -225,7 +226,7 @@ def parse_config(text: str, *, where: str) -> Any:
         GateFailed: a field, type or brace error (the file is then not written).
         EnvironmentUnavailable: tritonclient is not installed.
     """
-    pb2 = model_config_pb2()  # first: protobuf comes with tritonclient[grpc]
+    pb2 = require_tritonclient()  # first: protobuf comes with tritonclient[grpc]
     from google.protobuf import text_format
 
     try:
@@ -242,7 +243,7 @@ def check_config(config: Any, spec: ModelSpec, kind: str, *, where: str) -> None
     Raises:
         GateFailed: naming the first field that differs.
     """
-    pb2 = model_config_pb2()
+    pb2 = require_tritonclient()
     dtype = pb2.DataType.Name
     problems = []
     if config.name != spec.name or config.max_batch_size != spec.max_batch_size:
