@@ -26,7 +26,7 @@ from exporter.core.fsio import write_json
 from exporter.core.manifest import MANIFEST_NAME, Manifest, manifest_path
 from exporter.core.report import Progress
 from exporter.core.resources import require
-from exporter.core.runfolder import DEPLOY_JSON as DEPLOY_REPORT
+from exporter.core.runfolder import DEPLOY_JSON, Run, open_run
 from exporter.core.runlock import locks_run
 from exporter.core.safepath import guard
 from exporter.deploy.kserve import (
@@ -43,7 +43,6 @@ from exporter.deploy.triton_config import parse_config, require_tritonclient
 from exporter.model.footprint import export_need
 
 if TYPE_CHECKING:
-    from exporter.core.runfolder import Run
     from exporter.export.common import StepFn
 
 THREADS_KEY = "intra_op_thread_count"  # the onnxruntime backend's parameter
@@ -76,7 +75,6 @@ def package_run(
         GateFailed: a config or manifest fails its schema, or the copy fails its ORT check.
         EnvironmentUnavailable: tritonclient (or, for kserve, the schema packages) missing.
     """
-    from exporter.core.runfolder import open_run
     from exporter.export.metadata import utc_now
 
     t0 = time.perf_counter()
@@ -123,8 +121,8 @@ def package_run(
     if kserve is not None:
         report["config"][KSERVE] = to_dict(cfg.kserve)
         report["results"][KSERVE] = kserve.to_dict()
-    write_json(run / DEPLOY_REPORT, report)
-    return PackageResult(run, triton, kserve, manifest_path(run), run / DEPLOY_REPORT)
+    write_json(run / DEPLOY_JSON, report)
+    return PackageResult(run, triton, kserve, manifest_path(run), run / DEPLOY_JSON)
 
 
 def _exported_manifest(info: Run) -> Manifest:
@@ -147,7 +145,7 @@ def _refuse_existing(run: Path, cfg: ExportConfig) -> None:
     """No file written may be reached through a link; without ``force`` none may exist yet
     (checked before any work, so a refused call writes nothing)."""
     dest = run / TRITON_DIR / cfg.triton.model_name
-    for path in (dest, run / TRITON_DIR / "README.md", run / MANIFEST_NAME, run / DEPLOY_REPORT):
+    for path in (dest, run / TRITON_DIR / "README.md", run / MANIFEST_NAME, run / DEPLOY_JSON):
         guard(path, root=run)
     if cfg.force:
         return

@@ -328,8 +328,11 @@ def load(
     choice = choose(run, device=device, variant=variant, runtime=runtime)
     art, runtime_name = choice.artifact, choice.runtime
     info = art.run if art.run is not None else open_run(run)  # the run the choice opened
+    # Class names and preprocessing as the manifest records them, else as train.json does.
     shared = info.manifest.metadata
-    classes, pre = _recorded(shared, info.class_names, info.preprocessing)
+    names, rec = shared.get("class_names"), shared.get("preprocessing")
+    classes = [str(c) for c in names] if isinstance(names, list) and names else info.class_names
+    pre = Preprocessing.from_dict(rec) if isinstance(rec, dict) else info.preprocessing
     if len(classes) != art.num_classes:
         raise InputFileError(
             f"manifest.json lists {len(classes)} classes but {art.name} has {art.num_classes} "
@@ -344,16 +347,3 @@ def load(
         rt.close()
         raise
     return Predictor(art, rt, classes=classes, preprocessing=pre)
-
-
-def _recorded(
-    shared: dict[str, Any], classes: list[str], pre: Preprocessing
-) -> tuple[list[str], Preprocessing]:
-    """Class names and preprocessing from the manifest's metadata (train.json's otherwise)."""
-    names = shared.get("class_names")
-    if isinstance(names, list) and names:
-        classes = [str(c) for c in names]
-    rec = shared.get("preprocessing")
-    if isinstance(rec, dict):
-        pre = Preprocessing.from_dict(rec)
-    return classes, pre
