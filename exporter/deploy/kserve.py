@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 KSERVE_DIR = "kserve"
 INFERENCE_SERVICE_FILE = "inferenceservice.yaml"
 DEPLOYMENT_FILE = "deployment.yaml"
-HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002
+PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}  # tritonserver's defaults
 # KServe's kserve-tritonserver ClusterServingRuntime serves HTTP on 8080.
 KSERVE_TRITON_HTTP_PORT = 8080
 READY_PATH, LIVE_PATH = "/v2/health/ready", "/v2/health/live"
@@ -58,41 +58,24 @@ class KServeResult:
     storage_uri: str
     plan: ServingPlan
     memory: str
-    seconds: float = 0.0
+    seconds: float
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            **asdict(self),
             "folder": str(self.folder),
             "files": [str(f) for f in self.files],
-            "name": self.name,
-            "storage_uri": self.storage_uri,
-            "plan": self.plan.to_dict(),
-            "memory": self.memory,
             "seconds": round(self.seconds, 3),
         }
 
 
 @dataclass(frozen=True)
 class Manifests:
-    """The validated objects and their YAML, before anything is written."""
+    """The checked objects' YAML by file name, before anything is written."""
 
-    inference_service: dict[str, Any]
-    deployment: dict[str, Any]
-    service: dict[str, Any]
+    texts: dict[str, str]
+    name: str
     memory: str
-
-    def texts(self) -> dict[str, str]:
-        import yaml
-
-        def dump(*docs: dict[str, Any]) -> str:
-            # Through JSON first: a dict used twice would otherwise become a YAML anchor.
-            plain = [json.loads(json.dumps(d)) for d in docs]
-            return yaml.safe_dump_all(plain, sort_keys=False, default_flow_style=False)
-
-        return {
-            INFERENCE_SERVICE_FILE: dump(self.inference_service),
-            DEPLOYMENT_FILE: dump(self.deployment, self.service),
-        }
 
 
 def build_manifests(
@@ -103,11 +86,19 @@ def build_manifests(
     memory = memory_quantity(info, tcfg, plan)
     isvc = inference_service(name, kcfg, plan, memory)
     deployment, service = plain_deployment(name, kcfg, plan, memory)
-    where = f"{KSERVE_DIR}/{INFERENCE_SERVICE_FILE}"
-    check_inference_service(isvc, where=where)
+    check_inference_service(isvc, where=f"{KSERVE_DIR}/{INFERENCE_SERVICE_FILE}")
     check_kubernetes(deployment, "V1Deployment", where=f"{KSERVE_DIR}/{DEPLOYMENT_FILE}")
     check_kubernetes(service, "V1Service", where=f"{KSERVE_DIR}/{DEPLOYMENT_FILE}: Service")
-    return Manifests(isvc, deployment, service, memory)
+    texts = {INFERENCE_SERVICE_FILE: _yaml(isvc), DEPLOYMENT_FILE: _yaml(deployment, service)}
+    return Manifests(texts, name, memory)
+
+
+def _yaml(*docs: dict[str, Any]) -> str:
+    import yaml
+
+    # Through JSON first: a dict used twice would otherwise become a YAML anchor.
+    plain = [json.loads(json.dumps(d)) for d in docs]
+    return yaml.safe_dump_all(plain, sort_keys=False, default_flow_style=False)
 
 
 def write_manifests(
@@ -116,26 +107,25 @@ def write_manifests(
     kcfg: KServeConfig,
     plan: ServingPlan,
     *,
-    say: StepFn | None = None,
-    started: float | None = None,
+    say: StepFn,
+    started: float,
 ) -> KServeResult:
     """Write the checked manifests (each file atomically) into ``RUN/kserve``."""
     folder = info.run_dir / KSERVE_DIR
     folder.mkdir(exist_ok=True)
     files = []
-    for filename, text in manifests.texts().items():
+    for filename, text in manifests.texts.items():
         write_text(folder / filename, text)
         files.append(folder / filename)
-    if say:
-        say(f"kserve: {', '.join(f.name for f in files)} ({plan.source})")
+    say(f"kserve: {', '.join(f.name for f in files)} ({plan.source})")
     return KServeResult(
         folder=folder,
         files=files,
-        name=manifests.inference_service["metadata"]["name"],
+        name=manifests.name,
         storage_uri=str(kcfg.storage_uri),
         plan=plan,
         memory=manifests.memory,
-        seconds=time.perf_counter() - started if started is not None else 0.0,
+        seconds=time.perf_counter() - started,
     )
 
 
@@ -258,15 +248,9 @@ def plain_deployment(
         "command": ["tritonserver"],
         "args": [
             f"--model-repository={repository}",
-            f"--http-port={HTTP_PORT}",
-            f"--grpc-port={GRPC_PORT}",
-            f"--metrics-port={METRICS_PORT}",
+            *(f"--{n}-port={p}" for n, p in PORTS.items()),
         ],
-        "ports": [
-            {"name": "http", "containerPort": HTTP_PORT},
-            {"name": "grpc", "containerPort": GRPC_PORT},
-            {"name": "metrics", "containerPort": METRICS_PORT},
-        ],
+        "ports": [{"name": n, "containerPort": p} for n, p in PORTS.items()],
         "env": _env(plan),
         "resources": _resources(plan, memory),
         "readinessProbe": _probe(READY_PATH, "http"),
@@ -293,10 +277,7 @@ def plain_deployment(
         "metadata": {"name": name, "labels": labels},
         "spec": {
             "selector": {"app.kubernetes.io/name": name},
-            "ports": [
-                {"name": n, "port": p, "targetPort": n}
-                for n, p in (("http", HTTP_PORT), ("grpc", GRPC_PORT), ("metrics", METRICS_PORT))
-            ],
+            "ports": [{"name": n, "port": p, "targetPort": n} for n, p in PORTS.items()],
         },
     }
     return deployment, service

@@ -16,7 +16,7 @@ the limit instead of starting a thread per core of the node (kserve/kserve #1031
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,9 +54,6 @@ class ServingPlan:
     gpus: int
     source: str
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 def serving_plan(run_dir: Path, device: str) -> ServingPlan:
     """The plan for ``device`` from the run's load test, else serve's measured default.
@@ -69,36 +66,28 @@ def serving_plan(run_dir: Path, device: str) -> ServingPlan:
 
     gpus = 1 if device_kind(device) == CUDA else 0
     report = _loadtest(run_dir / LOADTEST_FILE)
-    if report is None:
-        cores = MEASURED_CORES
-        instances, threads = instance_plan(TritonConfig(device=device), cores=cores)
-        threads = threads or max(1, cores // instances)
-        return ServingPlan(
-            cores=cores,
-            instances=instances,
-            threads=threads,
-            target_concurrency=DEFAULT_REQUESTS_PER_INSTANCE * instances,
-            gpus=gpus,
-            source=f"tlx serve's default plan as measured on {cores} cores "
-            "(benchmarks/RESULTS.md); no loadtest.json in the run",
-        )
-    cores, served_instances, target = report
-    instances, threads = instance_plan(
-        TritonConfig(device=device, instances=served_instances), cores=cores
-    )
+    cores, served, target = report or (MEASURED_CORES, None, None)
+    instances, threads = instance_plan(TritonConfig(device=device, instances=served), cores=cores)
     threads = threads or max(1, cores // instances)
+    if report is None:
+        source = (
+            f"tlx serve's default plan as measured on {cores} cores (benchmarks/RESULTS.md); "
+            "no loadtest.json in the run"
+        )
+    else:
+        source = f"{LOADTEST_FILE}: {served} instance(s) on {cores} cores" + (
+            f", throughput within {KNEE_SHARE:.0%} of its best at concurrency {target}"
+            if target
+            else ""
+        )
     return ServingPlan(
+        # Every instance's thread pool fits the CPU limit (the default plan's does already).
         cores=max(cores, instances * threads) if gpus == 0 else cores,
         instances=instances,
         threads=threads,
         target_concurrency=target or DEFAULT_REQUESTS_PER_INSTANCE * instances,
         gpus=gpus,
-        source=f"{LOADTEST_FILE}: {served_instances} instance(s) on {cores} cores"
-        + (
-            f", throughput within {KNEE_SHARE:.0%} of its best at concurrency {target}"
-            if target
-            else ""
-        ),
+        source=source,
     )
 
 

@@ -2,8 +2,9 @@
 
 - The InferenceService: the OpenAPI schema KServe publishes in its CRD
   (``config/crd/full/serving.kserve.io_inferenceservices.yaml``), vendored as the subset tlx
-  needs in ``kserve_crd_v1beta1.json`` (:func:`crd_subset` made it; the file names the
-  upstream version). Validated as ``kubectl apply --validate=strict`` would: an object's
+  needs in ``kserve_crd_v1beta1.json`` (its ``source`` names the upstream version; its
+  ``subset`` says what was cut: the predictor's ``model`` and small fields whole, the others
+  by name and type). Validated as ``kubectl apply --validate=strict`` would: an object's
   unknown key is an error (the API server would drop it silently otherwise). On top, tlx's own
   rule: the model names its format and its storage (the CRD makes both optional).
 - Deployment, Service, and the InferenceService's metadata (the CRD says only "object"): the
@@ -25,9 +26,6 @@ from exporter.core.errors import EnvironmentUnavailable, GateFailed
 SCALE_HINT = 'pip install -e ".[scale]"'
 KSERVE_API_VERSION = "serving.kserve.io/v1beta1"
 CRD_SUBSET = Path(__file__).with_name("kserve_crd_v1beta1.json")
-# Predictor fields kept whole in the subset; the others (PodSpec's affinity, volumes, the
-# other model formats, workerSpec: 250 kB) keep their name and type only.
-SMALL_FIELD_CHARS = 1500
 # tlx's own rule on top of KServe's: the model says what it is and where it is stored.
 TLX_RULES: dict[str, Any] = {
     "type": "object",
@@ -55,27 +53,6 @@ TLX_RULES: dict[str, Any] = {
         },
     },
 }
-
-
-def crd_subset(crd: dict[str, Any], version: str = "v1beta1") -> dict[str, Any]:
-    """The part of KServe's InferenceService CRD that tlx checks against.
-
-    Unchanged where tlx writes (the predictor's ``model`` container and every small predictor
-    field); elsewhere a field keeps its name and type, so it is still a known key. ``status``
-    is the controller's; ``canary``, ``explainer`` and ``transformer`` are never written.
-    """
-    (entry,) = [v for v in crd["spec"]["versions"] if v["name"] == version]
-    root = json.loads(json.dumps(entry["schema"]["openAPIV3Schema"]))
-    spec = root["properties"]["spec"]
-    predictor = spec["properties"]["predictor"]
-    for name, field in predictor["properties"].items():
-        if name != "model" and len(json.dumps(field)) > SMALL_FIELD_CHARS:
-            predictor["properties"][name] = {"type": field["type"]}
-    for name in spec["properties"]:
-        if name != "predictor":
-            spec["properties"][name] = {"type": "object"}
-    root["properties"]["status"] = {"type": "object"}
-    return root
 
 
 @lru_cache(maxsize=1)

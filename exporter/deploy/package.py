@@ -26,7 +26,7 @@ from exporter.core.fsio import write_json
 from exporter.core.manifest import MANIFEST_NAME, Manifest, manifest_path
 from exporter.core.report import Progress
 from exporter.core.resources import require
-from exporter.core.runfolder import DEPLOY_JSON as DEPLOY_REPORT
+from exporter.core.runfolder import DEPLOY_JSON, Run, open_run
 from exporter.core.runlock import locks_run
 from exporter.core.safepath import guard
 from exporter.deploy.kserve import (
@@ -38,11 +38,11 @@ from exporter.deploy.kserve import (
     write_manifests,
 )
 from exporter.deploy.kserve_plan import ServingPlan, serving_plan
-from exporter.deploy.triton import TRITON_DIR, TritonResult, package_triton, require_tritonclient
+from exporter.deploy.triton import TRITON_DIR, TritonResult, package_triton
+from exporter.deploy.triton_config import parse_config, require_tritonclient
 from exporter.model.footprint import export_need
 
 if TYPE_CHECKING:
-    from exporter.core.runfolder import Run
     from exporter.export.common import StepFn
 
 THREADS_KEY = "intra_op_thread_count"  # the onnxruntime backend's parameter
@@ -75,7 +75,6 @@ def package_run(
         GateFailed: a config or manifest fails its schema, or the copy fails its ORT check.
         EnvironmentUnavailable: tritonclient (or, for kserve, the schema packages) missing.
     """
-    from exporter.core.runfolder import open_run
     from exporter.export.metadata import utc_now
 
     t0 = time.perf_counter()
@@ -122,8 +121,8 @@ def package_run(
     if kserve is not None:
         report["config"][KSERVE] = to_dict(cfg.kserve)
         report["results"][KSERVE] = kserve.to_dict()
-    write_json(run / DEPLOY_REPORT, report)
-    return PackageResult(run, triton, kserve, manifest_path(run), run / DEPLOY_REPORT)
+    write_json(run / DEPLOY_JSON, report)
+    return PackageResult(run, triton, kserve, manifest_path(run), run / DEPLOY_JSON)
 
 
 def _exported_manifest(info: Run) -> Manifest:
@@ -146,7 +145,7 @@ def _refuse_existing(run: Path, cfg: ExportConfig) -> None:
     """No file written may be reached through a link; without ``force`` none may exist yet
     (checked before any work, so a refused call writes nothing)."""
     dest = run / TRITON_DIR / cfg.triton.model_name
-    for path in (dest, run / TRITON_DIR / "README.md", run / MANIFEST_NAME, run / DEPLOY_REPORT):
+    for path in (dest, run / TRITON_DIR / "README.md", run / MANIFEST_NAME, run / DEPLOY_JSON):
         guard(path, root=run)
     if cfg.force:
         return
@@ -184,8 +183,6 @@ def _package_kserve(
 def _check_repository(dest: Path, plan: ServingPlan) -> None:
     """The existing repository's ``config.pbtxt`` runs ``plan``'s instances and threads
     (InputFileError if not: ``--force`` rewrites it)."""
-    from exporter.deploy.triton_config import parse_config
-
     path = dest / "config.pbtxt"
     config = parse_config(path.read_text(encoding="utf-8"), where=str(path))
     instances = sum(max(1, g.count) for g in config.instance_group) or 1

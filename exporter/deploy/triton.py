@@ -36,7 +36,7 @@ from exporter.deploy.triton_config import (
     TRT_CACHE_ROOT,
     ModelSpec,
     check_config,
-    model_config_pb2,
+    concrete,
     parse_config,
     render_config,
     tensors_from_manifest,
@@ -84,13 +84,6 @@ class TritonResult:
         }
 
 
-def require_tritonclient() -> None:
-    """The environment check of the Triton format, before any file is read: tritonclient's
-    model-config schema is importable (exit 3 now, not after the hashing). The settings'
-    values were checked by :class:`TritonConfig` itself."""
-    model_config_pb2()
-
-
 def package_triton(
     info: Run, cfg: TritonConfig, *, force: bool, say: StepFn | None = None
 ) -> TritonResult:
@@ -106,7 +99,6 @@ def package_triton(
     """
     step = say or (lambda _msg: None)
     t0 = time.perf_counter()
-    require_tritonclient()
     run = info.run_dir
     repo = run / TRITON_DIR
     dest = repo / cfg.model_name
@@ -199,17 +191,8 @@ def _check_model(path: Path, spec: ModelSpec, num_classes: int) -> None:
         want = {t.name for t in spec.inputs}
         if got != want:
             raise GateFailed(f"config inputs {sorted(want)} but the model has {sorted(got)}")
-        for batch in (1, 2) if spec.batched else (None,):
-            feed = {
-                t.name: np.zeros(
-                    (
-                        *(() if batch is None else (batch,)),
-                        *(224 if d == -1 else d for d in t.dims),
-                    ),
-                    np.float32,
-                )
-                for t in spec.inputs
-            }
+        for batch in ((1,), (2,)) if spec.batched else ((),):
+            feed = {t.name: np.zeros((*batch, *concrete(t.dims)), np.float32) for t in spec.inputs}
             (out,) = session.run([spec.outputs[0].name], feed)
             if out.shape[-1] != num_classes or not np.isfinite(out).all():
                 raise GateFailed(f"output shape {out.shape} or non-finite values")
@@ -223,13 +206,9 @@ def _check_model(path: Path, spec: ModelSpec, num_classes: int) -> None:
 
 
 def docker_command(repo: Path, kind: str, *, config_name: str | None = None) -> str:
-    """The one-line ``docker run ... tritonserver --model-repository=...`` command.
-
-    Args:
-        repo: the model repository folder (mounted at /models).
-        kind: ``cpu`` or ``gpu`` (adds ``--gpus=all``).
-        config_name: a ``configs/<name>.pbtxt`` to use instead of ``config.pbtxt``.
-    """
+    """The one-line ``docker run ... tritonserver`` command serving ``repo`` (mounted at
+    /models) on ``kind`` (``gpu`` adds ``--gpus=all``), with ``configs/<config_name>.pbtxt``
+    instead of ``config.pbtxt`` when given."""
     gpus = "--gpus=all " if kind == "gpu" else ""
     mount = shlex.quote(f"{repo.resolve()}:/models")
     pick = f" --model-config-name={config_name}" if config_name else ""

@@ -131,22 +131,22 @@ def _tensor_block(t: Tensor, *, labels: bool) -> str:
 def _warmup(spec: ModelSpec, batch: int) -> str:
     inputs = "\n".join(
         f"    inputs {{\n      key: {quote(t.name)}\n      value: {{\n"
-        f"        data_type: {t.data_type}\n        dims: {_dims(_concrete(t.dims))}\n"
+        f"        data_type: {t.data_type}\n        dims: {_dims(concrete(t.dims))}\n"
         "        zero_data: true\n      }\n    }"
         for t in spec.inputs
     )
     return f'  {{\n    name: "zeros_batch_{batch}"\n    batch_size: {batch}\n{inputs}\n  }}'
 
 
-def _concrete(dims: tuple[int, ...]) -> tuple[int, ...]:
-    # Warm-up needs real sizes; a dynamic H/W is warmed at 224 (torchvision's size).
+def concrete(dims: tuple[int, ...]) -> tuple[int, ...]:
+    # Warm-up (and the copy's check) needs real sizes; a dynamic H/W runs at 224 (torchvision's).
     return tuple(224 if d == -1 else d for d in dims)
 
 
 def _trt_shapes(spec: ModelSpec, batch: int) -> str:
     b = (batch,) if spec.batched else ()
     return ",".join(
-        f"{t.name}:" + "x".join(str(d) for d in (*b, *_concrete(t.dims))) for t in spec.inputs
+        f"{t.name}:" + "x".join(str(d) for d in (*b, *concrete(t.dims))) for t in spec.inputs
     )
 
 
@@ -206,8 +206,9 @@ def render_config(spec: ModelSpec, kind: str) -> str:
     return "\n".join(parts) + "\n"
 
 
-def model_config_pb2() -> Any:
-    """tritonclient's generated schema module (imported lazily: an optional dependency)."""
+def require_tritonclient() -> Any:
+    """tritonclient's generated model-config schema module: the Triton format's environment
+    check (exit 3 before any file is read, not after the hashing); an optional dependency."""
     try:
         from tritonclient.grpc import model_config_pb2 as pb2
     except ImportError as exc:
@@ -225,7 +226,7 @@ def parse_config(text: str, *, where: str) -> Any:
         GateFailed: a field, type or brace error (the file is then not written).
         EnvironmentUnavailable: tritonclient is not installed.
     """
-    pb2 = model_config_pb2()  # first: protobuf comes with tritonclient[grpc]
+    pb2 = require_tritonclient()  # first: protobuf comes with tritonclient[grpc]
     from google.protobuf import text_format
 
     try:
@@ -242,7 +243,7 @@ def check_config(config: Any, spec: ModelSpec, kind: str, *, where: str) -> None
     Raises:
         GateFailed: naming the first field that differs.
     """
-    pb2 = model_config_pb2()
+    pb2 = require_tritonclient()
     dtype = pb2.DataType.Name
     problems = []
     if config.name != spec.name or config.max_batch_size != spec.max_batch_size:

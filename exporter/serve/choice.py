@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from exporter.core.choices import device_kind
-from exporter.core.errors import UsageError, shown
+from exporter.core.errors import RuntimeUnavailable, UsageError, shown
 from exporter.core.runfolder import WEIGHTS_NAME
 from exporter.core.runreports import (
     ReportUnreadable,
@@ -68,8 +68,6 @@ def choose(
     """Choose the artifact (and runtime) to run on ``device``.
 
     Args:
-        run: the run folder (must have ``manifest.json``), or the opened run.
-        device: ``cpu`` or ``cuda``.
         variant: a variant name (``fold-int8``) or manifest artifact name (``model.onnx``,
             ``model.safetensors`` for the eager weights); None = the default order above.
         runtime: a registered runtime name; None = the one recorded or the format's default.
@@ -124,8 +122,6 @@ def _named(arts: list[Artifact], variant: str, allowed: set[str] | None) -> Arti
 
 
 def _check_pair(cls: type[Runtime], art: Artifact, kind: str, check_available: bool) -> None:
-    from exporter.core.errors import RuntimeUnavailable
-
     if art.format not in cls.formats:
         raise UsageError(
             f"--runtime {cls.name} runs {'/'.join(cls.formats)} files, not {art.name} "

@@ -174,11 +174,11 @@ class Launcher:
     stops tritonserver, so no server outlives tlx.
     """
 
-    def __init__(self, triton: Any, on_process: Callable[[int], None] | None = None) -> None:
+    def __init__(self, triton: Any, on_process: Callable[[int], None]) -> None:
         self.triton = triton
         self.on_process = on_process  # told each process of the server's, once
         self._reported: set[int] = set()
-        self.log_dir: Path | None = getattr(triton, "tlx_log_dir", None)
+        self.log_dir: Path = triton.tlx_log_dir  # bind's
         self.error: BaseException | None = None
         self.started = threading.Event()
         self._release = threading.Event()
@@ -252,13 +252,11 @@ class Launcher:
 
     def _report_processes(self) -> None:
         stubs = self.stubs()
-        if stubs and self.log_dir is not None and not (self.log_dir / REPOSITORY_FILE).exists():
+        if stubs and not (self.log_dir / REPOSITORY_FILE).exists():
             # Triton copies the model into /tmp/folderXXXXXX: recorded, so that whoever cleans
             # up after a killed tlx (reaper.py) deletes it too.
             repository = Path(next(iter(stubs.values()))[1]).parent.parent
             (self.log_dir / REPOSITORY_FILE).write_text(str(repository))
-        if self.on_process is None:
-            return
         for pid in [self.server_pid() or 0, *stubs]:
             if pid and pid not in self._reported:
                 self._reported.add(pid)
@@ -286,15 +284,13 @@ class Launcher:
             self._release.set()
             self._thread.join(timeout=5)
             late = drain_shortfall(self._log_text())
-            if self.log_dir is not None:
-                remove_triton_repository(self.log_dir)
-                shutil.rmtree(self.log_dir, ignore_errors=True)
+            remove_triton_repository(self.log_dir)
+            shutil.rmtree(self.log_dir, ignore_errors=True)
         return late
 
     def _log_text(self) -> str:
-        log = self.log_dir / LOG_NAME if self.log_dir else None
         try:
-            return log.read_text(encoding="utf-8", errors="replace")[-65536:] if log else ""
+            return (self.log_dir / LOG_NAME).read_text(encoding="utf-8", errors="replace")[-65536:]
         except OSError:
             return ""
 

@@ -59,11 +59,8 @@ def predict_images(
     """Expand ``inputs`` (files, folders, globs), load the run's artifact, predict every image.
 
     Args:
-        run: the run folder (with ``manifest.json``).
         inputs: image files, folders (searched recursively) and glob patterns.
-        cfg: settings (default :class:`PredictConfig`).
         on_error: also called for each unreadable image as it is met.
-        progress: ``(description, done, total)`` after each batch.
         keep_logits: keep each image's raw logits (``render_csv``'s ``logit`` column).
 
     Raises:

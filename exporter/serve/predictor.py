@@ -65,15 +65,8 @@ def top_classes(logits: np.ndarray, classes: list[str], k: int) -> list[list[tup
 
 
 class Predictor:
-    """A loaded artifact plus its preprocessing and class names. Use as a context manager.
-
-    Attributes:
-        artifact: the artifact being run (hash-checked on load).
-        runtime_name: the registry name of the runtime (``ort-cpu``, ``eager``, ...).
-        classes: class names in output order.
-        image_size: the model's input H and W.
-        preprocessing: the recorded transform.
-    """
+    """A loaded (hash-checked) artifact plus its recorded preprocessing and its class names in
+    output order. Use as a context manager."""
 
     def __init__(
         self,
@@ -154,11 +147,9 @@ class Predictor:
             images: a sequence of paths, PIL images or HxWx3 (or HxW) uint8 RGB arrays; one
                 such image alone counts as a list of one; an NxHxWx3 array is N images.
             top_k: classes per image (capped at the number of classes).
-            batch_size: images per runtime call.
             progress: called ``(description, done, total)`` after each batch.
             on_error: called for each unreadable image, which is then skipped; None = the
                 first one raises.
-            keep_logits: also return each image's raw logits.
 
         Returns:
             One :class:`Prediction` per usable image, in input order.
@@ -337,8 +328,11 @@ def load(
     choice = choose(run, device=device, variant=variant, runtime=runtime)
     art, runtime_name = choice.artifact, choice.runtime
     info = art.run if art.run is not None else open_run(run)  # the run the choice opened
+    # Class names and preprocessing as the manifest records them, else as train.json does.
     shared = info.manifest.metadata
-    classes, pre = _recorded(shared, info.class_names, info.preprocessing)
+    names, rec = shared.get("class_names"), shared.get("preprocessing")
+    classes = [str(c) for c in names] if isinstance(names, list) and names else info.class_names
+    pre = Preprocessing.from_dict(rec) if isinstance(rec, dict) else info.preprocessing
     if len(classes) != art.num_classes:
         raise InputFileError(
             f"manifest.json lists {len(classes)} classes but {art.name} has {art.num_classes} "
@@ -353,16 +347,3 @@ def load(
         rt.close()
         raise
     return Predictor(art, rt, classes=classes, preprocessing=pre)
-
-
-def _recorded(
-    shared: dict[str, Any], classes: list[str], pre: Preprocessing
-) -> tuple[list[str], Preprocessing]:
-    """Class names and preprocessing from the manifest's metadata (train.json's otherwise)."""
-    names = shared.get("class_names")
-    if isinstance(names, list) and names:
-        classes = [str(c) for c in names]
-    rec = shared.get("preprocessing")
-    if isinstance(rec, dict):
-        pre = Preprocessing.from_dict(rec)
-    return classes, pre

@@ -93,6 +93,13 @@ def remove_triton_repository(folder: Path) -> None:
         shutil.rmtree(recorded, ignore_errors=True)
 
 
+def remove_workspace(folder: Path) -> None:
+    """Delete a start's folder and the Triton repository copy each of its attempts recorded."""
+    for attempt in folder.glob("*/"):
+        remove_triton_repository(attempt)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 def _own_root() -> Path:
     """:func:`workspace_root`, created if missing; refused if another user could have made it.
 
@@ -122,11 +129,8 @@ def new_workspace() -> Path:
 
 
 def clean_stale_workspaces() -> list[Path]:
-    """Delete the folders (and shared memory) of earlier starts whose owner is dead.
-
-    Returns:
-        The folders deleted.
-    """
+    """Delete (and return) the folders, and the shared memory, of earlier starts whose owner
+    is dead."""
     root = _own_root()
     removed = []
     for folder in sorted(root.glob("*")):
@@ -137,9 +141,7 @@ def clean_stale_workspaces() -> list[Path]:
             continue  # not ours, or being created right now
         if start_time(pid) == started:
             continue  # its owner is alive
-        for attempt in folder.glob("*/"):
-            remove_triton_repository(attempt)
-        shutil.rmtree(folder, ignore_errors=True)
+        remove_workspace(folder)
         remove_shared_memory(pid)
         removed.append(folder)
     return removed
@@ -208,9 +210,7 @@ def main(owner_pid: int) -> None:
     for pid, started in processes:
         kill_tree(pid, started)
     for folder in folders:
-        for attempt in folder.glob("*/"):
-            remove_triton_repository(attempt)
-        shutil.rmtree(folder, ignore_errors=True)
+        remove_workspace(folder)
     remove_shared_memory(owner_pid)
 
 

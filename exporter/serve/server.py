@@ -70,16 +70,8 @@ class RunningServer:
     def http_url(self) -> str:
         return f"http://{_url_host(self.config.host)}:{self.config.http_port}"
 
-    @property
-    def grpc_address(self) -> str:
-        return f"{_url_host(self.config.host)}:{self.config.grpc_port}"
-
-    @property
-    def metrics_url(self) -> str:
-        return f"http://{_url_host(self.config.host)}:{self.config.metrics_port}/metrics"
-
     def describe(self) -> dict[str, Any]:
-        p = self.predictors[0]
+        p, host = self.predictors[0], _url_host(self.config.host)
         return {
             "model_name": self.config.model_name,
             "artifact": p.artifact.name,
@@ -93,8 +85,8 @@ class RunningServer:
             "max_batch": self.config.max_batch,
             "max_queue_delay_us": self.config.max_queue_delay_us,
             "http": self.http_url,
-            "grpc": self.grpc_address,
-            "metrics": self.metrics_url,
+            "grpc": f"{host}:{self.config.grpc_port}",
+            "metrics": f"http://{host}:{self.config.metrics_port}/metrics",
             "self_check_max_abs": self.self_check_max_abs,
         }
 
@@ -136,9 +128,7 @@ class RunningServer:
         try:
             return self.launcher.stop()
         finally:
-            for p in self.predictors:
-                p.close()
-            _release(self.workspace, self.reaper)
+            _release(self.predictors, self.workspace, self.reaper)
 
 
 def start_server(
@@ -148,7 +138,6 @@ def start_server(
 
     Args:
         run: the run folder, or the opened run (every instance's predictor shares it).
-        cfg: what to serve and where.
         stop: set it (e.g. from a signal handler) to abandon a start-up in progress.
 
     Raises:
@@ -196,14 +185,15 @@ def start_server(
     except BaseException:
         if launcher is not None:
             launcher.stop()
-        for p in predictors:
-            p.close()
-        _release(workspace, reaper)
+        _release(predictors, workspace, reaper)
         raise
 
 
-def _release(workspace: Path | None, reaper: Reaper | None) -> None:
-    """Delete this start's folder and let the reaper go: nothing is left for it to clean."""
+def _release(predictors: list[Predictor], workspace: Path | None, reaper: Reaper | None) -> None:
+    """Close the predictors, delete this start's folder and let the reaper go: nothing is
+    left for it to clean."""
+    for p in predictors:
+        p.close()
     if workspace is not None:
         shutil.rmtree(workspace, ignore_errors=True)
     if reaper is not None:
@@ -337,15 +327,13 @@ def _self_check(server: RunningServer) -> float:
             raise EnvironmentUnavailable(
                 f"the Triton server started but its first request failed: {exc}"
             ) from exc
-    local = p.logits(x)
-    max_abs = float(np.max(np.abs(served - local)))
-    verdict = judge(local, served, profile_for(p.artifact.precision))
+    verdict = judge(p.logits(x), served, profile_for(p.artifact.precision))
     if not verdict.passed:
         raise GateFailed(
             f"served logits differ from in-process {p.runtime_name} on {p.artifact.name}: "
             f"{'; '.join(verdict.failures)}"
         )
-    return max_abs
+    return verdict.comparison.max_abs_error
 
 
 def _url_host(host: str) -> str:

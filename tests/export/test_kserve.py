@@ -242,7 +242,7 @@ def test_the_published_crd_schema_refuses(edit, found: str) -> None:
 
 
 def test_the_vendored_crd_names_its_source_and_is_a_subset() -> None:
-    from exporter.deploy.kserve_schema import CRD_SUBSET, crd_subset
+    from exporter.deploy.kserve_schema import CRD_SUBSET
 
     doc = json.loads(CRD_SUBSET.read_text())
     assert "serving.kserve.io_inferenceservices.yaml" in doc["source"]
@@ -250,40 +250,3 @@ def test_the_vendored_crd_names_its_source_and_is_a_subset() -> None:
     predictor = doc["openAPIV3Schema"]["properties"]["spec"]["properties"]["predictor"]
     assert "storageUri" in predictor["properties"]["model"]["properties"]
     assert predictor["properties"]["affinity"] == {"type": "object"}  # name and type only
-    # The subset of a CRD: small fields whole, big ones by type, other components as objects.
-    big = {"type": "object", "properties": {f"f{i}": {"type": "string"} for i in range(200)}}
-    crd = {
-        "spec": {
-            "versions": [
-                {
-                    "name": "v1beta1",
-                    "schema": {
-                        "openAPIV3Schema": {
-                            "type": "object",
-                            "properties": {
-                                "spec": {
-                                    "type": "object",
-                                    "properties": {
-                                        "predictor": {
-                                            "type": "object",
-                                            "properties": {
-                                                "model": big,
-                                                "minReplicas": {"type": "integer"},
-                                                "affinity": big,
-                                            },
-                                        },
-                                        "explainer": big,
-                                    },
-                                }
-                            },
-                        }
-                    },
-                }
-            ]
-        }
-    }
-    sub = crd_subset(crd)
-    pred = sub["properties"]["spec"]["properties"]["predictor"]["properties"]
-    assert pred["model"] == big and pred["minReplicas"] == {"type": "integer"}
-    assert pred["affinity"] == {"type": "object"}
-    assert sub["properties"]["spec"]["properties"]["explainer"] == {"type": "object"}
