@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from exporter import __version__
-from exporter.core.fsio import atomic_path, write_text
+from exporter.core.fsio import write_text
 from exporter.core.runfolder import BENCH_JSON, CONFUSION_PNG, SIGNATURE_NAME, VERIFY_JSON
 from exporter.core.runfolder import MODEL_CARD_MD as MODEL_CARD_NAME
 from exporter.core.runfolder import PROVENANCE_JSON as PROVENANCE_NAME
@@ -213,21 +213,14 @@ def _speed(bench: dict[str, Any] | None) -> str:
 def instruction_set(env: dict[str, Any]) -> str:
     """The SIMD extensions of the CPU bench ran on, when it is this machine's CPU."""
     from exporter.core.envinfo import cpu_model
+    from exporter.core.machine import machine
 
     if env.get("cpu_isa"):
         return str(env["cpu_isa"])
     if env.get("cpu_model") != cpu_model():
         return "not recorded (measured on another machine)"
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return "unknown"
-    flags = set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            flags = set(line.partition(":")[2].split())
-            break
-    found = [name for flag, name in _ISA_FLAGS if flag in flags]
+    isa = machine().isa
+    found = [name for flag, name in _ISA_FLAGS if flag in isa]
     return ", ".join(found) if found else "unknown"
 
 
@@ -277,29 +270,22 @@ def _provenance(run_dir: Path) -> str:
 
 def _write_confusion(path: Path, matrix: list[list[int]], classes: list[str]) -> Path | None:
     """A heat map of train.json's confusion matrix (rows: true class, columns: predicted)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
+
+    from exporter.core.report import new_figure, save_png
 
     cm = np.asarray(matrix, dtype=float)
     if cm.ndim != 2 or cm.shape[0] != cm.shape[1] or cm.shape[0] != len(classes):
         return None
     size = max(4.0, 0.5 * len(classes))
-    fig, ax = plt.subplots(figsize=(size, size))
-    try:
-        ax.imshow(cm, cmap="Blues")
-        ticks = range(len(classes))
-        ax.set_xticks(list(ticks), classes, rotation=90)
-        ax.set_yticks(list(ticks), classes)
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
-        for (i, j), v in np.ndenumerate(cm):
-            ax.text(j, i, f"{int(v)}", ha="center", va="center", fontsize=7)
-        fig.tight_layout()
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=100)
-    finally:
-        plt.close(fig)
+    fig, axes = new_figure(size=(size, size))
+    ax = axes[0][0]
+    ax.imshow(cm, cmap="Blues")
+    ticks = list(range(len(classes)))
+    ax.set_xticks(ticks, classes, rotation=90)
+    ax.set_yticks(ticks, classes)
+    ax.set(xlabel="predicted", ylabel="true")
+    for (i, j), v in np.ndenumerate(cm):
+        ax.text(j, i, f"{int(v)}", ha="center", va="center", fontsize=7)
+    save_png(path, fig, dpi=100)
     return path
