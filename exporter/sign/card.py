@@ -45,18 +45,11 @@ def number(value: Any) -> str:
 
 
 def write_model_card(run: Run) -> Path:
-    """Write ``MODEL_CARD.md`` (and ``confusion_matrix.png`` when train.json has the matrix)."""
+    """Write ``MODEL_CARD.md`` from the run's train.json, manifest, verify.json and bench.json
+    (and ``confusion_matrix.png`` when train.json has the matrix)."""
     run_dir = run.run_dir
     matrix = run.record.get("confusion_matrix")
     picture = _write_confusion(run_dir / CONFUSION_PNG, matrix, run.class_names) if matrix else None
-    path = run_dir / MODEL_CARD_NAME
-    write_text(path, render_model_card(run, picture=picture))
-    return path
-
-
-def render_model_card(run: Run, *, picture: Path | None = None) -> str:
-    """The card's Markdown for ``run`` from its train.json, manifest, verify.json, bench.json."""
-    run_dir = run.run_dir
     manifest = run.manifest if run.has_manifest else None
     verify = read_report(run_dir / VERIFY_JSON)
     bench = read_report(run_dir / BENCH_JSON)
@@ -74,7 +67,9 @@ def render_model_card(run: Run, *, picture: Path | None = None) -> str:
         _limitations(manifest, verify, bench),
         _provenance(run_dir),
     ]
-    return "\n".join(parts)
+    path = run_dir / MODEL_CARD_NAME
+    write_text(path, "\n".join(parts))
+    return path
 
 
 def _front_matter(run: Run, manifest: Manifest | None) -> str:

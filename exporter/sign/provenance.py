@@ -68,12 +68,11 @@ def data_fingerprint(run: Run) -> dict[str, Any]:
             "val": dataset.get("val_size", data.get("val_size")),
         },
         "skipped_images": dataset.get("skipped_count"),
+        "files_sha256": None,
     }
     folder = Path(str(data["data_dir"])) if data.get("data_dir") else None
     if folder is not None and folder.is_dir():
         facts["files_sha256"], facts["files_n"] = _file_list_digest(folder)
-    else:
-        facts["files_sha256"] = None
     return {**facts, "sha256": canonical_sha256(facts)}
 
 
@@ -169,27 +168,15 @@ def _weights_source(run: Run) -> dict[str, Any]:
 
 def _environments(run: Run, reports: dict[str, Any]) -> list[dict[str, Any]]:
     """Tool versions each recorded step ran with, and the signer's."""
-    out = []
-    if run.record.get("environment"):
-        out.append({"name": "environment/train", "content": run.record["environment"]})
-    for name, report in reports.items():
-        if report is not None and report.get("environment"):
-            out.append(
-                {
-                    "name": f"environment/{name.removesuffix('.json')}",
-                    "content": report["environment"],
-                }
-            )
-    signer = {"tlx": __version__, "python": platform.python_version()}
-    signer["model_signing"] = _version("model-signing")
-    out.append({"name": "environment/sign", "content": signer})
-    return out
-
-
-def _version(dist: str) -> str | None:
     from importlib.metadata import PackageNotFoundError, version
 
+    steps = {"train": run.record.get("environment")}
+    steps |= {n.removesuffix(".json"): (r or {}).get("environment") for n, r in reports.items()}
+    out = [{"name": f"environment/{k}", "content": v} for k, v in steps.items() if v]
+    signer: dict[str, Any] = {"tlx": __version__, "python": platform.python_version()}
     try:
-        return version(dist)
+        signer["model_signing"] = version("model-signing")
     except PackageNotFoundError:
-        return None
+        signer["model_signing"] = None
+    out.append({"name": "environment/sign", "content": signer})
+    return out

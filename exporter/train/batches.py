@@ -93,6 +93,16 @@ class FeatureCache:
     def storage(self) -> str:
         return "memory" if self._tmp is None else "memmap"
 
+    @classmethod
+    def allocate(cls, shape: tuple[int, ...]) -> FeatureCache:
+        """Room for ``shape[0]`` rows: in memory, or in a temp file above
+        :data:`MEMMAP_THRESHOLD_BYTES` (the file lives until :meth:`close` deletes it)."""
+        labels = np.empty(shape[0], dtype=np.int64)
+        if int(np.prod(shape)) * 4 <= MEMMAP_THRESHOLD_BYTES:
+            return cls(np.empty(shape, dtype=np.float32), labels)
+        tmp = tempfile.NamedTemporaryFile(prefix="tlx-feature-cache-")  # noqa: SIM115
+        return cls(np.memmap(tmp.name, dtype=np.float32, mode="w+", shape=shape), labels, tmp)
+
     def batch(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         features = torch.from_numpy(np.ascontiguousarray(self.features[idx]))
         return features, torch.from_numpy(self.labels[idx])
@@ -101,15 +111,6 @@ class FeatureCache:
         if self._tmp is not None:
             self._tmp.close()  # deletes the temp file
             self._tmp = None
-
-
-def _allocate(shape: tuple[int, ...]) -> tuple[np.ndarray, Any]:
-    """float32 rows in memory, or in a temp file above :data:`MEMMAP_THRESHOLD_BYTES` (the
-    file lives as long as the cache: :meth:`FeatureCache.close` deletes it)."""
-    if int(np.prod(shape)) * 4 <= MEMMAP_THRESHOLD_BYTES:
-        return np.empty(shape, dtype=np.float32), None
-    tmp = tempfile.NamedTemporaryFile(prefix="tlx-feature-cache-")  # noqa: SIM115
-    return np.memmap(tmp.name, dtype=np.float32, mode="w+", shape=shape), tmp
 
 
 class Batches:
@@ -287,30 +288,30 @@ class Batches:
         trunk = learner.model.features
         was_training = trunk.training
         trunk.eval()
-        feats, tmp, done = None, None, 0
-        labels = np.empty(n, dtype=np.int64)
+        cache: FeatureCache | None = None
+        done = 0
         try:
             with torch.no_grad():
                 for x, y in loader:
                     with learner.autocast():
                         out = trunk(learner.inputs(x, cached=False))
                     out = out.float().cpu().numpy()
-                    if feats is None:
-                        feats, tmp = _allocate((n, *out.shape[1:]))
-                    feats[done : done + len(out)] = out
-                    labels[done : done + len(out)] = y.numpy()
+                    if cache is None:
+                        cache = FeatureCache.allocate((n, *out.shape[1:]))
+                    cache.features[done : done + len(out)] = out
+                    cache.labels[done : done + len(out)] = y.numpy()
                     done += len(out)
                     if on_batch is not None:
                         on_batch(done, n)
                     self.check_stop()
         except BaseException:
-            if tmp is not None:
-                tmp.close()
+            if cache is not None:
+                cache.close()
             raise
         finally:
             trunk.train(was_training)
-        assert feats is not None  # n >= 1 is guaranteed by the dataset builders
-        return FeatureCache(feats, labels, tmp)
+        assert cache is not None  # n >= 1 is guaranteed by the dataset builders
+        return cache
 
 
 def _gather_shards(
@@ -319,8 +320,7 @@ def _gather_shards(
     """Every rank's shard, concatenated in rank order (= dataset order), on every rank."""
     ranges = [shard_range(n, r, dist.world_size) for r in range(dist.world_size)]
     counts = [b - a for a, b in ranges]
-    feats, tmp = _allocate((n, *shape))
-    labels = np.empty(n, dtype=np.int64)
+    cache = FeatureCache.allocate((n, *shape))
     rows = max(1, GATHER_CHUNK_BYTES // max(1, int(np.prod(shape)) * 4))
     try:
         for lo in range(0, max(counts), rows):
@@ -329,10 +329,9 @@ def _gather_shards(
             got = dist.all_gather_rows(torch.from_numpy(local.features[mine]), part)
             lab = dist.all_gather_rows(torch.from_numpy(local.labels[mine]), part)
             for (a, _), f, y in zip(ranges, got, lab, strict=True):
-                feats[a + lo : a + lo + len(f)] = f.numpy()
-                labels[a + lo : a + lo + len(y)] = y.numpy()
+                cache.features[a + lo : a + lo + len(f)] = f.numpy()
+                cache.labels[a + lo : a + lo + len(y)] = y.numpy()
     except BaseException:
-        if tmp is not None:
-            tmp.close()
+        cache.close()
         raise
-    return FeatureCache(feats, labels, tmp)
+    return cache

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from exporter.train.batches import Batches
     from exporter.train.learner import Learner
 
-__all__ = ["LRFinderResult", "choose_lr", "find_lr", "range_test", "too_few_images", "valley"]
+__all__ = ["LRFinderResult", "choose_lr", "find_lr", "range_test", "valley"]
 
 
 START_LR = 1e-7
@@ -101,21 +101,30 @@ def find_lr(
     batch_size: int,
     seed: int,
 ) -> LRFinderResult:
-    """Run the range test; the model passed in is not changed.
-
-    ``head`` is the model's ``classifier`` (its last module is the layer swept),
-    ``trunk_features`` the outputs of ``features`` (before ``avgpool``) for training images
-    with their ``labels``; the optimizer settings and batch size are the run's, ``seed``
-    seeds the batch order.
-    """
+    """Sweep the last layer of ``head`` (the model's ``classifier``, not changed) on
+    ``trunk_features`` (the outputs of ``features``, before ``avgpool``) with the run's
+    optimizer settings and batch size."""
     import copy
 
     import torch
 
+    from exporter.core.config import TrainConfig
     from exporter.train.learner import make_optimizer
 
-    if len(labels) < MIN_IMAGES:
-        return too_few_images(len(labels))
+    if len(labels) < MIN_IMAGES:  # no sweep: the default LR, with a warning
+        chosen, n = float(TrainConfig.lr), len(labels)  # type: ignore[arg-type]
+        return LRFinderResult(
+            lrs=[],
+            losses=[],
+            chosen_lr=chosen,
+            rule="default (too few images)",
+            images=n,
+            stopped="skipped",
+            warning=(
+                f"only {n} training images (the range test needs at least {MIN_IMAGES}): the "
+                f"sweep would measure memorisation, so the default LR {chosen:g} is used"
+            ),
+        )
     t0 = time.perf_counter()
     # classifier[:-1] applied once in eval mode (dropout off); the head's mode is kept.
     was_training = head.training
@@ -169,38 +178,15 @@ def range_test(learner: Learner, batches: Batches, cfg: TrainConfig) -> LRFinder
     return result
 
 
-def too_few_images(n: int) -> LRFinderResult:
-    """No sweep: the default LR, and the warning train.json and the log carry."""
-    from exporter.core.config import TrainConfig
-
-    chosen = float(TrainConfig.lr)  # type: ignore[arg-type]
-    return LRFinderResult(
-        lrs=[],
-        losses=[],
-        chosen_lr=chosen,
-        rule="default (too few images)",
-        images=n,
-        stopped="skipped",
-        warning=(
-            f"only {n} training images (the range test needs at least {MIN_IMAGES}): the "
-            f"sweep would measure memorisation, so the default LR {chosen:g} is used"
-        ),
-    )
-
-
 def _batches(n: int, *, batch_size: int, seed: int) -> Iterator[torch.Tensor]:
     """Endless seeded batches of image indices, reshuffled before each new pass."""
     import torch
 
     gen = torch.Generator().manual_seed(seed)
-    order = torch.randperm(n, generator=gen)
     bs = min(batch_size, n)
-    pos = 0
-    while True:
-        if pos + bs > n:  # next pass over the images, freshly shuffled
-            order, pos = torch.randperm(n, generator=gen), 0
-        yield order[pos : pos + bs]
-        pos += bs
+    while True:  # full batches only; each pass over the images freshly shuffled
+        order = torch.randperm(n, generator=gen)
+        yield from (order[i : i + bs] for i in range(0, n - bs + 1, bs))
 
 
 def _sweep(

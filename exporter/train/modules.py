@@ -112,14 +112,11 @@ class SampleDropout(nn.Module):
         return f"p={self.p}, per-sample masks"
 
 
-def install_sample_dropout(model: nn.Module) -> int:
-    """Replace every ``nn.Dropout`` in ``model.classifier`` by a per-image one; return how many."""
-    count = 0
+def install_sample_dropout(model: nn.Module) -> None:
+    """Replace every ``nn.Dropout`` in ``model.classifier`` by a per-image one."""
     for i, mod in enumerate(model.classifier):
         if type(mod) is nn.Dropout:
             model.classifier[i] = SampleDropout(mod.p, layer=i)
-            count += 1
-    return count
 
 
 def set_dropout_keys(model: nn.Module, *, seed: int, epoch: int, indices: torch.Tensor) -> None:

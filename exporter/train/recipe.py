@@ -50,9 +50,6 @@ class Phase:
     steps: int
     warmup_steps: int
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 def plan_phases(cfg: TrainConfig, steps_per_epoch: int) -> list[Phase]:
     """Phase 1 trains the head; phase 2 (if any) the head plus the top of the trunk.
@@ -142,7 +139,7 @@ class Recipe:
             "kind": "phased_warmup_cosine_per_step",
             "global_step": global_step,
             "total_steps": sum(p.steps for p in self.phases),
-            "phases": [p.to_dict() for p in self.phases],
+            "phases": [asdict(p) for p in self.phases],
         }
 
     def to_dict(self) -> dict[str, Any]:

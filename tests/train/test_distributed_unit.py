@@ -12,8 +12,8 @@ import torch
 from exporter.core.errors import UsageError
 from exporter.train.batches import index_batches
 from exporter.train.distributed import DistContext, shard_range
-from exporter.train.evaluate import summarize
 from exporter.train.launch import LaunchSpec, torchrun_args
+from exporter.train.learner import summarize
 from exporter.train.modules import (
     SampleDropout,
     _splitmix64,
