@@ -101,13 +101,12 @@ def _training(run: Run) -> str:
     dataset = rec.get("dataset") or {}
     recipe = rec.get("recipe") or {}
     model = (rec.get("config") or {}).get("model") or {}
+    # Images used (train.json's dataset block), else the sizes asked for (its config).
+    train, val = (dataset.get(k, data.get(k)) for k in ("train_size", "val_size"))
     rows = [
         ("data source", data.get("source")),
         ("data folder", data.get("data_dir")),
-        (
-            "train / val images",
-            f"{_count(dataset, data, 'train_size')} / {_count(dataset, data, 'val_size')}",
-        ),
+        ("train / val images", f"{train} / {val}"),
         ("starting weights", model.get("weights")),
         ("recipe", recipe.get("name")),
         ("epochs run", len(rec.get("epochs") or [])),
@@ -117,11 +116,6 @@ def _training(run: Run) -> str:
     table = ["| setting | value |", "| --- | --- |"]
     table += [f"| {k} | {number(v)} |" for k, v in rows]
     return "## Training\n\n" + "\n".join(table) + "\n\nThe full settings are in train.json.\n"
-
-
-def _count(dataset: dict[str, Any], data: dict[str, Any], key: str) -> Any:
-    """Images used (train.json's dataset block), else the size asked for (its config)."""
-    return dataset.get(key, data.get(key))
 
 
 def _metrics(run: Run, picture: Path | None) -> str:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
 from datetime import datetime, timezone
 from pathlib import Path
@@ -78,12 +77,11 @@ def data_fingerprint(run: Run) -> dict[str, Any]:
 
 def _file_list_digest(folder: Path) -> tuple[str, int]:
     """sha256 of ``relative/path<TAB>bytes`` lines, sorted: the data set as a file list."""
-    lines = []
-    for root, _, files in os.walk(folder):
-        for name in files:
-            path = Path(root) / name
-            lines.append(f"{path.relative_to(folder).as_posix()}\t{path.stat().st_size}")
-    lines.sort()
+    lines = sorted(
+        f"{p.relative_to(folder).as_posix()}\t{p.stat().st_size}"
+        for p in folder.rglob("*")
+        if p.is_file()
+    )
     return hashlib.sha256("\n".join(lines).encode()).hexdigest(), len(lines)
 
 

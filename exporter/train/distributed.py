@@ -180,9 +180,7 @@ class DistContext:
 
 
 def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    if raw is None:
-        return default
+    raw = os.environ.get(name, str(default))
     try:
         return int(raw)
     except ValueError:

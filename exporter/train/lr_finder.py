@@ -57,7 +57,7 @@ class LRFinderResult:
     rule: str = "minimum/10"
     min_loss_lr: float = 0.0
     valley_lr: float = 0.0
-    seconds: float = 0.0
+    seconds: float = 0.0  # the whole test, trunk outputs included (set by range_test)
     images: int = 0
     stopped: str = "end"  # "end" (swept to END_LR) | "diverged" | "skipped" (too few images)
     warning: str | None = None  # why the rule fell back, for train.json and the log
@@ -125,7 +125,6 @@ def find_lr(
                 f"sweep would measure memorisation, so the default LR {chosen:g} is used"
             ),
         )
-    t0 = time.perf_counter()
     # classifier[:-1] applied once in eval mode (dropout off); the head's mode is kept.
     was_training = head.training
     head.eval()
@@ -149,7 +148,6 @@ def find_lr(
         rule=rule,
         min_loss_lr=float(lrs[losses.index(min(losses))]),
         valley_lr=valley(lrs, losses),
-        seconds=round(time.perf_counter() - t0, 3),
         images=len(labels),
         stopped=stopped,
         warning=warning,
