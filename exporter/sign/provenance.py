@@ -26,9 +26,9 @@ from exporter.core.runfolder import (
     DEPLOY_JSON,
     EXPORT_JSON,
     OPTIMIZE_JSON,
+    PROVENANCE_JSON,
     VERIFY_JSON,
 )
-from exporter.core.runfolder import PROVENANCE_JSON as PROVENANCE_NAME
 from exporter.sign.scope import read_report
 
 if TYPE_CHECKING:
@@ -129,7 +129,7 @@ def build_statement(run: Run) -> dict[str, Any]:
 
 def write_provenance(run: Run) -> Path:
     """Write ``RUN/provenance.json`` atomically; return its path."""
-    path = run.run_dir / PROVENANCE_NAME
+    path = run.run_dir / PROVENANCE_JSON
     write_json(path, build_statement(run))
     return path
 

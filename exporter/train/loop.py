@@ -3,9 +3,9 @@
 :meth:`Trainer.run`: set up, the ``--lr auto`` range test, then epoch after epoch: steps,
 validation, the record, the checkpoint. The Trainer holds where the run stands (epoch, step,
 the epoch's sums, status); the rest lives in collaborators with their own small state:
-``Learner`` (model, optimizer, scaler, autocast, DDP), ``Batches`` (this rank's batches:
-images, or the frozen trunk's cached outputs), ``StopSignal`` (SIGINT/SIGTERM, agreed by
-every rank), ``Recipe`` (phases, peak LR) and ``History`` (epochs, best, early stop).
+``Learner`` (model, optimizer, scaler, autocast, DDP, validation), ``Batches`` (this rank's
+batches: images, or the frozen trunk's cached outputs), ``StopSignal`` (SIGINT/SIGTERM,
+agreed by every rank), ``Recipe`` (phases, peak LR) and ``History`` (epochs, best, early stop).
 Under torchrun every rank runs the same Trainer (``distributed.py``); rank 0 alone writes.
 """
 
