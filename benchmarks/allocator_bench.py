@@ -17,7 +17,7 @@ import resource
 
 import torch
 
-from exporter.train.allocator import reuse_freed_memory
+from exporter.train.device_setup import reuse_freed_memory
 
 
 def faults(cycles: int, mb: int) -> int:

@@ -87,7 +87,7 @@ def train_activation_bytes(size: int, batch: int, first_trainable: int | None) -
 # Commands other than train take the size from the run, not from an option.
 RUN_SIZE = "the run's image size (train.json preprocessing.image_size)"
 REPORT_BYTES = 16 * MIB  # JSON/Markdown/CSV/PNG reports: a few hundred kB, with room
-# Glibc keeps freed buffers for reuse while training on the CPU (train/allocator.py): ~40%
+# Glibc keeps freed buffers for reuse while training on the CPU (train/device_setup.py): ~40%
 # more peak memory, measured at 224 px.
 CPU_TRAIN_ALLOCATOR_FACTOR = 1.4
 # What a training process holds before its first tensor: Python, torch, torchvision, numpy

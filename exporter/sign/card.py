@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from exporter import __version__
-from exporter.core.fsio import atomic_path, write_text
+from exporter.core.fsio import write_text
 from exporter.core.runfolder import BENCH_JSON, CONFUSION_PNG, SIGNATURE_NAME, VERIFY_JSON
 from exporter.core.runfolder import MODEL_CARD_MD as MODEL_CARD_NAME
 from exporter.core.runfolder import PROVENANCE_JSON as PROVENANCE_NAME
@@ -45,18 +45,11 @@ def number(value: Any) -> str:
 
 
 def write_model_card(run: Run) -> Path:
-    """Write ``MODEL_CARD.md`` (and ``confusion_matrix.png`` when train.json has the matrix)."""
+    """Write ``MODEL_CARD.md`` from the run's train.json, manifest, verify.json and bench.json
+    (and ``confusion_matrix.png`` when train.json has the matrix)."""
     run_dir = run.run_dir
     matrix = run.record.get("confusion_matrix")
     picture = _write_confusion(run_dir / CONFUSION_PNG, matrix, run.class_names) if matrix else None
-    path = run_dir / MODEL_CARD_NAME
-    write_text(path, render_model_card(run, picture=picture))
-    return path
-
-
-def render_model_card(run: Run, *, picture: Path | None = None) -> str:
-    """The card's Markdown for ``run`` from its train.json, manifest, verify.json, bench.json."""
-    run_dir = run.run_dir
     manifest = run.manifest if run.has_manifest else None
     verify = read_report(run_dir / VERIFY_JSON)
     bench = read_report(run_dir / BENCH_JSON)
@@ -74,7 +67,9 @@ def render_model_card(run: Run, *, picture: Path | None = None) -> str:
         _limitations(manifest, verify, bench),
         _provenance(run_dir),
     ]
-    return "\n".join(parts)
+    path = run_dir / MODEL_CARD_NAME
+    write_text(path, "\n".join(parts))
+    return path
 
 
 def _front_matter(run: Run, manifest: Manifest | None) -> str:
@@ -106,13 +101,12 @@ def _training(run: Run) -> str:
     dataset = rec.get("dataset") or {}
     recipe = rec.get("recipe") or {}
     model = (rec.get("config") or {}).get("model") or {}
+    # Images used (train.json's dataset block), else the sizes asked for (its config).
+    train, val = (dataset.get(k, data.get(k)) for k in ("train_size", "val_size"))
     rows = [
         ("data source", data.get("source")),
         ("data folder", data.get("data_dir")),
-        (
-            "train / val images",
-            f"{_count(dataset, data, 'train_size')} / {_count(dataset, data, 'val_size')}",
-        ),
+        ("train / val images", f"{train} / {val}"),
         ("starting weights", model.get("weights")),
         ("recipe", recipe.get("name")),
         ("epochs run", len(rec.get("epochs") or [])),
@@ -122,11 +116,6 @@ def _training(run: Run) -> str:
     table = ["| setting | value |", "| --- | --- |"]
     table += [f"| {k} | {number(v)} |" for k, v in rows]
     return "## Training\n\n" + "\n".join(table) + "\n\nThe full settings are in train.json.\n"
-
-
-def _count(dataset: dict[str, Any], data: dict[str, Any], key: str) -> Any:
-    """Images used (train.json's dataset block), else the size asked for (its config)."""
-    return dataset.get(key, data.get(key))
 
 
 def _metrics(run: Run, picture: Path | None) -> str:
@@ -213,21 +202,14 @@ def _speed(bench: dict[str, Any] | None) -> str:
 def instruction_set(env: dict[str, Any]) -> str:
     """The SIMD extensions of the CPU bench ran on, when it is this machine's CPU."""
     from exporter.core.envinfo import cpu_model
+    from exporter.core.machine import machine
 
     if env.get("cpu_isa"):
         return str(env["cpu_isa"])
     if env.get("cpu_model") != cpu_model():
         return "not recorded (measured on another machine)"
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return "unknown"
-    flags = set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            flags = set(line.partition(":")[2].split())
-            break
-    found = [name for flag, name in _ISA_FLAGS if flag in flags]
+    isa = machine().isa
+    found = [name for flag, name in _ISA_FLAGS if flag in isa]
     return ", ".join(found) if found else "unknown"
 
 
@@ -277,29 +259,22 @@ def _provenance(run_dir: Path) -> str:
 
 def _write_confusion(path: Path, matrix: list[list[int]], classes: list[str]) -> Path | None:
     """A heat map of train.json's confusion matrix (rows: true class, columns: predicted)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
+
+    from exporter.core.report import new_figure, save_png
 
     cm = np.asarray(matrix, dtype=float)
     if cm.ndim != 2 or cm.shape[0] != cm.shape[1] or cm.shape[0] != len(classes):
         return None
     size = max(4.0, 0.5 * len(classes))
-    fig, ax = plt.subplots(figsize=(size, size))
-    try:
-        ax.imshow(cm, cmap="Blues")
-        ticks = range(len(classes))
-        ax.set_xticks(list(ticks), classes, rotation=90)
-        ax.set_yticks(list(ticks), classes)
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
-        for (i, j), v in np.ndenumerate(cm):
-            ax.text(j, i, f"{int(v)}", ha="center", va="center", fontsize=7)
-        fig.tight_layout()
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=100)
-    finally:
-        plt.close(fig)
+    fig, axes = new_figure(size=(size, size))
+    ax = axes[0][0]
+    ax.imshow(cm, cmap="Blues")
+    ticks = list(range(len(classes)))
+    ax.set_xticks(ticks, classes, rotation=90)
+    ax.set_yticks(ticks, classes)
+    ax.set(xlabel="predicted", ylabel="true")
+    for (i, j), v in np.ndenumerate(cm):
+        ax.text(j, i, f"{int(v)}", ha="center", va="center", fontsize=7)
+    save_png(path, fig, dpi=100)
     return path

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,9 +26,9 @@ from exporter.core.runfolder import (
     DEPLOY_JSON,
     EXPORT_JSON,
     OPTIMIZE_JSON,
+    PROVENANCE_JSON,
     VERIFY_JSON,
 )
-from exporter.core.runfolder import PROVENANCE_JSON as PROVENANCE_NAME
 from exporter.sign.scope import read_report
 
 if TYPE_CHECKING:
@@ -68,23 +67,21 @@ def data_fingerprint(run: Run) -> dict[str, Any]:
             "val": dataset.get("val_size", data.get("val_size")),
         },
         "skipped_images": dataset.get("skipped_count"),
+        "files_sha256": None,
     }
     folder = Path(str(data["data_dir"])) if data.get("data_dir") else None
     if folder is not None and folder.is_dir():
         facts["files_sha256"], facts["files_n"] = _file_list_digest(folder)
-    else:
-        facts["files_sha256"] = None
     return {**facts, "sha256": canonical_sha256(facts)}
 
 
 def _file_list_digest(folder: Path) -> tuple[str, int]:
     """sha256 of ``relative/path<TAB>bytes`` lines, sorted: the data set as a file list."""
-    lines = []
-    for root, _, files in os.walk(folder):
-        for name in files:
-            path = Path(root) / name
-            lines.append(f"{path.relative_to(folder).as_posix()}\t{path.stat().st_size}")
-    lines.sort()
+    lines = sorted(
+        f"{p.relative_to(folder).as_posix()}\t{p.stat().st_size}"
+        for p in folder.rglob("*")
+        if p.is_file()
+    )
     return hashlib.sha256("\n".join(lines).encode()).hexdigest(), len(lines)
 
 
@@ -132,7 +129,7 @@ def build_statement(run: Run) -> dict[str, Any]:
 
 def write_provenance(run: Run) -> Path:
     """Write ``RUN/provenance.json`` atomically; return its path."""
-    path = run.run_dir / PROVENANCE_NAME
+    path = run.run_dir / PROVENANCE_JSON
     write_json(path, build_statement(run))
     return path
 
@@ -169,27 +166,15 @@ def _weights_source(run: Run) -> dict[str, Any]:
 
 def _environments(run: Run, reports: dict[str, Any]) -> list[dict[str, Any]]:
     """Tool versions each recorded step ran with, and the signer's."""
-    out = []
-    if run.record.get("environment"):
-        out.append({"name": "environment/train", "content": run.record["environment"]})
-    for name, report in reports.items():
-        if report is not None and report.get("environment"):
-            out.append(
-                {
-                    "name": f"environment/{name.removesuffix('.json')}",
-                    "content": report["environment"],
-                }
-            )
-    signer = {"tlx": __version__, "python": platform.python_version()}
-    signer["model_signing"] = _version("model-signing")
-    out.append({"name": "environment/sign", "content": signer})
-    return out
-
-
-def _version(dist: str) -> str | None:
     from importlib.metadata import PackageNotFoundError, version
 
+    steps = {"train": run.record.get("environment")}
+    steps |= {n.removesuffix(".json"): (r or {}).get("environment") for n, r in reports.items()}
+    out = [{"name": f"environment/{k}", "content": v} for k, v in steps.items() if v]
+    signer: dict[str, Any] = {"tlx": __version__, "python": platform.python_version()}
     try:
-        return version(dist)
+        signer["model_signing"] = version("model-signing")
     except PackageNotFoundError:
-        return None
+        signer["model_signing"] = None
+    out.append({"name": "environment/sign", "content": signer})
+    return out

@@ -90,13 +90,10 @@ def signed_files(run_dir: Path, ignored: Collection[str] = UNSIGNED) -> dict[str
                     f"{path} is a symbolic link: a signed run holds regular files only"
                 )
             rel = (rel_dir / name).as_posix()
-            if name in files and not _is_ignored(rel, ignored):
+            skip = any(rel == p or rel.startswith(p.rstrip("/") + "/") for p in ignored)
+            if name in files and not skip:
                 keys[rel] = file_key(path)
     return keys
-
-
-def _is_ignored(rel: str, ignored: Collection[str]) -> bool:
-    return any(rel == p or rel.startswith(p.rstrip("/") + "/") for p in ignored)
 
 
 def read_report(path: Path) -> dict[str, Any] | None:

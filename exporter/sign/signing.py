@@ -42,23 +42,6 @@ class SignResult:
     unsigned: tuple[str, ...] = UNSIGNED
 
 
-def check_manifest_matches(run: Run) -> int:
-    """Every file the manifest lists (and the weights) has the recorded size and sha256.
-
-    Returns:
-        How many files were checked.
-
-    Raises:
-        InputFileError: no manifest (run ``tlx export`` first).
-        IntegrityError: a listed file is missing, a link, or differs; the message names it.
-    """
-    manifest = run.manifest
-    records = [manifest.source] + [f for a in manifest.artifacts.values() for f in a.files]
-    for rec in records:
-        run.check_file(rec)
-    return len(records)
-
-
 @locks_run("sign")
 def sign_run(run: Run | str | Path, private_key: str | Path) -> SignResult:
     """Write provenance and the model card, then sign the run folder into ``RUN/model.sig``.
@@ -67,14 +50,17 @@ def sign_run(run: Run | str | Path, private_key: str | Path) -> SignResult:
         EnvironmentUnavailable: the ``sign`` extra is not installed (exit 3).
         InputFileError: the key is missing or not an elliptic-curve PEM private key, or the
             run has no manifest (exit 2).
-        IntegrityError: a file differs from manifest.json; nothing is signed (exit 2).
+        IntegrityError: a file listed in manifest.json is missing, a link, or differs (the
+            message names it); nothing is signed (exit 2).
     """
     ms = require_model_signing()
     run = open_run(run)
     key = Path(private_key)
     if not key.is_file():
         raise InputFileError(f"--key {key}: no such file")
-    check_manifest_matches(run)
+    # The manifest must match every file it lists (and the weights), each hashed once.
+    manifest = run.manifest
+    run.check_files([manifest.source, *(f for a in manifest.artifacts.values() for f in a.files)])
     signed_files(run.run_dir)  # a symbolic link is refused by name before anything is written
     config = _signing_config(ms, key).set_hashing_config(hashing_config(ms))
     provenance = write_provenance(run)

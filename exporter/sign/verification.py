@@ -39,13 +39,6 @@ class SignatureCheck:
     digests: dict[str, str]
     keys: dict[str, Any] = field(default_factory=dict, repr=False)
 
-    def share_hashes(self, run: Run) -> None:
-        """Give the digests to ``run``: its manifest check then reads no file again."""
-        for rel, digest in self.digests.items():
-            key = self.keys.get(rel)
-            if key is not None:
-                run.remember_sha256(rel, digest, key)
-
 
 def verify_signature(run_dir: str | Path, public_key: str | Path) -> SignatureCheck:
     """Check every file of ``run_dir`` against ``run_dir/model.sig`` and ``public_key``.
@@ -100,11 +93,13 @@ def verify_signature(run_dir: str | Path, public_key: str | Path) -> SignatureCh
 
 
 def verified_run(run: Run | str | Path, public_key: str | Path) -> Run:
-    """The opened run after :func:`verify_signature` passed, its hash cache filled."""
-    run_dir = Path(run)  # an opened run is the path of its folder
-    check = verify_signature(run_dir, public_key)
+    """The opened run after :func:`verify_signature` passed, its hash cache filled with the
+    digests just checked: its manifest check then reads no file again."""
+    check = verify_signature(Path(run), public_key)  # an opened run is the path of its folder
     opened = open_run(run)
-    check.share_hashes(opened)
+    for rel, digest in check.digests.items():
+        if rel in check.keys:
+            opened.remember_sha256(rel, digest, check.keys[rel])
     return opened
 
 

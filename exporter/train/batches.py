@@ -8,14 +8,23 @@ to a multiple of the world size with repeated images; those pads have weight 0 i
 and are left out of every count. Validation is split into contiguous slices
 (:func:`shard_range`: no padding, so no image is counted twice).
 
-While the trunk is frozen (and, with ``--cache-features auto``, images are not augmented),
-the batches are the trunk's outputs, computed once (``feature_cache.py``).
+The feature cache: while every parameter of ``features`` is frozen and the images are not
+augmented (``--cache-features auto``), the trunk's output for an image never changes, so
+computing it every epoch is waste. The cache stores the trunk output *before* ``avgpool``
+(512×1×1 at 32 px, 512×7×7 at 224 px) so the head path (avgpool → flatten → classifier) is
+exactly the model's own forward. Large caches go to a temporary ``np.memmap`` file instead of
+memory. Each rank runs the trunk over its own slice of a split: the training cache is then
+exchanged so any global batch can be served on any rank, the validation cache stays a slice
+(evaluation is sharded the same way).
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -23,15 +32,18 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from exporter.train.distributed import DistContext, shard_range
-from exporter.train.feature_cache import FeatureCache, build_feature_cache, build_sharded_cache
 
 if TYPE_CHECKING:
     from exporter.core.config import TrainConfig
     from exporter.train.learner import Learner
 
-__all__ = ["Batches", "EpochBatches", "index_batches"]
+__all__ = ["Batches", "EpochBatches", "FeatureCache", "index_batches"]
 
 Progress = Callable[[int, int], None]
+# Above this many bytes the cache lives in a temp file (the OS pages it in as needed).
+MEMMAP_THRESHOLD_BYTES = int(os.environ.get("TLX_CACHE_MEMMAP_BYTES", 2 << 30))
+# Bytes per all_gather message when shards are exchanged (bounds the extra memory in flight).
+GATHER_CHUNK_BYTES = 64 << 20
 
 
 def index_batches(
@@ -67,6 +79,38 @@ class EpochBatches:
 
     def __len__(self) -> int:
         return len(self.batches)
+
+
+@dataclass
+class FeatureCache:
+    """Trunk outputs of one dataset split (or a rank's slice), in dataset order, with labels."""
+
+    features: np.ndarray  # float32 (n, C, h, w), ndarray or memmap
+    labels: np.ndarray  # int64 (n,)
+    _tmp: Any = field(default=None, repr=False)  # the memmap's temp file
+
+    @property
+    def storage(self) -> str:
+        return "memory" if self._tmp is None else "memmap"
+
+    @classmethod
+    def allocate(cls, shape: tuple[int, ...]) -> FeatureCache:
+        """Room for ``shape[0]`` rows: in memory, or in a temp file above
+        :data:`MEMMAP_THRESHOLD_BYTES` (the file lives until :meth:`close` deletes it)."""
+        labels = np.empty(shape[0], dtype=np.int64)
+        if int(np.prod(shape)) * 4 <= MEMMAP_THRESHOLD_BYTES:
+            return cls(np.empty(shape, dtype=np.float32), labels)
+        tmp = tempfile.NamedTemporaryFile(prefix="tlx-feature-cache-")  # noqa: SIM115
+        return cls(np.memmap(tmp.name, dtype=np.float32, mode="w+", shape=shape), labels, tmp)
+
+    def batch(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        features = torch.from_numpy(np.ascontiguousarray(self.features[idx]))
+        return features, torch.from_numpy(self.labels[idx])
+
+    def close(self) -> None:
+        if self._tmp is not None:
+            self._tmp.close()  # deletes the temp file
+            self._tmp = None
 
 
 class Batches:
@@ -109,7 +153,7 @@ class Batches:
         t = time.perf_counter()
         self.train_cache = self._run_trunk(self.bundle.train, on_batch=progress, gather=True)
         self.val_cache = self._run_trunk(self.bundle.val, on_batch=progress, gather=False)
-        row = self.train_cache.nbytes // len(self.bundle.train)
+        row = self.train_cache.features.nbytes // len(self.bundle.train)
         self.cache_info.update(
             used=True,
             build_seconds=round(time.perf_counter() - t, 3),
@@ -201,29 +245,93 @@ class Batches:
     def _run_trunk(
         self, ds: Any, on_batch: Progress | None = None, gather: bool | None = None
     ) -> FeatureCache:
-        """The frozen trunk over ``ds`` on un-augmented images; ``gather`` None: all of ``ds``
-        on this rank, True/False: per shard, exchanged or not (``build_sharded_cache``)."""
-        learner = self.learner
+        """The frozen trunk over ``ds`` on un-augmented images. ``gather`` None: all of ``ds``
+        on this rank. Else each rank runs its own slice (:func:`shard_range`); with
+        ``gather`` the slices are then exchanged so every rank holds the whole split in
+        dataset order (training: a global batch draws from every slice), without it the
+        cache holds this rank's slice only (evaluation)."""
+        from exporter.data.datasets import SubsetDataset
 
-        def tick(done: int, total: int) -> None:
-            if on_batch is not None:
-                on_batch(done, total)
-            self.check_stop()
-
-        saved_tf = ds.transform
+        dist, saved_tf = self.dist, ds.transform
         ds.transform = self.bundle.preprocessing.eval_transform()
-        kw: dict[str, Any] = {
-            "batch_size": self.batch_size,
-            "device": learner.device,
-            "workers": self.workers,
-            "channels_last": learner.channels_last,
-            "autocast": learner.autocast,
-            "on_batch": tick,
-        }
         try:
-            if gather is None:
-                return build_feature_cache(learner.model.features, ds, **kw)
-            trunk = learner.model.features
-            return build_sharded_cache(trunk, ds, dist=self.dist, gather=gather, **kw)
+            if gather is None or not dist.enabled:
+                return self._trunk_pass(ds, on_batch)
+            n = len(ds)
+            start, stop = shard_range(n, dist.rank, dist.world_size)
+            local = None
+            if stop > start:
+                local = self._trunk_pass(SubsetDataset(ds, np.arange(start, stop)), on_batch)
+            shapes = dist.gather_object(None if local is None else local.features.shape[1:])
+            shape = next(s for s in shapes if s is not None)  # n >= 1, so some rank has rows
+            if local is None:
+                local = FeatureCache(np.empty((0, *shape), np.float32), np.empty(0, np.int64))
+            if not gather:
+                return local
+            try:
+                return _gather_shards(local, n, shape, dist)
+            finally:
+                local.close()
         finally:
             ds.transform = saved_tf
+
+    def _trunk_pass(self, ds: Any, on_batch: Progress | None) -> FeatureCache:
+        """Run the trunk (eval mode, no grad) once over ``ds`` and keep its outputs."""
+        learner, n = self.learner, len(ds)
+        loader = DataLoader(
+            ds,
+            batch_size=self.batch_size,
+            num_workers=self.workers,
+            pin_memory=learner.device.type == "cuda",
+            generator=torch.Generator().manual_seed(0),  # never touch the global RNG
+        )
+        trunk = learner.model.features
+        was_training = trunk.training
+        trunk.eval()
+        cache: FeatureCache | None = None
+        done = 0
+        try:
+            with torch.no_grad():
+                for x, y in loader:
+                    with learner.autocast():
+                        out = trunk(learner.inputs(x, cached=False))
+                    out = out.float().cpu().numpy()
+                    if cache is None:
+                        cache = FeatureCache.allocate((n, *out.shape[1:]))
+                    cache.features[done : done + len(out)] = out
+                    cache.labels[done : done + len(out)] = y.numpy()
+                    done += len(out)
+                    if on_batch is not None:
+                        on_batch(done, n)
+                    self.check_stop()
+        except BaseException:
+            if cache is not None:
+                cache.close()
+            raise
+        finally:
+            trunk.train(was_training)
+        assert cache is not None  # n >= 1 is guaranteed by the dataset builders
+        return cache
+
+
+def _gather_shards(
+    local: FeatureCache, n: int, shape: tuple[int, ...], dist: DistContext
+) -> FeatureCache:
+    """Every rank's shard, concatenated in rank order (= dataset order), on every rank."""
+    ranges = [shard_range(n, r, dist.world_size) for r in range(dist.world_size)]
+    counts = [b - a for a, b in ranges]
+    cache = FeatureCache.allocate((n, *shape))
+    rows = max(1, GATHER_CHUNK_BYTES // max(1, int(np.prod(shape)) * 4))
+    try:
+        for lo in range(0, max(counts), rows):
+            part = [max(0, min(c, lo + rows) - lo) for c in counts]
+            mine = slice(lo, lo + part[dist.rank])
+            got = dist.all_gather_rows(torch.from_numpy(local.features[mine]), part)
+            lab = dist.all_gather_rows(torch.from_numpy(local.labels[mine]), part)
+            for (a, _), f, y in zip(ranges, got, lab, strict=True):
+                cache.features[a + lo : a + lo + len(f)] = f.numpy()
+                cache.labels[a + lo : a + lo + len(y)] = y.numpy()
+    except BaseException:
+        cache.close()
+        raise
+    return cache

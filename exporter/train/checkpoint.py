@@ -111,7 +111,7 @@ def checkpoint_dir(run_dir: Path) -> Path:
     return Path(run_dir) / CHECKPOINT_DIR
 
 
-def save_checkpoint(run_dir: Path, state: dict[str, Any], meta: dict[str, Any]) -> Path:
+def save_checkpoint(run_dir: Path, state: dict[str, Any], meta: dict[str, Any]) -> None:
     """Atomically write ``checkpoint/state.pt`` then ``checkpoint/meta.json``.
 
     ``state.pt`` alone is the source of truth; meta.json is a human-readable summary.
@@ -123,7 +123,6 @@ def save_checkpoint(run_dir: Path, state: dict[str, Any], meta: dict[str, Any]) 
     # torch's zip writer can abort the process on a short write: the space is checked first.
     write_tensors(folder / STATE_NAME, {"format": CHECKPOINT_FORMAT, **state}, torch.save)
     write_json(folder / META_NAME, meta)
-    return folder
 
 
 def write_tensors(dest: Path, payload: Any, save: Callable[[Any, Path], None]) -> None:
@@ -159,7 +158,6 @@ def load_checkpoint(run_dir: Path) -> dict[str, Any]:
         UnsafePath: ``checkpoint/`` or ``state.pt`` is a symbolic link (a resume would write
             through it): refused before reading.
     """
-
     path = guard(checkpoint_dir(run_dir) / STATE_NAME, root=run_dir)
     if not path.is_file():
         raise InputFileError(

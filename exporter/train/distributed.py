@@ -180,9 +180,7 @@ class DistContext:
 
 
 def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    if raw is None:
-        return default
+    raw = os.environ.get(name, str(default))
     try:
         return int(raw)
     except ValueError:
@@ -192,12 +190,8 @@ def _env_int(name: str, default: int) -> int:
 
 
 def init_distributed(device_spec: str, batch_size: int) -> DistContext:
-    """Join torchrun's process group if this process is one of several workers.
-
-    Args:
-        device_spec: ``--device`` (``auto``/``cpu``/``cuda``); under torchrun a CUDA rank
-            trains on ``cuda:LOCAL_RANK``.
-        batch_size: the global ``--batch-size``, which must split evenly over the ranks.
+    """Join torchrun's process group if this process is one of several workers; a CUDA rank
+    (``device_spec`` is ``--device``) trains on ``cuda:LOCAL_RANK``.
 
     Raises:
         UsageError: the batch does not divide by the world size.

@@ -130,12 +130,7 @@ def check_rdzv_endpoint(endpoint: str, *, timeout: float = PROBE_TIMEOUT_S) -> N
                 struct.pack("=BI", _QUERY_VALIDATE, _STORE_MAGIC)
                 + struct.pack("=BI", _QUERY_PING, nonce)
             )
-            reply = b""
-            while len(reply) < 4:
-                chunk = sock.recv(4 - len(reply))
-                if not chunk:
-                    break
-                reply += chunk
+            reply = sock.makefile("rb").read(4)  # 4 bytes, or fewer at end of stream
         except OSError:  # timed out or reset: not a store
             reply = b""
     if reply != struct.pack("=I", nonce):

@@ -1,16 +1,24 @@
-"""The model and what updates it: optimizer, grad scaler, autocast and the DDP wrapping.
+"""The model and what updates it: optimizer, grad scaler, autocast and the DDP wrapping;
+and validation.
 
 Phase 1 trains the head path (``avgpool → flatten → classifier``) on the frozen trunk's
 outputs; :meth:`Learner.unfreeze` (phase 2) makes the top of the trunk trainable in a new
 param group and wraps anew, so DDP's reducer always holds exactly the parameters that get
 gradients. Imported by the loop once training starts (it imports torch).
+
+Validation is sharded: each rank scores its slice (``Batches.val``), then the confusion matrix
+(int64) and the summed loss are all-reduced; accuracy, per-class accuracy and the loss come
+from the sums. The forward uses the plain model, not DDP: evaluation has no gradients to
+synchronise, and the slices may differ in size by one batch.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -21,7 +29,7 @@ from exporter.train.device_setup import amp_dtype
 from exporter.train.distributed import DistContext
 from exporter.train.modules import HeadPath, install_sample_dropout
 
-__all__ = ["Learner", "make_optimizer"]
+__all__ = ["Learner", "make_optimizer", "summarize"]
 
 
 def make_optimizer(
@@ -129,19 +137,38 @@ class Learner:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
-    def head(self, f: torch.Tensor) -> torch.Tensor:
-        """The head path on trunk outputs, through DDP while it is the part that trains."""
-        return self.head_fn(f)
-
     def logits(self, x: torch.Tensor, cached: bool) -> torch.Tensor:
         """The training forward: cached trunk outputs, frozen trunk, or the unfrozen model."""
-        if cached:
-            return self.head(x)
+        if cached:  # the head path, through DDP while it is the part that trains
+            return self.head_fn(x)
         if not self.unfrozen:
             with torch.no_grad():  # nothing to learn there: skip its autograd graph
                 f = self.trunk_fn(x)
-            return self.head(f)
+            return self.head_fn(f)
         return self.forward(x)
+
+    def evaluate(
+        self, batches: Iterable[tuple[Any, Any]], *, cached: bool, class_names: list[str]
+    ) -> dict[str, Any]:
+        """Score this rank's ``batches`` (trunk outputs when ``cached``), summed over the ranks."""
+        model, k = self.model, len(class_names)
+        model.eval()
+        cm = np.zeros((k, k), dtype=np.int64)
+        loss_sum = 0.0
+        with torch.no_grad():
+            for x, y in batches:
+                x, y = self.inputs(x, cached), y.to(self.device)
+                with self.autocast():
+                    logits = self.head_path(x) if cached else model(x)
+                logits = logits.float()
+                loss_sum += float(torch.nn.functional.cross_entropy(logits, y, reduction="sum"))
+                pred = logits.argmax(1).cpu().numpy()
+                cell = y.cpu().numpy() * k + pred  # row: true class, column: predicted
+                cm += np.bincount(cell, minlength=k * k).reshape(k, k)
+        model.train()
+        cm = self.dist.all_reduce_sum(cm)
+        loss_sum = float(self.dist.all_reduce_sum(np.array([loss_sum]))[0])
+        return summarize(cm, loss_sum, class_names)
 
     def update(self, loss: torch.Tensor) -> None:
         """Backward (scaled), clip, step."""
@@ -167,3 +194,20 @@ class Learner:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         restore_scaler(self.scaler, state["scaler"])
+
+
+def summarize(cm: np.ndarray, loss_sum: float, class_names: list[str]) -> dict[str, Any]:
+    """Accuracy, mean loss, per-class accuracy and the matrix from summed counts."""
+    total = int(cm.sum())
+    support = cm.sum(1)
+    per_class = {
+        name: (float(cm[i, i] / support[i]) if support[i] else None)
+        for i, name in enumerate(class_names)
+    }
+    return {
+        "loss": loss_sum / max(total, 1),
+        "accuracy": float(np.trace(cm) / max(total, 1)),
+        "per_class_accuracy": per_class,
+        "confusion_matrix": cm.tolist(),
+        "count": total,
+    }

@@ -3,9 +3,9 @@
 :meth:`Trainer.run`: set up, the ``--lr auto`` range test, then epoch after epoch: steps,
 validation, the record, the checkpoint. The Trainer holds where the run stands (epoch, step,
 the epoch's sums, status); the rest lives in collaborators with their own small state:
-``Learner`` (model, optimizer, scaler, autocast, DDP), ``Batches`` (this rank's batches:
-images, or the frozen trunk's cached outputs), ``StopSignal`` (SIGINT/SIGTERM, agreed by
-every rank), ``Recipe`` (phases, peak LR) and ``History`` (epochs, best, early stop).
+``Learner`` (model, optimizer, scaler, autocast, DDP, validation), ``Batches`` (this rank's
+batches: images, or the frozen trunk's cached outputs), ``StopSignal`` (SIGINT/SIGTERM,
+agreed by every rank), ``Recipe`` (phases, peak LR) and ``History`` (epochs, best, early stop).
 Under torchrun every rank runs the same Trainer (``distributed.py``); rank 0 alone writes.
 """
 
@@ -176,8 +176,6 @@ class Trainer:
 
     def _train_epoch(self) -> None:
         """Unfreeze when due, this rank's steps (a stop between any two), then validation."""
-        from exporter.train.evaluate import evaluate
-
         epoch = self.epoch
         due = self.recipe.unfreeze_at is not None and epoch >= self.recipe.unfreeze_at
         if due and not self.learner.unfrozen:
@@ -210,7 +208,7 @@ class Trainer:
                 raise Stop
         train_seconds = self.sums["seconds"] + time.perf_counter() - t_steps
         names = self.bundle.class_names
-        val = evaluate(self.learner, batches.val(cached), cached=cached, class_names=names)
+        val = self.learner.evaluate(batches.val(cached), cached=cached, class_names=names)
         self._finish_epoch(val, train_seconds, time.perf_counter() - t_epoch, cached)
 
     def _train_step(self, x: Any, y: Any, idx: np.ndarray, real: np.ndarray, cached: bool) -> bool:
@@ -358,10 +356,8 @@ class Trainer:
         restore_rank_rng(state, rank=self.dist.rank, world_size=self.dist.world_size)
 
     def _config_dict(self) -> dict[str, Any]:
-        d = self.cfg.to_dict()
-        d["model"] = {"arch": "vgg16", "weights": self.cfg.weights}
-        d["model"]["num_classes"] = self.bundle.num_classes
-        return d
+        model = {"arch": "vgg16", "weights": self.cfg.weights}
+        return {**self.cfg.to_dict(), "model": {**model, "num_classes": self.bundle.num_classes}}
 
     def _write_record(self, total_seconds: float | None) -> dict[str, Any]:
         """train.json's record now (rank 0 writes it, and curves.png)."""

@@ -2,7 +2,7 @@
 
 The test trains a copy of the new output layer (``classifier[6]``) on the penultimate
 features of the training images (the pretrained ``classifier[:6]`` applied once, in eval
-mode), raising the LR exponentially every step from ``start_lr`` to ``end_lr``, and records
+mode), raising the LR exponentially every step from ``START_LR`` to ``END_LR``, and records
 the smoothed loss. Why only the new layer: it is the part that starts from nothing, and on
 fixed features one step costs microseconds, so a full sweep costs one forward pass of fc1/fc2
 over at most :data:`MAX_IMAGES` images instead of ~100 steps through the 120M-parameter
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from exporter.train.batches import Batches
     from exporter.train.learner import Learner
 
-__all__ = ["LRFinderResult", "choose_lr", "find_lr", "range_test", "too_few_images", "valley"]
+__all__ = ["LRFinderResult", "choose_lr", "find_lr", "range_test", "valley"]
 
 
 START_LR = 1e-7
@@ -57,9 +57,9 @@ class LRFinderResult:
     rule: str = "minimum/10"
     min_loss_lr: float = 0.0
     valley_lr: float = 0.0
-    seconds: float = 0.0
+    seconds: float = 0.0  # the whole test, trunk outputs included (set by range_test)
     images: int = 0
-    stopped: str = "end"  # "end" (swept to end_lr) | "diverged" | "skipped" (too few images)
+    stopped: str = "end"  # "end" (swept to END_LR) | "diverged" | "skipped" (too few images)
     warning: str | None = None  # why the rule fell back, for train.json and the log
 
     def to_dict(self) -> dict[str, Any]:
@@ -100,50 +100,44 @@ def find_lr(
     momentum: float,
     batch_size: int,
     seed: int,
-    start_lr: float = START_LR,
-    end_lr: float = END_LR,
-    steps: int = STEPS,
 ) -> LRFinderResult:
-    """Run the range test; the model passed in is not changed.
-
-    Args:
-        head: the model's ``classifier`` (its last module is the layer swept).
-        trunk_features: outputs of ``features`` (before ``avgpool``) for training images.
-        labels: their class indices.
-        avgpool: the model's ``avgpool``.
-        optimizer: ``adamw`` or ``sgd``, as the run trains with.
-        weight_decay: as the run trains with.
-        momentum: SGD momentum, as the run trains with.
-        batch_size: images per step, as the run trains with.
-        seed: seeds the batch order.
-        start_lr: first LR of the sweep.
-        end_lr: last LR of the sweep.
-        steps: LR values tried (one optimizer step each).
-    """
+    """Sweep the last layer of ``head`` (the model's ``classifier``, not changed) on
+    ``trunk_features`` (the outputs of ``features``, before ``avgpool``) with the run's
+    optimizer settings and batch size."""
     import copy
 
+    import torch
+
+    from exporter.core.config import TrainConfig
     from exporter.train.learner import make_optimizer
 
-    if len(labels) < MIN_IMAGES:
-        return too_few_images(len(labels))
-    t0 = time.perf_counter()
-    penultimate = _penultimate_features(head, trunk_features, avgpool=avgpool)
+    if len(labels) < MIN_IMAGES:  # no sweep: the default LR, with a warning
+        chosen, n = float(TrainConfig.lr), len(labels)  # type: ignore[arg-type]
+        return LRFinderResult(
+            lrs=[],
+            losses=[],
+            chosen_lr=chosen,
+            rule="default (too few images)",
+            images=n,
+            stopped="skipped",
+            warning=(
+                f"only {n} training images (the range test needs at least {MIN_IMAGES}): the "
+                f"sweep would measure memorisation, so the default LR {chosen:g} is used"
+            ),
+        )
+    # classifier[:-1] applied once in eval mode (dropout off); the head's mode is kept.
+    was_training = head.training
+    head.eval()
+    with torch.no_grad():
+        penultimate = head[:-1](torch.flatten(avgpool(trunk_features.float()), 1))
+    head.train(was_training)
     layer = copy.deepcopy(head[-1]).float().train()
+    params = [{"params": list(layer.parameters())}]
     opt = make_optimizer(
-        [{"params": list(layer.parameters())}],
-        optimizer,
-        lr=start_lr,
-        momentum=momentum,
-        weight_decay=weight_decay,
+        params, optimizer, lr=START_LR, momentum=momentum, weight_decay=weight_decay
     )
-    lrs, losses, stopped = _sweep(
-        layer,
-        opt,
-        _batches(len(labels), batch_size=batch_size, seed=seed),
-        penultimate,
-        labels,
-        lrs=_lr_schedule(start_lr, end_lr, steps),
-    )
+    batches = _batches(len(labels), batch_size=batch_size, seed=seed)
+    lrs, losses, stopped = _sweep(layer, opt, batches, penultimate, labels)
     if len(losses) < 3:
         raise ValueError(f"the LR range test diverged after {len(losses)} steps")
     chosen, rule, warning = choose_lr(lrs, losses, stopped)
@@ -154,7 +148,6 @@ def find_lr(
         rule=rule,
         min_loss_lr=float(lrs[losses.index(min(losses))]),
         valley_lr=valley(lrs, losses),
-        seconds=round(time.perf_counter() - t0, 3),
         images=len(labels),
         stopped=stopped,
         warning=warning,
@@ -183,59 +176,15 @@ def range_test(learner: Learner, batches: Batches, cfg: TrainConfig) -> LRFinder
     return result
 
 
-def too_few_images(n: int) -> LRFinderResult:
-    """No sweep: the default LR, and the warning train.json and the log carry."""
-    from exporter.core.config import TrainConfig
-
-    chosen = float(TrainConfig.lr)  # type: ignore[arg-type]
-    return LRFinderResult(
-        lrs=[],
-        losses=[],
-        chosen_lr=chosen,
-        rule="default (too few images)",
-        images=n,
-        stopped="skipped",
-        warning=(
-            f"only {n} training images (the range test needs at least {MIN_IMAGES}): the "
-            f"sweep would measure memorisation, so the default LR {chosen:g} is used"
-        ),
-    )
-
-
-def _penultimate_features(
-    head: nn.Sequential, trunk_features: torch.Tensor, *, avgpool: nn.Module
-) -> torch.Tensor:
-    """``classifier[:-1]`` applied once in eval mode (dropout off); the head's mode is kept."""
-    import torch
-
-    was_training = head.training
-    head.eval()
-    with torch.no_grad():
-        x = torch.flatten(avgpool(trunk_features.float()), 1)
-        penultimate = head[:-1](x)
-    head.train(was_training)
-    return penultimate
-
-
-def _lr_schedule(start_lr: float, end_lr: float, steps: int) -> Iterator[float]:
-    """``steps`` LRs rising exponentially from ``start_lr`` to ``end_lr``."""
-    ratio = (end_lr / start_lr) ** (1 / max(1, steps - 1))
-    return (start_lr * ratio**i for i in range(steps))
-
-
 def _batches(n: int, *, batch_size: int, seed: int) -> Iterator[torch.Tensor]:
     """Endless seeded batches of image indices, reshuffled before each new pass."""
     import torch
 
     gen = torch.Generator().manual_seed(seed)
-    order = torch.randperm(n, generator=gen)
     bs = min(batch_size, n)
-    pos = 0
-    while True:
-        if pos + bs > n:  # next pass over the images, freshly shuffled
-            order, pos = torch.randperm(n, generator=gen), 0
-        yield order[pos : pos + bs]
-        pos += bs
+    while True:  # full batches only; each pass over the images freshly shuffled
+        order = torch.randperm(n, generator=gen)
+        yield from (order[i : i + bs] for i in range(0, n - bs + 1, bs))
 
 
 def _sweep(
@@ -244,17 +193,18 @@ def _sweep(
     batches: Iterator[torch.Tensor],
     penultimate: torch.Tensor,
     labels: torch.Tensor,
-    *,
-    lrs: Iterator[float],
 ) -> tuple[list[float], list[float], str]:
-    """One optimizer step per LR; the LRs tried, their smoothed losses, and why it stopped."""
+    """One optimizer step per LR, rising exponentially from ``START_LR`` to ``END_LR``; the
+    LRs tried, their smoothed losses, and why it stopped."""
     import torch
 
     tried: list[float] = []
     losses: list[float] = []
     avg, best = 0.0, math.inf
+    ratio = (END_LR / START_LR) ** (1 / (STEPS - 1))
     # The schedule ends the sweep; the batches never end (and are drawn only while it runs).
-    for i, (lr, idx) in enumerate(zip(lrs, batches, strict=False)):
+    for i, idx in zip(range(STEPS), batches, strict=False):
+        lr = START_LR * ratio**i
         for g in opt.param_groups:
             g["lr"] = lr
         loss = torch.nn.functional.cross_entropy(layer(penultimate[idx]), labels[idx])

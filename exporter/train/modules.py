@@ -40,22 +40,12 @@ class HeadPath(nn.Module):
 
 
 _MASK64 = (1 << 64) - 1
-
-
-def _splitmix64(x: int) -> int:
-    """One round of SplitMix64 (Steele et al., 2014): a fast, well-mixed 64-bit hash."""
-    x = (x + _GAMMA) & _MASK64
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return x ^ (x >> 31)
+_GAMMA = 0x9E3779B97F4A7C15
 
 
 def _signed(c: int) -> int:
-    """A 64-bit constant as the int64 that has the same bits."""
+    """A 64-bit number as the int64 that has the same bits."""
     return c - (1 << 64) if c >= 1 << 63 else c
-
-
-_GAMMA = 0x9E3779B97F4A7C15
 
 
 def _lsr(x: torch.Tensor, s: int) -> torch.Tensor:
@@ -63,8 +53,9 @@ def _lsr(x: torch.Tensor, s: int) -> torch.Tensor:
     return (x >> s) & ((1 << (64 - s)) - 1)
 
 
-def _splitmix64_t(x: torch.Tensor) -> torch.Tensor:
-    """:func:`_splitmix64` element-wise on int64 tensors (multiplication wraps mod 2**64)."""
+def _splitmix64(x: torch.Tensor) -> torch.Tensor:
+    """One round of SplitMix64 (Steele et al., 2014), a fast, well-mixed 64-bit hash,
+    element-wise on int64 bits (multiplication wraps mod 2**64)."""
     x = x + _signed(_GAMMA)
     x = (x ^ _lsr(x, 30)) * _signed(0xBF58476D1CE4E5B9)
     x = (x ^ _lsr(x, 27)) * _signed(0x94D049BB133111EB)
@@ -76,17 +67,10 @@ def sample_masks(keys: list[int], layer: int, features: int, device: torch.devic
 
     Integer arithmetic only, on the training device, so CPU and CUDA draw the same masks.
     """
-    seeds = torch.tensor([_signed(_splitmix64(k ^ layer)) for k in keys], dtype=torch.int64)
+    seeds = _splitmix64(torch.tensor([_signed(k ^ layer) for k in keys], dtype=torch.int64))
     steps = torch.arange(features, dtype=torch.int64, device=device) * _signed(_GAMMA)
-    bits = _splitmix64_t(seeds.to(device)[:, None] + steps[None, :])
+    bits = _splitmix64(seeds.to(device)[:, None] + steps[None, :])
     return _lsr(bits, 40).to(torch.float32) * (1.0 / (1 << 24))  # top 24 bits
-
-
-def sample_key(seed: int, epoch: int, index: int) -> int:
-    """The 64-bit key of one image in one epoch."""
-    h = _splitmix64(seed & _MASK64)
-    h = _splitmix64(h ^ (epoch & _MASK64))
-    return _splitmix64(h ^ (index & _MASK64))
 
 
 class SampleDropout(nn.Module):
@@ -112,19 +96,19 @@ class SampleDropout(nn.Module):
         return f"p={self.p}, per-sample masks"
 
 
-def install_sample_dropout(model: nn.Module) -> int:
-    """Replace every ``nn.Dropout`` in ``model.classifier`` by a per-image one; return how many."""
-    count = 0
+def install_sample_dropout(model: nn.Module) -> None:
+    """Replace every ``nn.Dropout`` in ``model.classifier`` by a per-image one."""
     for i, mod in enumerate(model.classifier):
         if type(mod) is nn.Dropout:
             model.classifier[i] = SampleDropout(mod.p, layer=i)
-            count += 1
-    return count
 
 
 def set_dropout_keys(model: nn.Module, *, seed: int, epoch: int, indices: torch.Tensor) -> None:
-    """Key the next forward's dropout masks by these dataset indices (one per batch row)."""
-    keys = [sample_key(seed, epoch, int(i)) for i in indices.tolist()]
+    """Key the next forward's dropout masks by these dataset indices (one per batch row): an
+    image's key is SplitMix64 chained over (seed, epoch, index)."""
+    h = _splitmix64(torch.tensor(_signed(seed & _MASK64)))
+    h = _splitmix64(h ^ _signed(epoch & _MASK64))
+    keys = _splitmix64(h ^ indices.to(torch.int64)).tolist()
     for mod in model.classifier:
         if isinstance(mod, SampleDropout):
             mod.keys = keys

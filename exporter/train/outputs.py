@@ -102,7 +102,10 @@ def write_record(run_dir: Path, record: dict[str, Any]) -> None:
 
 def plot_curves(epochs: list[dict[str, Any]], dest: Path) -> None:
     """curves.png: training and validation loss and accuracy per epoch."""
-    fig, (ax_loss, ax_acc) = _pyplot().subplots(1, 2, figsize=(10, 4))
+    from exporter.core.report import new_figure, save_png
+
+    fig, axes = new_figure(ncols=2, size=(5, 4))
+    ax_loss, ax_acc = axes[0]
     x = [e["epoch"] for e in epochs]
     ax_loss.plot(x, [e["train_loss"] for e in epochs], "o-", label="train")
     ax_loss.plot(x, [e["val_loss"] for e in epochs], "o-", label="val")
@@ -110,22 +113,24 @@ def plot_curves(epochs: list[dict[str, Any]], dest: Path) -> None:
     ax_acc.plot(x, [e["train_accuracy"] for e in epochs], "o-", label="train")
     ax_acc.plot(x, [e["val_accuracy"] for e in epochs], "o-", label="val")
     ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy", ylim=(0, 1))
+    unfreeze = [e["epoch"] for e in epochs if e.get("phase") == 2]
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
         ax.legend()
-    unfreeze = [e["epoch"] for e in epochs if e.get("phase") == 2]
-    if unfreeze:
-        for ax in (ax_loss, ax_acc):
+        if unfreeze:
             ax.axvline(unfreeze[0] - 0.5, color="grey", ls="--", lw=1)
-    _save(fig, dest)
+    save_png(dest, fig, dpi=100)
 
 
 def plot_lr_find(result: LRFinderResult, dest: Path) -> None:
     """lr_find.png: smoothed loss against LR (log scale), the chosen LR marked; nothing
     when the sweep was skipped."""
+    from exporter.core.report import new_figure, save_png
+
     if not result.lrs:
         return
-    fig, ax = _pyplot().subplots(figsize=(6, 4))
+    fig, axes = new_figure()
+    ax = axes[0][0]
     ax.plot(result.lrs, result.losses)
     ax.set_xscale("log")
     ax.axvline(result.chosen_lr, color="red", ls="--", lw=1)
@@ -137,24 +142,4 @@ def plot_lr_find(result: LRFinderResult, dest: Path) -> None:
         title=f"LR range test: chose {result.chosen_lr:.2e} ({result.rule})",
     )
     ax.grid(alpha=0.3, which="both")
-    _save(fig, dest)
-
-
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display on servers; must precede pyplot
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig: Any, dest: Path) -> None:
-    """Write ``fig`` as a PNG atomically, and free it."""
-    from exporter.core.fsio import write_with
-
-    fig.tight_layout()
-    try:
-        write_with(dest, lambda p: fig.savefig(p, format="png", dpi=100))
-    finally:
-        _pyplot().close(fig)
+    save_png(dest, fig, dpi=100)

@@ -50,9 +50,6 @@ class Phase:
     steps: int
     warmup_steps: int
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 def plan_phases(cfg: TrainConfig, steps_per_epoch: int) -> list[Phase]:
     """Phase 1 trains the head; phase 2 (if any) the head plus the top of the trunk.
@@ -90,10 +87,7 @@ def plan_phases(cfg: TrainConfig, steps_per_epoch: int) -> list[Phase]:
 
 def phase_lr_factor(global_step: int, phases: list[Phase]) -> float:
     """LR multiplier at ``global_step``: linear warm-up to 1, then cosine decay within a phase."""
-    phase = phases[0]
-    for p in phases:
-        if global_step >= p.start_step:
-            phase = p
+    phase = [p for p in phases if p.start_step <= global_step][-1]  # the first starts at 0
     return lr_factor(
         global_step - phase.start_step, total_steps=phase.steps, warmup_steps=phase.warmup_steps
     )
@@ -142,7 +136,7 @@ class Recipe:
             "kind": "phased_warmup_cosine_per_step",
             "global_step": global_step,
             "total_steps": sum(p.steps for p in self.phases),
-            "phases": [p.to_dict() for p in self.phases],
+            "phases": [asdict(p) for p in self.phases],
         }
 
     def to_dict(self) -> dict[str, Any]:

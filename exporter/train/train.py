@@ -35,9 +35,9 @@ from exporter.core.runfolder import (
 )
 from exporter.core.runlock import run_lock
 from exporter.model.footprint import train_need
-from exporter.train.allocator import reuse_freed_memory
 from exporter.train.checkpoint import load_checkpoint
 from exporter.train.common import ProgressFn
+from exporter.train.device_setup import reuse_freed_memory
 from exporter.train.distributed import DistContext, init_distributed, restart_count
 from exporter.train.loop import Trainer
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from exporter.train.allocator import reuse_freed_memory
+from exporter.train.device_setup import reuse_freed_memory
 
 GLIBC = sys.platform == "linux" and platform.libc_ver()[0] == "glibc"
 

@@ -12,14 +12,9 @@ import torch
 from exporter.core.errors import UsageError
 from exporter.train.batches import index_batches
 from exporter.train.distributed import DistContext, shard_range
-from exporter.train.evaluate import summarize
 from exporter.train.launch import LaunchSpec, torchrun_args
-from exporter.train.modules import (
-    SampleDropout,
-    _splitmix64,
-    sample_masks,
-    set_dropout_keys,
-)
+from exporter.train.learner import summarize
+from exporter.train.modules import SampleDropout, sample_masks, set_dropout_keys
 
 
 @pytest.mark.parametrize("n", [0, 1, 2, 7, 9, 64])
@@ -89,6 +84,15 @@ def test_dropout_masks_do_not_depend_on_the_batch_split() -> None:
     assert torch.equal(drop.eval()(x), x)
 
 
+def _splitmix64(x: int) -> int:
+    """The 64-bit reference: one round of SplitMix64 (Steele et al., 2014) on Python ints."""
+    mask = (1 << 64) - 1
+    x = (x + 0x9E3779B97F4A7C15) & mask
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & mask
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & mask
+    return x ^ (x >> 31)
+
+
 def test_mask_stream_is_splitmix64_on_every_device() -> None:
     # int64 tensor arithmetic must wrap exactly like the 64-bit reference.
     got = sample_masks([2**63 + 12345, 7], 5, 6, torch.device("cpu"))
@@ -97,6 +101,11 @@ def test_mask_stream_is_splitmix64_on_every_device() -> None:
         gamma = 0x9E3779B97F4A7C15
         ref = [(_splitmix64((seed + j * gamma) % 2**64) >> 40) / 2**24 for j in range(6)]
         assert row == pytest.approx(ref, abs=0)
+    # An image's key: SplitMix64 chained over (seed, epoch, dataset index).
+    model = SimpleNamespace(classifier=[SampleDropout(0.5, layer=2)])
+    set_dropout_keys(model, seed=3, epoch=2, indices=torch.tensor([0, 9, 2**40]))
+    want = [_splitmix64(_splitmix64(_splitmix64(3) ^ 2) ^ i) for i in (0, 9, 2**40)]
+    assert [k % 2**64 for k in model.classifier[0].keys] == want
 
 
 def test_counts_are_exact_sums() -> None:

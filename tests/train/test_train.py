@@ -171,17 +171,17 @@ def test_nan_loss_stops_with_gate_failure_and_keeps_last_good_state(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     state = {"poison": False}
-    head = Learner.head
+    logits = Learner.logits  # the training forward
 
-    def poisoned(self: Learner, f: torch.Tensor) -> torch.Tensor:
-        out = head(self, f)
+    def poisoned(self: Learner, x: torch.Tensor, cached: bool) -> torch.Tensor:
+        out = logits(self, x, cached)
         return out * float("nan") if state["poison"] else out
 
     def after_epoch_1(ev: TrainEvent) -> None:
         if ev.kind == "epoch" and ev.epoch == 1:
             state["poison"] = True
 
-    monkeypatch.setattr(Learner, "head", poisoned)
+    monkeypatch.setattr(Learner, "logits", poisoned)
     cfg = tiny(tmp_path / "run", epochs=2)
     with pytest.raises(GateFailed, match="training diverged: loss is nan at epoch 2") as exc:
         fit(cfg, progress=after_epoch_1)
