@@ -58,6 +58,7 @@ for _console in (console, err_console):
 NO_WAIT_HELP = (
     "If another tlx command is changing this run, exit 3 naming its pid instead of waiting."
 )
+# A command that changes a run declares it; _Command applies it (the body need not read it).
 NoWait = Annotated[bool, typer.Option("--no-wait", help=NO_WAIT_HELP)]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no table.")]
 
