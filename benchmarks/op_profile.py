@@ -29,8 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def main() -> None:
-    from exporter.bench.op_profile import profile_pairs
-    from exporter.bench.op_profile_report import profile_lines
+    from exporter.bench.op_profile import profile_lines, profile_pairs
     from exporter.runtimes import REGISTRY, load_all
     from exporter.runtimes.selection import artifacts_of_run
 

@@ -33,59 +33,34 @@ from __future__ import annotations
 import contextlib
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from exporter.bench.harness import measure
-from exporter.bench.measure import (
-    Timer,
-    is_oom,
-    peak_rss_mb,
-)
+from exporter.bench.measure import Timer, peak_rss_mb
+from exporter.bench.op_profile import profile_pairs
 from exporter.bench.report import (
     REGRESSION_RULE,
     compare_reports,
     load_baseline,
     write_bench_reports,
 )
-from exporter.bench.result import (
-    LATENCY_SCOPE,
-    THROUGHPUT_BASIS,
-    BenchReport,
-)
+from exporter.bench.result import LATENCY_SCOPE, THROUGHPUT_BASIS, BenchReport
 from exporter.core.choices import ALL
 from exporter.core.config import BenchConfig
-from exporter.core.errors import (
-    EnvironmentUnavailable,
-)
+from exporter.core.envinfo import environment
+from exporter.core.errors import EnvironmentUnavailable
 from exporter.core.machine import default_threads
 from exporter.core.report import Progress
 from exporter.core.resources import require
+from exporter.core.runfolder import Run, open_run
 from exporter.core.runlock import locks_run
 from exporter.model.footprint import bench_need
+from exporter.runtimes.cuda_math import tf32_mode
+from exporter.runtimes.selection import artifacts_of_run, plan
 
-if TYPE_CHECKING:
-    from exporter.core.runfolder import Run
-
-__all__ = ["bench_run", "is_oom", "make_inputs"]
-
-# --- planning -----------------------------------------------------------------------------
-
-
-def _plan(run: Run, cfg: BenchConfig) -> tuple[list[tuple[type, Any]], list[dict[str, Any]]]:
-    """(runtime class, artifact) pairs to time and the skipped ones with their reason.
-
-    A runtime the user named that cannot run here is an environment error (exit 3, raised
-    by ``select.plan``); with ``all`` it is skipped with the reason. A run without
-    ``manifest.json`` (not exported yet) still benches the reference weights.
-    """
-    from exporter.runtimes.selection import artifacts_of_run, plan
-
-    artifacts = artifacts_of_run(run, require_manifest=False)
-    names = ALL if cfg.all_runtimes else list(dict.fromkeys(cfg.runtimes))
-    pairs, skipped = plan(run, names, cfg.device, artifacts=artifacts)
-    return list(pairs), [s.to_dict() for s in skipped]
+__all__ = ["bench_run", "make_inputs"]
 
 
 def make_inputs(
@@ -99,9 +74,6 @@ def make_inputs(
     }
 
 
-# --- the harness --------------------------------------------------------------------------
-
-
 @locks_run("bench")
 def bench_run(
     run_dir: Run | str | Path,
@@ -111,11 +83,7 @@ def bench_run(
 ) -> BenchReport:
     """Time every planned runtime × batch size of a run and write bench.json/.md/.csv/.png.
 
-    Args:
-        run_dir: the run folder (``tlx train`` output; ``tlx export`` adds the artifacts), or
-            the opened run: it is passed down, so each file is hashed once per bench.
-        cfg: what to time and how.
-        progress: called as work advances (see :data:`Progress`).
+    The opened run is passed down, so each file is hashed once per bench.
 
     Returns:
         The report; ``report.comparison["passed"]`` is False when ``cfg.compare`` found a
@@ -127,9 +95,6 @@ def bench_run(
     """
     import torch
 
-    from exporter.core.runfolder import open_run
-    from exporter.runtimes.cuda_math import tf32_mode
-
     info = open_run(run_dir)
     run_dir = info.run_dir
     baseline = load_baseline(Path(cfg.compare)) if cfg.compare else None  # fail before timing
@@ -140,7 +105,13 @@ def bench_run(
         )
     threads = cfg.threads or default_threads()  # the cores this process may use
     torch.set_num_threads(threads)  # runtimes get the same number for their own pools
-    pairs, skipped = _plan(info, cfg)
+    # A runtime the user named that cannot run here is an environment error (exit 3, raised
+    # by plan); with ``all`` it is skipped with the reason. A run without manifest.json (not
+    # exported yet) still benches the reference weights.
+    names = ALL if cfg.all_runtimes else list(dict.fromkeys(cfg.runtimes))
+    artifacts = artifacts_of_run(info, require_manifest=False)
+    the_plan = plan(info, names, cfg.device, artifacts=artifacts)
+    pairs, skipped = the_plan.pairs, [s.to_dict() for s in the_plan.skipped]
     _require_resources(info, cfg, pairs)
     inputs = make_inputs(cfg.batch_sizes, image_size=info.preprocessing.image_size, seed=cfg.seed)
     # torch's TF32 flags are process-global: set for this run only, restored after.
@@ -150,8 +121,6 @@ def bench_run(
         )
     profile = None
     if cfg.profile:  # after timing: a profiling session never shares the timed rounds
-        from exporter.bench.op_profile import profile_pairs
-
         report_progress = progress or (lambda *_: None)
         report_progress("profiling operators", 0, 1)
         x = inputs[min(inputs)]
@@ -161,7 +130,7 @@ def bench_run(
     report = BenchReport(
         run_dir=run_dir,
         config=cfg,
-        environment=_environment(cfg),
+        environment=environment(cfg.device),
         setup=_setup(cfg, threads=threads, inputs=inputs, tf32_flags=flags),
         results=results,
         skipped=skipped,
@@ -183,7 +152,7 @@ def bench_run(
     return report
 
 
-def _require_resources(info: Any, cfg: BenchConfig, pairs: list[tuple[type, Any]]) -> None:
+def _require_resources(info: Run, cfg: BenchConfig, pairs: list[tuple[type, Any]]) -> None:
     """Exit 3 before loading anything when memory cannot hold every planned runtime."""
     need = bench_need(
         size=info.preprocessing.image_size,
@@ -194,12 +163,6 @@ def _require_resources(info: Any, cfg: BenchConfig, pairs: list[tuple[type, Any]
         folder=Path(cfg.out_dir) if cfg.out_dir else info.run_dir,
     )
     require(need)
-
-
-def _environment(cfg: BenchConfig) -> dict[str, Any]:
-    from exporter.core.envinfo import environment
-
-    return environment(cfg.device)
 
 
 def _setup(

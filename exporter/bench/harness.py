@@ -1,13 +1,11 @@
 """The measuring loop of ``tlx bench``: load, cold start, warm-up, interleaved timed rounds.
 
-``bench.py`` plans and reports; this module is where each number is taken (with the
-instruments of ``measure.py``). A runtime that cannot load here is returned as a
-``skipped`` entry and the others go on; an error or OOM is recorded on the runtime or cell.
+``bench.py`` plans and reports (its docstring says how a number is made); this module is
+where each number is taken, with the instruments of ``measure.py``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,8 +15,8 @@ import numpy as np
 from exporter.bench.measure import (
     DeviceMemory,
     Timer,
+    close_quietly,
     current_rss_mb,
-    error_text,
     is_oom,
     rotated,
     runtime_peak_mb,
@@ -35,6 +33,7 @@ from exporter.bench.result import (
 from exporter.core.config import BenchConfig
 from exporter.core.errors import InputFileError, RuntimeUnavailable
 from exporter.core.report import Progress
+from exporter.runtimes.base import error_line
 
 
 @dataclass
@@ -82,7 +81,7 @@ def measure(
     finally:
         for item in live:
             item.prepared.clear()
-            _close(item.runtime)
+            close_quietly(item.runtime)
     return results
 
 
@@ -117,20 +116,22 @@ def _load_one(
         runtime.infer(inputs[min(inputs)])  # host in, host out: what a fresh process pays
         result.first_inference_s = time.perf_counter() - t0
         result.describe = dict(runtime.describe())
-        result.compile_s = _reported_compile_s(result.describe)
+        # Runtimes that compile (torch.compile, TensorRT) report the build time they measured.
+        built = (result.describe.get(k) for k in ("compile_s", "engine_build_s"))
+        result.compile_s = next((float(s) for s in built if s is not None), None)
     except RuntimeUnavailable as exc:
-        _close(runtime)
+        close_quietly(runtime)
         memory.free_cached()
         return {"runtime": cls.name, "artifact": artifact.name, "reason": str(exc)}
     except (InputFileError, KeyboardInterrupt):
-        _close(runtime)  # a tampered artifact is the user's problem, never a footnote
+        close_quietly(runtime)  # a tampered artifact is the user's problem, never a footnote
         raise
     except Exception as exc:  # one failing runtime must not stop the others
-        _close(runtime)
+        close_quietly(runtime)
         oom = is_oom(exc)
         result.status = OOM if oom else ERROR
         result.error = (
-            f"OOM at batch {min(inputs)} (during load/first inference)" if oom else error_text(exc)
+            f"OOM at batch {min(inputs)} (during load/first inference)" if oom else error_line(exc)
         )
         memory.free_cached()
         return _Live(result, None)
@@ -139,21 +140,6 @@ def _load_one(
     result.device_load_mem_mb = memory.growth_mb(mem0)
     result.cells = [CellResult(b) for b in sorted(inputs)]
     return _Live(result, runtime)
-
-
-def _reported_compile_s(describe: dict[str, Any]) -> float | None:
-    # Runtimes that compile (torch.compile, TensorRT) may report the build time they measured.
-    for key in ("compile_s", "build_s", "engine_build_s"):
-        value = describe.get(key)
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-    return None
-
-
-def _close(runtime: Any) -> None:
-    if runtime is not None:
-        with contextlib.suppress(Exception):  # the original error matters more
-            runtime.close()
 
 
 def _fail_cell(item: _Live, cell: CellResult, exc: BaseException, memory: DeviceMemory) -> None:
@@ -167,7 +153,7 @@ def _fail_cell(item: _Live, cell: CellResult, exc: BaseException, memory: Device
                 item.prepared.pop(other.batch_size, None)
                 other.samples_ms.clear()
     else:
-        cell.status, cell.error = ERROR, error_text(exc)
+        cell.status, cell.error = ERROR, error_line(exc)
     cell.samples_ms.clear()
     memory.free_cached()
 
@@ -236,5 +222,3 @@ def _timed_rounds(live: list[_Live], cfg: BenchConfig, *, timer: Timer, progress
         round_no += 1
         finished = sum(1.0 if c.status != OK else done_fraction(c) for c in all_cells)
         progress(f"timing (round {round_no})", finished, n_cells)
-    for item in live:
-        item.prepared.clear()

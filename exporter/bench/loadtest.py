@@ -17,67 +17,37 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from exporter.bench.loadtest_result import (
+from exporter.bench.loadtest_report import (
     FAILED,
-    MAX_ERROR_SAMPLES,
     STABILITY_RULE,
     THROUGHPUT_BASIS,
     UNSTABLE,
     LevelResult,
     LoadtestReport,
     server_split,
+    write_loadtest_reports,
 )
+from exporter.bench.measure import Completions, rotated
 from exporter.bench.result import latency_stats
 from exporter.core.config import LoadtestConfig
+from exporter.core.envinfo import environment
 from exporter.core.errors import UsageError
 from exporter.core.report import Progress
+from exporter.core.runfolder import Run, open_run
 from exporter.serve.client import (
     ServedModel,
+    ServerError,
     TritonHttpClient,
     check_served_model,
     is_loopback,
     parse_url,
 )
-
-if TYPE_CHECKING:
-    from exporter.core.runfolder import Run
-
-
-@dataclass
-class _Record:
-    """What the client threads saw; appended under a lock, read by the controller."""
-
-    done_s: list[float] = field(default_factory=list)
-    latency_s: list[float] = field(default_factory=list)
-    ok: list[bool] = field(default_factory=list)
-    error_samples: list[str] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def add(self, done: float, latency: float, ok: bool, error: str | None) -> None:
-        with self.lock:
-            self.done_s.append(done)
-            self.latency_s.append(latency)
-            self.ok.append(ok)
-            if error and len(self.error_samples) < MAX_ERROR_SAMPLES:
-                self.error_samples.append(error)
-
-    def count(self) -> int:
-        return len(self.ok)
-
-    def between(self, start: float, end: float) -> tuple[np.ndarray, np.ndarray]:
-        """Latencies and ok flags of requests that completed in ``[start, end)``."""
-        with self.lock:
-            done = np.asarray(self.done_s)
-            lat = np.asarray(self.latency_s)
-            ok = np.asarray(self.ok, dtype=bool)
-        mask = (done >= start) & (done < end)
-        return lat[mask], ok[mask]
 
 
 def run_loadtest(
@@ -90,12 +60,6 @@ def run_loadtest(
             (other input size or another file), or a bad run folder.
         EnvironmentUnavailable: nothing answers at the URL (exit 3).
     """
-    from datetime import datetime, timezone
-
-    from exporter.bench.loadtest_report import write_loadtest_reports
-    from exporter.core.envinfo import environment
-    from exporter.core.runfolder import open_run
-
     info = open_run(run_dir)
     host, _ = parse_url(cfg.server)
     if not cfg.allow_remote and not is_loopback(host):
@@ -117,17 +81,16 @@ def run_loadtest(
         for _ in range(8)
     ]
     levels: list[LevelResult] = []
+    report_progress = progress or (lambda *_: None)
     deadline = time.monotonic() + cfg.max_time_s
     for i, c in enumerate(cfg.concurrency):
         need = cfg.warmup_s + cfg.window_s * cfg.stable_windows
         if time.monotonic() + need > deadline:
             notes.append(f"concurrency {c} and above not run: --max-time {cfg.max_time_s:g} s")
             break
-        if progress:
-            progress(f"concurrency {c}", i, len(cfg.concurrency))
+        report_progress(f"concurrency {c}", i, len(cfg.concurrency))
         levels.append(measure_level(cfg, served, inputs, c, deadline=deadline))
-    if progress:
-        progress("done", len(cfg.concurrency), len(cfg.concurrency))
+    report_progress("done", len(cfg.concurrency), len(cfg.concurrency))
     report = LoadtestReport(
         run_dir=info.run_dir,
         config=cfg,
@@ -162,12 +125,12 @@ def measure_level(
     deadline: float,
 ) -> LevelResult:
     """One closed-loop level: warm up, then windows until stable or a bound is reached."""
-    record = _Record()
+    record = Completions()
     stop = threading.Event()
     threads = [
         threading.Thread(
             target=_client_loop,
-            args=(cfg, served, inputs[i % len(inputs) :] + inputs[: i % len(inputs)], record, stop),
+            args=(cfg, served, rotated(inputs, i), record, stop),
             name=f"tlx-load-{i}",
             daemon=True,
         )
@@ -225,11 +188,9 @@ def _client_loop(
     cfg: LoadtestConfig,
     served: ServedModel,
     inputs: list[np.ndarray],
-    record: _Record,
+    record: Completions,
     stop: threading.Event,
 ) -> None:
-    from exporter.serve.client import ServerError
-
     with TritonHttpClient(cfg.server, timeout_s=60.0) as client:
         i = 0
         while not stop.is_set() and record.count() < cfg.max_requests:
@@ -249,7 +210,7 @@ def _client_loop(
                 error = f"{exc.__class__.__name__}: {exc}"[:300]
                 client.close()
             t1 = time.perf_counter()
-            record.add(t1, t1 - t0, error is None, error)
+            record.add(t1, t1 - t0, error)
 
 
 def _stats(client: TritonHttpClient, model: str) -> dict[str, Any] | None:

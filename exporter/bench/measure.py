@@ -1,4 +1,4 @@
-"""The bench's instruments: the timer and its rounds, host and device memory, errors.
+"""The bench's instruments: the timer and its rounds, memory, OOM, closed-loop client records.
 
 Kept apart from the harness (``harness.py``) so that how one number is taken can be read in
 one place, and so the memory arithmetic can be tested without a GPU. :func:`time_runtimes`
@@ -10,45 +10,41 @@ failures and stops by time itself, with the same :class:`Timer` and :func:`rotat
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
+
+import numpy as np
 
 from exporter.core.errors import UsageError
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from exporter.runtimes.base import Runtime
 
+MAX_ERROR_SAMPLES = 5
 
-def _proc_status_mb(key: str) -> float | None:
+
+def current_rss_mb() -> float | None:
+    """This process's resident set size now (Linux /proc; None elsewhere)."""
     try:
         with open("/proc/self/status", encoding="ascii") as fh:
             for line in fh:
-                if line.startswith(key + ":"):
+                if line.startswith("VmRSS:"):
                     return int(line.split()[1]) / 1024.0  # the file says kB
     except (OSError, ValueError, IndexError):
         pass
     return None
 
 
-def current_rss_mb() -> float | None:
-    """This process's resident set size now (Linux /proc; None elsewhere)."""
-    return _proc_status_mb("VmRSS")
-
-
 def peak_rss_mb() -> float | None:
-    """This process's peak resident set size (VmHWM, or getrusage where /proc is absent)."""
-    peak = _proc_status_mb("VmHWM")
-    if peak is None:
-        try:
-            import resource
-
-            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-        except (ImportError, OSError):
-            return None
-    return peak
+    """This process's peak resident set size (Linux: VmHWM; None where ``resource`` is absent)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # kB on Linux
 
 
 def is_oom(exc: BaseException) -> bool:
@@ -59,10 +55,11 @@ def is_oom(exc: BaseException) -> bool:
     return "out of memory" in text or "failed to allocate memory" in text
 
 
-def error_text(exc: BaseException) -> str:
-    """``Type: first line`` of an exception, at most 300 characters of message."""
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {first[:300]}" if first else type(exc).__name__
+def close_quietly(runtime: Any) -> None:
+    """Close a runtime (if any) after a failure: the original error matters more."""
+    if runtime is not None:
+        with contextlib.suppress(Exception):
+            runtime.close()
 
 
 class Timer:
@@ -161,6 +158,38 @@ class DeviceMemory:
             self._torch.cuda.empty_cache()
 
 
+@dataclass
+class Completions:
+    """What closed-loop client threads saw (``tlx loadtest``, ``tlx tune``): appended under
+    a lock by the clients, read by the thread that times the windows."""
+
+    done_s: list[float] = field(default_factory=list)
+    latency_s: list[float] = field(default_factory=list)
+    ok: list[bool] = field(default_factory=list)
+    error_samples: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, done: float, latency: float, error: str | None) -> None:
+        with self.lock:
+            self.done_s.append(done)
+            self.latency_s.append(latency)
+            self.ok.append(error is None)
+            if error and len(self.error_samples) < MAX_ERROR_SAMPLES:
+                self.error_samples.append(error)
+
+    def count(self) -> int:
+        return len(self.ok)
+
+    def between(self, start: float, end: float) -> tuple[np.ndarray, np.ndarray]:
+        """Latencies and ok flags of requests that completed in ``[start, end)``."""
+        with self.lock:
+            done = np.asarray(self.done_s)
+            lat = np.asarray(self.latency_s)
+            ok = np.asarray(self.ok, dtype=bool)
+        mask = (done >= start) & (done < end)
+        return lat[mask], ok[mask]
+
+
 T = TypeVar("T")
 
 
@@ -190,13 +219,6 @@ def time_runtimes(
     runs ``warmup`` untimed calls, in the mapping's order. Then each of ``rounds`` rounds
     visits every runtime for ``per_round`` timed calls, in :func:`rotated` order, so machine
     drift hits all of them alike. The caller loads and closes the runtimes.
-
-    Args:
-        runtimes: label → a loaded runtime (from the registry: ``get_runtime(name)``).
-        x: the float32 NCHW input every runtime gets.
-        rounds: how many rounds (each runtime gets ``rounds * per_round`` samples).
-        per_round: timed calls per runtime per round.
-        warmup: untimed calls per runtime before the first round.
 
     Returns:
         label → its ``rounds * per_round`` per-call latencies in milliseconds, in call order.

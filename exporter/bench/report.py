@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from exporter.bench.op_profile_report import plot_profile, profile_lines
+from exporter.bench.op_profile import plot_profile, profile_lines
 from exporter.bench.recommend import recommend, recommendation_lines
 from exporter.bench.result import BENCH_SCHEMA_VERSION, OK, BenchReport
 from exporter.core.errors import InputFileError
@@ -23,6 +23,17 @@ REGRESSION_RULE = (
     "a runtime x batch regresses when its p50 exceeds the baseline p50 by more than "
     "max_regression_pct percent AND by more than the noise band, max(p90 - p50) of this run "
     "and of the baseline; cells missing from either report are listed, not gated"
+)
+# One compared cell, in bench.json's ``comparison`` and in bench.md.
+COMPARE_COLUMNS = (
+    "runtime",
+    "artifact",
+    "batch_size",
+    "baseline_latency_ms_p50",
+    "latency_ms_p50",
+    "change_pct",
+    "noise_ms",
+    "regressed",
 )
 
 
@@ -93,18 +104,8 @@ def compare_reports(
         )
         change = (float(p50) / b50 - 1.0) * 100.0
         regressed = change > max_regression_pct and (float(p50) - b50) > noise
-        cells.append(
-            {
-                "runtime": key[0],
-                "artifact": key[1],
-                "batch_size": key[2],
-                "baseline_latency_ms_p50": b50,
-                "latency_ms_p50": float(p50),
-                "change_pct": change,
-                "noise_ms": noise,
-                "regressed": regressed,
-            }
-        )
+        values = (*key, b50, float(p50), change, noise, regressed)
+        cells.append(dict(zip(COMPARE_COLUMNS, values, strict=True)))
     for key in sorted(set(base_rows) - seen, key=str):
         notes.append(f"{key[0]} ({key[1]}) b{key[2]}: in the baseline, not measured now")
     return {
@@ -196,22 +197,19 @@ def markdown_summary(report: BenchReport) -> str:
             "",
             f"Rule: {comp['rule']} (max_regression_pct = {comp['max_regression_pct']:g}).",
             "",
-            markdown_table(
-                comp["cells"],
-                [
-                    "runtime",
-                    "artifact",
-                    "batch_size",
-                    "baseline_latency_ms_p50",
-                    "latency_ms_p50",
-                    "change_pct",
-                    "noise_ms",
-                    "regressed",
-                ],
-            ),
+            markdown_table(comp["cells"], COMPARE_COLUMNS),
         ]
         lines += [f"- {n}" for n in comp["notes"]]
     return "\n".join(lines) + "\n"
+
+
+def plot_latency(
+    ax: Any, xs: list[int], rows: list[dict[str, Any]], label: str, bar_label: str | None = None
+) -> None:
+    """p50 latency over ``xs`` with a p90–p99 bar at each point (bench.png, loadtest.png)."""
+    p50, p90, p99 = ([r[f"latency_ms_p{p}"] for r in rows] for p in (50, 90, 99))
+    (line,) = ax.plot(xs, p50, marker="o", label=label)
+    ax.vlines(xs, p90, p99, colors=line.get_color(), linewidth=3, alpha=0.5, label=bar_label)
 
 
 def plot_bench(report: BenchReport, dest: Path) -> None:
@@ -232,15 +230,7 @@ def plot_bench(report: BenchReport, dest: Path) -> None:
     for label, rows in series.items():
         rows.sort(key=lambda r: r["batch_size"])
         xs = [r["batch_size"] for r in rows]
-        (line,) = ax_lat.plot(xs, [r["latency_ms_p50"] for r in rows], marker="o", label=label)
-        ax_lat.vlines(
-            xs,
-            [r["latency_ms_p90"] for r in rows],
-            [r["latency_ms_p99"] for r in rows],
-            colors=line.get_color(),
-            linewidth=3,
-            alpha=0.5,
-        )
+        plot_latency(ax_lat, xs, rows, label=label)
         ax_thr.plot(xs, [r["throughput_img_s"] for r in rows], marker="o", label=label)
     title = (
         f"{report.config.device} {report.config.precision}, "

@@ -6,7 +6,7 @@ Shared by :mod:`exporter.bench.bench` (which measures) and :mod:`exporter.bench.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,12 @@ LATENCY_SCOPE = (
 MIN_SAMPLES = 5  # with --min-time, a cell also needs this many samples for its percentiles
 PERCENTILES = (50, 90, 95, 99)
 OK, OOM, ERROR, SKIPPED = "ok", "oom", "error", "skipped"
+STAT_KEYS = (
+    *(f"latency_ms_p{p}" for p in PERCENTILES),
+    *(f"latency_ms_{s}" for s in ("mean", "std", "min", "max", "iqr")),
+    "throughput_img_s",
+    "throughput_img_s_mean",
+)
 
 
 @dataclass
@@ -75,20 +81,8 @@ class RuntimeResult:
         return self.load_s + self.first_inference_s
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "runtime": self.runtime,
-            "artifact": self.artifact,
-            "status": self.status,
-            "error": self.error,
-            "describe": self.describe,
-            "load_s": self.load_s,
-            "first_inference_s": self.first_inference_s,
-            "cold_start_s": self.cold_start_s,
-            "compile_s": self.compile_s,
-            "host_rss_load_mb": self.host_rss_load_mb,
-            "device_load_mem_mb": self.device_load_mem_mb,
-            "cells": [c.to_dict() for c in self.cells],
-        }
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "cells"}
+        return {**d, "cold_start_s": self.cold_start_s, "cells": [c.to_dict() for c in self.cells]}
 
 
 @dataclass
@@ -211,17 +205,8 @@ def latency_stats(samples_ms: list[float], *, batch_size: int) -> dict[str, Any]
 
     Keys carry their unit. Every value is None when there are no samples.
     """
-    keys = [f"latency_ms_p{p}" for p in PERCENTILES] + [
-        "latency_ms_mean",
-        "latency_ms_std",
-        "latency_ms_min",
-        "latency_ms_max",
-        "latency_ms_iqr",
-        "throughput_img_s",
-        "throughput_img_s_mean",
-    ]
     if not samples_ms:
-        return {"iters": 0, **dict.fromkeys(keys)}
+        return {"iters": 0, **dict.fromkeys(STAT_KEYS)}
     a = np.asarray(samples_ms, dtype=np.float64)
     pct = np.percentile(a, [*PERCENTILES, 25, 75])
     out: dict[str, Any] = {"iters": int(a.size)}

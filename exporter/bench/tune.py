@@ -2,38 +2,51 @@
 
 Searches instances × threads per instance × max batch × queue delay (``tune_search.py``)
 for the artifact ``tlx serve`` would choose, within the cores the process may use (or
-``--cpus``: a target pod's limit), measuring each trial with the in-process load test
-(``tune_load.py``: Triton's batcher and closed-loop clients, without the server around
-them). Writes ``RUN/tune.json``; ``tlx serve`` and ``tlx export --format triton`` then take
-its ``plan`` as their defaults (``core/tuneplan.py``).
+``--cpus``: a target pod's limit). Writes ``RUN/tune.json``; ``tlx serve`` and ``tlx export
+--format triton`` then take its ``plan`` as their defaults (``core/runreports.py``).
+
+Each trial is timed in this process (:func:`measure_in_process`): starting a Triton server
+per trial costs seconds of start-up and warm-up each, more than a 60 s budget can hold, so a
+trial runs what ``tlx serve`` runs inside Triton: ``instances`` predictors (one session each,
+``threads_per_instance`` threads), a dynamic batcher in front of them (a request waits up to
+``queue_delay_us`` for others, up to ``max_batch`` images: Triton's rule), and
+``concurrency`` client threads that each keep one single-image request in flight (closed
+loop, as ``tlx loadtest`` does against a server). ONNX Runtime and OpenVINO release the GIL
+while they compute, so the instances run in parallel. What this leaves out is Triton's own
+cost (HTTP, the IPC to its Python backend), the same for every trial: the ranking holds,
+the absolute numbers are higher than a server's.
 """
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from exporter.bench.tune_load import measure_in_process
+from exporter.bench.measure import Completions
 from exporter.bench.tune_search import Measure, Measurement, SearchResult, Trial, search
 from exporter.core.config import TuneConfig, to_dict
 from exporter.core.machine import machine_facts, usable_cpus
-from exporter.core.report import Progress
+from exporter.core.report import Progress, write_report_json
+from exporter.core.runfolder import TUNE_JSON, Run, open_run
 from exporter.core.runlock import locks_run
-from exporter.core.tuneplan import TUNE_JSON
-
-if TYPE_CHECKING:
-    from exporter.core.runfolder import Run
 
 TUNE_SCHEMA_VERSION = 1
 MEASUREMENT = (
     "in-process: Triton's dynamic-batcher rule and closed-loop single-image clients around "
     "one predictor per instance, without the server's HTTP and IPC (the same for every trial)"
 )
+WARMUP_SHARE = 0.2  # of each window: requests completed then are not counted
+# A window is stretched (up to MAX_STRETCH times) until this many requests were counted: a
+# slow setting on a busy machine would otherwise report nothing, or a p99 of a few samples.
+MIN_COUNTED = 20
+MAX_STRETCH = 4
 
 
 @dataclass
@@ -117,19 +130,12 @@ def tune_run(
 ) -> TuneResult:
     """Search the serving settings of the run's chosen artifact and write ``RUN/tune.json``.
 
-    Args:
-        run_dir: the run folder (exported; ``tlx bench`` recommends the artifact), or the
-            opened run.
-        cfg: the cores, budget and load.
-        progress: called as trials complete.
-        measure: replaces the in-process load test (tests pass a fake).
+    ``measure`` replaces the in-process load test (tests pass a fake).
 
     Raises:
         InputFileError / UsageError: bad run, variant or runtime (exit 2).
         RuntimeUnavailable: the runtime cannot run here (exit 3).
     """
-    from exporter.core.report import write_report_json
-    from exporter.core.runfolder import open_run
     from exporter.serve.choice import choose
 
     info = open_run(run_dir)
@@ -188,3 +194,107 @@ def tune_run(
     result.path = info.run_dir / TUNE_JSON
     write_report_json(result.path, result.to_dict())
     return result
+
+
+# --- the timer: an in-process closed-loop load test with a dynamic batcher ---------------
+
+
+@dataclass
+class _Request:
+    x: np.ndarray
+    done: threading.Event = field(default_factory=threading.Event)
+    error: str | None = None
+
+
+def _collect(requests: queue.Queue, first: _Request, trial: Trial) -> list[_Request]:
+    """Triton's dynamic batcher: wait up to the queue delay for up to ``max_batch`` requests."""
+    batch = [first]
+    deadline = time.perf_counter() + trial.queue_delay_us / 1e6
+    while len(batch) < trial.max_batch:
+        remaining = deadline - time.perf_counter()
+        try:
+            batch.append(
+                requests.get(timeout=remaining) if remaining > 0 else requests.get_nowait()
+            )
+        except queue.Empty:
+            break
+    return batch
+
+
+def _instance(
+    predictor: Any, requests: queue.Queue, trial: Trial, stop: threading.Event, batches: list[int]
+) -> None:
+    while not stop.is_set():
+        try:
+            first = requests.get(timeout=0.05)
+        except queue.Empty:
+            continue
+        batch = _collect(requests, first, trial)
+        try:
+            predictor.logits(np.concatenate([r.x for r in batch]))
+        except Exception as exc:  # recorded; the trial reports it instead of hanging
+            for r in batch:
+                r.error = f"{exc.__class__.__name__}: {exc}"
+        batches.append(len(batch))  # list.append is atomic
+        for r in batch:
+            r.done.set()
+
+
+def _client(
+    x: np.ndarray, requests: queue.Queue, stop: threading.Event, record: Completions
+) -> None:
+    while not stop.is_set():
+        req = _Request(x)
+        t0 = time.perf_counter()
+        requests.put(req)
+        while not req.done.wait(0.1):
+            if stop.is_set():
+                return
+        t1 = time.perf_counter()
+        record.add(t1, t1 - t0, req.error)
+
+
+def measure_in_process(
+    predictors: list[Any], trial: Trial, *, concurrency: int, seconds: float, image: np.ndarray
+) -> Measurement:
+    """Run the closed loop for ``seconds``; the first :data:`WARMUP_SHARE` is not counted.
+
+    ``predictors``: one loaded predictor per instance, each with the trial's threads;
+    ``concurrency`` client threads each keep one request of ``image`` in flight.
+    """
+    requests: queue.Queue = queue.Queue()
+    stop, record, batches = threading.Event(), Completions(), []
+    workers = [
+        threading.Thread(target=_instance, args=(p, requests, trial, stop, batches), daemon=True)
+        for p in predictors
+    ]
+    workers += [
+        threading.Thread(target=_client, args=(image, requests, stop, record), daemon=True)
+        for _ in range(concurrency)
+    ]
+    start = time.perf_counter()
+    for w in workers:
+        w.start()
+    counted_from = start + WARMUP_SHARE * seconds
+    time.sleep(seconds)
+    while record.between(counted_from, float("inf"))[0].size < MIN_COUNTED and (
+        time.perf_counter() < start + MAX_STRETCH * seconds
+    ):
+        time.sleep(0.05)
+    end = time.perf_counter()
+    stop.set()
+    for w in workers:
+        w.join(timeout=30)
+    lat = record.between(counted_from, end)[0] * 1e3
+    if record.error_samples:
+        return Measurement(None, None, None, record.count(), error=record.error_samples[0])
+    if lat.size == 0:
+        return Measurement(None, None, None, 0, error="no request completed in the window")
+    span = end - counted_from
+    return Measurement(
+        throughput_img_s=float(lat.size / span),
+        latency_ms_p50=float(np.percentile(lat, 50)),
+        latency_ms_p99=float(np.percentile(lat, 99)),
+        requests=int(lat.size),
+        avg_batch=float(np.mean(batches)) if batches else None,
+    )

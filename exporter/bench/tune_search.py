@@ -1,7 +1,7 @@
 """The search of ``tlx tune``: which serving settings to try, in what order, and the winner.
 
 Free of timers and models: the measuring function is passed in (the in-process load test in
-``tune_load.py``, or a fake in the tests), and so is the clock that keeps the search in its
+``tune.py``, or a fake in the tests), and so is the clock that keeps the search in its
 budget. The space, within ``cpus`` cores in total (instances × threads per instance ≤ cpus):
 
 1. **baseline**: ``tlx serve``'s defaults on those cores (its instance plan, max batch 64,
@@ -129,15 +129,8 @@ def search(
 ) -> SearchResult:
     """Search the serving settings within ``cpus`` cores and about ``budget_s`` seconds.
 
-    Args:
-        measure: measures one trial for the given seconds.
-        cpus: cores the server may use in total.
-        budget_s: the whole search's wall-clock budget (measured with ``clock``).
-        clock: seconds, monotonic (injected so the tests need no real time).
-        min_window_s: the shortest measuring window.
-        p99_tolerance: how much worse than the baseline's a winner's p99 may be.
-        confirm_rounds: interleaved rounds of the final comparison.
-        max_batch_limit: the largest max batch to try.
+    ``clock`` (seconds, monotonic) is injected so the tests need no real time;
+    ``p99_tolerance`` is how much worse than the baseline's a winner's p99 may be.
     """
     start = clock()
     base = baseline_trial(cpus)
@@ -229,15 +222,8 @@ def _confirm(
     for r in range(rounds):
         if r > 0 and left() < 2 * window:
             break
-        order = (
-            [("best", best), ("baseline", base)]
-            if r % 2 == 0
-            else [
-                ("baseline", base),
-                ("best", best),
-            ]
-        )
-        for label, trial in order:
+        order = [("best", best), ("baseline", base)]
+        for label, trial in order if r % 2 == 0 else reversed(order):
             got[label].append(run(trial, "confirm"))
 
     def median(label: str, key: str) -> float | None:

@@ -71,7 +71,7 @@ def bench_command(
         run_and_print(run, LoadtestConfig(server=server, out_dir=out and str(out)), quiet=quiet)
         return None
     from exporter.bench.bench import bench_run
-    from exporter.bench.op_profile_report import profile_summary
+    from exporter.bench.op_profile import profile_summary
     from exporter.bench.recommend import deploy_lines
     from exporter.core.runfolder import BENCH_JSON
 

@@ -29,7 +29,7 @@ class StopRequest(threading.Event):
 def planned(ctx: typer.Context, run: Path, options: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     """The options with RUN/tune.json's plan for the batcher settings not given (those the
     command has), and whether any came from it (``tlx serve`` and ``export --format triton``)."""
-    from exporter.core.tuneplan import serve_settings
+    from exporter.core.runreports import serve_settings
 
     mine = {k: options[k] if given(ctx, k) else None for k in TUNED}
     where = {k: options.get(k) for k in ("device", "variant", "runtime")}

@@ -24,8 +24,6 @@ AUTO_ON_OFF = (AUTO, "on", "off")
 # Every runtime that can run here (``--runtimes all``), or every model format (``--format all``).
 ALL = "all"
 
-# An artifact's precision, and what a runtime may be asked to run in.
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 # ``tlx export --precision``: fp16 ONNX is the only reduced-precision export (int8 and the
 # other variants come from ``tlx optimize``).
 EXPORT_PRECISIONS = ("fp32", "fp16")

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from exporter import __version__
-from exporter.core.machine import usable_cpus
+from exporter.core.machine import machine, usable_cpus
 
 
 def _version(dist: str) -> str | None:
@@ -24,26 +24,24 @@ def _version(dist: str) -> str | None:
 @lru_cache(maxsize=1)
 def cpu_model() -> str:
     """The CPU's model name (from /proc/cpuinfo on Linux)."""
-    from exporter.core.machine import machine
-
     return machine().cpu_model
+
+
+def _first_line(*args: str, timeout: float) -> str | None:
+    """The first line a command prints, None when it cannot run, fails or prints nothing."""
+    try:
+        out = subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    lines = out.stdout.strip().splitlines()
+    return lines[0] if out.returncode == 0 and lines else None
 
 
 @lru_cache(maxsize=1)
 def git_commit() -> str | None:
     """The git commit of the tlx source tree, if it is a checkout."""
     root = Path(__file__).resolve().parent.parent
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
+    return _first_line("git", "-C", str(root), "rev-parse", "HEAD", timeout=5)
 
 
 def onnxruntime_version() -> str | None:
@@ -77,23 +75,9 @@ def environment(device: str | None = None) -> dict[str, Any]:
             gpu_name=torch.cuda.get_device_name(idx),
             cuda=torch.version.cuda,
             cudnn=torch.backends.cudnn.version(),
-            gpu_driver=_nvidia_driver(),
+            gpu_driver=_first_line(
+                "nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader", timeout=10
+            ),
             gpu_memory_gib=round(torch.cuda.get_device_properties(idx).total_memory / 2**30, 1),
         )
     return env
-
-
-def _nvidia_driver() -> str | None:
-    try:
-        out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return (
-        out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
-    )

@@ -103,15 +103,12 @@ def _disk_full(dest: Path, size_hint: int | None, exc: BaseException, *, written
         free = 0
     # Without a hint, what the writer got out before failing is a lower bound.
     needed = f"{size_hint}" if size_hint is not None else f"at least {written}"
+    reason = "checked before writing" if isinstance(exc, _NoSpace) else exc.__class__.__name__
     return DiskFull(
         f"no space left to write {dest}: it needs {needed} bytes "
-        f"and {free} bytes are free on that disk ({_reason(exc)}); the previous "
+        f"and {free} bytes are free on that disk ({reason}); the previous "
         f"{dest.name}, if any, was kept. Free some space and run the command again"
     )
-
-
-def _reason(exc: BaseException) -> str:
-    return "checked before writing" if isinstance(exc, _NoSpace) else exc.__class__.__name__
 
 
 def _umask() -> int:

@@ -46,40 +46,23 @@ ARM_ISA = ("asimd", "asimddp", "asimdhp", "sve", "sve2", "i8mm", "bf16", "sme")
 
 @dataclass(frozen=True)
 class Machine:
-    """What this process may use and what its CPU can do (the reports' ``machine`` block).
+    """What this process may use and what its CPU can do (the reports' ``machine`` block)."""
 
-    Attributes:
-        arch: ``platform.machine()`` (``x86_64``, ``aarch64``).
-        cpu_model: the CPU's model name.
-        isa: the speed-relevant instruction-set extensions found (e.g. ``avx2``).
-        cpus_online: every CPU of the machine (``os.cpu_count()``).
-        cpus_affinity: CPUs in this process's affinity mask (``taskset``, a cpuset).
-        cpu_quota: the cgroup CPU quota in CPUs (``1.5``), None when unlimited.
-        cpus_available: the cores the process may use: min(affinity, ceil(quota)).
-        memory_total_bytes: MemTotal of the machine.
-        memory_limit_bytes: the cgroup memory limit, None when unlimited.
-        int8_note: what the instruction set means for int8 models, in one sentence.
-    """
-
-    arch: str
+    arch: str  # platform.machine(): x86_64, aarch64
     cpu_model: str
-    isa: tuple[str, ...]
-    cpus_online: int
-    cpus_affinity: int
-    cpu_quota: float | None
-    cpus_available: int
-    memory_total_bytes: int | None
-    memory_limit_bytes: int | None
-    int8_note: str
+    isa: tuple[str, ...]  # the speed-relevant instruction-set extensions found (e.g. avx2)
+    cpus_online: int  # every CPU of the machine (os.cpu_count())
+    cpus_affinity: int  # CPUs in this process's affinity mask (taskset, a cpuset)
+    cpu_quota: float | None  # the cgroup CPU quota in CPUs (1.5), None when unlimited
+    cpus_available: int  # the cores the process may use: min(affinity, ceil(quota))
+    memory_total_bytes: int | None  # MemTotal
+    memory_limit_bytes: int | None  # the cgroup memory limit, None when unlimited
+    int8_note: str  # what the instruction set means for int8 models, in one sentence
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["isa"] = list(self.isa)
         return d
-
-    def summary(self) -> str:
-        """The facts in one sentence (:func:`machine_line`)."""
-        return machine_line(self.to_dict())
 
 
 # --- instruction set ----------------------------------------------------------------------
@@ -138,16 +121,10 @@ def _read(path: Path) -> str | None:
 
 def parse_cpu_max(text: str | None) -> float | None:
     """cgroup v2 ``cpu.max`` (``"max 100000"``: unlimited; ``"150000 100000"``: 1.5 CPUs)."""
-    if not text:
-        return None
-    parts = text.split()
+    parts = (text or "").split()
     if not parts or parts[0] == "max":
         return None
-    try:
-        quota, period = int(parts[0]), int(parts[1]) if len(parts) > 1 else 100_000
-    except ValueError:
-        return None
-    return quota / period if quota > 0 and period > 0 else None
+    return parse_cfs(parts[0], parts[1] if len(parts) > 1 else "100000")
 
 
 def parse_cfs(quota_text: str | None, period_text: str | None) -> float | None:
@@ -224,22 +201,14 @@ def cgroup_memory(root: Path | None = None) -> tuple[int | None, int | None]:
 
 
 def mem_total() -> int | None:
-    """MemTotal of /proc/meminfo in bytes."""
-    text = _read(Path("/proc/meminfo")) or ""
-    for line in text.splitlines():
-        if line.startswith("MemTotal:"):
-            try:
-                return int(line.split()[1]) * 1024
-            except (IndexError, ValueError):
-                return None
-    return None
+    """The machine's memory in bytes (MemTotal of /proc/meminfo)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, OSError, ValueError):  # no sysconf, or not this name here
+        return None
 
 
 # --- the whole picture ----------------------------------------------------------------------
-
-
-def _cpuinfo_text() -> str:
-    return _read(Path(os.environ.get(CPUINFO_ENV, "/proc/cpuinfo"))) or ""
 
 
 def cpu_model_name(cpuinfo_text: str) -> str:
@@ -276,7 +245,9 @@ def machine_line(facts: dict[str, Any]) -> str:
 def machine(root: Path | None = None, cpuinfo_text: str | None = None) -> Machine:
     """Read this machine's facts now (cheap: a few small files)."""
     root = root or cgroup_root()
-    text = _cpuinfo_text() if cpuinfo_text is None else cpuinfo_text
+    text = cpuinfo_text
+    if text is None:
+        text = _read(Path(os.environ.get(CPUINFO_ENV, "/proc/cpuinfo"))) or ""
     isa = isa_from_flags(parse_cpu_flags(text))
     quota = cpu_quota(root)
     affinity = affinity_count()

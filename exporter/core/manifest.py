@@ -24,10 +24,9 @@ Schema (``schema_version`` 1)::
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +36,6 @@ from exporter.core.runlock import run_lock
 
 MANIFEST_NAME = "manifest.json"
 SCHEMA_VERSION = 1
-FORMATS = ("onnx", "torchscript", "pt2")
 
 
 @dataclass(frozen=True)
@@ -77,7 +75,7 @@ class ArtifactEntry:
         return self.files[0].path
 
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {
+        return {
             "format": self.format,
             "precision": self.precision,
             "variant": self.variant,
@@ -85,21 +83,12 @@ class ArtifactEntry:
             "inputs": self.inputs,
             "outputs": self.outputs,
             "input_constraints": self.input_constraints,
+            **self.extra,
         }
-        d.update(self.extra)
-        return d
 
     @classmethod
     def from_dict(cls, name: str, d: dict[str, Any]) -> ArtifactEntry:
-        known = {
-            "format",
-            "precision",
-            "variant",
-            "files",
-            "inputs",
-            "outputs",
-            "input_constraints",
-        }
+        known = {f.name for f in fields(cls)} - {"name", "extra"}
         files = [
             FileRecord(_safe_rel(str(f["path"])), str(f["sha256"]), int(f["bytes"]))
             for f in d["files"]
@@ -182,26 +171,12 @@ def save_manifest(run_dir: Path, manifest: Manifest) -> Path:
     The lock is re-entrant: a command that holds it for its whole read-modify-write (export,
     optimize) saves without waiting; a caller that did not take it still cannot interleave
     with a locked command's save. For a read-modify-write of your own, use
-    :func:`edit_manifest`.
+    :meth:`~exporter.core.runfolder.Run.edit_manifest`.
     """
     path = manifest_path(run_dir)
     with run_lock(run_dir, "manifest"):
         write_json(path, manifest.to_dict())
     return path
-
-
-@contextlib.contextmanager
-def edit_manifest(run_dir: Path, *, new: Manifest | None = None) -> Iterator[Manifest]:
-    """Lock the run, read its manifest (``new`` if there is none), yield it, save it.
-
-    Nothing is saved when the block raises. The read happens under the lock, so an update a
-    concurrent command saved a moment ago is in what you change, not lost.
-    """
-    with run_lock(run_dir, "manifest"):
-        exists = manifest_path(run_dir).exists()
-        manifest = load_manifest(run_dir) if exists or new is None else new
-        yield manifest
-        save_manifest(run_dir, manifest)
 
 
 def check_file(

@@ -21,10 +21,8 @@ if TYPE_CHECKING:
 
 
 def check_onnx_file(path: Path) -> None:
-    """Parse ``path`` without external data and check every external-data location.
-
-    Args:
-        path: the ``.onnx`` file.
+    """Parse the ``.onnx`` file ``path`` without external data and check every external-data
+    location.
 
     Raises:
         InputFileError: missing, empty, not ONNX (truncated or corrupt), or an external-data
@@ -34,7 +32,7 @@ def check_onnx_file(path: Path) -> None:
     path = Path(path)
     model = load_onnx_graph(path)
     for location in external_locations(model):
-        check_external_location(path.parent, location, model_path=path)
+        _check_external_location(path, location)
 
 
 def load_onnx_graph(path: Path) -> onnx.ModelProto:
@@ -48,19 +46,20 @@ def load_onnx_graph(path: Path) -> onnx.ModelProto:
         raise InputFileError(f"ONNX file {path} not found")
     if path.stat().st_size == 0:
         raise InputFileError(f"{path} is empty (0 bytes): not a valid ONNX model; re-export it")
+
+    def corrupt(why: str) -> InputFileError:
+        return InputFileError(
+            f"{path} is not a valid ONNX model (truncated or corrupt: {why}); re-export it "
+            "with `tlx export RUN --format onnx --force`"
+        )
+
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf raises DecodeError, RuntimeError, ValueError, ...
-        raise InputFileError(
-            f"{path} is not a valid ONNX model (truncated or corrupt: {exc.__class__.__name__}); "
-            "re-export it with `tlx export RUN --format onnx --force`"
-        ) from exc
+        raise corrupt(exc.__class__.__name__) from exc
     # protobuf happily parses many garbage byte strings into an empty message.
     if not model.graph.node and not model.graph.input and not model.graph.output:
-        raise InputFileError(
-            f"{path} is not a valid ONNX model (truncated or corrupt: empty graph); re-export it "
-            "with `tlx export RUN --format onnx --force`"
-        )
+        raise corrupt("empty graph")
     return model
 
 
@@ -104,17 +103,8 @@ def external_locations(model: onnx.ModelProto) -> list[str]:
     return list(seen)
 
 
-def check_external_location(folder: Path, location: str, *, model_path: Path) -> Path:
-    """Resolve one external-data ``location`` and require it to be a plain file in ``folder``.
-
-    Args:
-        folder: the model's folder.
-        location: the tensor's ``location`` entry.
-        model_path: the model file, for the message.
-
-    Returns:
-        The resolved path of the data file.
-    """
+def _check_external_location(model_path: Path, location: str) -> None:
+    """Require one external-data ``location`` to be a plain file in the model's folder."""
 
     def bad(why: str) -> InputFileError:
         return InputFileError(
@@ -133,7 +123,7 @@ def check_external_location(folder: Path, location: str, *, model_path: Path) ->
             raise bad("is an absolute path")
         if ".." in p.parts:
             raise bad("contains '..'")
-    folder = Path(folder)
+    folder = model_path.parent
     candidate = folder
     for part in PurePosixPath(location.replace("\\", "/")).parts:
         candidate = candidate / part
@@ -147,7 +137,5 @@ def check_external_location(folder: Path, location: str, *, model_path: Path) ->
         raise bad("is not a regular file")
     if st.st_nlink > 1:
         raise bad(f"is a hard link ({st.st_nlink} links)")
-    resolved = candidate.resolve()
-    if not resolved.is_relative_to(folder.resolve()):
+    if not candidate.resolve().is_relative_to(folder.resolve()):
         raise bad("resolves outside the model's folder")
-    return resolved

@@ -31,10 +31,6 @@ Column = str | tuple[str, str]
 """A column: a row key, or ``(key, header)`` when the header should read differently."""
 
 
-def _split(column: Column) -> tuple[str, str]:
-    return (column, column) if isinstance(column, str) else column
-
-
 def format_cell(value: Any, *, digits: int = 3) -> str:
     """A table cell: floats to ``digits`` significant-ish decimals, None as an empty cell."""
     if value is None:
@@ -58,16 +54,10 @@ def cells(
     formatters: Mapping[str, Callable[[Any], str]] | None = None,
 ) -> tuple[list[str], list[list[str]]]:
     """The headers and the cell texts of ``rows`` restricted to ``columns``: one table, as
-    Markdown (:func:`markdown_table`) or on a terminal.
-
-    Args:
-        rows: one mapping per table row; missing keys become empty cells.
-        columns: keys to show, in order; ``(key, header)`` renames a header.
-        digits: decimals for float cells.
-        formatters: per-key functions that turn a value into its cell text.
-    """
+    Markdown (:func:`markdown_table`) or on a terminal. A missing key is an empty cell;
+    ``formatters`` turn a key's value into its cell text (else :func:`format_cell`)."""
     formatters = formatters or {}
-    keys_headers = [_split(c) for c in columns]
+    keys_headers = [(c, c) if isinstance(c, str) else c for c in columns]
     body = [
         [
             formatters[key](row.get(key))
@@ -95,12 +85,8 @@ def markdown_table(
 
 
 def _line(texts: Sequence[str]) -> str:
-    return "| " + " | ".join(_escape(t) for t in texts) + " |"
-
-
-def _escape(text: str) -> str:
     # A pipe would end the cell and a newline the row.
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    return "| " + " | ".join(str(t).replace("|", "\\|").replace("\n", " ") for t in texts) + " |"
 
 
 def rows_to_csv(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
@@ -109,10 +95,7 @@ def rows_to_csv(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None
     Nested values (dicts, lists) are written as their ``str``; None as an empty field.
     """
     if columns is None:
-        seen: dict[str, None] = {}
-        for row in rows:
-            seen.update(dict.fromkeys(row))
-        columns = list(seen)
+        columns = list(dict.fromkeys(key for row in rows for key in row))
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(columns)

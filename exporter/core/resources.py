@@ -11,11 +11,8 @@ them with what this machine has and refuses:
 - exit 3 (:class:`NotEnoughResources`) when the request is possible but this machine lacks
   the memory or disk: the message gives needed and available bytes.
 
-The estimates are upper bounds with a margin, not predictions: fp32 everywhere (AMP only
-lowers them), every activation autograd keeps, the allocator's slack
-(``ESTIMATE_MARGIN``). ``tests/model/test_footprint.py`` checks the activation bound against
-a measured peak. ``TLX_SKIP_RESOURCE_CHECK=1`` skips the check (e.g. with swap the estimate
-does not count).
+:func:`require` adds the allocator's slack (``ESTIMATE_MARGIN``) to the estimates.
+``TLX_SKIP_RESOURCE_CHECK=1`` skips the check (e.g. with swap the estimate does not count).
 """
 
 from __future__ import annotations
@@ -83,7 +80,8 @@ def available_memory() -> tuple[int, str]:
     remaining limit when one is set (a container's limit is what the OOM killer enforces).
     """
     avail, source = _meminfo_available(), "MemAvailable"
-    cgroup = _cgroup_remaining()
+    limit, used = cgroup_memory()
+    cgroup = None if limit is None or used is None else max(limit - used, 0)
     if cgroup is not None and (avail is None or cgroup < avail):
         avail, source = cgroup, "the cgroup memory limit"
     if avail is None:
@@ -109,13 +107,6 @@ def _meminfo_available() -> int | None:
     except (OSError, ValueError, IndexError):
         pass
     return None
-
-
-def _cgroup_remaining() -> int | None:
-    limit, used = cgroup_memory()
-    if limit is None or used is None:
-        return None
-    return max(limit - used, 0)
 
 
 def free_disk(folder: str | os.PathLike[str]) -> int:

@@ -26,9 +26,9 @@ from exporter.core.manifest import (
     load_manifest,
     manifest_path,
 )
-from exporter.core.manifest import edit_manifest as _edit_manifest
 from exporter.core.manifest import save_manifest as _save_manifest
 from exporter.core.preprocess import Preprocessing
+from exporter.core.runlock import run_lock
 
 # A file's identity for the caches: replaced (new inode), rewritten (size, mtime) or
 # re-linked/chmod-ed (ctime) files are read again.
@@ -86,8 +86,7 @@ class _RunState:
 class Run:
     """An opened run for one command: ``train.json``'s facts, the manifest, verified files.
 
-    The one type for a run folder: the CLI opens it (:func:`open_run`) and every stage takes
-    it. It is an ``os.PathLike`` of its folder, so code that takes a path (the run lock,
+    It is an ``os.PathLike`` of its folder, so code that takes a path (the run lock,
     ``Path(run)``) takes it too. The caches belong to the object: a new command (a new
     :func:`open_run`) reads and hashes afresh.
     """
@@ -135,17 +134,15 @@ class Run:
         Raises:
             InputFileError: missing (run ``tlx export`` first), unreadable, or malformed.
         """
-        path = manifest_path(self.run_dir)
         cached = self._state.manifest
         try:
-            key = file_key(path)
+            key = file_key(manifest_path(self.run_dir))
         except OSError:
             key = None
         if cached is None or key is None or cached[0] != key:
             self._state.manifest = None
             manifest = load_manifest(self.run_dir)  # raises the usual message when missing
-            if key is not None:
-                self._state.manifest = (key, manifest)
+            self._state.manifest = None if key is None else (key, manifest)
             return copy.deepcopy(manifest)
         return copy.deepcopy(cached[1])
 
@@ -157,11 +154,17 @@ class Run:
 
     @contextlib.contextmanager
     def edit_manifest(self, *, new: Manifest | None = None) -> Iterator[Manifest]:
-        """:func:`exporter.core.manifest.edit_manifest`, remembering the saved manifest."""
-        self._state.manifest = None
-        with _edit_manifest(self.run_dir, new=new) as manifest:
+        """Lock the run, read its manifest (``new`` if there is none), yield it, save it.
+
+        Nothing is saved when the block raises. The read happens under the lock, so an update a
+        concurrent command saved a moment ago is in what you change, not lost.
+        """
+        with run_lock(self.run_dir, "manifest"):
+            self._state.manifest = None  # read afresh, whatever this object saw before
+            exists = manifest_path(self.run_dir).exists()
+            manifest = self.manifest if exists or new is None else new
             yield manifest
-        self._remember(manifest)
+            self.save_manifest(manifest)
 
     def manifest_to_extend(self, *, force: bool = False) -> tuple[Manifest, list[str]]:
         """The manifest a stage adds artifacts to, and the entries it dropped as stale.
@@ -224,11 +227,8 @@ class Run:
         return FileRecord(rel, self.sha256(rel), (self.run_dir / rel).stat().st_size)
 
     def check_file(self, record: FileRecord) -> Path:
-        """:func:`exporter.core.manifest.check_file`, each file hashed once per command.
-
-        Raises:
-            IntegrityError: the file is missing, a symlink, or its bytes differ from the record.
-        """
+        """:func:`exporter.core.manifest.check_file` (IntegrityError when the file is missing, a
+        symlink or differs from ``record``), each file hashed once per command."""
         return check_file(self.run_dir, record, sha256=lambda _: self.sha256(record.path))
 
     def check_files(self, records: Sequence[FileRecord], *, onnx: Path | None = None) -> None:

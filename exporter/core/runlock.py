@@ -51,7 +51,7 @@ class LockPolicy:
 
 _DEFAULT_POLICY = LockPolicy()
 _POLICY: ContextVar[LockPolicy | None] = ContextVar("tlx_lock_policy", default=None)
-_HELD = threading.local()  # .runs: {resolved run path: [fd, depth]}
+_HELD = threading.local()  # .runs: the resolved run folders this thread holds
 
 
 @contextlib.contextmanager
@@ -67,9 +67,9 @@ def lock_policy(*, wait: bool, notify: Callable[[str], None] | None = None) -> I
         _POLICY.reset(token)
 
 
-def _held() -> dict[str, list[int]]:
+def _held() -> set[str]:
     if not hasattr(_HELD, "runs"):
-        _HELD.runs = {}
+        _HELD.runs = set()
     return _HELD.runs
 
 
@@ -127,10 +127,9 @@ def _flock(fd: int, run: Path, policy: LockPolicy) -> None:
 
 def _same_file(fd: int, path: Path) -> bool:
     try:
-        a, b = os.fstat(fd), os.stat(path)
+        return os.path.samestat(os.fstat(fd), os.stat(path))
     except OSError:
         return False
-    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
 def _acquire(run: Path, command: str, *, create: bool) -> int | None:
@@ -165,7 +164,6 @@ def run_lock(
     """Hold the run's exclusive lock for the block (re-entrant within a thread).
 
     Args:
-        run_dir: the run folder.
         command: what holds it ("export", ...), recorded for the message a waiter sees.
         create: make the folder if missing (``tlx train``); a folder made here that holds
             nothing but the lock file when the block ends is removed again. Without it, a
@@ -188,23 +186,19 @@ def run_lock(
             pass
     key = str(run.resolve())
     held = _held()
-    if key in held:
-        held[key][1] += 1
-        try:
-            yield
-        finally:
-            held[key][1] -= 1
+    if key in held:  # re-entrant: the outermost block releases it
+        yield
         return
     fd = _acquire(run, command, create=create)
     if fd is None:
         yield
         return
-    held[key] = [fd, 1]
+    held.add(key)
     try:
         with write_root(run):  # every write below the run is checked for links
             yield
     finally:
-        del held[key]
+        held.discard(key)
         try:
             if created:
                 _remove_if_only_lock(run)
@@ -238,14 +232,3 @@ def locks_run(command: str) -> Callable[[Callable[..., _T]], Callable[..., _T]]:
         return locked
 
     return decorate
-
-
-__all__ = [
-    "LOCK_NAME",
-    "LockPolicy",
-    "RunBusy",
-    "holder_of",
-    "lock_policy",
-    "locks_run",
-    "run_lock",
-]

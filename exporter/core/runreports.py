@@ -1,10 +1,15 @@
-"""Typed readers of the reports later stages act on: ``verify.json`` and ``bench.json``.
+"""Readers of the reports later stages act on: ``verify.json``, ``bench.json``, ``tune.json``.
 
-``tlx verify`` and ``tlx bench`` write them (``verify/report.py``, ``bench/report.py``);
-``serve/choice.py`` (what to ship) and ``bench/recommend.py`` (what to recommend) read them
-here, so both apply one device rule (:func:`same_device`). Each row keeps the sha256 of the
-file it is about; bench recommends only a file whose hash verify recorded, the choice also
-takes a row without one (a report of an older tlx).
+``tlx verify`` and ``tlx bench`` write the first two (``verify/report.py``,
+``bench/report.py``); ``serve/choice.py`` (what to ship) and ``bench/recommend.py`` (what to
+recommend) read them here, so both apply one device rule (:func:`same_device`). Each row
+keeps the sha256 of the file it is about; bench recommends only a file whose hash verify
+recorded, the choice also takes a row without one (a report of an older tlx).
+
+``tlx tune`` writes ``tune.json`` (``bench/tune.py``); its plan becomes the defaults of
+``tlx serve`` and of the Triton repository (:func:`serve_settings`), so neither stage imports
+the other. A plan applies only to what it was measured on: the same artifact and runtime
+(when the user names them) and the CPU. An option given on the command line always wins.
 """
 
 from __future__ import annotations
@@ -16,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from exporter.core.choices import device_kind
-from exporter.core.errors import UsageError
-from exporter.core.runfolder import BENCH_JSON, VERIFY_JSON
+from exporter.core.errors import InputFileError, UsageError
+from exporter.core.runfolder import BENCH_JSON, TUNE_JSON, VERIFY_JSON
 
 
 class ReportUnreadable(ValueError):
@@ -69,7 +74,7 @@ class VerifyRecord:
 
 @dataclass(frozen=True)
 class Recommendation:
-    """One ``bench.json`` recommendation; ``record`` is its full entry."""
+    """One ``bench.json`` recommendation."""
 
     device: str
     batch_size: int
@@ -77,7 +82,6 @@ class Recommendation:
     runtime: str
     file: str | None
     sha256: str | None
-    record: dict[str, Any]
 
 
 def _read(path: Path) -> dict[str, Any] | None:
@@ -136,7 +140,6 @@ def read_recommendations(run_dir: str | os.PathLike[str], device: str) -> list[R
             runtime=str(r.get("runtime") or ""),
             file=_opt_str(r.get("file")),
             sha256=_opt_str(r.get("sha256")),
-            record=r,
         )
         for r in (recs if isinstance(recs, list) else [])
         if isinstance(r, dict) and r.get("verified") is True
@@ -154,3 +157,62 @@ def _as_int(value: Any) -> int:
 
 def _opt_str(value: Any) -> str | None:
     return None if value is None else str(value)
+
+
+PLAN_KEYS = ("instances", "threads_per_instance", "max_batch", "queue_delay_us")
+
+
+def read_tune(run_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """``RUN/tune.json`` parsed, or None when there is none.
+
+    Raises:
+        InputFileError: the file is not a tune report with a complete ``plan``.
+    """
+    path = Path(run_dir) / TUNE_JSON
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        plan = data["plan"]
+        if not all(isinstance(plan[k], int) and plan[k] >= 0 for k in PLAN_KEYS):
+            raise ValueError("plan values must be non-negative integers")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputFileError(
+            f"{path}: not a tune report ({exc.__class__.__name__}: {exc}); rerun `tlx tune "
+            f"{run_dir}` or delete the file"
+        ) from exc
+    return data
+
+
+def serve_settings(
+    run_dir: str | os.PathLike[str],
+    given: dict[str, int | None],
+    *,
+    device: str,
+    variant: str | None,
+    runtime: str | None = None,
+) -> tuple[dict[str, int | None], bool]:
+    """The served model's max_batch, max_queue_delay_us, instances and threads (fields of
+    :class:`~exporter.core.config.TritonConfig`, for ``tlx serve`` and the packaged Triton
+    repository): each the value given on the command line, else the tuned one (None: the
+    config's default). Returns the settings and whether any came from the plan.
+
+    The plan applies on the CPU, when ``variant`` is None or names the tuned artifact (its
+    variant or file name) and ``runtime`` is None (a repository: the server's backend runs
+    it) or the tuned runtime. Instances and threads go together: given either, neither is
+    taken from the plan (the tuned threads were measured for the tuned instance count).
+    """
+    data = read_tune(run_dir)
+    tuned: dict[str, int] = {}
+    if (
+        data is not None
+        and device.startswith("cpu")
+        and variant in (None, data.get("variant"), data.get("artifact"))
+        and runtime in (None, data.get("runtime"))
+    ):
+        plan = {k: int(data["plan"][k]) for k in PLAN_KEYS}
+        tuned = {"max_batch": plan["max_batch"], "max_queue_delay_us": plan["queue_delay_us"]}
+        if given.get("instances") is None and given.get("threads") is None:
+            tuned |= {"instances": plan["instances"], "threads": plan["threads_per_instance"]}
+    out = {k: v if v is not None else tuned.get(k) for k, v in given.items()}
+    return out, any(given.get(k) is None for k in tuned)

@@ -113,6 +113,3 @@ def _target(link: str) -> str:
         return os.readlink(link)
     except OSError:
         return "?"
-
-
-__all__ = ["UnsafePath", "guard", "write_root"]

@@ -15,16 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from exporter.core.config import DataConfig
+from exporter.core.config import AUGMENT_MIN_SIZE, DataConfig
 from exporter.core.errors import EnvironmentUnavailable, InputFileError, UsageError
 from exporter.core.preprocess import Preprocessing
 from exporter.core.runfolder import TRAIN_JSON
-from exporter.data.augment import resolve_augment
 from exporter.data.imagefolder import (
-    IMG_EXTENSIONS,
     SPLITS,
-    FileDataset,
-    SkippedImageWarning,
     imagefolder_classes,
     imagefolder_root,
     imagefolder_split,
@@ -38,7 +34,7 @@ if TYPE_CHECKING:
 
 @dataclass
 class ArrayDataset:
-    """Images held in memory as uint8 HWC arrays (synthetic data)."""
+    """Images held in memory as uint8 HWC arrays (synthetic data, CIFAR-10)."""
 
     images: np.ndarray
     labels: np.ndarray
@@ -52,21 +48,6 @@ class ArrayDataset:
 
         img = Image.fromarray(self.images[i])  # HWC uint8 -> RGB
         return (self.transform(img) if self.transform else img), int(self.labels[i])
-
-
-@dataclass
-class TorchvisionDataset:
-    """A torchvision dataset (CIFAR10) with the transform applied here."""
-
-    base: Any
-    transform: Callable[[Any], Any] | None = None
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def __getitem__(self, i: int) -> tuple[Any, int]:
-        img, label = self.base[i]
-        return (self.transform(img) if self.transform else img), int(label)
 
 
 class SubsetDataset:
@@ -132,11 +113,24 @@ class DataBundle:
         }
 
 
+def resolve_augment(cfg: DataConfig) -> tuple[bool, str]:
+    """Whether training images are augmented, and why (recorded in train.json): the one data
+    choice that depends on the run's size, made here so the datasets that apply it do not
+    import the training stage."""
+    if cfg.augment == "on":
+        return True, "--augment on"
+    if cfg.augment == "off":
+        return False, "--augment off"
+    if cfg.image_size < AUGMENT_MIN_SIZE:
+        return False, f"auto: off below {AUGMENT_MIN_SIZE} px (image size {cfg.image_size})"
+    return True, f"auto: on from {AUGMENT_MIN_SIZE} px (image size {cfg.image_size})"
+
+
 def build_datasets(cfg: DataConfig) -> DataBundle:
     """Build the train and val datasets described by ``cfg``.
 
     Train images get the train transform, augmented as
-    :func:`~exporter.data.augment.resolve_augment` decides; val images the eval transform.
+    :func:`resolve_augment` decides; val images the eval transform.
 
     Raises:
         UsageError: an empty or mis-shaped image folder (bad values are refused by
@@ -144,42 +138,39 @@ def build_datasets(cfg: DataConfig) -> DataBundle:
         InputFileError: a missing folder, or an unreadable image with ``strict=True``.
         EnvironmentUnavailable: CIFAR-10 is not on disk and cannot be downloaded.
     """
-    bundle = _build_full(cfg)
-    bundle.train = limit_split(bundle.train, cfg.limit_train, seed=cfg.seed, split="train")
-    bundle.val = limit_split(bundle.val, cfg.limit_val, seed=cfg.seed, split="val")
-    return bundle
-
-
-def _build_full(cfg: DataConfig) -> DataBundle:
-    check_data_dir(cfg)
     pre = Preprocessing(image_size=cfg.image_size)
-    train_tf = pre.train_transform(augment=resolve_augment(cfg)[0])
-    eval_tf = pre.eval_transform()
-    if cfg.source == "synthetic":
-        train = _synthetic_split(cfg, "train")
-        val = _synthetic_split(cfg, "val")
-        from exporter.data.synthetic import SYNTHETIC_CLASS_NAMES
+    skipped: list[dict[str, str]] = []
+    name, classes, (train, val) = _open(cfg, SPLITS, skipped)
+    train.transform = pre.train_transform(augment=resolve_augment(cfg)[0])
+    val.transform = pre.eval_transform()
+    train = limit_split(train, cfg.limit_train, seed=cfg.seed, split="train")
+    val = limit_split(val, cfg.limit_val, seed=cfg.seed, split="val")
+    return DataBundle(name, train, val, classes, pre, skipped)
 
-        train.transform, val.transform = train_tf, eval_tf
-        return DataBundle("synthetic", train, val, list(SYNTHETIC_CLASS_NAMES), pre)
+
+def _open(
+    cfg: DataConfig, splits: tuple[str, ...], skipped: list[dict[str, str]]
+) -> tuple[str, list[str], list[Any]]:
+    """The dataset's name, its class names and ``splits`` without a transform (PIL images
+    out); an image folder's unreadable images go to ``skipped``."""
+    if cfg.source == "synthetic":
+        from exporter.data.synthetic import SYNTHETIC_CLASS_NAMES, make_synthetic
+
+        sizes = {"train": cfg.train_size, "val": cfg.val_size}
+        data = [ArrayDataset(*make_synthetic(sizes[s], seed=cfg.seed, split=s)) for s in splits]
+        return "synthetic", list(SYNTHETIC_CLASS_NAMES), data
     if cfg.source == "cifar10":
         root = cifar10_dir(cfg)
-        train_base = _cifar10_split(root, train=True)
-        val_base = _cifar10_split(root, train=False)
-        return DataBundle(
-            "cifar10",
-            TorchvisionDataset(train_base, train_tf),
-            TorchvisionDataset(val_base, eval_tf),
-            list(train_base.classes),
-            pre,
-        )
+        bases = [_cifar10_split(root, train=s == "train") for s in splits]
+        # torchvision's CIFAR10 holds its images as uint8 HWC arrays too (``data``).
+        data = [ArrayDataset(b.data, np.asarray(b.targets, dtype=np.int64)) for b in bases]
+        return "cifar10", list(bases[0].classes), data
     root = imagefolder_root(str(cfg.data_dir))
     classes = imagefolder_classes(root)
-    skipped: list[dict[str, str]] = []
-    train = imagefolder_split(root / "train", classes, strict=cfg.strict, skipped=skipped)
-    val = imagefolder_split(root / "val", classes, strict=cfg.strict, skipped=skipped)
-    train.transform, val.transform = train_tf, eval_tf
-    return DataBundle(root.name or "imagefolder", train, val, classes, pre, skipped)
+    data = [
+        imagefolder_split(root / s, classes, strict=cfg.strict, skipped=skipped) for s in splits
+    ]
+    return root.name or "imagefolder", classes, data
 
 
 def load_eval_images(
@@ -191,9 +182,7 @@ def load_eval_images(
     ``train.json["preprocessing"]``, so the pixels match what the model was validated on.
 
     Args:
-        info: the opened run (:func:`exporter.core.runfolder.open_run`).
         n: how many images; all of the split if it has fewer.
-        split: ``"val"`` or ``"train"``.
         seed: chooses which ``n`` images (same seed, same images, in index order).
         data_dir: where the run's image folder (or CIFAR-10) is now, when it moved since
             training; None: where train.json says.
@@ -222,7 +211,8 @@ def load_eval_images(
         from dataclasses import replace
 
         cfg = replace(cfg, data_dir=data_dir)
-    dataset = _raw_split(cfg, split)
+    limit = cfg.limit_train if split == "train" else cfg.limit_val
+    dataset = limit_split(_open(cfg, (split,), [])[2][0], limit, seed=cfg.seed, split=split)
     total = len(dataset)
     if n >= total:
         idx = np.arange(total)
@@ -239,39 +229,11 @@ def load_eval_images(
     return images, labels
 
 
-def _raw_split(cfg: DataConfig, split: str) -> Any:
-    """One split without a transform (PIL images out), limited as training saw it."""
-    limit = cfg.limit_train if split == "train" else cfg.limit_val
-    return limit_split(_raw_full_split(cfg, split), limit, seed=cfg.seed, split=split)
-
-
-def _raw_full_split(cfg: DataConfig, split: str) -> Any:
-    check_data_dir(cfg)
-    if cfg.source == "synthetic":
-        return _synthetic_split(cfg, split)
-    if cfg.source == "cifar10":
-        return TorchvisionDataset(_cifar10_split(cifar10_dir(cfg), train=split == "train"))
-    root = imagefolder_root(str(cfg.data_dir))
-    classes = imagefolder_classes(root)
-    return imagefolder_split(root / split, classes, strict=cfg.strict, skipped=[])
-
-
 def check_data_dir(cfg: DataConfig) -> None:
     """The environment check of a data config, before any heavy work: an image folder exists
     with train/ and val/ class folders (its values were checked by DataConfig itself)."""
     if cfg.source == "imagefolder":
         imagefolder_classes(imagefolder_root(str(cfg.data_dir)))
-
-
-# --- synthetic --------------------------------------------------------------------------
-
-
-def _synthetic_split(cfg: DataConfig, split: str) -> ArrayDataset:
-    from exporter.data.synthetic import make_synthetic
-
-    n = cfg.train_size if split == "train" else cfg.val_size
-    images, labels = make_synthetic(n, seed=cfg.seed, split=split)
-    return ArrayDataset(images, labels)
 
 
 # --- cifar10 ----------------------------------------------------------------------------
@@ -317,17 +279,3 @@ def _cifar10_split(root: Path, *, train: bool) -> Any:
             f"internet once, put the extracted {CIFAR10_FOLDER} folder there (or pass "
             "--data-dir), or use --data synthetic."
         ) from exc
-
-
-__all__ = [
-    "IMG_EXTENSIONS",
-    "ArrayDataset",
-    "DataBundle",
-    "FileDataset",
-    "SkippedImageWarning",
-    "build_datasets",
-    "check_data_dir",
-    "cifar10_dir",
-    "limit_split",
-    "load_eval_images",
-]

@@ -46,18 +46,9 @@ _SPLIT_STREAM = {"train": 0, "val": 1}
 def make_synthetic(
     n: int, *, seed: int, split: str = "train", size: int = NATIVE_SIZE
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Generate ``n`` images and labels, deterministic in ``(seed, split)``.
-
-    Args:
-        n: number of images.
-        seed: random seed.
-        split: ``"train"`` or ``"val"`` (independent streams).
-        size: side in pixels of the generated images.
-
-    Returns:
-        ``(images, labels)``: uint8 ``(n, size, size, 3)`` and int64 ``(n,)``; labels are
-        balanced (cycled, then shuffled).
-    """
+    """Generate ``n`` images and labels, deterministic in ``(seed, split)`` (``"train"`` and
+    ``"val"`` are independent streams): uint8 ``(n, size, size, 3)`` and int64 ``(n,)``;
+    labels are balanced (cycled, then shuffled)."""
     if split not in _SPLIT_STREAM:
         raise ValueError(f"split must be 'train' or 'val', got {split!r}")
     rng = np.random.default_rng([int(seed), _SPLIT_STREAM[split]])

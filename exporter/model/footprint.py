@@ -68,7 +68,8 @@ def train_activation_bytes(size: int, batch: int, first_trainable: int | None) -
     """
     if first_trainable is None:
         return inference_activation_bytes(size, batch) + batch * F32 * 3 * (_pooled() + FC_WIDTH)
-    outs, kinds = feature_outputs(size), _module_kinds()
+    outs = feature_outputs(size)
+    kinds = [k for v in vgg16_layout() for k in (["M"] if v == "M" else ["conv", "relu"])]
     # A ReLU works in place: its output is its conv's output, kept once (as the ReLU's).
     start = max(first_trainable - 1, 0)
     kept = sum(n for n, kind in zip(outs[start:], kinds[start:], strict=True) if kind != "conv")
@@ -79,13 +80,6 @@ def train_activation_bytes(size: int, batch: int, first_trainable: int | None) -
     )
     kept += _pooled() + 2 * FC_WIDTH + 3 * size * size
     return batch * F32 * kept + inference_activation_bytes(size, batch)
-
-
-def _module_kinds() -> list[str]:
-    kinds: list[str] = []
-    for item in vgg16_layout():
-        kinds += ["M"] if item == "M" else ["conv", "relu"]
-    return kinds
 
 
 # --- per command ------------------------------------------------------------------------

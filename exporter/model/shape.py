@@ -25,22 +25,18 @@ POOL_CELLS = 49  # AdaptiveAvgPool2d((7, 7))
 
 
 @functools.cache
-def _layout() -> tuple[int | str, ...]:
+def vgg16_layout() -> tuple[int | str, ...]:
+    """torchvision's VGG16 feature layout (``cfgs["D"]``): channel counts and ``"M"`` pools."""
     from torchvision.models.vgg import cfgs
 
     return tuple(cfgs["D"])
-
-
-def vgg16_layout() -> list[int | str]:
-    """torchvision's VGG16 feature layout (``cfgs["D"]``): channel counts and ``"M"`` pools."""
-    return list(_layout())
 
 
 def block_ends() -> tuple[int, ...]:
     """Index in ``features`` of each conv block's last module (its max pool); a convolution
     is two modules there (conv, ReLU), a pool one."""
     ends, index = [], -1
-    for item in _layout():
+    for item in vgg16_layout():
         index += 1 if item == "M" else 2
         if item == "M":
             ends.append(index)
@@ -77,17 +73,11 @@ def parse_unfreeze_from(spec: str | int) -> int:
 
 @dataclass(frozen=True)
 class VGGShape:
-    """How wide each layer of a VGG16-layout model is.
+    """How wide each layer of a VGG16-layout model is."""
 
-    Attributes:
-        conv: output channels of the 13 convolutions, in order.
-        fc: outputs of ``classifier[0]`` and ``classifier[3]``.
-        num_classes: outputs of ``classifier[6]``.
-    """
-
-    conv: tuple[int, ...]
-    fc: tuple[int, int]
-    num_classes: int
+    conv: tuple[int, ...]  # output channels of the 13 convolutions, in order
+    fc: tuple[int, int]  # outputs of classifier[0] and classifier[3]
+    num_classes: int  # outputs of classifier[6]
 
     @classmethod
     def full(cls, num_classes: int) -> VGGShape:

@@ -31,7 +31,6 @@ def build_vgg16(*, num_classes: int, weights: str | os.PathLike[str] = IMAGENET)
     """Build torchvision's VGG16 with a fresh ``num_classes`` head and frozen ``features``.
 
     Args:
-        num_classes: outputs of the new ``classifier[6]``.
         weights: ``"imagenet"`` (torchvision's ``VGG16_Weights.IMAGENET1K_V1`` through its own
             download and cache), a path to a torchvision-format state dict (``.pth``/``.pt``,
             read with ``weights_only=True``) or ``.safetensors``, or ``"none"`` for random init.
@@ -42,33 +41,28 @@ def build_vgg16(*, num_classes: int, weights: str | os.PathLike[str] = IMAGENET)
     """
     if num_classes < 1:
         raise UsageError(f"num_classes must be >= 1, got {num_classes}")
-    from torchvision.models import vgg16
+    from torch import nn
+    from torchvision.models import VGG16_Weights, vgg16
 
     spec = str(weights)
     if spec == IMAGENET:
-        model = _load_imagenet_vgg16()
-    elif spec == NO_WEIGHTS:
-        model = vgg16(weights=None)
+        try:
+            model = vgg16(weights=VGG16_Weights.IMAGENET1K_V1, progress=False)
+        except (OSError, RuntimeError) as exc:  # URLError is an OSError; a bad cache: RuntimeError
+            raise EnvironmentUnavailable(
+                "cannot load ImageNet VGG16 weights (not in the torch hub cache and the download "
+                f"failed: {exc.__class__.__name__}: {exc}). Pass --weights PATH to a local "
+                "torchvision VGG16 state dict (.pth or .safetensors), or --weights none for "
+                "random init."
+            ) from exc
     else:
         model = vgg16(weights=None)
-        _load_backbone_file(model, Path(spec))
-    freeze_features(model)
-    replace_head(model, num_classes)
+        if spec != NO_WEIGHTS:
+            _load_backbone_file(model, Path(spec))
+    for p in model.features.parameters():
+        p.requires_grad = False
+    model.classifier[6] = nn.Linear(FC_WIDTH, num_classes)  # trainable
     return model
-
-
-def _load_imagenet_vgg16() -> nn.Module:
-    from torchvision.models import VGG16_Weights, vgg16
-
-    try:
-        return vgg16(weights=VGG16_Weights.IMAGENET1K_V1, progress=False)
-    except (OSError, RuntimeError) as exc:  # URLError is an OSError; a bad cache is a RuntimeError
-        raise EnvironmentUnavailable(
-            "cannot load ImageNet VGG16 weights (not in the torch hub cache and the download "
-            f"failed: {exc.__class__.__name__}: {exc}). Pass --weights PATH to a local "
-            "torchvision VGG16 state dict (.pth or .safetensors), or --weights none for random "
-            "init."
-        ) from exc
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -159,19 +153,6 @@ def _load_backbone_file(model: nn.Module, path: Path) -> None:
     model.load_state_dict(body, strict=False)
 
 
-def freeze_features(model: nn.Module) -> None:
-    """Freeze every parameter of ``model.features`` (the convolutional trunk)."""
-    for p in model.features.parameters():
-        p.requires_grad = False
-
-
-def replace_head(model: nn.Module, num_classes: int) -> None:
-    """Replace ``classifier[6]`` with a fresh ``Linear(4096, num_classes)`` (trainable)."""
-    from torch import nn
-
-    model.classifier[6] = nn.Linear(FC_WIDTH, num_classes)
-
-
 def unfreeze_from(model: nn.Module, start: int) -> list[str]:
     """Make ``features[start:]`` trainable; return the names of the parameters flipped."""
     flipped = []
@@ -234,13 +215,9 @@ def load_trained_weights(model: nn.Module, path: Path) -> None:
 
 
 def load_reference_model(info: Run, *, expected: FileRecord | None = None) -> nn.Module:
-    """The trained eager fp32 model, rebuilt from ``model.safetensors`` (eval mode, CPU).
-
-    Args:
-        info: the opened run (it hashes the weights once per command).
-        expected: when given (the manifest's ``source`` record), the weights file must match
-            its size and sha256.
-    """
+    """The trained eager fp32 model, rebuilt from ``model.safetensors`` (eval mode, CPU); with
+    ``expected`` (the manifest's ``source`` record) the file must match its size and sha256
+    (the opened run hashes it once per command)."""
     if expected is not None:
         info.check_file(expected)
     model = VGGShape.full(info.num_classes).build()  # no random init of 134M weights

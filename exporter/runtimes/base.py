@@ -22,22 +22,22 @@ if TYPE_CHECKING:
     from exporter.runtimes.profiling import RawProfile
 
 
+def error_line(exc: BaseException, limit: int = 300) -> str:
+    """``Type: first line of the message`` (at most ``limit`` characters of it)."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0][:limit]}" if text else type(exc).__name__
+
+
 @dataclass(frozen=True)
 class Artifact:
     """What a runtime runs: one model file of a run (or the trained weights for eager).
 
     Attributes:
-        run_dir: the run folder.
         name: the manifest key (``model.onnx``, ``model.fold.int8.onnx``) or
             ``model.safetensors`` for runtimes that rebuild the eager model.
-        format: ``safetensors``, ``onnx``, ``torchscript`` or ``pt2``.
-        precision: the artifact's own precision (``fp32``, ``fp16``, ``int8``).
-        num_classes: outputs of the model.
-        image_size: the input's H and W.
+        precision: the artifact's own precision (a runtime may be asked for another).
         fixed_hw: True when the artifact only accepts ``image_size`` (e.g. the pooling fold).
-        sha256: expected hash of the main file (checked before any load).
         files: every (relative path, sha256, bytes) of the artifact, checked before load.
-        metadata: the manifest's entry and shared metadata, for ``describe``.
         run: the opened run it came from (its hashes and ``train.json`` are reused by
             :meth:`verified_path` and the eager runtime); None for a hand-made artifact.
     """
@@ -140,17 +140,17 @@ class Runtime(ABC):
     def load(self) -> None:
         """Heavy work: imports, hash checks, sessions, compilation."""
 
-    @abstractmethod
     def prepare(self, x: np.ndarray) -> Any:
         """Turn a float32 NCHW host array into this runtime's input (on its device)."""
+        return np.ascontiguousarray(x, dtype=np.float32)  # host arrays in: the default
 
     @abstractmethod
     def run(self, prepared: Any) -> Any:
         """Run on a prepared input; the output stays wherever the runtime keeps it."""
 
-    @abstractmethod
     def to_numpy(self, output: Any) -> np.ndarray:
         """Copy an output of :meth:`run` to a float32 host array."""
+        return np.asarray(output, dtype=np.float32)  # host arrays out: the default
 
     def infer(self, x: np.ndarray) -> np.ndarray:
         """Host in, host out: logits as float32 ``(batch, num_classes)``."""

@@ -14,18 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from exporter.core.choices import DEVICES
 from exporter.core.errors import RuntimeUnavailable
-from exporter.runtimes.base import Runtime, register
-from exporter.runtimes.eager import load_eager_model
-from exporter.runtimes.torch_common import (
-    TORCH_DTYPES,
-    autocast_context,
-    check_device,
-    cuda_sync,
-    tensor_to_numpy,
-    to_device_tensor,
-)
+from exporter.runtimes.base import error_line, register
+from exporter.runtimes.eager import EagerRuntime
 
 
 class _NoCudaRuntimeNote(logging.Filter):
@@ -49,17 +40,16 @@ MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagrap
 
 
 @register
-class CompileRuntime(Runtime):
+class CompileRuntime(EagerRuntime):
     """Inductor-compiled eager model. Options: ``mode`` (see MODES), ``warmup_batch`` (1)."""
 
     name = "compile"
-    formats = ("safetensors",)
-    devices = DEVICES
+    mode: str | None = None
+    compile_seconds: float | None = None
 
-    def load(self) -> None:
+    def build_module(self) -> Any:
         import torch
 
-        check_device(self.device)
         mode = str(self.options.get("mode", "default"))
         if mode not in MODES:
             raise RuntimeUnavailable(
@@ -69,15 +59,14 @@ class CompileRuntime(Runtime):
             raise RuntimeUnavailable(
                 "compile mode 'reduce-overhead' (CUDA graphs) needs --device cuda"
             )
-        if self.threads:
-            torch.set_num_threads(self.threads)
         if self.device == "cpu":
             _CPP_EXTENSION_LOG.addFilter(_QUIET_CPU)  # a set: adding it twice is a no-op
         self.mode = mode
-        model = load_eager_model(self.artifact, self.device)
-        self.compiled = torch.compile(
-            model, backend="inductor", mode=None if mode == "default" else mode
-        )
+        model = super().build_module()
+        return torch.compile(model, backend="inductor", mode=None if mode == "default" else mode)
+
+    def load(self) -> None:
+        super().load()
         warm = int(self.options.get("warmup_batch", 1))
         size = self.artifact.image_size
         x = np.zeros((warm, 3, size, size), dtype=np.float32)
@@ -85,19 +74,14 @@ class CompileRuntime(Runtime):
         # load() does and only this runtime knows when compilation happens.
         start = time.perf_counter()
         try:
-            self.to_numpy(self.run(self.prepare(x)))
-            self.synchronize()
+            self.infer(x)
         except Exception as exc:  # inductor failures (no C++ compiler, codegen bugs)
-            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
             raise RuntimeUnavailable(
-                f"torch.compile (inductor, mode {mode}) failed on {self.device}: "
-                f"{exc.__class__.__name__}: {first} (inductor on CPU needs a working C++ "
+                f"torch.compile (inductor, mode {self.mode}) failed on {self.device}: "
+                f"{error_line(exc)} (inductor on CPU needs a working C++ "
                 "compiler such as gcc; on CUDA it needs triton)"
             ) from exc
         self.compile_seconds = time.perf_counter() - start
-
-    def prepare(self, x: np.ndarray) -> Any:
-        return to_device_tensor(x, self.device)
 
     def run(self, prepared: Any) -> Any:
         import torch
@@ -106,28 +90,10 @@ class CompileRuntime(Runtime):
             # Tell CUDA graphs a new iteration begins, so the previous output buffer may be
             # reused; callers copy outputs (to_numpy) before the next run.
             torch.compiler.cudagraph_mark_step_begin()
-        with torch.inference_mode(), autocast_context(self.device, self.precision):
-            return self.compiled(prepared)
-
-    def to_numpy(self, output: Any) -> np.ndarray:
-        return tensor_to_numpy(output)
-
-    def effective_precision(self) -> str:
-        # fp16/bf16 run under autocast (matmuls and convolutions in that dtype).
-        return self.precision if self.precision in TORCH_DTYPES else super().effective_precision()
-
-    def synchronize(self) -> None:
-        cuda_sync(self.device)
+        return super().run(prepared)
 
     def describe(self) -> dict[str, Any]:
         d = super().describe()
-        d.update(
-            backend="inductor",
-            mode=getattr(self, "mode", None),
-            # Time of the first (compiling) call in load(), seconds; excluded from latency.
-            compile_s=getattr(self, "compile_seconds", None),
-        )
+        # compile_s: the first (compiling) call in load(), seconds; excluded from latency.
+        d.update(backend="inductor", mode=self.mode, compile_s=self.compile_seconds)
         return d
-
-    def close(self) -> None:
-        self.compiled = None

@@ -5,8 +5,8 @@ only 10 mantissa bits: VGG16 logits then differ from the CPU's by 1e-3 to 1e-2, 
 fp32 tolerance. Verify turns TF32 off for fp32 candidates and bench records whether it was
 on, so a number labelled "fp32" is fp32 math. torch >= 2.9 has per-backend
 ``fp32_precision`` settings and refuses a mix of them with the legacy ``allow_tf32`` flags
-(pytorch docs, "TensorFloat-32 (TF32) on Ampere (and later) devices"), so only one API is
-used: the new one where it exists.
+(pytorch docs, "TensorFloat-32 (TF32) on Ampere (and later) devices"), so only the new API
+is used (tlx requires torch >= 2.10).
 """
 
 from __future__ import annotations
@@ -21,28 +21,16 @@ from typing import Any
 TF32_OVERRIDE_ENV = "NVIDIA_TF32_OVERRIDE"
 
 
-def _new_api(torch: Any) -> bool:
-    return hasattr(torch.backends.cuda.matmul, "fp32_precision") and hasattr(
-        torch.backends.cudnn, "conv"
-    )
-
-
 def tf32_flags() -> dict[str, Any]:
     """torch's TF32 settings now, as recorded in verify.json and bench.json."""
     import torch
 
-    if _new_api(torch):
-        b = torch.backends
-        return {
-            "api": "fp32_precision",
-            "matmul": b.cuda.matmul.fp32_precision,
-            "cudnn_conv": b.cudnn.conv.fp32_precision,
-            "cudnn_rnn": b.cudnn.rnn.fp32_precision,
-        }
+    b = torch.backends
     return {
-        "api": "allow_tf32",
-        "matmul": torch.backends.cuda.matmul.allow_tf32,
-        "cudnn_conv": torch.backends.cudnn.allow_tf32,
+        "api": "fp32_precision",
+        "matmul": b.cuda.matmul.fp32_precision,
+        "cudnn_conv": b.cudnn.conv.fp32_precision,
+        "cudnn_rnn": b.cudnn.rnn.fp32_precision,
     }
 
 
@@ -50,21 +38,15 @@ def _set(flags: dict[str, Any]) -> None:
     import torch
 
     b = torch.backends
-    if flags["api"] == "fp32_precision":
-        b.cuda.matmul.fp32_precision = flags["matmul"]
-        b.cudnn.conv.fp32_precision = flags["cudnn_conv"]
-        b.cudnn.rnn.fp32_precision = flags["cudnn_rnn"]
-    else:
-        b.cuda.matmul.allow_tf32 = flags["matmul"]
-        b.cudnn.allow_tf32 = flags["cudnn_conv"]
+    b.cuda.matmul.fp32_precision = flags["matmul"]
+    b.cudnn.conv.fp32_precision = flags["cudnn_conv"]
+    b.cudnn.rnn.fp32_precision = flags["cudnn_rnn"]
 
 
-def flags_for(allow: bool, current: dict[str, Any]) -> dict[str, Any]:
-    """The settings that allow (or forbid) TF32 in matmuls and cuDNN, in ``current``'s API."""
-    if current["api"] == "fp32_precision":
-        value = "tf32" if allow else "ieee"
-        return {"api": current["api"], "matmul": value, "cudnn_conv": value, "cudnn_rnn": value}
-    return {"api": current["api"], "matmul": allow, "cudnn_conv": allow}
+def flags_for(allow: bool) -> dict[str, Any]:
+    """The settings that allow (or forbid) TF32 in matmuls and cuDNN."""
+    value = "tf32" if allow else "ieee"
+    return {"api": "fp32_precision", "matmul": value, "cudnn_conv": value, "cudnn_rnn": value}
 
 
 @contextlib.contextmanager
@@ -75,7 +57,7 @@ def tf32_mode(allow: bool) -> Iterator[dict[str, Any]]:
     the previous values always come back, also when the body raises.
     """
     before = tf32_flags()
-    _set(flags_for(allow, before))
+    _set(flags_for(allow))
     try:
         yield tf32_flags()
     finally:

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from exporter.core.errors import InputFileError, RuntimeUnavailable
-from exporter.runtimes.base import Runtime, register
+from exporter.runtimes.base import Runtime, error_line, register
 from exporter.runtimes.profiling import PROFILE_WARMUP, RawProfile, sum_openvino_counters
 from exporter.runtimes.signal_stack import own_signal_stack
 
@@ -44,11 +44,6 @@ def _property_text(value: Any) -> str:
     # Element types print as "<Type: 'float32'>"; their type name is "f32".
     name = getattr(value, "get_type_name", None)
     return str(name()) if callable(name) else str(value)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else exc.__class__.__name__
 
 
 @register
@@ -81,7 +76,7 @@ class OpenVinoRuntime(Runtime):
             self._model = self._core.read_model(str(path))
         except Exception as exc:
             raise InputFileError(
-                f"OpenVINO cannot read {path}: {_first_line(exc)} "
+                f"OpenVINO cannot read {path}: {error_line(exc)} "
                 "(re-export it with `tlx export RUN --format onnx --force`)"
             ) from exc
         self._latency: dict[int | None, Any] = {}  # 1 (static) or None (dynamic) -> request
@@ -90,13 +85,11 @@ class OpenVinoRuntime(Runtime):
         self._latency_request(1)  # a model the plugin cannot compile fails here, not later
 
     def _config(self, hint: str) -> dict[str, Any]:
-        config: dict[str, Any] = {
+        return {
             "PERFORMANCE_HINT": hint,
             "INFERENCE_PRECISION_HINT": "f32",
+            "INFERENCE_NUM_THREADS": int(self.threads),
         }
-        if self.threads:
-            config["INFERENCE_NUM_THREADS"] = int(self.threads)
-        return config
 
     def _compile(self, hint: str, batch: int | None) -> Any:
         model = self._model
@@ -111,7 +104,7 @@ class OpenVinoRuntime(Runtime):
         except Exception as exc:
             raise RuntimeUnavailable(
                 f"{self.name}: OpenVINO's CPU plugin cannot compile "
-                f"{self.artifact.path}: {_first_line(exc)}"
+                f"{self.artifact.path}: {error_line(exc)}"
             ) from exc
         self._compiled_info[hint if batch is None else f"{hint} batch {batch}"] = {
             key: _property_text(compiled.get_property(key))
@@ -126,24 +119,20 @@ class OpenVinoRuntime(Runtime):
             request = self._latency[key] = self._compile(LATENCY, key).create_infer_request()
         return request
 
-    def _throughput_queue(self) -> tuple[Any, int]:
+    def _throughput_queue(self) -> Any:
         if self._throughput is None:
             import openvino as ov
 
             compiled = self._compile(THROUGHPUT, None)
             streams = int(compiled.get_property("NUM_STREAMS"))
             self._throughput = (compiled, ov.AsyncInferQueue(compiled, max(streams, 1)))
-        queue = self._throughput[1]
-        return queue, len(queue)
-
-    def prepare(self, x: np.ndarray) -> Any:
-        return np.ascontiguousarray(x, dtype=np.float32)
+        return self._throughput[1]
 
     def run(self, prepared: Any) -> Any:
         batch = int(prepared.shape[0])
         if batch >= THROUGHPUT_MIN_BATCH:
-            queue, jobs = self._throughput_queue()
-            if jobs > 1:
+            queue = self._throughput_queue()
+            if len(queue) > 1:
                 return self._run_streams(queue, prepared)
         request = self._latency_request(batch)
         request.infer({0: prepared})
@@ -164,9 +153,6 @@ class OpenVinoRuntime(Runtime):
         queue.wait_all()
         return np.concatenate(outs)
 
-    def to_numpy(self, output: Any) -> np.ndarray:
-        return np.asarray(output, dtype=np.float32)
-
     def profile(self, x: np.ndarray, *, runs: int) -> RawProfile:
         """OpenVINO's performance counters (``PERF_COUNT``) on a copy compiled for ``x``'s
         shape with the LATENCY hint (the counters are per infer request)."""
@@ -178,7 +164,7 @@ class OpenVinoRuntime(Runtime):
             own_signal_stack()
         except Exception as exc:
             raise RuntimeUnavailable(
-                f"{self.name}: OpenVINO cannot compile a profiling copy: {_first_line(exc)}"
+                f"{self.name}: OpenVINO cannot compile a profiling copy: {error_line(exc)}"
             ) from exc
         data = np.ascontiguousarray(x, dtype=np.float32)
         for _ in range(PROFILE_WARMUP):

@@ -9,6 +9,7 @@ raise RuntimeUnavailable instead of running somewhere else.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -18,7 +19,7 @@ from typing import Any, ClassVar, NamedTuple
 import numpy as np
 
 from exporter.core.errors import InputFileError, RuntimeUnavailable
-from exporter.runtimes.base import Runtime, register
+from exporter.runtimes.base import Runtime, error_line, register
 from exporter.runtimes.cuda_math import tf32_env_override
 from exporter.runtimes.ort_sessions import session_options
 from exporter.runtimes.profiling import PROFILE_WARMUP, RawProfile, parse_ort_trace
@@ -37,6 +38,8 @@ class _OrtRuntime(Runtime):
 
     formats = ("onnx",)
     providers: ClassVar[tuple[str, ...]] = ("CPUExecutionProvider",)
+    fix_hint: ClassVar[str] = "reinstall onnxruntime"
+    requested: ClassVar[str] = "CPU"  # what the user asked for, in the fallback message
 
     def _provider_list(self) -> list[Any]:
         return list(self.providers)
@@ -60,11 +63,15 @@ class _OrtRuntime(Runtime):
         except Exception as exc:
             self._session_failed(path, exc)
         self.providers_in_use = list(self.session.get_providers())
-        self._check_providers()
-        self.input_name = self.session.get_inputs()[0].name
-        self.output_name = self.session.get_outputs()[0].name
-        self.input_type = self.session.get_inputs()[0].type
-        self.output_type = self.session.get_outputs()[0].type
+        wanted = self.providers[0]
+        if not self.providers_in_use or self.providers_in_use[0] != wanted:
+            raise RuntimeUnavailable(
+                f"{self.requested} requested but ONNX Runtime fell back to "
+                f"{self.providers_in_use} ({wanted} failed to load); {self.fix_hint}"
+            )
+        inp, out = self.session.get_inputs()[0], self.session.get_outputs()[0]
+        self.input_name, self.input_type = inp.name, inp.type
+        self.output_name, self.output_type = out.name, out.type
         self._after_session()
 
     def _after_session(self) -> None:
@@ -74,24 +81,10 @@ class _OrtRuntime(Runtime):
         """Provider-specific preparation (e.g. preloading CUDA libraries)."""
 
     def _session_failed(self, path: Path, exc: Exception) -> None:
-        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
         raise InputFileError(
-            f"ONNX Runtime cannot load {path}: {exc.__class__.__name__}: {first} "
+            f"ONNX Runtime cannot load {path}: {error_line(exc)} "
             "(re-export it with `tlx export RUN --format onnx --force`)"
         ) from exc
-
-    def _check_providers(self) -> None:
-        """Raise unless the first provider in use is the one this runtime promises."""
-        wanted = self.providers[0]
-        if not self.providers_in_use or self.providers_in_use[0] != wanted:
-            raise RuntimeUnavailable(
-                f"{self.name}: {wanted} was requested but ONNX Runtime runs on "
-                f"{self.providers_in_use} (the provider failed to load and ORT fell back); "
-                f"{self._fix_hint()}"
-            )
-
-    def _fix_hint(self) -> str:
-        return "reinstall onnxruntime"
 
     def _input_array(self, x: np.ndarray) -> np.ndarray:
         # fp16 models exported without keep_io_types take float16 inputs.
@@ -102,7 +95,6 @@ class _OrtRuntime(Runtime):
         d = super().describe()
         d.update(
             providers=getattr(self, "providers_in_use", None),
-            precision=self.effective_precision(),
             intra_op_threads=self.threads,
             allow_spinning=False,
         )
@@ -143,9 +135,6 @@ class OrtCpuRuntime(_OrtRuntime):
     def run(self, prepared: Any) -> Any:
         return self.session.run([self.output_name], {self.input_name: prepared})[0]
 
-    def to_numpy(self, output: Any) -> np.ndarray:
-        return np.asarray(output, dtype=np.float32)
-
 
 @register
 class OrtCudaRuntime(_OrtRuntime):
@@ -158,6 +147,12 @@ class OrtCudaRuntime(_OrtRuntime):
     name = "ort-cuda"
     devices = ("cuda",)
     providers = ("CUDAExecutionProvider", "CPUExecutionProvider")
+    fix_hint = (
+        "onnxruntime-gpu 1.31 needs an NVIDIA driver, CUDA 13 and cuDNN 9 "
+        "(onnxruntime.preload_dlls() uses the torch wheels' copies); or use --device cpu "
+        "--runtimes ort-cpu"
+    )
+    requested = "CUDA"
 
     @classmethod
     def unavailable_reason(cls, device: str) -> str | None:
@@ -181,35 +176,21 @@ class OrtCudaRuntime(_OrtRuntime):
         # torch wheels installed. Quiet the default logger: the failure is reported by us.
         ort.set_default_logger_severity(4)
         if hasattr(ort, "preload_dlls"):
-            try:
+            # Missing libraries show up as the fallback check below.
+            with contextlib.suppress(Exception):
                 ort.preload_dlls()
-            except Exception as exc:  # missing libraries show up as the fallback check below
-                self.preload_error = f"{exc.__class__.__name__}: {exc}"
 
     def _session_failed(self, path: Path, exc: Exception) -> None:
-        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
         raise RuntimeUnavailable(
             f"CUDA requested but ONNX Runtime could not create a {self.providers[0]} session "
-            f"for {path}: {first}; {self._fix_hint()}"
+            f"for {path}: {error_line(exc)}; {self.fix_hint}"
         ) from exc
 
-    def _check_providers(self) -> None:
-        if not self.providers_in_use or self.providers_in_use[0] != self.providers[0]:
-            raise RuntimeUnavailable(
-                f"CUDA requested but ONNX Runtime fell back to {self.providers_in_use} "
-                f"({self.providers[0]} failed to load); {self._fix_hint()}"
-            )
-
-    def _fix_hint(self) -> str:
-        return (
-            "onnxruntime-gpu 1.31 needs an NVIDIA driver, CUDA 13 and cuDNN 9 "
-            "(onnxruntime.preload_dlls() uses the torch wheels' copies); or use --device cpu "
-            "--runtimes ort-cpu"
-        )
+    def _cuda_options(self) -> dict[str, int]:
+        return {"device_id": self._device_id(), "use_tf32": int(self._tf32())}
 
     def _provider_list(self) -> list[Any]:
-        opts = {"device_id": self._device_id(), "use_tf32": int(self._tf32())}
-        return [(self.providers[0], opts), *self.providers[1:]]
+        return [(self.providers[0], self._cuda_options()), *self.providers[1:]]
 
     # Where the bound input/output live ("cpu" only in the CPU test of the binding path).
     ort_device: ClassVar[str] = "cuda"
@@ -266,19 +247,16 @@ class OrtTensorRTRuntime(OrtCudaRuntime):
     name = "ort-trt"
     devices = ("cuda",)
     providers = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+    fix_hint = (
+        "the TensorRT provider needs TensorRT 10 libraries (libnvinfer) on the library "
+        "path besides CUDA; or use --runtimes ort-cuda"
+    )
+    requested = "TensorRT"
 
-    def _batch_range(self) -> tuple[int, int, int]:
+    def _batch_range(self) -> tuple[int, int]:
+        """The smallest and the largest batch size that will run (the largest is also opt)."""
         sizes = sorted({int(b) for b in self.options.get("batch_sizes") or (1,)})
-        return sizes[0], sizes[-1], sizes[-1]
-
-    def _profile_shapes(self, input_name: str) -> dict[str, str]:
-        lo, opt, hi = self._batch_range()
-        hw = f"{self.artifact.image_size}x{self.artifact.image_size}"
-        return {
-            "trt_profile_min_shapes": f"{input_name}:{lo}x3x{hw}",
-            "trt_profile_opt_shapes": f"{input_name}:{opt}x3x{hw}",
-            "trt_profile_max_shapes": f"{input_name}:{hi}x3x{hw}",
-        }
+        return sizes[0], sizes[-1]
 
     def cache_dir(self) -> Path:
         """Engine cache folder, one per precision and TF32 setting (their engines differ)."""
@@ -294,16 +272,23 @@ class OrtTensorRTRuntime(OrtCudaRuntime):
         )
         cache = self.cache_dir()
         cache.mkdir(parents=True, exist_ok=True)
+        lo, hi = self._batch_range()
+        chw = f"3x{self.artifact.image_size}x{self.artifact.image_size}"
         trt: dict[str, Any] = {
             "device_id": self._device_id(),
             "trt_fp16_enable": self.artifact.precision == "fp16",
             "trt_int8_enable": self.artifact.precision == "int8",
             "trt_engine_cache_enable": True,
             "trt_engine_cache_path": str(cache),
-            **self._profile_shapes(input_name),
+            "trt_profile_min_shapes": f"{input_name}:{lo}x{chw}",
+            "trt_profile_opt_shapes": f"{input_name}:{hi}x{chw}",
+            "trt_profile_max_shapes": f"{input_name}:{hi}x{chw}",
         }
-        cuda = {"device_id": self._device_id(), "use_tf32": int(self._tf32())}
-        return [(self.providers[0], trt), (self.providers[1], cuda), self.providers[2]]
+        return [
+            (self.providers[0], trt),
+            (self.providers[1], self._cuda_options()),
+            self.providers[2],
+        ]
 
     def load(self) -> None:
         # TensorRT has no TF32 provider option in ORT; NVIDIA's override keeps the engine
@@ -316,32 +301,18 @@ class OrtTensorRTRuntime(OrtCudaRuntime):
         # first run; time it here so bench reports it apart from steady state.
         import time
 
-        _lo, opt, _hi = self._batch_range()
         size = self.artifact.image_size
-        x = np.zeros((opt, 3, size, size), dtype=np.float32)
+        x = np.zeros((self._batch_range()[1], 3, size, size), dtype=np.float32)
         start = time.perf_counter()
         self.session.run([self.output_name], {self.input_name: self._input_array(x)})
         self.engine_build_s = time.perf_counter() - start
 
     def describe(self) -> dict[str, Any]:
         d = super().describe()
-        lo, opt, hi = self._batch_range()
+        lo, hi = self._batch_range()
         d.update(
-            profile_batch={"min": lo, "opt": opt, "max": hi},
+            profile_batch={"min": lo, "opt": hi, "max": hi},
             engine_cache=str(self.cache_dir()),
             engine_build_s=getattr(self, "engine_build_s", None),
         )
         return d
-
-    def _check_providers(self) -> None:
-        if not self.providers_in_use or self.providers_in_use[0] != self.providers[0]:
-            raise RuntimeUnavailable(
-                f"TensorRT requested but ONNX Runtime runs on {self.providers_in_use} "
-                f"({self.providers[0]} failed to load); {self._fix_hint()}"
-            )
-
-    def _fix_hint(self) -> str:
-        return (
-            "the TensorRT provider needs TensorRT 10 libraries (libnvinfer) on the library "
-            "path besides CUDA; or use --runtimes ort-cuda"
-        )

@@ -14,12 +14,10 @@ import numpy as np
 
 
 def session_options(*, threads: int | None = None, optimize: bool = True) -> Any:
-    """The session options every tlx ORT session uses.
+    """The session options every tlx ORT session uses (``threads``: None is ORT's default).
 
-    Args:
-        threads: intra-op threads (None: ORT's default).
-        optimize: False disables graph optimisations (they may fuse away values a caller
-            wants to read, e.g. the per-layer outputs of the localizer).
+    ``optimize=False`` disables graph optimisations: they may fuse away values a caller
+    wants to read (the localizer's per-layer outputs).
     """
     import onnxruntime as ort
 
@@ -39,22 +37,16 @@ def session_options(*, threads: int | None = None, optimize: bool = True) -> Any
     return so
 
 
-def cpu_session(
-    path: str | Path,
-    *,
-    optimize: bool = True,
-    threads: int | None = None,
-) -> Any:
+def cpu_session(path: str | Path, *, optimize: bool = True) -> Any:
     """An ORT CPU session on a file tlx has just written or already checked.
 
     For files tlx made in this command (export's temp file before it is renamed, optimize's
     variants, the localizer's probe copy); run artifacts are loaded by the registered
-    runtimes, which check the manifest hash first (and profile through
-    ``Runtime.profile``).
+    runtimes, which check the manifest hash first (and profile through ``Runtime.profile``).
     """
     import onnxruntime as ort
 
-    options = session_options(threads=threads, optimize=optimize)
+    options = session_options(optimize=optimize)
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 

@@ -14,6 +14,7 @@ profiler's output lives here, free of sessions so it can be tested on recorded t
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,35 +58,34 @@ def parse_ort_trace(events: list[dict[str, Any]], *, warmup: int, runs: int) -> 
     )
     cutoff = model_runs[warmup]["ts"] if len(model_runs) > warmup else 0
     run_us = sum(float(ev.get("dur", 0)) for ev in model_runs[warmup:]) or None
-    total: dict[tuple[str, str, str], float] = defaultdict(float)
-    calls: dict[tuple[str, str, str], int] = defaultdict(int)
+    timed = []
     for ev in events:
         name = str(ev.get("name", ""))
         if ev.get("cat") != "Node" or not name.endswith("_kernel_time") or ev["ts"] < cutoff:
             continue
         args = ev.get("args", {})
-        key = (
-            name[: -len("_kernel_time")],
-            str(args.get("op_name", "?")),
-            str(args.get("provider", "?")),
-        )
-        total[key] += float(ev.get("dur", 0))
-        calls[key] += 1
-    nodes = [NodeTime(n, op, prov, us, calls[(n, op, prov)]) for (n, op, prov), us in total.items()]
-    return RawProfile(profiler="onnxruntime", runs=runs, nodes=nodes, run_us=run_us)
+        op, provider = str(args.get("op_name", "?")), str(args.get("provider", "?"))
+        timed.append(((name.removesuffix("_kernel_time"), op, provider), float(ev.get("dur", 0))))
+    return RawProfile(profiler="onnxruntime", runs=runs, nodes=_summed(timed), run_us=run_us)
 
 
 def sum_openvino_counters(per_run: list[list[Any]], *, runs: int) -> RawProfile:
     """Sum OpenVINO's ``get_profiling_info()`` lists (one per run) per node."""
+    timed = (
+        ((str(i.node_name), str(i.node_type), str(i.exec_type)), i.real_time.total_seconds() * 1e6)
+        for infos in per_run
+        for i in infos
+    )
+    # A time of 0 is a node not executed (constant folded, fused away).
+    nodes = _summed((key, us) for key, us in timed if us > 0)
+    return RawProfile(profiler="openvino PERF_COUNT", runs=runs, nodes=nodes)
+
+
+def _summed(timed: Iterable[tuple[tuple[str, str, str], float]]) -> list[NodeTime]:
+    """One :class:`NodeTime` per (node, op type, kernel): its microseconds and calls summed."""
     total: dict[tuple[str, str, str], float] = defaultdict(float)
     calls: dict[tuple[str, str, str], int] = defaultdict(int)
-    for infos in per_run:
-        for info in infos:
-            us = info.real_time.total_seconds() * 1e6
-            if us <= 0:  # not executed (constant folded, fused away)
-                continue
-            key = (str(info.node_name), str(info.node_type), str(info.exec_type))
-            total[key] += us
-            calls[key] += 1
-    nodes = [NodeTime(n, op, ex, us, calls[(n, op, ex)]) for (n, op, ex), us in total.items()]
-    return RawProfile(profiler="openvino PERF_COUNT", runs=runs, nodes=nodes)
+    for key, us in timed:
+        total[key] += us
+        calls[key] += 1
+    return [NodeTime(*key, us, calls[key]) for key, us in total.items()]

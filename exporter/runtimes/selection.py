@@ -7,10 +7,8 @@ Artifacts are built generically from the manifest entries, so the variants that
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from exporter.core.choices import ALL, device_kind
 from exporter.core.errors import RuntimeUnavailable, UsageError
@@ -39,11 +37,6 @@ class Plan:
 
     pairs: list[tuple[type[Runtime], Artifact]]
     skipped: list[Skipped]
-    explicit: bool  # runtimes were named (unavailable = error) rather than "all"
-
-    def __iter__(self) -> Iterator[Any]:
-        # ``pairs, skipped = plan(...)`` reads naturally for callers that need only those.
-        return iter((self.pairs, self.skipped))
 
 
 def reference_artifact(info: Run, manifest: Manifest | None) -> Artifact:
@@ -93,11 +86,8 @@ def artifacts_of_run(run_dir: Run | str | Path, *, require_manifest: bool = True
     """The reference weights plus every artifact listed in the run's manifest.
 
     Each artifact keeps the opened run, so its hash is checked once however often it loads.
-
-    Args:
-        run_dir: the opened run, or its folder.
-        require_manifest: if False and there is no manifest.json, return only the weights
-            (unhashed; eager then loads them without a hash check).
+    Without ``require_manifest`` a run with no manifest.json gives only the weights
+    (unhashed; eager then loads them without a hash check).
 
     Raises:
         InputFileError: bad run folder or malformed manifest (or missing, when required).
@@ -106,11 +96,9 @@ def artifacts_of_run(run_dir: Run | str | Path, *, require_manifest: bool = True
     if not require_manifest and not info.has_manifest:
         return [reference_artifact(info, None)]
     manifest = info.manifest
-    arts = [reference_artifact(info, manifest)]
-    arts.extend(
+    return [reference_artifact(info, manifest)] + [
         artifact_from_entry(info, entry, manifest.metadata) for entry in manifest.artifacts.values()
-    )
-    return arts
+    ]
 
 
 def parse_runtimes(spec: str | list[str] | tuple[str, ...]) -> list[str] | str:
@@ -134,19 +122,14 @@ def plan(
     *,
     artifacts: list[Artifact] | None = None,
 ) -> Plan:
-    """Pair every selected runtime with every artifact it can run on ``device``.
-
-    Args:
-        run_dir: the opened run, or its folder.
-        runtimes: names, or ``"all"`` for every registered runtime.
-        device: ``cpu`` or ``cuda``.
-        artifacts: the run's artifacts if already built (default: :func:`artifacts_of_run`).
+    """Pair every selected runtime (``"all"``: every registered one) with every artifact it
+    can run on ``device``; ``artifacts`` defaults to :func:`artifacts_of_run`.
 
     Raises:
         UsageError: unknown runtime name, or a named runtime has no artifact to run.
         RuntimeUnavailable: a named runtime cannot run on ``device`` here (exit 3).
     """
-    from exporter.runtimes import get_runtime, load_all
+    from exporter.runtimes import load_all
 
     device_kind(device)  # the one device rule: cpu, cuda or cuda:N
     registry = load_all()
@@ -172,4 +155,4 @@ def plan(
             skipped.append(Skipped(cls.name, None, why))
             continue
         pairs.extend((cls, a) for a in mine)
-    return Plan(pairs=pairs, skipped=skipped, explicit=explicit)
+    return Plan(pairs=pairs, skipped=skipped)

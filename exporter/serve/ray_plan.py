@@ -45,7 +45,7 @@ def actor_plan(run: str | Path, cfg: PredictConfig, choice: Any, cpus: int) -> t
     Raises:
         EnvironmentUnavailable: fewer CPUs than one actor's threads.
     """
-    from exporter.core.tuneplan import serve_settings
+    from exporter.core.runreports import serve_settings
 
     threads, actors = cfg.threads or 1, cpus // max(1, cfg.threads or 1)
     if cfg.threads is None:

@@ -18,7 +18,7 @@ from exporter.core.config import (
     LR_AUTO,
     TrainConfig,
 )
-from exporter.data.augment import resolve_augment
+from exporter.data.datasets import resolve_augment
 
 __all__ = ["Phase", "Recipe", "lr_factor", "phase_lr_factor", "plan_phases", "unfreeze_epoch"]
 

@@ -19,7 +19,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from exporter.bench.bench import bench_run, is_oom, make_inputs
+from exporter.bench.bench import bench_run, make_inputs
+from exporter.bench.measure import is_oom
 from exporter.bench.report import (
     BENCH_CSV,
     BENCH_JSON,

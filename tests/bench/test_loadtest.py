@@ -11,8 +11,12 @@ import pytest
 from typer.testing import CliRunner
 
 from exporter.bench.loadtest import _stable, _window
-from exporter.bench.loadtest_report import write_loadtest_reports
-from exporter.bench.loadtest_result import LevelResult, LoadtestReport, server_split
+from exporter.bench.loadtest_report import (
+    LevelResult,
+    LoadtestReport,
+    server_split,
+    write_loadtest_reports,
+)
 from exporter.cli import app
 from exporter.core.config import LoadtestConfig
 from exporter.core.errors import UsageError

@@ -13,8 +13,13 @@ import numpy as np
 import pytest
 
 from exporter.bench.bench import bench_run
-from exporter.bench.op_profile import group_profile, node_precision, profile_pairs
-from exporter.bench.op_profile_report import profile_lines, profile_summary
+from exporter.bench.op_profile import (
+    group_profile,
+    node_precision,
+    profile_lines,
+    profile_pairs,
+    profile_summary,
+)
 from exporter.core.config import BenchConfig
 from exporter.core.errors import RuntimeUnavailable
 from exporter.core.runfolder import BENCH_PROFILE_PNG

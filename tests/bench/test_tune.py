@@ -11,13 +11,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from exporter.bench.tune import tune_run
-from exporter.bench.tune_load import measure_in_process
+from exporter.bench.tune import measure_in_process, tune_run
 from exporter.bench.tune_search import Measurement, Trial, baseline_trial, core_splits, search
 from exporter.cli import app
 from exporter.core.config import TuneConfig
 from exporter.core.errors import EXIT_OK, InputFileError, UsageError
-from exporter.core.tuneplan import TUNE_JSON, read_tune, serve_settings
+from exporter.core.runreports import TUNE_JSON, read_tune, serve_settings
 
 
 class FakeClock:

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from exporter.core.manifest import FileRecord, Manifest, edit_manifest, load_manifest, save_manifest
+from exporter.core.manifest import FileRecord, Manifest, load_manifest, save_manifest
+from exporter.core.preprocess import Preprocessing
+from exporter.core.runfolder import Run
 from exporter.core.runlock import LOCK_NAME, RunBusy, holder_of, lock_policy, run_lock
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -105,9 +107,12 @@ def test_a_folder_the_lock_created_is_removed_when_nothing_was_written(tmp_path:
 _ADD = textwrap.dedent(
     """
     import sys, time
-    from exporter.core.manifest import ArtifactEntry, FileRecord, edit_manifest
-    run, name = sys.argv[1], sys.argv[2]
-    with edit_manifest(run) as manifest:
+    from pathlib import Path
+    from exporter.core.manifest import ArtifactEntry, FileRecord
+    from exporter.core.preprocess import Preprocessing
+    from exporter.core.runfolder import Run
+    run, name = Run(Path(sys.argv[1]), {}, ["a"], Preprocessing(32)), sys.argv[2]
+    with run.edit_manifest() as manifest:
         time.sleep(0.2)  # widen the read-modify-write window: without the lock, updates die
         rec = FileRecord(name, "0" * 64, 1)
         manifest.artifacts[name] = ArtifactEntry(name=name, format="onnx", files=[rec])
@@ -141,8 +146,9 @@ def test_a_reader_never_sees_a_half_written_manifest(tmp_path: Path) -> None:
 
     reader = threading.Thread(target=read)
     reader.start()
+    run = Run(tmp_path, {}, ["a"], Preprocessing(32))
     for i in range(200):
-        with edit_manifest(tmp_path) as m:
+        with run.edit_manifest() as m:
             m.metadata = {f"k{j}": "x" * 2000 for j in range(i % 20 + 1)}  # ~40 kB at most
     stop.set()
     reader.join()

@@ -12,7 +12,8 @@ from PIL import Image
 from exporter.core.config import DataConfig
 from exporter.core.errors import EnvironmentUnavailable, InputFileError, UsageError
 from exporter.core.runfolder import open_run
-from exporter.data.datasets import SkippedImageWarning, build_datasets, load_eval_images
+from exporter.data.datasets import build_datasets, load_eval_images
+from exporter.data.imagefolder import SkippedImageWarning
 from exporter.data.synthetic import NUM_CLASSES, make_synthetic
 
 

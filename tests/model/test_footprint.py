@@ -153,7 +153,7 @@ def test_nproc_2_checks_both_workers_before_starting_them(
         * resources.ESTIMATE_MARGIN
     )
     monkeypatch.setattr(resources, "_meminfo_available", lambda: int(1.5 * per_worker))
-    monkeypatch.setattr(resources, "_cgroup_remaining", lambda: None)
+    monkeypatch.setattr(resources, "cgroup_memory", lambda: (None, None))
     started: list[object] = []
     monkeypatch.setattr(launch_mod, "launch", lambda *a: started.append(a))
     argv = ["train", "--data", "synthetic", "--weights", "none", "--image-size", "32"]

@@ -35,7 +35,7 @@ def _artifact(run: Path, fmt: str) -> Any:
 def test_tf32_mode_sets_both_flags_and_restores_them(allow: bool) -> None:
     before = tf32_flags()
     with tf32_mode(allow) as inside:
-        assert inside == flags_for(allow, before)
+        assert inside == flags_for(allow)
         assert tf32_flags() == inside
     assert tf32_flags() == before
     with pytest.raises(KeyError), tf32_mode(allow):
@@ -43,16 +43,13 @@ def test_tf32_mode_sets_both_flags_and_restores_them(allow: bool) -> None:
     assert tf32_flags() == before
 
 
-def test_flags_for_both_torch_apis() -> None:
-    new = {"api": "fp32_precision", "matmul": "none", "cudnn_conv": "tf32", "cudnn_rnn": "tf32"}
-    assert flags_for(False, new) == {
+def test_flags_for_forbids_tf32_everywhere() -> None:
+    assert flags_for(False) == {
         "api": "fp32_precision",
         "matmul": "ieee",
         "cudnn_conv": "ieee",
         "cudnn_rnn": "ieee",
     }
-    legacy = {"api": "allow_tf32", "matmul": False, "cudnn_conv": True}
-    assert flags_for(False, legacy) == {"api": "allow_tf32", "matmul": False, "cudnn_conv": False}
 
 
 def test_tf32_env_override_is_scoped(monkeypatch: pytest.MonkeyPatch) -> None:

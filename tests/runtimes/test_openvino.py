@@ -92,7 +92,7 @@ def test_missing_package_is_unavailable_with_the_install_hint(
     assert "pip install 'openvino" in (cls.unavailable_reason("cpu") or "")
     with pytest.raises(RuntimeUnavailable, match="pip install 'openvino"):
         cls(onnx_artifact, "cpu").load()
-    _, skipped = plan(exported_run, "all", "cpu")
+    skipped = plan(exported_run, "all", "cpu").skipped
     assert any(s.runtime == "openvino" and "openvino" in s.reason for s in skipped)
     with pytest.raises(RuntimeUnavailable, match="--runtimes openvino"):
         plan(exported_run, ["openvino"], "cpu")

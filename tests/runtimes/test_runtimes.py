@@ -143,10 +143,10 @@ def test_artifacts_of_run_reads_variants_generically(
 
 
 def test_plan_all_skips_with_reasons_and_named_unavailable_raises(run_dir: Path) -> None:
-    pairs, skipped = plan(run_dir, "all", "cpu")
-    names = {cls.name for cls, _ in pairs}
+    the_plan = plan(run_dir, "all", "cpu")
+    names = {cls.name for cls, _ in the_plan.pairs}
     assert set(CPU_RUNTIMES) <= names
-    reasons = {s.runtime: s.reason for s in skipped}
+    reasons = {s.runtime: s.reason for s in the_plan.skipped}
     assert "cuda" in reasons["ort-cuda"] and "cuda" in reasons["ort-trt"]
     with pytest.raises(RuntimeUnavailable, match="ort-cuda"):
         plan(run_dir, ["ort-cuda"], "cpu")

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from exporter.core.config import DataConfig, TrainConfig
-from exporter.data.augment import resolve_augment
+from exporter.data.datasets import resolve_augment
 from exporter.train.lr_finder import choose_lr, find_lr, valley
 from exporter.train.recipe import phase_lr_factor, plan_phases, unfreeze_epoch
 

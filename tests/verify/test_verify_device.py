@@ -99,7 +99,7 @@ def test_cuda_candidates_run_with_tf32_off_and_the_flags_come_back() -> None:
     before = tf32_flags()
     with verify_mod._candidate_math("cuda") as math:
         assert math["tf32"] is False and math["ort_cuda_use_tf32"] == 0
-        assert math["tf32_flags"] == flags_for(False, before) == tf32_flags()
+        assert math["tf32_flags"] == flags_for(False) == tf32_flags()
     assert tf32_flags() == before
     with verify_mod._candidate_math("cpu") as math:
         assert math == {"device": "cpu", "tf32": None} and tf32_flags() == before

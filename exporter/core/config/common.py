@@ -27,25 +27,18 @@ RUNTIMES_HELP = (
 @dataclass(frozen=True)
 class Option:
     """How one config field appears on the command line (``exporter/cli/options.py`` builds
-    the Typer option from it and turns the parsed value back into the field's value).
-
-    Attributes:
-        help: the option's help text.
-        flags: the option's names, e.g. ``("--quiet", "-q")`` or ``("--amp/--no-amp",)``;
-            empty: Typer's default, ``--field-name`` (``--x/--no-x`` for a bool).
-        choices: the words it accepts (a choice list in ``--help``).
-        parse: turns the text given on the command line into the field's value (lists such
-            as ``1,8,32``); the default is shown as that text.
-        path: the value is a file or folder (shown as PATH, kept as a str).
-        extra: passed to ``typer.Option`` as is (``min``, ``show_default``, ``hidden``...).
-    """
+    the Typer option from it and turns the parsed value back into the field's value)."""
 
     help: str
+    # The option's names, e.g. ("--quiet", "-q") or ("--amp/--no-amp",); empty: Typer's
+    # default, --field-name (--x/--no-x for a bool).
     flags: tuple[str, ...] = ()
-    choices: tuple[str, ...] = ()
+    choices: tuple[str, ...] = ()  # the words it accepts (a choice list in --help)
+    # Turns the text given on the command line into the field's value (lists such as 1,8,32);
+    # the default is shown as that text.
     parse: Callable[[str], Any] | None = None
-    path: bool = False
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    path: bool = False  # the value is a file or folder (shown as PATH, kept as a str)
+    extra: Mapping[str, Any] = field(default_factory=dict)  # typer.Option as is: min, hidden...
 
 
 def opt(
@@ -66,17 +59,11 @@ def opt(
 @dataclass(frozen=True)
 class Nested:
     """How a nested config's options appear on the command that holds it (``tlx export``
-    offers the served model's options as the ``triton`` format's).
+    offers the served model's options as the ``triton`` format's)."""
 
-    Attributes:
-        prefix: put before each option's help (``"triton: "``: what the option applies to).
-        skip: fields the command does not offer; they keep the nested config's default.
-        help: per-field help that replaces the declared one where it differs here.
-    """
-
-    prefix: str = ""
-    skip: tuple[str, ...] = ()
-    help: Mapping[str, str] = field(default_factory=dict)
+    prefix: str = ""  # put before each option's help ("triton: ": what the option applies to)
+    skip: tuple[str, ...] = ()  # fields the command does not offer: they keep their default
+    help: Mapping[str, str] = field(default_factory=dict)  # per-field help used instead here
 
 
 def nested(*, prefix: str = "", skip: tuple[str, ...] = (), **help: str) -> dict[str, Nested]:

@@ -13,24 +13,20 @@ from exporter.core.config.export import EXPORT_FORMATS
 class DemoConfig:
     """Settings of ``tlx demo``: train → export → verify → bench, offline, in minutes on a CPU.
 
+    ``train_size``/``val_size`` size the synthetic data; ``batch_sizes``, ``warmup`` and
+    ``iters`` are bench's (per cell); ``seed`` seeds data, init and bench inputs; ``runtimes``
+    are verified and benched (``all``: whatever runs here).
+
     Attributes:
         image_size: input size; 32 px keeps the whole demo under three minutes on 2 cores.
-        train_size: synthetic training images.
-        val_size: synthetic validation images.
         epochs: training epochs of the head (on cached trunk features: cheap at 32 px); every
             other training setting is ``tlx train``'s default. 9: validation reached 100% at
             epoch 8 (12 reached it at 7 but cost ~7 s more of a 150 s budget).
-        batch_sizes: bench batch sizes.
-        warmup: bench warm-up iterations per cell.
-        iters: bench timed iterations per cell.
-        seed: seed of data, init and bench inputs.
-        formats: export formats (all three by default).
         variants: ``tlx optimize`` variants built after export (empty: none). ``fold`` and
             ``fold-int8`` (the fastest CPU artifact): plain ``int8`` added ~25 s of optimize
             and verify and took the demo past 3 minutes on 2 cores (185 s measured).
         verify_samples: held-out images verify compares on (at most ``val_size``): 256, so
             that one int8 disagreement (0.39 points) stays inside the int8 profile.
-        runtimes: runtimes verified and benched (``all``: whatever runs here).
     """
 
     out_dir: str | None = opt(

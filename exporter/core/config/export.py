@@ -34,14 +34,8 @@ MAX_REPLICAS = 1000
 
 @dataclass(frozen=True)
 class KServeConfig:
-    """Settings of ``tlx export --format kserve`` (manifests in RUN/kserve).
-
-    Attributes:
-        storage_uri: where the cluster reads ``RUN/triton`` from (``s3://``, ``gs://`` or
-            ``pvc://<claim>/<path>``); required for the format.
-        name: the InferenceService / Deployment name (None: the model name, as a DNS label).
-        min_replicas / max_replicas: the autoscaler's bounds.
-    """
+    """Settings of ``tlx export --format kserve`` (manifests in RUN/kserve); each field's help
+    is its option's (``name``: the InferenceService / Deployment name)."""
 
     storage_uri: str | None = opt(
         None,
@@ -81,21 +75,10 @@ class KServeConfig:
 class ExportConfig:
     """Settings of ``tlx export``.
 
-    Attributes:
-        formats: any of ``onnx``, ``torchscript``, ``pt2``.
-        opset: ONNX opset (``None``: :data:`DEFAULT_OPSET`, or 20 for the legacy exporter).
-        batch_size: the largest batch the artifact is checked at (and the fixed batch with
-            ``static_batch``).
-        static_batch: export a fixed batch of ``batch_size`` instead of a dynamic one.
-        precision: ``fp32``; ``fp16`` writes ``model.fp16.onnx`` (fp32 inputs/outputs) instead
-            of ``model.onnx``. TorchScript and .pt2 are always fp32.
-        exporter: ``dynamo`` (``torch.onnx.export(dynamo=True)``) or ``legacy``.
-        force: overwrite existing artifact files.
-        seed: seed of the random check inputs.
-        triton: settings of the ``triton`` format (not part of ``all``: it packages an artifact
-            the other formats and ``tlx optimize`` made, after verify and bench:
-            :func:`exporter.deploy.package.package_run`).
-        kserve: settings of the ``kserve`` format (also not part of ``all``; packaged too).
+    Each field's help is its option's; ``seed`` seeds the random check inputs. ``triton`` and
+    ``kserve`` are the settings of those formats (not part of ``all``: they package an
+    artifact the other formats and ``tlx optimize`` made, after verify and bench:
+    :func:`exporter.deploy.package.package_run`).
     """
 
     formats: tuple[str, ...] = opt(

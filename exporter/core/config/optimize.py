@@ -23,9 +23,8 @@ AUTO_PRUNE_RATIOS = (0.75, 0.6, 0.5, 0.4, 0.3)
 class OptimizeConfig:
     """Settings of ``tlx optimize`` (validated on construction; messages name the CLI option).
 
-    Each field's help is its option's. ``variants=None`` builds the default variants, or none of
-    them when ``prune`` is set (a ratio in (0, 1) or ``"auto"``); the exact fp32 fold keeps
-    verify's fp32 profile (100% agreement, atol 1e-4) instead of ``min_top1_agreement``.
+    Each field's help is its option's; the exact fp32 fold keeps verify's fp32 profile (100%
+    agreement, atol 1e-4) instead of ``min_top1_agreement``.
     """
 
     variants: tuple[str, ...] | None = opt(

@@ -30,18 +30,12 @@ class TritonConfig:
     The batcher's defaults are the measured ones: ``benchmarks/serve_bench.py`` served at max
     batch 64 and queue delay 1000 us, and ``tlx tune`` starts from them as its baseline.
 
-    Attributes:
-        model_name: the name clients address the model by (a folder on the server).
-        device: ``cpu`` or ``cuda``: which verify verdict chooses the artifact, and the
-            instance kind.
-        variant: ship this variant or artifact instead of the run's recommended one.
-        max_batch: the largest batch the dynamic batcher forms (and a request may carry).
-        max_queue_delay_us: how long a request may wait for others to fill a batch.
-        instances: model instances run in parallel (None: ``tlx serve`` splits the usable
-            cores, :func:`exporter.serve.server.instance_plan`; a packaged repository, whose
-            server's cores are unknown, runs one).
-        threads: intra-op threads of each instance (None: on the CPU ``tlx serve`` splits the
-            cores between the instances; a packaged repository leaves it to the backend).
+    Each field's help is its option's. ``device`` also picks which verify verdict chooses the
+    artifact, and the instance kind; ``max_batch`` bounds what a request may carry too.
+    ``instances`` None: ``tlx serve`` splits the usable cores
+    (:func:`exporter.serve.server.instance_plan`); a packaged repository, whose server's cores
+    are unknown, runs one. ``threads`` None: on the CPU ``tlx serve`` splits the cores between
+    the instances; a packaged repository leaves it to the backend.
     """
 
     model_name: str = opt(DEFAULT_MODEL_NAME, help="Name clients address the model by.")
@@ -93,16 +87,8 @@ class TritonConfig:
 @dataclass(frozen=True)
 class ServeConfig(TritonConfig):
     """Settings of ``tlx serve``: the served model (:class:`TritonConfig`) and the server
-    (validated on construction; messages name the CLI option).
-
-    Attributes:
-        runtime: the runtime that runs it (None: chosen with the artifact).
-        host: the address every endpoint binds to; loopback unless asked otherwise.
-        http_port / grpc_port / metrics_port: the KServe v2 HTTP and gRPC ports, Prometheus.
-        drain_timeout_s: on SIGINT/SIGTERM, how long in-flight requests may take to finish.
-        public_key: a PEM public key: the run must match its ``model.sig`` before anything
-            is loaded (None: no signature check).
-    """
+    (validated on construction; messages name the CLI option; each field's help is its
+    option's)."""
 
     runtime: str | None = opt(None, help="Runtime that runs it (default: ort-cpu / ort-cuda).")
     host: str = opt(LOOPBACK, help="Address to bind every endpoint to (default: loopback only).")

@@ -22,8 +22,6 @@ AUGMENT_MODES = AUTO_ON_OFF
 # (benchmarks/RESULTS.md, "Real transfer"); a 4 px shift of a 32 px image moves the object by
 # an eighth of its width, and the frozen trunk cannot learn to ignore it.
 AUGMENT_MIN_SIZE = 64
-SYNTHETIC_TRAIN_SIZE = 2000
-SYNTHETIC_VAL_SIZE = 500
 # The synthetic dataset's classes (exporter.data.synthetic, which core cannot import; a test
 # checks that the two agree). Labels are cycled over them, so --train-size below this leaves
 # classes never seen in training: refused, as an image folder with an empty class is.
@@ -32,12 +30,8 @@ SYNTHETIC_CLASSES = 10
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Where the images come from and how they are prepared (``train.json["config"]["data"]``).
-
-    ``train_size``/``val_size`` size the synthetic dataset; for cifar10/imagefolder they are
-    ignored. ``limit_train``/``limit_val`` (any source) keep a seeded random subset of a split,
-    e.g. a few thousand CIFAR-10 images for a CPU run; ``None`` uses the whole split.
-    """
+    """Where the images come from and how they are prepared (``train.json["config"]["data"]``);
+    each field's help is its option's (``limit_train``/``limit_val`` None: the whole split)."""
 
     source: str = opt(
         "cifar10",
@@ -52,8 +46,8 @@ class DataConfig:
         "keep it (default ~/.cache/tlx/cifar10).",
     )
     seed: int = 0  # tlx train sets it to TrainConfig.seed (--seed)
-    train_size: int = opt(SYNTHETIC_TRAIN_SIZE, help="Synthetic: training images.")
-    val_size: int = opt(SYNTHETIC_VAL_SIZE, help="Synthetic: validation images.")
+    train_size: int = opt(2000, help="Synthetic: training images.")
+    val_size: int = opt(500, help="Synthetic: validation images.")
     image_size: int = opt(224, help="Model input side (px).")
     augment: str = opt(
         "auto",
@@ -259,8 +253,7 @@ class TrainConfig:
         # (model/shape.py: parse_unfreeze_from) when training starts, before anything is written.
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        return d
+        return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
