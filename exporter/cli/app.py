@@ -6,18 +6,22 @@ import contextlib
 import os
 import sys
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console, ConsoleRenderable, RenderHook
 from rich.table import Table
+from typer.core import TyperCommand
 
 from exporter import __version__
+from exporter.cli.options import config_options
 from exporter.core.choices import ALL
 from exporter.core.errors import EXIT_GATE, EXIT_SIGINT, TlxError
 from exporter.core.report import Column, Progress
 
 EXIT_INTERNAL = 70  # a bug in tlx, not in the input (sysexits' EX_SOFTWARE)
+F = TypeVar("F", bound=Callable[..., Any])
+R = TypeVar("R")
 
 app = typer.Typer(
     name="tlx",
@@ -54,6 +58,7 @@ for _console in (console, err_console):
 NO_WAIT_HELP = (
     "If another tlx command is changing this run, exit 3 naming its pid instead of waiting."
 )
+# A command that changes a run declares it; _Command applies it (the body need not read it).
 NoWait = Annotated[bool, typer.Option("--no-wait", help=NO_WAIT_HELP)]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no table.")]
 
@@ -89,16 +94,14 @@ def report_table(
     rows: Iterable[Mapping[str, Any]],
     columns: Sequence[Column],
     *,
-    digits: int = 2,
     formatters: Mapping[str, Callable[[Any], str]] | None = None,
-    left: int | Collection[str] = 1,
     **kw: Any,
 ) -> Table:
     """:func:`table` of a report's rows and columns, the cells as its Markdown shows them."""
     from exporter.core.report import cells
 
-    heads, body = cells(rows, columns, digits=digits, formatters=formatters)
-    return table(title, heads, body, left=left, **kw)
+    heads, body = cells(rows, columns, digits=2, formatters=formatters)
+    return table(title, heads, body, **kw)
 
 
 def deprecated(old: str, new: str) -> None:
@@ -122,12 +125,8 @@ def fail(message: str, code: int) -> typer.Exit:
 
 
 def exit_if_failed(command: str, failures: list[str]) -> None:
-    """The one way a result becomes exit 1: called after the command wrote its reports.
-
-    Args:
-        command: the command's name, for the message.
-        failures: the result's ``gate_failures`` (empty: the command passed).
-    """
+    """The one way a result's ``gate_failures`` become exit 1: called after the command wrote
+    its reports."""
     if failures:
         more = f" (+{len(failures) - 4} more)" if len(failures) > 4 else ""
         raise fail(f"{command} failed the gate: {'; '.join(failures[:4])}{more}", EXIT_GATE)
@@ -157,16 +156,49 @@ def cli_errors() -> Iterator[None]:
         ) from None
 
 
-@contextlib.contextmanager
-def run_lock_policy(no_wait: bool) -> Iterator[None]:
-    """The run lock's behaviour for one command: wait with one line on stderr, or exit 3."""
-    from exporter.core.runlock import lock_policy
+class _Command(TyperCommand):
+    """Every command's body runs in :func:`cli_errors`; where it has ``--no-wait``, that is the
+    run lock's policy (wait with one line on stderr, or exit 3); the result it returns (typed
+    ``Any``: Typer evaluates the annotation, and result types are imported lazily) exits 1 if
+    it failed a gate, after the command printed it."""
 
-    def notify(message: str) -> None:
-        say(f"note: {message} (--no-wait exits instead)", err=True)
+    def invoke(self, ctx: typer.Context) -> None:
+        from exporter.core.runlock import lock_policy
 
-    with lock_policy(wait=not no_wait, notify=notify):
-        yield
+        def notify(message: str) -> None:
+            say(f"note: {message} (--no-wait exits instead)", err=True)
+
+        with cli_errors(), contextlib.ExitStack() as policy:
+            if "no_wait" in ctx.params:
+                policy.enter_context(lock_policy(wait=not ctx.params["no_wait"], notify=notify))
+            result = super().invoke(ctx)
+            exit_if_failed(self.name or "", getattr(result, "gate_failures", []))
+
+
+def command(name: str, *configs: type) -> Callable[[F], F]:
+    """Register ``tlx NAME`` with an option for every declared field of ``configs``
+    (:func:`~exporter.cli.options.config_options`) and errors mapped to exit codes."""
+
+    def wrap(func: F) -> F:
+        return app.command(name, cls=_Command)(config_options(*configs)(func))
+
+    return wrap
+
+
+def staged(
+    call: Callable[..., R],
+    *args: Any,
+    quiet: bool,
+    table: Callable[[R], Table] | None = None,
+    **kw: Any,
+) -> R:
+    """A stage's library call under a progress bar (none when quiet or off a terminal), then
+    its ``table`` unless quiet."""
+    with progress_bar(quiet=quiet) as progress:
+        result = call(*args, progress=progress, **kw)
+    if table is not None and not quiet:
+        console.print(table(result))
+    return result
 
 
 def runtime_names(text: str) -> tuple[str, ...]:
@@ -200,14 +232,10 @@ def main(
         os.environ["TLX_DEBUG"] = "1"
 
 
-def is_interactive() -> bool:
-    return sys.stderr.isatty()
-
-
 @contextlib.contextmanager
 def progress_bar(*, quiet: bool) -> Iterator[Progress | None]:
     """A rich progress bar on stderr, or None when quiet or stderr is not a terminal."""
-    if quiet or not is_interactive():
+    if quiet or not sys.stderr.isatty():
         yield None
         return
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn

@@ -11,18 +11,14 @@ from rich.table import Table
 from exporter.cli.app import (
     NoWait,
     Quiet,
-    app,
-    cli_errors,
-    console,
+    command,
     deprecated,
-    exit_if_failed,
-    progress_bar,
     report_table,
-    run_lock_policy,
     runtime_names,
     say,
+    staged,
 )
-from exporter.cli.options import build, config_options
+from exporter.cli.options import build
 from exporter.core.config import BenchConfig
 
 if TYPE_CHECKING:
@@ -55,8 +51,7 @@ def bench_table(report: BenchReport) -> Table:
     )
 
 
-@app.command("bench")
-@config_options(BenchConfig)
+@command("bench", BenchConfig)
 def bench_command(
     run: Annotated[Path, typer.Argument(help="The run folder (made by `tlx train`).")],
     no_wait: NoWait = False,
@@ -65,33 +60,28 @@ def bench_command(
         str | None, typer.Option(hidden=True, help="Deprecated: `tlx loadtest RUN --server URL`.")
     ] = None,
     **options: Any,
-) -> None:
+) -> Any:
     """Measure latency percentiles, throughput and cold start of every runtime, interleaved."""
     if server is not None:
         from exporter.cli.loadtest_cmd import run_and_print
         from exporter.core.config import LoadtestConfig
 
         deprecated("tlx bench --server", "tlx loadtest RUN --server URL")
-        with cli_errors():
-            out = options["out_dir"]
-            run_and_print(run, LoadtestConfig(server=server, out_dir=out and str(out)), quiet=quiet)
-        return
-    with cli_errors(), run_lock_policy(no_wait):
-        from exporter.bench.bench import bench_run
-        from exporter.bench.op_profile import profile_summary
-        from exporter.bench.recommend import deploy_lines
+        out = options["out_dir"]
+        run_and_print(run, LoadtestConfig(server=server, out_dir=out and str(out)), quiet=quiet)
+        return None
+    from exporter.bench.bench import bench_run
+    from exporter.bench.op_profile import profile_summary
+    from exporter.bench.recommend import deploy_lines
+    from exporter.core.runfolder import BENCH_JSON
 
-        cfg = build(BenchConfig, options, runtimes=runtime_names(options["runtimes"]))
-        with progress_bar(quiet=quiet) as progress:
-            report = bench_run(run, cfg, progress=progress)
-        if not quiet:
-            console.print(bench_table(report))
-            say(*(f"skipped {s['runtime']}: {s['reason']}" for s in report.skipped))
-            say(*profile_summary(report.profile or []))
-            if report.comparison:
-                verdict = "passed" if report.comparison["passed"] else "FAILED"
-                say(f"regression gate {verdict} against {cfg.compare}")
-        from exporter.core.runfolder import BENCH_JSON
-
-        say(*deploy_lines(report.recommendations), f"wrote {report.files.get(BENCH_JSON)}")
-        exit_if_failed("bench", report.gate_failures)
+    cfg = build(BenchConfig, options, runtimes=runtime_names(options["runtimes"]))
+    report = staged(bench_run, run, cfg, quiet=quiet, table=bench_table)
+    if not quiet:
+        say(*(f"skipped {s['runtime']}: {s['reason']}" for s in report.skipped))
+        say(*profile_summary(report.profile or []))
+        if report.comparison:
+            verdict = "passed" if report.comparison["passed"] else "FAILED"
+            say(f"regression gate {verdict} against {cfg.compare}")
+    say(*deploy_lines(report.recommendations), f"wrote {report.files.get(BENCH_JSON)}")
+    return report

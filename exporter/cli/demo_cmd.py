@@ -6,8 +6,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from exporter.cli.app import app, cli_errors, console, exit_if_failed, progress_bar, say, table
-from exporter.cli.options import build, config_options
+from exporter.cli.app import command, console, say, staged, table
+from exporter.cli.options import build
 from exporter.core.config import DemoConfig
 from exporter.core.machine import machine_line
 
@@ -37,16 +37,11 @@ def print_summary(result: DemoResult) -> None:
     cols = ("runtime", "artifact", "verdict", "why")
     console.print(table(f"parity: {result.verify.verdict.upper()}", cols, rows, left=4))
     say(*(f"not verified here: {s['runtime']}: {s['reason']}" for s in result.verify.skipped))
-    print_variants(result)
-    print_deployment(result)
-    console.print(table("files", ("what", "path"), result.files.items(), left=2))
-
-
-def print_variants(result: DemoResult) -> None:
-    """What tlx optimize shipped, and what its gate kept aside and why."""
-    for v in result.variants():
+    for v in result.variants():  # what optimize shipped, and what its gate kept aside and why
         why = f" ({v['reason']})" if v["reason"] else ""
         say(f"optimize {v['variant']}: {v['status']} {v['artifact']}{why}")
+    print_deployment(result)
+    console.print(table("files", ("what", "path"), result.files.items(), left=2))
 
 
 def print_deployment(result: DemoResult) -> None:
@@ -81,27 +76,23 @@ def print_deployment(result: DemoResult) -> None:
     console.print(out)
 
 
-@app.command("demo")
-@config_options(DemoConfig)
+@command("demo", DemoConfig)
 def demo_command(
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No progress bar; the summary only.")
     ] = False,
     **options: Any,
-) -> None:
+) -> Any:
     """The whole product offline: train on synthetic data, export, optimize, verify, bench.
 
     Exits 1 when an artifact fails its parity gate.
     """
-    with cli_errors():
-        import warnings
+    import warnings
 
-        from exporter.demo import run_demo
+    from exporter.demo import run_demo
 
-        # torch.jit.load's deprecation notice would interleave with the demo's own output.
-        warnings.filterwarnings("ignore", category=FutureWarning, message=".*torch.jit.load")
-
-        with progress_bar(quiet=quiet) as progress:
-            result = run_demo(build(DemoConfig, options), progress=progress)
-        print_summary(result)
-        exit_if_failed("demo", result.gate_failures)
+    # torch.jit.load's deprecation notice would interleave with the demo's own output.
+    warnings.filterwarnings("ignore", category=FutureWarning, message=".*torch.jit.load")
+    result = staged(run_demo, build(DemoConfig, options), quiet=quiet)
+    print_summary(result)
+    return result

@@ -7,18 +7,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from exporter.cli.app import (
-    NoWait,
-    Quiet,
-    app,
-    cli_errors,
-    console,
-    progress_bar,
-    run_lock_policy,
-    say,
-    table,
-)
-from exporter.cli.options import build, config_options
+from exporter.cli.app import NoWait, Quiet, command, console, progress_bar, say, table
+from exporter.cli.options import build
 from exporter.core.config import KSERVE, TRITON, ExportConfig, KServeConfig, TritonConfig
 
 if TYPE_CHECKING:
@@ -26,8 +16,7 @@ if TYPE_CHECKING:
     from exporter.export.export import ExportResult
 
 
-@app.command("export")
-@config_options(ExportConfig)
+@command("export", ExportConfig)
 def export_command(
     ctx: typer.Context,
     run: Annotated[Path, typer.Argument(help="The run folder made by `tlx train`.")],
@@ -37,33 +26,32 @@ def export_command(
 ) -> None:
     """Export a trained run to TorchScript, ONNX and .pt2; each file is checked against eager
     before it is written, and listed with its sha256 in RUN/manifest.json."""
-    with cli_errors(), run_lock_policy(no_wait):
-        from exporter.cli.serve_cmd import planned
-        from exporter.core.runlock import run_lock
-        from exporter.deploy.package import package_run
-        from exporter.export.export import export_run
+    from exporter.cli.serve_cmd import planned
+    from exporter.core.runlock import run_lock
+    from exporter.deploy.package import package_run
+    from exporter.export.export import export_run
 
-        chosen = {f.value for f in options["formats"]}
-        # The triton options apply to --format triton/kserve alone; other formats ignore them.
-        triton, kserve = TritonConfig(), KServeConfig()
-        if KSERVE in chosen:
-            kserve = build(KServeConfig, options)
-        if TRITON in chosen or KSERVE in chosen:
-            params, _ = planned(ctx, run, options)
-            # export has no --threads: a repository's are the tuned plan's, else the backend's.
-            triton = build(TritonConfig, params, threads=params.get("threads"))
-        cfg = build(ExportConfig, options, triton=triton, kserve=kserve)
-        result = packaged = None
-        # triton/kserve are the deployment step after the export (one lock for both).
-        with progress_bar(quiet=quiet) as progress, run_lock(run, "export"):
-            if cfg.model_formats:
-                result = export_run(run, cfg, progress=progress)
-            if len(cfg.model_formats) < len(cfg.formats):
-                packaged = package_run(run, cfg, progress=progress)
-        if result is not None:
-            _print_result(result, quiet=quiet)
-        if packaged is not None and not quiet:
-            _print_packaged(packaged)
+    chosen = {f.value for f in options["formats"]}
+    # The triton options apply to --format triton/kserve alone; other formats ignore them.
+    triton, kserve = TritonConfig(), KServeConfig()
+    if KSERVE in chosen:
+        kserve = build(KServeConfig, options)
+    if TRITON in chosen or KSERVE in chosen:
+        params, _ = planned(ctx, run, options)
+        # export has no --threads: a repository's are the tuned plan's, else the backend's.
+        triton = build(TritonConfig, params, threads=params.get("threads"))
+    cfg = build(ExportConfig, options, triton=triton, kserve=kserve)
+    result = packaged = None
+    # triton/kserve are the deployment step after the export (one lock for both).
+    with progress_bar(quiet=quiet) as progress, run_lock(run, "export"):
+        if cfg.model_formats:
+            result = export_run(run, cfg, progress=progress)
+        if len(cfg.model_formats) < len(cfg.formats):
+            packaged = package_run(run, cfg, progress=progress)
+    if result is not None:
+        _print_result(result, quiet=quiet)
+    if packaged is not None and not quiet:
+        _print_packaged(packaged)
 
 
 def _print_result(result: ExportResult, *, quiet: bool) -> None:

@@ -7,10 +7,10 @@ from typing import Annotated
 
 import typer
 
-from exporter.cli.app import app, cli_errors, console, table
+from exporter.cli.app import command, console, table
 
 
-@app.command("inspect")
+@command("inspect")
 def inspect_command(
     target: Annotated[
         Path | None,
@@ -36,20 +36,19 @@ def inspect_command(
     ] = True,
 ) -> None:
     """Show the model (as the seed prints it) with parameter counts, or an artifact's metadata."""
-    with cli_errors():
-        if target is not None:
-            from exporter.export.inspection import inspect_target
+    if target is not None:
+        from exporter.export.inspection import inspect_target
 
-            inspect_target(target, console=console)
-            return
-        from exporter.model.vgg import build_vgg16, count_parameters
+        inspect_target(target, console=console)
+        return
+    from exporter.model.vgg import build_vgg16, count_parameters
 
-        model = build_vgg16(num_classes=num_classes, weights=weights)
-        parts = {"model": model, "model.features": model.features}
-        parts |= {"model.classifier": model.classifier, "model.classifier[6]": model.classifier[6]}
-        for name, part in parts.items() if full else ():
-            console.print(f"[bold]{name}[/]", markup=True)
-            console.print(str(part), markup=False)
-        counts = count_parameters(model)
-        rows = ((c.block, f"{c.total:,}", f"{c.trainable:,}", f"{c.frozen:,}") for c in counts)
-        console.print(table("VGG16 parameters", ("block", "total", "trainable", "frozen"), rows))
+    model = build_vgg16(num_classes=num_classes, weights=weights)
+    parts = {"model": model, "model.features": model.features}
+    parts |= {"model.classifier": model.classifier, "model.classifier[6]": model.classifier[6]}
+    for name, part in parts.items() if full else ():
+        console.print(f"[bold]{name}[/]", markup=True)
+        console.print(str(part), markup=False)
+    counts = count_parameters(model)
+    rows = ((c.block, f"{c.total:,}", f"{c.trainable:,}", f"{c.frozen:,}") for c in counts)
+    console.print(table("VGG16 parameters", ("block", "total", "trainable", "frozen"), rows))

@@ -8,17 +8,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from exporter.cli.app import (
-    Quiet,
-    app,
-    cli_errors,
-    console,
-    exit_if_failed,
-    progress_bar,
-    report_table,
-    say,
-)
-from exporter.cli.options import build, config_options
+from exporter.cli.app import Quiet, command, exit_if_failed, report_table, say, staged
+from exporter.cli.options import build
 from exporter.core.config import LoadtestConfig
 
 if TYPE_CHECKING:
@@ -37,10 +28,8 @@ def run_and_print(run: Path, cfg: LoadtestConfig, *, quiet: bool) -> None:
     """The one library call, the table and the gate (shared with ``tlx bench --server``)."""
     from exporter.bench.loadtest import run_loadtest
 
-    with progress_bar(quiet=quiet) as progress:
-        report = run_loadtest(run, cfg, progress=progress)
+    report = staged(run_loadtest, run, cfg, quiet=quiet, table=loadtest_table)
     if not quiet:
-        console.print(loadtest_table(report))
         if best := report.best():
             say(
                 f"best: concurrency {best['concurrency']}, {best['throughput_img_s']:.1f} img/s, "
@@ -53,8 +42,7 @@ def run_and_print(run: Path, cfg: LoadtestConfig, *, quiet: bool) -> None:
     exit_if_failed("loadtest", report.gate_failures)
 
 
-@app.command("loadtest")
-@config_options(LoadtestConfig)
+@command("loadtest", LoadtestConfig)
 def loadtest_command(
     run: Annotated[Path, typer.Argument(help="The run folder the server serves.")],
     quiet: Quiet = False,
@@ -65,5 +53,4 @@ def loadtest_command(
     Exit codes: 0 no request failed, 1 some failed (reports are written first), 2 bad
     option or a server of another run, 3 nothing answers at the URL.
     """
-    with cli_errors():
-        run_and_print(run, build(LoadtestConfig, options), quiet=quiet)
+    run_and_print(run, build(LoadtestConfig, options), quiet=quiet)

@@ -8,47 +8,31 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from exporter.cli.app import (
-    NoWait,
-    Quiet,
-    app,
-    cli_errors,
-    console,
-    exit_if_failed,
-    progress_bar,
-    run_lock_policy,
-    say,
-    table,
-)
-from exporter.cli.options import build, config_options
+from exporter.cli.app import NoWait, Quiet, command, say, staged, table
+from exporter.cli.options import build
 from exporter.core.config import PRUNED_VARIANTS, OptimizeConfig
 
 if TYPE_CHECKING:
     from exporter.optimize.optimize import OptimizeResult
 
 
-@app.command("optimize")
-@config_options(OptimizeConfig)
+@command("optimize", OptimizeConfig)
 def optimize_command(
     run: Annotated[Path, typer.Argument(help="The run folder made by `tlx train`.")],
     no_wait: NoWait = False,
     quiet: Quiet = False,
     **options: Any,
-) -> None:
+) -> Any:
     """Build faster ONNX variants of a run, gate each on held-out images against eager, and list
     the ones that pass in RUN/manifest.json (failures go to RUN/rejected/; exit code 1)."""
-    with cli_errors(), run_lock_policy(no_wait):
-        from exporter.optimize.optimize import optimize_run
+    from exporter.optimize.optimize import optimize_run
 
-        cfg = build(OptimizeConfig, options)
-        with progress_bar(quiet=quiet) as progress:
-            result = optimize_run(run, cfg, progress=progress)
-        if not quiet:
-            console.print(_table(result))
-            say(f"manifest: {result.manifest_path}  report: {result.report_path}")
-        skipped = (v for v in result.variants if v.status == "skipped")
-        say(*(f"note: {v.variant} skipped: {v.reason}" for v in skipped), err=True)
-        exit_if_failed("optimize", result.gate_failures)
+    result = staged(optimize_run, run, build(OptimizeConfig, options), quiet=quiet, table=_table)
+    if not quiet:
+        say(f"manifest: {result.manifest_path}  report: {result.report_path}")
+    skipped = (v for v in result.variants if v.status == "skipped")
+    say(*(f"note: {v.variant} skipped: {v.reason}" for v in skipped), err=True)
+    return result
 
 
 def _table(result: OptimizeResult) -> Table:

@@ -9,10 +9,10 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from exporter.cli.app import app, cli_errors, console, fail, progress_bar, say, table
-from exporter.cli.options import build, config_options
+from exporter.cli.app import command, console, say, staged, table
+from exporter.cli.options import build
 from exporter.core.config import PredictConfig
-from exporter.core.errors import EXIT_USAGE
+from exporter.core.errors import EXIT_USAGE, UsageError
 
 if TYPE_CHECKING:
     from exporter.serve.images import BadImage
@@ -37,8 +37,7 @@ def predict_table(result: PredictResult) -> Table:
     )
 
 
-@app.command("predict")
-@config_options(PredictConfig)
+@command("predict", PredictConfig)
 def predict_command(
     run: Annotated[Path, typer.Argument(help="The run folder (with manifest.json).")],
     images: Annotated[
@@ -84,56 +83,42 @@ def predict_command(
     the exit code is 2 at the end (0 with --skip-bad). Exit codes: 0 ok, 2 bad input,
     3 runtime unavailable.
     """
-    with cli_errors():
-        from exporter.serve.predict import predict_images, render_csv, render_json
+    from exporter.serve.predict import predict_images, render_csv, render_json
 
-        cfg = build(PredictConfig, options)
-        if engine not in ("local", "ray"):
-            raise fail(f"--engine {engine!r}: choose local or ray", EXIT_USAGE)
-        if engine == "ray":
-            _predict_on_ray(run, images, cfg, output_file, ray_address, quiet=quiet, logits=logits)
-            return
-        if logits and cfg.output != "csv":
-            raise fail("--logits: use it with --format csv or --engine ray", EXIT_USAGE)
+    cfg = build(PredictConfig, options)
+    if engine not in ("local", "ray"):
+        raise UsageError(f"--engine {engine!r}: choose local or ray")
+    if engine == "ray":
+        kw = {"output": output_file, "address": ray_address, "progress": not quiet}
+        _predict_on_ray(run, images, cfg, logits=logits, **kw)
+        return
+    if logits and cfg.output != "csv":
+        raise UsageError("--logits: use it with --format csv or --engine ray")
 
-        def report_bad(bad: BadImage) -> None:
-            what = "skipped" if cfg.skip_bad else "error:"
-            say(f"{what} {_printable(bad.source)}: {bad.reason}", err=True)
+    def report_bad(bad: BadImage) -> None:
+        what = "skipped" if cfg.skip_bad else "error:"
+        say(f"{what} {_printable(bad.source)}: {bad.reason}", err=True)
 
-        with progress_bar(quiet=quiet) as progress:
-            result = predict_images(
-                run, images, cfg, on_error=report_bad, progress=progress, keep_logits=logits
-            )
-        if cfg.output == "json":
-            typer.echo(render_json(result), nl=False)
-            typer.echo()
-        elif cfg.output == "csv":
-            typer.echo(render_csv(result, result.classes if logits else None), nl=False)
-        elif result.predictions:
-            console.print(predict_table(result))
+    kw = {"on_error": report_bad, "keep_logits": logits}
+    result = staged(predict_images, run, images, cfg, quiet=quiet, **kw)
+    if cfg.output == "json":
+        typer.echo(render_json(result))
+    elif cfg.output == "csv":
+        typer.echo(render_csv(result, result.classes if logits else None), nl=False)
+    elif result.predictions:
+        console.print(predict_table(result))
     if result.bad and not cfg.skip_bad:
         raise typer.Exit(EXIT_USAGE)  # each unreadable image already had its error line
     if not result.predictions:
-        raise fail(f"--skip-bad: none of the {result.images_n} images could be read", EXIT_USAGE)
+        raise UsageError(f"--skip-bad: none of the {result.images_n} images could be read")
 
 
-def _predict_on_ray(
-    run: Path,
-    images: list[str],
-    cfg: PredictConfig,
-    output: Path | None,
-    address: str | None,
-    *,
-    quiet: bool,
-    logits: bool,
-) -> None:
-    """``--engine ray``: the summary on stderr; exit 2 when an image failed (unless
-    --skip-bad) or none could be read."""
+def _predict_on_ray(run: Path, images: list[str], cfg: PredictConfig, **kw: Any) -> None:
+    """``--engine ray`` (``kw``: predict_ray's): the summary on stderr; exit 2 when an image
+    failed (unless --skip-bad) or none could be read."""
     from exporter.serve.ray_predict import predict_ray
 
-    result = predict_ray(
-        run, images, cfg, output=output, address=address, progress=not quiet, logits=logits
-    )
+    result = predict_ray(run, images, cfg, **kw)
     say(
         f"{result.images} images ({result.images - len(result.failures)} predicted, "
         f"{len(result.failures)} failed) with {result.artifact} on {result.actors} actor(s) x "
@@ -146,4 +131,4 @@ def _predict_on_ray(
         say(*(f"error: {_printable(src)}: {why}" for src, why in result.failures[:5]), err=True)
         raise typer.Exit(EXIT_USAGE)
     if result.images == len(result.failures):
-        raise fail(f"--skip-bad: none of the {result.images} images could be read", EXIT_USAGE)
+        raise UsageError(f"--skip-bad: none of the {result.images} images could be read")

@@ -9,26 +9,21 @@ from typing import Annotated, Any
 
 import typer
 
-from exporter.cli.app import app, cli_errors, say
-from exporter.cli.options import build, config_options, given
+from exporter.cli.app import command, say
+from exporter.cli.options import build, given
 from exporter.core.config import ServeConfig
 
 TUNED = ("max_batch", "max_queue_delay_us", "instances", "threads")  # RUN/tune.json's
 
 
 class StopRequest(threading.Event):
-    """Set by SIGINT/SIGTERM; remembers which signal asked."""
+    """Set by SIGINT/SIGTERM (its handler); remembers which signal asked."""
 
     signum: int = signal.SIGTERM
 
-
-def _on_signals(stop: StopRequest) -> None:
-    def handler(signum: int, _frame: Any) -> None:
-        stop.signum = signum
-        stop.set()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, handler)
+    def handler(self, signum: int, _frame: Any) -> None:
+        self.signum = signum
+        self.set()
 
 
 def planned(ctx: typer.Context, run: Path, options: dict[str, Any]) -> tuple[dict[str, Any], bool]:
@@ -42,8 +37,7 @@ def planned(ctx: typer.Context, run: Path, options: dict[str, Any]) -> tuple[dic
     return {**options, **{k: v for k, v in tuned.items() if v is not None}}, from_tune
 
 
-@app.command("serve")
-@config_options(ServeConfig)
+@command("serve", ServeConfig)
 def serve_command(
     ctx: typer.Context,
     run: Annotated[Path, typer.Argument(help="The run folder (with manifest.json from export).")],
@@ -57,30 +51,30 @@ def serve_command(
     or a model instance's backend process died: a supervisor should restart it).
     """
     stop = StopRequest()
-    _on_signals(stop)
-    with cli_errors():
-        from exporter.serve.server import start_server, wait_until_stopped
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, stop.handler)
+    from exporter.serve.server import start_server, wait_until_stopped
 
-        params, from_tune = planned(ctx, run, options)
-        cfg = build(ServeConfig, params)
-        server = start_server(run, cfg, stop=stop)
-        d = server.describe()
+    params, from_tune = planned(ctx, run, options)
+    cfg = build(ServeConfig, params)
+    server = start_server(run, cfg, stop=stop)
+    d = server.describe()
+    say(
+        f"ready: model {d['model_name']!r} = {d['artifact']} on {d['runtime']} "
+        f"(x{d['instances']}, {d['threads'] or 'default'} thread(s) each, "
+        f"max batch {d['max_batch']}, queue delay {d['max_queue_delay_us']} us"
+        f"{', tuned: RUN/tune.json' if from_tune else ''}); "
+        f"HTTP {d['http']}, gRPC {d['grpc']}, "
+        f"metrics {d['metrics']}; served == in-process (max abs {d['self_check_max_abs']:g})"
+    )
+    late = wait_until_stopped(server, stop)
+    name = signal.Signals(stop.signum).name
+    if late is None:
+        say(f"stopped ({name}), drained", err=True)
+    else:
+        # Triton 2.51 waits for clients to close their HTTP connections, idle ones too.
         say(
-            f"ready: model {d['model_name']!r} = {d['artifact']} on {d['runtime']} "
-            f"(x{d['instances']}, {d['threads'] or 'default'} thread(s) each, "
-            f"max batch {d['max_batch']}, queue delay {d['max_queue_delay_us']} us"
-            f"{', tuned: RUN/tune.json' if from_tune else ''}); "
-            f"HTTP {d['http']}, gRPC {d['grpc']}, "
-            f"metrics {d['metrics']}; served == in-process (max abs {d['self_check_max_abs']:g})"
+            f"stopped ({name}) when the {cfg.drain_timeout_s} s --drain-timeout ran out: "
+            f"{late} (Triton waits for clients to close their connections)",
+            err=True,
         )
-        late = wait_until_stopped(server, stop)
-        name = signal.Signals(stop.signum).name
-        if late is None:
-            say(f"stopped ({name}), drained", err=True)
-        else:
-            # Triton 2.51 waits for clients to close their HTTP connections, idle ones too.
-            say(
-                f"stopped ({name}) when the {cfg.drain_timeout_s} s --drain-timeout ran out: "
-                f"{late} (Triton waits for clients to close their connections)",
-                err=True,
-            )

@@ -7,10 +7,10 @@ from typing import Annotated
 
 import typer
 
-from exporter.cli.app import NoWait, app, cli_errors, run_lock_policy, say
+from exporter.cli.app import NoWait, command, say
 
 
-@app.command("sign")
+@command("sign")
 def sign_command(
     run: Annotated[Path, typer.Argument(help="The run folder (with manifest.json from export).")],
     key: Annotated[
@@ -30,12 +30,11 @@ def sign_command(
     bench changes signed files. Exit codes: 0 signed, 2 bad key or a file differs from the
     manifest, 3 the sign extra is not installed.
     """
-    with cli_errors(), run_lock_policy(no_wait):
-        from exporter.sign.signing import sign_run
+    from exporter.sign.signing import sign_run
 
-        result = sign_run(run, key)
-        say(
-            f"signed {result.files_signed} files of {result.run_dir} into {result.signature} "
-            f"(also wrote {result.provenance.name} and {result.model_card.name}; unsigned: "
-            f"{', '.join(result.unsigned)})"
-        )
+    result = sign_run(run, key)
+    say(
+        f"signed {result.files_signed} files of {result.run_dir} into {result.signature} "
+        f"(also wrote {result.provenance.name} and {result.model_card.name}; unsigned: "
+        f"{', '.join(result.unsigned)})"
+    )

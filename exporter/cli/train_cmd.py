@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import warnings
 from collections.abc import Iterator
 from dataclasses import replace
@@ -17,26 +18,15 @@ from typing import Annotated, Any
 
 import typer
 
-from exporter.cli.app import (
-    NoWait,
-    app,
-    cli_errors,
-    console,
-    debug_enabled,
-    deprecated,
-    is_interactive,
-    run_lock_policy,
-    say,
-)
-from exporter.cli.options import build, command_line, config_options, declared, given
+from exporter.cli.app import NoWait, command, console, debug_enabled, deprecated, say
+from exporter.cli.options import build, command_line, declared, given
 from exporter.cli.train_view import TrainProgress, fmt, summary_table
 from exporter.core.config import LaunchSpec, TrainConfig
 
 LAUNCHER_PARAMS = tuple(f.name for f, _, _ in declared(LaunchSpec))
 
 
-@app.command("train")
-@config_options(TrainConfig, LaunchSpec)
+@command("train", TrainConfig, LaunchSpec)
 def train_command(
     ctx: typer.Context,
     resume: Annotated[
@@ -54,7 +44,7 @@ def train_command(
     **options: Any,
 ) -> None:
     """Train VGG16's head (and optionally the top of the trunk) and write a run folder."""
-    with cli_errors(), _worker_errors(), run_lock_policy(no_wait):
+    with _worker_errors():
         if no_augment and _rank()[1] == 0:  # every worker gets the same command line
             deprecated("--no-augment", "--augment off")
         if any(given(ctx, name) for name in LAUNCHER_PARAMS):
@@ -108,7 +98,7 @@ def _train_and_report(cfg: TrainConfig, *, resume: bool, quiet: bool) -> None:
     from exporter.train import fit
 
     main = _rank()[0] == 0
-    view = TrainProgress(enabled=not quiet and is_interactive() and main)
+    view = TrainProgress(enabled=not quiet and sys.stderr.isatty() and main)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:

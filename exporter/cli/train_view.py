@@ -8,8 +8,6 @@ from rich.table import Table
 
 from exporter.cli.app import err_console, say, table
 
-__all__ = ["TrainProgress", "fmt", "summary_table"]
-
 
 class TrainProgress:
     """Renders TrainEvents: a rich bar per epoch on a TTY, plain log lines otherwise."""
@@ -27,7 +25,7 @@ class TrainProgress:
 
     def __call__(self, ev: Any) -> None:
         if ev.kind == "start":
-            self._stop_bar()
+            self.close()
             # Always logged: scripts (and tests) wait for it before sending signals.
             world = ev.info.get("world_size", 1)
             where = f"{world} processes ({ev.info['device']} on rank 0)" if world > 1 else ""
@@ -38,7 +36,7 @@ class TrainProgress:
             )
             return
         if ev.kind == "epoch":
-            self._stop_bar()
+            self.close()
             m = ev.metrics
             say(
                 f"epoch {m['epoch']}/{ev.epochs}: train loss {fmt(m['train_loss'])} acc "
@@ -63,41 +61,30 @@ class TrainProgress:
         self.bar.update(self.task, completed=ev.step, extra=extra)
 
     def _start_bar(self, label: str, total: int | None) -> None:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            SpinnerColumn,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
+        from rich import progress as rp
 
-        self._stop_bar()
+        self.close()
         # No total (setup): a spinner and the elapsed time; otherwise a bar with N/M and ETA.
         columns = (
-            (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+            (rp.SpinnerColumn(), rp.TextColumn("{task.description}"), rp.TimeElapsedColumn())
             if total is None
             else (
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeRemainingColumn(),
-                TextColumn("{task.fields[extra]}"),
+                rp.TextColumn("{task.description}"),
+                rp.BarColumn(),
+                rp.MofNCompleteColumn(),
+                rp.TimeRemainingColumn(),
+                rp.TextColumn("{task.fields[extra]}"),
             )
         )
-        self.bar = Progress(*columns, console=err_console, transient=True)
+        self.bar = rp.Progress(*columns, console=err_console, transient=True)
         self.bar.start()
         self.bar_label = label
         self.task = self.bar.add_task(label, total=total, extra="")
 
-    def _stop_bar(self) -> None:
+    def close(self) -> None:
         if self.bar is not None:
             self.bar.stop()
             self.bar = None
-
-    def close(self) -> None:
-        self._stop_bar()
 
 
 def summary_table(record: dict[str, Any]) -> Table:

@@ -8,18 +8,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from exporter.cli.app import (
-    NoWait,
-    Quiet,
-    app,
-    cli_errors,
-    console,
-    progress_bar,
-    report_table,
-    run_lock_policy,
-    say,
-)
-from exporter.cli.options import build, config_options
+from exporter.cli.app import NoWait, Quiet, command, report_table, say, staged
+from exporter.cli.options import build
 from exporter.core.config import TuneConfig
 
 if TYPE_CHECKING:
@@ -50,8 +40,7 @@ def trials_table(result: TuneResult) -> Table:
     return report_table(title, rows, cols, left=("stage", "plan"), no_wrap=True)
 
 
-@app.command("tune")
-@config_options(TuneConfig)
+@command("tune", TuneConfig)
 def tune_command(
     run: Annotated[Path, typer.Argument(help="The run folder (exported; benched for its pick).")],
     no_wait: NoWait = False,
@@ -63,20 +52,16 @@ def tune_command(
     The plan becomes the default of `tlx serve RUN` and `tlx export RUN --format triton`
     (an option given on their command line still wins).
     """
-    with cli_errors(), run_lock_policy(no_wait):
-        from exporter.bench.tune import tune_run
+    from exporter.bench.tune import tune_run
 
-        cfg = build(TuneConfig, options)
-        with progress_bar(quiet=quiet) as progress:
-            result = tune_run(run, cfg, progress=progress)
-        if not quiet:
-            console.print(trials_table(result))
-            trials = result.search.trials
-            say(*(f"trial {t.trial}: {t.measurement.error}" for t in trials if t.measurement.error))
-        plan = result.search.plan
-        say(
-            f"plan: {plan.instances} instance(s) x {plan.threads_per_instance} thread(s), "
-            f"max batch {plan.max_batch}, queue delay {plan.queue_delay_us} us "
-            f"({plan.cores} of {result.cpus} CPUs); written to {result.path}",
-            *(f"note: {note}" for note in result.search.notes),
-        )
+    result = staged(tune_run, run, build(TuneConfig, options), quiet=quiet, table=trials_table)
+    if not quiet:
+        trials = result.search.trials
+        say(*(f"trial {t.trial}: {t.measurement.error}" for t in trials if t.measurement.error))
+    plan = result.search.plan
+    say(
+        f"plan: {plan.instances} instance(s) x {plan.threads_per_instance} thread(s), "
+        f"max batch {plan.max_batch}, queue delay {plan.queue_delay_us} us "
+        f"({plan.cores} of {result.cpus} CPUs); written to {result.path}",
+        *(f"note: {note}" for note in result.search.notes),
+    )

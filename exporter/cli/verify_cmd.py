@@ -11,17 +11,13 @@ from rich.table import Table
 from exporter.cli.app import (
     NoWait,
     Quiet,
-    app,
-    cli_errors,
-    console,
-    exit_if_failed,
-    progress_bar,
+    command,
     report_table,
-    run_lock_policy,
     runtime_names,
     say,
+    staged,
 )
-from exporter.cli.options import build, config_options
+from exporter.cli.options import build
 from exporter.core.config import DEFAULT_MODEL_NAME, VerifyConfig
 
 if TYPE_CHECKING:
@@ -48,8 +44,7 @@ def verify_table(report: ParityReport) -> Table:
     return out
 
 
-@app.command("verify")
-@config_options(VerifyConfig)
+@command("verify", VerifyConfig)
 def verify_command(
     run: Annotated[Path, typer.Argument(help="The run folder (with manifest.json from export).")],
     no_wait: NoWait = False,
@@ -73,7 +68,7 @@ def verify_command(
         ),
     ] = None,
     **options: Any,
-) -> None:
+) -> Any:
     """Check every artifact computes what the trained model computes; exit 1 if not.
 
     Writes verify.json and verify.md into the run folder; with --server the candidate is the
@@ -82,47 +77,6 @@ def verify_command(
     device is unavailable here (or fell back).
     """
     if public_key is not None:
-        _check_signature(run, public_key)
-        return
-    with cli_errors(), run_lock_policy(no_wait):
-        from exporter.core.runlock import run_lock
-        from exporter.verify.verify import verify_run
-
-        cfg = build(VerifyConfig, options, runtimes=runtime_names(options["runtimes"]))
-        # One lock for checking and reporting: no export may change the run in between.
-        with run_lock(run, "verify"), progress_bar(quiet=quiet) as update:
-            if server is None:
-                report = verify_run(run, cfg, progress=update)
-            else:
-                from exporter.verify.served import verify_server
-
-                report = verify_server(
-                    run, cfg, server=server, model_name=model_name, progress=update
-                )
-        json_path, md_path = report.files  # each stage writes its own report
-        if not quiet:
-            console.print(verify_table(report))
-            say(*(f"skipped {s['runtime']}: {s['reason']}" for s in report.skipped))
-            say(*(f"note: {n}" for n in report.notes), f"wrote {json_path} and {md_path}")
-        # One unwrapped line per candidate: the table folds long names on narrow terminals.
-        for c in report.candidates:
-            if c.passed and c.task_checked and quiet:
-                continue
-            line = f"{'pass' if c.passed else 'FAIL'} {c.runtime}/{c.artifact}"
-            if c.failures:
-                line += ": " + "; ".join(c.failures)
-            if not c.task_checked:
-                line += " (NOT task-checked: no held-out images, --samples 0)"
-            if c.localization is not None:
-                layer = c.localization.get("layer")
-                line += f" [first diverging layer: {layer or c.localization.get('reason')}]"
-            say(line, err=not c.passed)
-        exit_if_failed("verify", report.gate_failures)
-
-
-def _check_signature(run: Path, public_key: Path) -> None:
-    """``tlx verify RUN --public-key P.pem``: the signature check alone."""
-    with cli_errors():
         from exporter.sign.verification import verify_signature
 
         check = verify_signature(run, public_key)
@@ -130,3 +84,34 @@ def _check_signature(run: Path, public_key: Path) -> None:
             f"signature ok: the {len(check.digests)} signed files of {check.run_dir} match "
             f"{check.signature} (key {public_key}); no file was added"
         )
+        return None
+    from exporter.core.runlock import run_lock
+    from exporter.verify.served import verify_server
+    from exporter.verify.verify import verify_run
+
+    cfg = build(VerifyConfig, options, runtimes=runtime_names(options["runtimes"]))
+    # One lock for checking and reporting: no export may change the run in between.
+    with run_lock(run, "verify"):
+        if server is None:
+            report = staged(verify_run, run, cfg, quiet=quiet, table=verify_table)
+        else:
+            kw = {"server": server, "model_name": model_name, "table": verify_table}
+            report = staged(verify_server, run, cfg, quiet=quiet, **kw)
+    json_path, md_path = report.files  # each stage writes its own report
+    if not quiet:
+        say(*(f"skipped {s['runtime']}: {s['reason']}" for s in report.skipped))
+        say(*(f"note: {n}" for n in report.notes), f"wrote {json_path} and {md_path}")
+    # One unwrapped line per candidate: the table folds long names on narrow terminals.
+    for c in report.candidates:
+        if c.passed and c.task_checked and quiet:
+            continue
+        line = f"{'pass' if c.passed else 'FAIL'} {c.runtime}/{c.artifact}"
+        if c.failures:
+            line += ": " + "; ".join(c.failures)
+        if not c.task_checked:
+            line += " (NOT task-checked: no held-out images, --samples 0)"
+        if c.localization is not None:
+            layer = c.localization.get("layer")
+            line += f" [first diverging layer: {layer or c.localization.get('reason')}]"
+        say(line, err=not c.passed)
+    return report
