@@ -9,14 +9,13 @@ answers under the profile of the precision the server says it serves. The report
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from exporter.core.config import VerifyConfig, to_dict
 from exporter.core.errors import UsageError
 from exporter.core.report import Progress
-from exporter.core.runfolder import VERIFY_SERVER_JSON, VERIFY_SERVER_MD
 from exporter.verify.judge import (
     build_inputs,
     error_text,
@@ -24,6 +23,7 @@ from exporter.verify.judge import (
     record_outputs,
     run_batched,
 )
+from exporter.verify.report import write_reports
 from exporter.verify.result import HELDOUT, CandidateResult, ParityReport
 from exporter.verify.tolerance import PROFILES, Tolerance, profile_for, profile_name
 
@@ -112,7 +112,7 @@ def verify_server(
     )
     if labels is not None:
         report.inputs[HELDOUT].update(split="val", labels_n=len(labels))
-    write_server_reports(report)
+    write_reports(report, server=True)
     return report
 
 
@@ -139,17 +139,3 @@ def _server_profile(
     return profile_for(
         profile_name(precision, variant), atol=cfg.atol, rtol=cfg.rtol, min_top1=cfg.min_top1
     )
-
-
-def write_server_reports(report: ParityReport) -> tuple[Path, Path]:
-    """Write ``verify-server.json`` and ``verify-server.md`` into the run folder, atomically."""
-    from exporter.core.report import write_markdown, write_report_json
-    from exporter.verify.report import render_markdown
-
-    json_path = report.run_dir / VERIFY_SERVER_JSON
-    md_path = report.run_dir / VERIFY_SERVER_MD
-    data: dict[str, Any] = {**report.to_dict(), "command": "verify --server"}
-    write_report_json(json_path, data)
-    write_markdown(md_path, render_markdown(report))
-    report.files = [json_path, md_path]
-    return json_path, md_path
