@@ -60,7 +60,7 @@ def verify_server(
     with TritonHttpClient(server) as client:
         served = client.model(model_name)
         notes = check_served_model(info, served)
-        tol = _server_profile(served, cfg, notes, variant=_variant_of(info, served.artifact))
+        tol = _server_profile(info, served, cfg, notes)
         reference = load_reference_model(info, expected=source)
         inputs, labels = build_inputs(info, cfg, notes)
         largest = max(cfg.batch_sizes)
@@ -116,17 +116,12 @@ def verify_server(
     return report
 
 
-def _variant_of(info: Run, artifact: str | None) -> str | None:
-    """The manifest's variant of the file the server says it serves (None if unlisted)."""
-    entry = info.manifest.artifacts.get(artifact) if artifact else None
-    return entry.variant if entry is not None else None
-
-
 def _server_profile(
-    served: ServedModel, cfg: VerifyConfig, notes: list[str], *, variant: str | None = None
+    info: Run, served: ServedModel, cfg: VerifyConfig, notes: list[str]
 ) -> Tolerance:
-    """The profile of what the server says it serves: a pruned variant is judged at the task
-    level; otherwise by its precision (fp32 when it does not say)."""
+    """The profile of what the server says it serves: a pruned variant (the manifest's variant
+    of that file) is judged at the task level; otherwise by its precision (fp32 when it does
+    not say)."""
     if max(cfg.batch_sizes) > served.max_batch_size > 0:
         raise UsageError(
             f"--batch-sizes {max(cfg.batch_sizes)}: the server takes at most "
@@ -136,6 +131,6 @@ def _server_profile(
     if precision not in PROFILES:
         notes.append("the server does not say its precision: judged under the fp32 profile")
         precision = "fp32"
-    return profile_for(
-        profile_name(precision, variant), atol=cfg.atol, rtol=cfg.rtol, min_top1=cfg.min_top1
-    )
+    entry = info.manifest.artifacts.get(served.artifact) if served.artifact else None
+    name = profile_name(precision, entry.variant if entry is not None else None)
+    return profile_for(name, atol=cfg.atol, rtol=cfg.rtol, min_top1=cfg.min_top1)
