@@ -92,6 +92,8 @@ def _write_checked(
     batches: tuple[int, ...],
     progress: StepFn | None,
 ) -> FormatResult:
+    """Save in memory, write, load back with its metadata and compare with eager at
+    ``batches``; ``batch`` is the one the signature fixes (None: dynamic)."""
     import torch
 
     say = progress or (lambda _msg: None)
@@ -124,8 +126,8 @@ def _write_checked(
         if json.loads(meta_text or "null") != json.loads(to_json(meta)):
             raise GateFailed(f"{name}: embedded metadata did not round-trip; not written")
         max_diff = 0.0
-        for batch in batches:
-            x, ref = ctx.check_pair(batch)
+        for n in batches:
+            x, ref = ctx.check_pair(n)
             with torch.inference_mode():
                 got = module(torch.from_numpy(x)).detach().float().numpy()
             max_diff = max(max_diff, check_logits(name, got=got, ref=ref, precision="fp32"))
