@@ -245,14 +245,25 @@ def top1_classes(logits: np.ndarray) -> np.ndarray:
     return np.argmax(np.where(np.isfinite(x), x, -np.inf), axis=1)
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """What :func:`gate` decided: every reason the candidate fails (none when it passes)."""
+
+    failures: tuple[str, ...] = ()
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+
 def gate(
     cmp: Comparison,
     tol: Tolerance,
     *,
     top1: float | None = None,
     accuracy_drop_points: float | None = None,
-) -> tuple[str, ...]:
-    """Every reason a :class:`Comparison` fails under ``tol`` (none when it passes).
+) -> Verdict:
+    """Judge a :class:`Comparison` under ``tol``.
 
     Args:
         cmp: the figures of :func:`compare`.
@@ -279,4 +290,4 @@ def gate(
     drop = accuracy_drop_points
     if limit is not None and drop is not None and drop > limit + 1e-9:
         failures.append(f"held-out accuracy dropped {drop:.2f} points > {limit}")
-    return tuple(failures)
+    return Verdict(tuple(failures))

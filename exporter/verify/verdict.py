@@ -165,5 +165,5 @@ def judge(
             top1, basis = compare(h_ref, h_cand, profile).top1_agreement, "heldout"
     elif profile.atol is None:
         basis = "random inputs (not task-checked)"
-    failures = gate(cmp, profile, top1=top1, accuracy_drop_points=drop)
-    return Judgement(profile, cmp, failures, top1, basis, **out)
+    verdict = gate(cmp, profile, top1=top1, accuracy_drop_points=drop)
+    return Judgement(profile, cmp, verdict.failures, top1, basis, **out)
