@@ -182,10 +182,9 @@ def parity(run: Path, url: str, *, samples: int) -> dict[str, Any]:
 
 def verify_served(run: Path, url: str, *, samples: int) -> dict[str, Any]:
     from exporter.core.config import VerifyConfig
-    from exporter.verify.served import verify_server, write_server_reports
+    from exporter.verify.served import verify_server
 
     report = verify_server(run, VerifyConfig(samples=samples), server=url, model_name=MODEL)
-    write_server_reports(report)
     (c,) = report.candidates
     return {
         "verdict": report.verdict,

@@ -24,10 +24,9 @@ if TYPE_CHECKING:
     from exporter.bench.result import BenchReport
     from exporter.core.runfolder import Run
     from exporter.optimize.optimize import OptimizeResult
-    from exporter.verify.verify import ParityReport
+    from exporter.verify.result import ParityReport
 
 DEMO_SCHEMA_VERSION = 1
-STEPS = ("train", "export", "optimize", "verify", "bench")
 
 DemoProgress = Callable[[str, float, float], None]
 """``progress(description, done, total)`` for the step in progress."""
@@ -111,18 +110,9 @@ class DemoResult:
         }
 
 
-def default_demo_dir() -> Path:
-    """``artifacts/demo-<UTC time>``: a fresh folder per demo."""
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    return Path(DEFAULT_ARTIFACTS_DIR) / f"demo-{stamp}"
-
-
 def run_demo(cfg: DemoConfig, *, progress: DemoProgress | None = None) -> DemoResult:
-    """Train → export → optimize → verify → bench into one new run folder; write ``demo.json``.
-
-    Args:
-        cfg: demo sizes; the defaults finish in under three minutes on 2 CPU cores.
-        progress: called as each step advances.
+    """Train → export → optimize → verify → bench into one new run folder
+    (``artifacts/demo-<UTC time>`` unless ``cfg.out_dir``); write ``demo.json``.
 
     Returns:
         The result; ``passed`` is False when a parity gate failed (the CLI exits 1). A
@@ -133,25 +123,47 @@ def run_demo(cfg: DemoConfig, *, progress: DemoProgress | None = None) -> DemoRe
             ``out_dir`` already holds a run.
         EnvironmentUnavailable: a runtime named in ``cfg.runtimes`` cannot run here (exit 3).
     """
+    from exporter.bench.bench import bench_run
+    from exporter.core.config import BenchConfig, ExportConfig, OptimizeConfig, VerifyConfig
+    from exporter.core.fsio import write_json
+    from exporter.core.runfolder import open_run
+    from exporter.export.export import export_run
+    from exporter.optimize.optimize import optimize_run
+    from exporter.verify.verify import verify_run
+
     say = progress or (lambda *_: None)
-    run_dir = Path(cfg.out_dir) if cfg.out_dir else default_demo_dir()
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    run_dir = Path(cfg.out_dir) if cfg.out_dir else Path(DEFAULT_ARTIFACTS_DIR) / f"demo-{stamp}"
     seconds: dict[str, float] = {}
 
-    def step(name: str, fn: Callable[[], Any]) -> Any:
+    def step(name: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)`` with its progress shown under ``name``, timed."""
         t0 = time.perf_counter()
-        out = fn()
+        out = fn(*args, progress=lambda d, done, total: say(f"{name}: {d}", done, total))
         seconds[name] = time.perf_counter() - t0
         return out
 
-    trained = step("train", lambda: _train(cfg, run_dir, say))
-    from exporter.core.runfolder import open_run
-
+    trained = step("train", _train, cfg, run_dir)
     # Opened once for the later stages: train.json is read and the weights hashed once.
     run = open_run(run_dir)
-    step("export", lambda: _export(cfg, run, say))
-    optimized = step("optimize", lambda: _optimize(cfg, run, say)) if cfg.variants else None
-    parity, verify_files = step("verify", lambda: _verify(cfg, run, say))
-    bench = step("bench", lambda: _bench(cfg, run, say))
+    step("export", export_run, run, ExportConfig(formats=cfg.formats, seed=cfg.seed))
+    optimized = None
+    if cfg.variants:
+        optimized = step(
+            "optimize", optimize_run, run, OptimizeConfig(variants=cfg.variants, seed=cfg.seed)
+        )
+    samples = min(cfg.verify_samples, cfg.val_size)
+    verify_cfg = VerifyConfig(runtimes=cfg.runtimes, samples=samples, seed=cfg.seed)
+    parity = step("verify", verify_run, run, verify_cfg)
+    bench_cfg = BenchConfig(
+        runtimes=cfg.runtimes,
+        batch_sizes=cfg.batch_sizes,
+        warmup=cfg.warmup,
+        iters=cfg.iters,
+        iters_per_round=min(BenchConfig.iters_per_round, cfg.iters),
+        seed=cfg.seed,
+    )
+    bench = step("bench", bench_run, run, bench_cfg)
     result = DemoResult(
         run_dir=run_dir,
         config=cfg,
@@ -160,15 +172,13 @@ def run_demo(cfg: DemoConfig, *, progress: DemoProgress | None = None) -> DemoRe
         bench=bench,
         optimize=optimized,
         step_seconds=seconds,
-        files=_files(run_dir, verify_files, bench, optimized),
+        files=_files(run, parity, bench, optimized),
     )
-    from exporter.core.fsio import write_json
-
     write_json(run_dir / DEMO_JSON, result.to_dict())
     return result
 
 
-def _train(cfg: DemoConfig, run_dir: Path, say: DemoProgress) -> Any:
+def _train(cfg: DemoConfig, run_dir: Path, *, progress: DemoProgress) -> Any:
     from exporter.core.config import DataConfig, TrainConfig
     from exporter.train import fit
 
@@ -189,73 +199,27 @@ def _train(cfg: DemoConfig, run_dir: Path, say: DemoProgress) -> Any:
         seed=cfg.seed,
         out=str(run_dir),
     )
-    return fit(train_cfg, progress=lambda ev: _train_progress(say, ev))
 
+    def events(event: Any) -> None:
+        if event.kind == "step" and event.steps:
+            progress(f"epoch {event.epoch}/{event.epochs}", event.step, event.steps)
+        elif event.kind == "cache":
+            progress("caching frozen features", event.step, max(event.steps, 1))
 
-def _export(cfg: DemoConfig, run: Run, say: DemoProgress) -> None:
-    from exporter.core.config import ExportConfig
-    from exporter.export.export import export_run
-
-    export_run(
-        run,
-        ExportConfig(formats=cfg.formats, seed=cfg.seed),
-        progress=lambda d, done, total: say(f"export: {d}", done, total),
-    )
-
-
-def _optimize(cfg: DemoConfig, run: Run, say: DemoProgress) -> OptimizeResult:
-    from exporter.core.config import OptimizeConfig
-    from exporter.optimize.optimize import optimize_run
-
-    return optimize_run(
-        run,
-        OptimizeConfig(variants=cfg.variants, seed=cfg.seed),
-        progress=lambda d, done, total: say(f"optimize: {d}", done, total),
-    )
-
-
-def _verify(cfg: DemoConfig, run: Run, say: DemoProgress) -> tuple[ParityReport, list[Path]]:
-    from exporter.core.config import VerifyConfig
-    from exporter.verify.verify import verify_run
-
-    parity = verify_run(
-        run,
-        VerifyConfig(
-            runtimes=cfg.runtimes, samples=min(cfg.verify_samples, cfg.val_size), seed=cfg.seed
-        ),
-        progress=lambda d, done, total: say(f"verify: {d}", done, total),
-    )
-    return parity, list(parity.files)
-
-
-def _bench(cfg: DemoConfig, run: Run, say: DemoProgress) -> BenchReport:
-    from exporter.bench.bench import bench_run
-    from exporter.core.config import BenchConfig
-
-    return bench_run(
-        run,
-        BenchConfig(
-            runtimes=cfg.runtimes,
-            batch_sizes=cfg.batch_sizes,
-            warmup=cfg.warmup,
-            iters=cfg.iters,
-            iters_per_round=min(BenchConfig.iters_per_round, cfg.iters),
-            seed=cfg.seed,
-        ),
-        progress=lambda d, done, total: say(f"bench: {d}", done, total),
-    )
+    return fit(train_cfg, progress=events)
 
 
 def _files(
-    run_dir: Path, verify_files: list[Path], bench: BenchReport, optimized: OptimizeResult | None
+    run: Run, parity: ParityReport, bench: BenchReport, optimized: OptimizeResult | None
 ) -> dict[str, str]:
-    verify_json, verify_md = verify_files
+    verify_json, verify_md = parity.files
+    run_dir = run.run_dir
     return {
         "run folder": str(run_dir),
         "weights": str(run_dir / WEIGHTS_NAME),
         "train report": str(run_dir / TRAIN_JSON),
         "manifest": str(run_dir / MANIFEST_NAME),
-        **{f"artifact {name}": str(run_dir / name) for name in _artifact_names(run_dir)},
+        **{f"artifact {name}": str(run_dir / name) for name in sorted(run.manifest.artifacts)},
         **({"optimize report": str(optimized.report_path)} if optimized else {}),
         "verify report": str(verify_json),
         "verify summary": str(verify_md),
@@ -263,16 +227,3 @@ def _files(
         "model card": str(run_dir / MODEL_CARD_MD),  # written by bench_run
         "demo report": str(run_dir / DEMO_JSON),
     }
-
-
-def _train_progress(say: DemoProgress, event: Any) -> None:
-    if event.kind == "step" and event.steps:
-        say(f"train: epoch {event.epoch}/{event.epochs}", event.step, event.steps)
-    elif event.kind == "cache":
-        say("train: caching frozen features", event.step, max(event.steps, 1))
-
-
-def _artifact_names(run_dir: Path) -> list[str]:
-    from exporter.core.manifest import load_manifest
-
-    return sorted(load_manifest(run_dir).artifacts)

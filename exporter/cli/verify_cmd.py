@@ -21,7 +21,7 @@ from exporter.cli.options import build
 from exporter.core.config import DEFAULT_MODEL_NAME, VerifyConfig
 
 if TYPE_CHECKING:
-    from exporter.verify.verify import ParityReport
+    from exporter.verify.result import ParityReport
 
 
 def verify_table(report: ParityReport) -> Table:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from exporter.core.errors import GateFailed
+from exporter.core.manifest import ArtifactEntry
 from exporter.verify.tolerance import profile_for
 from exporter.verify.verdict import judge
 
@@ -24,7 +25,6 @@ if TYPE_CHECKING:
     from torch import nn
 
     from exporter.core.config import ExportConfig
-    from exporter.core.manifest import ArtifactEntry
     from exporter.core.runfolder import Run
 
 # The example batch traced/exported: a batch of 1 gets specialised (pytorch #157621).
@@ -39,14 +39,8 @@ StepFn = Callable[[str], None]
 class ExportContext:
     """Everything an exporter needs, built once per ``export_run``.
 
-    Attributes:
-        run_dir: the run folder.
-        info: the opened run.
-        model: the eager fp32 reference (eval mode, CPU).
-        cfg: the export settings.
-        shared: metadata common to all artifacts
-            (see :func:`exporter.export.metadata.shared_metadata`).
-        opset: the ONNX opset in effect.
+    ``model`` is the eager fp32 reference (eval mode, CPU); ``shared`` the metadata common to
+    all artifacts (:func:`exporter.export.metadata.shared_metadata`).
     """
 
     run_dir: Path
@@ -66,15 +60,16 @@ class ExportContext:
         return not self.cfg.static_batch
 
     @property
+    def fixed_batch(self) -> int | None:
+        """The batch size the artifact is fixed to, ``None`` for a dynamic batch."""
+        return self.cfg.batch_size if self.cfg.static_batch else None
+
+    @property
     def check_batches(self) -> tuple[int, ...]:
         """Batch 1, an odd batch and the largest; only the fixed batch when it is static."""
         if self.cfg.static_batch:
             return (self.cfg.batch_size,)
         return tuple(sorted({1, ODD_BATCH, self.cfg.batch_size}))
-
-    @property
-    def export_batch(self) -> int:
-        return self.cfg.batch_size if self.cfg.static_batch else EXAMPLE_BATCH
 
     def example_input(self) -> Any:
         """A seeded example batch for tracing/export (values do not matter, shape does)."""
@@ -82,7 +77,7 @@ class ExportContext:
 
         gen = torch.Generator().manual_seed(self.cfg.seed + 1000)
         size = self.image_size
-        return torch.randn(self.export_batch, 3, size, size, generator=gen)
+        return torch.randn(self.fixed_batch or EXAMPLE_BATCH, 3, size, size, generator=gen)
 
     def check_pair(self, batch: int) -> tuple[np.ndarray, np.ndarray]:
         """Seeded random input of ``batch`` images and the eager logits (cached per batch)."""
@@ -100,22 +95,10 @@ class ExportContext:
 
 @dataclass(frozen=True)
 class FormatResult:
-    """One written artifact.
+    """One written artifact: its file, the manifest entry, and its check against eager.
 
-    Attributes:
-        format: ``onnx``, ``torchscript`` or ``pt2``.
-        name: the file name inside the run folder (the manifest key).
-        path: the file.
-        bytes: its size.
-        sha256: its hash.
-        precision: ``fp32`` or ``fp16``.
-        export_time_s: seconds spent exporting (conversion and serialisation, not checking).
-        check_time_s: seconds spent loading back and comparing with eager.
-        max_abs_diff: largest abs logit difference against eager over the check batches.
-        atol: the tolerance that was applied.
-        batches_checked: the batch sizes compared.
-        metadata: the record embedded in the file.
-        entry: the manifest entry.
+    ``export_time_s`` is conversion and serialisation (not checking); ``max_abs_diff`` the
+    largest logit difference over ``batches_checked`` under tolerance ``atol``.
     """
 
     format: str
@@ -169,6 +152,53 @@ def check_logits(name: str, *, got: np.ndarray, ref: np.ndarray, precision: str)
             "the file was not written"
         )
     return verdict.max_abs_logit_diff
+
+
+def written(
+    ctx: ExportContext,
+    name: str,
+    meta: dict[str, Any],
+    *,
+    export_time: float,
+    check_time: float,
+    max_diff: float,
+    batches: tuple[int, ...],
+) -> FormatResult:
+    """The result and manifest entry of a checked file now in place in the run folder."""
+    precision = meta["precision"]
+    record = ctx.info.file_record(name)  # hashed once for the whole command
+    atol = profile_for(precision).atol
+    entry = ArtifactEntry(
+        name=name,
+        format=meta["format"],
+        files=[record],
+        precision=precision,
+        inputs=meta["inputs"],
+        outputs=meta["outputs"],
+        extra={
+            "opset": meta["opset"],
+            "exporter": meta["exporter"],
+            "export_time_s": round(export_time, 3),
+            "exported_at": meta["exported_at"],
+            "check_max_abs_diff": max_diff,
+            "check_atol": atol,
+        },
+    )
+    return FormatResult(
+        format=meta["format"],
+        name=name,
+        path=ctx.run_dir / name,
+        bytes=record.bytes,
+        sha256=record.sha256,
+        precision=precision,
+        export_time_s=export_time,
+        check_time_s=check_time,
+        max_abs_diff=max_diff,
+        atol=atol,
+        batches_checked=batches,
+        metadata=meta,
+        entry=entry,
+    )
 
 
 @contextlib.contextmanager

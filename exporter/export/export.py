@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from exporter.core.config import (
     DEFAULT_OPSET,
@@ -25,7 +25,7 @@ from exporter.core.config import (
 )
 from exporter.core.errors import InputFileError, UsageError
 from exporter.core.fsio import clean_stale_temps, write_json
-from exporter.core.manifest import MANIFEST_NAME, FileRecord, Manifest, manifest_path
+from exporter.core.manifest import MANIFEST_NAME, FileRecord, manifest_path
 from exporter.core.report import Progress
 from exporter.core.resources import require
 from exporter.core.runfolder import EXPORT_JSON as EXPORT_REPORT
@@ -51,23 +51,14 @@ EXPORTERS: dict[str, Callable[[ExportContext, StepFn | None], FormatResult]] = {
 
 @dataclass(frozen=True)
 class ExportResult:
-    """What ``export_run`` wrote.
-
-    Attributes:
-        run_dir: the run folder.
-        formats: per format, the written artifact.
-        manifest_path: ``RUN/manifest.json``.
-        report_path: ``RUN/export.json``.
-        dropped: manifest entries removed because ``model.safetensors`` changed since.
-        opset: the ONNX opset in effect (also when ONNX was not requested).
-    """
+    """What ``export_run`` wrote: per format, the written artifact."""
 
     run_dir: Path
     formats: dict[str, FormatResult]
     manifest_path: Path
-    report_path: Path
-    dropped: list[str] = field(default_factory=list)
-    opset: int = DEFAULT_OPSET
+    report_path: Path  # RUN/export.json
+    dropped: list[str] = field(default_factory=list)  # entries of older model.safetensors
+    opset: int = DEFAULT_OPSET  # in effect, also when ONNX was not requested
 
 
 def resolve_opset(cfg: ExportConfig) -> int:
@@ -100,11 +91,8 @@ def export_run(
     ``triton``/``kserve`` formats are :func:`exporter.deploy.package.package_run`'s), check
     each, update the manifest.
 
-    Args:
-        run_dir: a run folder made by ``tlx train``, or the opened run (whose manifest is
-            then kept up to date with what this export writes).
-        cfg: export settings (default: all three formats, fp32, dynamic batch).
-        progress: called with a short description before each step (for a progress bar).
+    ``run_dir`` may be the opened run (whose manifest is then kept up to date with what this
+    export writes); ``cfg`` defaults to all three formats, fp32, dynamic batch.
 
     Raises:
         InputFileError: the run folder or its weights are missing or not VGG16, or an
@@ -115,10 +103,11 @@ def export_run(
             of the same call stay written and listed).
     """
     from exporter.core.runfolder import open_run
+    from exporter.export.metadata import shared_metadata
+    from exporter.model.vgg import load_reference_model
 
     cfg = cfg or ExportConfig()  # its values were checked when it was built
-    model_formats = list(cfg.model_formats)
-    if not model_formats:
+    if not cfg.model_formats:
         raise UsageError(
             "--format triton/kserve package a run for a server: call "
             "exporter.deploy.package.package_run (tlx export dispatches them there)"
@@ -126,7 +115,7 @@ def export_run(
     opset = resolve_opset(cfg)
     info = open_run(run_dir)
     run = info.run_dir
-    steps = 2 + len(model_formats)
+    steps = 2 + len(cfg.model_formats)
     done = [0]
 
     def say(description: str) -> None:
@@ -134,14 +123,25 @@ def export_run(
             progress(description, done[0], steps)
 
     _refuse_existing(run, cfg)
-    _require_resources(info, cfg, artifact_names(cfg))
+    _require_resources(info, cfg)
     clean_stale_temps(run)  # leftovers of a killed earlier export
 
     say("hashing model.safetensors")
     manifest, dropped = info.manifest_to_extend(force=cfg.force)  # the stale-weights rule
     source = manifest.source
     done[0] += 1
-    results = _export_formats(info, manifest, cfg, opset, model_formats, say, done)
+    say("loading the trained model")
+    model = load_reference_model(info)
+    manifest.metadata = shared_metadata(info, source_sha256=source.sha256)
+    ctx = ExportContext(run, info, model, cfg, shared=manifest.metadata, opset=opset)
+    done[0] += 1
+    results: dict[str, FormatResult] = {}
+    for fmt in cfg.model_formats:
+        results[fmt] = result = EXPORTERS[fmt](ctx, say)
+        manifest.artifacts[result.name] = result.entry
+        # Save after each format: a later failure must not unlist a file already written.
+        info.save_manifest(manifest)
+        done[0] += 1
     # The weights must not have changed while we exported from them (a file rewritten or
     # replaced since it was hashed is hashed again).
     if info.sha256(info.weights_path.name) != source.sha256:
@@ -149,14 +149,7 @@ def export_run(
             f"{info.weights_path} changed during the export; run `tlx export {run} --force` again"
         )
     report_path = _write_report(run, cfg, opset, source, dropped, results)
-    return ExportResult(
-        run_dir=run,
-        formats=results,
-        manifest_path=manifest_path(run),
-        report_path=report_path,
-        dropped=dropped,
-        opset=opset,
-    )
+    return ExportResult(run, results, manifest_path(run), report_path, dropped, opset)
 
 
 def _refuse_existing(run: Path, cfg: ExportConfig) -> None:
@@ -173,37 +166,6 @@ def _refuse_existing(run: Path, cfg: ExportConfig) -> None:
     for name in artifact_names(cfg).values():
         if (run / name).exists() or (run / name).is_symlink():
             raise InputFileError(f"{run / name} already exists; pass --force to overwrite it")
-
-
-def _export_formats(
-    info: Run,
-    manifest: Manifest,
-    cfg: ExportConfig,
-    opset: int,
-    formats: list[str],
-    say: StepFn,
-    done: list[int],
-) -> dict[str, FormatResult]:
-    """Rebuild the eager model once and run each format's exporter; list each as it lands."""
-    from exporter.export.metadata import shared_metadata
-    from exporter.model.vgg import load_reference_model
-
-    run = info.run_dir
-    say("loading the trained model")
-    model = load_reference_model(info)
-    shared = shared_metadata(info, source_sha256=manifest.source.sha256)
-    ctx = ExportContext(run_dir=run, info=info, model=model, cfg=cfg, shared=shared, opset=opset)
-    done[0] += 1
-    results: dict[str, FormatResult] = {}
-    manifest.metadata = shared
-    for fmt in formats:
-        result = EXPORTERS[fmt](ctx, say)
-        results[fmt] = result
-        manifest.artifacts[result.name] = result.entry
-        # Save after each format: a later failure must not unlist a file already written.
-        info.save_manifest(manifest)
-        done[0] += 1
-    return results
 
 
 def _write_report(
@@ -233,19 +195,14 @@ def _write_report(
     return report_path
 
 
-def _require_resources(info: Any, cfg: ExportConfig, names: dict[str, str]) -> None:
+def _require_resources(info: Run, cfg: ExportConfig) -> None:
     """Exit 3 before loading anything when memory or disk cannot hold the export."""
     fp16 = onnx_name("fp16")
     need = export_need(
         size=info.preprocessing.image_size,
         batch=cfg.batch_size,
         num_classes=info.num_classes,
-        files={n: 2 if n == fp16 else 4 for n in names.values()},  # bytes per parameter
+        files={n: 2 if n == fp16 else 4 for n in artifact_names(cfg).values()},  # bytes/param
         folder=info.run_dir,
     )
     require(need)
-
-
-def summary_rows(result: ExportResult) -> list[dict[str, Any]]:
-    """One row per written artifact, for tables."""
-    return [r.to_dict() for r in result.formats.values()]

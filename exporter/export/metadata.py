@@ -33,12 +33,8 @@ def utc_now() -> str:
 
 
 def signature(info: Run, *, batch: int | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Input and output descriptions; ``batch=None`` names the dynamic axis ``"batch"``.
-
-    Args:
-        info: the opened run (image size and number of classes).
-        batch: a fixed batch size, or ``None`` for a dynamic batch.
-    """
+    """Input and output descriptions of ``info``'s model; ``batch=None`` names the dynamic
+    axis ``"batch"``."""
     b: int | str = BATCH_DIM if batch is None else int(batch)
     size = info.preprocessing.image_size
     inputs = [{"name": INPUT_NAME, "shape": [b, 3, size, size], "dtype": "float32"}]
@@ -47,12 +43,8 @@ def signature(info: Run, *, batch: int | None) -> tuple[list[dict[str, Any]], li
 
 
 def shared_metadata(info: Run, *, source_sha256: str) -> dict[str, Any]:
-    """What every artifact of a run has in common: classes, preprocessing, versions, training.
-
-    Args:
-        info: the opened run.
-        source_sha256: sha256 of ``model.safetensors`` the artifacts were exported from.
-    """
+    """What every artifact of a run has in common: classes, preprocessing, versions, training
+    (``source_sha256``: the hash of the ``model.safetensors`` they were exported from)."""
     from exporter import __version__
     from exporter.core.envinfo import _version, git_commit, onnxruntime_version
 
@@ -77,38 +69,30 @@ def shared_metadata(info: Run, *, source_sha256: str) -> dict[str, Any]:
 
 def artifact_metadata(
     shared: dict[str, Any],
+    info: Run,
     *,
     fmt: str,
     precision: str,
-    inputs: list[dict[str, Any]],
-    outputs: list[dict[str, Any]],
+    batch: int | None,
     exporter: str,
     opset: int | None,
 ) -> dict[str, Any]:
-    """The full record embedded in one artifact: shared metadata plus its own signature.
-
-    Args:
-        shared: from :func:`shared_metadata`.
-        fmt: ``onnx``, ``torchscript`` or ``pt2``.
-        precision: ``fp32`` or ``fp16``.
-        inputs: input descriptions (name, shape with ``"batch"`` for a dynamic axis, dtype).
-        outputs: output descriptions.
-        exporter: how it was produced (``torch.onnx.export(dynamo=True)``, ``torch.jit.trace``).
-        opset: the ONNX opset, ``None`` for non-ONNX formats.
-    """
-    meta = dict(shared)
-    meta.update(
-        format=fmt,
-        precision=precision,
-        inputs=inputs,
-        outputs=outputs,
-        input_names=[i["name"] for i in inputs],
-        output_names=[o["name"] for o in outputs],
-        exporter=exporter,
-        opset=opset,
-        exported_at=utc_now(),
-    )
-    return meta
+    """The full record embedded in one artifact: ``shared`` (:func:`shared_metadata`) plus
+    its own format, precision, :func:`signature`, how it was produced (``exporter``) and the
+    ONNX opset (``None`` for other formats)."""
+    inputs, outputs = signature(info, batch=batch)
+    return {
+        **shared,
+        "format": fmt,
+        "precision": precision,
+        "inputs": inputs,
+        "outputs": outputs,
+        "input_names": [i["name"] for i in inputs],
+        "output_names": [o["name"] for o in outputs],
+        "exporter": exporter,
+        "opset": opset,
+        "exported_at": utc_now(),
+    }
 
 
 def to_json(meta: dict[str, Any]) -> str:

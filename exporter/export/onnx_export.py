@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 
 from exporter.core.errors import GateFailed, UsageError
 from exporter.core.fsio import atomic_path
-from exporter.core.manifest import ArtifactEntry
 from exporter.core.onnx_safety import check_onnx_file
 from exporter.export.common import (
     ExportContext,
@@ -23,6 +22,7 @@ from exporter.export.common import (
     check_logits,
     first_line,
     quiet_export,
+    written,
 )
 from exporter.export.metadata import (
     BATCH_DIM,
@@ -30,10 +30,8 @@ from exporter.export.metadata import (
     OUTPUT_NAME,
     artifact_metadata,
     embed_in_onnx,
-    signature,
 )
 from exporter.runtimes.ort_sessions import cpu_session
-from exporter.verify.tolerance import profile_for
 
 if TYPE_CHECKING:
     import onnx
@@ -51,14 +49,6 @@ def onnx_name(precision: str) -> str:
     return ONNX_FP16_NAME if precision == "fp16" else ONNX_NAME
 
 
-def exporter_label(exporter: str) -> str:
-    return (
-        "torch.onnx.export(dynamo=True)"
-        if exporter == "dynamo"
-        else "torch.onnx.export(dynamo=False)"
-    )
-
-
 def export_onnx(ctx: ExportContext, progress: StepFn | None = None) -> FormatResult:
     """Export, check and atomically write ``model.onnx`` (or ``model.fp16.onnx``).
 
@@ -66,85 +56,46 @@ def export_onnx(ctx: ExportContext, progress: StepFn | None = None) -> FormatRes
         UsageError: the legacy exporter cannot export this model (use ``--exporter dynamo``).
         GateFailed: the file fails ``onnx.checker`` or its logits differ from eager.
     """
+    import onnx
+
     cfg = ctx.cfg
     name = onnx_name(cfg.precision)
-    dest = ctx.run_dir / name
     say = progress or (lambda _msg: None)
-    proto, meta, export_time = _build(ctx, name, say)
-    precision = "fp16" if cfg.precision == "fp16" else "fp32"
-    atol = profile_for(precision).atol
-    with atomic_path(dest) as tmp:
-        save_time = _save(proto, tmp)
-        del proto  # ~540 MB; the checks below reload from the file
-        say(f"{name}: checking (onnx.checker, ORT CPU vs eager)")
-        t0 = time.perf_counter()
-        max_diff = _check_file(ctx, tmp, name=name, precision=precision)
-        check_time = time.perf_counter() - t0
-    export_time += save_time
-    record = ctx.info.file_record(name)  # hashed once for the whole command
-    entry = ArtifactEntry(
-        name=name,
-        format="onnx",
-        files=[record],
-        precision=cfg.precision,
-        inputs=meta["inputs"],
-        outputs=meta["outputs"],
-        extra={
-            "opset": ctx.opset,
-            "exporter": meta["exporter"],
-            "export_time_s": round(export_time, 3),
-            "exported_at": meta["exported_at"],
-            "check_max_abs_diff": max_diff,
-            "check_atol": atol,
-        },
-    )
-    return FormatResult(
-        format="onnx",
-        name=name,
-        path=dest,
-        bytes=record.bytes,
-        sha256=record.sha256,
-        precision=cfg.precision,
-        export_time_s=export_time,
-        check_time_s=check_time,
-        max_abs_diff=max_diff,
-        atol=atol,
-        batches_checked=ctx.check_batches,
-        metadata=meta,
-        entry=entry,
-    )
-
-
-def _build(ctx: ExportContext, name: str, say: StepFn) -> tuple[onnx.ModelProto, dict, float]:
-    """The in-memory proto (fp16-converted if asked) with its metadata, and the seconds spent."""
-    cfg = ctx.cfg
     say(f"{name}: exporting ({cfg.exporter} exporter, opset {ctx.opset})")
     t0 = time.perf_counter()
     proto = _export_legacy(ctx) if cfg.exporter == "legacy" else _export_dynamo(ctx)
     if cfg.precision == "fp16":
         say(f"{name}: converting to fp16")
         proto = convert_to_fp16(proto)
-    inputs, outputs = signature(ctx.info, batch=None if ctx.dynamic_batch else cfg.batch_size)
+    exporter = f"torch.onnx.export(dynamo={cfg.exporter == 'dynamo'})"
     meta = artifact_metadata(
         ctx.shared,
+        ctx.info,
         fmt="onnx",
         precision=cfg.precision,
-        inputs=inputs,
-        outputs=outputs,
-        exporter=exporter_label(cfg.exporter),
+        batch=ctx.fixed_batch,
+        exporter=exporter,
         opset=ctx.opset,
     )
     embed_in_onnx(proto, meta)
-    return proto, meta, time.perf_counter() - t0
-
-
-def _save(proto: onnx.ModelProto, path: Path) -> float:
-    """Write one self-contained file (VGG16 is far below protobuf's 2 GB message limit)."""
-    import onnx
-
-    t0 = time.perf_counter()
-    onnx.save_model(proto, str(path), save_as_external_data=False)
-    return time.perf_counter() - t0
+    with atomic_path(ctx.run_dir / name) as tmp:
+        # One self-contained file: VGG16 is far below protobuf's 2 GB message limit.
+        onnx.save_model(proto, str(tmp), save_as_external_data=False)
+        export_time = time.perf_counter() - t0
+        del proto  # ~540 MB; the checks below reload from the file
+        say(f"{name}: checking (onnx.checker, ORT CPU vs eager)")
+        t1 = time.perf_counter()
+        max_diff = _check_file(ctx, tmp, name=name, precision=cfg.precision)
+        check_time = time.perf_counter() - t1
+    return written(
+        ctx,
+        name,
+        meta,
+        export_time=export_time,
+        check_time=check_time,
+        max_diff=max_diff,
+        batches=ctx.check_batches,
+    )
 
 
 def _check_file(ctx: ExportContext, path: Path, *, name: str, precision: str) -> float:
@@ -159,7 +110,25 @@ def _check_file(ctx: ExportContext, path: Path, *, name: str, precision: str) ->
             f"{name}: onnx.checker rejected the exported model ({first_line(exc)}); "
             "the file was not written"
         ) from exc
-    return _check_with_ort(ctx, path, name=name, precision=precision)
+    try:
+        session = cpu_session(path)
+    except Exception as exc:
+        raise GateFailed(
+            f"{name}: ONNX Runtime cannot load the exported model ({first_line(exc)}); "
+            "the file was not written"
+        ) from exc
+    max_diff = 0.0
+    for batch in ctx.check_batches:
+        x, ref = ctx.check_pair(batch)
+        try:
+            (got,) = session.run([OUTPUT_NAME], {INPUT_NAME: x})
+        except Exception as exc:
+            raise GateFailed(
+                f"{name}: ONNX Runtime failed at batch {batch} ({first_line(exc)}); "
+                "the file was not written"
+            ) from exc
+        max_diff = max(max_diff, check_logits(name, got=got, ref=ref, precision=precision))
+    return max_diff
 
 
 def dynamo_export(
@@ -239,6 +208,7 @@ def convert_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     """
     try:
         from onnxruntime.transformers.float16 import convert_float_to_float16
+        from onnxruntime.transformers.onnx_model import OnnxModel
     except ImportError as exc:  # stripped-down onnxruntime builds omit the transformers tools
         from exporter.core.errors import EnvironmentUnavailable
 
@@ -257,52 +227,8 @@ def convert_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
         )
     # The converter appends its input Casts at the end of the node list; ONNX requires a
     # topologically sorted graph (onnx.checker rejects it otherwise).
-    toposort(converted.graph)
-    return converted
-
-
-def toposort(graph: Any) -> None:
-    """Sort ``graph.node`` in place so every node comes after the producers of its inputs.
-
-    Raises:
-        GateFailed: the graph has a cycle or an input nobody produces.
-    """
-    available = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
-    pending = list(graph.node)
-    ordered = []
-    while pending:
-        rest = []
-        for node in pending:
-            if all(i in available for i in node.input):
-                ordered.append(node)
-                available.update(node.output)
-            else:
-                rest.append(node)
-        if len(rest) == len(pending):
-            missing = sorted({i for n in rest for i in n.input if i not in available})[:3]
-            raise GateFailed(f"fp16 conversion produced an invalid graph (unresolved {missing})")
-        pending = rest
-    del graph.node[:]
-    graph.node.extend(ordered)
-
-
-def _check_with_ort(ctx: ExportContext, path: Path, *, name: str, precision: str) -> float:
     try:
-        session = cpu_session(path)
-    except Exception as exc:
-        raise GateFailed(
-            f"{name}: ONNX Runtime cannot load the exported model ({first_line(exc)}); "
-            "the file was not written"
-        ) from exc
-    max_diff = 0.0
-    for batch in ctx.check_batches:
-        x, ref = ctx.check_pair(batch)
-        try:
-            (got,) = session.run([OUTPUT_NAME], {INPUT_NAME: x})
-        except Exception as exc:
-            raise GateFailed(
-                f"{name}: ONNX Runtime failed at batch {batch} ({first_line(exc)}); "
-                "the file was not written"
-            ) from exc
-        max_diff = max(max_diff, check_logits(name, got=got, ref=ref, precision=precision))
-    return max_diff
+        OnnxModel.graph_topological_sort(converted.graph)
+    except RuntimeError as exc:  # "Graph is not a DAG": a cycle or an input nobody produces
+        raise GateFailed(f"fp16 conversion produced an invalid graph ({exc})") from exc
+    return converted

@@ -19,20 +19,23 @@ from typing import IO, Any
 
 from exporter.core.errors import GateFailed
 from exporter.core.fsio import atomic_path, write_buffer
-from exporter.core.manifest import ArtifactEntry
 from exporter.export.common import (
+    ODD_BATCH,
     ExportContext,
     FormatResult,
     StepFn,
     check_logits,
     first_line,
     quiet_export,
+    written,
 )
-from exporter.export.metadata import BATCH_DIM, METADATA_FILE, artifact_metadata, signature, to_json
-from exporter.verify.tolerance import profile_for
+from exporter.export.metadata import BATCH_DIM, METADATA_FILE, artifact_metadata, to_json
 
 TORCHSCRIPT_NAME = "model.ts"
 PT2_NAME = "model.pt2"
+
+Save = Callable[[IO[bytes], str], None]  # (buffer, metadata JSON): serialise into the buffer
+Load = Callable[[Path], tuple[Callable[[Any], Any], str]]  # file -> (module, metadata JSON)
 
 
 def export_torchscript(ctx: ExportContext, progress: StepFn | None = None) -> FormatResult:
@@ -43,39 +46,19 @@ def export_torchscript(ctx: ExportContext, progress: StepFn | None = None) -> Fo
     """
     import torch
 
-    say = progress or (lambda _msg: None)
-    inputs, outputs = signature(ctx.info, batch=None)
-    meta = artifact_metadata(
-        ctx.shared,
-        fmt="torchscript",
-        precision="fp32",
-        inputs=inputs,
-        outputs=outputs,
-        exporter="torch.jit.trace",
-        opset=None,
-    )
-    say(f"{TORCHSCRIPT_NAME}: tracing")
-
-    def save(out: IO[bytes]) -> None:
-        with quiet_export(), torch.no_grad():
+    def save(out: IO[bytes], meta_json: str) -> None:
+        with torch.no_grad():
             traced = torch.jit.trace(ctx.model, (ctx.example_input(),), check_trace=False)
-            torch.jit.save(traced, out, _extra_files={METADATA_FILE: to_json(meta)})
+            torch.jit.save(traced, out, _extra_files={METADATA_FILE: meta_json})
 
     def load(tmp: Path) -> tuple[Callable[[Any], Any], str]:
         extra = {METADATA_FILE: ""}
-        with quiet_export():
-            loaded = torch.jit.load(str(tmp), map_location="cpu", _extra_files=extra)
+        loaded = torch.jit.load(str(tmp), map_location="cpu", _extra_files=extra)
         return loaded.eval(), extra[METADATA_FILE]
 
+    batches = tuple(sorted({1, ODD_BATCH, ctx.cfg.batch_size}))
     return _write_checked(
-        ctx,
-        fmt="torchscript",
-        name=TORCHSCRIPT_NAME,
-        meta=meta,
-        save=save,
-        load=load,
-        batches=tuple(sorted({1, 3, ctx.cfg.batch_size})),
-        progress=say,
+        ctx, "torchscript", "torch.jit.trace", None, save, load, batches, progress
     )
 
 
@@ -83,76 +66,59 @@ def export_pt2(ctx: ExportContext, progress: StepFn | None = None) -> FormatResu
     """``torch.export.export`` with a dynamic batch, saved with metadata, loaded back, compared."""
     import torch
 
-    say = progress or (lambda _msg: None)
-    batch = None if ctx.dynamic_batch else ctx.cfg.batch_size
-    inputs, outputs = signature(ctx.info, batch=batch)
-    meta = artifact_metadata(
-        ctx.shared,
-        fmt="pt2",
-        precision="fp32",
-        inputs=inputs,
-        outputs=outputs,
-        exporter="torch.export.export",
-        opset=None,
-    )
-    say(f"{PT2_NAME}: exporting")
-
-    def save(out: IO[bytes]) -> None:
+    def save(out: IO[bytes], meta_json: str) -> None:
         dynamic_shapes = ({0: torch.export.Dim(BATCH_DIM)},) if ctx.dynamic_batch else None
-        with quiet_export():
-            program = torch.export.export(
-                ctx.model, (ctx.example_input(),), dynamic_shapes=dynamic_shapes
-            )
-            torch.export.save(program, out, extra_files={METADATA_FILE: to_json(meta)})
+        program = torch.export.export(
+            ctx.model, (ctx.example_input(),), dynamic_shapes=dynamic_shapes
+        )
+        torch.export.save(program, out, extra_files={METADATA_FILE: meta_json})
 
     def load(tmp: Path) -> tuple[Callable[[Any], Any], str]:
         extra = {METADATA_FILE: ""}
-        with quiet_export():
-            program = torch.export.load(str(tmp), extra_files=extra)
-        return program.module(), extra[METADATA_FILE]
+        return torch.export.load(str(tmp), extra_files=extra).module(), extra[METADATA_FILE]
 
     return _write_checked(
-        ctx,
-        fmt="pt2",
-        name=PT2_NAME,
-        meta=meta,
-        save=save,
-        load=load,
-        batches=ctx.check_batches,
-        progress=say,
+        ctx, "pt2", "torch.export.export", ctx.fixed_batch, save, load, ctx.check_batches, progress
     )
 
 
 def _write_checked(
     ctx: ExportContext,
-    *,
     fmt: str,
-    name: str,
-    meta: dict[str, Any],
-    save: Callable[[IO[bytes]], None],
-    load: Callable[[Path], tuple[Callable[[Any], Any], str]],
+    exporter: str,
+    batch: int | None,
+    save: Save,
+    load: Load,
     batches: tuple[int, ...],
-    progress: StepFn,
+    progress: StepFn | None,
 ) -> FormatResult:
+    """Save in memory, write, load back with its metadata and compare with eager at
+    ``batches``; ``batch`` is the one the signature fixes (None: dynamic)."""
     import torch
 
-    dest = ctx.run_dir / name
-    atol = profile_for("fp32").atol
-    with atomic_path(dest) as tmp:
+    say = progress or (lambda _msg: None)
+    name = TORCHSCRIPT_NAME if fmt == "torchscript" else PT2_NAME
+    meta = artifact_metadata(
+        ctx.shared, ctx.info, fmt=fmt, precision="fp32", batch=batch, exporter=exporter, opset=None
+    )
+    say(f"{name}: {'tracing' if fmt == 'torchscript' else 'exporting'}")
+    with atomic_path(ctx.run_dir / name) as tmp:
         t0 = time.perf_counter()
         buffer = io.BytesIO()
         try:
-            save(buffer)
+            with quiet_export():
+                save(buffer, to_json(meta))
         except Exception as exc:
             raise GateFailed(f"{name}: export failed ({first_line(exc)})") from exc
         with buffer.getbuffer() as data:
             write_buffer(tmp, data)  # a full disk: DiskFull (exit 3), the temp file removed
         buffer.close()
         export_time = time.perf_counter() - t0
-        progress(f"{name}: loading back and comparing with eager")
+        say(f"{name}: loading back and comparing with eager")
         t1 = time.perf_counter()
         try:
-            module, meta_text = load(tmp)
+            with quiet_export():
+                module, meta_text = load(tmp)
         except Exception as exc:
             raise GateFailed(
                 f"{name}: the saved file does not load back ({first_line(exc)}); not written"
@@ -160,42 +126,19 @@ def _write_checked(
         if json.loads(meta_text or "null") != json.loads(to_json(meta)):
             raise GateFailed(f"{name}: embedded metadata did not round-trip; not written")
         max_diff = 0.0
-        for batch in batches:
-            x, ref = ctx.check_pair(batch)
+        for n in batches:
+            x, ref = ctx.check_pair(n)
             with torch.inference_mode():
                 got = module(torch.from_numpy(x)).detach().float().numpy()
             max_diff = max(max_diff, check_logits(name, got=got, ref=ref, precision="fp32"))
         check_time = time.perf_counter() - t1
         del module
-    record = ctx.info.file_record(name)  # hashed once for the whole command
-    entry = ArtifactEntry(
-        name=name,
-        format=fmt,
-        files=[record],
-        precision="fp32",
-        inputs=meta["inputs"],
-        outputs=meta["outputs"],
-        extra={
-            "opset": None,
-            "exporter": meta["exporter"],
-            "export_time_s": round(export_time, 3),
-            "exported_at": meta["exported_at"],
-            "check_max_abs_diff": max_diff,
-            "check_atol": atol,
-        },
-    )
-    return FormatResult(
-        format=fmt,
-        name=name,
-        path=dest,
-        bytes=record.bytes,
-        sha256=record.sha256,
-        precision="fp32",
-        export_time_s=export_time,
-        check_time_s=check_time,
-        max_abs_diff=max_diff,
-        atol=atol,
-        batches_checked=batches,
-        metadata=meta,
-        entry=entry,
+    return written(
+        ctx,
+        name,
+        meta,
+        export_time=export_time,
+        check_time=check_time,
+        max_diff=max_diff,
+        batches=batches,
     )

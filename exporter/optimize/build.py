@@ -37,6 +37,9 @@ def build_variant(
 ) -> tuple[Path, dict[str, Any]]:
     """Build ``variant`` in ``work``; the fp32 ONNX it starts from is exported once per run
     (model.onnx itself may be another exporter's or opset's: the variants share one base)."""
+    import onnx
+
+    from exporter.export.onnx_export import convert_to_fp16
     from exporter.optimize.fold import fold_vgg16
 
     details: dict[str, Any] = {}
@@ -52,8 +55,9 @@ def build_variant(
     built = work / VARIANT_FILES[variant]
     if variant == "fold":
         shutil.copyfile(src, built)  # folded.onnx stays the source of fold-int8
-    elif variant == "fp16":
-        _convert_fp16(src, built)
+    elif variant == "fp16":  # `tlx export --precision fp16`'s conversion, of the fp32 base
+        proto = convert_to_fp16(onnx.load(str(src)))
+        onnx.save_model(proto, str(built), save_as_external_data=False)
     elif variant in ("int8", "fold-int8"):
         details["quantization"] = quantize_static_int8(src, built, calibration_images=calibration)
     else:  # int8-dynamic
@@ -76,17 +80,6 @@ def save_onnx(module: nn.Module, dest: Path, *, image_size: int) -> None:
     example = torch.zeros(EXAMPLE_BATCH, 3, image_size, image_size)
     with torch.no_grad():
         proto = dynamo_export(module.eval(), example, opset=OPSET)
-    onnx.save_model(proto, str(dest), save_as_external_data=False)
-
-
-def _convert_fp16(src: Path, dest: Path) -> None:
-    """fp16 weights and compute, fp32 inputs and outputs: ``tlx export --precision fp16``'s
-    conversion, applied to the variants' fp32 base."""
-    import onnx
-
-    from exporter.export.onnx_export import convert_to_fp16
-
-    proto = convert_to_fp16(onnx.load(str(src)))
     onnx.save_model(proto, str(dest), save_as_external_data=False)
 
 

@@ -123,22 +123,13 @@ def distill(
     resume_hint: str = "",
     progress: StepCallback | None = None,
 ) -> tuple[nn.Module, DistillResult]:
-    """Train ``student`` to match ``soft_targets`` and ``labels`` on ``images``.
+    """Train ``student`` to match ``soft_targets`` (the teacher's logits) and ``labels`` on
+    ``images`` (float32 NCHW through the run's eval transform); return it (eval mode, on the
+    CPU) and what happened.
 
-    Args:
-        student: the pruned model to train (None with ``resume``: rebuilt from the checkpoint).
-        images: float32 NCHW training images through the run's eval transform.
-        labels: their classes.
-        soft_targets: the teacher's logits on ``images``.
-        settings: epochs, learning rate, batch, seed and the facts a checkpoint must match.
-        folder: the checkpoint folder (:func:`checkpoint_folder`).
-        resume: continue from the checkpoint in ``folder``.
-        device: ``cpu`` or ``cuda[:N]``.
-        resume_hint: the command that resumes, for the message after a signal.
-        progress: ``(description, completed_steps, total_steps)`` after every step.
-
-    Returns:
-        The trained student (eval mode, on the CPU) and what happened.
+    With ``resume`` the student (then None) and everything else come from the checkpoint in
+    ``folder`` (:func:`checkpoint_folder`); ``resume_hint`` is the command that resumes, for
+    the message after a signal; ``progress`` gets ``(description, completed, total)`` steps.
 
     Raises:
         Interrupted: a signal stopped it after the checkpoint was saved (exit 130 / 143).

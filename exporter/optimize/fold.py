@@ -29,34 +29,16 @@ _ROW_CHUNK = 256  # fc1 rows folded at a time (bounds the float64 scratch to ~50
 def pooling_matrix(in_hw: tuple[int, int], out_hw: tuple[int, int] = POOL_HW) -> torch.Tensor:
     """The matrix ``P`` (``out_h*out_w × in_h*in_w``) with ``pool(x).flatten() == P @ x.flatten()``.
 
-    Built from ``AdaptiveAvgPool2d``'s own index formula: output cell ``i`` averages input rows
-    ``floor(i * in / out)`` up to (excluding) ``ceil((i + 1) * in / out)``; likewise columns.
-    Works for any sizes, including ``in < out`` (cells then repeat inputs).
-
-    Args:
-        in_hw: the pooling input's (H, W), i.e. the trunk's output size.
-        out_hw: the pooling output size.
+    Column ``k`` is ``AdaptiveAvgPool2d`` applied to the ``k``-th basis image, so ``P`` follows
+    its own index formula for any sizes, including ``in < out`` (cells then repeat inputs).
     """
     import torch
 
-    in_h, in_w = in_hw
-    out_h, out_w = out_hw
-    if min(in_h, in_w, out_h, out_w) < 1:
+    if min(*in_hw, *out_hw) < 1:
         raise UsageError(f"pooling sizes must be >= 1, got input {in_hw} and output {out_hw}")
-
-    def bounds(i: int, n_in: int, n_out: int) -> tuple[int, int]:
-        # Integer forms of floor(i*n_in/n_out) and ceil((i+1)*n_in/n_out), as in ATen.
-        return (i * n_in) // n_out, -(-((i + 1) * n_in) // n_out)
-
-    p = torch.zeros(out_h * out_w, in_h * in_w, dtype=torch.float64)
-    for i in range(out_h):
-        r0, r1 = bounds(i, in_h, out_h)
-        for j in range(out_w):
-            c0, c1 = bounds(j, in_w, out_w)
-            weight = 1.0 / ((r1 - r0) * (c1 - c0))
-            for r in range(r0, r1):
-                p[i * out_w + j, r * in_w + c0 : r * in_w + c1] = weight
-    return p
+    n = in_hw[0] * in_hw[1]
+    basis = torch.eye(n, dtype=torch.float64).reshape(n, 1, *in_hw)
+    return torch.nn.functional.adaptive_avg_pool2d(basis, out_hw).reshape(n, -1).T
 
 
 def trunk_output_hw(features: nn.Module, image_hw: tuple[int, int]) -> tuple[int, int]:
@@ -208,10 +190,6 @@ def fold_vgg16(model: nn.Module, image_size: int | tuple[int, int]) -> nn.Module
     The result is ``features → flatten → folded fc1 → classifier[1:]`` in eval mode. It
     shares ``features`` and the rest of the classifier with ``model`` (no copy of 58M
     weights); only fc1 is new. It gives wrong results for any other input size.
-
-    Args:
-        model: torchvision's VGG16 (any head size).
-        image_size: the input's side, or (H, W).
 
     Raises:
         UsageError: not VGG16-shaped, or the size is too small for the trunk (< 32 px).

@@ -51,13 +51,11 @@ from exporter.optimize.report import time_built, write_optimize_md
 from exporter.optimize.ship import (
     FOLDED,
     VARIANT_FILES,
-    VARIANT_PRECISION,
     VariantResult,
     load_or_create_manifest,
     place,
     refuse_existing,
     require_resources,
-    stamp_metadata,
 )
 from exporter.verify.judge import infer_reference
 
@@ -82,25 +80,18 @@ class OptimizeResult:
     timing: dict[str, Any] = field(default_factory=dict)  # batch-1 latency of every file
 
     @property
-    def shipped(self) -> list[VariantResult]:
-        return [v for v in self.variants if v.status == "shipped"]
-
-    @property
-    def rejected(self) -> list[VariantResult]:
-        return [v for v in self.variants if v.status == "rejected"]
-
-    @property
     def gate_failures(self) -> list[str]:
         """One line per variant that failed its gate (kept aside in ``rejected/``).
 
         Under ``--prune auto`` the ratios tried on the way to one that passed are the search,
         not failures; they fail the command only when no ratio passed.
         """
-        searched = any(v.details.get("search") == "auto" for v in self.shipped)
+        auto = [v for v in self.variants if v.details.get("search") == "auto"]
+        searched = any(v.status == "shipped" for v in auto)
         return [
             f"{v.variant} ({v.reason}), kept aside in rejected/"
-            for v in self.rejected
-            if not (searched and v.details.get("search") == "auto")
+            for v in self.variants
+            if v.status == "rejected" and not (searched and v in auto)
         ]
 
 
@@ -113,17 +104,13 @@ def optimize_run(
 ) -> OptimizeResult:
     """Build, gate and ship the requested variants of a run; write ``optimize.json``.
 
-    Args:
-        run_dir: a run folder made by ``tlx train``.
-        cfg: which variants and the gate's settings.
-        progress: optional callback for a progress bar.
-
-    Returns:
-        Every variant's status; rejected variants do not raise (the CLI decides the exit code).
+    Returns every variant's status; rejected variants do not raise (the CLI decides the exit
+    code).
 
     Raises:
         UsageError / InputFileError: bad run folder, existing variants without ``force``.
     """
+    from exporter.core.envinfo import environment
     from exporter.core.runfolder import open_run
 
     info = open_run(run_dir)
@@ -133,36 +120,38 @@ def optimize_run(
     # distillation reports its own steps in between); timing the variants is the last step.
     steps = 1 + len(cfg.variants) + (1 + 2 * len(cfg.prune_ratios) if cfg.prune else 0) + 1
     report = _Progress(progress, total=steps)
-    results: dict[str, VariantResult] = {}
-
     manifest, dropped = load_or_create_manifest(info, force=cfg.force)
     refuse_existing(run, manifest, cfg)  # before any slow work
     report.step("loading the model and held-out images")
     inputs = _load_inputs(info, manifest, cfg)
-    results.update(_build_variants(info, manifest, inputs, cfg=cfg, report=report))
-
+    results = _build_variants(info, manifest, inputs, cfg=cfg, report=report)
     ordered = [results[v] for v in cfg.variants]
     if cfg.prune is not None:
-        ordered += _build_pruned(info, manifest, inputs, cfg=cfg, report=report)
+        from exporter.optimize.pruning import build_pruned_variants
+
+        with tempfile.TemporaryDirectory(prefix=WORK_PREFIX, dir=run) as tmp:
+            ordered += build_pruned_variants(
+                info, manifest, inputs, cfg=cfg, work=Path(tmp), report=report
+            )
     report.step("timing every variant at batch 1 (ONNX Runtime, OpenVINO, eager)")
     timing = time_built(info, ordered)
+    data = {
+        "schema_version": SCHEMA_VERSION,
+        "command": "optimize",
+        "run_dir": str(run),
+        "config": to_dict(cfg),
+        "environment": environment("cpu"),
+        "image_size": info.preprocessing.image_size,
+        "fold_plan": inputs.plan.to_dict(),
+        "eval_images": len(inputs.labels),
+        "variants": [r.to_dict() for r in ordered],
+        "timing": timing,
+        "dropped_stale_artifacts": dropped,  # made from other weights (export's rule)
+    }
     report_path = run / REPORT_NAME
-    plan = inputs.plan.to_dict()
-    data = _report(info, cfg, ordered, plan, len(inputs.labels))
-    data["timing"] = timing
-    data["dropped_stale_artifacts"] = dropped  # made from other weights (export's rule)
     write_json(report_path, data)
     write_optimize_md(run, data)
     return OptimizeResult(run, ordered, report_path, manifest_path(run), timing)
-
-
-def _build_pruned(
-    info: Run, manifest: Manifest, inputs: _Inputs, *, cfg: OptimizeConfig, report: _Progress
-) -> list[VariantResult]:
-    from exporter.optimize.pruning import build_pruned_variants
-
-    with tempfile.TemporaryDirectory(prefix=WORK_PREFIX, dir=info.run_dir) as tmp:
-        return build_pruned_variants(info, manifest, inputs, cfg=cfg, work=Path(tmp), report=report)
 
 
 def _clear_for_work(info: Run, cfg: OptimizeConfig) -> None:
@@ -231,23 +220,10 @@ def _build_variants(
             gate = evaluate_onnx(
                 built, inputs.images, inputs.labels, inputs.reference, cfg=cfg, variant=variant
             )
-            result = VariantResult(
-                variant=variant,
-                artifact=name,
-                status="shipped" if gate.passed else "rejected",
-                precision=VARIANT_PRECISION[variant],
-                reason="; ".join(gate.failures) or None,
-                build_s=round(time.perf_counter() - t0, 3),
-                gate=gate,
-                details=details,
-            )
-            stamp_metadata(built, info, variant=variant, source_sha256=manifest.source.sha256)
-            place(run, manifest, built, result, info=info)
+            result = VariantResult.judged(variant, name, gate, time.perf_counter() - t0, details)
+            place(manifest, built, result, info=info)
             results[variant] = result
     return results
-
-
-# --- evaluation -------------------------------------------------------------------------
 
 
 def _load_images(
@@ -260,31 +236,6 @@ def _load_images(
     except InputFileError as exc:  # the data moved or is gone: say how to point at it
         hint = "" if cfg.data_dir else " (pass --data-dir to say where the run's images are now)"
         raise InputFileError(f"{exc}{hint}") from exc
-
-
-# --- report -----------------------------------------------------------------------------
-
-
-def _report(
-    info: Run,
-    cfg: OptimizeConfig,
-    results: list[VariantResult],
-    plan: dict[str, Any],
-    eval_images: int,
-) -> dict[str, Any]:
-    from exporter.core.envinfo import environment
-
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "command": "optimize",
-        "run_dir": str(info.run_dir),
-        "config": to_dict(cfg),
-        "environment": environment("cpu"),
-        "image_size": info.preprocessing.image_size,
-        "fold_plan": plan,
-        "eval_images": eval_images,
-        "variants": [r.to_dict() for r in results],
-    }
 
 
 class _Progress:

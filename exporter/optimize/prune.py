@@ -47,12 +47,8 @@ def fc_keep_width(ratio: float) -> int:
 
 
 def prune_vgg16(model: nn.Module, *, ratio: float, image_size: int) -> nn.Module:
-    """A pruned copy of ``model`` (which is left untouched), in eval mode.
-
-    Args:
-        model: a trained VGG16-layout model.
-        ratio: the fraction of each convolution's channels to remove, in (0, 1).
-        image_size: the input side the model runs at (traced once for the dependency graph).
+    """A pruned copy of ``model`` (which is left untouched), in eval mode, without ``ratio``
+    of each convolution's channels; traced once at ``image_size`` for the dependency graph.
 
     Raises:
         UsageError: ``ratio`` outside (0, 1).

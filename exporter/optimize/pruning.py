@@ -25,7 +25,7 @@ from exporter.core.config import PRUNE_AUTO, OptimizeConfig
 from exporter.core.errors import EnvironmentUnavailable, InputFileError
 from exporter.model.shape import VGGShape
 from exporter.optimize.build import evaluate_onnx, save_onnx
-from exporter.optimize.ship import VARIANT_FILES, VARIANT_PRECISION, VariantResult
+from exporter.optimize.ship import VARIANT_FILES, VariantResult
 
 if TYPE_CHECKING:
     from torch import nn
@@ -91,6 +91,7 @@ def build_ratio(
     from exporter.optimize.fold import fold_vgg16, plan_fold
     from exporter.optimize.prune import prune_vgg16
     from exporter.optimize.quantize import quantize_static_int8
+    from exporter.train.common import resolve_device
 
     size = info.preprocessing.image_size
     auto = cfg.prune == PRUNE_AUTO
@@ -110,7 +111,7 @@ def build_ratio(
         settings=_settings(info, cfg, ratio, len(data.labels)),
         folder=folder,
         resume=resume,
-        device=_device(cfg.distill_device),
+        device=str(resolve_device(cfg.distill_device)),
         resume_hint=hint,
         progress=report.callback,
     )
@@ -134,18 +135,10 @@ def build_ratio(
         ("pruned", fp32, build_s, {}),
         ("pruned-int8", int8, build_s + time.perf_counter() - t1, {"quantization": quant}),
     ):
-        gate = evaluate_onnx(path, inputs.images, inputs.labels, inputs.reference, cfg=cfg,
-                             variant=variant)  # fmt: skip
-        result = VariantResult(
-            variant=variant,
-            artifact=path.name,
-            status="shipped" if gate.passed else "rejected",
-            precision=VARIANT_PRECISION[variant],
-            reason="; ".join(gate.failures) or None,
-            build_s=round(seconds, 3),
-            gate=gate,
-            details={**details, **extra},
+        gate = evaluate_onnx(
+            path, inputs.images, inputs.labels, inputs.reference, cfg=cfg, variant=variant
         )
+        result = VariantResult.judged(variant, path.name, gate, seconds, {**details, **extra})
         built.append((result, path))
     return built
 
@@ -163,12 +156,6 @@ def _settings(info: Run, cfg: OptimizeConfig, ratio: float, images: int) -> Any:
         images=images,
         image_size=info.preprocessing.image_size,
     )
-
-
-def _device(spec: str) -> str:
-    from exporter.train.common import resolve_device
-
-    return str(resolve_device(spec))
 
 
 def _calibration_rows(n: int, cfg: OptimizeConfig) -> np.ndarray:
@@ -215,7 +202,7 @@ def build_pruned_variants(
     ``rejected/`` under names that carry their ratio.
     """
     from exporter.optimize.distill import checkpoint_folder
-    from exporter.optimize.ship import place, stamp_metadata
+    from exporter.optimize.ship import place
 
     auto = cfg.prune == PRUNE_AUTO
     ratios = list(cfg.prune_ratios)
@@ -238,14 +225,7 @@ def build_pruned_variants(
                 path, result.artifact = final, final.name
             elif auto and not passed:
                 result.reason = f"{result.reason}; auto tries a smaller ratio next"
-            stamp_metadata(
-                path,
-                info,
-                variant=result.variant,
-                source_sha256=manifest.source.sha256,
-                details=result.details,
-            )
-            place(info.run_dir, manifest, path, result, info=info)
+            place(manifest, path, result, info=info)
             out.append(result)
         if auto and passed:
             break

@@ -84,15 +84,26 @@ class VariantResult:
             **self.details,
         }
 
+    @classmethod
+    def judged(
+        cls, variant: str, artifact: str, gate: Judgement, seconds: float, details: dict[str, Any]
+    ) -> VariantResult:
+        """A built variant, shipped or rejected by its gate."""
+        return cls(
+            variant=variant,
+            artifact=artifact,
+            status="shipped" if gate.passed else "rejected",
+            precision=VARIANT_PRECISION[variant],
+            reason="; ".join(gate.failures) or None,
+            build_s=round(seconds, 3),
+            gate=gate,
+            details=details,
+        )
 
-def stamp_metadata(
-    path: Path,
-    info: Run,
-    *,
-    variant: str,
-    source_sha256: str,
-    details: dict[str, Any] | None = None,
-) -> None:
+
+def _stamp_metadata(
+    path: Path, info: Run, result: VariantResult, source_sha256: str
+) -> dict[str, Any]:
     """Embed the shared artifact metadata (classes, preprocessing, versions) in the file.
 
     Same record and encoding as ``tlx export`` (:mod:`exporter.export.metadata`); ORT's quantizers
@@ -100,33 +111,28 @@ def stamp_metadata(
     """
     import onnx
 
-    from exporter.export.metadata import (
-        artifact_metadata,
-        embed_in_onnx,
-        shared_metadata,
-        signature,
-    )
+    from exporter.export.metadata import artifact_metadata, embed_in_onnx, shared_metadata
 
-    inputs, outputs = signature(info, batch=None)
+    variant, details = result.variant, result.details
     meta = artifact_metadata(
         shared_metadata(info, source_sha256=source_sha256),
+        info,
         fmt="onnx",
         precision=VARIANT_PRECISION[variant],
-        inputs=inputs,
-        outputs=outputs,
+        batch=None,
         exporter=f"tlx optimize --variants {variant} (torch.onnx.export(dynamo=True))",
         opset=OPSET,
     )
     meta.update(variant=variant)
-    details = details or {}
     if is_fixed_hw(variant, details):
-        meta["input_constraints"] = {"fixed_hw": inputs[0]["shape"][2:]}
+        meta["input_constraints"] = {"fixed_hw": meta["inputs"][0]["shape"][2:]}
     if "prune" in details:  # a different, smaller model: say what it is, inside the file
         meta["model_shape"] = details["prune"]["shape"]
         meta["judged_by"] = "task-level profile (accuracy drop and agreement vs model.safetensors)"
     model = onnx.load(str(path))
     embed_in_onnx(model, meta)
     onnx.save(model, str(path))
+    return meta
 
 
 def load_or_create_manifest(info: Run, *, force: bool = False) -> tuple[Manifest, list[str]]:
@@ -175,60 +181,41 @@ def refuse_existing(run: Path, manifest: Manifest, cfg: OptimizeConfig) -> None:
         )
 
 
-def place(
-    run: Path,
-    manifest: Manifest,
-    built: Path,
-    result: VariantResult,
-    *,
-    info: Run,
-) -> None:
-    """Move a built file into the run (shipped) or ``rejected/``; update the manifest."""
-    name = result.artifact
-    if result.status == "shipped":
-        dest = run / name
-        with atomic_path(dest) as tmp:
-            os.replace(built, tmp)
-        result.path = name
-        result.file_bytes = dest.stat().st_size
-        manifest.artifacts[name] = manifest_entry(run, result, info=info)
-    else:
-        dest = run / REJECTED_DIR / name
-        with atomic_path(dest) as tmp:
-            os.replace(built, tmp)
-        result.path = f"{REJECTED_DIR}/{name}"
-        result.file_bytes = dest.stat().st_size
-        # A failed rebuild must not leave an older shipped file of the same name listed.
-        if manifest.artifacts.pop(name, None) is not None:
-            with contextlib.suppress(FileNotFoundError):
-                guard(run / name).unlink()
-    info.save_manifest(manifest)  # after every variant: a crash later leaves it consistent
-
-
-def manifest_entry(run: Path, result: VariantResult, *, info: Run) -> ArtifactEntry:
+def place(manifest: Manifest, built: Path, result: VariantResult, *, info: Run) -> None:
+    """Stamp a built file's metadata, move it into the run (shipped) or ``rejected/`` and
+    update the manifest."""
     from exporter.core.envinfo import onnxruntime_version
-    from exporter.export.metadata import signature, utc_now
+    from exporter.export.metadata import utc_now
 
-    image_size = info.preprocessing.image_size
-    inputs, outputs = signature(info, batch=None)
-    fixed = is_fixed_hw(result.variant, result.details)
-    extra: dict[str, Any] = {
-        "opset": OPSET,
-        "exporter": "tlx optimize",
-        "derived_from": info.weights_path.name,
-        "exported_at": utc_now(),
-        "onnxruntime": onnxruntime_version(),
-        "gate": result.gate.to_dict() if result.gate else None,
-        **result.details,
-    }
-    return ArtifactEntry(
-        name=result.artifact,
-        format="onnx",
-        files=[FileRecord.of(run, result.artifact)],
-        precision=result.precision,
-        variant=result.variant,
-        inputs=inputs,
-        outputs=outputs,
-        input_constraints={"fixed_hw": [image_size, image_size]} if fixed else {},
-        extra=extra,
-    )
+    run, name = info.run_dir, result.artifact
+    meta = _stamp_metadata(built, info, result, manifest.source.sha256)
+    shipped = result.status == "shipped"
+    result.path = name if shipped else f"{REJECTED_DIR}/{name}"
+    with atomic_path(run / result.path) as tmp:
+        os.replace(built, tmp)
+    result.file_bytes = (run / result.path).stat().st_size
+    if shipped:
+        manifest.artifacts[name] = ArtifactEntry(
+            name=name,
+            format="onnx",
+            files=[FileRecord.of(run, name)],
+            precision=result.precision,
+            variant=result.variant,
+            inputs=meta["inputs"],
+            outputs=meta["outputs"],
+            input_constraints=meta.get("input_constraints", {}),
+            extra={
+                "opset": OPSET,
+                "exporter": "tlx optimize",
+                "derived_from": info.weights_path.name,
+                "exported_at": utc_now(),
+                "onnxruntime": onnxruntime_version(),
+                "gate": result.gate.to_dict() if result.gate else None,
+                **result.details,
+            },
+        )
+    # A failed rebuild must not leave an older shipped file of the same name listed.
+    elif manifest.artifacts.pop(name, None) is not None:
+        with contextlib.suppress(FileNotFoundError):
+            guard(run / name).unlink()
+    info.save_manifest(manifest)  # after every variant: a crash later leaves it consistent

@@ -16,7 +16,7 @@ from exporter.core.config import VerifyConfig
 from exporter.core.errors import EnvironmentUnavailable, UsageError
 from exporter.verify.result import HELDOUT, CandidateResult
 from exporter.verify.tolerance import Comparison, Tolerance
-from exporter.verify.verdict import Heldout, judge
+from exporter.verify.verdict import Heldout, json_safe, judge
 
 
 def build_inputs(
@@ -67,17 +67,6 @@ def _figures(cmp: Comparison) -> dict[str, Any]:
         else 100.0 * cmp.within_tolerance_fraction,
         "worst_tolerance_excess": cmp.worst_excess,
     }
-
-
-def json_safe(obj: Any) -> Any:
-    # JSON has no NaN/Inf (fsio refuses them): a NaN output is reported as None + nonfinite_n.
-    if isinstance(obj, float):
-        return obj if np.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [json_safe(v) for v in obj]
-    return obj
 
 
 def error_text(exc: BaseException) -> str:

@@ -160,17 +160,9 @@ def _module_runtime(artifact: Any, device: str = "cpu") -> Any:
 def candidate_activations(
     artifact: Any, x: np.ndarray, names: list[str], device: str = "cpu"
 ) -> dict[str, np.ndarray]:
-    """Per-layer activations of an artifact (hash-checked before loading).
-
-    ONNX is read from a probe copy with extra graph outputs; torch formats are loaded by
-    their registered runtime.
-
-    Args:
-        artifact: the candidate.
-        x: float32 NCHW input.
-        names: the reference's layer names in forward order.
-        device: where the candidate runs (``cpu`` or ``cuda``).
-    """
+    """Per-layer activations of an artifact (hash-checked before loading) on float32 NCHW
+    ``x``, for the reference's layer ``names``. ONNX is read from a probe copy with extra
+    graph outputs; torch formats are loaded by their registered runtime."""
     if artifact.format == "onnx":
         # verified_path includes the ONNX structure/external-data check.
         return _onnx_activations(artifact.verified_path(), x, device)

@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
 from exporter.core.machine import machine_line
-from exporter.core.runfolder import VERIFY_JSON, VERIFY_MD
+from exporter.core.runfolder import VERIFY_JSON, VERIFY_MD, VERIFY_SERVER_JSON, VERIFY_SERVER_MD
 from exporter.verify.result import ParityReport
 
 
-def write_reports(report: ParityReport) -> tuple[Path, Path]:
-    """Write ``verify.json`` and ``verify.md`` into the run folder, atomically."""
+def write_reports(report: ParityReport, *, server: bool = False) -> tuple[Path, Path]:
+    """Write ``verify.json`` and ``verify.md`` (``verify-server.*`` for ``tlx verify
+    --server``, beside the run's own) into the run folder, atomically."""
     from exporter.core.report import write_markdown, write_report_json
     from exporter.core.runlock import run_lock
 
-    json_path = report.run_dir / VERIFY_JSON
-    md_path = report.run_dir / VERIFY_MD
-    with run_lock(report.run_dir, "verify"):  # a pair: no other verify's file in between
-        write_report_json(json_path, report.to_dict())
+    names = (VERIFY_SERVER_JSON, VERIFY_SERVER_MD) if server else (VERIFY_JSON, VERIFY_MD)
+    json_path, md_path = (report.run_dir / name for name in names)
+    data = {**report.to_dict(), "command": "verify --server"} if server else report.to_dict()
+    # verify.json/.md are a pair: no other verify's file in between.
+    with contextlib.nullcontext() if server else run_lock(report.run_dir, "verify"):
+        write_report_json(json_path, data)
         write_markdown(md_path, render_markdown(report))
     report.files = [json_path, md_path]
     return json_path, md_path

@@ -9,14 +9,13 @@ answers under the profile of the precision the server says it serves. The report
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from exporter.core.config import VerifyConfig, to_dict
 from exporter.core.errors import UsageError
 from exporter.core.report import Progress
-from exporter.core.runfolder import VERIFY_SERVER_JSON, VERIFY_SERVER_MD
 from exporter.verify.judge import (
     build_inputs,
     error_text,
@@ -24,6 +23,7 @@ from exporter.verify.judge import (
     record_outputs,
     run_batched,
 )
+from exporter.verify.report import write_reports
 from exporter.verify.result import HELDOUT, CandidateResult, ParityReport
 from exporter.verify.tolerance import PROFILES, Tolerance, profile_for, profile_name
 
@@ -60,7 +60,7 @@ def verify_server(
     with TritonHttpClient(server) as client:
         served = client.model(model_name)
         notes = check_served_model(info, served)
-        tol = _server_profile(served, cfg, notes, variant=_variant_of(info, served.artifact))
+        tol = _server_profile(info, served, cfg, notes)
         reference = load_reference_model(info, expected=source)
         inputs, labels = build_inputs(info, cfg, notes)
         largest = max(cfg.batch_sizes)
@@ -112,21 +112,16 @@ def verify_server(
     )
     if labels is not None:
         report.inputs[HELDOUT].update(split="val", labels_n=len(labels))
-    write_server_reports(report)
+    write_reports(report, server=True)
     return report
 
 
-def _variant_of(info: Run, artifact: str | None) -> str | None:
-    """The manifest's variant of the file the server says it serves (None if unlisted)."""
-    entry = info.manifest.artifacts.get(artifact) if artifact else None
-    return entry.variant if entry is not None else None
-
-
 def _server_profile(
-    served: ServedModel, cfg: VerifyConfig, notes: list[str], *, variant: str | None = None
+    info: Run, served: ServedModel, cfg: VerifyConfig, notes: list[str]
 ) -> Tolerance:
-    """The profile of what the server says it serves: a pruned variant is judged at the task
-    level; otherwise by its precision (fp32 when it does not say)."""
+    """The profile of what the server says it serves: a pruned variant (the manifest's variant
+    of that file) is judged at the task level; otherwise by its precision (fp32 when it does
+    not say)."""
     if max(cfg.batch_sizes) > served.max_batch_size > 0:
         raise UsageError(
             f"--batch-sizes {max(cfg.batch_sizes)}: the server takes at most "
@@ -136,20 +131,6 @@ def _server_profile(
     if precision not in PROFILES:
         notes.append("the server does not say its precision: judged under the fp32 profile")
         precision = "fp32"
-    return profile_for(
-        profile_name(precision, variant), atol=cfg.atol, rtol=cfg.rtol, min_top1=cfg.min_top1
-    )
-
-
-def write_server_reports(report: ParityReport) -> tuple[Path, Path]:
-    """Write ``verify-server.json`` and ``verify-server.md`` into the run folder, atomically."""
-    from exporter.core.report import write_markdown, write_report_json
-    from exporter.verify.report import render_markdown
-
-    json_path = report.run_dir / VERIFY_SERVER_JSON
-    md_path = report.run_dir / VERIFY_SERVER_MD
-    data: dict[str, Any] = {**report.to_dict(), "command": "verify --server"}
-    write_report_json(json_path, data)
-    write_markdown(md_path, render_markdown(report))
-    report.files = [json_path, md_path]
-    return json_path, md_path
+    entry = info.manifest.artifacts.get(served.artifact) if served.artifact else None
+    name = profile_name(precision, entry.variant if entry is not None else None)
+    return profile_for(name, atol=cfg.atol, rtol=cfg.rtol, min_top1=cfg.min_top1)

@@ -88,16 +88,8 @@ class Judgement:
         """Candidate minus reference accuracy, in percentage points."""
         return None if self.difference is None else self.difference.delta_points
 
-    @property
-    def max_accuracy_drop_points(self) -> float | None:
-        return self.profile.max_accuracy_drop_points
-
     def to_dict(self) -> dict[str, Any]:
         """The record optimize.json and the manifest keep (JSON-safe: NaN/Inf as None)."""
-
-        def finite(v: Any) -> Any:
-            return v if not isinstance(v, float) or np.isfinite(v) else None
-
         return {
             "passed": self.passed,
             "images": self.images,
@@ -106,12 +98,23 @@ class Judgement:
             "accuracy_reference": self.accuracy_reference,
             "accuracy_candidate": self.accuracy_candidate,
             "accuracy_delta_points": self.accuracy_delta_points,
-            "max_accuracy_drop_points": self.max_accuracy_drop_points,
+            "max_accuracy_drop_points": self.profile.max_accuracy_drop_points,
             "accuracy_difference": None if self.difference is None else self.difference.to_dict(),
             "profile": self.profile.to_dict(),
-            "comparison": {k: finite(v) for k, v in asdict(self.comparison).items()},
+            "comparison": json_safe(asdict(self.comparison)),
             "failures": list(self.failures),
         }
+
+
+def json_safe(obj: Any) -> Any:
+    # JSON has no NaN/Inf (fsio refuses them): a NaN output is reported as None + nonfinite_n.
+    if isinstance(obj, float):
+        return obj if np.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_safe(v) for v in obj]
+    return obj
 
 
 def judge(

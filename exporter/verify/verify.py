@@ -36,29 +36,18 @@ from exporter.verify.judge import (
     build_inputs,
     error_text,
     infer_reference,
-    json_safe,
     record_outputs,
     run_batched,
 )
 from exporter.verify.report import write_reports
-from exporter.verify.result import HELDOUT, SCHEMA_VERSION, CandidateResult, ParityReport
+from exporter.verify.result import HELDOUT, CandidateResult, ParityReport
 from exporter.verify.tolerance import TASK, Tolerance, profile_for, profile_name
 from exporter.verify.triton_check import check_triton_repositories
+from exporter.verify.verdict import json_safe
 
 if TYPE_CHECKING:
     from exporter.core.runfolder import Run
     from exporter.runtimes.base import Artifact, Runtime
-
-# Kept importable from here: callers and tests import the report types from this module.
-__all__ = [
-    "HELDOUT",
-    "SCHEMA_VERSION",
-    "CandidateResult",
-    "ParityReport",
-    "build_inputs",
-    "record_outputs",
-    "verify_run",
-]
 
 
 @locks_run("verify")
