@@ -11,6 +11,11 @@ and alternating which goes first:
 - Ray: ``predict_ray`` on that cluster (``ray.init(address=...)`` done first): Ray Data's
   planning, the actors' start (process, imports, model load), the pipeline, the file written.
 
+``--actor-start N``: instead, N fresh processes each do one actor's own work before its
+first rows, without Ray (import the actor's module, ``exporter.load``, the first task of
+224 images), printing wall and CPU seconds: the part of an actor's start that is tlx's (the
+Ray worker's own start, importing ray and Ray Data, comes on top).
+
 Timed from the call to the file closed, in both. Prints each round, the medians, the ratio
 (Ray img/s / in-process img/s; the bar is >= 0.7) and whether the rows are identical
 (source, rank, class and the printed probability). Images: 2,000 Fashion-MNIST test images
@@ -53,6 +58,36 @@ else:
     extra = {"first_rows_s": first[0] - t}
 print("RESULT " + json.dumps({"s": time.perf_counter() - t, **extra}))
 """
+
+
+ACTOR = r"""
+import glob, json, resource, sys, time
+t = time.perf_counter()
+import numpy as np
+from exporter.core.config import PredictConfig
+from exporter.serve.ray_predict import _Classify
+run, images, variant = sys.argv[1:4]
+actor = _Classify(run, PredictConfig(variant=variant, threads=1), variant, False, {})
+paths = np.array(sorted(glob.glob(images + "/*.png"))[:224])
+actor({"source": paths, "path": paths})
+r = resource.getrusage(resource.RUSAGE_SELF)
+print(json.dumps({"s": time.perf_counter() - t, "cpu": r.ru_utime + r.ru_stime,
+                  "torch": "torch" in sys.modules}))
+"""
+
+
+def actor_start(args: argparse.Namespace) -> None:
+    """One actor's own work before its first rows, in fresh processes, without Ray."""
+    for i in range(args.actor_start):
+        proc = subprocess.run(
+            [sys.executable, "-c", ACTOR, str(args.run), str(args.images), args.variant],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        got = json.loads(proc.stdout.splitlines()[-1])
+        print(
+            f"actor start {i + 1}: {got['s']:.2f} s wall, {got['cpu']:.2f} s CPU, torch "
+            f"imported: {got['torch']}; load {os.getloadavg()[0]:.2f}"
+        )
 
 
 def make_images(folder: Path, n: int) -> None:
@@ -101,9 +136,13 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--threads", type=int, default=None, help="Ray: threads per actor")
     ap.add_argument("--cpus", type=int, default=2)
+    ap.add_argument("--actor-start", type=int, default=0, metavar="N", help="see above")
     args = ap.parse_args()
     if not args.images.is_dir():
         make_images(args.images, args.count)
+    if args.actor_start:
+        actor_start(args)
+        return
     n = len(list(args.images.iterdir()))
     args.out.mkdir(parents=True, exist_ok=True)
 

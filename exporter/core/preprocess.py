@@ -8,12 +8,15 @@ consumer rebuilds its transform from this record rather than from its own defaul
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from exporter.core.errors import InputFileError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    import numpy as np
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -73,22 +76,47 @@ class Preprocessing:
         except (KeyError, TypeError, ValueError) as exc:
             raise InputFileError(f"invalid preprocessing record: {exc}") from exc
 
-    def eval_transform(self) -> Callable[[Any], Any]:
-        """The deterministic transform: PIL image → normalised CHW float tensor."""
-        from torchvision import transforms as T
+    def to_array(self, img: Any) -> np.ndarray:
+        """A decoded PIL image → the model's ``(3, H, W)`` float32 input, with PIL and NumPy.
 
-        return T.Compose(
-            [
-                T.Lambda(to_rgb),
-                T.Resize(self.resize_size or self.image_size, antialias=True),
-                T.CenterCrop(self.image_size),
-                T.ToTensor(),
-                T.Normalize(self.mean, self.std),
-            ]
-        )
+        The one deterministic transform (predict, Ray actors, serve, verify, training's eval
+        images), bit-identical to torchvision's ``Resize(resize_size, antialias=True)`` →
+        ``CenterCrop(image_size)`` → ``ToTensor()`` → ``Normalize(mean, std)`` on a PIL
+        image (tests/core/test_preprocess.py compares them), so inference needs no torch
+        import: torch and torchvision were most of a Ray actor's start.
+        """
+        import numpy as np
+        from PIL import Image
+
+        img = to_rgb(img)
+        w, h = img.size
+        # torchvision's _compute_resized_output_size for an int size: the shorter side
+        # becomes ``short``, the longer one int(short * longer / shorter), truncated.
+        short = self.resize_size or self.image_size
+        new_w, new_h = (short, int(short * h / w)) if w <= h else (int(short * w / h), short)
+        if (new_w, new_h) != (w, h):  # torchvision leaves an image of that size as it is
+            img = img.resize((new_w, new_h), Image.Resampling.BILINEAR)
+        pixels = np.asarray(img.crop(_center_box(img.size, self.image_size)), dtype=np.uint8)
+        # ToTensor divides by 255 and Normalize subtracts and divides in float32, one
+        # operation at a time (no reciprocal, no fused multiply-add): the same here.
+        x = pixels.transpose(2, 0, 1).astype(np.float32)
+        x /= np.float32(255)
+        x -= np.asarray(self.mean, dtype=np.float32).reshape(3, 1, 1)
+        x /= np.asarray(self.std, dtype=np.float32).reshape(3, 1, 1)
+        return x
+
+    def eval_transform(self) -> Callable[[Any], Any]:
+        """:meth:`to_array` as a torch tensor, for training's data loaders (a partial, not a
+        lambda: data loader workers may be spawned, and they unpickle the transform)."""
+        return partial(_tensor, self)
 
     def train_transform(self, *, augment: bool) -> Callable[[Any], Any]:
-        """Training transform: eval transform plus random crop with padding and h-flip."""
+        """Training transform: eval transform plus random crop with padding and h-flip.
+
+        The augmentations are torchvision's, on the eval transform's tensor: padding,
+        cropping and flipping move pixels without changing them, so this equals applying
+        them before the normalisation (as the transform did before :meth:`to_array`).
+        """
         from torchvision import transforms as T
 
         if not augment:
@@ -96,15 +124,31 @@ class Preprocessing:
         pad = max(1, self.image_size // 8)  # CIFAR's classic 4 px at 32 px
         return T.Compose(
             [
-                T.Lambda(to_rgb),
-                T.Resize(self.resize_size or self.image_size, antialias=True),
-                T.CenterCrop(self.image_size),
+                self.eval_transform(),
                 T.RandomCrop(self.image_size, padding=pad, padding_mode="reflect"),
                 T.RandomHorizontalFlip(),
-                T.ToTensor(),
-                T.Normalize(self.mean, self.std),
             ]
         )
+
+
+def _tensor(pre: Preprocessing, img: Any) -> Any:
+    import torch
+
+    return torch.from_numpy(pre.to_array(img))
+
+
+def _center_box(size: tuple[int, int], crop: int) -> tuple[int, int, int, int]:
+    """torchvision's ``center_crop`` as one PIL crop box: a side shorter than ``crop`` is
+    zero-padded (the smaller half before it; PIL fills a box outside the image with 0, as
+    torchvision pads), a longer one cropped at ``round((n - crop) / 2.0)`` (Python's round:
+    halves go to the even number, as torchvision's ``int(round(...))``). Cropping before the
+    array conversion keeps a 100:1 image's resized strip out of NumPy."""
+
+    def start(n: int) -> int:
+        return -((crop - n) // 2) if crop > n else round((n - crop) / 2.0)
+
+    left, top = start(size[0]), start(size[1])
+    return left, top, left + crop, top + crop
 
 
 # Pillow's modes for one channel wider than 8 bits: 16-bit PNG/TIFF open as "I;16*" (or "I"

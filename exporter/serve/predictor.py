@@ -82,7 +82,6 @@ class Predictor:
         self.classes = list(classes)
         self.preprocessing = preprocessing
         self.image_size = artifact.image_size
-        self._transform: Callable[[Any], Any] | None = None
         self._closed = False
 
     def preprocess(self, images: ImagesInput) -> np.ndarray:
@@ -93,13 +92,11 @@ class Predictor:
         """
         self._check_open()
         images = as_image_list(images)
-        if self._transform is None:
-            self._transform = self.preprocessing.eval_transform()
         n, size = len(images), self.image_size
         out = np.empty((n, 3, size, size), dtype=np.float32)
         good, _ = _decode(images, None)  # raises on the first unreadable one
         for i, img in enumerate(good):
-            out[i] = self._transform(img).numpy()
+            out[i] = self.preprocessing.to_array(img)
         return out
 
     def logits(self, batch: np.ndarray) -> np.ndarray:

@@ -1,8 +1,8 @@
 """How ``--engine ray`` cuts the work: actors x threads per actor, images per Ray task,
 blocks. Measured on 2 cores (benchmarks/ray_bar.py): each Ray task costs a round trip
 through the actor, the object store and the driver, so a task carries several runtime
-batches; each actor's start costs about a whole in-process start, so no more actors than
-the CPUs hold.
+batches; each actor's start (a Ray worker importing Ray Data, then the model load) is paid
+once per actor, so no more actors than the CPUs hold.
 """
 
 from __future__ import annotations

@@ -10,10 +10,11 @@ streamed into one output file (Parquet, CSV or JSON lines by suffix) with the co
 with their reason. With a public key the signature is checked here, on the driver, once; each
 actor only confirms that the files it reads first still have the digests just checked.
 
-Where the time goes (benchmarks/ray_bar.py): each actor's start (a Ray worker, then the
-imports of the predictor and of torchvision, which the preprocessing uses, then the model
-load) costs about as much CPU as a whole in-process start, and happens once per actor; after
-it, one block per batch keeps Ray's per-task work to one object-store round trip per batch.
+Where the time goes (benchmarks/ray_bar.py): each actor's start (a Ray worker importing ray
+and Ray Data, then the predictor's imports and the model load; the preprocessing is PIL and
+NumPy, so an ONNX or OpenVINO artifact's actor never imports torch) happens once per actor;
+after it, one block per batch keeps Ray's per-task work to one object-store round trip per
+batch.
 """
 
 from __future__ import annotations
