@@ -201,16 +201,20 @@ def shared_run_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _make_run_folder(tmp_path_factory.mktemp("shared") / "run")
 
 
+_EXPORT_RESULTS: dict[Path, object] = {}  # run folder -> the ExportResult that wrote it
+
+
 def _export_artifacts(run_dir: Path) -> Path:
     """Write model.onnx / model.ts / model.pt2 and manifest.json into ``run_dir``.
 
     Uses the real ``tlx export`` library call, so these tests also check that verify reads
-    what export writes.
+    what export writes. The call's result is kept (``exported_run_result``): the export tests
+    check it instead of exporting the same random weights a second time.
     """
     from exporter.core.config import ExportConfig
     from exporter.export.export import export_run
 
-    export_run(run_dir, ExportConfig(formats=tuple(FORMAT_FILES)))
+    _EXPORT_RESULTS[run_dir] = export_run(run_dir, ExportConfig(formats=tuple(FORMAT_FILES)))
     return run_dir
 
 
@@ -425,10 +429,30 @@ def write_fake_cifar10() -> Callable[..., Path]:
     return _write_fake_cifar10
 
 
+@pytest.fixture(scope="module")
+def quick_optimize_timing() -> Iterator[None]:
+    """``tlx optimize`` times every file it built and the trained model (3 warm-up calls and
+    5 rounds of 8 per runtime: ~20 s for the eager model at 224 px on 2 cores); a test that
+    needs only the figures to exist times one call each (``usefixtures`` a module)."""
+    from exporter.optimize import timing
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(timing, "ROUNDS", 1)
+        mp.setattr(timing, "PER_ROUND", 1)
+        mp.setattr(timing, "WARMUP", 0)
+        yield
+
+
 @pytest.fixture(scope="session")
 def exported_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One exported random-weights run per test session (read-only for callers)."""
     return _export_artifacts(_make_run_folder(tmp_path_factory.mktemp("exported") / "run"))
+
+
+@pytest.fixture(scope="session")
+def exported_run_result(exported_run: Path) -> tuple[Path, object]:
+    """``exported_run`` and the ``ExportResult`` of the ``export_run`` call that made it."""
+    return exported_run, _EXPORT_RESULTS[exported_run]
 
 
 # Test folders are throwaway (run folders of 0.5-3 GB each, deleted when their test or module
@@ -505,11 +529,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(scope="session")
-def onnx_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One random-weights run with only model.onnx exported (read-only for callers)."""
-    from exporter.core.config import ExportConfig
-    from exporter.export.export import export_run
+def onnx_run(tmp_path_factory: pytest.TempPathFactory, exported_run: Path) -> Path:
+    """One random-weights run with only model.onnx exported (read-only for callers).
 
-    run = _make_run_folder(tmp_path_factory.mktemp("onnx_only") / "run")
-    export_run(run, ExportConfig(formats=("onnx",)))
-    return run
+    The same weights and ONNX file as ``exported_run`` (hard links, its manifest cut to
+    model.onnx): exporting them a second time would cost the session an ONNX export.
+    """
+    return _link_run(exported_run, tmp_path_factory.mktemp("onnx_only") / "run")

@@ -1,12 +1,15 @@
 """tlx export: every format round-trips, matches eager, carries metadata, is hash-listed.
 
-One module-scoped run is exported once (ONNX export of VGG16 takes several seconds) and
-read by most tests; tests that must write their own files use a fresh run.
+The session's exported run (tests/conftest.py: ``exported_run``, one ``export_run`` call for
+every format: ONNX export of VGG16 takes several seconds, pt2 more) is read by most tests,
+through a module copy whose model files are hard links; tests that must write their own
+files use a fresh run.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -30,9 +33,15 @@ def _cli(*args: str):
 
 
 @pytest.fixture(scope="module")
-def exported(module_tmp: Path, make_run_folder):
-    run = make_run_folder(module_tmp / "run")
-    result = export_run(run, ExportConfig(formats=("onnx", "torchscript", "pt2")))
+def exported(module_tmp: Path, exported_run_result, copy_run):
+    """This module's copy of the session's exported run (the tests below add to it).
+
+    The model files are hard links (tlx replaces files, never writes into them; a test that
+    edits one in place calls own() first); the JSON files are this module's own.
+    """
+    src, result = exported_run_result
+    run = copy_run(src, module_tmp / "run", tuple(r.name for r in result.formats.values()))
+    shutil.copyfile(src / "export.json", run / "export.json")
     return run, result
 
 
@@ -55,8 +64,8 @@ def _eager_logits(model, x: np.ndarray) -> np.ndarray:
         return model(torch.from_numpy(x)).numpy()
 
 
-def test_export_result_lists_every_format(exported) -> None:
-    run, result = exported
+def test_export_result_lists_every_format(exported_run_result) -> None:
+    run, result = exported_run_result  # the run that export_run wrote, read only
     assert set(result.formats) == {"onnx", "torchscript", "pt2"}
     for r in result.formats.values():
         assert r.path.is_file() and r.path.parent == run
@@ -215,9 +224,9 @@ def test_fp16_onnx_passes_its_tolerance_and_merges(exported, eager) -> None:
     assert manifest.artifacts["model.fp16.onnx"].precision == "fp16"
 
 
-def test_tampered_artifact_is_detected_by_inspect(exported) -> None:
+def test_tampered_artifact_is_detected_by_inspect(exported, own) -> None:
     run, _ = exported
-    path = run / "model.ts"
+    path = own(run / "model.ts")  # a link to the session's file: edited in place below
     with open(path, "r+b") as fh:
         fh.seek(path.stat().st_size // 2)
         byte = fh.read(1)

@@ -26,6 +26,8 @@ from exporter.optimize.ship import REJECTED_DIR
 from exporter.runtimes.ort_sessions import cpu_logits
 
 TRAIN, VAL = 200, 200
+# No test here reads the timing figures' values, only that they exist.
+pytestmark = pytest.mark.usefixtures("quick_optimize_timing")
 
 
 @pytest.fixture(scope="module")
@@ -36,20 +38,25 @@ def trained_run(module_tmp: Path, make_run_folder, train_head) -> Path:
     return run
 
 
+VARIANTS = ("fold", "fold-int8", "fp16")
+
+
 @pytest.fixture(scope="module")
 def optimized(trained_run: Path) -> tuple[Path, object]:
-    """fold + fold-int8 built once at 32 px (the unfolded int8 is in the slow test)."""
+    """fold, fold-int8 and fp16 built once at 32 px, in one call (one load of the model and
+    the held-out images, one timing pass; the unfolded int8 is in the slow test)."""
     calls: list[tuple[str, float, float]] = []
-    cfg = OptimizeConfig(variants=("fold", "fold-int8"), calib_samples=32, eval_samples=VAL)
+    cfg = OptimizeConfig(variants=VARIANTS, calib_samples=32, eval_samples=VAL)
     result = optimize_run(trained_run, cfg, progress=lambda *call: calls.append(call))
-    assert calls and calls[0][0].startswith("optimize 1/") and calls[0][1:] == (0, 4)
+    # Steps: loading, one per variant, timing.
+    assert calls and calls[0][0].startswith("optimize 1/") and calls[0][1:] == (0, 5)
     return trained_run, result
 
 
 def test_variants_ship_and_pass_their_gates(optimized: tuple[Path, object]) -> None:
     _, result = optimized
     status = {v.variant: v.status for v in result.variants}
-    assert status == {"fold": "shipped", "fold-int8": "shipped"}, [
+    assert status == dict.fromkeys(VARIANTS, "shipped"), [
         (v.variant, v.reason) for v in result.variants
     ]
     by = {v.variant: v for v in result.variants}
@@ -81,7 +88,7 @@ def test_manifest_entries_for_each_variant(optimized: tuple[Path, object]) -> No
     assert manifest.artifacts["model.fold.int8.onnx"].extra["quantization"]["format"] == "QDQ"
     report = json.loads((run / "optimize.json").read_text())
     assert report["schema_version"] == 1 and report["environment"]["onnxruntime"]
-    assert report["config"]["variants"] == ["fold", "fold-int8"]
+    assert report["config"]["variants"] == list(VARIANTS)
 
 
 def test_folded_onnx_matches_eager_and_carries_metadata(optimized: tuple[Path, object]) -> None:
@@ -108,13 +115,14 @@ def test_existing_variants_need_force(optimized: tuple[Path, object]) -> None:
 
 
 def test_broken_calibration_is_caught_by_the_gate(
-    optimized: tuple[Path, object], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    optimized: tuple[Path, object], monkeypatch: pytest.MonkeyPatch, tmp_path: Path, copy_run
 ) -> None:
     import exporter.optimize.optimize as opt
 
     src, _ = optimized
-    run = tmp_path / "run"
-    shutil.copytree(src, run)
+    # The model files are links to the module's run (optimize replaces files, never writes
+    # into them): no 1.5 GB copy.
+    run = copy_run(src, tmp_path / "run", tuple(load_manifest(src).artifacts))
     real = opt._load_images
 
     def constant_calibration(info, cfg, n, *, split):
@@ -218,11 +226,13 @@ def test_unfolded_int8_variants(trained_run: Path, tmp_path: Path) -> None:
         assert (run / REJECTED_DIR / "model.int8.onnx").is_file()
 
 
-def test_fp16_is_built_and_gated_like_the_other_variants(trained_run: Path) -> None:
+def test_fp16_is_built_and_gated_like_the_other_variants(
+    optimized: tuple[Path, object],
+) -> None:
     """fp16 comes from the variants' own fp32 base and gate (no second `tlx export`), with
     fp16 weights inside and fp32 inputs and outputs."""
-    result = optimize_run(trained_run, OptimizeConfig(variants=("fp16",), eval_samples=VAL))
-    (fp16,) = result.variants
+    trained_run, result = optimized
+    (fp16,) = [v for v in result.variants if v.variant == "fp16"]
     assert fp16.status == "shipped", fp16.reason
     assert fp16.gate.profile.precision == "fp16" and fp16.gate.images == VAL
     entry = load_manifest(trained_run).artifacts["model.fp16.onnx"]

@@ -21,6 +21,8 @@ from exporter.cli import app
 from exporter.core.manifest import load_manifest
 
 TRAIN, VAL = 96, 64
+# No test here reads the timing figures' values, only that they exist.
+pytestmark = pytest.mark.usefixtures("quick_optimize_timing")
 FAST = ["--distill-epochs", "1", "--distill-samples", "64", "--eval-samples", str(VAL)]
 
 

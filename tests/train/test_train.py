@@ -24,7 +24,11 @@ from exporter.train.loop import Trainer
 
 
 def tiny(out: Path, *, train_size: int = 16, **kw: object) -> TrainConfig:
-    """16 train / 8 val synthetic images at 32 px, batch 8: two steps per epoch."""
+    """16 train / 8 val synthetic images at 32 px, batch 8: two steps per epoch.
+
+    Tests that read only the final state pass ``save_every=epochs``: each checkpoint writes
+    ~1.5 GB (weights and optimizer state), most of a tiny run's time.
+    """
     data = DataConfig(
         source="synthetic", train_size=train_size, val_size=8, image_size=32, augment=False
     )
@@ -107,7 +111,13 @@ def test_unfreeze_flips_named_params_and_adds_group(tmp_path: Path) -> None:
 
 def test_unfreeze_phase_trains_the_trunk_without_cache(tmp_path: Path) -> None:
     cfg = tiny(
-        tmp_path / "run", train_size=10, batch_size=10, epochs=2, unfreeze_at=2, unfreeze_from="1"
+        tmp_path / "run",
+        train_size=10,
+        batch_size=10,
+        epochs=2,
+        unfreeze_at=2,
+        unfreeze_from="1",
+        save_every=2,
     )
     torch.manual_seed(cfg.seed)
     before = build_vgg16(num_classes=10, weights="none").state_dict()
@@ -122,12 +132,12 @@ def test_unfreeze_phase_trains_the_trunk_without_cache(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def straight(module_tmp: Path) -> TrainResult:
     """Two uninterrupted epochs (feature cache on by auto), shared by the comparisons."""
-    return fit(tiny(module_tmp / "run", epochs=2))
+    return fit(tiny(module_tmp / "run", epochs=2, save_every=2))
 
 
 def test_cache_and_no_cache_give_the_same_weights(tmp_path: Path, straight: TrainResult) -> None:
     on = straight
-    off = fit(tiny(tmp_path / "off", epochs=2, cache_features="off"))
+    off = fit(tiny(tmp_path / "off", epochs=2, cache_features="off", save_every=2))
     assert on.record["feature_cache"]["used"] and not off.record["feature_cache"]["used"]
     w_on, w_off = final_weights(on.run_dir), final_weights(off.run_dir)
     for name in w_on:
