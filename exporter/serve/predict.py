@@ -1,7 +1,7 @@
 """``tlx predict``: classify image files with a run's artifact; JSON and CSV renderings.
 
-Unreadable images are collected, not raised: the others are still predicted and the CLI
-decides the exit code (2 unless ``skip_bad``).
+Unreadable images are collected, not raised: the others are still predicted, and
+:func:`unreadable_fails` says whether the command fails for them (exit 2 unless ``skip_bad``).
 """
 
 from __future__ import annotations
@@ -12,12 +12,16 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from exporter.core.config import PredictConfig
+from exporter.core.errors import UsageError
 from exporter.core.report import Progress
 from exporter.serve.images import BadImage, expand_inputs
 from exporter.serve.predictor import Prediction, load
+
+if TYPE_CHECKING:
+    from exporter.serve.ray_predict import RayPredictResult
 
 
 @dataclass
@@ -102,6 +106,37 @@ def predict_images(
             bad=bad,
             classes=list(predictor.classes),
         )
+
+
+def check_engine(engine: str, *, logits: bool, output: str) -> None:
+    """``--engine`` is local or ray; ``--logits`` needs an output with a logit column."""
+    if engine not in ("local", "ray"):
+        raise UsageError(f"--engine {engine!r}: choose local or ray")
+    if engine == "local" and logits and output != "csv":
+        raise UsageError("--logits: use it with --format csv or --engine ray")
+
+
+def unreadable_fails(images: int, failed: int, *, skip_bad: bool) -> bool:
+    """Whether ``failed`` unreadable images of ``images`` fail the command (each was named).
+
+    Raises:
+        UsageError: ``skip_bad`` and no image could be read.
+    """
+    if failed and not skip_bad:
+        return True
+    if images == failed:
+        raise UsageError(f"--skip-bad: none of the {images} images could be read")
+    return False
+
+
+def ray_summary(r: RayPredictResult) -> str:
+    """``--engine ray``'s one line: counts, actors, speed and the files written."""
+    return (
+        f"{r.images} images ({r.images - len(r.failures)} predicted, {len(r.failures)} failed) "
+        f"with {r.artifact} on {r.actors} actor(s) x {r.threads} thread(s): "
+        f"{r.images_per_s:.1f} img/s (first rows after {r.first_rows_s:.1f} s: the actors' "
+        f"start); {r.rows} rows in {r.output}; failures: {r.failures_path}"
+    )
 
 
 def render_json(result: PredictResult) -> str:

@@ -35,13 +35,13 @@ from exporter.core.runfolder import (
 )
 from exporter.core.runlock import run_lock
 from exporter.model.footprint import train_need
-from exporter.train.checkpoint import load_checkpoint
+from exporter.train.checkpoint import STATE_NAME, checkpoint_dir, load_checkpoint
 from exporter.train.common import ProgressFn
 from exporter.train.device_setup import reuse_freed_memory
 from exporter.train.distributed import DistContext, init_distributed, restart_count
 from exporter.train.loop import Trainer
 
-__all__ = ["TrainResult", "fit", "resume_config"]
+__all__ = ["TrainResult", "fit", "resume_config", "run_to_continue"]
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,14 @@ def resume_config(run_dir: str | Path) -> TrainConfig:
         where = Path(run_dir) / CHECKPOINT_DIR
         raise InputFileError(f"{where}: the checkpoint's training config is bad: {exc}") from exc
     return replace(cfg, out=str(run_dir))
+
+
+def run_to_continue(resume: str | Path | None, out: str | Path | None) -> str | Path | None:
+    """``--resume RUN``; else, when torchrun restarted the workers after a failure
+    (--max-restarts), the same command line came back: ``--out`` if it has a checkpoint."""
+    if resume is None and restart_count() > 0 and out is not None:
+        return out if (checkpoint_dir(Path(out)) / STATE_NAME).is_file() else None
+    return resume
 
 
 def fit(
