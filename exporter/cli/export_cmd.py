@@ -12,7 +12,6 @@ from exporter.cli.options import build
 from exporter.core.config import KSERVE, TRITON, ExportConfig, KServeConfig, TritonConfig
 
 if TYPE_CHECKING:
-    from exporter.deploy.package import PackageResult
     from exporter.export.export import ExportResult
 
 
@@ -51,7 +50,7 @@ def export_command(
     if result is not None:
         _print_result(result, quiet=quiet)
     if packaged is not None and not quiet:
-        _print_packaged(packaged)
+        say(*packaged.lines())
 
 
 def _print_result(result: ExportResult, *, quiet: bool) -> None:
@@ -75,19 +74,4 @@ def _print_result(result: ExportResult, *, quiet: bool) -> None:
     )
     left = ("file", "format", "sha256")
     console.print(table(f"tlx export {result.run_dir}", cols, rows, left=left))
-    say(f"manifest: {result.manifest_path}  report: {result.report_path}")
-
-
-def _print_packaged(result: PackageResult) -> None:
-    if result.triton is not None:
-        t = result.triton
-        say(f"triton: {t.model_dir} from {t.source} ({t.reason})", f"serve it: {t.command}")
-    if result.kserve is not None:
-        k, plan = result.kserve, result.kserve.plan
-        say(
-            f"kserve: {', '.join(str(f) for f in k.files)}",
-            f"plan: {plan.instances} instance(s) x {plan.threads} thread(s), {plan.cores} CPU, "
-            f"target concurrency {plan.target_concurrency} ({plan.source})",
-            f"apply it: kubectl apply -f {k.files[0]}",
-        )
     say(f"manifest: {result.manifest_path}  report: {result.report_path}")

@@ -92,8 +92,14 @@ def predict_command(
 
         kw = {"output": output_file, "address": ray_address, "progress": not quiet}
         ray = predict_ray(run, images, cfg, logits=logits, **kw)
-        say(lib.ray_summary(ray), err=True)
-        failed, n = len(ray.failures), ray.images
+        failed, predicted = len(ray.failures), ray.images - len(ray.failures)
+        say(
+            f"{ray.images} images ({predicted} predicted, {failed} failed) with {ray.artifact} "
+            f"on {ray.actors} actor(s) x {ray.threads} thread(s): {ray.images_per_s:.1f} img/s "
+            f"(first rows after {ray.first_rows_s:.1f} s: the actors' start); {ray.rows} rows "
+            f"in {ray.output}; failures: {ray.failures_path}",
+            err=True,
+        )
         if failed and not cfg.skip_bad:
             say(*(f"error: {_printable(src)}: {why}" for src, why in ray.failures[:5]), err=True)
     else:
@@ -110,6 +116,6 @@ def predict_command(
             typer.echo(lib.render_csv(result, result.classes if logits else None), nl=False)
         elif result.predictions:
             console.print(predict_table(result))
-        failed, n = len(result.bad), result.images_n
-    if lib.unreadable_fails(n, failed, skip_bad=cfg.skip_bad):
+        failed, predicted = len(result.bad), len(result.predictions)
+    if lib.unreadable_fails(predicted, failed, skip_bad=cfg.skip_bad):
         raise typer.Exit(EXIT_USAGE)  # each unreadable image already had its error line

@@ -121,7 +121,8 @@ def _train_and_report(cfg: TrainConfig, *, resume: bool, quiet: bool) -> None:
 
 def _launch(ctx: typer.Context) -> None:
     """``--nproc``/``--nnodes``: the same command on every worker, through torchrun."""
-    from exporter.train.launch import WorkerFailed, launch_training
+    from exporter.train.launch import WorkerFailed
+    from exporter.train.train import launch_training
 
     spec = build(LaunchSpec, ctx.params)
     args = command_line(ctx, skip=LAUNCHER_PARAMS)

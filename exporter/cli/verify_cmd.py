@@ -8,15 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from exporter.cli.app import (
-    NoWait,
-    Quiet,
-    command,
-    report_table,
-    runtime_names,
-    say,
-    staged,
-)
+from exporter.cli.app import NoWait, Quiet, command, report_table, runtime_names, say, staged
 from exporter.cli.options import build
 from exporter.core.config import DEFAULT_MODEL_NAME, VerifyConfig
 

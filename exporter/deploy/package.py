@@ -59,6 +59,21 @@ class PackageResult:
     manifest_path: Path
     report_path: Path
 
+    def lines(self) -> list[str]:
+        """What was written and the command that uses it, for a terminal."""
+        out = []
+        if (t := self.triton) is not None:
+            out += [f"triton: {t.model_dir} from {t.source} ({t.reason})", f"serve it: {t.command}"]
+        if (k := self.kserve) is not None:
+            out += [
+                f"kserve: {', '.join(str(f) for f in k.files)}",
+                f"plan: {k.plan.instances} instance(s) x {k.plan.threads} thread(s), "
+                f"{k.plan.cores} CPU, target concurrency {k.plan.target_concurrency} "
+                f"({k.plan.source})",
+                f"apply it: kubectl apply -f {k.files[0]}",
+            ]
+        return [*out, f"manifest: {self.manifest_path}  report: {self.report_path}"]
+
 
 @locks_run("export")
 def package_run(

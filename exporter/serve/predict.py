@@ -12,16 +12,13 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from exporter.core.config import PredictConfig
 from exporter.core.errors import UsageError
 from exporter.core.report import Progress
 from exporter.serve.images import BadImage, expand_inputs
 from exporter.serve.predictor import Prediction, load
-
-if TYPE_CHECKING:
-    from exporter.serve.ray_predict import RayPredictResult
 
 
 @dataclass
@@ -35,10 +32,6 @@ class PredictResult:
     predictions: list[Prediction]
     bad: list[BadImage] = field(default_factory=list)
     classes: list[str] = field(default_factory=list)  # the model's, in output order
-
-    @property
-    def images_n(self) -> int:
-        return len(self.predictions) + len(self.bad)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -116,27 +109,14 @@ def check_engine(engine: str, *, logits: bool, output: str) -> None:
         raise UsageError("--logits: use it with --format csv or --engine ray")
 
 
-def unreadable_fails(images: int, failed: int, *, skip_bad: bool) -> bool:
-    """Whether ``failed`` unreadable images of ``images`` fail the command (each was named).
-
-    Raises:
-        UsageError: ``skip_bad`` and no image could be read.
-    """
+def unreadable_fails(predicted: int, failed: int, *, skip_bad: bool) -> bool:
+    """Whether the unreadable images (each named already) fail the command; a UsageError
+    when ``skip_bad`` left no image."""
     if failed and not skip_bad:
         return True
-    if images == failed:
-        raise UsageError(f"--skip-bad: none of the {images} images could be read")
+    if not predicted:
+        raise UsageError(f"--skip-bad: none of the {failed} images could be read")
     return False
-
-
-def ray_summary(r: RayPredictResult) -> str:
-    """``--engine ray``'s one line: counts, actors, speed and the files written."""
-    return (
-        f"{r.images} images ({r.images - len(r.failures)} predicted, {len(r.failures)} failed) "
-        f"with {r.artifact} on {r.actors} actor(s) x {r.threads} thread(s): "
-        f"{r.images_per_s:.1f} img/s (first rows after {r.first_rows_s:.1f} s: the actors' "
-        f"start); {r.rows} rows in {r.output}; failures: {r.failures_path}"
-    )
 
 
 def render_json(result: PredictResult) -> str:

@@ -15,7 +15,7 @@ import os
 import socket
 import struct
 
-from exporter.core.config import LaunchSpec, TrainConfig
+from exporter.core.config import LaunchSpec
 from exporter.core.errors import (
     EnvironmentUnavailable,
     Interrupted,
@@ -24,7 +24,7 @@ from exporter.core.errors import (
 )
 from exporter.core.machine import usable_cpus
 
-__all__ = ["WorkerFailed", "check_rdzv_endpoint", "launch", "launch_training", "torchrun_args"]
+__all__ = ["WorkerFailed", "check_rdzv_endpoint", "launch", "torchrun_args"]
 
 # Seconds the agent waits for workers to save their checkpoint after a signal (torchrun's
 # own default, 30 s, can be shorter than writing a VGG16 checkpoint to a slow disk).
@@ -54,30 +54,6 @@ def torchrun_args(spec: LaunchSpec, worker_args: list[str]) -> list[str]:
         args += ["--nnodes", str(spec.nnodes), "--rdzv-backend", "c10d"]
         args += ["--rdzv-endpoint", str(spec.rdzv_endpoint), "--rdzv-id", spec.rdzv_id]
     return [*args, "-m", "exporter", "train", *worker_args]
-
-
-def launch_training(
-    cfg: TrainConfig, spec: LaunchSpec, worker_args: list[str], *, resume: bool
-) -> None:
-    """``tlx train --nproc/--nnodes``: check the launch, then :func:`launch` the workers
-    (``worker_args``: the command line without the launcher's options)."""
-    from exporter.train.common import default_run_dir
-    from exporter.train.train import check_launch_resources
-
-    if "TORCHELASTIC_RUN_ID" in os.environ:
-        raise UsageError("--nproc/--nnodes launch torchrun; under torchrun already, drop them")
-    world = spec.nproc * spec.nnodes
-    if not resume and cfg.batch_size % world:
-        raise UsageError(
-            f"--batch-size {cfg.batch_size} is the global batch and must divide by the number "
-            f"of processes ({world} = --nproc {spec.nproc} x --nnodes {spec.nnodes})"
-        )
-    # The workers of this machine share its memory: checked together, before any starts.
-    check_launch_resources(cfg, nproc=spec.nproc, world_size=world)
-    if cfg.out is None and not resume:
-        # Every worker must write to one folder: name it here, not once per process.
-        worker_args = [*worker_args, "--out", str(default_run_dir(cfg.data.source))]
-    launch(spec, worker_args)
 
 
 def launch(spec: LaunchSpec, worker_args: list[str]) -> None:
