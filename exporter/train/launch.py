@@ -24,7 +24,7 @@ from exporter.core.errors import (
 )
 from exporter.core.machine import usable_cpus
 
-__all__ = ["WorkerFailed", "check_rdzv_endpoint", "launch", "torchrun_args"]
+__all__ = ["LaunchSpec", "WorkerFailed", "check_rdzv_endpoint", "launch", "torchrun_args"]
 
 # Seconds the agent waits for workers to save their checkpoint after a signal (torchrun's
 # own default, 30 s, can be shorter than writing a VGG16 checkpoint to a slow disk).
