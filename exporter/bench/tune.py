@@ -69,6 +69,16 @@ class TuneResult:
     def gate_failures(self) -> list[str]:
         return []
 
+    def summary(self) -> list[str]:
+        """The plan chosen and where it went, then the search's notes."""
+        plan = self.search.plan
+        return [
+            f"plan: {plan.instances} instance(s) x {plan.threads_per_instance} thread(s), "
+            f"max batch {plan.max_batch}, queue delay {plan.queue_delay_us} us "
+            f"({plan.cores} of {self.cpus} CPUs); written to {self.path}",
+            *(f"note: {note}" for note in self.search.notes),
+        ]
+
     def to_dict(self) -> dict[str, Any]:
         s = self.search
         return {

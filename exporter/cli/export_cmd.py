@@ -7,12 +7,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from exporter.cli.app import NoWait, Quiet, command, console, progress_bar, say, table
+from exporter.cli.app import NoWait, Quiet, command, console, say, staged, table
 from exporter.cli.options import build
 from exporter.core.config import KSERVE, TRITON, ExportConfig, KServeConfig, TritonConfig
 
 if TYPE_CHECKING:
-    from exporter.deploy.package import PackageResult
     from exporter.export.export import ExportResult
 
 
@@ -27,9 +26,7 @@ def export_command(
     """Export a trained run to TorchScript, ONNX and .pt2; each file is checked against eager
     before it is written, and listed with its sha256 in RUN/manifest.json."""
     from exporter.cli.serve_cmd import planned
-    from exporter.core.runlock import run_lock
-    from exporter.deploy.package import package_run
-    from exporter.export.export import export_run
+    from exporter.deploy.package import export_and_package
 
     chosen = {f.value for f in options["formats"]}
     # The triton options apply to --format triton/kserve alone; other formats ignore them.
@@ -41,17 +38,11 @@ def export_command(
         # export has no --threads: a repository's are the tuned plan's, else the backend's.
         triton = build(TritonConfig, params, threads=params.get("threads"))
     cfg = build(ExportConfig, options, triton=triton, kserve=kserve)
-    result = packaged = None
-    # triton/kserve are the deployment step after the export (one lock for both).
-    with progress_bar(quiet=quiet) as progress, run_lock(run, "export"):
-        if cfg.model_formats:
-            result = export_run(run, cfg, progress=progress)
-        if len(cfg.model_formats) < len(cfg.formats):
-            packaged = package_run(run, cfg, progress=progress)
+    result, packaged = staged(export_and_package, run, cfg, quiet=quiet)
     if result is not None:
         _print_result(result, quiet=quiet)
     if packaged is not None and not quiet:
-        _print_packaged(packaged)
+        say(*packaged.lines())
 
 
 def _print_result(result: ExportResult, *, quiet: bool) -> None:
@@ -75,19 +66,4 @@ def _print_result(result: ExportResult, *, quiet: bool) -> None:
     )
     left = ("file", "format", "sha256")
     console.print(table(f"tlx export {result.run_dir}", cols, rows, left=left))
-    say(f"manifest: {result.manifest_path}  report: {result.report_path}")
-
-
-def _print_packaged(result: PackageResult) -> None:
-    if result.triton is not None:
-        t = result.triton
-        say(f"triton: {t.model_dir} from {t.source} ({t.reason})", f"serve it: {t.command}")
-    if result.kserve is not None:
-        k, plan = result.kserve, result.kserve.plan
-        say(
-            f"kserve: {', '.join(str(f) for f in k.files)}",
-            f"plan: {plan.instances} instance(s) x {plan.threads} thread(s), {plan.cores} CPU, "
-            f"target concurrency {plan.target_concurrency} ({plan.source})",
-            f"apply it: kubectl apply -f {k.files[0]}",
-        )
     say(f"manifest: {result.manifest_path}  report: {result.report_path}")

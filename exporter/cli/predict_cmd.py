@@ -12,7 +12,7 @@ from rich.text import Text
 from exporter.cli.app import command, console, say, staged, table
 from exporter.cli.options import build
 from exporter.core.config import PredictConfig
-from exporter.core.errors import EXIT_USAGE, UsageError
+from exporter.core.errors import EXIT_USAGE
 
 if TYPE_CHECKING:
     from exporter.serve.images import BadImage
@@ -83,52 +83,39 @@ def predict_command(
     the exit code is 2 at the end (0 with --skip-bad). Exit codes: 0 ok, 2 bad input,
     3 runtime unavailable.
     """
-    from exporter.serve.predict import predict_images, render_csv, render_json
+    from exporter.serve import predict as lib
 
     cfg = build(PredictConfig, options)
-    if engine not in ("local", "ray"):
-        raise UsageError(f"--engine {engine!r}: choose local or ray")
+    lib.check_engine(engine, logits=logits, output=cfg.output)
     if engine == "ray":
+        from exporter.serve.ray_predict import predict_ray
+
         kw = {"output": output_file, "address": ray_address, "progress": not quiet}
-        _predict_on_ray(run, images, cfg, logits=logits, **kw)
-        return
-    if logits and cfg.output != "csv":
-        raise UsageError("--logits: use it with --format csv or --engine ray")
+        ray = predict_ray(run, images, cfg, logits=logits, **kw)
+        failed, predicted = len(ray.failures), ray.images - len(ray.failures)
+        say(
+            f"{ray.images} images ({predicted} predicted, {failed} failed) with {ray.artifact} "
+            f"on {ray.actors} actor(s) x {ray.threads} thread(s): {ray.images_per_s:.1f} img/s "
+            f"(first rows after {ray.first_rows_s:.1f} s: the actors' start); {ray.rows} rows "
+            f"in {ray.output}; failures: {ray.failures_path}",
+            err=True,
+        )
+        if failed and not cfg.skip_bad:
+            say(*(f"error: {_printable(src)}: {why}" for src, why in ray.failures[:5]), err=True)
+    else:
 
-    def report_bad(bad: BadImage) -> None:
-        what = "skipped" if cfg.skip_bad else "error:"
-        say(f"{what} {_printable(bad.source)}: {bad.reason}", err=True)
+        def report_bad(bad: BadImage) -> None:
+            what = "skipped" if cfg.skip_bad else "error:"
+            say(f"{what} {_printable(bad.source)}: {bad.reason}", err=True)
 
-    kw = {"on_error": report_bad, "keep_logits": logits}
-    result = staged(predict_images, run, images, cfg, quiet=quiet, **kw)
-    if cfg.output == "json":
-        typer.echo(render_json(result))
-    elif cfg.output == "csv":
-        typer.echo(render_csv(result, result.classes if logits else None), nl=False)
-    elif result.predictions:
-        console.print(predict_table(result))
-    if result.bad and not cfg.skip_bad:
+        kw = {"on_error": report_bad, "keep_logits": logits}
+        result = staged(lib.predict_images, run, images, cfg, quiet=quiet, **kw)
+        if cfg.output == "json":
+            typer.echo(lib.render_json(result))
+        elif cfg.output == "csv":
+            typer.echo(lib.render_csv(result, result.classes if logits else None), nl=False)
+        elif result.predictions:
+            console.print(predict_table(result))
+        failed, predicted = len(result.bad), len(result.predictions)
+    if lib.unreadable_fails(predicted, failed, skip_bad=cfg.skip_bad):
         raise typer.Exit(EXIT_USAGE)  # each unreadable image already had its error line
-    if not result.predictions:
-        raise UsageError(f"--skip-bad: none of the {result.images_n} images could be read")
-
-
-def _predict_on_ray(run: Path, images: list[str], cfg: PredictConfig, **kw: Any) -> None:
-    """``--engine ray`` (``kw``: predict_ray's): the summary on stderr; exit 2 when an image
-    failed (unless --skip-bad) or none could be read."""
-    from exporter.serve.ray_predict import predict_ray
-
-    result = predict_ray(run, images, cfg, **kw)
-    say(
-        f"{result.images} images ({result.images - len(result.failures)} predicted, "
-        f"{len(result.failures)} failed) with {result.artifact} on {result.actors} actor(s) x "
-        f"{result.threads} thread(s): {result.images_per_s:.1f} img/s (first rows after "
-        f"{result.first_rows_s:.1f} s: the actors' start); {result.rows} rows in "
-        f"{result.output}; failures: {result.failures_path}",
-        err=True,
-    )
-    if result.failures and not cfg.skip_bad:
-        say(*(f"error: {_printable(src)}: {why}" for src, why in result.failures[:5]), err=True)
-        raise typer.Exit(EXIT_USAGE)
-    if result.images == len(result.failures):
-        raise UsageError(f"--skip-bad: none of the {result.images} images could be read")

@@ -58,15 +58,7 @@ def serve_command(
     params, from_tune = planned(ctx, run, options)
     cfg = build(ServeConfig, params)
     server = start_server(run, cfg, stop=stop)
-    d = server.describe()
-    say(
-        f"ready: model {d['model_name']!r} = {d['artifact']} on {d['runtime']} "
-        f"(x{d['instances']}, {d['threads'] or 'default'} thread(s) each, "
-        f"max batch {d['max_batch']}, queue delay {d['max_queue_delay_us']} us"
-        f"{', tuned: RUN/tune.json' if from_tune else ''}); "
-        f"HTTP {d['http']}, gRPC {d['grpc']}, "
-        f"metrics {d['metrics']}; served == in-process (max abs {d['self_check_max_abs']:g})"
-    )
+    say(server.ready_line(tuned=from_tune))
     late = wait_until_stopped(server, stop)
     name = signal.Signals(stop.signum).name
     if late is None:

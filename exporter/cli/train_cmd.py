@@ -56,17 +56,10 @@ def train_command(
 
 def _config(ctx: typer.Context) -> tuple[TrainConfig, bool]:
     """(config, resume?): a new run, ``--resume RUN``, or a torchrun restart of a run."""
-    from exporter.train import resume_config
-    from exporter.train.checkpoint import STATE_NAME, checkpoint_dir
-    from exporter.train.distributed import restart_count
+    from exporter.train.train import resume_config, run_to_continue
 
     p = {**ctx.params, **({"augment": "off"} if ctx.params["no_augment"] else {})}
-    run = p["resume"]
-    # torchrun restarted the workers after a failure (--max-restarts): the same command line
-    # comes back, and continues from the last checkpoint if there is one.
-    restarted = run is None and restart_count() > 0 and p["out"] is not None
-    if restarted and (checkpoint_dir(Path(p["out"])) / STATE_NAME).is_file():
-        run = p["out"]
+    run = run_to_continue(p["resume"], p["out"])
     if run is None:
         cfg = build(TrainConfig, p)
         return replace(cfg, data=replace(cfg.data, seed=cfg.seed)), False
@@ -128,28 +121,12 @@ def _train_and_report(cfg: TrainConfig, *, resume: bool, quiet: bool) -> None:
 
 def _launch(ctx: typer.Context) -> None:
     """``--nproc``/``--nnodes``: the same command on every worker, through torchrun."""
-    from exporter.core.errors import UsageError
-    from exporter.train.common import default_run_dir
-    from exporter.train.launch import WorkerFailed, launch
-    from exporter.train.train import check_launch_resources
+    from exporter.train.launch import WorkerFailed
+    from exporter.train.train import launch_training
 
-    if "TORCHELASTIC_RUN_ID" in os.environ:
-        raise UsageError("--nproc/--nnodes launch torchrun; under torchrun already, drop them")
-    p = ctx.params
-    spec = build(LaunchSpec, p)
-    world = spec.nproc * spec.nnodes
-    if p["resume"] is None and p["batch_size"] % world:
-        raise UsageError(
-            f"--batch-size {p['batch_size']} is the global batch and must divide by the number "
-            f"of processes ({world} = --nproc {spec.nproc} x --nnodes {spec.nnodes})"
-        )
-    # The workers of this machine share its memory: checked together, before any starts.
-    check_launch_resources(_config(ctx)[0], nproc=spec.nproc, world_size=world)
+    spec = build(LaunchSpec, ctx.params)
     args = command_line(ctx, skip=LAUNCHER_PARAMS)
-    if p["out"] is None and p["resume"] is None:
-        # Every worker must write to one folder: name it here, not once per process.
-        args += ["--out", str(default_run_dir(p["source"].value))]
     try:
-        launch(spec, args)
+        launch_training(_config(ctx)[0], spec, args, resume=ctx.params["resume"] is not None)
     except WorkerFailed as exc:  # the worker printed its reason; keep its exit status
         raise typer.Exit(exc.exit_code) from None

@@ -58,10 +58,4 @@ def tune_command(
     if not quiet:
         trials = result.search.trials
         say(*(f"trial {t.trial}: {t.measurement.error}" for t in trials if t.measurement.error))
-    plan = result.search.plan
-    say(
-        f"plan: {plan.instances} instance(s) x {plan.threads_per_instance} thread(s), "
-        f"max batch {plan.max_batch}, queue delay {plan.queue_delay_us} us "
-        f"({plan.cores} of {result.cpus} CPUs); written to {result.path}",
-        *(f"note: {note}" for note in result.search.notes),
-    )
+    say(*result.summary())

@@ -8,15 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from exporter.cli.app import (
-    NoWait,
-    Quiet,
-    command,
-    report_table,
-    runtime_names,
-    say,
-    staged,
-)
+from exporter.cli.app import NoWait, Quiet, command, report_table, runtime_names, say, staged
 from exporter.cli.options import build
 from exporter.core.config import DEFAULT_MODEL_NAME, VerifyConfig
 
@@ -86,6 +78,7 @@ def verify_command(
         )
         return None
     from exporter.core.runlock import run_lock
+    from exporter.verify.report import candidate_lines
     from exporter.verify.served import verify_server
     from exporter.verify.verify import verify_run
 
@@ -101,17 +94,6 @@ def verify_command(
     if not quiet:
         say(*(f"skipped {s['runtime']}: {s['reason']}" for s in report.skipped))
         say(*(f"note: {n}" for n in report.notes), f"wrote {json_path} and {md_path}")
-    # One unwrapped line per candidate: the table folds long names on narrow terminals.
-    for c in report.candidates:
-        if c.passed and c.task_checked and quiet:
-            continue
-        line = f"{'pass' if c.passed else 'FAIL'} {c.runtime}/{c.artifact}"
-        if c.failures:
-            line += ": " + "; ".join(c.failures)
-        if not c.task_checked:
-            line += " (NOT task-checked: no held-out images, --samples 0)"
-        if c.localization is not None:
-            layer = c.localization.get("layer")
-            line += f" [first diverging layer: {layer or c.localization.get('reason')}]"
-        say(line, err=not c.passed)
+    for line, passed in candidate_lines(report, quiet=quiet):
+        say(line, err=not passed)
     return report

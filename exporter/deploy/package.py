@@ -44,6 +44,7 @@ from exporter.model.footprint import export_need
 
 if TYPE_CHECKING:
     from exporter.export.common import StepFn
+    from exporter.export.export import ExportResult
 
 THREADS_KEY = "intra_op_thread_count"  # the onnxruntime backend's parameter
 
@@ -58,6 +59,35 @@ class PackageResult:
     kserve: KServeResult | None
     manifest_path: Path
     report_path: Path
+
+    def lines(self) -> list[str]:
+        """What was written and the command that uses it, for a terminal."""
+        out = []
+        if (t := self.triton) is not None:
+            out += [f"triton: {t.model_dir} from {t.source} ({t.reason})", f"serve it: {t.command}"]
+        if (k := self.kserve) is not None:
+            out += [
+                f"kserve: {', '.join(str(f) for f in k.files)}",
+                f"plan: {k.plan.instances} instance(s) x {k.plan.threads} thread(s), "
+                f"{k.plan.cores} CPU, target concurrency {k.plan.target_concurrency} "
+                f"({k.plan.source})",
+                f"apply it: kubectl apply -f {k.files[0]}",
+            ]
+        return [*out, f"manifest: {self.manifest_path}  report: {self.report_path}"]
+
+
+@locks_run("export")
+def export_and_package(
+    run_dir: Run | str | Path, cfg: ExportConfig, *, progress: Progress | None = None
+) -> tuple[ExportResult | None, PackageResult | None]:
+    """``tlx export``: the model files, then (a deployment step) the triton/kserve packaging,
+    under one lock; None for a part that ``cfg.formats`` does not ask for."""
+    from exporter.export.export import export_run
+
+    result = export_run(run_dir, cfg, progress=progress) if cfg.model_formats else None
+    if len(cfg.model_formats) == len(cfg.formats):
+        return result, None
+    return result, package_run(run_dir, cfg, progress=progress)
 
 
 @locks_run("export")

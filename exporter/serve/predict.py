@@ -1,7 +1,7 @@
 """``tlx predict``: classify image files with a run's artifact; JSON and CSV renderings.
 
-Unreadable images are collected, not raised: the others are still predicted and the CLI
-decides the exit code (2 unless ``skip_bad``).
+Unreadable images are collected, not raised: the others are still predicted, and
+:func:`unreadable_fails` says whether the command fails for them (exit 2 unless ``skip_bad``).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from exporter.core.config import PredictConfig
+from exporter.core.errors import UsageError
 from exporter.core.report import Progress
 from exporter.serve.images import BadImage, expand_inputs
 from exporter.serve.predictor import Prediction, load
@@ -31,10 +32,6 @@ class PredictResult:
     predictions: list[Prediction]
     bad: list[BadImage] = field(default_factory=list)
     classes: list[str] = field(default_factory=list)  # the model's, in output order
-
-    @property
-    def images_n(self) -> int:
-        return len(self.predictions) + len(self.bad)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -102,6 +99,24 @@ def predict_images(
             bad=bad,
             classes=list(predictor.classes),
         )
+
+
+def check_engine(engine: str, *, logits: bool, output: str) -> None:
+    """``--engine`` is local or ray; ``--logits`` needs an output with a logit column."""
+    if engine not in ("local", "ray"):
+        raise UsageError(f"--engine {engine!r}: choose local or ray")
+    if engine == "local" and logits and output != "csv":
+        raise UsageError("--logits: use it with --format csv or --engine ray")
+
+
+def unreadable_fails(predicted: int, failed: int, *, skip_bad: bool) -> bool:
+    """Whether the unreadable images (each named already) fail the command; a UsageError
+    when ``skip_bad`` left no image."""
+    if failed and not skip_bad:
+        return True
+    if not predicted:
+        raise UsageError(f"--skip-bad: none of the {failed} images could be read")
+    return False
 
 
 def render_json(result: PredictResult) -> str:

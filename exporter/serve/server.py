@@ -21,7 +21,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -70,25 +70,17 @@ class RunningServer:
     def http_url(self) -> str:
         return f"http://{_url_host(self.config.host)}:{self.config.http_port}"
 
-    def describe(self) -> dict[str, Any]:
-        p, host = self.predictors[0], _url_host(self.config.host)
-        return {
-            "model_name": self.config.model_name,
-            "artifact": p.artifact.name,
-            "sha256": p.artifact.sha256,
-            "precision": p.artifact.precision,
-            "runtime": p.runtime_name,
-            "image_size": p.image_size,
-            "classes": len(p.classes),
-            "instances": len(self.predictors),
-            "threads": p.runtime.threads,  # what each instance runs with
-            "max_batch": self.config.max_batch,
-            "max_queue_delay_us": self.config.max_queue_delay_us,
-            "http": self.http_url,
-            "grpc": f"{host}:{self.config.grpc_port}",
-            "metrics": f"http://{host}:{self.config.metrics_port}/metrics",
-            "self_check_max_abs": self.self_check_max_abs,
-        }
+    def ready_line(self, *, tuned: bool = False) -> str:
+        """``tlx serve``'s one line once warm (``tuned``: settings from RUN/tune.json)."""
+        p, host, c = self.predictors[0], _url_host(self.config.host), self.config
+        return (
+            f"ready: model {c.model_name!r} = {p.artifact.name} on {p.runtime_name} "
+            f"(x{len(self.predictors)}, {p.runtime.threads or 'default'} thread(s) each, "
+            f"max batch {c.max_batch}, queue delay {c.max_queue_delay_us} us"
+            f"{', tuned: RUN/tune.json' if tuned else ''}); HTTP {self.http_url}, "
+            f"gRPC {host}:{c.grpc_port}, metrics http://{host}:{c.metrics_port}/metrics; "
+            f"served == in-process (max abs {self.self_check_max_abs:g})"
+        )
 
     def alive(self) -> bool:
         if self._stopped or self.dead_instances():

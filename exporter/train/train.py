@@ -19,11 +19,12 @@ the process group from torchrun's environment, and leaves it when done.
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from exporter.core.config import TrainConfig
+from exporter.core.config import LaunchSpec, TrainConfig
 from exporter.core.errors import InputFileError, UsageError
 from exporter.core.resources import require
 from exporter.core.runfolder import (
@@ -35,13 +36,13 @@ from exporter.core.runfolder import (
 )
 from exporter.core.runlock import run_lock
 from exporter.model.footprint import train_need
-from exporter.train.checkpoint import load_checkpoint
+from exporter.train.checkpoint import STATE_NAME, checkpoint_dir, load_checkpoint
 from exporter.train.common import ProgressFn
 from exporter.train.device_setup import reuse_freed_memory
 from exporter.train.distributed import DistContext, init_distributed, restart_count
 from exporter.train.loop import Trainer
 
-__all__ = ["TrainResult", "fit", "resume_config"]
+__all__ = ["TrainResult", "fit", "launch_training", "resume_config", "run_to_continue"]
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,14 @@ def resume_config(run_dir: str | Path) -> TrainConfig:
         where = Path(run_dir) / CHECKPOINT_DIR
         raise InputFileError(f"{where}: the checkpoint's training config is bad: {exc}") from exc
     return replace(cfg, out=str(run_dir))
+
+
+def run_to_continue(resume: str | Path | None, out: str | Path | None) -> str | Path | None:
+    """``--resume RUN``; else, when torchrun restarted the workers after a failure
+    (--max-restarts), the same command line came back: ``--out`` if it has a checkpoint."""
+    if resume is None and restart_count() > 0 and out is not None:
+        return out if (checkpoint_dir(Path(out)) / STATE_NAME).is_file() else None
+    return resume
 
 
 def fit(
@@ -160,16 +169,30 @@ def _lost_peer(exc: Exception, dist: DistContext) -> Exception:
     return exc
 
 
-def check_launch_resources(cfg: TrainConfig, *, nproc: int, world_size: int) -> None:
-    """``tlx train --nproc N``, before torchrun starts the workers: the ``N`` CPU workers of
-    this machine share its memory, so they are checked together (N x one worker's need
-    against what is available; exit 3). Each worker checks again for itself when it starts;
-    on CUDA each has its own GPU, and that check is the one that counts."""
-    from exporter.train.common import resolve_device
+def launch_training(
+    cfg: TrainConfig, spec: LaunchSpec, worker_args: list[str], *, resume: bool
+) -> None:
+    """``tlx train --nproc/--nnodes``: check, then start the workers through torchrun
+    (``worker_args``: this command line without the launcher's options)."""
+    from exporter.train.common import default_run_dir, resolve_device
+    from exporter.train.launch import launch
 
-    device = resolve_device(cfg.device).type
-    if device == "cpu":
-        _check_resources(cfg, device, world_size, local_workers=nproc)
+    if "TORCHELASTIC_RUN_ID" in os.environ:
+        raise UsageError("--nproc/--nnodes launch torchrun; under torchrun already, drop them")
+    world = spec.nproc * spec.nnodes
+    if not resume and cfg.batch_size % world:
+        raise UsageError(
+            f"--batch-size {cfg.batch_size} is the global batch and must divide by the number "
+            f"of processes ({world} = --nproc {spec.nproc} x --nnodes {spec.nnodes})"
+        )
+    # The CPU workers of this machine share its memory: checked together (N x one worker's
+    # need), before any starts. Each checks again for itself; on CUDA each has its own GPU.
+    if (device := resolve_device(cfg.device).type) == "cpu":
+        _check_resources(cfg, device, world, local_workers=spec.nproc)
+    if cfg.out is None and not resume:
+        # Every worker must write to one folder: name it here, not once per process.
+        worker_args = [*worker_args, "--out", str(default_run_dir(cfg.data.source))]
+    launch(spec, worker_args)
 
 
 def _check_resources(

@@ -54,6 +54,25 @@ def summary_rows(report: ParityReport) -> list[dict[str, Any]]:
     return rows
 
 
+def candidate_lines(report: ParityReport, *, quiet: bool = False) -> list[tuple[str, bool]]:
+    """``(line, passed)`` per candidate, all on one line: the terminal's table folds long
+    names on narrow terminals. ``quiet`` keeps those that need a look."""
+    out = []
+    for c in report.candidates:
+        if c.passed and c.task_checked and quiet:
+            continue
+        line = f"{'pass' if c.passed else 'FAIL'} {c.runtime}/{c.artifact}"
+        if c.failures:
+            line += ": " + "; ".join(c.failures)
+        if not c.task_checked:
+            line += " (NOT task-checked: no held-out images, --samples 0)"
+        if c.localization is not None:
+            layer = c.localization.get("layer")
+            line += f" [first diverging layer: {layer or c.localization.get('reason')}]"
+        out.append((line, c.passed))
+    return out
+
+
 def _task_level(c: Any) -> str:
     """A pruned model's verdict in words: task level, with the accuracy change's interval."""
     ci = c.accuracy_change_ci95_points
