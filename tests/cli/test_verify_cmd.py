@@ -43,16 +43,23 @@ def test_verify_passes_and_writes_reports(run_dir: Path, tmp_path: Path, copy_ru
 def test_perturbed_onnx_exits_1_and_localize_names_layer(
     run_dir: Path, tmp_path: Path, copy_run, perturb_onnx_weight
 ) -> None:
-    run = copy_run(run_dir, tmp_path / "run", ("model.onnx",))
+    # Also the library's facts (verify_run's report, as verify.json): one verify run with
+    # localize checks both, instead of a CLI run and a library run of the same case.
+    run = copy_run(run_dir, tmp_path / "run", ("model.onnx", "model.ts"))
     perturb_onnx_weight(run, "features.10.weight")
     result = invoke(
-        str(run), "--runtimes", "ort-cpu", "--samples", "2", "--batch-sizes", "2", "--localize"
-    )
+        str(run), "--runtimes", "ort-cpu,torchscript", "--samples", "2", "--batch-sizes", "2",
+        "--localize",
+    )  # fmt: skip
     assert result.exit_code == EXIT_GATE, result.output
     assert "features.10" in result.output
     report = json.loads((run / "verify.json").read_text())
     assert report["verdict"] == "fail"
-    assert report["candidates"][0]["localization"]["layer"] == "features.10"
+    by_rt = {c["runtime"]: c for c in report["candidates"]}
+    assert not by_rt["ort-cpu"]["passed"]
+    assert any("beyond tolerance" in f for f in by_rt["ort-cpu"]["failures"])
+    assert by_rt["ort-cpu"]["localization"]["layer"] == "features.10"
+    assert by_rt["torchscript"]["passed"]  # one failure does not stop the others
 
 
 def test_atol_override_is_recorded_and_applied(run_dir: Path, tmp_path: Path, copy_run) -> None:

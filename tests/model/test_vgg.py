@@ -87,26 +87,29 @@ def test_unfreeze_flips_exactly_the_named_params() -> None:
         assert p.requires_grad == (int(name.split(".")[0]) >= 24)
 
 
-def test_weights_from_pth_and_safetensors(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def tv_state() -> dict[str, torch.Tensor]:
+    """A torchvision-format ImageNet-shaped VGG16 state dict (random, seeded; read-only), built
+    once for the weight-loading tests: each build initialises 138 M parameters."""
     from torchvision.models import vgg16
 
     torch.manual_seed(1)
-    src = vgg16(weights=None)  # a torchvision-format ImageNet-shaped state dict
-    torch.save(src.state_dict(), tmp_path / "vgg.pth")
-    save_file(src.state_dict(), str(tmp_path / "vgg.safetensors"))
+    return vgg16(weights=None).state_dict()
+
+
+def test_weights_from_pth_and_safetensors(tmp_path: Path, tv_state: dict) -> None:
+    torch.save(tv_state, tmp_path / "vgg.pth")
+    save_file(tv_state, str(tmp_path / "vgg.safetensors"))
     for name in ("vgg.pth", "vgg.safetensors"):
         model = build_vgg16(num_classes=7, weights=tmp_path / name)
-        assert torch.equal(model.features[0].weight, src.features[0].weight)
-        assert torch.equal(model.classifier[0].weight, src.classifier[0].weight)
+        assert torch.equal(model.features[0].weight, tv_state["features.0.weight"])
+        assert torch.equal(model.classifier[0].weight, tv_state["classifier.0.weight"])
         assert model.classifier[6].out_features == 7
 
 
-def test_weights_with_wrapper_prefixes_and_checkpoint_dict(tmp_path: Path) -> None:
+def test_weights_with_wrapper_prefixes_and_checkpoint_dict(tmp_path: Path, tv_state: dict) -> None:
     # Real-world files: DataParallel/DDP ("module."), Lightning ({"state_dict": {"model.…"}}).
-    from torchvision.models import vgg16
-
-    torch.manual_seed(2)
-    state = vgg16(weights=None).state_dict()
+    state = tv_state
     torch.save({f"module.{k}": v for k, v in state.items()}, tmp_path / "dp.pth")
     lightning = {"epoch": 3, "state_dict": {f"model.{k}": v for k, v in state.items()}}
     torch.save(lightning, tmp_path / "pl.ckpt")

@@ -44,7 +44,18 @@ VARIANTS = ("fold", "fold-int8", "fp16")
 @pytest.fixture(scope="module")
 def optimized(trained_run: Path) -> tuple[Path, object]:
     """fold, fold-int8 and fp16 built once at 32 px, in one call (one load of the model and
-    the held-out images, one timing pass; the unfolded int8 is in the slow test)."""
+    the held-out images, one timing pass; the unfolded int8 is in the slow test).
+
+    The run starts with a stale manifest (an entry made from other weights): one stale-weights
+    rule (Run.manifest_to_extend), optimize drops such entries and names them in its report,
+    as export does (test_manifest_entries_for_each_variant checks it).
+    """
+    from exporter.core.manifest import ArtifactEntry, FileRecord, Manifest, save_manifest
+
+    (trained_run / "old.onnx").write_bytes(b"x")
+    old = ArtifactEntry("old.onnx", "onnx", [FileRecord.of(trained_run, "old.onnx")])
+    stale = FileRecord("model.safetensors", "0" * 64, 1)
+    save_manifest(trained_run, Manifest(source=stale, metadata={}, artifacts={"old.onnx": old}))
     calls: list[tuple[str, float, float]] = []
     cfg = OptimizeConfig(variants=VARIANTS, calib_samples=32, eval_samples=VAL)
     result = optimize_run(trained_run, cfg, progress=lambda *call: calls.append(call))
@@ -71,7 +82,14 @@ def test_variants_ship_and_pass_their_gates(optimized: tuple[Path, object]) -> N
 def test_manifest_entries_for_each_variant(optimized: tuple[Path, object]) -> None:
     run, _ = optimized
     manifest = load_manifest(run)
+    # The stale entry the run started with is gone; the source is the weights optimized.
+    assert set(manifest.artifacts) == {
+        "model.fold.onnx",
+        "model.fold.int8.onnx",
+        "model.fp16.onnx",
+    }
     assert manifest.source.sha256 == sha256_file(run / "model.safetensors")
+    assert manifest.metadata  # the stale manifest had none: a fresh one gets export's
     assert manifest.metadata["class_names"][0] == "class_0"
     for name, variant, precision in [
         ("model.fold.onnx", "fold", "fp32"),
@@ -89,6 +107,7 @@ def test_manifest_entries_for_each_variant(optimized: tuple[Path, object]) -> No
     report = json.loads((run / "optimize.json").read_text())
     assert report["schema_version"] == 1 and report["environment"]["onnxruntime"]
     assert report["config"]["variants"] == list(VARIANTS)
+    assert report["dropped_stale_artifacts"] == ["old.onnx"]
 
 
 def test_folded_onnx_matches_eager_and_carries_metadata(optimized: tuple[Path, object]) -> None:
@@ -157,28 +176,6 @@ def test_fold_is_skipped_where_it_gains_nothing(tmp_path: Path, make_run_folder)
     assert not (run / "model.fold.onnx").exists()
     assert not (run / "manifest.json").exists()  # nothing shipped, nothing to list
     assert json.loads((run / "optimize.json").read_text())["variants"][0]["status"] == "skipped"
-
-
-def test_manifest_from_other_weights_is_dropped_as_export_drops_it(
-    tmp_path: Path, make_run_folder
-) -> None:
-    """One stale-weights rule (Run.manifest_to_extend): entries made from other weights
-    are dropped and named in the report, by optimize as by export."""
-    from exporter.core.manifest import ArtifactEntry, FileRecord, Manifest, save_manifest
-
-    run = make_run_folder(tmp_path / "run")
-    (run / "old.onnx").write_bytes(b"x")
-    old = ArtifactEntry("old.onnx", "onnx", [FileRecord.of(run, "old.onnx")])
-    stale = FileRecord("model.safetensors", "0" * 64, 1)
-    save_manifest(run, Manifest(source=stale, metadata={}, artifacts={"old.onnx": old}))
-    result = optimize_run(run, OptimizeConfig(variants=("fold",), eval_samples=8))
-    assert [v.status for v in result.variants] == ["shipped"]
-    manifest = load_manifest(run)
-    assert set(manifest.artifacts) == {"model.fold.onnx"}
-    assert manifest.source.sha256 == FileRecord.of(run, "model.safetensors").sha256
-    assert manifest.metadata  # a fresh manifest gets export's shared metadata
-    report = json.loads((run / "optimize.json").read_text())
-    assert report["dropped_stale_artifacts"] == ["old.onnx"]
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,6 @@ from safetensors.torch import load_file
 from exporter.core.config import DataConfig, TrainConfig
 from exporter.core.errors import GateFailed, Interrupted, UsageError
 from exporter.core.runfolder import open_run
-from exporter.model.vgg import build_vgg16
 from exporter.train import TrainEvent, TrainResult, fit, lr_factor, resume_config
 from exporter.train.checkpoint import load_checkpoint
 from exporter.train.learner import Learner
@@ -44,10 +43,19 @@ def final_weights(run: Path) -> dict[str, torch.Tensor]:
     return load_checkpoint(run)["model"]
 
 
-def test_one_step_changes_only_trainable_params_and_writes_the_run(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def initial(module_tmp: Path, make_run_folder) -> dict[str, torch.Tensor]:
+    """The weights fit() starts from at seed 0 (``torch.manual_seed(0)``, then a random
+    VGG16): the session's random weights for seed 0, built once (a build takes seconds)."""
+    return weights(make_run_folder(module_tmp / "seed0", seed=0))
+
+
+def test_one_step_changes_only_trainable_params_and_writes_the_run(
+    tmp_path: Path, initial: dict[str, torch.Tensor]
+) -> None:
     cfg = tiny(tmp_path / "run", train_size=10, batch_size=10)  # one step
-    torch.manual_seed(cfg.seed)
-    before = build_vgg16(num_classes=10, weights="none").state_dict()
+    assert cfg.seed == 0  # `initial` is seed 0's starting point
+    before = initial
     result = fit(cfg)
     after = weights(result.run_dir)
     for name, tensor in before.items():
@@ -109,7 +117,9 @@ def test_unfreeze_flips_named_params_and_adds_group(tmp_path: Path) -> None:
     assert [id(p) for p in groups[1]["params"]] == [id(named[n]) for n in flipped]
 
 
-def test_unfreeze_phase_trains_the_trunk_without_cache(tmp_path: Path) -> None:
+def test_unfreeze_phase_trains_the_trunk_without_cache(
+    tmp_path: Path, initial: dict[str, torch.Tensor]
+) -> None:
     cfg = tiny(
         tmp_path / "run",
         train_size=10,
@@ -119,8 +129,8 @@ def test_unfreeze_phase_trains_the_trunk_without_cache(tmp_path: Path) -> None:
         unfreeze_from="1",
         save_every=2,
     )
-    torch.manual_seed(cfg.seed)
-    before = build_vgg16(num_classes=10, weights="none").state_dict()
+    assert cfg.seed == 0  # `initial` is seed 0's starting point
+    before = initial
     rec = fit(cfg).record
     assert [e["phase"] for e in rec["epochs"]] == [1, 2]
     assert [e["feature_cache"] for e in rec["epochs"]] == [True, False]
@@ -151,7 +161,7 @@ def test_cache_and_no_cache_give_the_same_weights(tmp_path: Path, straight: Trai
 @pytest.mark.parametrize(
     "stop_at",
     [
-        # Each case writes four 1.5 GB checkpoints (~25 s): the boundary case is slow-marked.
+        # Each case trains twice and writes 1.5 GB checkpoints: the boundary case is slow-marked.
         pytest.param(("epoch", 1, 0), id="epoch-end", marks=pytest.mark.slow),
         pytest.param(("step", 2, 1), id="mid"),
     ],
@@ -165,7 +175,9 @@ def test_interrupt_then_resume_is_bitwise_identical(
         if ev.kind == kind and ev.epoch == epoch and (kind == "epoch" or ev.step == step):
             os.kill(os.getpid(), signal.SIGINT)  # a real signal through the real handler
 
-    cfg = tiny(tmp_path / "resumed", epochs=2)
+    # No periodic checkpoint (save_every=2; ~1.5 GB each): the run resumes from the one the
+    # interrupt writes, whether it lands mid-epoch or at an epoch's end.
+    cfg = tiny(tmp_path / "resumed", epochs=2, save_every=2)
     with pytest.raises(Interrupted, match="--resume") as exc:
         fit(cfg, progress=interrupt)
     assert exc.value.exit_code == 130
