@@ -56,7 +56,8 @@ def train_command(
 
 def _config(ctx: typer.Context) -> tuple[TrainConfig, bool]:
     """(config, resume?): a new run, ``--resume RUN``, or a torchrun restart of a run."""
-    from exporter.train.train import resume_config, run_to_continue
+    from exporter.train import resume_config
+    from exporter.train.train import run_to_continue
 
     p = {**ctx.params, **({"augment": "off"} if ctx.params["no_augment"] else {})}
     run = run_to_continue(p["resume"], p["out"])
