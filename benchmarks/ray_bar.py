@@ -3,8 +3,10 @@
     python benchmarks/ray_bar.py RUN [--images DIR] [--rounds 3] [--variant pruned-int8]
 
 One local Ray (``--cpus``, default 2) is started here once and kept for every round, as a
-cluster is in use (its start is printed, not counted). Each round runs, in fresh processes
-and alternating which goes first:
+cluster is in use (its start is printed, not counted), configured as ``tlx predict --engine
+ray`` starts its local Ray and as the README starts a cluster: workers at normal priority,
+preloading Ray Data and the predictor (``--no-preload``: Ray's defaults for the preload).
+Each round runs, in fresh processes and alternating which goes first:
 
 - in-process: ``predict_images`` + the CSV written (model load and the lazy imports of the
   preprocessing included: what ``tlx predict --format csv`` does after its own imports);
@@ -137,6 +139,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="Ray: threads per actor")
     ap.add_argument("--cpus", type=int, default=2)
     ap.add_argument("--actor-start", type=int, default=0, metavar="N", help="see above")
+    ap.add_argument(
+        "--no-preload", action="store_true", help="workers import nothing before their actor"
+    )
     args = ap.parse_args()
     if not args.images.is_dir():
         make_images(args.images, args.count)
@@ -148,9 +153,14 @@ def main() -> None:
 
     import ray
 
-    # As the local Ray `tlx predict --engine ray` starts: workers at the driver's priority
-    # (Ray's default lowers them by 15; on a busy machine in-process would get ~7x their CPU).
+    from exporter.serve.ray_predict import PRELOAD
+
+    # As the local Ray `tlx predict --engine ray` starts (and as the README starts a cluster):
+    # workers at the driver's priority (Ray's default lowers them by 15; on a busy machine
+    # in-process would get ~7x their CPU), importing Ray Data and the predictor before work.
     os.environ.setdefault("RAY_worker_niceness", "0")
+    if not args.no_preload:
+        os.environ.setdefault("RAY_preload_python_modules", PRELOAD)
     t = time.perf_counter()
     ctx = ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
     print(
