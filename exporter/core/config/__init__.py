@@ -35,6 +35,7 @@ from exporter.core.config.optimize import (
 from exporter.core.config.predict import (
     MAX_BATCH,
     MAX_TOP_K,
+    EngineConfig,
     PredictConfig,
 )
 from exporter.core.config.serve import (
@@ -61,6 +62,7 @@ from exporter.core.config.train import (
 from exporter.core.config.tune import TuneConfig
 from exporter.core.config.verify import (
     VerifyConfig,
+    VerifyTarget,
     check_tolerance_overrides,
 )
 
@@ -91,6 +93,7 @@ __all__ = [
     "BenchConfig",
     "DataConfig",
     "DemoConfig",
+    "EngineConfig",
     "ExportConfig",
     "KServeConfig",
     "LaunchSpec",
@@ -102,6 +105,7 @@ __all__ = [
     "TritonConfig",
     "TuneConfig",
     "VerifyConfig",
+    "VerifyTarget",
     "check_int",
     "check_tolerance_overrides",
     "parse_formats",
