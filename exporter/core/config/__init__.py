@@ -24,6 +24,7 @@ from exporter.core.config.export import (
     MIN_DYNAMO_OPSET,
     TRITON,
     ExportConfig,
+    InspectConfig,
     KServeConfig,
     parse_formats,
 )
@@ -95,6 +96,7 @@ __all__ = [
     "DemoConfig",
     "EngineConfig",
     "ExportConfig",
+    "InspectConfig",
     "KServeConfig",
     "LaunchSpec",
     "LoadtestConfig",
