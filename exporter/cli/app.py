@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -17,7 +17,7 @@ from exporter import __version__
 from exporter.cli.options import config_options
 from exporter.core.choices import ALL
 from exporter.core.errors import EXIT_GATE, EXIT_SIGINT, TlxError
-from exporter.core.report import Column, Progress
+from exporter.core.report import Column
 
 EXIT_INTERNAL = 70  # a bug in tlx, not in the input (sysexits' EX_SOFTWARE)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -132,35 +132,13 @@ def exit_if_failed(command: str, failures: list[str]) -> None:
         raise fail(f"{command} failed the gate: {'; '.join(failures[:4])}{more}", EXIT_GATE)
 
 
-@contextlib.contextmanager
-def cli_errors() -> Iterator[None]:
-    """Map TlxError to its exit code, Ctrl-C to 130, anything else to an internal error.
-
-    No traceback reaches the user unless ``--debug`` (or ``TLX_DEBUG=1``) is set.
-    """
-    try:
-        yield
-    except typer.Exit:
-        raise
-    except (Exception, KeyboardInterrupt) as exc:
-        if debug_enabled():
-            raise
-        if isinstance(exc, TlxError):
-            raise fail(str(exc), exc.exit_code) from None
-        if isinstance(exc, KeyboardInterrupt):
-            raise fail("interrupted", EXIT_SIGINT) from None
-        raise fail(
-            f"internal error: {exc.__class__.__name__}: {exc} (rerun with --debug for the "
-            "traceback and report it)",
-            EXIT_INTERNAL,
-        ) from None
-
-
 class _Command(TyperCommand):
-    """Every command's body runs in :func:`cli_errors`; where it has ``--no-wait``, that is the
-    run lock's policy (wait with one line on stderr, or exit 3); the result it returns (typed
-    ``Any``: Typer evaluates the annotation, and result types are imported lazily) exits 1 if
-    it failed a gate, after the command printed it."""
+    """Every command's errors become their exit codes: TlxError's own, Ctrl-C 130, anything
+    else an internal error, with no traceback unless ``--debug`` (or ``TLX_DEBUG=1``). Where
+    the command has ``--no-wait``, that is the run lock's policy (wait with one line on stderr,
+    or exit 3); the result it returns (typed ``Any``: Typer evaluates the annotation, and
+    result types are imported lazily) exits 1 if it failed a gate, after the command printed
+    it."""
 
     def invoke(self, ctx: typer.Context) -> None:
         from exporter.core.runlock import lock_policy
@@ -168,11 +146,27 @@ class _Command(TyperCommand):
         def notify(message: str) -> None:
             say(f"note: {message} (--no-wait exits instead)", err=True)
 
-        with cli_errors(), contextlib.ExitStack() as policy:
-            if "no_wait" in ctx.params:
-                policy.enter_context(lock_policy(wait=not ctx.params["no_wait"], notify=notify))
-            result = super().invoke(ctx)
-            exit_if_failed(self.name or "", getattr(result, "gate_failures", []))
+        try:
+            with contextlib.ExitStack() as policy:
+                if "no_wait" in ctx.params:
+                    wait = not ctx.params["no_wait"]
+                    policy.enter_context(lock_policy(wait=wait, notify=notify))
+                result = super().invoke(ctx)
+                exit_if_failed(self.name or "", getattr(result, "gate_failures", []))
+        except typer.Exit:
+            raise
+        except (Exception, KeyboardInterrupt) as exc:
+            if debug_enabled():
+                raise
+            if isinstance(exc, TlxError):
+                raise fail(str(exc), exc.exit_code) from None
+            if isinstance(exc, KeyboardInterrupt):
+                raise fail("interrupted", EXIT_SIGINT) from None
+            raise fail(
+                f"internal error: {exc.__class__.__name__}: {exc} (rerun with --debug for the "
+                "traceback and report it)",
+                EXIT_INTERNAL,
+            ) from None
 
 
 def command(name: str, *configs: type) -> Callable[[F], F]:
@@ -192,10 +186,27 @@ def staged(
     table: Callable[[R], Table] | None = None,
     **kw: Any,
 ) -> R:
-    """A stage's library call under a progress bar (none when quiet or off a terminal), then
-    its ``table`` unless quiet."""
-    with progress_bar(quiet=quiet) as progress:
-        result = call(*args, progress=progress, **kw)
+    """A stage's library call under a rich progress bar on stderr (none when quiet or off a
+    terminal), then its ``table`` unless quiet."""
+    if quiet or not sys.stderr.isatty():
+        result = call(*args, progress=None, **kw)
+    else:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.percentage:>3.0f}%"),
+            TimeElapsedColumn(),
+            console=err_console,
+            transient=True,
+        ) as bar:
+            task = bar.add_task("starting", total=1.0)
+
+            def update(description: str, done: float, total: float) -> None:
+                bar.update(task, description=description, completed=done, total=max(total, 1e-9))
+
+            result = call(*args, progress=update, **kw)
     if table is not None and not quiet:
         console.print(table(result))
     return result
@@ -230,27 +241,3 @@ def main(
     """
     if debug:
         os.environ["TLX_DEBUG"] = "1"
-
-
-@contextlib.contextmanager
-def progress_bar(*, quiet: bool) -> Iterator[Progress | None]:
-    """A rich progress bar on stderr, or None when quiet or stderr is not a terminal."""
-    if quiet or not sys.stderr.isatty():
-        yield None
-        return
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.percentage:>3.0f}%"),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-    ) as bar:
-        task = bar.add_task("starting", total=1.0)
-
-        def update(description: str, done: float, total: float) -> None:
-            bar.update(task, description=description, completed=done, total=max(total, 1e-9))
-
-        yield update

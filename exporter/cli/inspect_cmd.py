@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from exporter.cli.app import command, console, table
+from exporter.cli.options import build
+from exporter.core.config import InspectConfig
 
 
-@command("inspect")
+@command("inspect", InspectConfig)
 def inspect_command(
     target: Annotated[
         Path | None,
@@ -19,21 +21,7 @@ def inspect_command(
             "Without it: the VGG16 transfer-learning model itself.",
         ),
     ] = None,
-    num_classes: Annotated[
-        int, typer.Option("--num-classes", min=1, help="Head size when inspecting the model.")
-    ] = 10,
-    weights: Annotated[
-        str,
-        typer.Option(
-            "--weights",
-            help="imagenet, a local .pth/.safetensors, or none. The architecture and counts "
-            "do not depend on it, so 'none' (offline) is the default here.",
-        ),
-    ] = "none",
-    full: Annotated[
-        bool,
-        typer.Option("--full/--brief", help="Print the whole module tree, or only the counts."),
-    ] = True,
+    **options: Any,
 ) -> None:
     """Show the model (as the seed prints it) with parameter counts, or an artifact's metadata."""
     if target is not None:
@@ -43,10 +31,11 @@ def inspect_command(
         return
     from exporter.model.vgg import build_vgg16, count_parameters
 
-    model = build_vgg16(num_classes=num_classes, weights=weights)
+    cfg = build(InspectConfig, options)
+    model = build_vgg16(num_classes=cfg.num_classes, weights=cfg.weights)
     parts = {"model": model, "model.features": model.features}
     parts |= {"model.classifier": model.classifier, "model.classifier[6]": model.classifier[6]}
-    for name, part in parts.items() if full else ():
+    for name, part in parts.items() if cfg.full else ():
         console.print(f"[bold]{name}[/]", markup=True)
         console.print(str(part), markup=False)
     counts = count_parameters(model)

@@ -11,7 +11,7 @@ from rich.text import Text
 
 from exporter.cli.app import command, console, say, staged, table
 from exporter.cli.options import build
-from exporter.core.config import PredictConfig
+from exporter.core.config import EngineConfig, PredictConfig
 from exporter.core.errors import EXIT_USAGE
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ def predict_table(result: PredictResult) -> Table:
     )
 
 
-@command("predict", PredictConfig)
+@command("predict", PredictConfig, EngineConfig)
 def predict_command(
     run: Annotated[Path, typer.Argument(help="The run folder (with manifest.json).")],
     images: Annotated[
@@ -48,33 +48,6 @@ def predict_command(
         ),
     ],
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
-    engine: Annotated[
-        str,
-        typer.Option(
-            help="local: this process. ray: a Ray Data actor pool (needs --output; "
-            "--threads per actor, default: RUN/tune.json's plan, else 1; "
-            'pip install -e ".[scale]").'
-        ),
-    ] = "local",
-    ray_address: Annotated[
-        str | None, typer.Option(help="ray: the cluster (default: a local Ray).")
-    ] = None,
-    logits: Annotated[
-        bool,
-        typer.Option(
-            "--logits",
-            help="Add a logit column (the raw logit of the row's class) to --format csv and "
-            "to --engine ray's output.",
-        ),
-    ] = False,
-    output_file: Annotated[
-        Path | None,
-        typer.Option(
-            "--output",
-            help="ray: the predictions file (.parquet, .csv or .jsonl; the columns of "
-            "--format csv); unreadable images go to OUTPUT-stem.failures.csv.",
-        ),
-    ] = None,
     **options: Any,
 ) -> None:
     """Classify images with the run's verified artifact (the preprocessing recorded at export).
@@ -85,13 +58,13 @@ def predict_command(
     """
     from exporter.serve import predict as lib
 
-    cfg = build(PredictConfig, options)
-    lib.check_engine(engine, logits=logits, output=cfg.output)
-    if engine == "ray":
+    cfg, how = build(PredictConfig, options), build(EngineConfig, options)
+    how.check(cfg.output)
+    if how.engine == "ray":
         from exporter.serve.ray_predict import predict_ray
 
-        kw = {"output": output_file, "address": ray_address, "progress": not quiet}
-        ray = predict_ray(run, images, cfg, logits=logits, **kw)
+        kw = {"output": how.output_file, "address": how.ray_address, "progress": not quiet}
+        ray = predict_ray(run, images, cfg, logits=how.logits, **kw)
         failed, predicted = len(ray.failures), ray.images - len(ray.failures)
         say(
             f"{ray.images} images ({predicted} predicted, {failed} failed) with {ray.artifact} "
@@ -108,12 +81,12 @@ def predict_command(
             what = "skipped" if cfg.skip_bad else "error:"
             say(f"{what} {_printable(bad.source)}: {bad.reason}", err=True)
 
-        kw = {"on_error": report_bad, "keep_logits": logits}
+        kw = {"on_error": report_bad, "keep_logits": how.logits}
         result = staged(lib.predict_images, run, images, cfg, quiet=quiet, **kw)
         if cfg.output == "json":
             typer.echo(lib.render_json(result))
         elif cfg.output == "csv":
-            typer.echo(lib.render_csv(result, result.classes if logits else None), nl=False)
+            typer.echo(lib.render_csv(result, result.classes if how.logits else None), nl=False)
         elif result.predictions:
             console.print(predict_table(result))
         failed, predicted = len(result.bad), len(result.predictions)

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from exporter.cli.app import NoWait, Quiet, command, report_table, runtime_names, say, staged
 from exporter.cli.options import build
-from exporter.core.config import DEFAULT_MODEL_NAME, VerifyConfig
+from exporter.core.config import VerifyConfig, VerifyTarget
 
 if TYPE_CHECKING:
     from exporter.verify.result import ParityReport
@@ -36,29 +36,11 @@ def verify_table(report: ParityReport) -> Table:
     return out
 
 
-@command("verify", VerifyConfig)
+@command("verify", VerifyConfig, VerifyTarget)
 def verify_command(
     run: Annotated[Path, typer.Argument(help="The run folder (with manifest.json from export).")],
     no_wait: NoWait = False,
     quiet: Quiet = False,
-    server: Annotated[
-        str | None,
-        typer.Option(
-            help="Verify a running server (KServe v2 URL) instead of the local runtimes; "
-            "writes verify-server.json/.md."
-        ),
-    ] = None,
-    model_name: Annotated[
-        str, typer.Option(help="With --server: the served model's name.")
-    ] = DEFAULT_MODEL_NAME,
-    public_key: Annotated[
-        Path | None,
-        typer.Option(
-            help="Check the run against its model.sig with this PEM public key instead of "
-            "running parity (nothing is written): exit 0 if every file matches, 2 naming the "
-            "first file that does not."
-        ),
-    ] = None,
     **options: Any,
 ) -> Any:
     """Check every artifact computes what the trained model computes; exit 1 if not.
@@ -68,13 +50,14 @@ def verify_command(
     candidate failed, 2 bad input (including a hash mismatch), 3 a named runtime or the
     device is unavailable here (or fell back).
     """
-    if public_key is not None:
+    target = build(VerifyTarget, options)
+    if target.public_key is not None:
         from exporter.sign.verification import verify_signature
 
-        check = verify_signature(run, public_key)
+        check = verify_signature(run, target.public_key)
         say(
             f"signature ok: the {len(check.digests)} signed files of {check.run_dir} match "
-            f"{check.signature} (key {public_key}); no file was added"
+            f"{check.signature} (key {target.public_key}); no file was added"
         )
         return None
     from exporter.core.runlock import run_lock
@@ -85,10 +68,10 @@ def verify_command(
     cfg = build(VerifyConfig, options, runtimes=runtime_names(options["runtimes"]))
     # One lock for checking and reporting: no export may change the run in between.
     with run_lock(run, "verify"):
-        if server is None:
+        if target.server is None:
             report = staged(verify_run, run, cfg, quiet=quiet, table=verify_table)
         else:
-            kw = {"server": server, "model_name": model_name, "table": verify_table}
+            kw = {"server": target.server, "model_name": target.model_name, "table": verify_table}
             report = staged(verify_server, run, cfg, quiet=quiet, **kw)
     json_path, md_path = report.files  # each stage writes its own report
     if not quiet:

@@ -101,14 +101,6 @@ def predict_images(
         )
 
 
-def check_engine(engine: str, *, logits: bool, output: str) -> None:
-    """``--engine`` is local or ray; ``--logits`` needs an output with a logit column."""
-    if engine not in ("local", "ray"):
-        raise UsageError(f"--engine {engine!r}: choose local or ray")
-    if engine == "local" and logits and output != "csv":
-        raise UsageError("--logits: use it with --format csv or --engine ray")
-
-
 def unreadable_fails(predicted: int, failed: int, *, skip_bad: bool) -> bool:
     """Whether the unreadable images (each named already) fail the command; a UsageError
     when ``skip_bad`` left no image."""

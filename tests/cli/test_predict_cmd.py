@@ -109,3 +109,11 @@ def test_all_unreadable_with_skip_bad_is_exit_2(onnx_run: Path, folder: Path) ->
     assert result.exit_code == EXIT_USAGE
     (line,) = _errors(result.stderr)
     assert "none of the 1 images" in line
+
+
+def test_engine_is_a_choice_and_logits_need_a_logit_column(tmp_path: Path) -> None:
+    # Both are refused from the options alone, before the run is read.
+    result = invoke(str(tmp_path), "x.png", "--engine", "spark")
+    assert result.exit_code == EXIT_USAGE and "--engine" in result.output, result.output
+    result = invoke(str(tmp_path), "x.png", "--format", "json", "--logits")
+    assert result.exit_code == EXIT_USAGE and "--format csv" in result.output, result.output

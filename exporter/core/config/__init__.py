@@ -24,6 +24,7 @@ from exporter.core.config.export import (
     MIN_DYNAMO_OPSET,
     TRITON,
     ExportConfig,
+    InspectConfig,
     KServeConfig,
     parse_formats,
 )
@@ -35,6 +36,7 @@ from exporter.core.config.optimize import (
 from exporter.core.config.predict import (
     MAX_BATCH,
     MAX_TOP_K,
+    EngineConfig,
     PredictConfig,
 )
 from exporter.core.config.serve import (
@@ -61,6 +63,7 @@ from exporter.core.config.train import (
 from exporter.core.config.tune import TuneConfig
 from exporter.core.config.verify import (
     VerifyConfig,
+    VerifyTarget,
     check_tolerance_overrides,
 )
 
@@ -91,7 +94,9 @@ __all__ = [
     "BenchConfig",
     "DataConfig",
     "DemoConfig",
+    "EngineConfig",
     "ExportConfig",
+    "InspectConfig",
     "KServeConfig",
     "LaunchSpec",
     "LoadtestConfig",
@@ -102,6 +107,7 @@ __all__ = [
     "TritonConfig",
     "TuneConfig",
     "VerifyConfig",
+    "VerifyTarget",
     "check_int",
     "check_tolerance_overrides",
     "parse_formats",

@@ -186,3 +186,19 @@ def parse_formats(spec: str | tuple[str, ...] | list[str] | Any) -> tuple[str, .
     chosen = set(EXPORT_FORMATS) if ALL in names else set()
     chosen.update(names)
     return tuple(f for f in known if f in chosen)
+
+
+@dataclass(frozen=True)
+class InspectConfig:
+    """Settings of ``tlx inspect`` without a target (the model itself); each field's help is
+    its option's."""
+
+    num_classes: int = opt(10, min=1, help="Head size when inspecting the model.")
+    weights: str = opt(
+        "none",
+        help="imagenet, a local .pth/.safetensors, or none. The architecture and counts do not "
+        "depend on it, so 'none' (offline) is the default here.",
+    )
+    full: bool = opt(
+        True, flags=("--full/--brief",), help="Print the whole module tree, or only the counts."
+    )

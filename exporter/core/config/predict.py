@@ -9,6 +9,7 @@ from exporter.core.config.common import PUBLIC_KEY_HELP, check_int, opt
 from exporter.core.errors import UsageError
 
 PREDICT_OUTPUTS = ("table", "json", "csv")
+PREDICT_ENGINES = ("local", "ray")
 # Bounds of --top-k and --batch-size (also of Predictor.predict's arguments).
 MAX_TOP_K = 1000
 MAX_BATCH = 1024
@@ -51,3 +52,35 @@ class PredictConfig:
         if self.threads is not None:
             check_int("--threads", self.threads, 1024)
         device_kind(self.device)
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """How ``tlx predict`` runs (this process or a Ray Data actor pool) and what it adds to the
+    predictions; each field's help is its option's."""
+
+    engine: str = opt(
+        "local",
+        choices=PREDICT_ENGINES,
+        help="local: this process. ray: a Ray Data actor pool (needs --output; --threads per "
+        'actor, default: RUN/tune.json\'s plan, else 1; pip install -e ".[scale]").',
+    )
+    ray_address: str | None = opt(None, help="ray: the cluster (default: a local Ray).")
+    logits: bool = opt(
+        False,
+        flags=("--logits",),
+        help="Add a logit column (the raw logit of the row's class) to --format csv and to "
+        "--engine ray's output.",
+    )
+    output_file: str | None = opt(
+        None,
+        flags=("--output",),
+        path=True,
+        help="ray: the predictions file (.parquet, .csv or .jsonl; the columns of --format csv); "
+        "unreadable images go to OUTPUT-stem.failures.csv.",
+    )
+
+    def check(self, output: str) -> None:
+        """``--logits`` needs an output with a logit column (``output``: ``--format``)."""
+        if self.engine == "local" and self.logits and output != "csv":
+            raise UsageError("--logits: use it with --format csv or --engine ray")

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from exporter.core.choices import ALL, DEVICE_HELP, device_kind
 from exporter.core.config.common import RUNTIMES_HELP, opt, parse_batch_sizes, parse_names
+from exporter.core.config.serve import DEFAULT_MODEL_NAME
 from exporter.core.errors import UsageError
 
 
@@ -46,6 +47,26 @@ class VerifyConfig:
             raise UsageError(f"--samples must be >= 0, got {self.samples}")
         device_kind(self.device)
         check_tolerance_overrides(self.atol, self.rtol, self.min_top1)
+
+
+@dataclass(frozen=True)
+class VerifyTarget:
+    """What ``tlx verify`` checks instead of the run's artifacts on the local runtimes: a running
+    server, or the run's signature. Each field's help is its option's."""
+
+    server: str | None = opt(
+        None,
+        help="Verify a running server (KServe v2 URL) instead of the local runtimes; writes "
+        "verify-server.json/.md.",
+    )
+    model_name: str = opt(DEFAULT_MODEL_NAME, help="With --server: the served model's name.")
+    public_key: str | None = opt(
+        None,
+        path=True,
+        help="Check the run against its model.sig with this PEM public key instead of running "
+        "parity (nothing is written): exit 0 if every file matches, 2 naming the first file "
+        "that does not.",
+    )
 
 
 def check_tolerance_overrides(
