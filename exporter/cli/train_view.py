@@ -105,7 +105,10 @@ def summary_table(record: dict[str, Any]) -> Table:
         for e in record["epochs"]
     )
     title = f"tlx train: {record['dataset']['name']} ({record['status']})"
-    return table(title, cols, rows, left=0)
+    out = table(title, cols, rows, left=0)
+    # In 80 columns rich squeezed "1.00e-03" into "1.00e-0" over "3"; the headers wrap instead.
+    out.columns[2].no_wrap = True
+    return out
 
 
 def fmt(x: float | None) -> str:
