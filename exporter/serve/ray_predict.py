@@ -255,9 +255,16 @@ def predict_ray(
 
 
 def connect(ray: Any, address: str | None) -> None:
-    """``ray.init`` unless connected: ``address``, else the running cluster or a local one."""
+    """``ray.init`` unless connected: ``address``, else the running cluster or a local one.
+
+    Raises:
+        EnvironmentUnavailable: nothing answers at ``address`` (checked first: Ray itself
+            retries a wrong address for over a minute), or Ray refused the connection.
+    """
     if ray.is_initialized():
         return
+    if address is not None:
+        check_reachable(address)
     # Ray lowers its workers' priority by 15 (nice) so that its raylet stays responsive; on
     # a machine shared with other work that leaves the actors about 1/7 of the CPU in-process
     # `tlx predict` would get. A local Ray started here runs them at tlx's own priority (a
@@ -267,7 +274,32 @@ def connect(ray: Any, address: str | None) -> None:
     # prestarts import Ray Data and the actor's module while the driver plans, instead of
     # after an actor lands on them (~1 s of each actor's start on 2 cores).
     os.environ.setdefault("RAY_preload_python_modules", PRELOAD)
-    ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    refused = (ConnectionError, getattr(ray.exceptions, "AuthenticationError", ConnectionError))
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    except refused as exc:
+        raise EnvironmentUnavailable(
+            f"--ray-address {address}: {' '.join(str(exc).split())} (a cluster that uses "
+            "token authentication needs RAY_AUTH_MODE=token and its token here too: "
+            "RAY_AUTH_TOKEN or ~/.ray/auth_token)"
+        ) from exc
+
+
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """A ``HOST:PORT`` (or ``ray://HOST:PORT``) address accepts a TCP connection within
+    ``timeout_s``; other forms (``auto``, ``local``) are Ray's to resolve."""
+    import socket
+
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise EnvironmentUnavailable(
+            f"--ray-address {address}: no Ray cluster answers there ({exc.strerror or exc}); "
+            "start one with `ray start --head` or check the address"
+        ) from exc
 
 
 def signed_digests(run: str | Path, public_key: str | Path) -> dict[str, str]:

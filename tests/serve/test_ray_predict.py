@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -306,3 +307,45 @@ def test_tasks_are_whole_batches_and_blocks_bounded() -> None:
     assert block_count(2001, 224) == 9 and block_count(1, 32) == 1
     many = block_count(10_000_000, 256)
     assert many <= MAX_BLOCKS and 10_000_000 / many >= 256
+
+
+class _NoCluster:
+    """Stands for the ``ray`` module: not connected, and ``init`` refuses like Ray does."""
+
+    class exceptions:  # the attribute ``ray.exceptions``
+        pass
+
+    calls = 0
+
+    def is_initialized(self) -> bool:
+        return False
+
+    def init(self, **kw: object) -> None:
+        self.calls += 1
+        raise ConnectionError(f"Failed to connect to Ray cluster at {kw['address']}.")
+
+
+def test_an_address_where_nothing_listens_is_exit_3_before_ray_tries() -> None:
+    from exporter.core.errors import EnvironmentUnavailable
+    from exporter.serve.ray_predict import connect
+
+    with socket.socket() as s:  # a port that was free a moment ago: refused, not a hang
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ray = _NoCluster()
+    with pytest.raises(EnvironmentUnavailable, match=rf"--ray-address 127.0.0.1:{port}: no Ray"):
+        connect(ray, f"127.0.0.1:{port}")
+    assert ray.calls == 0  # Ray's own retries of a wrong address last over a minute
+
+
+def test_a_refused_connection_is_exit_3_with_the_token_hint() -> None:
+    from exporter.core.errors import EnvironmentUnavailable
+    from exporter.serve.ray_predict import connect
+
+    with socket.socket() as server:  # something answers TCP; Ray still refuses
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        address = f"127.0.0.1:{server.getsockname()[1]}"
+        with pytest.raises(EnvironmentUnavailable, match="RAY_AUTH_MODE=token") as err:
+            connect(_NoCluster(), address)
+    assert err.value.exit_code == EXIT_ENV and address in str(err.value)
