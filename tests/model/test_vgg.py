@@ -16,8 +16,8 @@ from exporter.model.vgg import build_vgg16, count_parameters, load_reference_mod
 
 
 @pytest.fixture(scope="module")
-def vgg() -> torch.nn.Module:
-    return build_vgg16(num_classes=10, weights="none")
+def vgg(random_vgg16) -> torch.nn.Module:
+    return random_vgg16()
 
 
 def test_features_frozen_and_head_replaced(vgg: torch.nn.Module) -> None:
@@ -79,8 +79,8 @@ def test_a_bad_unfreeze_from_stops_training_before_it_writes(
     assert not (tmp_path / "run").exists()
 
 
-def test_unfreeze_flips_exactly_the_named_params() -> None:
-    model = build_vgg16(num_classes=3, weights="none")
+def test_unfreeze_flips_exactly_the_named_params(random_vgg16) -> None:
+    model = random_vgg16()
     flipped = unfreeze_from(model, 24)
     assert flipped == [f"features.{i}.{w}" for i in (24, 26, 28) for w in ("weight", "bias")]
     for name, p in model.features.named_parameters():
