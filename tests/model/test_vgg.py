@@ -148,8 +148,8 @@ def test_imagenet_offline_is_exit_3(monkeypatch: pytest.MonkeyPatch, tmp_path: P
     assert exc.value.exit_code == 3
 
 
-def test_open_run_and_reference_model(run_folder: Path) -> None:
-    info = open_run(run_folder)
+def test_open_run_and_reference_model(shared_run_folder: Path) -> None:
+    info = open_run(shared_run_folder)  # read only: the session's run, no 537 MB copy
     assert info.num_classes == 10
     assert info.preprocessing.image_size == 32
     model = load_reference_model(info)
@@ -165,12 +165,12 @@ def test_open_run_errors(tmp_path: Path, run_folder: Path) -> None:
         open_run(run_folder)
 
 
-def test_reference_model_checks_the_manifest_size_and_hash(run_folder: Path) -> None:
+def test_reference_model_checks_the_manifest_size_and_hash(shared_run_folder: Path) -> None:
     from exporter.core.errors import IntegrityError
     from exporter.core.manifest import FileRecord
 
-    info = open_run(run_folder)
-    good = FileRecord.of(run_folder, "model.safetensors")
+    info = open_run(shared_run_folder)  # read only: the session's run, no 537 MB copy
+    good = FileRecord.of(shared_run_folder, "model.safetensors")
     load_reference_model(info, expected=good)
     with pytest.raises(IntegrityError, match="does not match manifest"):
         load_reference_model(info, expected=FileRecord(good.path, good.sha256, good.bytes + 1))
