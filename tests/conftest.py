@@ -14,10 +14,14 @@ import socket
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 from session_cost import SessionCost  # tests/ is on sys.path (rootdir conftest, no package)
+
+if TYPE_CHECKING:
+    import torch
 
 FORMAT_FILES = {"onnx": "model.onnx", "torchscript": "model.ts", "pt2": "model.pt2"}
 SYNTHETIC_CLASSES = [f"class_{i}" for i in range(10)]
@@ -31,6 +35,7 @@ SYNTHETIC_CLASSES = [f"class_{i}" for i in range(10)]
 # (fsio.atomic_path). A test that edits such a linked file in place must first make it its
 # own (the ``own`` fixture); ``_free_disk_after_test`` fails a test that did not.
 _WEIGHTS: dict[tuple[int, int], Path] = {}
+_RNG_AFTER: dict[tuple[int, int], object] = {}  # torch's CPU RNG state right after that build
 _WEIGHTS_DIR: list[Path] = []
 _SHARED: dict[Path, tuple[int, int, int]] = {}  # linked file -> (inode, size, mtime) at share
 
@@ -60,10 +65,30 @@ def _random_weights(num_classes: int, seed: int) -> Path:
         _WEIGHTS_DIR.append(Path(tempfile.mkdtemp(prefix="tlx-test-weights-")))
     torch.manual_seed(seed)
     model = build_vgg16(num_classes=num_classes, weights="none").eval()
+    _RNG_AFTER[num_classes, seed] = torch.get_rng_state()
     path = _WEIGHTS_DIR[0] / f"vgg16-{num_classes}-{seed}.safetensors"
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
     _WEIGHTS[num_classes, seed] = _share(path)
     return path
+
+
+def _random_vgg16(num_classes: int = 10, seed: int = 0) -> torch.nn.Module:
+    """A fresh VGG16 equal to ``torch.manual_seed(seed); build_vgg16(num_classes=num_classes,
+    weights="none")``, torch's RNG left where that build leaves it, in milliseconds: the
+    session's cached weights assigned to a model built on the meta device (a real build
+    initialises 134 M parameters, 2-3 s on 2 cores). The model owns its tensors (a
+    copy-on-write map of the file): the test may modify it."""
+    import torch
+    from safetensors.torch import load_file
+
+    from exporter.model.vgg import build_vgg16
+
+    path = _random_weights(num_classes, seed)
+    with torch.device("meta"):
+        model = build_vgg16(num_classes=num_classes, weights="none")
+    model.load_state_dict(load_file(str(path)), assign=True)  # keeps requires_grad
+    torch.set_rng_state(_RNG_AFTER[num_classes, seed])
+    return model
 
 
 def _written_through_links() -> list[Path]:
@@ -379,6 +404,13 @@ def key_pair() -> Callable[[Path, str], tuple[Path, Path]]:
 @pytest.fixture(scope="session")
 def make_run_folder() -> Callable[..., Path]:
     return _make_run_folder
+
+
+@pytest.fixture(scope="session")
+def random_vgg16() -> Callable[..., torch.nn.Module]:
+    """``random_vgg16(num_classes=10, seed=0)``: a fresh seeded random VGG16 without the
+    seconds of initialising it (the session's cached weights)."""
+    return _random_vgg16
 
 
 @pytest.fixture(scope="session")

@@ -64,14 +64,15 @@ def _private(path: Path) -> Path:
 
 
 def _wrong_shape_weights(run: Path, tmp: Path) -> None:
-    # A checkpoint for 7 classes in a run whose train.json says 10.
-    from safetensors.torch import save_file
+    # A checkpoint for 7 classes in a run whose train.json says 10: the run's own weights
+    # with a 7-class head (building a 7-class VGG16 would initialise 134 M parameters).
+    from safetensors.torch import load_file, save_file
 
-    from exporter.model.vgg import build_vgg16
-
-    state = build_vgg16(num_classes=7, weights="none").state_dict()
+    state = load_file(str(run / "model.safetensors"))
+    for name in ("classifier.6.weight", "classifier.6.bias"):
+        state[name] = state[name][:7].contiguous()
     (run / "model.safetensors").unlink()
-    save_file({k: v.contiguous() for k, v in state.items()}, str(run / "model.safetensors"))
+    save_file(state, str(run / "model.safetensors"))
 
 
 def _wrong_dtype_weights(run: Path, tmp: Path) -> None:
@@ -926,8 +927,12 @@ def test_disk_full_is_exit_3_and_keeps_the_previous_file(
 ) -> None:
     """A write that fails for space: exit 3 with needed vs free bytes, the old file intact."""
     import errno
+    from types import SimpleNamespace
 
     from exporter.core import fsio
+    from exporter.core.manifest import ArtifactEntry, FileRecord
+    from exporter.export.common import ExportContext
+    from exporter.export.export import EXPORTERS
 
     run = tmp_path / "run"
     shutil.copytree(pristine_run, run, copy_function=_link_weights_copy_rest)
@@ -938,8 +943,16 @@ def test_disk_full_is_exit_3_and_keeps_the_previous_file(
             fh.write(data[: len(data) // 3])
         raise OSError(errno.ENOSPC, "No space left on device")
 
+    def small_onnx(ctx: ExportContext, say: object) -> SimpleNamespace:
+        """Stands in for the ONNX export (seconds of tracing and checking): only the manifest
+        write after it is under test here."""
+        (ctx.run_dir / "model.onnx").write_bytes(b"onnx")
+        entry = ArtifactEntry("model.onnx", "onnx", [FileRecord.of(ctx.run_dir, "model.onnx")])
+        return SimpleNamespace(name="model.onnx", entry=entry)
+
     monkeypatch.setattr(fsio, "_write_file", full_disk)
-    # The manifest is the first plain write of `tlx export` (onnx.save writes the model).
+    monkeypatch.setitem(EXPORTERS, "onnx", small_onnx)
+    # The manifest is the first plain write of `tlx export` (an exporter writes its own file).
     result = CliRunner().invoke(app, ["export", str(run), "--format", "onnx"])
     assert result.exit_code == 3, (result.exit_code, result.stderr)
     errors = [ln for ln in result.stderr.splitlines() if ln.lower().startswith("error")]

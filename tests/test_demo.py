@@ -15,8 +15,9 @@ from exporter.demo import DEMO_JSON, DemoResult, run_demo
 
 
 @pytest.fixture(scope="module")
-def tiny_demo(module_tmp: Path) -> DemoResult:
-    """Every step at its smallest: one format, one variant, three runtimes, one batch size."""
+def tiny_demo(module_tmp: Path, quick_optimize_timing: None) -> DemoResult:
+    """Every step at its smallest: one format, one variant, three runtimes, one batch size
+    (optimize times each file once: no test reads those figures, only that they exist)."""
     out = module_tmp / "run"
     cfg = DemoConfig(
         out_dir=str(out),

@@ -167,12 +167,15 @@ def test_bad_config_names_the_option(changes: dict, option: str) -> None:
         LoadtestConfig(**changes)
 
 
-def test_a_remote_server_needs_allow_remote(run_folder: Path) -> None:
+def test_a_remote_server_needs_allow_remote(shared_run_folder: Path) -> None:
+    # The session's run (no 537 MB copy): refused before anything is written to it.
+    before = sorted(p.name for p in shared_run_folder.iterdir())
     result = CliRunner().invoke(
-        app, ["loadtest", str(run_folder), "--server", "http://192.0.2.1:8000"]
+        app, ["loadtest", str(shared_run_folder), "--server", "http://192.0.2.1:8000"]
     )
     assert result.exit_code == 2, result.output
     assert "--allow-remote" in result.output
+    assert sorted(p.name for p in shared_run_folder.iterdir()) == before
 
 
 @pytest.mark.parametrize("command", [["loadtest"], ["bench"], ["verify"]])

@@ -140,13 +140,20 @@ def test_cli_verify_with_a_linked_lock_exits_2(tmp_path: Path, onnx_run: Path, l
     _unchanged(out)
 
 
-def test_resume_into_a_linked_checkpoint_folder_exits_2_before_training(tmp_path: Path) -> None:
+def test_resume_into_a_linked_checkpoint_folder_exits_2_before_training(
+    tmp_path: Path, make_run_folder
+) -> None:
     from exporter.core.config import DataConfig, TrainConfig
     from exporter.train import fit, resume_config
+    from exporter.train.checkpoint import save_checkpoint
 
     run, out = tmp_path / "run", _outside(tmp_path)
     data = DataConfig(source="synthetic", train_size=10, val_size=8, image_size=32, augment=False)
-    fit(TrainConfig(data=data, weights="none", epochs=1, batch_size=8, out=str(run)))
+    cfg = TrainConfig(data=data, weights="none", epochs=1, batch_size=8, out=str(run))
+    # A trained run's files, written directly: the refusal comes before the checkpoint's
+    # state is read, so training one (a 1.5 GB checkpoint, ~10 s) would only cost time.
+    make_run_folder(run)
+    save_checkpoint(run, {"config": cfg.to_dict()}, {"epoch": 1, "step": 0})
     moved = out / "checkpoint"
     os.replace(run / "checkpoint", moved)
     (run / "checkpoint").symlink_to(moved)

@@ -16,8 +16,8 @@ from exporter.model.vgg import build_vgg16, count_parameters, load_reference_mod
 
 
 @pytest.fixture(scope="module")
-def vgg() -> torch.nn.Module:
-    return build_vgg16(num_classes=10, weights="none")
+def vgg(random_vgg16) -> torch.nn.Module:
+    return random_vgg16()
 
 
 def test_features_frozen_and_head_replaced(vgg: torch.nn.Module) -> None:
@@ -79,8 +79,8 @@ def test_a_bad_unfreeze_from_stops_training_before_it_writes(
     assert not (tmp_path / "run").exists()
 
 
-def test_unfreeze_flips_exactly_the_named_params() -> None:
-    model = build_vgg16(num_classes=3, weights="none")
+def test_unfreeze_flips_exactly_the_named_params(random_vgg16) -> None:
+    model = random_vgg16()
     flipped = unfreeze_from(model, 24)
     assert flipped == [f"features.{i}.{w}" for i in (24, 26, 28) for w in ("weight", "bias")]
     for name, p in model.features.named_parameters():
@@ -148,8 +148,8 @@ def test_imagenet_offline_is_exit_3(monkeypatch: pytest.MonkeyPatch, tmp_path: P
     assert exc.value.exit_code == 3
 
 
-def test_open_run_and_reference_model(run_folder: Path) -> None:
-    info = open_run(run_folder)
+def test_open_run_and_reference_model(shared_run_folder: Path) -> None:
+    info = open_run(shared_run_folder)  # read only: the session's run, no 537 MB copy
     assert info.num_classes == 10
     assert info.preprocessing.image_size == 32
     model = load_reference_model(info)
@@ -165,12 +165,12 @@ def test_open_run_errors(tmp_path: Path, run_folder: Path) -> None:
         open_run(run_folder)
 
 
-def test_reference_model_checks_the_manifest_size_and_hash(run_folder: Path) -> None:
+def test_reference_model_checks_the_manifest_size_and_hash(shared_run_folder: Path) -> None:
     from exporter.core.errors import IntegrityError
     from exporter.core.manifest import FileRecord
 
-    info = open_run(run_folder)
-    good = FileRecord.of(run_folder, "model.safetensors")
+    info = open_run(shared_run_folder)  # read only: the session's run, no 537 MB copy
+    good = FileRecord.of(shared_run_folder, "model.safetensors")
     load_reference_model(info, expected=good)
     with pytest.raises(IntegrityError, match="does not match manifest"):
         load_reference_model(info, expected=FileRecord(good.path, good.sha256, good.bytes + 1))

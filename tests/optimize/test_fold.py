@@ -9,14 +9,12 @@ from hypothesis import strategies as st
 from torch import nn
 
 from exporter.core.errors import UsageError
-from exporter.model.vgg import build_vgg16
 from exporter.optimize.fold import fold_vgg16, plan_fold, pooling_matrix, trunk_output_hw
 
 
 @pytest.fixture(scope="module")
-def vgg() -> nn.Module:
-    torch.manual_seed(0)
-    return build_vgg16(num_classes=10, weights="none").eval()
+def vgg(random_vgg16) -> nn.Module:
+    return random_vgg16(seed=0).eval()
 
 
 @settings(max_examples=40, deadline=None)
@@ -108,8 +106,8 @@ def test_fold_refuses_a_model_that_is_not_vgg16() -> None:
         fold_vgg16(nn.Sequential(nn.Linear(3, 3)), 32)
 
 
-def test_fold_refuses_a_different_pool_size() -> None:
-    model = build_vgg16(num_classes=2, weights="none")
+def test_fold_refuses_a_different_pool_size(random_vgg16) -> None:
+    model = random_vgg16()
     model.avgpool = nn.AdaptiveAvgPool2d((6, 6))
     with pytest.raises(UsageError, match="avgpool output size"):
         fold_vgg16(model, 32)

@@ -187,10 +187,13 @@ def test_fold_is_skipped_where_it_gains_nothing(tmp_path: Path, make_run_folder)
         (["--min-top1", "2"], "min-top1"),
     ],
 )
-def test_cli_usage_errors_exit_2(run_folder: Path, args: list[str], match: str) -> None:
-    res = CliRunner().invoke(app, ["optimize", str(run_folder), *args])
+def test_cli_usage_errors_exit_2(shared_run_folder: Path, args: list[str], match: str) -> None:
+    # The session's run (no 537 MB copy): refused before anything is written to it.
+    before = sorted(p.name for p in shared_run_folder.iterdir())
+    res = CliRunner().invoke(app, ["optimize", str(shared_run_folder), *args])
     assert res.exit_code == 2, res.output
     assert match in res.output
+    assert sorted(p.name for p in shared_run_folder.iterdir()) == before
 
 
 def test_cli_missing_run_exits_2(tmp_path: Path) -> None:

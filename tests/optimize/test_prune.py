@@ -16,11 +16,8 @@ from exporter.optimize.prune import fc_keep_width, prune_vgg16
 
 
 @pytest.fixture(scope="module")
-def teacher() -> torch.nn.Module:
-    from exporter.model.vgg import build_vgg16
-
-    torch.manual_seed(0)
-    return build_vgg16(num_classes=10, weights="none").eval()
+def teacher(random_vgg16) -> torch.nn.Module:
+    return random_vgg16(seed=0).eval()
 
 
 @pytest.fixture(scope="module")

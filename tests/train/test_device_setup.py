@@ -14,7 +14,6 @@ from typer.testing import CliRunner
 from exporter.cli import app
 from exporter.core.config import DataConfig, TrainConfig
 from exporter.core.errors import EXIT_USAGE, UsageError
-from exporter.model.vgg import build_vgg16
 from exporter.runtimes import cuda_math
 from exporter.train.batches import EpochBatches
 from exporter.train.checkpoint import restore_cuda_rng, restore_scaler
@@ -71,8 +70,8 @@ def test_amp_dtype_needs_native_bf16(
     assert amp_dtype("cpu", True) is None
 
 
-def test_pool_is_skipped_only_when_already_7x7() -> None:
-    model = build_vgg16(num_classes=10, weights="none").eval()
+def test_pool_is_skipped_only_when_already_7x7(random_vgg16) -> None:
+    model = random_vgg16().eval()
     f7 = torch.randn(2, 512, 7, 7)
     assert pool(model, f7) is f7  # the identity, without the op
     assert torch.equal(model.avgpool(f7), f7)  # ... which is what the op computes

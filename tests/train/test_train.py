@@ -44,10 +44,10 @@ def final_weights(run: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.fixture(scope="module")
-def initial(module_tmp: Path, make_run_folder) -> dict[str, torch.Tensor]:
+def initial(random_vgg16) -> dict[str, torch.Tensor]:
     """The weights fit() starts from at seed 0 (``torch.manual_seed(0)``, then a random
     VGG16): the session's random weights for seed 0, built once (a build takes seconds)."""
-    return weights(make_run_folder(module_tmp / "seed0", seed=0))
+    return random_vgg16(seed=0).state_dict()
 
 
 def test_one_step_changes_only_trainable_params_and_writes_the_run(
