@@ -278,10 +278,13 @@ def connect(ray: Any, address: str | None) -> None:
     try:
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
     except refused as exc:
+        why = " ".join(str(exc).split())
+        where = address or os.environ.get("RAY_ADDRESS")
+        if where is None:
+            raise EnvironmentUnavailable(f"a local Ray did not start: {why}") from exc
         raise EnvironmentUnavailable(
-            f"--ray-address {address}: {' '.join(str(exc).split())} (a cluster that uses "
-            "token authentication needs RAY_AUTH_MODE=token and its token here too: "
-            "RAY_AUTH_TOKEN or ~/.ray/auth_token)"
+            f"Ray cluster {where}: {why} (a cluster that uses token authentication needs "
+            "RAY_AUTH_MODE=token and its token here too: RAY_AUTH_TOKEN or ~/.ray/auth_token)"
         ) from exc
 
 
@@ -383,16 +386,11 @@ class _Sink:
 
 
 def _write_failures(path: Path, failures: list[tuple[str, str]]) -> None:
-    from exporter.core.fsio import write_text
-
-    lines = [["source", "reason"], *failures]
-    text = "".join(",".join(_csv_cell(c) for c in line) + "\n" for line in lines)
-    write_text(path, text)
-
-
-def _csv_cell(value: str) -> str:
+    """The predictions CSV's dialect: a name with a comma, quote or newline is quoted."""
     import io
 
+    from exporter.core.fsio import write_text
+
     buf = io.StringIO()
-    csv.writer(buf, lineterminator="").writerow([value])
-    return buf.getvalue()
+    csv.writer(buf, lineterminator="\n").writerows([("source", "reason"), *failures])
+    write_text(path, buf.getvalue())

@@ -349,3 +349,13 @@ def test_a_refused_connection_is_exit_3_with_the_token_hint() -> None:
         with pytest.raises(EnvironmentUnavailable, match="RAY_AUTH_MODE=token") as err:
             connect(_NoCluster(), address)
     assert err.value.exit_code == EXIT_ENV and address in str(err.value)
+
+
+def test_failures_file_reads_back_names_with_commas_quotes_and_newlines(tmp_path: Path) -> None:
+    from exporter.serve.ray_predict import _write_failures
+
+    failures = [("a,b.png", "not an image"), ('q"uote.png', "x"), ("new\nline.png", "y, z")]
+    _write_failures(tmp_path / "f.csv", failures)
+    with open(tmp_path / "f.csv", newline="") as fh:
+        rows = list(csv.reader(fh))
+    assert rows == [["source", "reason"], *map(list, failures)]
