@@ -1,6 +1,6 @@
 """Page faults of big freed buffers with and without the training allocator setting.
 
-Measures what :func:`exporter.train.allocator.reuse_freed_memory` is for: six 64 MB tensors
+Measures what :func:`exporter.train.device_setup.reuse_freed_memory` is for: six 64 MB tensors
 allocated, touched and freed, counting minor page faults (``ru_minflt``) outside the
 setting and inside it (after one warm-up cycle lets the heap grow to the working set).
 Recorded once at 98k faults outside vs 33k inside; glibc on Linux only.

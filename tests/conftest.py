@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pytest
 from session_cost import SessionCost  # tests/ is on sys.path (rootdir conftest, no package)
+from session_malloc import hand_back_freed_memory, keep_freed_memory
 
 if TYPE_CHECKING:
     import torch
@@ -522,13 +523,19 @@ def _tmpfs_basetemp() -> Path | None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Print what the session cost at its end; put temp folders on tmpfs where it fits."""
+    """Print what the session cost at its end; put temp folders on tmpfs where it fits; keep
+    freed memory in the heap (session_malloc)."""
     config.pluginmanager.register(SessionCost(), "tlx-session-cost")
+    keep_freed_memory()
     if config.option.basetemp is None and not hasattr(config, "workerinput"):
         base = _tmpfs_basetemp()
         if base is not None:
             config.option.basetemp = str(base)
             config.stash[_TMPFS_KEY] = base
+
+
+def pytest_runtest_logfinish() -> None:
+    hand_back_freed_memory()
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:

@@ -7,6 +7,7 @@ import platform
 import sys
 
 import pytest
+from session_malloc import keep_freed_memory
 
 from exporter.train.device_setup import reuse_freed_memory
 
@@ -22,8 +23,11 @@ def test_on_by_default_on_glibc(monkeypatch: pytest.MonkeyPatch) -> None:
         *(k for k in os.environ if k.startswith("MALLOC_")),
     ]:
         monkeypatch.delenv(name, raising=False)  # the default, whatever the shell has
-    with reuse_freed_memory() as active:
-        assert active
+    try:
+        with reuse_freed_memory() as active:
+            assert active
+    finally:
+        keep_freed_memory()  # the block restored glibc's defaults; the session keeps its own
 
 
 @pytest.mark.parametrize(
