@@ -52,7 +52,7 @@ def test_tiny_demo_runs_every_step(tiny_demo: DemoResult) -> None:
 
 
 def test_tiny_demo_recommends_a_verified_pair(tiny_demo: DemoResult) -> None:
-    (rec,) = tiny_demo.recommendations
+    (rec,) = tiny_demo.bench.recommendations
     verified = {
         (v["runtime"], v["artifact"]) for v in tiny_demo.verdicts() if v["verdict"] == "pass"
     }

@@ -38,8 +38,8 @@ def print_summary(result: DemoResult) -> None:
         why = f" ({v['reason']})" if v["reason"] else ""
         say(f"optimize {v['variant']}: {v['status']} {v['artifact']}{why}")
     # bench's recommendation per batch size, else the fastest runtime (not verified).
-    say(*deploy_lines(result.recommendations))
-    if not result.recommendations:
+    say(*deploy_lines(result.bench.recommendations))
+    if not result.bench.recommendations:
         say(*(f"no recommendation: {note}" for note in result.bench.recommendation_notes))
         say(
             *(
