@@ -74,11 +74,6 @@ class DemoResult:
             for b, row in self.bench.fastest().items()
         }
 
-    @property
-    def recommendations(self) -> list[dict[str, Any]]:
-        """bench's "deploy this" per batch size (fastest verified artifact × runtime)."""
-        return list(self.bench.recommendations)
-
     def variants(self) -> list[dict[str, Any]]:
         """One ``{variant, artifact, status, reason}`` per optimized variant."""
         if self.optimize is None:
@@ -102,7 +97,7 @@ class DemoResult:
             "verify_skipped": self.verify.skipped,
             "fastest": {str(b): v for b, v in self.fastest().items()},
             "variants": self.variants(),
-            "recommendations": self.recommendations,
+            "recommendations": self.bench.recommendations,
             "bench_skipped": self.bench.skipped,
             "step_seconds": self.step_seconds,
             "total_seconds": sum(self.step_seconds.values()),

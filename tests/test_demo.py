@@ -52,7 +52,7 @@ def test_tiny_demo_runs_every_step(tiny_demo: DemoResult) -> None:
 
 
 def test_tiny_demo_recommends_a_verified_pair(tiny_demo: DemoResult) -> None:
-    (rec,) = tiny_demo.recommendations
+    (rec,) = tiny_demo.bench.recommendations
     verified = {
         (v["runtime"], v["artifact"]) for v in tiny_demo.verdicts() if v["verdict"] == "pass"
     }
@@ -123,7 +123,7 @@ def test_demo_command_end_to_end(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     result = CliRunner().invoke(app, ["demo", "--out", str(out), "-q"])
     assert result.exit_code == 0, result.output
-    for text in ("validation accuracy", "parity: PASS", "deploy this", "files"):
+    for text in ("validation accuracy", "tlx verify: PASS", "deploy this", "files"):
         assert text in result.output
     record = json.loads((out / DEMO_JSON).read_text())
     verdicts = {v["runtime"]: v["verdict"] for v in record["verdicts"]}

@@ -154,20 +154,26 @@ def _manifest_hashes(run_dir: Path) -> dict[str, tuple[str, int, str]]:
     return out
 
 
+def _figures(rec: dict[str, Any]) -> str:
+    """A recommendation's numbers, as bench.md and the terminal both say them."""
+    speed, agree = rec["speedup_vs_eager"], rec["top1_agreement_pct"]
+    return (
+        f"{rec['median_ms']:.3f} ms p50"
+        + ("" if speed is None else f", {speed:.2f}x eager")
+        + f", {rec['precision']}, {rec['bytes'] / 1e6:.1f} MB"
+        + ("" if agree is None else f", top-1 agreement {agree:.1f}%")
+    )
+
+
 def recommendation_lines(recs: list[dict[str, Any]], notes: list[str]) -> list[str]:
     """bench.md's "Deploy this" section."""
     lines = ["## Deploy this", ""]
     if not recs:
         lines.append("No recommendation: nothing timed here has passed `tlx verify`.")
     for rec in recs:
-        speed = rec["speedup_vs_eager"]
-        agree = rec["top1_agreement_pct"]
         lines.append(
             f"- **{rec['device']} b{rec['batch_size']}: {rec['artifact']} on {rec['runtime']}** "
-            f"— {rec['median_ms']:.3f} ms p50"
-            + ("" if speed is None else f", {speed:.2f}x eager")
-            + f", {rec['precision']}, {rec['bytes'] / 1e6:.1f} MB, passed verify"
-            + ("" if agree is None else f" (top-1 agreement {agree:.1f}%)")
+            f"— {_figures(rec)}, passed verify"
         )
         other = rec["runner_up"]
         if other:
@@ -180,18 +186,16 @@ def recommendation_lines(recs: list[dict[str, Any]], notes: list[str]) -> list[s
 
 
 def deploy_lines(recs: list[dict[str, Any]]) -> list[str]:
-    """One plain line per recommendation, for a terminal."""
+    """One plain line per recommendation, for a terminal (``tlx bench`` and ``tlx demo``)."""
     out = []
     for rec in recs:
-        speed = rec["speedup_vs_eager"]
+        other = rec["runner_up"]
         out.append(
             f"deploy this ({rec['device']}, batch {rec['batch_size']}): {rec['artifact']} on "
-            f"{rec['runtime']}, {rec['median_ms']:.3f} ms p50"
-            + ("" if speed is None else f", {speed:.1f}x eager")
+            f"{rec['runtime']}, {_figures(rec)}"
             + (
-                f"; {rec['runner_up']['slower_x']:.2f}x faster than the best "
-                f"{rec['runner_up']['runtime']} run"
-                if rec["runner_up"]
+                f"; {other['slower_x']:.2f}x faster than the best {other['runtime']} run"
+                if other
                 else ""
             )
         )

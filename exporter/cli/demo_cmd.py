@@ -8,6 +8,7 @@ import typer
 
 from exporter.cli.app import command, console, say, staged, table
 from exporter.cli.options import build
+from exporter.cli.verify_cmd import verify_table
 from exporter.core.config import DemoConfig
 from exporter.core.machine import machine_line
 
@@ -17,6 +18,8 @@ if TYPE_CHECKING:
 
 def print_summary(result: DemoResult) -> None:
     """Accuracy, parity verdicts, the variants, the recommended deployment, every file."""
+    from exporter.bench.recommend import deploy_lines
+
     acc = result.val_accuracy
     total = sum(result.step_seconds.values())
     steps = ", ".join(f"{k} {v:.0f} s" for k, v in result.step_seconds.items())
@@ -29,24 +32,14 @@ def print_summary(result: DemoResult) -> None:
         f"machine: {machine_line(result.bench.machine)}",
         f"validation accuracy: {'n/a' if acc is None else f'{100 * acc:.1f}%'}{note}",
     )
-    rows = (
-        (v["runtime"], v["artifact"], f"[{style}]{v['verdict']}[/]", v["why"] or "")
-        for v in result.verdicts()
-        for style in ["green" if v["verdict"] == "pass" else "red"]
-    )
-    cols = ("runtime", "artifact", "verdict", "why")
-    console.print(table(f"parity: {result.verify.verdict.upper()}", cols, rows, left=4))
+    console.print(verify_table(result.verify))
     say(*(f"not verified here: {s['runtime']}: {s['reason']}" for s in result.verify.skipped))
     for v in result.variants():  # what optimize shipped, and what its gate kept aside and why
         why = f" ({v['reason']})" if v["reason"] else ""
         say(f"optimize {v['variant']}: {v['status']} {v['artifact']}{why}")
-    print_deployment(result)
-    console.print(table("files", ("what", "path"), result.files.items(), left=2))
-
-
-def print_deployment(result: DemoResult) -> None:
-    """bench's recommendation per batch size, else the fastest runtime (not verified)."""
-    if not result.recommendations:
+    # bench's recommendation per batch size, else the fastest runtime (not verified).
+    say(*deploy_lines(result.bench.recommendations))
+    if not result.bench.recommendations:
         say(*(f"no recommendation: {note}" for note in result.bench.recommendation_notes))
         say(
             *(
@@ -55,25 +48,7 @@ def print_deployment(result: DemoResult) -> None:
                 for b, f in result.fastest().items()
             )
         )
-        return
-    cols = ("batch", "artifact", "runtime", "p50 ms", "x eager", "top-1 agree", "MB")
-    rows = (
-        (
-            str(r["batch_size"]),
-            r["artifact"],
-            r["runtime"],
-            f"{r['median_ms']:.2f}",
-            "n/a" if r["speedup_vs_eager"] is None else f"{r['speedup_vs_eager']:.1f}x",
-            "n/a" if r["top1_agreement_pct"] is None else f"{r['top1_agreement_pct']:.1f}%",
-            f"{r['bytes'] / 1e6:.1f}",
-        )
-        for r in result.recommendations
-    )
-    title = "deploy this: fastest verified artifact x runtime (p50, this machine)"
-    out = table(title, cols, rows, left=("artifact", "runtime"))
-    # The artifact is what the user deploys: keep its name whole in a narrow terminal.
-    out.columns[1].no_wrap = True
-    console.print(out)
+    console.print(table("files", ("what", "path"), result.files.items(), left=2))
 
 
 @command("demo", DemoConfig)

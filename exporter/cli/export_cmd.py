@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from exporter.cli.app import NoWait, Quiet, command, console, say, staged, table
+from exporter.cli.app import NoWait, Quiet, command, console, report_table, say, staged
 from exporter.cli.options import build
 from exporter.core.config import KSERVE, TRITON, ExportConfig, KServeConfig, TritonConfig
 
@@ -51,19 +51,16 @@ def _print_result(result: ExportResult, *, quiet: bool) -> None:
         say(f"note: dropped manifest entries exported from older weights: {dropped}", err=True)
     if quiet:
         return
-    cols = ("file", "format", "precision", "MB", "export s", "max |Δ| vs eager", "sha256")
+    cols = ["file", "format", "precision", ("bytes", "MB"), ("export_time_s", "export s")]
+    cols += [("check", "max |Δ| vs eager"), "sha256"]
     rows = (
-        (
-            r.name,
-            r.format,
-            r.precision,
-            f"{r.bytes / 1e6:.1f}",
-            f"{r.export_time_s:.1f}",
-            f"{r.max_abs_diff:.2e} (atol {r.atol:g})",
-            r.sha256[:12],
-        )
+        {**r.to_dict(), "check": f"{r.max_abs_diff:.2e} (atol {r.atol:g})"}
         for r in result.formats.values()
     )
+    formats = {"bytes": lambda b: f"{b / 1e6:.1f}", "export_time_s": lambda s: f"{s:.1f}"}
+    formats["sha256"] = lambda sha: sha[:12]
     left = ("file", "format", "sha256")
-    console.print(table(f"tlx export {result.run_dir}", cols, rows, left=left))
+    console.print(
+        report_table(f"tlx export {result.run_dir}", rows, cols, formatters=formats, left=left)
+    )
     say(f"manifest: {result.manifest_path}  report: {result.report_path}")

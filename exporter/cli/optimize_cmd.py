@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from exporter.cli.app import NoWait, Quiet, command, say, staged, table
+from exporter.cli.app import NoWait, Quiet, command, report_table, say, staged
 from exporter.cli.options import build
-from exporter.core.config import PRUNED_VARIANTS, OptimizeConfig
+from exporter.core.config import OptimizeConfig
 
 if TYPE_CHECKING:
     from exporter.optimize.optimize import OptimizeResult
@@ -35,27 +35,16 @@ def optimize_command(
     return result
 
 
+# The terminal's part of optimize.md's table: what fits a log line.
+TERMINAL_KEYS = ("variant", "file", "status", "mb", "accuracy_candidate", "top1_agreement")
+TERMINAL_KEYS += ("accuracy_delta_points", "max_abs_logit_diff", "ort-cpu")
+
+
 def _table(result: OptimizeResult) -> Table:
-    cols = ("variant", "file", "status", "MB", "agree", "acc", "Δacc pts", "max |Δ|", "ms b1")
-    rows = (
-        (
-            v.variant,
-            v.path or v.artifact,
-            v.status,
-            f"{v.file_bytes / 1e6:.1f}" if v.file_bytes else "-",
-            f"{g.top1_agreement:.2%}" if g else "-",
-            f"{g.accuracy_candidate:.2%}" if g else "-",
-            f"{g.accuracy_delta_points:+.2f}" if g else "-",
-            f"{g.max_abs_logit_diff:.2e}" if g and v.variant not in PRUNED_VARIANTS else "-",
-            _latency(result, v.path),
-        )
-        for v in result.variants
-        for g in [v.gate]
-    )
-    return table(f"tlx optimize {result.run_dir}", cols, rows, left=3)
+    """optimize.md's rows and formats, the columns of TERMINAL_KEYS."""
+    from exporter.optimize.report import COLUMNS, FORMATTERS, variant_rows
 
-
-def _latency(result: OptimizeResult, path: str | None) -> str:
-    """ORT CPU batch-1 p50 of a built file, as timed at the end of the command."""
-    ms = result.timing.get("p50_ms", {}).get(path or "", {}).get("ort-cpu")
-    return "-" if ms is None else f"{ms:.2f}"
+    rows = variant_rows([v.to_dict() for v in result.variants], result.timing)
+    cols = [c[:2] for c in COLUMNS if c[0] in TERMINAL_KEYS]
+    title = f"tlx optimize {result.run_dir}"
+    return report_table(title, rows, cols, formatters=FORMATTERS, left=3)

@@ -17,21 +17,13 @@ if TYPE_CHECKING:
 
 
 def verify_table(report: ParityReport) -> Table:
-    """One row per runtime × artifact: verify.md's columns, the first diverging layer in "why"."""
+    """One row per runtime × artifact: verify.md's table."""
     from exporter.verify.report import COLUMNS, FORMATTERS, summary_rows
 
-    rows = (
-        {**row, "why": f"{row['why']} [first diverging layer: {layer}]"}
-        if (layer := row.get("first_diverging_layer"))
-        else row
-        for row in summary_rows(report)
-    )
-    cols = [*COLUMNS[:-1], ("why", "why / first diverging layer")]
     title = f"tlx verify: {report.verdict.upper()}"
     # Names must stay readable on an 80-column CI log; the reason may wrap.
-    out = report_table(
-        title, rows, cols, formatters=FORMATTERS, left=len(cols), overflow="fold", no_wrap=True
-    )
+    kw = {"left": len(COLUMNS), "overflow": "fold", "no_wrap": True}
+    out = report_table(title, summary_rows(report), COLUMNS, formatters=FORMATTERS, **kw)
     out.columns[-1].no_wrap = False
     return out
 

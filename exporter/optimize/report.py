@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from exporter.core.config import PRUNED_VARIANTS
 from exporter.core.fsio import write_text, write_with
 from exporter.core.runfolder import OPTIMIZE_MD as MD_NAME
 from exporter.core.runfolder import OPTIMIZE_PNG as PLOT_NAME
@@ -36,43 +37,66 @@ def time_built(info: Run, results: list[VariantResult]) -> dict[str, Any]:
     return time_variants(info, files)
 
 
-def _row(v: dict[str, Any], p50: dict[str, float]) -> list[str]:
-    gate = v.get("gate") or {}
-    prune = v.get("prune") or {}
-    diff = gate.get("accuracy_difference") or {}
+# One column per (key, optimize.md's header, the number's format); an empty cell reads "-".
+# The terminal shows a subset (exporter/cli/optimize_cmd.py).
+COLUMNS = (
+    ("variant", "variant", ""),
+    ("file", "file", ""),
+    ("status", "status", ""),
+    ("params", "params", ",d"),
+    ("mmacs", "MMACs", ",.0f"),
+    ("mb", "MB", ".1f"),
+    ("accuracy_candidate", "accuracy", ".2%"),
+    ("top1_agreement", "agreement", ".2%"),
+    ("accuracy_delta_points", "Δ points", "+.2f"),
+    ("ci95_points", "Δ 95% CI", ""),
+    ("max_abs_logit_diff", "max |Δ|", ".2e"),
+    ("ort-cpu", "ort-cpu p50 ms", ".2f"),
+    ("openvino", "openvino p50 ms", ".2f"),
+    ("eager", "eager p50 ms", ".2f"),
+)
+FORMATTERS = {
+    key: lambda x, spec=spec: "-" if x is None else format(x, spec) for key, _, spec in COLUMNS
+}
 
-    def num(x: Any, fmt: str) -> str:
-        return "-" if x is None else format(x, fmt)
 
-    ci = (
-        f"[{diff['ci95_low_points']:+.2f}, {diff['ci95_high_points']:+.2f}]"
-        if diff.get("ci95_low_points") is not None
-        else "-"
-    )
-    return [
-        v["variant"],
-        f"`{v.get('path') or v['artifact']}`",
-        v["status"],
-        num(prune.get("params"), ",d"),
-        num(None if not prune.get("macs") else prune["macs"] / 1e6, ",.0f"),
-        num(None if not v.get("file_bytes") else v["file_bytes"] / 1e6, ".1f"),
-        num(None if "accuracy_candidate" not in gate else 100 * gate["accuracy_candidate"], ".2f"),
-        num(None if "top1_agreement" not in gate else 100 * gate["top1_agreement"], ".2f"),
-        num(gate.get("accuracy_delta_points"), "+.2f"),
-        ci,
-        num(p50.get("ort-cpu"), ".2f"),
-        num(p50.get("openvino"), ".2f"),
-    ]
+def variant_rows(variants: list[dict[str, Any]], timing: dict[str, Any]) -> list[dict[str, Any]]:
+    """optimize.json's variants as table rows (keys of :data:`COLUMNS`), latencies included."""
+    p50 = timing.get("p50_ms", {})
+    rows = []
+    for v in variants:
+        gate, prune = v.get("gate") or {}, v.get("prune") or {}
+        diff = gate.get("accuracy_difference") or {}
+        low, high = diff.get("ci95_low_points"), diff.get("ci95_high_points")
+        # A pruned model is another model: logit differences say nothing about it.
+        logits = bool(gate) and v["variant"] not in PRUNED_VARIANTS
+        rows.append(
+            {
+                **v,
+                **gate,  # accuracy_candidate, top1_agreement, accuracy_delta_points
+                "file": v.get("path") or v["artifact"],
+                "params": prune.get("params"),
+                "mmacs": prune["macs"] / 1e6 if prune.get("macs") else None,
+                "mb": v["file_bytes"] / 1e6 if v.get("file_bytes") else None,
+                "ci95_points": None if low is None else f"[{low:+.2f}, {high:+.2f}]",
+                "max_abs_logit_diff": gate["comparison"]["max_abs_error"] if logits else None,
+                **p50.get(v.get("path") or "", {}),
+            }
+        )
+    return rows
 
 
 def write_optimize_md(run: Path, data: dict[str, Any]) -> None:
     """Write optimize.md (every variant's numbers) and optimize.png (the Pareto plot)."""
+    from exporter.core.report import markdown_table
+
     timing = data.get("timing") or {}
     p50 = timing.get("p50_ms", {})
-    head = [
-        "variant", "file", "status", "params", "MMACs", "MB", "accuracy %", "agreement %",
-        "Δ points", "Δ 95% CI", "ort-cpu p50 ms", "openvino p50 ms",
-    ]  # fmt: skip
+    rows = variant_rows(data["variants"], timing)
+    formatters = FORMATTERS | {"file": lambda name: f"`{name}`"}
+    if p50.get(TEACHER) or "model.onnx" in p50:
+        reference = {"variant": TEACHER, "file": "model.safetensors", "status": "reference"}
+        rows.insert(0, {**reference, **p50.get("model.onnx", {}), **p50.get(TEACHER, {})})
     lines = [
         f"# tlx optimize {data['run_dir']}",
         "",
@@ -82,21 +106,12 @@ def write_optimize_md(run: Path, data: dict[str, Any]) -> None:
         f"Latency: batch 1, {timing.get('threads', '?')} threads, median of interleaved "
         "rounds on this machine.",
         "",
-        "| " + " | ".join(head) + " |",
-        "|" + "---|" * len(head),
+        markdown_table(rows, [c[:2] for c in COLUMNS], formatters=formatters),
     ]
-    teacher = p50.get(TEACHER, {})
-    if teacher or "model.onnx" in p50:
-        onnx = p50.get("model.onnx", {})
-        lines.append(
-            f"| trained model | `model.safetensors` | reference | | | | | | | | "
-            f"{onnx.get('ort-cpu', '-')} | {onnx.get('openvino', '-')} (eager "
-            f"{teacher.get('eager', '-')}) |"
-        )
-    for v in data["variants"]:
-        lines.append("| " + " | ".join(_row(v, p50.get(v.get("path") or "", {}))) + " |")
-    for s in timing.get("skipped", []):
-        lines.append(f"\n- not timed: {s['runtime']} on {s['file']}: {s['reason']}")
+    lines += [
+        f"- not timed: {s['runtime']} on {s['file']}: {s['reason']}"
+        for s in timing.get("skipped", [])
+    ]
     write_text(run / MD_NAME, "\n".join(lines) + "\n")
     _pareto(run / PLOT_NAME, data)
 

@@ -33,6 +33,7 @@ def summary_rows(report: ParityReport) -> list[dict[str, Any]]:
     rows = []
     for c in report.candidates:
         o = c.overall or {}
+        layer = (c.localization or {}).get("layer")
         rows.append(
             {
                 "runtime": c.runtime,
@@ -45,10 +46,12 @@ def summary_rows(report: ParityReport) -> list[dict[str, Any]]:
                 "accuracy_candidate_pct": c.accuracy_candidate_pct,
                 "nonfinite_n": o.get("nonfinite_n"),
                 "result": "pass" if c.passed else ("error" if c.error else "FAIL"),
-                "why": "; ".join(c.failures)
-                or ("" if c.task_checked else "not task-checked (--samples 0)")
-                or _task_level(c),
-                "first_diverging_layer": (c.localization or {}).get("layer"),
+                "why": (
+                    "; ".join(c.failures)
+                    or ("" if c.task_checked else "not task-checked (--samples 0)")
+                    or _task_level(c)
+                )
+                + (f" [first diverging layer: {layer}]" if layer else ""),
             }
         )
     return rows
@@ -102,7 +105,7 @@ COLUMNS = (
     ("accuracy_candidate_pct", "acc %"),
     ("nonfinite_n", "NaN/Inf"),
     ("result", "result"),
-    ("why", "why"),
+    ("why", "why / first diverging layer"),
 )
 FORMATTERS = {"max_abs_error": _g(3), "p99_abs_error": _g(3)} | {
     key: _g(4) for key in ("min_cosine_similarity", "top1_agreement_pct", "accuracy_candidate_pct")
@@ -113,7 +116,6 @@ def render_markdown(report: ParityReport) -> str:
     """The human-readable verify.md."""
     from exporter.core.report import markdown_table
 
-    cols = [*COLUMNS, ("first_diverging_layer", "first diverging layer")]
     lines = [
         f"# tlx verify: {report.verdict.upper()}",
         "",
@@ -122,7 +124,7 @@ def render_markdown(report: ParityReport) -> str:
         "Inputs: " + ", ".join(f"{k} {v['shape']}" for k, v in report.inputs.items()) + "  ",
         f"Machine: {machine_line(report.machine)}",
         "",
-        markdown_table(summary_rows(report), cols, formatters=FORMATTERS),
+        markdown_table(summary_rows(report), COLUMNS, formatters=FORMATTERS),
     ]
     ref_acc = next(
         (c.accuracy_reference_pct for c in report.candidates if c.accuracy_reference_pct), None
