@@ -13,6 +13,7 @@ from exporter.core.config import PRUNED_VARIANTS
 from exporter.core.fsio import write_text, write_with
 from exporter.core.runfolder import OPTIMIZE_MD as MD_NAME
 from exporter.core.runfolder import OPTIMIZE_PNG as PLOT_NAME
+from exporter.core.runfolder import WEIGHTS_NAME
 from exporter.optimize.ship import VARIANT_PRECISION, is_fixed_hw
 
 if TYPE_CHECKING:
@@ -95,7 +96,7 @@ def write_optimize_md(run: Path, data: dict[str, Any]) -> None:
     rows = variant_rows(data["variants"], timing)
     formatters = FORMATTERS | {"file": lambda name: f"`{name}`"}
     if p50.get(TEACHER) or "model.onnx" in p50:
-        reference = {"variant": TEACHER, "file": "model.safetensors", "status": "reference"}
+        reference = {"variant": TEACHER, "file": WEIGHTS_NAME, "status": "reference"}
         rows.insert(0, {**reference, **p50.get("model.onnx", {}), **p50.get(TEACHER, {})})
     lines = [
         f"# tlx optimize {data['run_dir']}",
