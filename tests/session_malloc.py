@@ -21,22 +21,26 @@ import sys
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
 # mallopt takes an int, where -1 means "never trim"; the variable takes a size in bytes.
 ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(1 << 62)}
+_applied: list[bool] = []  # whether this process took the setting
 
 
 def keep_freed_memory() -> bool:
     """Apply the setting to this process and its future children; whether it took effect."""
     if sys.platform != "linux" or platform.libc_ver()[0] != "glibc":
         return False
-    user_managed = any(k.startswith("MALLOC_") and k not in ENV for k in os.environ)
+    # Our own values (set by an earlier call) are not the user's.
+    user_managed = any(k.startswith("MALLOC_") and v != ENV.get(k) for k, v in os.environ.items())
     if user_managed or os.environ.get("LD_PRELOAD"):
         return False
     os.environ.update(ENV)
     libc = ctypes.CDLL("libc.so.6")
-    return libc.mallopt(M_MMAP_MAX, 0) == 1 and libc.mallopt(M_TRIM_THRESHOLD, -1) == 1
+    ok = libc.mallopt(M_MMAP_MAX, 0) == 1 and libc.mallopt(M_TRIM_THRESHOLD, -1) == 1
+    _applied[:] = [ok]
+    return ok
 
 
 def hand_back_freed_memory() -> None:
     """Return the heap's free pages to the OS (between tests: a kept heap would read as used
     memory to the next test's resource check, which reads MemAvailable)."""
-    if os.environ.get("MALLOC_MMAP_MAX_") == ENV["MALLOC_MMAP_MAX_"]:
+    if any(_applied):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
