@@ -535,7 +535,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_runtest_logfinish() -> None:
-    hand_back_freed_memory()
+    hand_back_freed_memory(_mem_available())
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:
