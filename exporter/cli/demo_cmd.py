@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 def print_summary(result: DemoResult) -> None:
     """Accuracy, parity verdicts, the variants, the recommended deployment, every file."""
     from exporter.bench.recommend import deploy_lines
+    from exporter.verify.report import candidate_lines
 
     acc = result.val_accuracy
     total = sum(result.step_seconds.values())
@@ -33,6 +34,7 @@ def print_summary(result: DemoResult) -> None:
         f"validation accuracy: {'n/a' if acc is None else f'{100 * acc:.1f}%'}{note}",
     )
     console.print(verify_table(result.verify))
+    say(*(line for line, _ in candidate_lines(result.verify, quiet=True)))  # failures' reasons
     say(*(f"not verified here: {s['runtime']}: {s['reason']}" for s in result.verify.skipped))
     for v in result.variants():  # what optimize shipped, and what its gate kept aside and why
         why = f" ({v['reason']})" if v["reason"] else ""
