@@ -71,6 +71,7 @@ def variant_rows(variants: list[dict[str, Any]], timing: dict[str, Any]) -> list
         low, high = diff.get("ci95_low_points"), diff.get("ci95_high_points")
         # A pruned model is another model: logit differences say nothing about it.
         logits = bool(gate) and v["variant"] not in PRUNED_VARIANTS
+        max_diff = (gate.get("comparison") or {}).get("max_abs_error") if logits else None
         rows.append(
             {
                 **v,
@@ -80,7 +81,7 @@ def variant_rows(variants: list[dict[str, Any]], timing: dict[str, Any]) -> list
                 "mmacs": prune["macs"] / 1e6 if prune.get("macs") else None,
                 "mb": v["file_bytes"] / 1e6 if v.get("file_bytes") else None,
                 "ci95_points": None if low is None else f"[{low:+.2f}, {high:+.2f}]",
-                "max_abs_logit_diff": gate["comparison"]["max_abs_error"] if logits else None,
+                "max_abs_logit_diff": max_diff,
                 **p50.get(v.get("path") or "", {}),
             }
         )
@@ -108,6 +109,7 @@ def write_optimize_md(run: Path, data: dict[str, Any]) -> None:
         "rounds on this machine.",
         "",
         markdown_table(rows, [c[:2] for c in COLUMNS], formatters=formatters),
+        "",
     ]
     lines += [
         f"- not timed: {s['runtime']} on {s['file']}: {s['reason']}"
