@@ -14,28 +14,21 @@ from __future__ import annotations
 
 import ctypes
 import os
-import platform
-import sys
 
-# glibc <malloc.h> mallopt parameters, and the equivalent environment variables (mallopt(3)).
-M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
-# mallopt takes an int, where -1 means "never trim"; the variable takes a size in bytes.
+from exporter.train.device_setup import keep_freed_memory as keep_in_this_process
+
+# The same setting for the subprocesses, as glibc reads it from the environment (mallopt(3)).
 ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(1 << 62)}
 HAND_BACK_BELOW = 8 << 30  # bytes of MemAvailable, above what any test's resource check asks for
 _applied: list[bool] = []  # whether this process took the setting
 
 
 def keep_freed_memory() -> bool:
-    """Apply the setting to this process and its future children; whether it took effect."""
-    if sys.platform != "linux" or platform.libc_ver()[0] != "glibc":
-        return False
-    # Our own values (set by an earlier call) are not the user's.
-    user_managed = any(k.startswith("MALLOC_") and v != ENV.get(k) for k, v in os.environ.items())
-    if user_managed or os.environ.get("LD_PRELOAD"):
-        return False
-    os.environ.update(ENV)
-    libc = ctypes.CDLL("libc.so.6")
-    ok = libc.mallopt(M_MMAP_MAX, 0) == 1 and libc.mallopt(M_TRIM_THRESHOLD, -1) == 1
+    """Apply the setting to this process and its future children; whether it took effect
+    (not off Linux glibc, nor when the user manages malloc: checked before ENV is set)."""
+    ok = keep_in_this_process()
+    if ok:
+        os.environ.update(ENV)
     _applied[:] = [ok]
     return ok
 

@@ -127,13 +127,20 @@ def reuse_freed_memory() -> Iterator[bool]:
     the user manages malloc (``MALLOC_*`` env variables or a preloaded allocator).
     """
     libc = _glibc()
-    active = libc is not None and _mallopt(libc, mmap_max=0, trim_threshold=-1)
+    active = keep_freed_memory()
     try:
         yield active
     finally:
         if active and libc is not None:
             _mallopt(libc, mmap_max=DEFAULT_MMAP_MAX, trim_threshold=DEFAULT_TRIM_THRESHOLD)
             libc.malloc_trim(0)  # hand the free pages kept during training back to the OS
+
+
+def keep_freed_memory() -> bool:
+    """:func:`reuse_freed_memory`'s setting for the rest of the process (nothing restores it);
+    whether it took effect (the same conditions)."""
+    libc = _glibc()
+    return libc is not None and _mallopt(libc, mmap_max=0, trim_threshold=-1)
 
 
 def _glibc() -> Any:
