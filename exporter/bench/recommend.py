@@ -185,10 +185,11 @@ def recommendation_lines(recs: list[dict[str, Any]], notes: list[str]) -> list[s
     return lines
 
 
-def deploy_lines(recs: list[dict[str, Any]]) -> list[str]:
-    """One plain line per recommendation, for a terminal (``tlx bench`` and ``tlx demo``)."""
+def deploy_lines(report: BenchReport) -> list[str]:
+    """ "Deploy this" as plain lines for a terminal (``tlx bench`` and ``tlx demo``): one per
+    recommendation, else why there is none and the fastest runtime per batch size."""
     out = []
-    for rec in recs:
+    for rec in report.recommendations:
         other = rec["runner_up"]
         out.append(
             f"deploy this ({rec['device']}, batch {rec['batch_size']}): {rec['artifact']} on "
@@ -199,4 +200,11 @@ def deploy_lines(recs: list[dict[str, Any]]) -> list[str]:
                 else ""
             )
         )
+    if not report.recommendations:
+        out += [f"no recommendation: {note}" for note in report.recommendation_notes]
+        out += [
+            f"fastest at batch {b} (not verified): {row['runtime']} on {row['artifact']}, "
+            f"{row['latency_ms_p50']:.2f} ms"
+            for b, row in report.fastest().items()
+        ]
     return out

@@ -39,17 +39,7 @@ def print_summary(result: DemoResult) -> None:
     for v in result.variants():  # what optimize shipped, and what its gate kept aside and why
         why = f" ({v['reason']})" if v["reason"] else ""
         say(f"optimize {v['variant']}: {v['status']} {v['artifact']}{why}")
-    # bench's recommendation per batch size, else the fastest runtime (not verified).
-    say(*deploy_lines(result.bench.recommendations))
-    if not result.bench.recommendations:
-        say(*(f"no recommendation: {note}" for note in result.bench.recommendation_notes))
-        say(
-            *(
-                f"fastest at batch {b} (not verified): {f['runtime']} on {f['artifact']}, "
-                f"{f['latency_ms_p50']:.2f} ms"
-                for b, f in result.fastest().items()
-            )
-        )
+    say(*deploy_lines(result.bench))  # else why not, and the fastest runtime (not verified)
     console.print(table("files", ("what", "path"), result.files.items(), left=2))
 
 

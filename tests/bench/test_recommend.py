@@ -87,7 +87,8 @@ TIMES = {
 def test_fastest_verified_pair_per_batch_with_speedup_and_runner_up(tmp_path: Path) -> None:
     run = _run(tmp_path)
     _verify(run, dict.fromkeys(TIMES, True))
-    recs, notes = recommend(_report(run, TIMES))
+    report = _report(run, TIMES)
+    recs, notes = report.recommendations, report.recommendation_notes = recommend(report)
     assert notes == []
     b1, b64 = recs
     assert (b1["batch_size"], b1["runtime"], b1["artifact"]) == (
@@ -107,7 +108,7 @@ def test_fastest_verified_pair_per_batch_with_speedup_and_runner_up(tmp_path: Pa
     text = "\n".join(recommendation_lines(recs, notes))
     assert "openvino wins: 1.50x faster than the best ort-cpu run" in text
     assert "cpu b64: model.fold.int8.onnx on openvino" in text
-    first = deploy_lines(recs)[0]
+    first = deploy_lines(report)[0]
     assert first.startswith("deploy this (cpu, batch 1): model.fold.int8.onnx on ort-cpu")
     assert first.endswith("1.25x faster than the best openvino run")
 
@@ -151,10 +152,17 @@ def test_no_usable_verify_json_gives_no_recommendation_and_a_note(
     run = _run(tmp_path)
     if verify_text is not None:
         (run / "verify.json").write_text(verify_text)
-    recs, notes = recommend(_report(run, TIMES))
+    report = _report(run, TIMES)
+    recs, notes = report.recommendations, report.recommendation_notes = recommend(report)
     assert recs == []
     assert len(notes) == 1 and note in notes[0]
     assert "No recommendation" in "\n".join(recommendation_lines(recs, notes))
+    # The terminal says why, then the fastest pair per batch size, marked as not verified.
+    assert deploy_lines(report) == [
+        f"no recommendation: {notes[0]}",
+        "fastest at batch 1 (not verified): ort-cpu on model.fold.int8.onnx, 2.00 ms",
+        "fastest at batch 64 (not verified): openvino on model.fold.int8.onnx, 100.00 ms",
+    ]
 
 
 def test_no_eager_row_leaves_the_speedup_unknown(tmp_path: Path) -> None:
