@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from exporter.bench.result import BenchReport
     from exporter.core.runfolder import Run
     from exporter.optimize.optimize import OptimizeResult
+    from exporter.train.common import TrainEvent
     from exporter.verify.result import ParityReport
 
 DEMO_SCHEMA_VERSION = 1
@@ -195,11 +196,9 @@ def _train(cfg: DemoConfig, run_dir: Path, *, progress: DemoProgress) -> Any:
         out=str(run_dir),
     )
 
-    def events(event: Any) -> None:
-        if event.kind == "step" and event.steps:
-            progress(f"epoch {event.epoch}/{event.epochs}", event.step, event.steps)
-        elif event.kind == "cache":
-            progress("caching frozen features", event.step, max(event.steps, 1))
+    def events(event: TrainEvent) -> None:
+        if (shown := event.stage_progress()) is not None:
+            progress(*shown)
 
     return fit(train_cfg, progress=events)
 

@@ -9,24 +9,26 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 import warnings
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.table import Table
 
-from exporter.cli.app import NoWait, command, console, debug_enabled, deprecated, say
+from exporter.cli.app import command, console, debug_enabled, deprecated, say, staged, table
 from exporter.cli.options import build, command_line, declared, given
-from exporter.cli.train_view import TrainProgress, fmt, summary_table
 from exporter.core.config import LaunchSpec, TrainConfig
+
+if TYPE_CHECKING:
+    from exporter.train.common import TrainEvent
 
 LAUNCHER_PARAMS = tuple(f.name for f, _, _ in declared(LaunchSpec))
 
 
-@command("train", TrainConfig, LaunchSpec)
+@command("train", TrainConfig, LaunchSpec, lock=True)
 def train_command(
     ctx: typer.Context,
     resume: Annotated[
@@ -39,7 +41,6 @@ def train_command(
     no_augment: Annotated[
         bool, typer.Option("--no-augment", hidden=True, help="Deprecated: --augment off.")
     ] = False,
-    no_wait: NoWait = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
     **options: Any,
 ) -> None:
@@ -90,17 +91,25 @@ def _worker_errors() -> Iterator[None]:
 
 def _train_and_report(cfg: TrainConfig, *, resume: bool, quiet: bool) -> None:
     from exporter.train import fit
+    from exporter.train.common import fmt_metric
+
+    def train(progress: Any) -> Any:
+        def shown(event: TrainEvent) -> None:
+            if line := event.log_line():  # logged even when quiet or off a terminal
+                say(line, err=True)
+            if progress is not None and (args := event.stage_progress()) is not None:
+                progress(*args)
+
+        if progress is not None:
+            progress("loading data and model", 0, 1)  # decoding a big image folder takes minutes
+        return fit(cfg, progress=shown, resume=resume)
 
     main = _rank()[0] == 0
-    view = TrainProgress(enabled=not quiet and sys.stderr.isatty() and main)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            view.preparing()
-            result = fit(cfg, progress=view, resume=resume)
-        finally:
-            view.close()
-            # skipped images: one line each, on stderr
+            result = staged(train, quiet=quiet or not main)
+        finally:  # skipped images: one line each, on stderr
             say(*(f"warning: {w.message}" for w in (caught if main else ())), err=True)
     if not main:
         return
@@ -115,9 +124,36 @@ def _train_and_report(cfg: TrainConfig, *, resume: bool, quiet: bool) -> None:
             say(f"warning: --lr auto: {finder['warning']}", err=True)
     best = result.record["best"]
     say(
-        f"best epoch {best['epoch']}: val accuracy {fmt(best['val_accuracy'])}; "
+        f"best epoch {best['epoch']}: val accuracy {fmt_metric(best['val_accuracy'])}; "
         f"run folder {result.run_dir}"
     )
+
+
+def summary_table(record: dict[str, Any]) -> Table:
+    """One row per epoch of train.json's record; the best epoch marked."""
+    from exporter.train.common import fmt_metric as fmt
+
+    cols = ("epoch", "phase", "lr", "train loss", "train acc", "val loss", "val acc", "img/s", "s")
+    best = record["best"]["epoch"]
+    rows = (
+        (
+            f"{e['epoch']}{' *' if e['epoch'] == best else ''}",
+            str(e["phase"]),
+            f"{e['lr']:.2e}",
+            fmt(e["train_loss"]),
+            f"{e['train_accuracy']:.3f}",
+            fmt(e["val_loss"]),
+            f"{e['val_accuracy']:.3f}",
+            f"{e['images_per_s']:.1f}",
+            f"{e['seconds']:.1f}",
+        )
+        for e in record["epochs"]
+    )
+    title = f"tlx train: {record['dataset']['name']} ({record['status']})"
+    out = table(title, cols, rows, left=0)
+    # In 80 columns rich squeezed "1.00e-03" into "1.00e-0" over "3"; the headers wrap instead.
+    out.columns[2].no_wrap = True
+    return out
 
 
 def _launch(ctx: typer.Context) -> None:

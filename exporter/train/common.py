@@ -40,6 +40,44 @@ class TrainEvent:
     metrics: dict[str, Any] | None = None
     info: dict[str, Any] = field(default_factory=dict)
 
+    def log_line(self) -> str | None:
+        """The line a training log keeps for a "start" or "epoch" event (None for the others);
+        scripts wait for the "training:" line before they send signals."""
+        if self.kind == "start":
+            world = self.info.get("world_size", 1)
+            where = f"{world} processes ({self.info['device']} on rank 0)" if world > 1 else ""
+            return (
+                f"training: {self.info['run_dir']} on {where or self.info['device']}, "
+                f"{self.epochs} epochs of {self.steps} steps"
+            )
+        if self.kind != "epoch" or self.metrics is None:
+            return None
+        m = self.metrics
+        return (
+            f"epoch {m['epoch']}/{self.epochs}: train loss {fmt_metric(m['train_loss'])} acc "
+            f"{m['train_accuracy']:.3f} | val loss {fmt_metric(m['val_loss'])} acc "
+            f"{m['val_accuracy']:.3f} | {m['images_per_s']:.1f} img/s {m['seconds']:.1f} s"
+            + (" (feature cache)" if m.get("feature_cache") else "")
+        )
+
+    def stage_progress(self) -> tuple[str, float, float] | None:
+        """The event as a stage's ``progress(description, done, total)`` arguments."""
+        if self.kind == "step" and self.steps:
+            return (
+                f"epoch {self.epoch}/{self.epochs} loss {fmt_metric(self.loss)} acc "
+                f"{self.accuracy or 0:.3f} {self.images_per_s or 0:.1f} img/s",
+                self.step,
+                self.steps,
+            )
+        if self.kind == "cache":
+            return "caching frozen features", self.step, max(self.steps, 1)
+        return ("LR range test", 0, 1) if self.kind == "lr_find" else None
+
+
+def fmt_metric(x: float | None) -> str:
+    """A loss or accuracy for people: 4 decimals, "nan" where it diverged (recorded as None)."""
+    return "nan" if x is None else f"{x:.4f}"
+
 
 ProgressFn = Callable[[TrainEvent], None]
 
