@@ -47,7 +47,6 @@ from exporter.bench.report import (
     write_bench_reports,
 )
 from exporter.bench.result import LATENCY_SCOPE, THROUGHPUT_BASIS, BenchReport
-from exporter.core.choices import ALL
 from exporter.core.config import BenchConfig
 from exporter.core.envinfo import environment
 from exporter.core.errors import EnvironmentUnavailable
@@ -58,7 +57,7 @@ from exporter.core.runfolder import Run, open_run
 from exporter.core.runlock import locks_run
 from exporter.model.footprint import bench_need
 from exporter.runtimes.cuda_math import tf32_mode
-from exporter.runtimes.selection import artifacts_of_run, plan
+from exporter.runtimes.selection import artifacts_of_run, parse_runtimes, plan
 
 __all__ = ["bench_run", "make_inputs"]
 
@@ -95,6 +94,7 @@ def bench_run(
     """
     import torch
 
+    names = parse_runtimes(cfg.runtimes)  # an unknown name is exit 2 before any file is read
     info = open_run(run_dir)
     run_dir = info.run_dir
     baseline = load_baseline(Path(cfg.compare)) if cfg.compare else None  # fail before timing
@@ -108,7 +108,6 @@ def bench_run(
     # A runtime the user named that cannot run here is an environment error (exit 3, raised
     # by plan); with ``all`` it is skipped with the reason. A run without manifest.json (not
     # exported yet) still benches the reference weights.
-    names = ALL if cfg.all_runtimes else list(dict.fromkeys(cfg.runtimes))
     artifacts = artifacts_of_run(info, require_manifest=False)
     the_plan = plan(info, names, cfg.device, artifacts=artifacts)
     pairs, skipped = the_plan.pairs, [s.to_dict() for s in the_plan.skipped]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import sys
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
@@ -15,7 +16,6 @@ from typer.core import TyperCommand
 
 from exporter import __version__
 from exporter.cli.options import config_options
-from exporter.core.choices import ALL
 from exporter.core.errors import EXIT_GATE, EXIT_SIGINT, TlxError
 from exporter.core.report import Column
 
@@ -58,8 +58,9 @@ for _console in (console, err_console):
 NO_WAIT_HELP = (
     "If another tlx command is changing this run, exit 3 naming its pid instead of waiting."
 )
-# A command that changes a run declares it; _Command applies it (the body need not read it).
-NoWait = Annotated[bool, typer.Option("--no-wait", help=NO_WAIT_HELP)]
+# `@command(..., lock=True)`: a command that changes a run; _Command applies it.
+NO_WAIT = inspect.Parameter("no_wait", inspect.Parameter.KEYWORD_ONLY, default=False)
+NO_WAIT = NO_WAIT.replace(annotation=Annotated[bool, typer.Option("--no-wait", help=NO_WAIT_HELP)])
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no table.")]
 
 
@@ -124,14 +125,6 @@ def fail(message: str, code: int) -> typer.Exit:
     return typer.Exit(code)
 
 
-def exit_if_failed(command: str, failures: list[str]) -> None:
-    """The one way a result's ``gate_failures`` become exit 1: called after the command wrote
-    its reports."""
-    if failures:
-        more = f" (+{len(failures) - 4} more)" if len(failures) > 4 else ""
-        raise fail(f"{command} failed the gate: {'; '.join(failures[:4])}{more}", EXIT_GATE)
-
-
 class _Command(TyperCommand):
     """Every command's errors become their exit codes: TlxError's own, Ctrl-C 130, anything
     else an internal error, with no traceback unless ``--debug`` (or ``TLX_DEBUG=1``). Where
@@ -151,8 +144,11 @@ class _Command(TyperCommand):
                 if "no_wait" in ctx.params:
                     wait = not ctx.params["no_wait"]
                     policy.enter_context(lock_policy(wait=wait, notify=notify))
-                result = super().invoke(ctx)
-                exit_if_failed(self.name or "", getattr(result, "gate_failures", []))
+                failures = getattr(super().invoke(ctx), "gate_failures", [])
+            if failures:  # the one way a failed gate becomes exit 1, after the reports
+                more = f" (+{len(failures) - 4} more)" if len(failures) > 4 else ""
+                reasons = "; ".join(failures[:4]) + more
+                raise fail(f"{self.name} failed the gate: {reasons}", EXIT_GATE)
         except typer.Exit:
             raise
         except (Exception, KeyboardInterrupt) as exc:
@@ -169,12 +165,14 @@ class _Command(TyperCommand):
             ) from None
 
 
-def command(name: str, *configs: type) -> Callable[[F], F]:
+def command(name: str, *configs: type, lock: bool = False) -> Callable[[F], F]:
     """Register ``tlx NAME`` with an option for every declared field of ``configs``
-    (:func:`~exporter.cli.options.config_options`) and errors mapped to exit codes."""
+    (:func:`~exporter.cli.options.config_options`), ``--no-wait`` when it changes a run
+    (``lock``), and errors mapped to exit codes."""
 
     def wrap(func: F) -> F:
-        return app.command(name, cls=_Command)(config_options(*configs)(func))
+        func = config_options(*configs, extra=[NO_WAIT] * lock)(func)
+        return app.command(name, cls=_Command)(func)
 
     return wrap
 
@@ -210,15 +208,6 @@ def staged(
     if table is not None and not quiet:
         console.print(table(result))
     return result
-
-
-def runtime_names(text: str) -> tuple[str, ...]:
-    """``--runtimes``: names the registry knows, or ``("all",)``; checked before any file is
-    read (an unknown name is exit 2)."""
-    from exporter.runtimes.selection import parse_runtimes
-
-    names = parse_runtimes(text)
-    return (ALL,) if names == ALL else tuple(names)
 
 
 def _version_callback(value: bool) -> None:

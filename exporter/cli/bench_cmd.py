@@ -8,16 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from exporter.cli.app import (
-    NoWait,
-    Quiet,
-    command,
-    deprecated,
-    report_table,
-    runtime_names,
-    say,
-    staged,
-)
+from exporter.cli.app import Quiet, command, deprecated, report_table, say, staged
 from exporter.cli.options import build
 from exporter.core.config import BenchConfig
 
@@ -51,10 +42,9 @@ def bench_table(report: BenchReport) -> Table:
     )
 
 
-@command("bench", BenchConfig)
+@command("bench", BenchConfig, lock=True)
 def bench_command(
     run: Annotated[Path, typer.Argument(help="The run folder (made by `tlx train`).")],
-    no_wait: NoWait = False,
     quiet: Quiet = False,
     server: Annotated[
         str | None, typer.Option(hidden=True, help="Deprecated: `tlx loadtest RUN --server URL`.")
@@ -68,14 +58,15 @@ def bench_command(
 
         deprecated("tlx bench --server", "tlx loadtest RUN --server URL")
         out = options["out_dir"]
-        run_and_print(run, LoadtestConfig(server=server, out_dir=out and str(out)), quiet=quiet)
-        return None
+        return run_and_print(
+            run, LoadtestConfig(server=server, out_dir=out and str(out)), quiet=quiet
+        )
     from exporter.bench.bench import bench_run
     from exporter.bench.op_profile import profile_summary
     from exporter.bench.recommend import deploy_lines
     from exporter.core.runfolder import BENCH_JSON
 
-    cfg = build(BenchConfig, options, runtimes=runtime_names(options["runtimes"]))
+    cfg = build(BenchConfig, options)
     report = staged(bench_run, run, cfg, quiet=quiet, table=bench_table)
     if not quiet:
         say(*(f"skipped {s['runtime']}: {s['reason']}" for s in report.skipped))
@@ -83,5 +74,5 @@ def bench_command(
         if report.comparison:
             verdict = "passed" if report.comparison["passed"] else "FAILED"
             say(f"regression gate {verdict} against {cfg.compare}")
-    say(*deploy_lines(report.recommendations), f"wrote {report.files.get(BENCH_JSON)}")
+    say(*deploy_lines(report), f"wrote {report.files.get(BENCH_JSON)}")
     return report

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from exporter.cli.app import NoWait, Quiet, command, console, report_table, say, staged
+from exporter.cli.app import Quiet, command, console, report_table, say, staged
 from exporter.cli.options import build
 from exporter.core.config import KSERVE, TRITON, ExportConfig, KServeConfig, TritonConfig
 
@@ -15,11 +15,10 @@ if TYPE_CHECKING:
     from exporter.export.export import ExportResult
 
 
-@command("export", ExportConfig)
+@command("export", ExportConfig, lock=True)
 def export_command(
     ctx: typer.Context,
     run: Annotated[Path, typer.Argument(help="The run folder made by `tlx train`.")],
-    no_wait: NoWait = False,
     quiet: Quiet = False,
     **options: Any,
 ) -> None:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from exporter.cli.app import Quiet, command, exit_if_failed, report_table, say, staged
+from exporter.cli.app import Quiet, command, report_table, say, staged
 from exporter.cli.options import build
 from exporter.core.config import LoadtestConfig
 
@@ -24,7 +24,7 @@ def loadtest_table(report: LoadtestReport) -> Table:
     return report_table(title, report.rows(), SHORT_COLUMNS, left=("status",))
 
 
-def run_and_print(run: Path, cfg: LoadtestConfig, *, quiet: bool) -> None:
+def run_and_print(run: Path, cfg: LoadtestConfig, *, quiet: bool) -> LoadtestReport:
     """The one library call, the table and the gate (shared with ``tlx bench --server``)."""
     from exporter.bench.loadtest import run_loadtest
 
@@ -39,7 +39,7 @@ def run_and_print(run: Path, cfg: LoadtestConfig, *, quiet: bool) -> None:
     from exporter.core.runfolder import LOADTEST_JSON
 
     say(f"wrote {report.files.get(LOADTEST_JSON)}")
-    exit_if_failed("loadtest", report.gate_failures)
+    return report  # its gate_failures exit 1
 
 
 @command("loadtest", LoadtestConfig)
@@ -47,10 +47,10 @@ def loadtest_command(
     run: Annotated[Path, typer.Argument(help="The run folder the server serves.")],
     quiet: Quiet = False,
     **options: Any,
-) -> None:
+) -> Any:
     """Closed-loop concurrency sweep: throughput, latency percentiles, errors, server batching.
 
     Exit codes: 0 no request failed, 1 some failed (reports are written first), 2 bad
     option or a server of another run, 3 nothing answers at the URL.
     """
-    run_and_print(run, build(LoadtestConfig, options), quiet=quiet)
+    return run_and_print(run, build(LoadtestConfig, options), quiet=quiet)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from exporter.cli.app import NoWait, Quiet, command, report_table, say, staged
+from exporter.cli.app import Quiet, command, report_table, say, staged
 from exporter.cli.options import build
 from exporter.core.config import OptimizeConfig
 
@@ -16,10 +16,9 @@ if TYPE_CHECKING:
     from exporter.optimize.optimize import OptimizeResult
 
 
-@command("optimize", OptimizeConfig)
+@command("optimize", OptimizeConfig, lock=True)
 def optimize_command(
     run: Annotated[Path, typer.Argument(help="The run folder made by `tlx train`.")],
-    no_wait: NoWait = False,
     quiet: Quiet = False,
     **options: Any,
 ) -> Any:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import inspect
 import types
-from collections.abc import Callable, Container, Iterator
+from collections.abc import Callable, Container, Iterator, Sequence
 from dataclasses import MISSING, Field, fields, is_dataclass, replace
 from enum import Enum
 from pathlib import Path
@@ -86,14 +86,15 @@ def parameter(f: Field[Any], o: Option, hint: Any) -> inspect.Parameter:
     )
 
 
-def config_options(*configs: type) -> Callable[[F], F]:
+def config_options(*configs: type, extra: Sequence[inspect.Parameter] = ()) -> Callable[[F], F]:
     """Give the decorated command (``def cmd(run, ..., **options)``) an option for every
-    declared field of ``configs``, after its arguments and before its own options."""
+    declared field of ``configs`` and the ``extra`` ones, after its arguments and before its
+    own options."""
 
     def wrap(func: F) -> F:
         own = inspect.signature(func, eval_str=True)
         mine = [p for p in own.parameters.values() if p.kind is not p.VAR_KEYWORD]
-        derived = [parameter(*d) for cls in configs for d in declared(cls)]
+        derived = [parameter(*d) for cls in configs for d in declared(cls)] + list(extra)
         names = [p.name for p in mine + derived]
         if len(set(names)) != len(names):
             raise TypeError(f"{func.__name__}: an option is declared twice in {names}")

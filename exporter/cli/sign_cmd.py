@@ -7,10 +7,10 @@ from typing import Annotated
 
 import typer
 
-from exporter.cli.app import NoWait, command, say
+from exporter.cli.app import command, say
 
 
-@command("sign")
+@command("sign", lock=True)
 def sign_command(
     run: Annotated[Path, typer.Argument(help="The run folder (with manifest.json from export).")],
     key: Annotated[
@@ -19,7 +19,6 @@ def sign_command(
             "--key", help="PEM elliptic-curve private key (P-256, P-384 or P-521) to sign with."
         ),
     ],
-    no_wait: NoWait = False,
 ) -> None:
     """Sign the run's deployable files into RUN/model.sig (OpenSSF model-signing format).
 

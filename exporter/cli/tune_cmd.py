@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from exporter.cli.app import NoWait, Quiet, command, report_table, say, staged
+from exporter.cli.app import Quiet, command, report_table, say, staged
 from exporter.cli.options import build
 from exporter.core.config import TuneConfig
 
@@ -40,10 +40,9 @@ def trials_table(result: TuneResult) -> Table:
     return report_table(title, rows, cols, left=("stage", "plan"), no_wrap=True)
 
 
-@command("tune", TuneConfig)
+@command("tune", TuneConfig, lock=True)
 def tune_command(
     run: Annotated[Path, typer.Argument(help="The run folder (exported; benched for its pick).")],
-    no_wait: NoWait = False,
     quiet: Quiet = False,
     **options: Any,
 ) -> None:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from exporter.cli.app import NoWait, Quiet, command, report_table, runtime_names, say, staged
+from exporter.cli.app import Quiet, command, report_table, say, staged
 from exporter.cli.options import build
 from exporter.core.config import VerifyConfig, VerifyTarget
 
@@ -34,10 +34,9 @@ def verify_table(report: ParityReport) -> Table:
     return out
 
 
-@command("verify", VerifyConfig, VerifyTarget)
+@command("verify", VerifyConfig, VerifyTarget, lock=True)
 def verify_command(
     run: Annotated[Path, typer.Argument(help="The run folder (with manifest.json from export).")],
-    no_wait: NoWait = False,
     quiet: Quiet = False,
     **options: Any,
 ) -> Any:
@@ -63,7 +62,7 @@ def verify_command(
     from exporter.verify.served import verify_server
     from exporter.verify.verify import verify_run
 
-    cfg = build(VerifyConfig, options, runtimes=runtime_names(options["runtimes"]))
+    cfg = build(VerifyConfig, options)
     # One lock for checking and reporting: no export may change the run in between.
     with run_lock(run, "verify"):
         if target.server is None:

@@ -74,10 +74,11 @@ def verify_run(
     from exporter.model.vgg import load_reference_model
     from exporter.runtimes.selection import artifacts_of_run, parse_runtimes, plan
 
+    names = parse_runtimes(cfg.runtimes)  # an unknown name is exit 2 before any file is read
     info = open_run(run_dir)
     _require_resources(info, cfg)
     artifacts = artifacts_of_run(info)
-    the_plan = plan(info, parse_runtimes(cfg.runtimes), cfg.device, artifacts=artifacts)
+    the_plan = plan(info, names, cfg.device, artifacts=artifacts)
     # Hash every file first: a changed file is refused (exit 2) before anything is loaded.
     for _, art in the_plan.pairs:
         art.verified_path()
