@@ -68,13 +68,6 @@ class DemoResult:
             for c in self.verify.candidates
         ]
 
-    def fastest(self) -> dict[int, dict[str, Any]]:
-        """Per bench batch size: the runtime with the lowest p50 latency."""
-        return {
-            b: {k: row[k] for k in ("runtime", "artifact", "latency_ms_p50", "throughput_img_s")}
-            for b, row in self.bench.fastest().items()
-        }
-
     def variants(self) -> list[dict[str, Any]]:
         """One ``{variant, artifact, status, reason}`` per optimized variant."""
         if self.optimize is None:
@@ -96,7 +89,7 @@ class DemoResult:
             "verify_verdict": self.verify.verdict,
             "verdicts": self.verdicts(),
             "verify_skipped": self.verify.skipped,
-            "fastest": {str(b): v for b, v in self.fastest().items()},
+            "fastest": self.bench.fastest_summary(),
             "variants": self.variants(),
             "recommendations": self.bench.recommendations,
             "bench_skipped": self.bench.skipped,

@@ -48,7 +48,7 @@ def test_tiny_demo_runs_every_step(tiny_demo: DemoResult) -> None:
     assert tiny_demo.variants() == [
         {"variant": "fold", "artifact": "model.fold.onnx", "status": "shipped", "reason": None}
     ]
-    assert tiny_demo.fastest()[1]["runtime"] in ("eager", "torchscript", "ort-cpu")
+    assert tiny_demo.bench.fastest()[1]["runtime"] in ("eager", "torchscript", "ort-cpu")
 
 
 def test_tiny_demo_recommends_a_verified_pair(tiny_demo: DemoResult) -> None:

@@ -155,6 +155,11 @@ class BenchReport:
                     best[b] = row
         return dict(sorted(best.items()))
 
+    def fastest_summary(self) -> dict[str, dict[str, Any]]:
+        """bench.json's (and demo.json's) ``fastest``: runtime, artifact, p50 and throughput."""
+        keys = ("runtime", "artifact", "latency_ms_p50", "throughput_img_s")
+        return {str(b): {k: row[k] for k in keys} for b, row in self.fastest().items()}
+
     @property
     def gate_failures(self) -> list[str]:
         """The regressed cells of ``--compare`` (empty without a baseline or when none)."""
@@ -183,7 +188,7 @@ class BenchReport:
             "results": [r.to_dict() for r in self.results],
             "rows": self.rows(),
             "skipped": self.skipped,
-            "fastest": {str(b): _short(row) for b, row in self.fastest().items()},
+            "fastest": self.fastest_summary(),
             "recommendations": self.recommendations,
             "recommendation_notes": self.recommendation_notes,
             "host_peak_rss_mb": self.host_peak_rss_mb,
@@ -191,10 +196,6 @@ class BenchReport:
             "profile": self.profile,
             "files": self.files,
         }
-
-
-def _short(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: row[k] for k in ("runtime", "artifact", "latency_ms_p50", "throughput_img_s")}
 
 
 # --- statistics ---------------------------------------------------------------------------

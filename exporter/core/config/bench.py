@@ -107,8 +107,3 @@ class BenchConfig:
             raise UsageError(f"--profile-runs {self.profile_runs}: must be >= 1")
         if self.max_regression_pct < 0:
             raise UsageError(f"--max-regression {self.max_regression_pct}: must be >= 0 percent")
-
-    @property
-    def all_runtimes(self) -> bool:
-        """True when the user asked for every runtime (unavailable ones are then skipped)."""
-        return ALL in self.runtimes
