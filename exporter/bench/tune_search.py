@@ -8,9 +8,9 @@ budget. The space, within ``cpus`` cores in total (instances × threads per inst
    queue delay 1000 us) — what the winner must beat.
 2. **cores**: every instances × threads split of the cores, at a middle batcher setting.
 3. **batcher**: max batch × queue delay around the best two splits.
-4. **confirm**: the best trial and the baseline again, interleaved, ``confirm_rounds``
+4. **confirm**: the best trial and the baseline again, interleaved, ``CONFIRM_ROUNDS``
    times; the best is kept only when its median throughput is at least the baseline's and
-   its median p99 at most ``1 + p99_tolerance`` times the baseline's, else the baseline wins.
+   its median p99 at most ``1 + P99_TOLERANCE`` times the baseline's, else the baseline wins.
 
 Trials whose p99 exceeds the baseline's by more than the tolerance never win. A stage that
 would run past the budget is cut short (the confirmation keeps its share of the budget).
@@ -28,6 +28,8 @@ QUEUE_DELAYS_US = (0, 500, 2000)
 MIDDLE = (8, 500)  # (max batch, queue delay) while the cores are split
 MAX_INSTANCES = 8  # each instance holds its own copy of the model
 CONFIRM_SHARE = 0.3  # of the budget, kept for the interleaved confirmation
+CONFIRM_ROUNDS = 3
+P99_TOLERANCE = 0.10  # how much worse than the baseline's a winner's p99 may be
 
 
 @dataclass(frozen=True)
@@ -101,15 +103,9 @@ def core_splits(cpus: int) -> list[tuple[int, int]]:
     return sorted(pairs)
 
 
-def batcher_settings(max_batch_limit: int) -> list[tuple[int, int]]:
+def batcher_settings() -> list[tuple[int, int]]:
     """(max batch, queue delay) pairs; a max batch of 1 never waits."""
-    out = []
-    for b in MAX_BATCHES:
-        if b > max_batch_limit:
-            continue
-        for d in QUEUE_DELAYS_US if b > 1 else (0,):
-            out.append((b, d))
-    return out
+    return [(b, d) for b in MAX_BATCHES for d in (QUEUE_DELAYS_US if b > 1 else (0,))]
 
 
 def _score(m: Measurement) -> float:
@@ -123,20 +119,16 @@ def search(
     budget_s: float,
     clock: Callable[[], float],
     min_window_s: float = 1.0,
-    p99_tolerance: float = 0.10,
-    confirm_rounds: int = 3,
-    max_batch_limit: int = 64,
 ) -> SearchResult:
     """Search the serving settings within ``cpus`` cores and about ``budget_s`` seconds.
 
-    ``clock`` (seconds, monotonic) is injected so the tests need no real time;
-    ``p99_tolerance`` is how much worse than the baseline's a winner's p99 may be.
+    ``clock`` (seconds, monotonic) is injected so the tests need no real time.
     """
     start = clock()
     base = baseline_trial(cpus)
     splits = core_splits(cpus)
-    batcher = batcher_settings(max_batch_limit)
-    planned = 1 + len(splits) + 2 * len(batcher) + 2 * confirm_rounds
+    batcher = batcher_settings()
+    planned = 1 + len(splits) + 2 * len(batcher) + 2 * CONFIRM_ROUNDS
     window = max(min_window_s, budget_s / planned)
     result = SearchResult(plan=base, baseline=base)
     seen: dict[Trial, Measurement] = {}
@@ -152,9 +144,8 @@ def search(
 
     base_m = run(base, "baseline")
     reserve = CONFIRM_SHARE * budget_s
-    middle = MIDDLE if MIDDLE[0] <= max_batch_limit else (1, 0)
     for i, t in splits:
-        trial = Trial(i, t, *middle)
+        trial = Trial(i, t, *MIDDLE)
         if trial not in seen and left() - window >= reserve:
             run(trial, "cores")
     ranked = sorted(
@@ -165,21 +156,13 @@ def search(
             trial = Trial(i, t, b, d)
             if trial not in seen and left() - window >= reserve:
                 run(trial, "batcher")
-    best = _pick(seen, base, base_m, p99_tolerance)
+    best = _pick(seen, base, base_m)
     if len(seen) < 1 + len(splits):
         result.notes.append(f"the budget ({budget_s:g} s) cut the search short")
     if best == base:
         result.notes.append("no setting beat the serve defaults within the p99 limit")
         return result
-    result.plan, result.confirmation = _confirm(
-        run,
-        best,
-        base,
-        rounds=confirm_rounds,
-        p99_tolerance=p99_tolerance,
-        left=left,
-        window=window,
-    )
+    result.plan, result.confirmation = _confirm(run, best, base, left=left, window=window)
     if result.plan == base:
         result.notes.append(
             f"the confirmation rounds kept the serve defaults ({result.confirmation['verdict']})"
@@ -187,11 +170,9 @@ def search(
     return result
 
 
-def _pick(
-    seen: dict[Trial, Measurement], base: Trial, base_m: Measurement, p99_tolerance: float
-) -> Trial:
+def _pick(seen: dict[Trial, Measurement], base: Trial, base_m: Measurement) -> Trial:
     """The fastest trial whose p99 stays within the tolerance of the baseline's."""
-    limit = (base_m.latency_ms_p99 or float("inf")) * (1 + p99_tolerance)
+    limit = (base_m.latency_ms_p99 or float("inf")) * (1 + P99_TOLERANCE)
     eligible = [
         (tr, m)
         for tr, m in seen.items()
@@ -212,14 +193,12 @@ def _confirm(
     best: Trial,
     base: Trial,
     *,
-    rounds: int,
-    p99_tolerance: float,
     left: Callable[[], float],
     window: float,
 ) -> tuple[Trial, dict[str, Any]]:
     """Best and baseline interleaved; the best wins on medians (throughput, p99) or not at all."""
     got: dict[str, list[Measurement]] = {"best": [], "baseline": []}
-    for r in range(rounds):
+    for r in range(CONFIRM_ROUNDS):
         if r > 0 and left() < 2 * window:
             break
         order = [("best", best), ("baseline", base)]
@@ -240,7 +219,7 @@ def _confirm(
     faster = (b["throughput_img_s_median"] or 0) >= (d["throughput_img_s_median"] or 0)
     p99_ok = (b["latency_ms_p99_median"] or float("inf")) <= (
         d["latency_ms_p99_median"] or float("inf")
-    ) * (1 + p99_tolerance)
+    ) * (1 + P99_TOLERANCE)
     summary["verdict"] = (
         "tuned kept"
         if faster and p99_ok
