@@ -192,9 +192,7 @@ def _release(predictors: list[Predictor], workspace: Path | None, reaper: Reaper
         reaper.close()
 
 
-def wait_until_stopped(
-    server: RunningServer, stop: threading.Event, *, poll_s: float = 0.5
-) -> str | None:
+def wait_until_stopped(server: RunningServer, stop: threading.Event) -> str | None:
     """Block until ``stop`` is set (then drain and stop) or the server dies.
 
     Returns:
@@ -203,7 +201,7 @@ def wait_until_stopped(
     Raises:
         EnvironmentUnavailable: tritonserver or the model's proxy exited on its own.
     """
-    while not stop.wait(poll_s):
+    while not stop.wait(0.5):  # a dead server is noticed within half a second
         if not server.alive():
             reason = server.failure()
             server.stop()
