@@ -89,13 +89,12 @@ def _line(texts: Sequence[str]) -> str:
     return "| " + " | ".join(str(t).replace("|", "\\|").replace("\n", " ") for t in texts) + " |"
 
 
-def rows_to_csv(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
-    """CSV text of ``rows``; columns default to every key, in first-seen order.
+def rows_to_csv(rows: Sequence[Mapping[str, Any]]) -> str:
+    """CSV text of ``rows``, a column per key in first-seen order.
 
     Nested values (dicts, lists) are written as their ``str``; None as an empty field.
     """
-    if columns is None:
-        columns = list(dict.fromkeys(key for row in rows for key in row))
+    columns = list(dict.fromkeys(key for row in rows for key in row))
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(columns)
@@ -104,13 +103,9 @@ def rows_to_csv(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None
     return buf.getvalue()
 
 
-def write_csv(
-    dest: str | os.PathLike[str],
-    rows: Sequence[Mapping[str, Any]],
-    columns: Sequence[str] | None = None,
-) -> None:
+def write_csv(dest: str | os.PathLike[str], rows: Sequence[Mapping[str, Any]]) -> None:
     """Atomically write ``rows`` as CSV (see :func:`rows_to_csv`)."""
-    write_text(dest, rows_to_csv(rows, columns))
+    write_text(dest, rows_to_csv(rows))
 
 
 def write_markdown(dest: str | os.PathLike[str], text: str) -> None:
