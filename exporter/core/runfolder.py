@@ -153,16 +153,15 @@ class Run:
         return path
 
     @contextlib.contextmanager
-    def edit_manifest(self, *, new: Manifest | None = None) -> Iterator[Manifest]:
-        """Lock the run, read its manifest (``new`` if there is none), yield it, save it.
+    def edit_manifest(self) -> Iterator[Manifest]:
+        """Lock the run, read its manifest, yield it, save it.
 
         Nothing is saved when the block raises. The read happens under the lock, so an update a
         concurrent command saved a moment ago is in what you change, not lost.
         """
         with run_lock(self.run_dir, "manifest"):
             self._state.manifest = None  # read afresh, whatever this object saw before
-            exists = manifest_path(self.run_dir).exists()
-            manifest = self.manifest if exists or new is None else new
+            manifest = self.manifest
             yield manifest
             self.save_manifest(manifest)
 
