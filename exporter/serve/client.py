@@ -173,17 +173,11 @@ class TritonHttpClient:
             )
         return answer
 
-    def server_ready(self) -> bool:
-        """``/v2/health/ready``; False when nothing answers."""
+    def ready(self, model: str | None = None) -> bool:
+        """The server's (or ``model``'s) ``ready`` endpoint; False when nothing answers."""
+        path = "/v2/health/ready" if model is None else f"/v2/models/{quote(model)}/ready"
         try:
-            return self._request("GET", "/v2/health/ready")[0] == 200
-        except OSError:
-            self.close()
-            return False
-
-    def model_ready(self, model: str) -> bool:
-        try:
-            return self._request("GET", f"/v2/models/{quote(model)}/ready")[0] == 200
+            return self._request("GET", path)[0] == 200
         except OSError:
             self.close()
             return False

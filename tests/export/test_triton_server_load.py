@@ -114,7 +114,7 @@ def server(triton_bin: Path, repo_run: Path, backends: Path, ports) -> Iterator[
             assert time.monotonic() < deadline, f"not ready in {START_TIMEOUT_S} s:\n{_errors(log)}"
             try:
                 with TritonHttpClient(url) as c:
-                    if c.model_ready(MODEL):
+                    if c.ready(MODEL):
                         break
             except Exception:
                 pass

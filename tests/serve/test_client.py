@@ -106,7 +106,7 @@ def test_decode_response_refuses_a_binary_size_past_the_body() -> None:
 def test_nothing_listening_is_environment_unavailable(ports) -> None:
     (port,) = ports(1)
     with TritonHttpClient(f"http://127.0.0.1:{port}") as c:
-        assert not c.server_ready()
+        assert not c.ready()
         with pytest.raises(EnvironmentUnavailable, match="no server answers"):
             c.model("vgg16")
 

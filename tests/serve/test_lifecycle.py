@@ -52,7 +52,7 @@ def test_sigterm_drains_stops_and_leaves_no_process(
     sp = start_server(onnx_run, "--max-batch", "16")
     sp.wait_ready()
     with TritonHttpClient(sp.url) as c:
-        assert c.model_ready("vgg16")
+        assert c.ready("vgg16")
     # A big batch is sent before SIGTERM and answered after it: the server drains.
     body = json.dumps(
         {
@@ -89,7 +89,7 @@ def test_an_idle_client_connection_holds_the_stop_only_until_the_drain_timeout(
     sp = start_server(onnx_run, "--drain-timeout", "2", "--instances", "1")
     sp.wait_ready()
     idle = TritonHttpClient(sp.url)  # one answered request, then a keep-alive connection
-    idle.model_ready("vgg16")
+    idle.ready("vgg16")
     try:
         began = time.monotonic()
         assert sp.stop(signal.SIGTERM) == 0, sp.output()

@@ -199,4 +199,4 @@ def test_a_killed_backend_stub_stops_tlx_serve_with_exit_3_naming_it(
     assert "Traceback" not in said
     assert _wait_until(lambda: not any(reaper.start_time(p) for p in tree), 15)
     with TritonHttpClient(sp.url, timeout_s=5) as client:
-        assert not client.server_ready()  # nothing answers health any more
+        assert not client.ready()  # nothing answers health any more

@@ -37,8 +37,8 @@ def _batch(n: int, seed: int = 0) -> np.ndarray:
 
 def test_ready_only_with_the_warm_model_and_names_the_file(served, onnx_run: Path) -> None:
     with TritonHttpClient(served.url) as c:
-        assert c.server_ready()
-        assert c.model_ready(MODEL)
+        assert c.ready()
+        assert c.ready(MODEL)
         model = c.model(MODEL)
     manifest = load_manifest(onnx_run)
     assert model.artifact == "model.onnx"
