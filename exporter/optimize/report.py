@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from exporter.core.config import PRUNED_VARIANTS
-from exporter.core.fsio import write_text, write_with
+from exporter.core.fsio import write_text
+from exporter.core.report import markdown_table, new_figure, save_png
 from exporter.core.runfolder import OPTIMIZE_MD as MD_NAME
 from exporter.core.runfolder import OPTIMIZE_PNG as PLOT_NAME
 from exporter.core.runfolder import WEIGHTS_NAME
@@ -90,8 +91,6 @@ def variant_rows(variants: list[dict[str, Any]], timing: dict[str, Any]) -> list
 
 def write_optimize_md(run: Path, data: dict[str, Any]) -> None:
     """Write optimize.md (every variant's numbers) and optimize.png (the Pareto plot)."""
-    from exporter.core.report import markdown_table
-
     timing = data.get("timing") or {}
     p50 = timing.get("p50_ms", {})
     rows = variant_rows(data["variants"], timing)
@@ -129,12 +128,8 @@ def _pareto(dest: Path, data: dict[str, Any]) -> None:
             points.append((ms, 100 * gate["accuracy_candidate"], v))
     if not points:
         return
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, axes = new_figure(size=(7, 4.5))
+    ax = axes[0][0]
     ref_acc = 100 * points[0][2]["gate"]["accuracy_reference"]
     ref_ms = p50.get("model.onnx", {}).get("ort-cpu")
     if ref_ms is not None:
@@ -150,6 +145,4 @@ def _pareto(dest: Path, data: dict[str, Any]) -> None:
     ax.set_xlabel("ort-cpu latency, batch 1 (ms, log scale)")
     ax.set_ylabel("held-out accuracy (%)")
     ax.set_title("tlx optimize: accuracy vs latency (filled: shipped, hollow: rejected)")
-    fig.tight_layout()
-    write_with(dest, lambda p: fig.savefig(p, format="png", dpi=110))
-    plt.close(fig)
+    save_png(dest, fig)
