@@ -41,7 +41,7 @@ def main() -> None:
     ap.add_argument("--runtimes", default="ort-cpu,openvino")
     ap.add_argument("--json", type=Path, help="also write the profiles here")
     args = ap.parse_args()
-    from exporter.core.machine import default_threads
+    from exporter.core.machine import usable_cpus
 
     load_all()
     artifact = next(
@@ -51,7 +51,7 @@ def main() -> None:
         sys.exit(f"{args.onnx}: not an artifact of {args.onnx.parent}/manifest.json")
     size = artifact.image_size
     x = np.random.default_rng(0).standard_normal((args.batch, 3, size, size), dtype=np.float32)
-    threads = args.threads or default_threads()
+    threads = args.threads or usable_cpus()
     pairs = [(REGISTRY[name], artifact) for name in args.runtimes.split(",")]
     profile = profile_pairs(pairs, device="cpu", threads=threads, x=x, runs=args.runs)
     print("\n".join(profile_lines(profile)))

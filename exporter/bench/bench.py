@@ -50,7 +50,7 @@ from exporter.bench.result import LATENCY_SCOPE, THROUGHPUT_BASIS, BenchReport
 from exporter.core.config import BenchConfig
 from exporter.core.envinfo import environment
 from exporter.core.errors import EnvironmentUnavailable
-from exporter.core.machine import default_threads
+from exporter.core.machine import usable_cpus
 from exporter.core.report import Progress
 from exporter.core.resources import require
 from exporter.core.runfolder import Run, open_run
@@ -103,7 +103,7 @@ def bench_run(
         raise EnvironmentUnavailable(
             "--device cuda: torch.cuda.is_available() is False on this machine; use --device cpu"
         )
-    threads = cfg.threads or default_threads()  # the cores this process may use
+    threads = cfg.threads or usable_cpus()  # the cores this process may use
     torch.set_num_threads(threads)  # runtimes get the same number for their own pools
     # A runtime the user named that cannot run here is an environment error (exit 3, raised
     # by plan); with ``all`` it is skipped with the reason. A run without manifest.json (not

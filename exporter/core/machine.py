@@ -1,7 +1,7 @@
 """The machine as it matters for speed: instruction set, usable cores, memory limit.
 
 The one place tlx reads the CPU flags, the process's CPU affinity and the cgroup's CPU quota
-and memory limit; threads (:func:`default_threads`), serve's instance plan, the memory check
+and memory limit; threads (:func:`usable_cpus`), serve's instance plan, the memory check
 of ``core/resources.py`` and every report's ``machine`` block ask here.
 
 A container limited to 2 CPUs on a 64-core node still shows 64 cores to ``os.cpu_count()``,
@@ -171,11 +171,6 @@ def combine_cpus(affinity: int, quota: float | None) -> int:
 def usable_cpus() -> int:
     """The cores this process may use now: its affinity mask and its cgroup CPU quota."""
     return combine_cpus(affinity_count(), cpu_quota())
-
-
-def default_threads() -> int:
-    """The thread count every runtime, server and benchmark uses unless told otherwise."""
-    return usable_cpus()
 
 
 # --- memory ---------------------------------------------------------------------------------

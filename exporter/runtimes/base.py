@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from exporter.core.errors import UsageError
-from exporter.core.machine import default_threads
+from exporter.core.machine import usable_cpus
 from exporter.runtimes.cuda_math import fp32_label
 
 if TYPE_CHECKING:
@@ -117,7 +117,7 @@ class Runtime(ABC):
         self.precision = precision
         # Never the runtime's own default: ORT and torch count every core of the node, not
         # the cores a container or an affinity mask leaves this process (kserve/kserve #1031).
-        self.threads = threads or default_threads()
+        self.threads = threads or usable_cpus()
         self.options = dict(options or {})
 
     @classmethod

@@ -91,7 +91,7 @@ def test_usable_cpus_reads_affinity_and_quota(
     monkeypatch.setenv(m.CGROUP_ROOT_ENV, str(tmp_path))
     assert m.usable_cpus() == 4
     (tmp_path / "cpu.max").write_text("150000 100000")
-    assert m.usable_cpus() == m.default_threads() == 2
+    assert m.usable_cpus() == 2
 
 
 def test_memory_limit_v2_and_v1(tmp_path: Path) -> None:

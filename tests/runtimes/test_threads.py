@@ -27,7 +27,7 @@ CHILD = textwrap.dedent(
 
     from exporter.core.config import ServeConfig
     from exporter.core.envinfo import environment
-    from exporter.core.machine import default_threads, machine
+    from exporter.core.machine import machine, usable_cpus
     from exporter.runtimes import REGISTRY, load_all
     from exporter.runtimes.base import Artifact
     from exporter.serve.server import instance_plan
@@ -47,7 +47,7 @@ CHILD = textwrap.dedent(
     load_all()
     out = {
         "cpus_available": machine().cpus_available,
-        "default_threads": default_threads(),
+        "usable_cpus": usable_cpus(),
         "env_cpus_available": environment("cpu")["cpus_available"],
         "serve_plan": list(instance_plan(ServeConfig())),
         "describe": {},
@@ -82,7 +82,7 @@ def test_pinned_to_one_core_every_runtime_runs_one_thread(tmp_path: Path) -> Non
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert out["cpus_available"] == out["default_threads"] == out["env_cpus_available"] == 1
+    assert out["cpus_available"] == out["usable_cpus"] == out["env_cpus_available"] == 1
     assert out["serve_plan"] == [1, 1]
     assert out["describe"] and set(out["describe"].values()) == {1}, out["describe"]
     assert out["ort_intra_op"] == 1 and out["ort_describe"] == 1
