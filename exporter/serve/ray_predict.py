@@ -94,11 +94,6 @@ def check_output(output: str | Path | None) -> Path:
     return path
 
 
-def failures_path_for(output: Path) -> Path:
-    """``out.parquet`` → ``out.failures.csv`` (next to the output)."""
-    return output.with_name(f"{output.stem}.failures.csv")
-
-
 class _Classify:
     """One actor: one predictor, reused for every batch Ray hands it."""
 
@@ -238,7 +233,7 @@ def predict_ray(
     )
     rows, failures, first = _write(ds, out_path, logits=logits)
     seconds = time.perf_counter() - t0
-    fail_path = failures_path_for(out_path)
+    fail_path = out_path.with_name(f"{out_path.stem}.failures.csv")  # beside the output
     _write_failures(fail_path, failures)
     return RayPredictResult(
         output=out_path,
