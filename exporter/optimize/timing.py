@@ -57,12 +57,12 @@ def time_variants(info: Run, files: list[Timed], *, batch: int = 1) -> dict[str,
         "cpu",
         threads=threads,
     )
-    _load(eager, "trained model", live, skipped, key=("trained model", "eager"))
+    _load(eager, "trained model", live, skipped)
     for f in files:
         art = file_artifact(info, f)
         for name in ONNX_RUNTIMES:
             runtime = get_runtime(name)(art, "cpu", precision=f.precision, threads=threads)
-            _load(runtime, f.label, live, skipped, key=(f.label, name))
+            _load(runtime, f.label, live, skipped)
     x = np.random.default_rng(0).standard_normal((batch, 3, size, size), dtype=np.float32)
     try:
         samples = time_runtimes(
@@ -86,15 +86,13 @@ def _load(
     label: str,
     live: dict[str, tuple[str, str, Runtime]],
     skipped: list[dict[str, str]],
-    *,
-    key: tuple[str, str],
 ) -> None:
     try:
         runtime.load()
     except RuntimeUnavailable as exc:
         skipped.append({"file": label, "runtime": runtime.name, "reason": str(exc)})
         return
-    live[f"{key[0]} · {key[1]}"] = (label, runtime.name, runtime)
+    live[f"{label} · {runtime.name}"] = (label, runtime.name, runtime)
 
 
 def file_artifact(info: Run, f: Timed) -> Artifact:
