@@ -40,7 +40,6 @@ from exporter.core.config.predict import (
     PredictConfig,
 )
 from exporter.core.config.serve import (
-    DEFAULT_MODEL_NAME,
     LoadtestConfig,
     ServeConfig,
     TritonConfig,
@@ -73,7 +72,6 @@ __all__ = [
     "CACHE_MODES",
     "DATA_SOURCES",
     "DEFAULT_ARTIFACTS_DIR",
-    "DEFAULT_MODEL_NAME",
     "DEFAULT_OPSET",
     "DEFAULT_WARMUP_FRACTION",
     "EXPORTER_CHOICES",
