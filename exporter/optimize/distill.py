@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from exporter.core.errors import InputFileError, Interrupted, UsageError
-from exporter.core.fsio import write_json, write_with
+from exporter.core.fsio import write_json
 from exporter.model.shape import VGGShape
-from exporter.train.checkpoint import read_state
+from exporter.train.checkpoint import META_NAME, STATE_NAME, read_state, write_tensors
 
 if TYPE_CHECKING:
     import torch
@@ -37,8 +37,6 @@ if TYPE_CHECKING:
 
 TEMPERATURE = 4.0  # softens the teacher's distribution: the "dark knowledge" between classes
 ALPHA = 0.7  # weight of the soft targets against the labels
-STATE_NAME = "state.pt"
-META_NAME = "meta.json"
 FORMAT = "tlx-distill-1"
 DISTILL_DIR = "distill"
 
@@ -298,7 +296,7 @@ def save_state(folder: Path, state: dict[str, Any], settings: DistillSettings) -
 
     folder.mkdir(parents=True, exist_ok=True)
     payload = {"format": FORMAT, "settings": settings.to_dict(), **state}
-    write_with(folder / STATE_NAME, lambda p: torch.save(payload, p))
+    write_tensors(folder / STATE_NAME, payload, torch.save)  # the space checked first
     write_json(
         folder / META_NAME,
         {"settings": settings.to_dict(), "epoch": state["epoch"], "step": state["step"]},
