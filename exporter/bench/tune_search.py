@@ -25,6 +25,8 @@ from typing import Any
 
 MAX_BATCHES = (1, 8, 32)
 QUEUE_DELAYS_US = (0, 500, 2000)
+# The (max batch, queue delay) pairs tried; a max batch of 1 never waits.
+BATCHER = [(b, d) for b in MAX_BATCHES for d in (QUEUE_DELAYS_US if b > 1 else (0,))]
 MIDDLE = (8, 500)  # (max batch, queue delay) while the cores are split
 MAX_INSTANCES = 8  # each instance holds its own copy of the model
 CONFIRM_SHARE = 0.3  # of the budget, kept for the interleaved confirmation
@@ -103,11 +105,6 @@ def core_splits(cpus: int) -> list[tuple[int, int]]:
     return sorted(pairs)
 
 
-def batcher_settings() -> list[tuple[int, int]]:
-    """(max batch, queue delay) pairs; a max batch of 1 never waits."""
-    return [(b, d) for b in MAX_BATCHES for d in (QUEUE_DELAYS_US if b > 1 else (0,))]
-
-
 def _score(m: Measurement) -> float:
     return m.throughput_img_s or 0.0
 
@@ -127,8 +124,7 @@ def search(
     start = clock()
     base = baseline_trial(cpus)
     splits = core_splits(cpus)
-    batcher = batcher_settings()
-    planned = 1 + len(splits) + 2 * len(batcher) + 2 * CONFIRM_ROUNDS
+    planned = 1 + len(splits) + 2 * len(BATCHER) + 2 * CONFIRM_ROUNDS
     window = max(min_window_s, budget_s / planned)
     result = SearchResult(plan=base, baseline=base)
     seen: dict[Trial, Measurement] = {}
@@ -152,7 +148,7 @@ def search(
         {(t.instances, t.threads_per_instance) for t in seen}, key=lambda p: -_best_for(seen, p)
     )
     for i, t in ranked[:2]:
-        for b, d in batcher:
+        for b, d in BATCHER:
             trial = Trial(i, t, b, d)
             if trial not in seen and left() - window >= reserve:
                 run(trial, "batcher")
