@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from exporter.core.config import DEFAULT_ARTIFACTS_DIR, DemoConfig, to_dict
 from exporter.core.manifest import MANIFEST_NAME
-from exporter.core.runfolder import DEMO_JSON, MODEL_CARD_MD, TRAIN_JSON, WEIGHTS_NAME
+from exporter.core.runfolder import DEMO_JSON, MODEL_CARD_MD, TRAIN_JSON, WEIGHTS_NAME, open_run
 
 if TYPE_CHECKING:
     from exporter.bench.result import BenchReport
@@ -115,7 +115,6 @@ def run_demo(cfg: DemoConfig, *, progress: DemoProgress | None = None) -> DemoRe
     from exporter.bench.bench import bench_run
     from exporter.core.config import BenchConfig, ExportConfig, OptimizeConfig, VerifyConfig
     from exporter.core.fsio import write_json
-    from exporter.core.runfolder import open_run
     from exporter.export.export import export_run
     from exporter.optimize.optimize import optimize_run
     from exporter.verify.verify import verify_run

@@ -9,7 +9,7 @@ warning each) for the CLI to show and ``train.json`` to count.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -208,8 +208,6 @@ def load_eval_images(
     except (TypeError, ValueError, UsageError) as exc:  # a hand-edited record: name the file
         raise InputFileError(f"{info.run_dir / TRAIN_JSON}: bad config.data: {exc}") from exc
     if data_dir is not None:
-        from dataclasses import replace
-
         cfg = replace(cfg, data_dir=data_dir)
     limit = cfg.limit_train if split == "train" else cfg.limit_val
     dataset = limit_split(_open(cfg, (split,), [])[2][0], limit, seed=cfg.seed, split=split)

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from exporter.core.errors import GateFailed, UsageError
+from exporter.core.errors import EnvironmentUnavailable, GateFailed, UsageError
 from exporter.core.fsio import atomic_path
 from exporter.core.onnx_safety import check_onnx_file
 from exporter.export.common import (
@@ -210,8 +210,6 @@ def convert_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
         from onnxruntime.transformers.float16 import convert_float_to_float16
         from onnxruntime.transformers.onnx_model import OnnxModel
     except ImportError as exc:  # stripped-down onnxruntime builds omit the transformers tools
-        from exporter.core.errors import EnvironmentUnavailable
-
         raise EnvironmentUnavailable(
             "fp16 export needs onnxruntime.transformers.float16 (part of the onnxruntime "
             f"package), which failed to import: {first_line(exc)}; reinstall onnxruntime"

@@ -25,7 +25,7 @@ from exporter.core.config import PRUNE_AUTO, OptimizeConfig
 from exporter.core.errors import EnvironmentUnavailable, InputFileError
 from exporter.model.shape import VGGShape
 from exporter.optimize.build import evaluate_onnx, save_onnx
-from exporter.optimize.ship import VARIANT_FILES, VariantResult
+from exporter.optimize.ship import VARIANT_FILES, VariantResult, place
 
 if TYPE_CHECKING:
     from torch import nn
@@ -202,7 +202,6 @@ def build_pruned_variants(
     ``rejected/`` under names that carry their ratio.
     """
     from exporter.optimize.distill import checkpoint_folder
-    from exporter.optimize.ship import place
 
     auto = cfg.prune == PRUNE_AUTO
     ratios = list(cfg.prune_ratios)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from exporter.core.errors import UsageError
+from exporter.core.errors import IntegrityError, RuntimeUnavailable, UsageError
 from exporter.core.machine import usable_cpus
 from exporter.runtimes.cuda_math import fp32_label
 
@@ -65,7 +65,6 @@ class Artifact:
             IntegrityError: no hashes are recorded, or a file is missing or changed.
             InputFileError: an ONNX file is corrupt or points outside the run folder.
         """
-        from exporter.core.errors import IntegrityError
         from exporter.core.manifest import FileRecord, check_file
         from exporter.core.onnx_safety import check_onnx_file
 
@@ -196,8 +195,6 @@ class Runtime(ABC):
         Raises:
             RuntimeUnavailable: this runtime has no per-operator profiler in tlx.
         """
-        from exporter.core.errors import RuntimeUnavailable
-
         raise RuntimeUnavailable(f"{self.name} has no per-operator profiler in tlx")
 
     def close(self) -> None:  # noqa: B027

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from exporter.core.config import LaunchSpec, TrainConfig
-from exporter.core.errors import InputFileError, UsageError
+from exporter.core.errors import EnvironmentUnavailable, InputFileError, TlxError, UsageError
 from exporter.core.resources import require
 from exporter.core.runfolder import (
     CHECKPOINT_DIR,
@@ -37,7 +37,7 @@ from exporter.core.runfolder import (
 from exporter.core.runlock import run_lock
 from exporter.model.footprint import train_need
 from exporter.train.checkpoint import STATE_NAME, checkpoint_dir, load_checkpoint
-from exporter.train.common import ProgressFn
+from exporter.train.common import ProgressFn, default_run_dir, resolve_device
 from exporter.train.device_setup import reuse_freed_memory
 from exporter.train.distributed import DistContext, init_distributed, restart_count
 from exporter.train.loop import Trainer
@@ -152,8 +152,6 @@ def _claim_run_dir(run: Path, *, dist: DistContext, resume: bool) -> None:
 
 def _lost_peer(exc: Exception, dist: DistContext) -> Exception:
     """A collective that failed because another rank died is an environment failure (exit 3)."""
-    from exporter.core.errors import EnvironmentUnavailable, TlxError
-
     if isinstance(exc, TlxError) or not dist.enabled:
         return exc
     import torch.distributed as tdist
@@ -174,7 +172,6 @@ def launch_training(
 ) -> None:
     """``tlx train --nproc/--nnodes``: check, then start the workers through torchrun
     (``worker_args``: this command line without the launcher's options)."""
-    from exporter.train.common import default_run_dir, resolve_device
     from exporter.train.launch import launch
 
     if "TORCHELASTIC_RUN_ID" in os.environ:
