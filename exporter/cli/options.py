@@ -94,6 +94,8 @@ def config_options(*configs: type, extra: Sequence[inspect.Parameter] = ()) -> C
     def wrap(func: F) -> F:
         own = inspect.signature(func, eval_str=True)
         mine = [p for p in own.parameters.values() if p.kind is not p.VAR_KEYWORD]
+        if len(mine) == len(own.parameters) and (configs or extra):
+            raise TypeError(f"{func.__name__} needs **options to take its derived options")
         derived = [parameter(*d) for cls in configs for d in declared(cls)] + list(extra)
         names = [p.name for p in mine + derived]
         if len(set(names)) != len(names):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -19,6 +19,7 @@ def sign_command(
             "--key", help="PEM elliptic-curve private key (P-256, P-384 or P-521) to sign with."
         ),
     ],
+    **options: Any,  # --no-wait, which _Command applies
 ) -> None:
     """Sign the run's deployable files into RUN/model.sig (OpenSSF model-signing format).
 
