@@ -186,7 +186,7 @@ def recommendation_lines(recs: list[dict[str, Any]], notes: list[str]) -> list[s
 
 
 def deploy_lines(report: BenchReport) -> list[str]:
-    """ "Deploy this" as plain lines for a terminal (``tlx bench`` and ``tlx demo``): one per
+    """The "deploy this" lines for a terminal (``tlx bench`` and ``tlx demo``): one per
     recommendation, else why there is none and the fastest runtime per batch size."""
     out = []
     for rec in report.recommendations:

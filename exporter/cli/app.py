@@ -59,8 +59,12 @@ NO_WAIT_HELP = (
     "If another tlx command is changing this run, exit 3 naming its pid instead of waiting."
 )
 # `@command(..., lock=True)`: a command that changes a run; _Command applies it.
-NO_WAIT = inspect.Parameter("no_wait", inspect.Parameter.KEYWORD_ONLY, default=False)
-NO_WAIT = NO_WAIT.replace(annotation=Annotated[bool, typer.Option("--no-wait", help=NO_WAIT_HELP)])
+NO_WAIT = inspect.Parameter(
+    "no_wait",
+    inspect.Parameter.KEYWORD_ONLY,
+    default=False,
+    annotation=Annotated[bool, typer.Option("--no-wait", help=NO_WAIT_HELP)],
+)
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no table.")]
 
 
