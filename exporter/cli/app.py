@@ -193,13 +193,15 @@ def staged(
     if quiet or not sys.stderr.isatty():
         result = call(*args, progress=None, **kw)
     else:
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich import progress as rp
 
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TextColumn("{task.percentage:>3.0f}%"),
-            TimeElapsedColumn(),
+        with rp.Progress(
+            rp.TextColumn("{task.description}"),
+            rp.BarColumn(),
+            rp.TextColumn("{task.percentage:>3.0f}%"),
+            rp.TimeElapsedColumn(),
+            rp.TextColumn("eta"),  # rich's estimate from the recent rate; "-:--:--" until known
+            rp.TimeRemainingColumn(),
             console=err_console,
             transient=True,
         ) as bar:
