@@ -26,7 +26,7 @@ from typing import Any
 MAX_BATCHES = (1, 8, 32)
 QUEUE_DELAYS_US = (0, 500, 2000)
 # The (max batch, queue delay) pairs tried; a max batch of 1 never waits.
-BATCHER = [(b, d) for b in MAX_BATCHES for d in (QUEUE_DELAYS_US if b > 1 else (0,))]
+BATCHER = tuple((b, d) for b in MAX_BATCHES for d in (QUEUE_DELAYS_US if b > 1 else (0,)))
 MIDDLE = (8, 500)  # (max batch, queue delay) while the cores are split
 MAX_INSTANCES = 8  # each instance holds its own copy of the model
 CONFIRM_SHARE = 0.3  # of the budget, kept for the interleaved confirmation

@@ -175,7 +175,7 @@ def command(name: str, *configs: type, lock: bool = False) -> Callable[[F], F]:
     (``lock``), and errors mapped to exit codes."""
 
     def wrap(func: F) -> F:
-        func = config_options(*configs, extra=[NO_WAIT] * lock)(func)
+        func = config_options(*configs, extra=(NO_WAIT,) if lock else ())(func)
         return app.command(name, cls=_Command)(func)
 
     return wrap
